@@ -1,0 +1,103 @@
+"""Contraindication alerts a clinic raises for a shared patient."""
+
+from __future__ import annotations
+
+import enum
+from uuid import UUID
+
+from referral_hub.contracts.base import (
+    ClinicalText,
+    ClinicId,
+    Message,
+    MemberId,
+    Modality,
+    PatientRef,
+    ShortText,
+    UtcDatetime,
+)
+
+
+class Severity(enum.StrEnum):
+    """Absolute stops treatment; relative modifies it; local avoids a site; caution informs."""
+
+    ABSOLUTE = "absolute"
+    RELATIVE = "relative"
+    LOCAL = "local"
+    CAUTION = "caution"
+
+
+class TriggerKind(enum.StrEnum):
+    """What the alert is about."""
+
+    CONDITION = "condition"
+    MEDICATION = "medication"
+    EVENT = "event"
+
+
+class AlertRaise(Message, frozen=True, kw_only=True, tag="alert.raise"):
+    """A care-team clinic warns the others about a patient."""
+
+    alert_id: UUID
+    patient_ref: PatientRef
+    trigger_kind: TriggerKind
+    trigger: ShortText
+    modalities: tuple[Modality, ...]
+    techniques: tuple[ShortText, ...] = ()
+    severity: Severity
+    body_site: ShortText = ""
+    valid_from: UtcDatetime | None = None
+    valid_until: UtcDatetime | None = None
+    note: ClinicalText = ""
+
+
+class AlertAck(Message, frozen=True, kw_only=True, tag="alert.ack"):
+    """A member of a care-team clinic has seen the alert."""
+
+    alert_id: UUID
+    patient_ref: PatientRef
+    member: MemberId
+
+
+class AlertResolve(Message, frozen=True, kw_only=True, tag="alert.resolve"):
+    """The raising clinic withdraws the alert."""
+
+    alert_id: UUID
+    patient_ref: PatientRef
+    reason: ClinicalText = ""
+
+
+class AlertRaised(Message, frozen=True, kw_only=True, tag="alert.raised"):
+    """Delivered to every care-team clinic, including ones that join while it is active."""
+
+    alert_id: UUID
+    patient_ref: PatientRef
+    raised_by: ClinicId
+    trigger_kind: TriggerKind
+    trigger: ShortText
+    modalities: tuple[Modality, ...]
+    techniques: tuple[ShortText, ...] = ()
+    severity: Severity
+    body_site: ShortText = ""
+    valid_from: UtcDatetime | None = None
+    valid_until: UtcDatetime | None = None
+    note: ClinicalText = ""
+    event_number: int = 0
+
+
+class AlertAcknowledged(Message, frozen=True, kw_only=True, tag="alert.acknowledged"):
+    """Fanned out when a member acknowledges."""
+
+    alert_id: UUID
+    patient_ref: PatientRef
+    member: MemberId
+    member_clinic: ClinicId
+    event_number: int = 0
+
+
+class AlertResolved(Message, frozen=True, kw_only=True, tag="alert.resolved"):
+    """Fanned out when the raising clinic resolves."""
+
+    alert_id: UUID
+    patient_ref: PatientRef
+    reason: ClinicalText = ""
+    event_number: int = 0

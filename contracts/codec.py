@@ -1,0 +1,171 @@
+"""Encoding and decoding of hub messages, with errors precise enough to become rejections.
+
+Decoding happens in two steps. A lenient peek reads only ``type`` and ``schema_version``
+so that a bad tag or a future version gets its own rejection code instead of a generic
+schema error; then the strict decoder checks the whole message against its contract.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from referral_hub.contracts.alerts import (
+    AlertAck,
+    AlertAcknowledged,
+    AlertRaise,
+    AlertRaised,
+    AlertResolve,
+    AlertResolved,
+)
+from referral_hub.contracts.base import CONTRACT_VERSION, ContractError, Message, message_type
+from referral_hub.contracts.paging import (
+    DeliveryReceipt,
+    NotificationQueued,
+    PageAck,
+    PageAcknowledged,
+    PageTriggered,
+)
+from referral_hub.contracts.plans import PlanUpdate, PlanUpdated
+from referral_hub.contracts.referrals import (
+    REFERRAL_COMMANDS,
+    REFERRAL_EVENTS,
+    ReferralAccept,
+    ReferralCancel,
+    ReferralCancelConfirm,
+    ReferralClose,
+    ReferralComplete,
+    ReferralDecline,
+    ReferralForward,
+    ReferralInterimNote,
+    ReferralNoShow,
+    ReferralRequest,
+    ReferralRequested,
+    ReferralSchedule,
+    ReferralTransitioned,
+)
+from referral_hub.contracts.rejections import Rejection
+
+ClinicCommand = (
+    ReferralRequest
+    | ReferralAccept
+    | ReferralDecline
+    | ReferralSchedule
+    | ReferralNoShow
+    | ReferralInterimNote
+    | ReferralComplete
+    | ReferralClose
+    | ReferralCancel
+    | ReferralCancelConfirm
+    | ReferralForward
+    | PlanUpdate
+    | AlertRaise
+    | AlertAck
+    | AlertResolve
+    | PageAck
+)
+"""Everything a clinic may publish on ``clinic.<id>.out.<type>``."""
+
+HubMessage = (
+    ReferralRequested
+    | ReferralTransitioned
+    | PlanUpdated
+    | AlertRaised
+    | AlertAcknowledged
+    | AlertResolved
+    | Rejection
+    | NotificationQueued
+    | PageTriggered
+    | PageAcknowledged
+    | DeliveryReceipt
+)
+"""Everything the hub delivers to inboxes or records as a domain event."""
+
+COMMAND_TYPES: Final[tuple[type[Message], ...]] = (
+    *REFERRAL_COMMANDS,
+    PlanUpdate,
+    AlertRaise,
+    AlertAck,
+    AlertResolve,
+    PageAck,
+)
+HUB_MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
+    *REFERRAL_EVENTS,
+    PlanUpdated,
+    AlertRaised,
+    AlertAcknowledged,
+    AlertResolved,
+    Rejection,
+    NotificationQueued,
+    PageTriggered,
+    PageAcknowledged,
+    DeliveryReceipt,
+)
+COMMAND_TAGS: Final = frozenset(message_type(t) for t in COMMAND_TYPES)
+
+
+class MalformedJsonError(ContractError):
+    """The bytes are not a JSON object."""
+
+
+class UnknownTypeError(ContractError):
+    """The ``type`` tag is missing or names no contract."""
+
+
+class UnsupportedVersionError(ContractError):
+    """The message claims a schema version newer than this code."""
+
+
+class SchemaViolationError(ContractError):
+    """The message does not satisfy its contract."""
+
+
+class _Peek(msgspec.Struct):
+    type: str = ""
+    schema_version: int = CONTRACT_VERSION
+
+
+_peek_decoder: Final = msgspec.json.Decoder(_Peek)
+_command_decoder: Final = msgspec.json.Decoder(ClinicCommand)
+_hub_message_decoder: Final = msgspec.json.Decoder(HubMessage)
+_encoder: Final = msgspec.json.Encoder()
+
+
+def peek_type(data: bytes) -> str:
+    """The ``type`` tag of a JSON message, checked for well-formedness and version only."""
+    try:
+        peek = _peek_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise SchemaViolationError(str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise MalformedJsonError(str(exc)) from exc
+    if peek.schema_version > CONTRACT_VERSION or peek.schema_version < 1:
+        msg = f"schema_version {peek.schema_version} is not supported (this hub speaks 1..{CONTRACT_VERSION})"
+        raise UnsupportedVersionError(msg)
+    return peek.type
+
+
+def decode_command(data: bytes) -> ClinicCommand:
+    """Decode what a clinic published, raising a :class:`ContractError` subclass on refusal."""
+    tag = peek_type(data)
+    if tag not in COMMAND_TAGS:
+        msg = f"unknown message type {tag!r}" if tag else "the message has no 'type' field"
+        raise UnknownTypeError(msg)
+    try:
+        return _command_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise SchemaViolationError(str(exc)) from exc
+
+
+def decode_hub_message(data: bytes) -> HubMessage:
+    """Decode an inbox delivery or a domain event."""
+    try:
+        return _hub_message_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise SchemaViolationError(str(exc)) from exc
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """Canonical JSON bytes for any contract."""
+    return _encoder.encode(message)

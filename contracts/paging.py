@@ -1,0 +1,71 @@
+"""Pages and notifications sent to care-team members, PagerDuty-style."""
+
+from __future__ import annotations
+
+import enum
+from uuid import UUID
+
+from referral_hub.contracts.base import ClinicId, Message, MemberId, PatientRef, ShortText
+
+
+class PageSeverity(enum.StrEnum):
+    """PagerDuty Events v2 severities."""
+
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Grafana OnCall-style delivery log states."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class NotificationQueued(Message, frozen=True, kw_only=True, tag="notification.queued"):
+    """A routine notification for a clinic's intake channel (not a page)."""
+
+    notification_id: UUID
+    clinic: ClinicId
+    topic: ShortText
+    about_message_id: UUID
+
+
+class PageTriggered(Message, frozen=True, kw_only=True, tag="page.triggered"):
+    """A page to a member; re-raises with the same dedup key update it rather than re-page."""
+
+    page_id: UUID
+    dedup_key: ShortText
+    severity: PageSeverity
+    clinic: ClinicId
+    member: MemberId
+    patient_ref: PatientRef
+    escalation_level: int = 0
+
+
+class PageAck(Message, frozen=True, kw_only=True, tag="page.ack"):
+    """A member acknowledges a page, stopping its escalation."""
+
+    page_id: UUID
+    member: MemberId
+
+
+class PageAcknowledged(Message, frozen=True, kw_only=True, tag="page.acknowledged"):
+    """Fanned out to the care team: who acknowledged."""
+
+    page_id: UUID
+    member: MemberId
+    member_clinic: ClinicId
+
+
+class DeliveryReceipt(Message, frozen=True, kw_only=True, tag="delivery.receipt"):
+    """One delivery attempt on one channel."""
+
+    page_id: UUID
+    channel: ShortText
+    status: DeliveryStatus
+    attempt: int = 1
+    error: ShortText = ""

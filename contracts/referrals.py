@@ -1,0 +1,182 @@
+"""Referral lifecycle messages, modelled on ONC 360X and the FHIR Task state machine.
+
+Commands are what a clinic sends on ``clinic.<id>.out.referral.<verb>``; events are what
+the hub delivers on ``clinic.<id>.in.referral.<past-tense>`` and records as domain events.
+One ``referral_id`` is reused by every message about a referral, as 360X requires, and the
+recipient reuses the initiator's ``patient_ref``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+
+from referral_hub.contracts.base import (
+    ClinicalFlags,
+    ClinicalText,
+    ClinicId,
+    Icd10Code,
+    Message,
+    Modality,
+    PatientRef,
+    ShortText,
+    UtcDatetime,
+)
+
+
+class Urgency(enum.StrEnum):
+    """How fast the recipient must answer; drives the SLA windows."""
+
+    ROUTINE = "routine"
+    URGENT = "urgent"
+
+
+class ReferralState(enum.StrEnum):
+    """Lifecycle states. Terminal ones are ``declined``, ``closed`` and ``cancelled``."""
+
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    SCHEDULED = "scheduled"
+    NO_SHOW = "no_show"
+    COMPLETED = "completed"
+    CLOSED = "closed"
+    CANCEL_REQUESTED = "cancel_requested"
+    CANCELLED = "cancelled"
+
+
+class ConsultNote(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome summary a recipient returns when it completes a referral."""
+
+    visits: Annotated[int, msgspec.Meta(ge=0, le=1000)]
+    techniques: tuple[ShortText, ...] = ()
+    response: ClinicalText = ""
+    recommendations: ClinicalText = ""
+
+
+class ReferralCommand(Message, frozen=True, kw_only=True):
+    """Fields every referral command carries: the referral and the patient it is about."""
+
+    referral_id: UUID
+    patient_ref: PatientRef
+
+
+class ReferralRequest(ReferralCommand, frozen=True, kw_only=True, tag="referral.request"):
+    """A sender asks a recipient clinic to take on a patient."""
+
+    recipient_clinic: ClinicId
+    modality: Modality
+    urgency: Urgency = Urgency.ROUTINE
+    reason: ClinicalText
+    icd10_codes: tuple[Icd10Code, ...] = ()
+    clinical_flags: ClinicalFlags = msgspec.field(default_factory=ClinicalFlags)
+    requested_techniques: tuple[ShortText, ...] = ()
+    note: ClinicalText = ""
+
+
+class ReferralAccept(ReferralCommand, frozen=True, kw_only=True, tag="referral.accept"):
+    """The recipient takes the referral; both clinics join the patient's care team."""
+
+    note: ClinicalText = ""
+
+
+class ReferralDecline(ReferralCommand, frozen=True, kw_only=True, tag="referral.decline"):
+    """The recipient refuses the referral, with a coded reason."""
+
+    reason_code: ShortText
+    reason_text: ClinicalText = ""
+
+
+class ReferralSchedule(ReferralCommand, frozen=True, kw_only=True, tag="referral.schedule"):
+    """The recipient books (or re-books) the first appointment."""
+
+    appointment_at: UtcDatetime
+
+
+class ReferralNoShow(ReferralCommand, frozen=True, kw_only=True, tag="referral.no_show"):
+    """The patient missed the scheduled appointment."""
+
+
+class ReferralInterimNote(ReferralCommand, frozen=True, kw_only=True, tag="referral.interim_note"):
+    """A consult note between accept and complete; may repeat."""
+
+    note: ClinicalText
+
+
+class ReferralComplete(ReferralCommand, frozen=True, kw_only=True, tag="referral.complete"):
+    """The recipient finished the episode and reports back."""
+
+    outcome: ConsultNote
+
+
+class ReferralClose(ReferralCommand, frozen=True, kw_only=True, tag="referral.close"):
+    """The sender acknowledges the outcome, closing the loop."""
+
+
+class ReferralCancel(ReferralCommand, frozen=True, kw_only=True, tag="referral.cancel"):
+    """Either party cancels; after scheduling a sender's cancel is only a request."""
+
+    reason_code: ShortText
+    reason_text: ClinicalText = ""
+
+
+class ReferralCancelConfirm(ReferralCommand, frozen=True, kw_only=True, tag="referral.cancel_confirm"):
+    """The recipient confirms a sender's cancellation request (360X handshake)."""
+
+
+class ReferralForward(ReferralCommand, frozen=True, kw_only=True, tag="referral.forward"):
+    """The recipient passes the referral on to a third clinic; the sender stays informed."""
+
+    to_clinic: ClinicId
+    reason: ClinicalText = ""
+
+
+class ReferralEvent(Message, frozen=True, kw_only=True):
+    """Fields every referral event carries, so a clinic can follow the loop without lookups."""
+
+    referral_id: UUID
+    patient_ref: PatientRef
+    state: ReferralState
+    referring_clinic: ClinicId
+    recipient_clinic: ClinicId
+    event_number: int = 0
+    """Per-recipient-clinic, gap-free inbox number; 0 where not (yet) assigned."""
+
+
+class ReferralRequested(ReferralEvent, frozen=True, kw_only=True, tag="referral.requested"):
+    """Delivered to the recipient: a new referral with its clinical content."""
+
+    modality: Modality
+    urgency: Urgency
+    reason: ClinicalText
+    icd10_codes: tuple[Icd10Code, ...] = ()
+    clinical_flags: ClinicalFlags = msgspec.field(default_factory=ClinicalFlags)
+    requested_techniques: tuple[ShortText, ...] = ()
+    note: ClinicalText = ""
+
+
+class ReferralTransitioned(ReferralEvent, frozen=True, kw_only=True, tag="referral.transitioned"):
+    """Delivered to the other party after any later lifecycle step."""
+
+    transition: ShortText
+    detail: ClinicalText = ""
+    outcome: ConsultNote | None = None
+
+
+REFERRAL_COMMANDS: tuple[type[ReferralCommand], ...] = (
+    ReferralRequest,
+    ReferralAccept,
+    ReferralDecline,
+    ReferralSchedule,
+    ReferralNoShow,
+    ReferralInterimNote,
+    ReferralComplete,
+    ReferralClose,
+    ReferralCancel,
+    ReferralCancelConfirm,
+    ReferralForward,
+)
+REFERRAL_EVENTS: tuple[type[ReferralEvent], ...] = (ReferralRequested, ReferralTransitioned)

@@ -1,0 +1,67 @@
+"""How the hub says no: a typed rejection to the sender, and a dead letter for operators."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from referral_hub.contracts.base import Message, ShortText
+
+
+class RejectionCode(enum.StrEnum):
+    """Stable, machine-readable reasons. Clients may switch on these; never rename one."""
+
+    MALFORMED_JSON = "malformed_json"
+    """The payload is not a JSON object."""
+    SCHEMA_VIOLATION = "schema_violation"
+    """A field is missing, has the wrong type or breaks a constraint."""
+    UNKNOWN_MESSAGE_TYPE = "unknown_message_type"
+    """The ``type`` tag names no contract."""
+    UNSUPPORTED_VERSION = "unsupported_version"
+    """``schema_version`` is newer than the hub understands."""
+    INVALID_SUBJECT = "invalid_subject"
+    """The subject is not ``clinic.<clinic_id>.out.<type>``."""
+    SUBJECT_TYPE_MISMATCH = "subject_type_mismatch"
+    """The subject's type tokens differ from the payload's ``type``."""
+    SENDER_MISMATCH = "sender_mismatch"
+    """``sender_clinic`` differs from the clinic the subject authenticates."""
+    UNKNOWN_CLINIC = "unknown_clinic"
+    """The sender or the addressed clinic is not in the registry."""
+    UNKNOWN_MEMBER = "unknown_member"
+    """The actor is not a care-team member of the sending clinic."""
+    INVALID_RECIPIENT = "invalid_recipient"
+    """A clinic addressed itself, or a clinic that does not offer the modality."""
+    DUPLICATE_REFERRAL_ID = "duplicate_referral_id"
+    """A different message already created a referral with this id."""
+    UNSUPPORTED_MESSAGE_TYPE = "unsupported_message_type"
+    """A valid contract the hub does not accept on this subject (yet)."""
+
+
+class Rejection(Message, frozen=True, kw_only=True, tag="rejection"):
+    """Delivered to the sender's inbox when the hub refuses a message; nothing changed."""
+
+    code: RejectionCode
+    reason: str
+    offending_message_id: ShortText
+    offending_subject: ShortText
+    current_state: ShortText = ""
+    event_number: int = 0
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="dead_letter"):
+    """A refused or unprocessable message, kept whole for operators to inspect and re-drive.
+
+    ``payload`` holds the original bytes verbatim (base64 in JSON), because a message that
+    failed to decode cannot be re-encoded faithfully.
+    """
+
+    code: RejectionCode
+    reason: str
+    service: ShortText
+    original_subject: str
+    original_stream: ShortText
+    original_sequence: int
+    original_headers: dict[str, str] = {}
+    payload: bytes
+    offending_message_id: ShortText

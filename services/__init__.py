@@ -1,0 +1,1 @@
+"""Referral Hub: care-team messaging between independent clinics, on NATS JetStream."""

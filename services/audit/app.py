@@ -1,0 +1,35 @@
+"""Wiring of the audit service: one durable consumer per audited stream, one chain writer."""
+
+from __future__ import annotations
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from referral_hub.audit.adapters import ChainWriter
+from referral_hub.audit.handlers import AuditHandler
+from referral_hub.runtime import topology
+from referral_hub.runtime.handling import LateHandler, subscriber
+from referral_hub.runtime.service import ServiceApp, attach, new_broker
+
+SERVICE = "audit"
+
+
+def create_app(nats_url: str) -> ServiceApp:
+    """The audit service."""
+    broker = new_broker(nats_url, SERVICE)
+    handler = LateHandler(SERVICE)
+
+    def jetstream() -> JetStreamContext:
+        return broker.connection.jetstream()
+
+    async def prepare(connection: Client) -> None:
+        handler.bind(AuditHandler(ChainWriter(connection.jetstream())))
+
+    for spec in topology.AUDIT_CONSUMERS:
+        attach(
+            broker,
+            spec,
+            subscriber(SERVICE, spec.durable, jetstream, handler),
+            f"Every message stored in {spec.stream}, recorded in the audit chain.",
+        )
+    return ServiceApp(name=SERVICE, broker=broker, consumers=topology.AUDIT_CONSUMERS, before_start=(prepare,))

@@ -1,0 +1,255 @@
+"""The ``hubctl`` subcommands; each returns its exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import nats
+from nats.aio.client import Client
+
+from referral_hub.audit import app as audit_app
+from referral_hub.audit.adapters import read_chain
+from referral_hub.audit.domain import verify
+from referral_hub.client import ClinicClient, InboxItem, new_id, utc_now
+from referral_hub.contracts.base import Modality
+from referral_hub.contracts.compat import breaking_changes, current_components, published_components, render
+from referral_hub.contracts.referrals import ReferralRequest, ReferralRequested, Urgency
+from referral_hub.contracts.registry import Clinic, Registry
+from referral_hub.contracts.rejections import Rejection
+from referral_hub.errors import HubError
+from referral_hub.notifications import app as notifications_app
+from referral_hub.referrals import app as referrals_app
+from referral_hub.runtime import logs, topology
+from referral_hub.runtime.provision import provision as provision_hub
+from referral_hub.runtime.registry import KEY_PREFIX, load_registry_file, store_registry
+from referral_hub.runtime.service import ServiceApp, ServiceSettings, run_until_signalled
+
+SERVICES: Final[dict[str, Callable[[str], ServiceApp]]] = {
+    "referrals": referrals_app.create_app,
+    "notifications": notifications_app.create_app,
+    "audit": audit_app.create_app,
+}
+
+
+class UsageError(HubError):
+    """A subcommand was called without what it needs."""
+
+
+def out(line: str) -> None:
+    """Print a result line to stdout and flush, so pipes and followers see it at once."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def connect(nats_url: str, name: str = "hubctl") -> Client:
+    """Connect once, failing fast with a clear error if nobody is there."""
+    return await nats.connect(nats_url, name=name, connect_timeout=3, allow_reconnect=False)
+
+
+def require_clinic(args: argparse.Namespace) -> str:
+    """The ``--clinic`` value, which this subcommand cannot do without."""
+    if not args.clinic:
+        msg = f"'hubctl {args.command}' needs --clinic (or HUB_CLINIC)"
+        raise UsageError(msg)
+    clinic: str = args.clinic
+    return clinic
+
+
+async def fetch_registry(connection: Client) -> list[Clinic]:
+    """Every clinic in the registry bucket."""
+    kv = await connection.jetstream().key_value(topology.REGISTRY_KV)
+    try:
+        keys = await kv.keys()
+    except nats.js.errors.NoKeysError:
+        return []
+    clinics = []
+    for key in sorted(keys):
+        if key.startswith(KEY_PREFIX):
+            entry = await kv.get(key)
+            if entry.value:
+                clinics.append(msgspec.json.decode(entry.value, type=Clinic))
+    return clinics
+
+
+async def provision(args: argparse.Namespace) -> int:
+    """``hubctl provision``."""
+    connection = await connect(args.nats_url)
+    try:
+        await provision_hub(connection.jetstream(), replicas=args.replicas)
+        out(f"provisioned {len(topology.stream_configs())} streams, {len(topology.kv_configs())} KV buckets, "
+            f"{len(topology.CONSUMERS)} consumers on {args.nats_url}")
+        if args.registry or args.demo_registry:
+            registry = load_registry_file(args.registry)
+            count = await store_registry(connection.jetstream(), registry)
+            out(f"loaded {count} clinics into the registry")
+    finally:
+        await connection.drain()
+    return 0
+
+
+def run_service(args: argparse.Namespace) -> int:
+    """``hubctl run SERVICE``: blocks until SIGINT or SIGTERM."""
+    logs.configure(args.service, json=args.log_json)
+    app = SERVICES[args.service](args.nats_url)
+    run_until_signalled(app, ServiceSettings(args.nats_url, args.metrics_port, args.metrics_host))
+    return 0
+
+
+async def refer(args: argparse.Namespace) -> int:
+    """``hubctl refer``: send a referral and report the hub's answer."""
+    clinic_id = require_clinic(args)
+    client = await ClinicClient.connect(args.nats_url, clinic_id)
+    try:
+        actor = args.actor or await _first_member(client.connection, clinic_id)
+        request = ReferralRequest(
+            message_id=new_id(),
+            occurred_at=utc_now(),
+            sender_clinic=clinic_id,
+            actor=actor,
+            correlation_id=new_id(),
+            referral_id=new_id(),
+            patient_ref=args.patient,
+            recipient_clinic=args.to,
+            modality=Modality(args.modality),
+            urgency=Urgency(args.urgency),
+            reason=args.reason,
+            icd10_codes=tuple(args.icd10),
+        )
+        answer = await client.send_and_confirm(request, timeout=args.wait)
+    finally:
+        await client.close()
+    if isinstance(answer.message, Rejection):
+        msg = f"rejected ({answer.message.code}): {answer.message.reason}"
+        raise HubError(msg)
+    out(f"referral {request.referral_id} requested: {clinic_id} -> {args.to} (message {request.message_id})")
+    return 0
+
+
+async def _first_member(connection: Client, clinic_id: str) -> str:
+    for clinic in await fetch_registry(connection):
+        if clinic.id == clinic_id and clinic.members:
+            return clinic.members[0].id
+    msg = f"clinic {clinic_id!r} is not registered; see 'hubctl clinics'"
+    raise UsageError(msg)
+
+
+def describe_item(item: InboxItem) -> str:
+    """One human-readable line for an inbox message."""
+    message = item.message
+    kind = item.subject.split(".in.", 1)[-1]
+    stamp = message.occurred_at.isoformat(timespec="seconds")
+    if isinstance(message, ReferralRequested):
+        detail = (f"referral {message.referral_id} {message.referring_clinic} -> {message.recipient_clinic} "
+                  f"patient {message.patient_ref} {message.modality} {message.urgency}")
+    elif isinstance(message, Rejection):
+        detail = f"{message.code} for {message.offending_message_id}: {message.reason}"
+    else:
+        detail = f"from {message.sender_clinic}"
+    return f"#{item.sequence:<6} {stamp}  {kind:<22} {detail}"
+
+
+async def inbox(args: argparse.Namespace) -> int:
+    """``hubctl inbox``."""
+    clinic_id = require_clinic(args)
+    client = await ClinicClient.connect(args.nats_url, clinic_id)
+    count = 0
+    try:
+        async for item in client.inbox(since=args.since, follow=args.follow):
+            count += 1
+            if args.json:
+                out(json.dumps({"sequence": item.sequence, "subject": item.subject,
+                                "message": json.loads(msgspec.json.encode(item.message))}))
+            else:
+                out(describe_item(item))
+    finally:
+        await client.close()
+    if count == 0 and not args.json:
+        out(f"inbox of {clinic_id} is empty")
+    return 0
+
+
+async def clinics(args: argparse.Namespace) -> int:
+    """``hubctl clinics``."""
+    connection = await connect(args.nats_url)
+    try:
+        registered = await fetch_registry(connection)
+    finally:
+        await connection.drain()
+    if args.json:
+        out(msgspec.json.encode(Registry(clinics=tuple(registered))).decode())
+        return 0
+    for clinic in registered:
+        members = ", ".join(f"{member.id} ({member.role})" for member in clinic.members)
+        out(f"{clinic.id:<20} {clinic.name:<32} {','.join(clinic.modalities):<24} {members}")
+    return 0
+
+
+async def audit_log(args: argparse.Namespace) -> int:
+    """``hubctl audit log``."""
+    connection = await connect(args.nats_url)
+    try:
+        async for entry in read_chain(connection.jetstream()):
+            if args.json:
+                out(msgspec.json.encode(entry).decode())
+            else:
+                code = f" {entry.rejection_code}" if entry.rejection_code else ""
+                out(f"#{entry.index:<6} {entry.recorded_at.isoformat(timespec='seconds')} {entry.action:<10} "
+                    f"{entry.message_type:<22} {entry.clinic:<20} {entry.outcome}{code}")
+    finally:
+        await connection.drain()
+    return 0
+
+
+async def audit_verify(args: argparse.Namespace) -> int:
+    """``hubctl audit verify``: exit 0 only if the whole chain verifies."""
+    connection = await connect(args.nats_url)
+    started = time.perf_counter()
+    try:
+        entries = [entry async for entry in read_chain(connection.jetstream())]
+    finally:
+        await connection.drain()
+    count, fault = verify(entries)
+    elapsed = time.perf_counter() - started
+    if fault is not None:
+        msg = f"audit chain BROKEN at entry {fault.index}: {fault.reason} ({count} entries verified before it)"
+        raise HubError(msg)
+    out(f"audit chain OK: {count} entries verified in {elapsed:.3f}s")
+    return 0
+
+
+async def contracts_export(args: argparse.Namespace) -> int:
+    """``hubctl contracts export``: JSON Schema of every contract, plus AsyncAPI."""
+    from referral_hub.cli.asyncapi import asyncapi_document  # noqa: PLC0415 - loads every service's wiring
+
+    directory: Path = args.out
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "contracts.schema.json").write_text(render(current_components()))
+    (directory / "asyncapi.json").write_text(json.dumps(asyncapi_document(), indent=2) + "\n")
+    out(f"wrote {directory / 'contracts.schema.json'} and {directory / 'asyncapi.json'}")
+    return 0
+
+
+async def contracts_check(_args: argparse.Namespace) -> int:
+    """``hubctl contracts check``: non-zero if the contracts break the published version."""
+    breaks = breaking_changes(published_components(), current_components())
+    if breaks:
+        msg = "contracts break the published v1: " + "; ".join(breaks)
+        raise HubError(msg)
+    out("contracts are backward compatible with the published v1")
+    return 0
+
+
+async def up(args: argparse.Namespace) -> int:
+    """``hubctl up``: see :mod:`referral_hub.cli.up`."""
+    from referral_hub.cli.up import run_hub  # noqa: PLC0415 - keeps the other subcommands light
+
+    return await run_hub(args)
+
+

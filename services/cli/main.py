@@ -1,0 +1,143 @@
+"""``hubctl``: the one command line for clinics, operators and developers.
+
+Every subcommand takes ``--nats-url`` (default ``$NATS_URL``, else the local hub) and
+prints user errors as one line on stderr with a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import nats
+import nats.errors
+
+from referral_hub.cli import commands
+from referral_hub.errors import HubError
+
+DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
+EXIT_USER_ERROR: Final = 1
+EXIT_INTERRUPTED: Final = 130
+
+Command = Callable[[argparse.Namespace], Awaitable[int]]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nats-url",
+        default=os.environ.get("NATS_URL", DEFAULT_NATS_URL),
+        help="NATS server URL (default: $NATS_URL or %(default)s)",
+    )
+    parser.add_argument("--clinic", default=os.environ.get("HUB_CLINIC"), help="acting clinic id (default: $HUB_CLINIC)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``hubctl`` argument parser."""
+    parser = argparse.ArgumentParser(prog="hubctl", description="Referral Hub: care-team messaging between clinics.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start nats-server, provision, run all services and demo traffic")
+    _common(up)
+    up.add_argument("--data-dir", type=Path, default=Path(".hub-data"), help="where JetStream and logs live (default: %(default)s)")
+    up.add_argument("--port", type=int, default=4222, help="NATS client port (default: %(default)s)")
+    up.add_argument("--monitor-port", type=int, default=8222, help="NATS monitoring port (default: %(default)s)")
+    up.add_argument("--metrics-port", type=int, default=9101, help="first of three service metrics ports (default: %(default)s)")
+    up.add_argument("--sync", default="always", help="JetStream sync_interval: 'always' (default, fsync per ack) or a duration like 2m")
+    up.add_argument("--registry", type=Path, help="clinic registry JSON (default: the bundled demo clinics)")
+    up.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True, help="send demo referrals (default: on)")
+    up.add_argument("--demo-interval", type=float, default=2.0, help="seconds between demo referrals (default: %(default)s)")
+    up.add_argument("--duration", type=float, help="stop by itself after this many seconds (for scripts)")
+    up.set_defaults(run=commands.up)
+
+    provision = sub.add_parser("provision", help="create or upgrade streams, KV buckets and consumers (idempotent)")
+    _common(provision)
+    provision.add_argument("--replicas", type=int, default=1, help="stream and KV replicas: 1 single node, 3 in a cluster")
+    provision.add_argument("--registry", type=Path, help="also load this clinic registry JSON")
+    provision.add_argument("--demo-registry", action="store_true", help="also load the bundled demo clinics")
+    provision.set_defaults(run=commands.provision)
+
+    run = sub.add_parser("run", help="run one service against an existing NATS")
+    _common(run)
+    run.add_argument("service", choices=sorted(commands.SERVICES), help="which service")
+    run.add_argument("--metrics-port", type=int, default=9101, help="port for /metrics and /health (default: %(default)s)")
+    run.add_argument("--metrics-host", default="127.0.0.1", help="address for /metrics and /health (default: %(default)s)")
+    run.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None, help="JSON logs (default: when not a TTY)")
+    run.set_defaults(run=None, sync_run=commands.run_service)
+
+    refer = sub.add_parser("refer", help="send a referral from --clinic to another clinic")
+    _common(refer)
+    refer.add_argument("--to", required=True, help="recipient clinic id")
+    refer.add_argument("--patient", required=True, help="pseudonymous patient_ref")
+    refer.add_argument("--modality", required=True, choices=["massage", "physical_therapy", "chiropractic", "acupuncture"])
+    refer.add_argument("--reason", required=True, help="clinical reason for referral")
+    refer.add_argument("--urgency", choices=["routine", "urgent"], default="routine")
+    refer.add_argument("--actor", help="member id sending it (default: the clinic's first member)")
+    refer.add_argument("--icd10", nargs="*", default=[], help="ICD-10 codes")
+    refer.add_argument("--wait", type=float, default=5.0, help="seconds to wait for a rejection before reporting success")
+    refer.set_defaults(run=commands.refer)
+
+    inbox = sub.add_parser("inbox", help="list a clinic's inbox")
+    _common(inbox)
+    inbox.add_argument("--follow", action="store_true", help="keep printing new messages")
+    inbox.add_argument("--since", type=int, default=1, help="start at this inbox stream sequence")
+    inbox.add_argument("--json", action="store_true", help="one JSON object per line")
+    inbox.set_defaults(run=commands.inbox)
+
+    clinics = sub.add_parser("clinics", help="list the clinic registry")
+    _common(clinics)
+    clinics.add_argument("--json", action="store_true", help="print JSON")
+    clinics.set_defaults(run=commands.clinics)
+
+    audit = sub.add_parser("audit", help="read and verify the audit log")
+    _common(audit)
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
+    audit_log = audit_sub.add_parser("log", help="print audit entries")
+    audit_log.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit_log.set_defaults(run=commands.audit_log)
+    audit_verify = audit_sub.add_parser("verify", help="recompute the hash chain over the whole log")
+    audit_verify.set_defaults(run=commands.audit_verify)
+
+    contracts = sub.add_parser("contracts", help="export and check the public contracts")
+    _common(contracts)
+    contracts_sub = contracts.add_subparsers(dest="contracts_command", required=True, metavar="CONTRACTS_COMMAND")
+    export = contracts_sub.add_parser("export", help="write JSON Schema and AsyncAPI documents")
+    export.add_argument("--out", type=Path, required=True, help="output directory")
+    export.set_defaults(run=commands.contracts_export)
+    check = contracts_sub.add_parser("check", help="fail if the contracts break the published v1")
+    check.set_defaults(run=commands.contracts_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point; exits with the command's status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "sync_run", None) is not None:
+            status: int = args.sync_run(args)
+        else:
+            status = asyncio.run(args.run(args))
+    except KeyboardInterrupt:
+        status = EXIT_INTERRUPTED
+    except (HubError, nats.errors.Error, OSError, TimeoutError, msgspec.ValidationError) as exc:
+        print(f"hubctl: error: {_describe(exc)}", file=sys.stderr)  # noqa: T201 - the CLI's output
+        status = EXIT_USER_ERROR
+    sys.exit(status)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, nats.errors.NoServersError):
+        return "cannot reach NATS (is the hub running? pass --nats-url or set NATS_URL)"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def dump_json(value: object) -> str:
+    """JSON for the CLI's ``--json`` output (msgspec handles Structs, UUIDs and datetimes)."""
+    return json.dumps(json.loads(msgspec.json.encode(value)), indent=None)

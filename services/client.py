@@ -1,0 +1,164 @@
+"""The Python client partner clinics use: send commands, read the inbox.
+
+It speaks only the public v1 subjects, exactly as a clinic on plain NATS would: publish to
+``clinic.<id>.out.<type>`` with ``Nats-Msg-Id`` set to the message id, read
+``clinic.<id>.in.>`` from JetStream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Self
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from referral_hub.contracts.base import Message, message_type
+from referral_hub.contracts.codec import HubMessage, decode_hub_message, encode
+from referral_hub.errors import HubError
+from referral_hub.runtime import subjects, topology
+
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+IDLE_SECONDS: Final = 0.5
+
+
+def new_id() -> uuid.UUID:
+    """A fresh message, referral or correlation id."""
+    return uuid.uuid4()
+
+
+def utc_now() -> datetime:
+    """Now, as the timezone-aware UTC timestamp contracts require."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """One inbox delivery: its stream sequence, subject and decoded message."""
+
+    sequence: int
+    subject: str
+    message: HubMessage
+
+
+@dataclass(frozen=True)
+class SendReceipt:
+    """The server's answer to a send: where it was stored, and whether it was a duplicate."""
+
+    sequence: int
+    duplicate: bool
+
+
+class ClinicClient:
+    """A clinic's connection to the hub."""
+
+    def __init__(self, connection: Client, clinic_id: str) -> None:
+        """Wrap an open NATS connection; use :meth:`connect` to open one."""
+        self.connection = connection
+        self.clinic_id = clinic_id
+        self.js: JetStreamContext = connection.jetstream()
+
+    @classmethod
+    async def connect(cls, nats_url: str, clinic_id: str) -> Self:
+        """Open a connection for ``clinic_id``."""
+        connection = await nats.connect(nats_url, name=f"clinic-{clinic_id}", connect_timeout=5, max_reconnect_attempts=3)
+        return cls(connection, clinic_id)
+
+    async def close(self) -> None:
+        """Flush and close."""
+        await self.connection.drain()
+
+    async def send(self, message: Message) -> SendReceipt:
+        """Publish ``message`` on this clinic's out subject and wait for JetStream to store it.
+
+        ``Nats-Msg-Id`` is the message id, so retrying a send whose ack was lost is safe.
+        """
+        subject = subjects.clinic_out(self.clinic_id, message_type(type(message)))
+        ack = await self.js.publish(
+            subject,
+            encode(message),
+            headers={MSG_ID_HEADER: str(message.message_id)},
+        )
+        return SendReceipt(sequence=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def publish_raw(self, message_type_tokens: str, payload: bytes, msg_id: str | None = None) -> SendReceipt:
+        """Publish arbitrary bytes on an out subject (for tools and tests of bad input)."""
+        headers = {MSG_ID_HEADER: msg_id} if msg_id else None
+        ack = await self.js.publish(subjects.clinic_out(self.clinic_id, message_type_tokens), payload, headers=headers)
+        return SendReceipt(sequence=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def inbox_count(self) -> int:
+        """How many messages this clinic's inbox holds."""
+        info = await self.js.stream_info(topology.CLINIC_IN, subjects_filter=subjects.clinic_inbox(self.clinic_id))
+        return sum((info.state.subjects or {}).values())
+
+    async def inbox(self, *, since: int = 1, follow: bool = False) -> AsyncIterator[InboxItem]:
+        """Inbox messages from stream sequence ``since`` on; with ``follow``, wait for more.
+
+        Without ``follow`` it stops once it has caught up with what is stored now.
+        """
+        if not follow and await self.inbox_count() == 0:
+            return
+        subscription = await self.js.subscribe(
+            subjects.clinic_inbox(self.clinic_id),
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            config=api.ConsumerConfig(opt_start_seq=max(since, 1)),
+        )
+        try:
+            while True:
+                try:
+                    raw: Msg = await subscription.next_msg(timeout=None if follow else IDLE_SECONDS)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    return
+                yield InboxItem(raw.metadata.sequence.stream, raw.subject, decode_hub_message(raw.data))
+                if not follow and raw.metadata.num_pending == 0:
+                    return
+        finally:
+            await subscription.unsubscribe()
+
+    async def send_and_confirm(self, message: Message, timeout: float = 10.0) -> InboxItem:
+        """Send ``message`` and wait for the hub's answer in this clinic's inbox.
+
+        The answer is the first inbox message caused by this one: the hub's confirmation
+        (for example ``referral.requested``) or a typed ``rejection``.
+        """
+        subscription = await self.js.subscribe(
+            subjects.clinic_inbox(self.clinic_id),
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.NEW,
+        )
+        try:
+            await self.send(message)
+            deadline = asyncio.get_running_loop().time() + timeout
+            while (remaining := deadline - asyncio.get_running_loop().time()) > 0:
+                try:
+                    raw = await subscription.next_msg(timeout=remaining)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    break
+                item = InboxItem(raw.metadata.sequence.stream, raw.subject, decode_hub_message(raw.data))
+                if item.message.causation_id == message.message_id:
+                    return item
+        finally:
+            await subscription.unsubscribe()
+        msg = f"no answer from the hub within {timeout:.0f}s for message {message.message_id}"
+        raise HubError(msg)
+
+    async def wait_for(self, predicate: type[Message] | None = None, *, timeout: float = 10.0, since: int = 1) -> InboxItem:
+        """The first inbox message (of type ``predicate`` if given) from ``since`` on."""
+
+        async def first() -> InboxItem:
+            async for item in self.inbox(since=since, follow=True):
+                if predicate is None or isinstance(item.message, predicate):
+                    return item
+            msg = "inbox subscription ended"
+            raise HubError(msg)
+
+        return await asyncio.wait_for(first(), timeout)

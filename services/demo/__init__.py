@@ -1,0 +1,1 @@
+"""Demo clinics and demo traffic for ``hubctl up``."""

@@ -1,0 +1,1 @@
+"""Plumbing shared by every service: subjects, topology, NATS, logging, metrics, health."""

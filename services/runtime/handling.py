@@ -1,0 +1,162 @@
+"""The thin-subscriber contract every service handler follows.
+
+A subscriber turns the JetStream message into a :class:`Delivery`, hands it to a plain
+async function, publishes what that function returns, and only then acknowledges.
+
+Acknowledgement policy, decided deliberately (faststream's default REJECT_ON_ERROR would
+``term()`` a message whose handler raised, losing it):
+- bad input never raises: the domain turns it into a typed rejection, which is published
+  and then acknowledged;
+- an infrastructure failure (NATS timeout, KV conflict) raises; we ``nak`` with a capped
+  exponential delay so the message comes back, never ``term``;
+- after ``MAX_DELIVER`` attempts the server stops redelivering and announces it on the
+  MAX_DELIVERIES advisory; the message itself stays in its stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+import structlog
+from faststream.nats.annotations import NatsMessage
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from referral_hub.errors import HubError
+from referral_hub.runtime.metrics import HANDLING_SECONDS, MESSAGES_HANDLED
+
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+MAX_NAK_DELAY_SECONDS: Final = 30.0
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One stored message, as a handler sees it: bytes, where it was stored, and when."""
+
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+    stream: str
+    sequence: int
+    stored_at: datetime
+    attempt: int
+
+    @classmethod
+    def from_nats(cls, raw: Msg) -> Delivery:
+        """Wrap a JetStream message."""
+        meta = raw.metadata
+        return cls(
+            subject=raw.subject,
+            data=raw.data,
+            headers=dict(raw.headers or {}),
+            stream=meta.stream,
+            sequence=meta.sequence.stream,
+            stored_at=meta.timestamp,
+            attempt=meta.num_delivered,
+        )
+
+    @property
+    def source_key(self) -> str:
+        """Stable identity of this stored message, the same on every redelivery."""
+        return f"{self.stream}:{self.sequence}"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message a handler wants published, with the id JetStream de-duplicates it by."""
+
+    subject: str
+    payload: bytes
+    msg_id: str
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What a handler reports back for metrics and the per-message log line."""
+
+    outcome: str
+    outgoing: Sequence[Outgoing] = ()
+    log_fields: Mapping[str, object] | None = None
+
+
+async def publish_all(js: JetStreamContext, outgoing: Sequence[Outgoing]) -> None:
+    """Publish concurrently and wait for every ack: one round trip, not one per message.
+
+    Each carries ``Nats-Msg-Id``, so a redelivered command re-publishing the same outputs
+    has no second effect within the stream's de-duplication window.
+    """
+    await asyncio.gather(
+        *(js.publish(item.subject, item.payload, headers={MSG_ID_HEADER: item.msg_id}) for item in outgoing),
+    )
+
+
+class LateHandler:
+    """A handler that can only be built once NATS is connected, but must be attached before.
+
+    faststream needs the callback when the subscriber is declared; the handler's store or
+    writer needs a live connection. This bridges the two and fails loudly if misused.
+    """
+
+    def __init__(self, name: str) -> None:
+        """Unbound until :meth:`bind`."""
+        self._name = name
+        self._handler: Callable[[Delivery], Awaitable[Handled]] | None = None
+
+    def bind(self, handler: Callable[[Delivery], Awaitable[Handled]]) -> None:
+        """Install the real handler; called from the service's start-up hook."""
+        self._handler = handler
+
+    async def __call__(self, delivery: Delivery) -> Handled:
+        """Delegate to the bound handler."""
+        if self._handler is None:
+            msg = f"{self._name} handler used before start-up finished"
+            raise HubError(msg)
+        return await self._handler(delivery)
+
+
+def nak_delay(attempt: int) -> float:
+    """Capped exponential back-off for a message whose handling failed ``attempt`` times."""
+    return float(min(2 ** max(attempt - 1, 0), MAX_NAK_DELAY_SECONDS))
+
+
+def subscriber(
+    service: str,
+    handler: str,
+    js: Callable[[], JetStreamContext],
+    process: Callable[[Delivery], Awaitable[Handled]],
+) -> Callable[[NatsMessage], Awaitable[None]]:
+    """Build the faststream callback that runs ``process`` under the acknowledgement policy."""
+
+    async def on_message(msg: NatsMessage) -> None:
+        delivery = Delivery.from_nats(msg.raw_message)
+        started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(
+            subject=delivery.subject,
+            stream_sequence=delivery.sequence,
+            attempt=delivery.attempt,
+        )
+        try:
+            handled = await process(delivery)
+            await publish_all(js(), handled.outgoing)
+        except Exception:  # noqa: BLE001 - any failure must become a delayed redelivery, never a lost message
+            delay = nak_delay(delivery.attempt)
+            log.exception("handling failed; will redeliver", handler=handler, retry_in_seconds=delay)
+            MESSAGES_HANDLED.labels(service, handler, "retried").inc()
+            await msg.nack(delay=delay)
+        else:
+            await msg.ack()
+            MESSAGES_HANDLED.labels(service, handler, handled.outcome).inc()
+            log.info("handled", handler=handler, outcome=handled.outcome, **(handled.log_fields or {}))
+        finally:
+            HANDLING_SECONDS.labels(service, handler).observe(time.perf_counter() - started)
+            structlog.contextvars.unbind_contextvars(
+                "subject", "stream_sequence", "attempt", "message_id", "correlation_id", "causation_id", "clinic",
+            )
+
+    return on_message

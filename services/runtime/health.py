@@ -1,0 +1,106 @@
+"""The ``/metrics`` and ``/health`` endpoints each service exposes.
+
+A small stdlib HTTP server in a thread: scrapes and probes keep answering even when the
+event loop is busy, and readiness is a snapshot the event loop refreshes, so a probe never
+waits on NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Final
+
+import nats.errors
+import structlog
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from referral_hub.runtime.metrics import NATS_CONNECTED
+from referral_hub.runtime.topology import ConsumerSpec
+
+REFRESH_SECONDS: Final = 2.0
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Readiness:
+    """What ``/health`` reports; replaced whole by the refresher, read by the HTTP thread."""
+
+    ready: bool = False
+    checks: dict[str, bool] = field(default_factory=dict)
+
+    def body(self) -> bytes:
+        """The JSON body of a ``/health`` reply."""
+        return json.dumps({"live": True, "ready": self.ready, "checks": self.checks}).encode()
+
+
+class HealthServer:
+    """Serves ``/metrics``, ``/health`` (readiness, 503 until ready) and ``/health/live``."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        """Bind now, so a port clash fails at start-up rather than at the first scrape."""
+        self.readiness = Readiness()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    self._reply(200, CONTENT_TYPE_LATEST, generate_latest())
+                elif self.path == "/health":
+                    snapshot = owner.readiness
+                    self._reply(200 if snapshot.ready else 503, "application/json", snapshot.body())
+                elif self.path == "/health/live":
+                    self._reply(200, "application/json", b'{"live": true}')
+                else:
+                    self._reply(404, "text/plain", b"not found\n")
+
+            def _reply(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+                """Probes every few seconds would drown the service's own log lines."""
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
+
+    def start(self) -> None:
+        """Begin serving in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+async def refresh_readiness(
+    server: HealthServer,
+    service: str,
+    connection: Client,
+    consumers: Iterable[ConsumerSpec],
+) -> None:
+    """Forever: check the NATS connection and every stream and consumer this service needs."""
+    specs = tuple(consumers)
+    js = connection.jetstream()
+    while True:
+        checks = {"nats_connected": connection.is_connected}
+        for spec in specs:
+            try:
+                await js.consumer_info(spec.stream, spec.durable, timeout=1.0)
+                checks[f"consumer:{spec.stream}/{spec.durable}"] = True
+            except (NotFoundError, nats.errors.Error, TimeoutError):
+                checks[f"consumer:{spec.stream}/{spec.durable}"] = False
+        NATS_CONNECTED.labels(service).set(1 if connection.is_connected else 0)
+        server.readiness = Readiness(ready=all(checks.values()), checks=checks)
+        await asyncio.sleep(REFRESH_SECONDS)

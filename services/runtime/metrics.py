@@ -1,0 +1,47 @@
+"""The hub's Prometheus metrics, shared by all services.
+
+Naming follows Prometheus practice: ``hub_`` prefix, base units, ``_total`` on counters.
+Labels are bounded sets (service, handler, outcome, code, transition); no patient,
+referral, clinic or member ids ever become labels.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_HANDLED: Final = Counter(
+    "hub_messages_handled_total",
+    "Messages a service finished handling, by outcome (accepted, rejected, retried).",
+    ["service", "handler", "outcome"],
+)
+HANDLING_SECONDS: Final = Histogram(
+    "hub_message_handling_seconds",
+    "Time from a message reaching a handler to its acknowledgement.",
+    ["service", "handler"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+REJECTIONS: Final = Counter(
+    "hub_rejections_total",
+    "Messages refused with a typed rejection, by rejection code.",
+    ["service", "code"],
+)
+REFERRAL_TRANSITIONS: Final = Counter(
+    "hub_referral_transitions_total",
+    "Accepted referral lifecycle transitions, by transition.",
+    ["transition"],
+)
+AUDIT_ENTRIES: Final = Counter(
+    "hub_audit_entries_total",
+    "Entries appended to the audit chain.",
+)
+AUDIT_APPEND_LAG: Final = Gauge(
+    "hub_audit_append_lag_seconds",
+    "Seconds between a message being stored and its audit entry being appended, last entry.",
+)
+NATS_CONNECTED: Final = Gauge(
+    "hub_nats_connected",
+    "1 while the service holds a NATS connection.",
+    ["service"],
+)

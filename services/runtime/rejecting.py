@@ -1,0 +1,91 @@
+"""Turning a refusal into what the guide promises: the sender's inbox, the dead-letter
+subject and (through those streams) the audit log. Never a crash, never a silent drop."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Final
+
+from referral_hub.contracts.codec import encode
+from referral_hub.contracts.rejections import DeadLetter, Rejection, RejectionCode
+from referral_hub.runtime import subjects
+from referral_hub.runtime.handling import MSG_ID_HEADER, Delivery, Outgoing
+
+HUB_SENDER: Final = "hub"
+ID_NAMESPACE: Final = uuid.UUID("6f1c8a52-8d0e-4f55-9a43-2b1f0c9e7d10")
+
+
+def derived_id(seed: str, role: str) -> uuid.UUID:
+    """A deterministic id for an output, so a redelivered input re-creates identical outputs."""
+    return uuid.uuid5(ID_NAMESPACE, f"{seed}/{role}")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a message was refused; ``current_state`` names the state it ran into, if any."""
+
+    code: RejectionCode
+    reason: str
+    current_state: str = ""
+
+
+@dataclass(frozen=True)
+class Offender:
+    """What is known of the refused message's origin, however little decoded."""
+
+    sender_clinic: str | None
+    message_id: str
+    correlation_id: uuid.UUID | None = None
+
+
+def refusal_outputs(service: str, delivery: Delivery, refusal: Refusal, offender: Offender) -> list[Outgoing]:
+    """The rejection for the sender's inbox (when the sender is a known clinic) and the dead letter."""
+    seed = delivery.source_key
+    outputs: list[Outgoing] = []
+    if offender.sender_clinic is not None:
+        rejection = Rejection(
+            message_id=derived_id(seed, "rejection"),
+            occurred_at=delivery.stored_at,
+            sender_clinic=HUB_SENDER,
+            actor=service,
+            correlation_id=offender.correlation_id or derived_id(seed, "correlation"),
+            causation_id=_as_uuid(offender.message_id),
+            code=refusal.code,
+            reason=refusal.reason[:1000],
+            offending_message_id=offender.message_id[:200],
+            offending_subject=delivery.subject[:200],
+            current_state=refusal.current_state,
+        )
+        outputs.append(
+            Outgoing(
+                subjects.clinic_in(offender.sender_clinic, "rejection"),
+                encode(rejection),
+                str(rejection.message_id),
+            ),
+        )
+    dead_letter = DeadLetter(
+        code=refusal.code,
+        reason=refusal.reason[:1000],
+        service=service,
+        original_subject=delivery.subject,
+        original_stream=delivery.stream,
+        original_sequence=delivery.sequence,
+        original_headers=dict(delivery.headers),
+        payload=delivery.data,
+        offending_message_id=offender.message_id[:200],
+    )
+    outputs.append(Outgoing(subjects.deadletter(service), encode(dead_letter), f"{seed}/deadletter"))
+    return outputs
+
+
+def _as_uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+def offending_message_id(delivery: Delivery, payload_message_id: str | None) -> str:
+    """The best available id of a refused message: payload, then header, then stream position."""
+    return payload_message_id or delivery.headers.get(MSG_ID_HEADER) or delivery.source_key

@@ -1,0 +1,124 @@
+"""Running one service: connect, start handlers, serve metrics and health, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client
+
+from referral_hub.runtime.health import HealthServer, refresh_readiness
+from referral_hub.runtime.topology import ConsumerSpec
+
+PULL_BATCH: Final = 64
+GRACEFUL_SECONDS: Final = 10.0
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Where a service connects and where it serves ``/metrics`` and ``/health``."""
+
+    nats_url: str
+    metrics_port: int
+    metrics_host: str = "127.0.0.1"
+
+
+@dataclass
+class ServiceApp:
+    """A service's wiring: its broker, the consumers it needs, and its start-up work."""
+
+    name: str
+    broker: NatsBroker
+    consumers: tuple[ConsumerSpec, ...]
+    background: Sequence[Callable[[Client], Awaitable[None]]] = ()
+    """Long-running jobs (registry watch, timers), started as soon as NATS is connected."""
+    before_start: Sequence[Callable[[Client], Awaitable[None]]] = ()
+    """Run after the background jobs start and before any handler receives a message."""
+
+
+def new_broker(nats_url: str, service: str) -> NatsBroker:
+    """A broker whose own log lines go through stdlib logging at WARNING and up.
+
+    Our handlers log one structured line per message; faststream's own per-message and
+    shutdown chatter would duplicate them in another format.
+    """
+    return NatsBroker(
+        nats_url,
+        name=f"hub-{service}",
+        logger=logging.getLogger(f"referral_hub.faststream.{service}"),
+        log_level=logging.DEBUG,
+        graceful_timeout=GRACEFUL_SECONDS,
+        max_reconnect_attempts=-1,
+    )
+
+
+def attach(
+    broker: NatsBroker,
+    spec: ConsumerSpec,
+    callback: Callable[[NatsMessage], Awaitable[None]],
+    description: str,
+) -> None:
+    """Bind ``callback`` to the durable pull consumer ``spec`` with manual acknowledgement.
+
+    ``declare=False``: streams are provisioned by ``hubctl provision``, never implicitly by a
+    service with whatever defaults faststream would choose.
+    """
+    broker.subscriber(
+        spec.filter_subject,
+        stream=JStream(spec.stream, declare=False),
+        durable=spec.durable,
+        config=spec.config(),
+        pull_sub=PullSub(batch_size=PULL_BATCH, timeout=1.0),
+        ack_policy=AckPolicy.MANUAL,
+        title=spec.durable,
+        description=description,
+    )(callback)
+
+
+async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event) -> None:
+    """Run ``app`` until ``stop`` is set, then drain in-flight messages and shut down."""
+    health = HealthServer(settings.metrics_port, settings.metrics_host)
+    health.start()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        connection = await app.broker.connect()
+        tasks.extend(asyncio.create_task(job(connection)) for job in app.background)
+        for prepare in app.before_start:
+            await prepare(connection)
+        await app.broker.start()
+        tasks.append(asyncio.create_task(refresh_readiness(health, app.name, connection, app.consumers)))
+        base = f"http://{settings.metrics_host}:{health.port}"
+        log.info("service started", metrics_url=f"{base}/metrics", health_url=f"{base}/health")
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await app.broker.stop()
+        health.stop()
+        log.info("service stopped")
+
+
+def run_until_signalled(app: ServiceApp, settings: ServiceSettings) -> None:
+    """Entry point for ``hubctl run``: SIGINT or SIGTERM stops the service gracefully."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(app, settings, stop)
+
+    asyncio.run(main())

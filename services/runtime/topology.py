@@ -1,0 +1,107 @@
+"""Every stream, KV bucket and durable consumer the hub needs, declared once.
+
+Provisioning and the services both read these declarations, so a consumer that a service
+binds to is always exactly the one ``hubctl provision`` created.
+
+Durability choices (see README, "Durability"):
+- file storage everywhere; the inbox and out streams are store-and-forward buffers;
+- ``Nats-Msg-Id`` de-duplication windows long enough to cover a client's retries and a
+  service's crash-and-restart;
+- the audit stream is append-only by server configuration: deny delete, deny purge, no
+  roll-up, six-plus years of retention. Those flags cannot be changed once it exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from nats.js import api
+
+from referral_hub.runtime import subjects
+
+DAY: Final = 24 * 60 * 60.0
+AUDIT_RETENTION_DAYS: Final = 6 * 366 + 30
+"""Six years (HIPAA 164.316(b)(2)) plus a month of slack for the retention boundary."""
+
+CLINIC_OUT: Final = "CLINIC_OUT"
+CLINIC_IN: Final = "CLINIC_IN"
+HUB_EVENTS: Final = "HUB_EVENTS"
+HUB_DEADLETTER: Final = "HUB_DEADLETTER"
+AUDIT: Final = "AUDIT"
+
+REFERRALS_KV: Final = "hub-referrals"
+REGISTRY_KV: Final = "hub-registry"
+
+ACK_WAIT_SECONDS: Final = 30.0
+MAX_DELIVER: Final = 50
+"""Redeliveries before the server gives up and announces MAX_DELIVERIES; with the
+handlers' capped exponential nak delay this is roughly twenty minutes of retrying."""
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer: which stream, which subjects, under what name."""
+
+    stream: str
+    durable: str
+    filter_subject: str
+
+    def config(self) -> api.ConsumerConfig:
+        """The server-side configuration, identical wherever the consumer is created."""
+        return api.ConsumerConfig(
+            durable_name=self.durable,
+            filter_subject=self.filter_subject,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=ACK_WAIT_SECONDS,
+            max_deliver=MAX_DELIVER,
+            max_ack_pending=1000,
+        )
+
+
+REFERRALS_INTAKE: Final = ConsumerSpec(CLINIC_OUT, "referrals-intake", subjects.CLINIC_OUT_ALL)
+NOTIFICATIONS_EVENTS: Final = ConsumerSpec(HUB_EVENTS, "notifications-events", subjects.EVENTS_ALL)
+AUDIT_CONSUMERS: Final = (
+    ConsumerSpec(CLINIC_OUT, "audit-clinic-out", subjects.CLINIC_OUT_ALL),
+    ConsumerSpec(CLINIC_IN, "audit-clinic-in", subjects.CLINIC_IN_ALL),
+    ConsumerSpec(HUB_EVENTS, "audit-events", subjects.EVENTS_ALL),
+    ConsumerSpec(HUB_DEADLETTER, "audit-deadletter", subjects.DEADLETTER_ALL),
+)
+CONSUMERS: Final = (REFERRALS_INTAKE, NOTIFICATIONS_EVENTS, *AUDIT_CONSUMERS)
+
+
+def stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
+    """The hub's streams, with ``replicas`` copies each (1 embedded, 3 in a cluster)."""
+
+    def stream(name: str, subject: str, *, max_age_days: float, dedupe_seconds: float) -> api.StreamConfig:
+        return api.StreamConfig(
+            name=name,
+            subjects=[subject],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            discard=api.DiscardPolicy.NEW,
+            max_age=max_age_days * DAY,
+            duplicate_window=dedupe_seconds,
+            num_replicas=replicas,
+        )
+
+    audit = stream(AUDIT, subjects.AUDIT_ENTRY, max_age_days=AUDIT_RETENTION_DAYS, dedupe_seconds=DAY)
+    audit.deny_delete = True
+    audit.deny_purge = True
+    audit.allow_rollup_hdrs = False
+    return [
+        stream(CLINIC_OUT, subjects.CLINIC_OUT_ALL, max_age_days=30, dedupe_seconds=3600),
+        stream(CLINIC_IN, subjects.CLINIC_IN_ALL, max_age_days=90, dedupe_seconds=3600),
+        stream(HUB_EVENTS, subjects.EVENTS_ALL, max_age_days=90, dedupe_seconds=3600),
+        stream(HUB_DEADLETTER, subjects.DEADLETTER_ALL, max_age_days=365, dedupe_seconds=3600),
+        audit,
+    ]
+
+
+def kv_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
+    """The hub's KV buckets: referral state (with history) and the clinic registry."""
+    return [
+        api.KeyValueConfig(bucket=REFERRALS_KV, history=16, storage=api.StorageType.FILE, replicas=replicas),
+        api.KeyValueConfig(bucket=REGISTRY_KV, history=8, storage=api.StorageType.FILE, replicas=replicas),
+    ]
