@@ -8,8 +8,8 @@ from uuid import UUID
 from referral_hub.contracts.base import (
     ClinicalText,
     ClinicId,
-    Message,
     MemberId,
+    Message,
     Modality,
     PatientRef,
     ShortText,

@@ -7,7 +7,7 @@ schema error; then the strict decoder checks the whole message against its contr
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeAlias
 
 import msgspec
 
@@ -47,7 +47,7 @@ from referral_hub.contracts.referrals import (
 )
 from referral_hub.contracts.rejections import Rejection
 
-ClinicCommand = (
+ClinicCommand: TypeAlias = (
     ReferralRequest
     | ReferralAccept
     | ReferralDecline
@@ -67,7 +67,7 @@ ClinicCommand = (
 )
 """Everything a clinic may publish on ``clinic.<id>.out.<type>``."""
 
-HubMessage = (
+HubMessage: TypeAlias = (
     ReferralRequested
     | ReferralTransitioned
     | PlanUpdated
@@ -127,8 +127,8 @@ class _Peek(msgspec.Struct):
 
 
 _peek_decoder: Final = msgspec.json.Decoder(_Peek)
-_command_decoder: Final = msgspec.json.Decoder(ClinicCommand)
-_hub_message_decoder: Final = msgspec.json.Decoder(HubMessage)
+_command_decoder: Final[msgspec.json.Decoder[ClinicCommand]] = msgspec.json.Decoder(ClinicCommand)
+_hub_message_decoder: Final[msgspec.json.Decoder[HubMessage]] = msgspec.json.Decoder(HubMessage)
 _encoder: Final = msgspec.json.Encoder()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from uuid import UUID
 
-from referral_hub.contracts.base import ClinicId, Message, MemberId, PatientRef, ShortText
+from referral_hub.contracts.base import ClinicId, MemberId, Message, PatientRef, ShortText
 
 
 class PageSeverity(enum.StrEnum):

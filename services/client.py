@@ -68,7 +68,9 @@ class ClinicClient:
     @classmethod
     async def connect(cls, nats_url: str, clinic_id: str) -> Self:
         """Open a connection for ``clinic_id``."""
-        connection = await nats.connect(nats_url, name=f"clinic-{clinic_id}", connect_timeout=5, max_reconnect_attempts=3)
+        connection = await nats.connect(
+            nats_url, name=f"clinic-{clinic_id}", connect_timeout=5, max_reconnect_attempts=3
+        )
         return cls(connection, clinic_id)
 
     async def close(self) -> None:
@@ -124,7 +126,7 @@ class ClinicClient:
         finally:
             await subscription.unsubscribe()
 
-    async def send_and_confirm(self, message: Message, timeout: float = 10.0) -> InboxItem:
+    async def send_and_confirm(self, message: Message, within: float = 10.0) -> InboxItem:
         """Send ``message`` and wait for the hub's answer in this clinic's inbox.
 
         The answer is the first inbox message caused by this one: the hub's confirmation
@@ -137,7 +139,7 @@ class ClinicClient:
         )
         try:
             await self.send(message)
-            deadline = asyncio.get_running_loop().time() + timeout
+            deadline = asyncio.get_running_loop().time() + within
             while (remaining := deadline - asyncio.get_running_loop().time()) > 0:
                 try:
                     raw = await subscription.next_msg(timeout=remaining)
@@ -148,17 +150,5 @@ class ClinicClient:
                     return item
         finally:
             await subscription.unsubscribe()
-        msg = f"no answer from the hub within {timeout:.0f}s for message {message.message_id}"
+        msg = f"no answer from the hub within {within:.0f}s for message {message.message_id}"
         raise HubError(msg)
-
-    async def wait_for(self, predicate: type[Message] | None = None, *, timeout: float = 10.0, since: int = 1) -> InboxItem:
-        """The first inbox message (of type ``predicate`` if given) from ``since`` on."""
-
-        async def first() -> InboxItem:
-            async for item in self.inbox(since=since, follow=True):
-                if predicate is None or isinstance(item.message, predicate):
-                    return item
-            msg = "inbox subscription ended"
-            raise HubError(msg)
-
-        return await asyncio.wait_for(first(), timeout)

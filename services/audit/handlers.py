@@ -25,5 +25,9 @@ class AuditHandler:
         AUDIT_APPEND_LAG.set(max((now - delivery.stored_at).total_seconds(), 0.0))
         return Handled(
             outcome="recorded",
-            log_fields={"audit_index": stored.index, "audited_stream": delivery.stream, "audited_type": stored.message_type},
+            log_fields={
+                "audit_index": stored.index,
+                "audited_stream": delivery.stream,
+                "audited_type": stored.message_type,
+            },
         )

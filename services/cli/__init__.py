@@ -1,0 +1,1 @@
+"""``hubctl``, the command line for clinics, operators and developers."""

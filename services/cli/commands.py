@@ -83,8 +83,10 @@ async def provision(args: argparse.Namespace) -> int:
     connection = await connect(args.nats_url)
     try:
         await provision_hub(connection.jetstream(), replicas=args.replicas)
-        out(f"provisioned {len(topology.stream_configs())} streams, {len(topology.kv_configs())} KV buckets, "
-            f"{len(topology.CONSUMERS)} consumers on {args.nats_url}")
+        out(
+            f"provisioned {len(topology.stream_configs())} streams, {len(topology.kv_configs())} KV buckets, "
+            f"{len(topology.CONSUMERS)} consumers on {args.nats_url}"
+        )
         if args.registry or args.demo_registry:
             registry = load_registry_file(args.registry)
             count = await store_registry(connection.jetstream(), registry)
@@ -122,7 +124,7 @@ async def refer(args: argparse.Namespace) -> int:
             reason=args.reason,
             icd10_codes=tuple(args.icd10),
         )
-        answer = await client.send_and_confirm(request, timeout=args.wait)
+        answer = await client.send_and_confirm(request, within=args.wait)
     finally:
         await client.close()
     if isinstance(answer.message, Rejection):
@@ -146,8 +148,10 @@ def describe_item(item: InboxItem) -> str:
     kind = item.subject.split(".in.", 1)[-1]
     stamp = message.occurred_at.isoformat(timespec="seconds")
     if isinstance(message, ReferralRequested):
-        detail = (f"referral {message.referral_id} {message.referring_clinic} -> {message.recipient_clinic} "
-                  f"patient {message.patient_ref} {message.modality} {message.urgency}")
+        detail = (
+            f"referral {message.referral_id} {message.referring_clinic} -> {message.recipient_clinic} "
+            f"patient {message.patient_ref} {message.modality} {message.urgency}"
+        )
     elif isinstance(message, Rejection):
         detail = f"{message.code} for {message.offending_message_id}: {message.reason}"
     else:
@@ -164,8 +168,15 @@ async def inbox(args: argparse.Namespace) -> int:
         async for item in client.inbox(since=args.since, follow=args.follow):
             count += 1
             if args.json:
-                out(json.dumps({"sequence": item.sequence, "subject": item.subject,
-                                "message": json.loads(msgspec.json.encode(item.message))}))
+                out(
+                    json.dumps(
+                        {
+                            "sequence": item.sequence,
+                            "subject": item.subject,
+                            "message": json.loads(msgspec.json.encode(item.message)),
+                        }
+                    )
+                )
             else:
                 out(describe_item(item))
     finally:
@@ -200,8 +211,10 @@ async def audit_log(args: argparse.Namespace) -> int:
                 out(msgspec.json.encode(entry).decode())
             else:
                 code = f" {entry.rejection_code}" if entry.rejection_code else ""
-                out(f"#{entry.index:<6} {entry.recorded_at.isoformat(timespec='seconds')} {entry.action:<10} "
-                    f"{entry.message_type:<22} {entry.clinic:<20} {entry.outcome}{code}")
+                out(
+                    f"#{entry.index:<6} {entry.recorded_at.isoformat(timespec='seconds')} {entry.action:<10} "
+                    f"{entry.message_type:<22} {entry.clinic:<20} {entry.outcome}{code}"
+                )
     finally:
         await connection.drain()
     return 0
@@ -224,7 +237,7 @@ async def audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-async def contracts_export(args: argparse.Namespace) -> int:
+def contracts_export(args: argparse.Namespace) -> int:
     """``hubctl contracts export``: JSON Schema of every contract, plus AsyncAPI."""
     from referral_hub.cli.asyncapi import asyncapi_document  # noqa: PLC0415 - loads every service's wiring
 
@@ -236,7 +249,7 @@ async def contracts_export(args: argparse.Namespace) -> int:
     return 0
 
 
-async def contracts_check(_args: argparse.Namespace) -> int:
+def contracts_check(_args: argparse.Namespace) -> int:
     """``hubctl contracts check``: non-zero if the contracts break the published version."""
     breaks = breaking_changes(published_components(), current_components())
     if breaks:
@@ -251,5 +264,3 @@ async def up(args: argparse.Namespace) -> int:
     from referral_hub.cli.up import run_hub  # noqa: PLC0415 - keeps the other subcommands light
 
     return await run_hub(args)
-
-

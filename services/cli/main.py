@@ -11,9 +11,9 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeAlias
 
 import msgspec
 import nats
@@ -26,7 +26,8 @@ DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 EXIT_USER_ERROR: Final = 1
 EXIT_INTERRUPTED: Final = 130
 
-Command = Callable[[argparse.Namespace], Awaitable[int]]
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # noqa: SLF001 - argparse has no public name for it
+"""argparse exposes no public name for the object ``add_subparsers`` returns."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -35,30 +36,53 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("NATS_URL", DEFAULT_NATS_URL),
         help="NATS server URL (default: $NATS_URL or %(default)s)",
     )
-    parser.add_argument("--clinic", default=os.environ.get("HUB_CLINIC"), help="acting clinic id (default: $HUB_CLINIC)")
+    parser.add_argument(
+        "--clinic", default=os.environ.get("HUB_CLINIC"), help="acting clinic id (default: $HUB_CLINIC)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``hubctl`` argument parser."""
     parser = argparse.ArgumentParser(prog="hubctl", description="Referral Hub: care-team messaging between clinics.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_up, _add_operations, _add_clinic_commands, _add_audit, _add_contracts):
+        add(sub)
+    return parser
 
+
+def _add_up(sub: Subparsers) -> None:
     up = sub.add_parser("up", help="start nats-server, provision, run all services and demo traffic")
     _common(up)
-    up.add_argument("--data-dir", type=Path, default=Path(".hub-data"), help="where JetStream and logs live (default: %(default)s)")
+    up.add_argument(
+        "--data-dir", type=Path, default=Path(".hub-data"), help="where JetStream and logs live (default: %(default)s)"
+    )
     up.add_argument("--port", type=int, default=4222, help="NATS client port (default: %(default)s)")
     up.add_argument("--monitor-port", type=int, default=8222, help="NATS monitoring port (default: %(default)s)")
-    up.add_argument("--metrics-port", type=int, default=9101, help="first of three service metrics ports (default: %(default)s)")
-    up.add_argument("--sync", default="always", help="JetStream sync_interval: 'always' (default, fsync per ack) or a duration like 2m")
+    up.add_argument(
+        "--metrics-port", type=int, default=9101, help="first of three service metrics ports (default: %(default)s)"
+    )
+    up.add_argument(
+        "--sync",
+        default="always",
+        help="JetStream sync_interval: 'always' (default, fsync per ack) or a duration like 2m",
+    )
     up.add_argument("--registry", type=Path, help="clinic registry JSON (default: the bundled demo clinics)")
-    up.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True, help="send demo referrals (default: on)")
-    up.add_argument("--demo-interval", type=float, default=2.0, help="seconds between demo referrals (default: %(default)s)")
+    up.add_argument(
+        "--demo", action=argparse.BooleanOptionalAction, default=True, help="send demo referrals (default: on)"
+    )
+    up.add_argument(
+        "--demo-interval", type=float, default=2.0, help="seconds between demo referrals (default: %(default)s)"
+    )
     up.add_argument("--duration", type=float, help="stop by itself after this many seconds (for scripts)")
     up.set_defaults(run=commands.up)
 
+
+def _add_operations(sub: Subparsers) -> None:
     provision = sub.add_parser("provision", help="create or upgrade streams, KV buckets and consumers (idempotent)")
     _common(provision)
-    provision.add_argument("--replicas", type=int, default=1, help="stream and KV replicas: 1 single node, 3 in a cluster")
+    provision.add_argument(
+        "--replicas", type=int, default=1, help="stream and KV replicas: 1 single node, 3 in a cluster"
+    )
     provision.add_argument("--registry", type=Path, help="also load this clinic registry JSON")
     provision.add_argument("--demo-registry", action="store_true", help="also load the bundled demo clinics")
     provision.set_defaults(run=commands.provision)
@@ -66,21 +90,33 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one service against an existing NATS")
     _common(run)
     run.add_argument("service", choices=sorted(commands.SERVICES), help="which service")
-    run.add_argument("--metrics-port", type=int, default=9101, help="port for /metrics and /health (default: %(default)s)")
-    run.add_argument("--metrics-host", default="127.0.0.1", help="address for /metrics and /health (default: %(default)s)")
-    run.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None, help="JSON logs (default: when not a TTY)")
-    run.set_defaults(run=None, sync_run=commands.run_service)
+    run.add_argument(
+        "--metrics-port", type=int, default=9101, help="port for /metrics and /health (default: %(default)s)"
+    )
+    run.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for /metrics and /health (default: %(default)s)"
+    )
+    run.add_argument(
+        "--log-json", action=argparse.BooleanOptionalAction, default=None, help="JSON logs (default: when not a TTY)"
+    )
+    run.set_defaults(sync_run=commands.run_service)
 
+
+def _add_clinic_commands(sub: Subparsers) -> None:
     refer = sub.add_parser("refer", help="send a referral from --clinic to another clinic")
     _common(refer)
     refer.add_argument("--to", required=True, help="recipient clinic id")
     refer.add_argument("--patient", required=True, help="pseudonymous patient_ref")
-    refer.add_argument("--modality", required=True, choices=["massage", "physical_therapy", "chiropractic", "acupuncture"])
+    refer.add_argument(
+        "--modality", required=True, choices=["massage", "physical_therapy", "chiropractic", "acupuncture"]
+    )
     refer.add_argument("--reason", required=True, help="clinical reason for referral")
     refer.add_argument("--urgency", choices=["routine", "urgent"], default="routine")
     refer.add_argument("--actor", help="member id sending it (default: the clinic's first member)")
     refer.add_argument("--icd10", nargs="*", default=[], help="ICD-10 codes")
-    refer.add_argument("--wait", type=float, default=5.0, help="seconds to wait for a rejection before reporting success")
+    refer.add_argument(
+        "--wait", type=float, default=5.0, help="seconds to wait for a rejection before reporting success"
+    )
     refer.set_defaults(run=commands.refer)
 
     inbox = sub.add_parser("inbox", help="list a clinic's inbox")
@@ -95,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     clinics.add_argument("--json", action="store_true", help="print JSON")
     clinics.set_defaults(run=commands.clinics)
 
+
+def _add_audit(sub: Subparsers) -> None:
     audit = sub.add_parser("audit", help="read and verify the audit log")
     _common(audit)
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
@@ -104,15 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit_verify = audit_sub.add_parser("verify", help="recompute the hash chain over the whole log")
     audit_verify.set_defaults(run=commands.audit_verify)
 
+
+def _add_contracts(sub: Subparsers) -> None:
     contracts = sub.add_parser("contracts", help="export and check the public contracts")
     _common(contracts)
     contracts_sub = contracts.add_subparsers(dest="contracts_command", required=True, metavar="CONTRACTS_COMMAND")
     export = contracts_sub.add_parser("export", help="write JSON Schema and AsyncAPI documents")
     export.add_argument("--out", type=Path, required=True, help="output directory")
-    export.set_defaults(run=commands.contracts_export)
+    export.set_defaults(sync_run=commands.contracts_export)
     check = contracts_sub.add_parser("check", help="fail if the contracts break the published v1")
-    check.set_defaults(run=commands.contracts_check)
-    return parser
+    check.set_defaults(sync_run=commands.contracts_check)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

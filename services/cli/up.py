@@ -17,10 +17,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from nats.js import api
 
@@ -66,8 +66,18 @@ def start_service(name: str, nats_url: str, port: int, log_dir: Path) -> Service
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "referral_hub.cli", "run", name, "--nats-url", nats_url,
-             "--metrics-port", str(port), "--log-json"],
+            [
+                sys.executable,
+                "-m",
+                "referral_hub.cli",
+                "run",
+                name,
+                "--nats-url",
+                nats_url,
+                "--metrics-port",
+                str(port),
+                "--log-json",
+            ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -114,7 +124,9 @@ def stop_services(services: list[ServiceProcess]) -> None:
 async def show_deliveries(nats_url: str) -> None:
     """Print every new inbox delivery, as a clinic would see it."""
     connection = await connect(nats_url, "hubctl-up-watch")
-    subscription = await connection.jetstream().subscribe(subjects.CLINIC_IN_ALL, ordered_consumer=True, deliver_policy=api.DeliverPolicy.NEW)
+    subscription = await connection.jetstream().subscribe(
+        subjects.CLINIC_IN_ALL, ordered_consumer=True, deliver_policy=api.DeliverPolicy.NEW
+    )
     try:
         async for raw in subscription.messages:
             try:
@@ -163,7 +175,7 @@ async def run_hub(args: argparse.Namespace) -> int:
         services = [start_service(name, server.url, port, log_dir) for name, port in zip(SERVICES, ports, strict=True)]
         await asyncio.gather(*(wait_ready(service) for service in services))
         _banner(server, services, args, len(registry.clinics))
-        background: list[Awaitable[None]] = [show_deliveries(server.url), report_audit(server.url)]
+        background: list[Coroutine[Any, Any, None]] = [show_deliveries(server.url), report_audit(server.url)]
         if args.demo:
             background.append(send_demo_referrals(server.url, list(registry.clinics), args.demo_interval, out))
         jobs = [asyncio.create_task(job) for job in background]

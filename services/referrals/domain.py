@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 from uuid import UUID
 
 import msgspec
 
-from referral_hub.contracts.base import message_type
+from referral_hub.contracts.base import ContractError, message_type
 from referral_hub.contracts.codec import (
     ClinicCommand,
     MalformedJsonError,
@@ -27,9 +28,15 @@ from referral_hub.contracts.referrals import ReferralRequest, ReferralRequested,
 from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.runtime.rejecting import Refusal, derived_id
-from referral_hub.runtime.subjects import parse_clinic_out
+from referral_hub.runtime.subjects import OutSubject, parse_clinic_out
 
 ClinicLookup = Callable[[str], Clinic | None]
+DECODE_REFUSALS: Final[dict[type[ContractError], RejectionCode]] = {
+    MalformedJsonError: RejectionCode.MALFORMED_JSON,
+    UnsupportedVersionError: RejectionCode.UNSUPPORTED_VERSION,
+    UnknownTypeError: RejectionCode.UNKNOWN_MESSAGE_TYPE,
+    SchemaViolationError: RejectionCode.SCHEMA_VIOLATION,
+}
 
 
 class HistoryItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,14 +85,12 @@ def admit(subject: str, data: bytes, lookup: ClinicLookup) -> Admitted | Refusal
         return Refusal(RejectionCode.INVALID_SUBJECT, f"{subject!r} is not clinic.<clinic_id>.out.<type>")
     try:
         command = decode_command(data)
-    except MalformedJsonError as exc:
-        return Refusal(RejectionCode.MALFORMED_JSON, f"payload is not valid JSON: {exc}")
-    except UnsupportedVersionError as exc:
-        return Refusal(RejectionCode.UNSUPPORTED_VERSION, str(exc))
-    except UnknownTypeError as exc:
-        return Refusal(RejectionCode.UNKNOWN_MESSAGE_TYPE, str(exc))
-    except SchemaViolationError as exc:
-        return Refusal(RejectionCode.SCHEMA_VIOLATION, str(exc))
+    except ContractError as exc:
+        return Refusal(DECODE_REFUSALS[type(exc)], str(exc))
+    return _check_identity(command, out, lookup)
+
+
+def _check_identity(command: ClinicCommand, out: OutSubject, lookup: ClinicLookup) -> Admitted | Refusal:
     declared = message_type(type(command))
     if declared != out.message_type:
         return Refusal(
@@ -119,7 +124,9 @@ class AlreadyApplied:
     referral: Referral
 
 
-def request(command: ReferralRequest, existing: Referral | None, lookup: ClinicLookup, received_at: datetime) -> Created | AlreadyApplied | Refusal:
+def request(
+    command: ReferralRequest, existing: Referral | None, lookup: ClinicLookup, received_at: datetime
+) -> Created | AlreadyApplied | Refusal:
     """Decide a ``referral.request``."""
     if existing is not None:
         if existing.applied(command.message_id):

@@ -101,7 +101,10 @@ def announce(event: Message, event_type: str, clinics: Iterable[str]) -> tuple[O
     event_id = str(event.message_id)
     return (
         Outgoing(subjects.domain_event(event_type), payload, f"{event_id}/event"),
-        *(Outgoing(subjects.clinic_in(clinic, event_type), payload, f"{event_id}/inbox/{clinic}") for clinic in clinics),
+        *(
+            Outgoing(subjects.clinic_in(clinic, event_type), payload, f"{event_id}/inbox/{clinic}")
+            for clinic in clinics
+        ),
     )
 
 

@@ -144,7 +144,7 @@ def subscriber(
         try:
             handled = await process(delivery)
             await publish_all(js(), handled.outgoing)
-        except Exception:  # noqa: BLE001 - any failure must become a delayed redelivery, never a lost message
+        except Exception:
             delay = nak_delay(delivery.attempt)
             log.exception("handling failed; will redeliver", handler=handler, retry_in_seconds=delay)
             MESSAGES_HANDLED.labels(service, handler, "retried").inc()
@@ -156,7 +156,13 @@ def subscriber(
         finally:
             HANDLING_SECONDS.labels(service, handler).observe(time.perf_counter() - started)
             structlog.contextvars.unbind_contextvars(
-                "subject", "stream_sequence", "attempt", "message_id", "correlation_id", "causation_id", "clinic",
+                "subject",
+                "stream_sequence",
+                "attempt",
+                "message_id",
+                "correlation_id",
+                "causation_id",
+                "clinic",
             )
 
     return on_message

@@ -81,11 +81,11 @@ class RegistryCache:
         watcher = await kv.watchall()
         try:
             while True:
-                entry = await watcher.updates(timeout=None)  # type: ignore[arg-type]  # nats-py types timeout as float but accepts None to wait forever
+                entry = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]  # nats-py leaves this unannotated
                 if entry is None:
                     self.loaded.set()
                     continue
                 if entry.key is not None:
                     self.apply(entry.key, None if entry.operation in {"DEL", "PURGE"} else entry.value)
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves this unannotated

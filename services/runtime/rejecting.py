@@ -1,5 +1,8 @@
-"""Turning a refusal into what the guide promises: the sender's inbox, the dead-letter
-subject and (through those streams) the audit log. Never a crash, never a silent drop."""
+"""Turning a refusal into a typed rejection for the sender and a dead letter for operators.
+
+Both land in streams the audit service records, so a refusal reaches the sender's inbox,
+the dead-letter subject and the audit log: never a crash, never a silent drop.
+"""
 
 from __future__ import annotations
 

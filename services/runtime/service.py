@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import structlog
 from faststream import AckPolicy
@@ -40,7 +40,7 @@ class ServiceApp:
     name: str
     broker: NatsBroker
     consumers: tuple[ConsumerSpec, ...]
-    background: Sequence[Callable[[Client], Awaitable[None]]] = ()
+    background: Sequence[Callable[[Client], Coroutine[Any, Any, None]]] = ()
     """Long-running jobs (registry watch, timers), started as soon as NATS is connected."""
     before_start: Sequence[Callable[[Client], Awaitable[None]]] = ()
     """Run after the background jobs start and before any handler receives a message."""
