@@ -31,37 +31,37 @@ ACTION_BY_STREAM: Final = {
 }
 
 
-class _Facts(msgspec.Struct):
-    """Every field an entry may quote, read leniently: a refused message may lack any of them."""
-
-    type: str = ""
-    message_id: str = ""
-    sender_clinic: str = ""
-    actor: str = ""
-    member: str = ""
-    referral_id: str = ""
-    patient_ref: str = ""
-    alert_id: str = ""
-    correlation_id: str = ""
-    occurred_at: datetime | None = None
-    code: str = ""
-    service: str = ""
-    original_subject: str = ""
-    offending_message_id: str = ""
-
-
 @dataclass(frozen=True)
-class Unchained:
-    """An entry before it has a place in the chain."""
+class _Facts:
+    """Every field an entry may quote, read leniently: a refused message may lack any of them,
+    or carry them with the wrong type, and the entry must still record what can be read."""
 
-    entry: AuditEntry
+    strings: dict[str, str]
+    occurred_at: datetime | None
+
+    def get(self, name: str) -> str:
+        """The field's value if the message had it as a string, else empty."""
+        return self.strings.get(name, "")
 
 
 def _facts(data: bytes) -> _Facts:
     try:
-        return msgspec.json.decode(data, type=_Facts)
+        document = msgspec.json.decode(data)
     except msgspec.DecodeError:
-        return _Facts()
+        return _Facts({}, None)
+    if not isinstance(document, dict):
+        return _Facts({}, None)
+    strings = {key: value for key, value in document.items() if isinstance(key, str) and isinstance(value, str)}
+    return _Facts(strings, _utc_or_none(strings.get("occurred_at", "")))
+
+
+def _utc_or_none(text: str) -> datetime | None:
+    """A timezone-aware timestamp, or ``None``: a naive or garbled one must not enter the log."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def _subject_clinic(subject: str) -> str:
@@ -73,37 +73,37 @@ def describe(delivery: Delivery, recorded_at: datetime) -> AuditEntry:
     """The audit entry for one stored message, not yet chained (index 0, no hashes)."""
     facts = _facts(delivery.data)
     stream = delivery.stream
-    rejected = facts.type in {"rejection", "dead_letter"}
+    kind = facts.get("type")
+    rejected = kind in {"rejection", "dead_letter"}
+    out = parse_clinic_out(delivery.subject)
     if stream == topology.HUB_DEADLETTER:
-        clinic = _subject_clinic(facts.original_subject)
-        service = facts.service
+        clinic, service = _subject_clinic(facts.get("original_subject")), facts.get("service")
+        source_message_id = facts.get("offending_message_id")
     elif stream == topology.CLINIC_OUT:
-        out = parse_clinic_out(delivery.subject)
-        clinic = out.clinic_id if out is not None else ""
-        service = "clinic"
+        clinic, service = (out.clinic_id if out is not None else ""), "clinic"
+        source_message_id = facts.get("message_id")
     else:
-        clinic = _subject_clinic(delivery.subject) or facts.sender_clinic
-        service = "hub"
-    message_type = facts.type or (parse_clinic_out(delivery.subject) or ("", "unknown"))[1]
+        clinic, service = _subject_clinic(delivery.subject) or facts.get("sender_clinic"), "hub"
+        source_message_id = facts.get("message_id")
     return AuditEntry(
         index=0,
         recorded_at=recorded_at,
         occurred_at=facts.occurred_at or delivery.stored_at,
         service=service,
         action=ACTION_BY_STREAM.get(stream, "observe"),
-        message_type=message_type,
+        message_type=kind or (out.message_type if out is not None else "unknown"),
         subject=delivery.subject,
         clinic=clinic,
-        member=facts.member or facts.actor,
-        referral_id=facts.referral_id,
-        patient_ref=facts.patient_ref,
-        alert_id=facts.alert_id,
+        member=facts.get("member") or facts.get("actor"),
+        referral_id=facts.get("referral_id"),
+        patient_ref=facts.get("patient_ref"),
+        alert_id=facts.get("alert_id"),
         outcome=AuditOutcome.REJECTED if rejected else AuditOutcome.SUCCESS,
-        rejection_code=facts.code if rejected else "",
-        source_message_id=facts.offending_message_id if stream == topology.HUB_DEADLETTER else facts.message_id,
+        rejection_code=facts.get("code") if rejected else "",
+        source_message_id=source_message_id,
         source_stream=stream,
         source_sequence=delivery.sequence,
-        correlation_id=facts.correlation_id,
+        correlation_id=facts.get("correlation_id"),
         payload_sha256=hashlib.sha256(delivery.data).hexdigest(),
         prev_hash="",
     )

@@ -19,7 +19,11 @@ from nats.aio.client import Client
 from referral_hub.runtime.health import HealthServer, refresh_readiness
 from referral_hub.runtime.topology import ConsumerSpec
 
-PULL_BATCH: Final = 64
+PULL_BATCH: Final = 1
+"""One message per fetch, deliberately. faststream's pull subscriber handles all messages
+of a fetched batch concurrently (an anyio task group), which reorders them: a referral's
+``accept`` could overtake its ``request``. Stream order per replica is worth the extra
+fetch round trip until handlers order work per referral themselves."""
 GRACEFUL_SECONDS: Final = 10.0
 log = structlog.get_logger(__name__)
 

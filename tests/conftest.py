@@ -1,0 +1,70 @@
+"""Fixtures: a real nats-server per test (free ports, temporary store), and the hub on it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from referral_hub.runtime.natsserver import EmbeddedNats, free_port
+from referral_hub.runtime.provision import provision
+from referral_hub.runtime.registry import load_registry_file, store_registry
+from referral_hub.runtime.service import ServiceApp, ServiceSettings, serve
+
+from referral_hub.audit import app as audit_app
+from referral_hub.notifications import app as notifications_app
+from referral_hub.referrals import app as referrals_app
+
+from .helpers import RunningHub
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path / "nats", port=free_port(), monitor_port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def provisioned(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
+    connection = await nats.connect(nats_server.url)
+    await provision(connection.jetstream())
+    await store_registry(connection.jetstream(), load_registry_file())
+    yield connection
+    await connection.drain()
+
+
+async def start_services(url: str, factories: dict[str, Callable[[str], ServiceApp]]) -> tuple[list[asyncio.Task[None]], asyncio.Event, dict[str, int]]:
+    stop = asyncio.Event()
+    ports = {name: free_port() for name in factories}
+    tasks = [
+        asyncio.create_task(serve(factory(url), ServiceSettings(url, ports[name]), stop))
+        for name, factory in factories.items()
+    ]
+    await asyncio.sleep(0)
+    return tasks, stop, ports
+
+
+SERVICE_FACTORIES: dict[str, Callable[[str], ServiceApp]] = {
+    "referrals": referrals_app.create_app,
+    "notifications": notifications_app.create_app,
+    "audit": audit_app.create_app,
+}
+
+
+@pytest.fixture
+async def hub(nats_server: EmbeddedNats, provisioned: Client) -> AsyncIterator[RunningHub]:
+    tasks, stop, ports = await start_services(nats_server.url, SERVICE_FACTORIES)
+    running = RunningHub(nats_server.url, provisioned, ports)
+    yield running
+    for client in running.clients.values():
+        with contextlib.suppress(Exception):
+            await client.close()
+    stop.set()
+    await asyncio.gather(*tasks)

@@ -1,0 +1,97 @@
+"""Readers of the hub's streams, for assertions about what was stored."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dataclasses import dataclass, field
+
+import msgspec
+from nats.aio.client import Client
+
+from referral_hub.audit.adapters import read_chain
+from referral_hub.client import ClinicClient, new_id, utc_now
+from referral_hub.contracts.base import Modality
+from referral_hub.contracts.referrals import ReferralRequest
+from referral_hub.contracts.audit import AuditEntry
+from referral_hub.contracts.rejections import DeadLetter
+from referral_hub.runtime import topology
+
+
+async def stream_messages(connection: Client, stream: str, subject: str = ">") -> list[tuple[str, bytes]]:
+    js = connection.jetstream()
+    info = await js.stream_info(stream)
+    if info.state.messages == 0:
+        return []
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        message = await js.get_msg(stream, seq)
+        if subject == ">" or message.subject == subject:
+            found.append((message.subject or "", message.data or b""))
+    return found
+
+
+async def dead_letters(connection: Client) -> list[DeadLetter]:
+    return [msgspec.json.decode(data, type=DeadLetter) for _, data in await stream_messages(connection, topology.HUB_DEADLETTER)]
+
+
+async def audit_entries(connection: Client) -> list[AuditEntry]:
+    return [entry async for entry in read_chain(connection.jetstream())]
+
+
+async def eventually(probe, timeout: float = 10.0, interval: float = 0.05):  # noqa: ASYNC109 - test helper polls until a condition holds
+    """Poll ``probe`` (an async callable) until it returns a truthy value; return that value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            msg = f"condition not met within {timeout}s; last value {value!r}"
+            raise AssertionError(msg)
+        await asyncio.sleep(interval)
+
+
+async def consumer_pending(connection: Client, spec: topology.ConsumerSpec) -> tuple[int, int]:
+    info = await connection.jetstream().consumer_info(spec.stream, spec.durable)
+    return info.num_pending or 0, info.num_ack_pending or 0
+
+
+async def wait_idle(connection: Client, specs=topology.CONSUMERS, timeout: float = 10.0) -> None:
+    """Wait until every durable consumer has delivered and had acked everything."""
+
+    async def idle() -> bool:
+        states = [await consumer_pending(connection, spec) for spec in specs]
+        return all(pending == 0 and unacked == 0 for pending, unacked in states)
+
+    await eventually(idle, timeout)
+
+
+@dataclass
+class RunningHub:
+    url: str
+    connection: Client
+    metrics_ports: dict[str, int]
+    clients: dict[str, ClinicClient] = field(default_factory=dict)
+
+    async def clinic(self, clinic_id: str) -> ClinicClient:
+        if clinic_id not in self.clients:
+            self.clients[clinic_id] = await ClinicClient.connect(self.url, clinic_id)
+        return self.clients[clinic_id]
+
+
+def referral_request(sender: str = "harbor-pt", recipient: str = "lotus-acu", **overrides: object) -> ReferralRequest:
+    fields: dict[str, object] = {
+        "message_id": new_id(),
+        "occurred_at": utc_now(),
+        "sender_clinic": sender,
+        "actor": {"harbor-pt": "ben.okafor", "lotus-acu": "raj.patel", "kneadwell-massage": "sam.lee"}.get(sender, "x"),
+        "correlation_id": new_id(),
+        "referral_id": new_id(),
+        "patient_ref": "pt-0001",
+        "recipient_clinic": recipient,
+        "modality": Modality.ACUPUNCTURE,
+        "reason": "Chronic tension-type headache",
+    }
+    fields.update(overrides)
+    return ReferralRequest(**fields)  # type: ignore[arg-type]
