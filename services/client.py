@@ -29,6 +29,10 @@ MSG_ID_HEADER: Final = "Nats-Msg-Id"
 IDLE_SECONDS: Final = 0.5
 
 
+async def silence_nats_error_log(_error: Exception) -> None:
+    """nats-py's default error callback prints a traceback; our callers get the exception."""
+
+
 def new_id() -> uuid.UUID:
     """A fresh message, referral or correlation id."""
     return uuid.uuid4()
@@ -69,7 +73,11 @@ class ClinicClient:
     async def connect(cls, nats_url: str, clinic_id: str) -> Self:
         """Open a connection for ``clinic_id``."""
         connection = await nats.connect(
-            nats_url, name=f"clinic-{clinic_id}", connect_timeout=5, max_reconnect_attempts=3
+            nats_url,
+            name=f"clinic-{clinic_id}",
+            connect_timeout=5,
+            max_reconnect_attempts=3,
+            error_cb=silence_nats_error_log,
         )
         return cls(connection, clinic_id)
 

@@ -9,18 +9,26 @@ from pathlib import Path
 
 import nats
 import pytest
+import structlog
 from nats.aio.client import Client
 
+from referral_hub.audit import app as audit_app
+from referral_hub.notifications import app as notifications_app
+from referral_hub.referrals import app as referrals_app
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
 from referral_hub.runtime.provision import provision
 from referral_hub.runtime.registry import load_registry_file, store_registry
 from referral_hub.runtime.service import ServiceApp, ServiceSettings, serve
 
-from referral_hub.audit import app as audit_app
-from referral_hub.notifications import app as notifications_app
-from referral_hub.referrals import app as referrals_app
-
 from .helpers import RunningHub
+
+
+@pytest.fixture(autouse=True)
+def reset_structlog() -> Iterator[None]:
+    """Tests that configure logging must not leave it pointing at a closed capture stream."""
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
 
 
 @pytest.fixture
@@ -40,7 +48,9 @@ async def provisioned(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
     await connection.drain()
 
 
-async def start_services(url: str, factories: dict[str, Callable[[str], ServiceApp]]) -> tuple[list[asyncio.Task[None]], asyncio.Event, dict[str, int]]:
+async def start_services(
+    url: str, factories: dict[str, Callable[[str], ServiceApp]]
+) -> tuple[list[asyncio.Task[None]], asyncio.Event, dict[str, int]]:
     stop = asyncio.Event()
     ports = {name: free_port() for name in factories}
     tasks = [

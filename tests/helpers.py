@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-
 from dataclasses import dataclass, field
 
 import msgspec
@@ -11,9 +10,9 @@ from nats.aio.client import Client
 
 from referral_hub.audit.adapters import read_chain
 from referral_hub.client import ClinicClient, new_id, utc_now
+from referral_hub.contracts.audit import AuditEntry
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.referrals import ReferralRequest
-from referral_hub.contracts.audit import AuditEntry
 from referral_hub.contracts.rejections import DeadLetter
 from referral_hub.runtime import topology
 
@@ -26,20 +25,23 @@ async def stream_messages(connection: Client, stream: str, subject: str = ">") -
     found = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         message = await js.get_msg(stream, seq)
-        if subject == ">" or message.subject == subject:
+        if subject in {">", message.subject}:
             found.append((message.subject or "", message.data or b""))
     return found
 
 
 async def dead_letters(connection: Client) -> list[DeadLetter]:
-    return [msgspec.json.decode(data, type=DeadLetter) for _, data in await stream_messages(connection, topology.HUB_DEADLETTER)]
+    return [
+        msgspec.json.decode(data, type=DeadLetter)
+        for _, data in await stream_messages(connection, topology.HUB_DEADLETTER)
+    ]
 
 
 async def audit_entries(connection: Client) -> list[AuditEntry]:
     return [entry async for entry in read_chain(connection.jetstream())]
 
 
-async def eventually(probe, timeout: float = 10.0, interval: float = 0.05):  # noqa: ASYNC109 - test helper polls until a condition holds
+async def eventually(probe, timeout: float = 10.0, interval: float = 0.05):  # noqa: ASYNC109 - a polling helper's own deadline is its point
     """Poll ``probe`` (an async callable) until it returns a truthy value; return that value."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -57,7 +59,7 @@ async def consumer_pending(connection: Client, spec: topology.ConsumerSpec) -> t
     return info.num_pending or 0, info.num_ack_pending or 0
 
 
-async def wait_idle(connection: Client, specs=topology.CONSUMERS, timeout: float = 10.0) -> None:
+async def wait_idle(connection: Client, specs=topology.CONSUMERS, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - a polling helper's own deadline is its point
     """Wait until every durable consumer has delivered and had acked everything."""
 
     async def idle() -> bool:

@@ -55,23 +55,56 @@ def _without(field: str) -> bytes:
 
 
 CASES: dict[str, Callable[[], BadInput]] = {
-    "malformed_json": lambda: BadInput("harbor-pt", "referral.request", b'{"type": "referral.request", ', RejectionCode.MALFORMED_JSON),
-    "not_an_object": lambda: BadInput("harbor-pt", "referral.request", b"[1, 2, 3]", RejectionCode.SCHEMA_VIOLATION),
-    "wrong_type": lambda: BadInput("harbor-pt", "referral.request", _json(patient_ref=42), RejectionCode.SCHEMA_VIOLATION),
-    "missing_field": lambda: BadInput("harbor-pt", "referral.request", _without("reason"), RejectionCode.SCHEMA_VIOLATION),
-    "naive_timestamp": lambda: BadInput("harbor-pt", "referral.request", _json(occurred_at="2026-11-25T10:00:00"), RejectionCode.SCHEMA_VIOLATION),
-    "unknown_type": lambda: BadInput("harbor-pt", "referral.teleport", _json(type="referral.teleport"), RejectionCode.UNKNOWN_MESSAGE_TYPE),
-    "future_version": lambda: BadInput("harbor-pt", "referral.request", _json(schema_version=2), RejectionCode.UNSUPPORTED_VERSION),
-    "subject_type_mismatch": lambda: BadInput("harbor-pt", "referral.accept", _json(), RejectionCode.SUBJECT_TYPE_MISMATCH),
-    "sender_mismatch": lambda: BadInput("harbor-pt", "referral.request", _json(sender_clinic="lotus-acu"), RejectionCode.SENDER_MISMATCH),
-    "unknown_sender_clinic": lambda: BadInput(
-        "ghost-clinic", "referral.request", _json(sender_clinic="ghost-clinic"), RejectionCode.UNKNOWN_CLINIC, sender_inbox=False,
+    "malformed_json": lambda: BadInput(
+        "harbor-pt", "referral.request", b'{"type": "referral.request", ', RejectionCode.MALFORMED_JSON
     ),
-    "unknown_recipient_clinic": lambda: BadInput("harbor-pt", "referral.request", _json(recipient_clinic="ghost-clinic"), RejectionCode.UNKNOWN_CLINIC),
-    "unknown_member": lambda: BadInput("harbor-pt", "referral.request", _json(actor="mei.chen"), RejectionCode.UNKNOWN_MEMBER),
-    "self_referral": lambda: BadInput("harbor-pt", "referral.request", _json(recipient_clinic="harbor-pt", modality="physical_therapy"), RejectionCode.INVALID_RECIPIENT),
-    "modality_not_offered": lambda: BadInput("harbor-pt", "referral.request", _json(modality="chiropractic"), RejectionCode.INVALID_RECIPIENT),
-    "not_yet_supported": lambda: BadInput("lotus-acu", "referral.accept", encode(_accept()), RejectionCode.UNSUPPORTED_MESSAGE_TYPE),
+    "not_an_object": lambda: BadInput("harbor-pt", "referral.request", b"[1, 2, 3]", RejectionCode.SCHEMA_VIOLATION),
+    "wrong_type": lambda: BadInput(
+        "harbor-pt", "referral.request", _json(patient_ref=42), RejectionCode.SCHEMA_VIOLATION
+    ),
+    "missing_field": lambda: BadInput(
+        "harbor-pt", "referral.request", _without("reason"), RejectionCode.SCHEMA_VIOLATION
+    ),
+    "naive_timestamp": lambda: BadInput(
+        "harbor-pt", "referral.request", _json(occurred_at="2026-11-25T10:00:00"), RejectionCode.SCHEMA_VIOLATION
+    ),
+    "unknown_type": lambda: BadInput(
+        "harbor-pt", "referral.teleport", _json(type="referral.teleport"), RejectionCode.UNKNOWN_MESSAGE_TYPE
+    ),
+    "future_version": lambda: BadInput(
+        "harbor-pt", "referral.request", _json(schema_version=2), RejectionCode.UNSUPPORTED_VERSION
+    ),
+    "subject_type_mismatch": lambda: BadInput(
+        "harbor-pt", "referral.accept", _json(), RejectionCode.SUBJECT_TYPE_MISMATCH
+    ),
+    "sender_mismatch": lambda: BadInput(
+        "harbor-pt", "referral.request", _json(sender_clinic="lotus-acu"), RejectionCode.SENDER_MISMATCH
+    ),
+    "unknown_sender_clinic": lambda: BadInput(
+        "ghost-clinic",
+        "referral.request",
+        _json(sender_clinic="ghost-clinic"),
+        RejectionCode.UNKNOWN_CLINIC,
+        sender_inbox=False,
+    ),
+    "unknown_recipient_clinic": lambda: BadInput(
+        "harbor-pt", "referral.request", _json(recipient_clinic="ghost-clinic"), RejectionCode.UNKNOWN_CLINIC
+    ),
+    "unknown_member": lambda: BadInput(
+        "harbor-pt", "referral.request", _json(actor="mei.chen"), RejectionCode.UNKNOWN_MEMBER
+    ),
+    "self_referral": lambda: BadInput(
+        "harbor-pt",
+        "referral.request",
+        _json(recipient_clinic="harbor-pt", modality="physical_therapy"),
+        RejectionCode.INVALID_RECIPIENT,
+    ),
+    "modality_not_offered": lambda: BadInput(
+        "harbor-pt", "referral.request", _json(modality="chiropractic"), RejectionCode.INVALID_RECIPIENT
+    ),
+    "not_yet_supported": lambda: BadInput(
+        "lotus-acu", "referral.accept", encode(_accept()), RejectionCode.UNSUPPORTED_MESSAGE_TYPE
+    ),
 }
 
 

@@ -9,6 +9,7 @@ so a source message audited twice yields one entry.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -23,7 +24,9 @@ from referral_hub.errors import HubError
 from referral_hub.runtime import subjects, topology
 
 WRONG_LAST_SEQUENCE: Final = 10071
-MAX_ATTEMPTS: Final = 20
+MAX_ATTEMPTS: Final = 50
+BACKOFF_SECONDS: Final = 0.002
+"""Base of the jittered pause after losing a race, so two writers stop colliding in lockstep."""
 _decoder: Final = msgspec.json.Decoder(AuditEntry)
 _encoder: Final = msgspec.json.Encoder()
 
@@ -54,7 +57,7 @@ class ChainWriter:
     async def append(self, entry: AuditEntry, dedupe_key: str) -> AuditEntry:
         """Chain and store ``entry``; returns it as stored (or as first stored, if a duplicate)."""
         async with self._lock:
-            for _ in range(MAX_ATTEMPTS):
+            for attempt in range(1, MAX_ATTEMPTS + 1):
                 if self._head is None:
                     self._head = await self._read_head()
                 index, prev_hash = self._head
@@ -69,6 +72,7 @@ class ChainWriter:
                     if exc.err_code != WRONG_LAST_SEQUENCE:
                         raise
                     self._head = None
+                    await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * attempt))  # noqa: S311 - jitter, not security
                     continue
                 if ack.duplicate:
                     self._head = None

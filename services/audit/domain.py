@@ -33,8 +33,11 @@ ACTION_BY_STREAM: Final = {
 
 @dataclass(frozen=True)
 class _Facts:
-    """Every field an entry may quote, read leniently: a refused message may lack any of them,
-    or carry them with the wrong type, and the entry must still record what can be read."""
+    """Every field an entry may quote, read leniently.
+
+    A refused message may lack any of them, or carry them with the wrong type, and the
+    entry must still record what can be read.
+    """
 
     strings: dict[str, str]
     occurred_at: datetime | None

@@ -17,7 +17,7 @@ from nats.aio.client import Client
 from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_chain
 from referral_hub.audit.domain import verify
-from referral_hub.client import ClinicClient, InboxItem, new_id, utc_now
+from referral_hub.client import ClinicClient, InboxItem, new_id, silence_nats_error_log, utc_now
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.compat import breaking_changes, current_components, published_components, render
 from referral_hub.contracts.referrals import ReferralRequest, ReferralRequested, Urgency
@@ -50,7 +50,13 @@ def out(line: str) -> None:
 
 async def connect(nats_url: str, name: str = "hubctl") -> Client:
     """Connect once, failing fast with a clear error if nobody is there."""
-    return await nats.connect(nats_url, name=name, connect_timeout=3, allow_reconnect=False)
+    return await nats.connect(
+        nats_url,
+        name=name,
+        connect_timeout=3,
+        allow_reconnect=False,
+        error_cb=silence_nats_error_log,
+    )
 
 
 def require_clinic(args: argparse.Namespace) -> str:

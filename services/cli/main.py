@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ import nats.errors
 
 from referral_hub.cli import commands
 from referral_hub.errors import HubError
+from referral_hub.runtime import logs
 
 DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 EXIT_USER_ERROR: Final = 1
@@ -134,29 +136,33 @@ def _add_clinic_commands(sub: Subparsers) -> None:
 
 def _add_audit(sub: Subparsers) -> None:
     audit = sub.add_parser("audit", help="read and verify the audit log")
-    _common(audit)
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
     audit_log = audit_sub.add_parser("log", help="print audit entries")
+    _common(audit_log)
     audit_log.add_argument("--json", action="store_true", help="one JSON object per line")
     audit_log.set_defaults(run=commands.audit_log)
     audit_verify = audit_sub.add_parser("verify", help="recompute the hash chain over the whole log")
+    _common(audit_verify)
     audit_verify.set_defaults(run=commands.audit_verify)
 
 
 def _add_contracts(sub: Subparsers) -> None:
     contracts = sub.add_parser("contracts", help="export and check the public contracts")
-    _common(contracts)
     contracts_sub = contracts.add_subparsers(dest="contracts_command", required=True, metavar="CONTRACTS_COMMAND")
     export = contracts_sub.add_parser("export", help="write JSON Schema and AsyncAPI documents")
+    _common(export)
     export.add_argument("--out", type=Path, required=True, help="output directory")
     export.set_defaults(sync_run=commands.contracts_export)
     check = contracts_sub.add_parser("check", help="fail if the contracts break the published v1")
+    _common(check)
     check.set_defaults(sync_run=commands.contracts_check)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point; exits with the command's status."""
     args = build_parser().parse_args(argv)
+    if args.command != "run":
+        logs.configure("hubctl", level=logging.WARNING)
     try:
         if getattr(args, "sync_run", None) is not None:
             status: int = args.sync_run(args)

@@ -52,6 +52,11 @@ def drop_phi(_logger: object, _method: str, event_dict: MutableMapping[str, Any]
     return event_dict
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    """Whatever ``sys.stderr`` is at the time of the call, so redirections are honoured."""
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure(service: str, *, json: bool | None = None, level: int = logging.INFO) -> None:
     """Set up structlog for a process; ``json=None`` means JSON unless stderr is a terminal."""
     render_json = not sys.stderr.isatty() if json is None else json
@@ -68,7 +73,7 @@ def configure(service: str, *, json: bool | None = None, level: int = logging.IN
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()

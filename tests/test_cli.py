@@ -1,0 +1,153 @@
+"""``hubctl`` as a user runs it: a subprocess, one-line errors, useful output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from referral_hub.runtime.natsserver import EmbeddedNats, free_port
+
+from .helpers import RunningHub, wait_idle
+
+
+@dataclass(frozen=True)
+class Result:
+    status: int
+    stdout: str
+    stderr: str
+
+
+async def hubctl(*args: str) -> Result:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "referral_hub.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return Result(process.returncode, stdout.decode(), stderr.decode())
+
+
+def assert_one_line_error(result: Result, fragment: str) -> None:
+    assert result.status == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("hubctl: error: ")
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.usefixtures("provisioned")
+async def test_clinics_json_lists_every_modality_with_members(nats_server: EmbeddedNats) -> None:
+    result = await hubctl("clinics", "--json", "--nats-url", nats_server.url)
+
+    assert result.status == 0
+    clinics = json.loads(result.stdout)["clinics"]
+    assert {m for clinic in clinics for m in clinic["modalities"]} == {
+        "massage",
+        "physical_therapy",
+        "chiropractic",
+        "acupuncture",
+    }
+    assert all(len(clinic["members"]) >= 2 for clinic in clinics)
+    assert {"id", "name", "modalities", "members"} <= set(clinics[0])
+
+
+async def test_unreachable_nats_is_one_clear_line() -> None:
+    result = await hubctl("inbox", "--clinic", "lotus-acu", "--nats-url", f"nats://127.0.0.1:{free_port()}")
+
+    assert_one_line_error(result, "cannot reach NATS")
+
+
+async def test_missing_clinic_is_one_clear_line() -> None:
+    result = await hubctl("inbox", "--nats-url", "nats://127.0.0.1:1")
+
+    assert_one_line_error(result, "needs --clinic")
+
+
+async def test_refer_then_inbox_shows_it_to_the_recipient(hub: RunningHub) -> None:
+    sent = await hubctl(
+        "refer",
+        "--nats-url",
+        hub.url,
+        "--clinic",
+        "harbor-pt",
+        "--to",
+        "lotus-acu",
+        "--patient",
+        "pt-cli-1",
+        "--modality",
+        "acupuncture",
+        "--reason",
+        "Tension headache",
+    )
+    listed = await hubctl("inbox", "--nats-url", hub.url, "--clinic", "lotus-acu", "--json")
+
+    assert sent.status == 0, sent.stderr
+    assert "requested: harbor-pt -> lotus-acu" in sent.stdout
+    [line] = listed.stdout.splitlines()
+    delivered = json.loads(line)
+    assert delivered["subject"] == "clinic.lotus-acu.in.referral.requested"
+    assert delivered["message"]["patient_ref"] == "pt-cli-1"
+
+
+async def test_refer_to_an_unknown_clinic_reports_the_rejection(hub: RunningHub) -> None:
+    result = await hubctl(
+        "refer",
+        "--nats-url",
+        hub.url,
+        "--clinic",
+        "harbor-pt",
+        "--to",
+        "nowhere-clinic",
+        "--patient",
+        "pt-cli-2",
+        "--modality",
+        "massage",
+        "--reason",
+        "x",
+    )
+
+    assert_one_line_error(result, "rejected (unknown_clinic)")
+
+
+async def test_audit_verify_and_log_after_traffic(hub: RunningHub) -> None:
+    await hubctl(
+        "refer",
+        "--nats-url",
+        hub.url,
+        "--clinic",
+        "harbor-pt",
+        "--to",
+        "lotus-acu",
+        "--patient",
+        "pt-cli-3",
+        "--modality",
+        "acupuncture",
+        "--reason",
+        "x",
+    )
+    await wait_idle(hub.connection)
+
+    verified = await hubctl("audit", "verify", "--nats-url", hub.url)
+    logged = await hubctl("audit", "log", "--nats-url", hub.url)
+
+    assert verified.status == 0
+    assert verified.stdout.startswith("audit chain OK: 5 entries verified")
+    actions = sorted(line.split()[2] for line in logged.stdout.splitlines())
+    assert actions == ["deliver", "deliver", "event", "event", "submit"]
+
+
+async def test_provision_is_idempotent_from_the_cli(nats_server: EmbeddedNats) -> None:
+    first = await hubctl("provision", "--nats-url", nats_server.url, "--demo-registry")
+    second = await hubctl("provision", "--nats-url", nats_server.url, "--demo-registry")
+
+    assert first.status == second.status == 0
+    assert second.stdout == first.stdout
+    assert "loaded 5 clinics" in second.stdout

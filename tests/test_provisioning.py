@@ -1,0 +1,55 @@
+"""Provisioning against a real server: idempotent, and the audit stream is append-only."""
+
+from __future__ import annotations
+
+import pytest
+from nats.aio.client import Client
+from nats.js.errors import BadRequestError, ServerError
+
+from referral_hub.runtime import topology
+from referral_hub.runtime.natsserver import EmbeddedNats
+from referral_hub.runtime.provision import provision
+
+
+async def test_provisioning_twice_changes_nothing(provisioned: Client) -> None:
+    js = provisioned.jetstream()
+    before = {name: (await js.stream_info(name)).config for name in (s.name for s in topology.stream_configs())}
+
+    await provision(js)
+
+    after = {name: (await js.stream_info(name)).config for name in before}
+    assert after == before
+    consumers = {(spec.stream, spec.durable) for spec in topology.CONSUMERS}
+    for stream, durable in consumers:
+        assert (await js.consumer_info(stream, durable)).config.durable_name == durable
+
+
+async def test_audit_stream_is_configured_append_only(provisioned: Client) -> None:
+    config = (await provisioned.jetstream().stream_info(topology.AUDIT)).config
+
+    assert config.deny_delete is True
+    assert config.deny_purge is True
+    assert not config.allow_rollup_hdrs
+    assert config.max_age is not None
+    assert config.max_age >= 6 * 365 * 24 * 3600
+
+
+async def test_server_refuses_to_delete_an_audit_entry(provisioned: Client) -> None:
+    js = provisioned.jetstream()
+    await js.publish("audit.entry", b"{}")
+
+    with pytest.raises((BadRequestError, ServerError)):
+        await js.delete_msg(topology.AUDIT, 1)
+
+
+async def test_server_refuses_to_purge_the_audit_stream(provisioned: Client) -> None:
+    js = provisioned.jetstream()
+    await js.publish("audit.entry", b"{}")
+
+    with pytest.raises((BadRequestError, ServerError)):
+        await js.purge_stream(topology.AUDIT)
+    assert (await js.stream_info(topology.AUDIT)).state.messages == 1
+
+
+def test_embedded_server_fsyncs_every_write(nats_server: EmbeddedNats) -> None:
+    assert "sync_interval: always" in nats_server.config_text()

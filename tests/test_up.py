@@ -1,0 +1,111 @@
+"""Command one, ``hubctl up``, as a user runs it: traffic flows, Ctrl-C stops cleanly, data stays."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from referral_hub.runtime.natsserver import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def start_up(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    port, monitor, metrics = free_port(), free_port(), free_port()
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
+        [
+            sys.executable,
+            "-m",
+            "referral_hub.cli",
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--monitor-port",
+            str(monitor),
+            "--metrics-port",
+            str(metrics),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return process, f"nats://127.0.0.1:{port}"
+
+
+def read_until(process: subprocess.Popen[str], marker: str, timeout: float = 60.0) -> list[str]:
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if marker in line:
+            return lines
+    pytest.fail(f"{marker!r} not seen; output was:\n" + "\n".join(lines))
+
+
+def hubctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and CLI
+        [sys.executable, "-m", "referral_hub.cli", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_up_shows_traffic_stops_on_ctrl_c_and_keeps_its_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / "hub-data"
+    first, url = start_up(data_dir, "--demo-interval", "0.2")
+    banner = read_until(first, "Ctrl-C stops everything")
+    traffic = read_until(first, "<- ")
+    first.send_signal(signal.SIGINT)
+    ending = read_until(first, "stopped; data kept")
+
+    assert first.wait(30) == 0
+    assert any("/metrics" in line and "/health" in line for line in banner)
+    assert any(line.startswith("-> ") and " refers " in line for line in traffic)
+    assert "stopping services ..." in ending
+
+    second, url = start_up(data_dir, "--no-demo")
+    read_until(second, "Ctrl-C stops everything")
+    clinics = json.loads(hubctl("clinics", "--json", "--nats-url", url).stdout)["clinics"]
+    inboxes = [hubctl("inbox", "--clinic", clinic["id"], "--nats-url", url, "--json").stdout for clinic in clinics]
+    verified = hubctl("audit", "verify", "--nats-url", url)
+    second.send_signal(signal.SIGINT)
+
+    assert second.wait(30) == 0
+    assert sum(len(text.splitlines()) for text in inboxes) >= 2
+    assert verified.returncode == 0
+    assert verified.stdout.startswith("audit chain OK")
+
+
+def test_up_refuses_a_busy_port_with_one_line(tmp_path: Path) -> None:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = hubctl(
+            "up",
+            "--data-dir",
+            str(tmp_path),
+            "--port",
+            str(port),
+            "--monitor-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+        )
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"hubctl: error: port {port} on 127.0.0.1 is in use")
+    assert "Traceback" not in result.stderr
