@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HUBCTL_ARGS ?=
 
-.PHONY: up test lint typecheck unit install clean
+.PHONY: up test lint typecheck contracts unit install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,11 +33,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+contracts: install
+	$(BIN)/hubctl contracts check
+
 unit: install
 	$(BIN)/pytest
 
-test: lint typecheck unit
-	$(BIN)/hubctl contracts check
+# pytest runs last, so its summary is the run's closing line.
+test: lint typecheck contracts unit
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
