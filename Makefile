@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 # Re-link on every run so files added since the last install are importable.
 install: $(STAMP)
-	$(BIN)/pip install --quiet --no-deps -e . --config-settings editable_mode=strict
+	$(BIN)/pip install -qq --no-deps -e . --config-settings editable_mode=strict
 
 up: install
 	$(BIN)/hubctl up $(HUBCTL_ARGS)
