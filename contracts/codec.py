@@ -20,6 +20,7 @@ from referral_hub.contracts.alerts import (
     AlertResolved,
 )
 from referral_hub.contracts.base import CONTRACT_VERSION, ContractError, Message, message_type
+from referral_hub.contracts.inbox import InboxHeartbeat
 from referral_hub.contracts.paging import (
     DeliveryReceipt,
     NotificationQueued,
@@ -27,7 +28,7 @@ from referral_hub.contracts.paging import (
     PageAcknowledged,
     PageTriggered,
 )
-from referral_hub.contracts.plans import PlanUpdate, PlanUpdated
+from referral_hub.contracts.plans import CareTeamChanged, CareTeamLeave, PlanUpdate, PlanUpdated
 from referral_hub.contracts.referrals import (
     REFERRAL_COMMANDS,
     REFERRAL_EVENTS,
@@ -35,11 +36,13 @@ from referral_hub.contracts.referrals import (
     ReferralCancel,
     ReferralCancelConfirm,
     ReferralClose,
+    ReferralCloseReminder,
     ReferralComplete,
     ReferralDecline,
     ReferralForward,
     ReferralInterimNote,
     ReferralNoShow,
+    ReferralOverdue,
     ReferralRequest,
     ReferralRequested,
     ReferralSchedule,
@@ -60,6 +63,7 @@ ClinicCommand: TypeAlias = (
     | ReferralCancelConfirm
     | ReferralForward
     | PlanUpdate
+    | CareTeamLeave
     | AlertRaise
     | AlertAck
     | AlertResolve
@@ -70,11 +74,15 @@ ClinicCommand: TypeAlias = (
 HubMessage: TypeAlias = (
     ReferralRequested
     | ReferralTransitioned
+    | ReferralOverdue
+    | ReferralCloseReminder
     | PlanUpdated
+    | CareTeamChanged
     | AlertRaised
     | AlertAcknowledged
     | AlertResolved
     | Rejection
+    | InboxHeartbeat
     | NotificationQueued
     | PageTriggered
     | PageAcknowledged
@@ -85,6 +93,7 @@ HubMessage: TypeAlias = (
 COMMAND_TYPES: Final[tuple[type[Message], ...]] = (
     *REFERRAL_COMMANDS,
     PlanUpdate,
+    CareTeamLeave,
     AlertRaise,
     AlertAck,
     AlertResolve,
@@ -93,10 +102,12 @@ COMMAND_TYPES: Final[tuple[type[Message], ...]] = (
 HUB_MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
     *REFERRAL_EVENTS,
     PlanUpdated,
+    CareTeamChanged,
     AlertRaised,
     AlertAcknowledged,
     AlertResolved,
     Rejection,
+    InboxHeartbeat,
     NotificationQueued,
     PageTriggered,
     PageAcknowledged,

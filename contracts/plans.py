@@ -27,6 +27,24 @@ class PlanUpdate(Message, frozen=True, kw_only=True, tag="plan.update"):
     effective_date: date
 
 
+class CareTeamLeave(Message, frozen=True, kw_only=True, tag="careteam.leave"):
+    """A clinic leaves a patient's care team, which ends its plan."""
+
+    patient_ref: PatientRef
+    reason: ClinicalText = ""
+
+
+class CareTeamChanged(Message, frozen=True, kw_only=True, tag="careteam.changed"):
+    """Delivered to the care team when a clinic joins or leaves it."""
+
+    patient_ref: PatientRef
+    clinic: ClinicId
+    change: ShortText
+    """``joined`` or ``left``."""
+    modality: Modality
+    event_number: int = 0
+
+
 class PlanUpdated(Message, frozen=True, kw_only=True, tag="plan.updated"):
     """Delivered to the other care-team clinics."""
 

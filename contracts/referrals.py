@@ -164,6 +164,23 @@ class ReferralTransitioned(ReferralEvent, frozen=True, kw_only=True, tag="referr
     transition: ShortText
     detail: ClinicalText = ""
     outcome: ConsultNote | None = None
+    reason_code: ShortText = ""
+    appointment_at: UtcDatetime | None = None
+    forwarded_to: ClinicId | None = None
+    bser_status: ShortText = ""
+    """HL7 BSeR business-status code of the new state, for example ``5.1.1``."""
+
+
+class ReferralOverdue(ReferralEvent, frozen=True, kw_only=True, tag="referral.overdue"):
+    """The recipient has not accepted or declined within the urgency's window."""
+
+    due_by: UtcDatetime
+
+
+class ReferralCloseReminder(ReferralEvent, frozen=True, kw_only=True, tag="referral.close_reminder"):
+    """The referral was completed but the sender has not closed the loop within its window."""
+
+    completed_at: UtcDatetime
 
 
 REFERRAL_COMMANDS: tuple[type[ReferralCommand], ...] = (
@@ -179,4 +196,9 @@ REFERRAL_COMMANDS: tuple[type[ReferralCommand], ...] = (
     ReferralCancelConfirm,
     ReferralForward,
 )
-REFERRAL_EVENTS: tuple[type[ReferralEvent], ...] = (ReferralRequested, ReferralTransitioned)
+REFERRAL_EVENTS: tuple[type[ReferralEvent], ...] = (
+    ReferralRequested,
+    ReferralTransitioned,
+    ReferralOverdue,
+    ReferralCloseReminder,
+)

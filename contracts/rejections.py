@@ -36,6 +36,20 @@ class RejectionCode(enum.StrEnum):
     """A different message already created a referral with this id."""
     UNSUPPORTED_MESSAGE_TYPE = "unsupported_message_type"
     """A valid contract the hub does not accept on this subject (yet)."""
+    UNKNOWN_REFERRAL = "unknown_referral"
+    """No referral with this id exists that the sender is a party to (360X: unknown request)."""
+    PATIENT_MISMATCH = "patient_mismatch"
+    """The referral id is right but ``patient_ref`` differs from the referral's (360X error case)."""
+    REFERRAL_CLOSED = "referral_closed"
+    """The referral's loop is closed (declined, closed or cancelled); nothing more can happen."""
+    WRONG_PARTY = "wrong_party"
+    """The sender is a party to the referral, but not the one allowed to make this transition."""
+    INVALID_TRANSITION = "invalid_transition"
+    """The transition is not allowed from the referral's current state, named in the rejection."""
+    STALE_PLAN_VERSION = "stale_plan_version"
+    """``plan_version`` is not the successor of the current one, named in the rejection."""
+    NOT_ON_CARE_TEAM = "not_on_care_team"
+    """The sending clinic is not on the patient's care team."""
 
 
 class Rejection(Message, frozen=True, kw_only=True, tag="rejection"):
@@ -47,6 +61,8 @@ class Rejection(Message, frozen=True, kw_only=True, tag="rejection"):
     offending_subject: ShortText
     current_state: ShortText = ""
     event_number: int = 0
+    current_version: int = 0
+    """For ``stale_plan_version``: the version the hub holds."""
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="dead_letter"):

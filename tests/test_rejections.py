@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import pytest
 
 from referral_hub.client import new_id, utc_now
+from referral_hub.contracts.alerts import AlertRaise, Severity, TriggerKind
 from referral_hub.contracts.audit import AuditOutcome
+from referral_hub.contracts.base import Modality
 from referral_hub.contracts.codec import encode
 from referral_hub.contracts.referrals import ReferralAccept, ReferralRequested
 from referral_hub.contracts.rejections import Rejection, RejectionCode
@@ -45,6 +47,22 @@ def _accept() -> ReferralAccept:
         correlation_id=new_id(),
         referral_id=new_id(),
         patient_ref="pt-0001",
+    )
+
+
+def _alert() -> AlertRaise:
+    return AlertRaise(
+        message_id=new_id(),
+        occurred_at=utc_now(),
+        sender_clinic="lotus-acu",
+        actor="raj.patel",
+        correlation_id=new_id(),
+        alert_id=new_id(),
+        patient_ref="pt-0001",
+        trigger_kind=TriggerKind.MEDICATION,
+        trigger="warfarin",
+        modalities=(Modality.MASSAGE,),
+        severity=Severity.RELATIVE,
     )
 
 
@@ -102,8 +120,11 @@ CASES: dict[str, Callable[[], BadInput]] = {
     "modality_not_offered": lambda: BadInput(
         "harbor-pt", "referral.request", _json(modality="chiropractic"), RejectionCode.INVALID_RECIPIENT
     ),
+    "unknown_referral": lambda: BadInput(
+        "lotus-acu", "referral.accept", encode(_accept()), RejectionCode.UNKNOWN_REFERRAL
+    ),
     "not_yet_supported": lambda: BadInput(
-        "lotus-acu", "referral.accept", encode(_accept()), RejectionCode.UNSUPPORTED_MESSAGE_TYPE
+        "lotus-acu", "alert.raise", encode(_alert()), RejectionCode.UNSUPPORTED_MESSAGE_TYPE
     ),
 }
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from nats.aio.client import Client
-from nats.js import JetStreamContext
 
 from referral_hub.audit.adapters import ChainWriter
 from referral_hub.audit.handlers import AuditHandler
 from referral_hub.runtime import topology
-from referral_hub.runtime.handling import LateHandler, subscriber
-from referral_hub.runtime.service import ServiceApp, attach, new_broker
+from referral_hub.runtime.handling import Effects, LateHandler, subscriber
+from referral_hub.runtime.service import ServiceApp, attach, lazy_jetstream, new_broker
 
 SERVICE = "audit"
 
@@ -19,8 +18,7 @@ def create_app(nats_url: str) -> ServiceApp:
     broker = new_broker(nats_url, SERVICE)
     handler = LateHandler(SERVICE)
 
-    def jetstream() -> JetStreamContext:
-        return broker.connection.jetstream()
+    effects = Effects(lazy_jetstream(broker))
 
     async def prepare(connection: Client) -> None:
         handler.bind(AuditHandler(ChainWriter(connection.jetstream())))
@@ -29,7 +27,7 @@ def create_app(nats_url: str) -> ServiceApp:
         attach(
             broker,
             spec,
-            subscriber(SERVICE, spec.durable, jetstream, handler),
+            subscriber(SERVICE, spec.durable, effects, handler),
             f"Every message stored in {spec.stream}, recorded in the audit chain.",
         )
     return ServiceApp(name=SERVICE, broker=broker, consumers=topology.AUDIT_CONSUMERS, before_start=(prepare,))

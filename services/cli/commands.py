@@ -255,6 +255,15 @@ def contracts_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def contracts_publish(args: argparse.Namespace) -> int:
+    """``hubctl contracts publish``: record additive changes in the snapshot; refuse breaking ones."""
+    contracts_check(args)
+    snapshot = Path(args.snapshot)
+    snapshot.write_text(render(current_components()))
+    out(f"wrote {snapshot}")
+    return 0
+
+
 def contracts_check(_args: argparse.Namespace) -> int:
     """``hubctl contracts check``: non-zero if the contracts break the published version."""
     breaks = breaking_changes(published_components(), current_components())

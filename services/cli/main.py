@@ -156,6 +156,12 @@ def _add_contracts(sub: Subparsers) -> None:
     check = contracts_sub.add_parser("check", help="fail if the contracts break the published v1")
     _common(check)
     check.set_defaults(sync_run=commands.contracts_check)
+    publish = contracts_sub.add_parser("publish", help="record additive contract changes in the published snapshot")
+    _common(publish)
+    publish.add_argument(
+        "--snapshot", default="contracts/published_v1.json", help="snapshot file (default: %(default)s)"
+    )
+    publish.set_defaults(sync_run=commands.contracts_publish)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

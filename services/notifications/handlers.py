@@ -5,7 +5,8 @@ from __future__ import annotations
 from referral_hub.contracts.codec import SchemaViolationError, decode_hub_message, encode
 from referral_hub.notifications.domain import route
 from referral_hub.runtime import subjects
-from referral_hub.runtime.handling import Delivery, Handled, Outgoing
+from referral_hub.runtime.handling import Delivery, Handled
+from referral_hub.runtime.inbox import Outgoing
 
 
 async def handle_event(delivery: Delivery) -> Handled:

@@ -1,4 +1,4 @@
-"""Pure referral rules: admitting a submission and deciding what a command does.
+"""Pure referral rules: admitting a submission, deciding a command, deriving what to announce.
 
 Nothing here does I/O or reads a clock. The handler passes in the stored state, a registry
 lookup and the time the hub received the command, so every decision is replayable: a
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Final
+from datetime import datetime, timedelta
+from typing import Final, TypedDict
 from uuid import UUID
 
 import msgspec
@@ -24,9 +24,28 @@ from referral_hub.contracts.codec import (
     UnsupportedVersionError,
     decode_command,
 )
-from referral_hub.contracts.referrals import ReferralRequest, ReferralRequested, ReferralState, Urgency
+from referral_hub.contracts.referrals import (
+    ConsultNote,
+    ReferralCancel,
+    ReferralCloseReminder,
+    ReferralCommand,
+    ReferralComplete,
+    ReferralDecline,
+    ReferralForward,
+    ReferralInterimNote,
+    ReferralOverdue,
+    ReferralRequest,
+    ReferralRequested,
+    ReferralSchedule,
+    ReferralState,
+    ReferralTransitioned,
+    Urgency,
+)
 from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
+from referral_hub.referrals import lifecycle
+from referral_hub.referrals.lifecycle import Party
+from referral_hub.runtime.inbox import Announcement
 from referral_hub.runtime.rejecting import Refusal, derived_id
 from referral_hub.runtime.subjects import OutSubject, parse_clinic_out
 
@@ -39,14 +58,34 @@ DECODE_REFUSALS: Final[dict[type[ContractError], RejectionCode]] = {
 }
 
 
+@dataclass(frozen=True)
+class SlaPolicy:
+    """How long a recipient has to answer, and a sender to close, before the hub nudges."""
+
+    urgent: timedelta = timedelta(hours=24)
+    routine: timedelta = timedelta(hours=72)
+    close_within: timedelta = timedelta(days=7)
+
+    def answer_window(self, urgency: Urgency) -> timedelta:
+        """The accept-or-decline window for ``urgency``."""
+        return self.urgent if urgency is Urgency.URGENT else self.routine
+
+
 class HistoryItem(msgspec.Struct, frozen=True, kw_only=True):
-    """One accepted step of a referral, with the command that caused it."""
+    """One accepted step of a referral, with what the command said."""
 
     message_id: UUID
     transition: str
     by_clinic: str
+    actor: str = ""
     at: datetime
     state: ReferralState
+    correlation_id: UUID | None = None
+    detail: str = ""
+    reason_code: str = ""
+    appointment_at: datetime | None = None
+    outcome: ConsultNote | None = None
+    forwarded_to: str | None = None
 
 
 class Referral(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,10 +99,23 @@ class Referral(msgspec.Struct, frozen=True, kw_only=True):
     state: ReferralState
     request: ReferralRequest
     history: tuple[HistoryItem, ...]
+    due_by: datetime | None = None
+    overdue_notified: bool = False
+    completed_at: datetime | None = None
+    close_reminder_sent: bool = False
+    forwarded_from: tuple[str, ...] = ()
 
-    def applied(self, message_id: UUID) -> bool:
-        """Whether the command ``message_id`` already changed this referral."""
-        return any(item.message_id == message_id for item in self.history)
+    def applied(self, message_id: UUID) -> HistoryItem | None:
+        """The step the command ``message_id`` caused, if it was already applied."""
+        return next((item for item in self.history if item.message_id == message_id), None)
+
+    def party(self, clinic_id: str) -> Party | None:
+        """Which side ``clinic_id`` is on, if any."""
+        if clinic_id == self.referring_clinic:
+            return Party.SENDER
+        if clinic_id == self.recipient_clinic:
+            return Party.RECIPIENT
+        return None
 
 
 @dataclass(frozen=True)
@@ -111,10 +163,12 @@ def _check_identity(command: ClinicCommand, out: OutSubject, lookup: ClinicLooku
 
 
 @dataclass(frozen=True)
-class Created:
-    """A new referral to store, then announce."""
+class Changed:
+    """The referral after an accepted command, and the step that got it there."""
 
     referral: Referral
+    step: HistoryItem
+    created: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,66 +176,226 @@ class AlreadyApplied:
     """The command was applied before (a redelivery or a resend): re-announce, change nothing."""
 
     referral: Referral
+    step: HistoryItem
 
 
-def request(
-    command: ReferralRequest, existing: Referral | None, lookup: ClinicLookup, received_at: datetime
-) -> Created | AlreadyApplied | Refusal:
-    """Decide a ``referral.request``."""
-    if existing is not None:
-        if existing.applied(command.message_id):
-            return AlreadyApplied(existing)
-        return Refusal(
-            RejectionCode.DUPLICATE_REFERRAL_ID,
-            f"referral {command.referral_id} already exists",
-            current_state=existing.state,
-        )
-    recipient = lookup(command.recipient_clinic)
+Decision = Changed | AlreadyApplied | Refusal
+
+
+def decide(
+    command: ReferralCommand,
+    existing: Referral | None,
+    lookup: ClinicLookup,
+    received_at: datetime,
+    sla: SlaPolicy,
+) -> Decision:
+    """What ``command`` does to the referral it names."""
+    if existing is not None and (step := existing.applied(command.message_id)) is not None:
+        return AlreadyApplied(existing, step)
+    if isinstance(command, ReferralRequest):
+        return _request(command, existing, lookup, received_at, sla)
+    return _transition(command, existing, lookup, received_at, sla)
+
+
+def _step(command: ReferralCommand, transition: str, state: ReferralState, at: datetime) -> HistoryItem:
+    detail = ""
+    reason_code = ""
+    if isinstance(command, ReferralDecline | ReferralCancel):
+        reason_code, detail = command.reason_code, command.reason_text
+    elif isinstance(command, ReferralInterimNote):
+        detail = command.note
+    elif isinstance(command, ReferralForward):
+        detail = command.reason
+    return HistoryItem(
+        message_id=command.message_id,
+        transition=transition,
+        by_clinic=command.sender_clinic,
+        actor=command.actor,
+        at=at,
+        state=state,
+        correlation_id=command.correlation_id,
+        detail=detail,
+        reason_code=reason_code,
+        appointment_at=command.appointment_at if isinstance(command, ReferralSchedule) else None,
+        outcome=command.outcome if isinstance(command, ReferralComplete) else None,
+        forwarded_to=command.to_clinic if isinstance(command, ReferralForward) else None,
+    )
+
+
+def _check_recipient(
+    recipient_id: str, sender_id: str, command: ReferralRequest, lookup: ClinicLookup
+) -> Refusal | None:
+    recipient = lookup(recipient_id)
     if recipient is None:
-        return Refusal(RejectionCode.UNKNOWN_CLINIC, f"recipient clinic {command.recipient_clinic!r} is not registered")
-    if recipient.id == command.sender_clinic:
+        return Refusal(RejectionCode.UNKNOWN_CLINIC, f"recipient clinic {recipient_id!r} is not registered")
+    if recipient.id == sender_id:
         return Refusal(RejectionCode.INVALID_RECIPIENT, "a clinic cannot refer a patient to itself")
     if command.modality not in recipient.modalities:
         return Refusal(
             RejectionCode.INVALID_RECIPIENT,
             f"{recipient.id!r} does not offer {command.modality}; it offers {', '.join(recipient.modalities)}",
         )
-    created = HistoryItem(
-        message_id=command.message_id,
-        transition="request",
-        by_clinic=command.sender_clinic,
-        at=received_at,
+    return None
+
+
+def _request(
+    command: ReferralRequest,
+    existing: Referral | None,
+    lookup: ClinicLookup,
+    received_at: datetime,
+    sla: SlaPolicy,
+) -> Decision:
+    if existing is not None:
+        return Refusal(
+            RejectionCode.DUPLICATE_REFERRAL_ID,
+            f"referral {command.referral_id} already exists",
+            current_state=existing.state,
+        )
+    refusal = _check_recipient(command.recipient_clinic, command.sender_clinic, command, lookup)
+    if refusal is not None:
+        return refusal
+    step = _step(command, "request", ReferralState.REQUESTED, received_at)
+    referral = Referral(
+        referral_id=command.referral_id,
+        patient_ref=command.patient_ref,
+        referring_clinic=command.sender_clinic,
+        recipient_clinic=command.recipient_clinic,
+        urgency=command.urgency,
         state=ReferralState.REQUESTED,
+        request=command,
+        history=(step,),
+        due_by=received_at + sla.answer_window(command.urgency),
     )
-    return Created(
-        Referral(
-            referral_id=command.referral_id,
-            patient_ref=command.patient_ref,
-            referring_clinic=command.sender_clinic,
-            recipient_clinic=command.recipient_clinic,
-            urgency=command.urgency,
-            state=ReferralState.REQUESTED,
-            request=command,
-            history=(created,),
-        ),
-    )
+    return Changed(referral, step, created=True)
 
 
-def requested_event(referral: Referral) -> ReferralRequested:
-    """The announcement of a new referral, identical however often it is re-derived."""
+def _check_allowed(rule: lifecycle.Rule, party: Party, existing: Referral, clinic: str) -> Refusal | None:
+    if existing.state in lifecycle.TERMINAL:
+        return Refusal(
+            RejectionCode.REFERRAL_CLOSED,
+            f"referral is {existing.state}; its loop is closed and it cannot be {rule.transition}ed",
+            current_state=existing.state,
+        )
+    if party not in rule.by:
+        allowed = " or ".join(sorted(p.value for p in rule.by))
+        return Refusal(
+            RejectionCode.WRONG_PARTY,
+            f"only the {allowed} may {rule.transition} a referral; {clinic!r} is the {party.value}",
+            current_state=existing.state,
+        )
+    if not lifecycle.permits(rule, party, existing.state):
+        return Refusal(
+            RejectionCode.INVALID_TRANSITION,
+            f"cannot {rule.transition} a referral in state {existing.state}",
+            current_state=existing.state,
+        )
+    return None
+
+
+def _check_forward(command: ReferralForward, existing: Referral, lookup: ClinicLookup) -> Refusal | None:
+    refusal = _check_recipient(command.to_clinic, existing.referring_clinic, existing.request, lookup)
+    if refusal is None and command.to_clinic == existing.recipient_clinic:
+        refusal = Refusal(RejectionCode.INVALID_RECIPIENT, "cannot forward a referral to its current recipient")
+    if refusal is None:
+        return None
+    return Refusal(refusal.code, refusal.reason, current_state=existing.state)
+
+
+def _transition(
+    command: ReferralCommand,
+    existing: Referral | None,
+    lookup: ClinicLookup,
+    received_at: datetime,
+    sla: SlaPolicy,
+) -> Decision:
+    party = existing.party(command.sender_clinic) if existing is not None else None
+    if existing is None or party is None:
+        return Refusal(
+            RejectionCode.UNKNOWN_REFERRAL, f"no referral {command.referral_id} involving {command.sender_clinic!r}"
+        )
+    if command.patient_ref != existing.patient_ref:
+        return Refusal(
+            RejectionCode.PATIENT_MISMATCH,
+            f"referral {command.referral_id} is for a different patient_ref",
+            current_state=existing.state,
+        )
+    rule = lifecycle.rule_for(command)
+    refusal = _check_allowed(rule, party, existing, command.sender_clinic)
+    if refusal is None and isinstance(command, ReferralForward):
+        refusal = _check_forward(command, existing, lookup)
+    if refusal is not None:
+        return refusal
+    new_state = lifecycle.target_state(rule, party, existing.state)
+    step = _step(command, rule.transition, new_state, received_at)
+    changes: dict[str, object] = {"state": new_state, "history": (*existing.history, step)}
+    if isinstance(command, ReferralForward):
+        changes |= {
+            "recipient_clinic": command.to_clinic,
+            "forwarded_from": (*existing.forwarded_from, existing.recipient_clinic),
+            "due_by": received_at + sla.answer_window(existing.urgency),
+            "overdue_notified": False,
+        }
+    if new_state is ReferralState.COMPLETED:
+        changes["completed_at"] = received_at
+    return Changed(msgspec.structs.replace(existing, **changes), step)
+
+
+def announcements(referral: Referral, step: HistoryItem) -> list[Announcement]:
+    """What the hub tells whom after ``step``; identical however often it is derived.
+
+    Both parties see every step of their referral, so the loop is visible from either
+    end; a forward also sends the full referral to the new recipient.
+    """
+    if step.transition == "request":
+        event = requested_event(referral, step, "requested")
+        return [Announcement(event, "referral.requested", (referral.recipient_clinic, referral.referring_clinic))]
+    transitioned = _transitioned_event(referral, step)
+    if step.transition == "forward":
+        forwarder = referral.forwarded_from[-1] if referral.forwarded_from else step.by_clinic
+        return [
+            Announcement(
+                requested_event(referral, step, "forwarded-request"), "referral.requested", (referral.recipient_clinic,)
+            ),
+            Announcement(transitioned, "referral.transitioned", (referral.referring_clinic, forwarder)),
+        ]
+    return [Announcement(transitioned, "referral.transitioned", (referral.referring_clinic, referral.recipient_clinic))]
+
+
+class _Envelope(TypedDict):
+    message_id: UUID
+    occurred_at: datetime
+    sender_clinic: str
+    actor: str
+    correlation_id: UUID
+    causation_id: UUID | None
+    referral_id: UUID
+    patient_ref: str
+    state: ReferralState
+    referring_clinic: str
+    recipient_clinic: str
+
+
+def _envelope(referral: Referral, step: HistoryItem, role: str) -> _Envelope:
+    return {
+        "message_id": derived_id(str(step.message_id), role),
+        "occurred_at": step.at,
+        "sender_clinic": step.by_clinic,
+        "actor": step.actor or referral.request.actor,
+        "correlation_id": step.correlation_id or referral.request.correlation_id,
+        "causation_id": step.message_id,
+        "referral_id": referral.referral_id,
+        "patient_ref": referral.patient_ref,
+        "state": step.state,
+        "referring_clinic": referral.referring_clinic,
+        "recipient_clinic": referral.recipient_clinic,
+    }
+
+
+def requested_event(referral: Referral, step: HistoryItem, role: str) -> ReferralRequested:
+    """The full referral, as its recipient needs it."""
     command = referral.request
     return ReferralRequested(
-        message_id=derived_id(str(command.message_id), "requested"),
-        occurred_at=referral.history[0].at,
-        sender_clinic=command.sender_clinic,
-        actor=command.actor,
-        correlation_id=command.correlation_id,
-        causation_id=command.message_id,
-        referral_id=referral.referral_id,
-        patient_ref=referral.patient_ref,
-        state=ReferralState.REQUESTED,
-        referring_clinic=referral.referring_clinic,
-        recipient_clinic=referral.recipient_clinic,
+        **_envelope(referral, step, role),
         modality=command.modality,
         urgency=command.urgency,
         reason=command.reason,
@@ -190,3 +404,88 @@ def requested_event(referral: Referral) -> ReferralRequested:
         requested_techniques=command.requested_techniques,
         note=command.note,
     )
+
+
+def _transitioned_event(referral: Referral, step: HistoryItem) -> ReferralTransitioned:
+    status = lifecycle.STATUS[step.state]
+    if step.state is ReferralState.CANCELLED and any(
+        item.state is ReferralState.SCHEDULED for item in referral.history
+    ):
+        status = lifecycle.SCHEDULED_EVENT_CANCELLED
+    return ReferralTransitioned(
+        **_envelope(referral, step, step.transition),
+        transition=step.transition,
+        detail=step.detail,
+        outcome=step.outcome,
+        reason_code=step.reason_code,
+        appointment_at=step.appointment_at,
+        forwarded_to=step.forwarded_to,
+        bser_status=status.bser_code,
+    )
+
+
+def _timer_envelope(referral: Referral, last: HistoryItem, message_id: UUID, due: datetime) -> _Envelope:
+    """Timer events come from the hub itself, at the moment the deadline passed."""
+    return {
+        "message_id": message_id,
+        "occurred_at": due,
+        "sender_clinic": "hub",
+        "actor": "referrals",
+        "correlation_id": referral.request.correlation_id,
+        "causation_id": last.message_id,
+        "referral_id": referral.referral_id,
+        "patient_ref": referral.patient_ref,
+        "state": referral.state,
+        "referring_clinic": referral.referring_clinic,
+        "recipient_clinic": referral.recipient_clinic,
+    }
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """A timer that came due: the referral with its flag set, and the event to announce."""
+
+    referral: Referral
+    announcement: Announcement
+
+
+def due_timer(referral: Referral, now: datetime, sla: SlaPolicy) -> TimerFired | None:
+    """The SLA timer due on ``referral`` at ``now``, if any.
+
+    Derived from durable state alone (deadlines and flags in the record), so timers
+    survive restarts and a sweep can run on any replica: the flag is set with
+    compare-and-set, so only one replica announces.
+    """
+    seed = f"{referral.referral_id}/{len(referral.history)}"
+    last = referral.history[-1]
+    parties = (referral.referring_clinic, referral.recipient_clinic)
+    if (
+        referral.state is ReferralState.REQUESTED
+        and referral.due_by
+        and not referral.overdue_notified
+        and now >= referral.due_by
+    ):
+        overdue = ReferralOverdue(
+            **_timer_envelope(referral, last, derived_id(seed, "overdue"), referral.due_by),
+            due_by=referral.due_by,
+        )
+        return TimerFired(
+            msgspec.structs.replace(referral, overdue_notified=True),
+            Announcement(overdue, "referral.overdue", parties),
+        )
+    if (
+        referral.state is ReferralState.COMPLETED
+        and referral.completed_at
+        and not referral.close_reminder_sent
+        and now >= referral.completed_at + sla.close_within
+    ):
+        due = referral.completed_at + sla.close_within
+        reminder = ReferralCloseReminder(
+            **_timer_envelope(referral, last, derived_id(seed, "close-reminder"), due),
+            completed_at=referral.completed_at,
+        )
+        return TimerFired(
+            msgspec.structs.replace(referral, close_reminder_sent=True),
+            Announcement(reminder, "referral.close_reminder", (referral.referring_clinic,)),
+        )
+    return None

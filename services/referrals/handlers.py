@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable
+from datetime import datetime
 
 import msgspec
 import structlog
 
-from referral_hub.contracts.base import Message
-from referral_hub.contracts.codec import encode
-from referral_hub.contracts.referrals import ReferralRequest
+from referral_hub.contracts.plans import CareTeamLeave, PlanUpdate
+from referral_hub.contracts.referrals import ReferralCommand
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.referrals import domain
-from referral_hub.referrals.adapters import ReferralStore
+from referral_hub.referrals import careteam, domain
+from referral_hub.referrals.adapters import ConcurrentUpdateError, KvStore
+from referral_hub.referrals.careteam import CareTeam, team_key
+from referral_hub.referrals.domain import Referral, SlaPolicy
 from referral_hub.runtime import subjects
-from referral_hub.runtime.handling import Delivery, Handled, Outgoing
+from referral_hub.runtime.handling import Delivery, Effects, Handled
+from referral_hub.runtime.inbox import Announcement, announce
 from referral_hub.runtime.metrics import REFERRAL_TRANSITIONS, REJECTIONS
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import Offender, Refusal, offending_message_id, refusal_outputs
 
 SERVICE = "referrals"
+log = structlog.get_logger(__name__)
 
 
 class _Identity(msgspec.Struct):
@@ -33,10 +37,18 @@ class _Identity(msgspec.Struct):
 class IntakeHandler:
     """Handles everything clinics publish on ``clinic.*.out.>``."""
 
-    def __init__(self, store: ReferralStore, registry: RegistryCache) -> None:
-        """Depend on the referral store and the registry view, nothing else."""
-        self._store = store
+    def __init__(
+        self,
+        referrals: KvStore[Referral],
+        teams: KvStore[CareTeam],
+        registry: RegistryCache,
+        sla: SlaPolicy,
+    ) -> None:
+        """Depend on the two stores, the registry view and the SLA policy, nothing else."""
+        self._referrals = referrals
+        self._teams = teams
         self._registry = registry
+        self._sla = sla
 
     async def __call__(self, delivery: Delivery) -> Handled:
         """Admit, decide and return the outputs; raises only for infrastructure failures."""
@@ -50,29 +62,75 @@ class IntakeHandler:
             causation_id=str(command.causation_id or ""),
             clinic=command.sender_clinic,
         )
-        if isinstance(command, ReferralRequest):
-            return await self._request(delivery, command)
+        if isinstance(command, ReferralCommand):
+            return await self._referral(delivery, command)
+        if isinstance(command, PlanUpdate | CareTeamLeave):
+            return await self._team(delivery, command)
         refusal = Refusal(
             RejectionCode.UNSUPPORTED_MESSAGE_TYPE,
             f"{type(command).__name__} is a valid contract this hub version does not process yet",
         )
         return self._refuse(delivery, refusal, command.message_id)
 
-    async def _request(self, delivery: Delivery, command: ReferralRequest) -> Handled:
-        stored = await self._store.load(command.referral_id)
+    async def _referral(self, delivery: Delivery, command: ReferralCommand) -> Handled:
+        key = str(command.referral_id)
+        stored = await self._referrals.load(key)
         existing, revision = stored if stored is not None else (None, None)
-        decision = domain.request(command, existing, self._registry.get, delivery.stored_at)
+        decision = domain.decide(command, existing, self._registry.get, delivery.stored_at, self._sla)
         if isinstance(decision, Refusal):
             return self._refuse(delivery, decision, command.message_id)
-        if isinstance(decision, domain.Created):
-            await self._store.save(decision.referral, revision)
-            REFERRAL_TRANSITIONS.labels("request").inc()
-        event = domain.requested_event(decision.referral)
+        if isinstance(decision, domain.AlreadyApplied) and delivery.attempt == 1:
+            return Handled(outcome="duplicate", log_fields={"transition": decision.step.transition})
+        if isinstance(decision, domain.Changed):
+            await self._referrals.save(key, decision.referral, None if decision.created else revision)
+            REFERRAL_TRANSITIONS.labels(decision.step.transition).inc()
+        referral, step = decision.referral, decision.step
+        announcements = domain.announcements(referral, step)
+        if step.transition == "accept":
+            announcements += await self._join_care_team(referral, step)
         return Handled(
-            outcome="accepted" if isinstance(decision, domain.Created) else "replayed",
-            outgoing=announce(event, "referral.requested", (event.recipient_clinic, event.referring_clinic)),
-            log_fields={"transition": "request", "recipient": event.recipient_clinic},
+            outcome="accepted" if isinstance(decision, domain.Changed) else "replayed",
+            outgoing=announce(announcements),
+            log_fields={"transition": step.transition, "state": str(referral.state)},
         )
+
+    async def _join_care_team(self, referral: Referral, step: domain.HistoryItem) -> list[Announcement]:
+        """Put both clinics on the patient's team; idempotent, so a redelivery re-derives the same events."""
+        key = team_key(referral.patient_ref)
+        stored = await self._teams.load(key)
+        team, revision = stored if stored is not None else (None, None)
+        sender = self._registry.get(referral.referring_clinic)
+        joiners = [(referral.recipient_clinic, referral.request.modality)]
+        if sender is not None and sender.modalities:
+            joiners.insert(0, (referral.referring_clinic, sender.modalities[0]))
+        updated, joined = careteam.join(team, referral.patient_ref, joiners, step.at, referral.referral_id)
+        if joined:
+            await self._teams.save(key, updated, revision)
+        cause = careteam.Cause(
+            step.message_id,
+            step.correlation_id or referral.request.correlation_id,
+            step.by_clinic,
+            step.actor,
+            step.at,
+        )
+        return careteam.joined_announcements(updated, referral.referral_id, cause)
+
+    async def _team(self, delivery: Delivery, command: PlanUpdate | CareTeamLeave) -> Handled:
+        key = team_key(command.patient_ref)
+        stored = await self._teams.load(key)
+        team, revision = stored if stored is not None else (None, None)
+        if team is not None and command.message_id in team.applied:
+            if delivery.attempt == 1:
+                return Handled(outcome="duplicate")
+            return Handled(outcome="replayed", outgoing=announce(careteam.replay(team, command)))
+        if isinstance(command, PlanUpdate):
+            decision = careteam.update_plan(team, command)
+        else:
+            decision = careteam.leave(team, command, delivery.stored_at)
+        if isinstance(decision, Refusal):
+            return self._refuse(delivery, decision, command.message_id)
+        await self._teams.save(key, decision.team, revision)
+        return Handled(outcome="accepted", outgoing=announce(decision.announcements))
 
     def _refuse(self, delivery: Delivery, refusal: Refusal, message_id: uuid.UUID | None) -> Handled:
         REJECTIONS.labels(SERVICE, refusal.code).inc()
@@ -91,21 +149,39 @@ class IntakeHandler:
         )
 
 
-def announce(event: Message, event_type: str, clinics: Iterable[str]) -> tuple[Outgoing, ...]:
-    """The domain event plus one inbox copy per clinic.
+class TimerSweeper:
+    """Fires SLA timers, derived from the referrals' durable deadlines: no in-memory sleeps.
 
-    Each stored copy needs its own ``Nats-Msg-Id``: copies in the same stream sharing one
-    would be de-duplicated into a single message, silently starving all but one inbox.
+    It announces first and records the flag second: a crash in between re-announces on
+    the next sweep under the same message ids, which JetStream de-duplicates. Several
+    replicas may sweep; compare-and-set lets one record the flag.
     """
-    payload = encode(event)
-    event_id = str(event.message_id)
-    return (
-        Outgoing(subjects.domain_event(event_type), payload, f"{event_id}/event"),
-        *(
-            Outgoing(subjects.clinic_in(clinic, event_type), payload, f"{event_id}/inbox/{clinic}")
-            for clinic in clinics
-        ),
-    )
+
+    def __init__(
+        self, referrals: KvStore[Referral], effects: Effects, sla: SlaPolicy, clock: Callable[[], datetime]
+    ) -> None:
+        """``clock`` is injectable so tests can move time."""
+        self._referrals = referrals
+        self._effects = effects
+        self._sla = sla
+        self._clock = clock
+
+    async def sweep_once(self) -> int:
+        """Fire every timer due now; returns how many fired."""
+        fired = 0
+        now = self._clock()
+        async for key, referral, revision in self._referrals.scan():
+            timer = domain.due_timer(referral, now, self._sla)
+            if timer is None:
+                continue
+            await self._effects.apply(announce([timer.announcement]))
+            try:
+                await self._referrals.save(key, timer.referral, revision)
+            except ConcurrentUpdateError:
+                continue
+            fired += 1
+            log.info("sla timer fired", timer=timer.announcement.event_type, referral_id=key)
+        return fired
 
 
 def _lenient_identity(data: bytes) -> _Identity:

@@ -28,6 +28,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from referral_hub.errors import HubError
+from referral_hub.runtime.inbox import InboxDelivery, InboxWriter, Outgoing
 from referral_hub.runtime.metrics import HANDLING_SECONDS, MESSAGES_HANDLED
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
@@ -68,32 +69,44 @@ class Delivery:
 
 
 @dataclass(frozen=True)
-class Outgoing:
-    """A message a handler wants published, with the id JetStream de-duplicates it by."""
-
-    subject: str
-    payload: bytes
-    msg_id: str
-
-
-@dataclass(frozen=True)
 class Handled:
-    """What a handler reports back for metrics and the per-message log line."""
+    """What a handler decided: its outcome (for metrics and the log line) and its effects."""
 
     outcome: str
-    outgoing: Sequence[Outgoing] = ()
+    outgoing: Sequence[Outgoing | InboxDelivery] = ()
     log_fields: Mapping[str, object] | None = None
 
 
-async def publish_all(js: JetStreamContext, outgoing: Sequence[Outgoing]) -> None:
-    """Publish concurrently and wait for every ack: one round trip, not one per message.
+class Effects:
+    """Carries out a handler's effects: stream publishes and numbered inbox deliveries."""
 
-    Each carries ``Nats-Msg-Id``, so a redelivered command re-publishing the same outputs
-    has no second effect within the stream's de-duplication window.
-    """
-    await asyncio.gather(
-        *(js.publish(item.subject, item.payload, headers={MSG_ID_HEADER: item.msg_id}) for item in outgoing),
-    )
+    def __init__(self, js: Callable[[], JetStreamContext]) -> None:
+        """``js`` is called once the connection exists (subscribers are declared before)."""
+        self._js = js
+        self._inbox: InboxWriter | None = None
+
+    @property
+    def inbox(self) -> InboxWriter:
+        """The inbox writer, shared by every handler of the service."""
+        if self._inbox is None:
+            self._inbox = InboxWriter(self._js())
+        return self._inbox
+
+    async def apply(self, outgoing: Sequence[Outgoing | InboxDelivery]) -> None:
+        """Publish everything concurrently and wait for every ack.
+
+        Each output carries ``Nats-Msg-Id``, so a redelivered command re-publishing the same
+        outputs has no second effect within the stream's de-duplication window.
+        """
+        js = self._js()
+        await asyncio.gather(
+            *(
+                self.inbox.deliver(item)
+                if isinstance(item, InboxDelivery)
+                else js.publish(item.subject, item.payload, headers={MSG_ID_HEADER: item.msg_id})
+                for item in outgoing
+            ),
+        )
 
 
 class LateHandler:
@@ -128,7 +141,7 @@ def nak_delay(attempt: int) -> float:
 def subscriber(
     service: str,
     handler: str,
-    js: Callable[[], JetStreamContext],
+    effects: Effects,
     process: Callable[[Delivery], Awaitable[Handled]],
 ) -> Callable[[NatsMessage], Awaitable[None]]:
     """Build the faststream callback that runs ``process`` under the acknowledgement policy."""
@@ -143,7 +156,7 @@ def subscriber(
         )
         try:
             handled = await process(delivery)
-            await publish_all(js(), handled.outgoing)
+            await effects.apply(handled.outgoing)
         except Exception:
             delay = nak_delay(delivery.attempt)
             log.exception("handling failed; will redeliver", handler=handler, retry_in_seconds=delay)

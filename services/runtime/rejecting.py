@@ -13,7 +13,8 @@ from typing import Final
 from referral_hub.contracts.codec import encode
 from referral_hub.contracts.rejections import DeadLetter, Rejection, RejectionCode
 from referral_hub.runtime import subjects
-from referral_hub.runtime.handling import MSG_ID_HEADER, Delivery, Outgoing
+from referral_hub.runtime.handling import MSG_ID_HEADER, Delivery
+from referral_hub.runtime.inbox import InboxDelivery, Outgoing
 
 HUB_SENDER: Final = "hub"
 ID_NAMESPACE: Final = uuid.UUID("6f1c8a52-8d0e-4f55-9a43-2b1f0c9e7d10")
@@ -31,6 +32,7 @@ class Refusal:
     code: RejectionCode
     reason: str
     current_state: str = ""
+    current_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,12 @@ class Offender:
     correlation_id: uuid.UUID | None = None
 
 
-def refusal_outputs(service: str, delivery: Delivery, refusal: Refusal, offender: Offender) -> list[Outgoing]:
+def refusal_outputs(
+    service: str, delivery: Delivery, refusal: Refusal, offender: Offender
+) -> list[Outgoing | InboxDelivery]:
     """The rejection for the sender's inbox (when the sender is a known clinic) and the dead letter."""
     seed = delivery.source_key
-    outputs: list[Outgoing] = []
+    outputs: list[Outgoing | InboxDelivery] = []
     if offender.sender_clinic is not None:
         rejection = Rejection(
             message_id=derived_id(seed, "rejection"),
@@ -59,14 +63,9 @@ def refusal_outputs(service: str, delivery: Delivery, refusal: Refusal, offender
             offending_message_id=offender.message_id[:200],
             offending_subject=delivery.subject[:200],
             current_state=refusal.current_state,
+            current_version=refusal.current_version,
         )
-        outputs.append(
-            Outgoing(
-                subjects.clinic_in(offender.sender_clinic, "rejection"),
-                encode(rejection),
-                str(rejection.message_id),
-            ),
-        )
+        outputs.append(InboxDelivery(offender.sender_clinic, "rejection", rejection, str(rejection.message_id)))
     dead_letter = DeadLetter(
         code=refusal.code,
         reason=refusal.reason[:1000],

@@ -15,6 +15,7 @@ from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from referral_hub.runtime.health import HealthServer, refresh_readiness
 from referral_hub.runtime.topology import ConsumerSpec
@@ -64,6 +65,15 @@ def new_broker(nats_url: str, service: str) -> NatsBroker:
         graceful_timeout=GRACEFUL_SECONDS,
         max_reconnect_attempts=-1,
     )
+
+
+def lazy_jetstream(broker: NatsBroker) -> Callable[[], JetStreamContext]:
+    """A JetStream context getter for objects built before the broker connects."""
+
+    def jetstream() -> JetStreamContext:
+        return broker.connection.jetstream()
+
+    return jetstream
 
 
 def attach(

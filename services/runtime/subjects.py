@@ -3,6 +3,7 @@
 Public, clinic-facing (v1):
   ``clinic.<clinic_id>.out.<type>``  what a clinic sends; the broker authenticates the clinic id.
   ``clinic.<clinic_id>.in.<type>``   what the hub delivers to a clinic's inbox.
+  ``clinic.<clinic_id>.heartbeat``   the newest inbox event number, every few seconds (not stored).
 Internal:
   ``hub.event.<type>``               domain events, after the hub accepted a command.
   ``hub.deadletter.<service>``       refused or unprocessable messages, kept whole.
@@ -51,6 +52,11 @@ def parse_clinic_out(subject: str) -> OutSubject | None:
     if len(tokens) < _MIN_OUT_TOKENS or tokens[0] != _CLINIC_PREFIX or tokens[2] != "out":
         return None
     return OutSubject(clinic_id=tokens[1], message_type=".".join(tokens[3:]))
+
+
+def clinic_heartbeat(clinic_id: str) -> str:
+    """Where the hub announces a clinic's newest inbox event number (core NATS, not stored)."""
+    return f"{_CLINIC_PREFIX}.{clinic_id}.heartbeat"
 
 
 def domain_event(message_type: str) -> str:

@@ -32,6 +32,7 @@ AUDIT: Final = "AUDIT"
 
 REFERRALS_KV: Final = "hub-referrals"
 REGISTRY_KV: Final = "hub-registry"
+CARETEAMS_KV: Final = "hub-careteams"
 
 ACK_WAIT_SECONDS: Final = 30.0
 MAX_DELIVER: Final = 50
@@ -100,8 +101,9 @@ def stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
 
 
 def kv_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
-    """The hub's KV buckets: referral state (with history) and the clinic registry."""
+    """The hub's KV buckets: referral state, care teams (both with history) and the registry."""
     return [
         api.KeyValueConfig(bucket=REFERRALS_KV, history=16, storage=api.StorageType.FILE, replicas=replicas),
         api.KeyValueConfig(bucket=REGISTRY_KV, history=8, storage=api.StorageType.FILE, replicas=replicas),
+        api.KeyValueConfig(bucket=CARETEAMS_KV, history=16, storage=api.StorageType.FILE, replicas=replicas),
     ]

@@ -1,0 +1,198 @@
+"""Care teams and treatment plans, as pure functions.
+
+A patient's care team is the set of clinics treating them, keyed by ``patient_ref``. An
+accepted referral puts both clinics on it. A member clinic's ``plan.update`` reaches every
+other active member; plan versions are optimistic concurrency, so two therapists editing
+at once cannot silently overwrite each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+from uuid import UUID
+
+import msgspec
+
+from referral_hub.contracts.base import Modality
+from referral_hub.contracts.plans import CareTeamChanged, CareTeamLeave, PlanUpdate, PlanUpdated
+from referral_hub.contracts.rejections import RejectionCode
+from referral_hub.runtime.inbox import Announcement
+from referral_hub.runtime.rejecting import Refusal, derived_id
+
+RECENT_COMMANDS: Final = 256
+"""How many applied message ids a team remembers, to recognise redeliveries."""
+
+
+class Member(msgspec.Struct, frozen=True, kw_only=True):
+    """One clinic on a patient's care team, with its current plan."""
+
+    clinic: str
+    modality: Modality
+    since: datetime
+    referral_id: UUID | None = None
+    active: bool = True
+    left_at: datetime | None = None
+    plan: PlanUpdate | None = None
+
+    @property
+    def plan_version(self) -> int:
+        """The version of this clinic's current plan; 0 if it has none."""
+        return self.plan.plan_version if self.plan is not None else 0
+
+
+class CareTeam(msgspec.Struct, frozen=True, kw_only=True):
+    """A patient's care team, as stored in the care-teams KV bucket."""
+
+    patient_ref: str
+    members: tuple[Member, ...] = ()
+    applied: tuple[UUID, ...] = ()
+
+    def member(self, clinic: str) -> Member | None:
+        """The active membership of ``clinic``, if any."""
+        return next((m for m in self.members if m.clinic == clinic and m.active), None)
+
+    def active_clinics(self) -> tuple[str, ...]:
+        """Every clinic currently on the team."""
+        return tuple(m.clinic for m in self.members if m.active)
+
+
+def team_key(patient_ref: str) -> str:
+    """The KV key for a patient's team. KV keys are NATS subjects, so never the PHI itself."""
+    return "pt." + hashlib.sha256(patient_ref.encode()).hexdigest()[:40]
+
+
+def join(
+    team: CareTeam | None, patient_ref: str, joiners: list[tuple[str, Modality]], at: datetime, referral_id: UUID
+) -> tuple[CareTeam, list[tuple[str, Modality]]]:
+    """Add clinics that are not yet active members; returns the team and who actually joined."""
+    current = team or CareTeam(patient_ref=patient_ref)
+    joined = [(clinic, modality) for clinic, modality in joiners if current.member(clinic) is None]
+    if not joined:
+        return current, []
+    added = tuple(
+        Member(clinic=clinic, modality=modality, since=at, referral_id=referral_id) for clinic, modality in joined
+    )
+    return msgspec.structs.replace(current, members=(*current.members, *added)), joined
+
+
+@dataclass(frozen=True)
+class TeamChanged:
+    """The team after a command, and the messages for its members."""
+
+    team: CareTeam
+    announcements: list[Announcement]
+
+
+def _remember(team: CareTeam, message_id: UUID) -> tuple[UUID, ...]:
+    return (*team.applied, message_id)[-RECENT_COMMANDS:]
+
+
+def update_plan(team: CareTeam | None, command: PlanUpdate) -> TeamChanged | Refusal:
+    """Apply a plan update from a member clinic, fanning it out to the other members."""
+    member = team.member(command.sender_clinic) if team is not None else None
+    if team is None or member is None:
+        return Refusal(RejectionCode.NOT_ON_CARE_TEAM, f"{command.sender_clinic!r} is not on this patient's care team")
+    if command.plan_version != member.plan_version + 1:
+        return Refusal(
+            RejectionCode.STALE_PLAN_VERSION,
+            f"plan_version {command.plan_version} does not follow the current version {member.plan_version}",
+            current_version=member.plan_version,
+        )
+    members = tuple(msgspec.structs.replace(m, plan=command) if m is member else m for m in team.members)
+    updated = msgspec.structs.replace(team, members=members, applied=_remember(team, command.message_id))
+    return TeamChanged(
+        updated, [Announcement(plan_updated_event(command), "plan.updated", _others(updated, command.sender_clinic))]
+    )
+
+
+def plan_updated_event(command: PlanUpdate) -> PlanUpdated:
+    """The fan-out of a plan update, identical however often it is derived."""
+    return PlanUpdated(
+        message_id=derived_id(str(command.message_id), "plan-updated"),
+        occurred_at=command.occurred_at,
+        sender_clinic=command.sender_clinic,
+        actor=command.actor,
+        correlation_id=command.correlation_id,
+        causation_id=command.message_id,
+        patient_ref=command.patient_ref,
+        plan_clinic=command.sender_clinic,
+        modality=command.modality,
+        plan_version=command.plan_version,
+        goals=command.goals,
+        frequency=command.frequency,
+        techniques=command.techniques,
+        precautions=command.precautions,
+        effective_date=command.effective_date,
+    )
+
+
+def leave(team: CareTeam | None, command: CareTeamLeave, at: datetime) -> TeamChanged | Refusal:
+    """A member clinic leaves; its plan ends and the others are told."""
+    member = team.member(command.sender_clinic) if team is not None else None
+    if team is None or member is None:
+        return Refusal(RejectionCode.NOT_ON_CARE_TEAM, f"{command.sender_clinic!r} is not on this patient's care team")
+    members = tuple(
+        msgspec.structs.replace(m, active=False, left_at=at, plan=None) if m is member else m for m in team.members
+    )
+    updated = msgspec.structs.replace(team, members=members, applied=_remember(team, command.message_id))
+    cause = Cause(command.message_id, command.correlation_id, command.sender_clinic, command.actor, at)
+    event = team_changed_event(cause, team, member, "left")
+    return TeamChanged(updated, [Announcement(event, "careteam.changed", (*updated.active_clinics(), member.clinic))])
+
+
+@dataclass(frozen=True)
+class Cause:
+    """The command behind a membership change: which message, who, and when."""
+
+    message_id: UUID
+    correlation_id: UUID
+    clinic: str
+    actor: str
+    at: datetime
+
+
+def team_changed_event(cause: Cause, team: CareTeam, member: Member, change: str) -> CareTeamChanged:
+    """A membership change, identical however often it is derived."""
+    return CareTeamChanged(
+        message_id=derived_id(str(cause.message_id), f"careteam-{change}-{member.clinic}"),
+        occurred_at=cause.at,
+        sender_clinic=cause.clinic,
+        actor=cause.actor,
+        correlation_id=cause.correlation_id,
+        causation_id=cause.message_id,
+        patient_ref=team.patient_ref,
+        clinic=member.clinic,
+        change=change,
+        modality=member.modality,
+    )
+
+
+def replay(team: CareTeam, command: PlanUpdate | CareTeamLeave) -> list[Announcement]:
+    """The announcements of a team command that was already applied (for a redelivery)."""
+    if isinstance(command, PlanUpdate):
+        return [Announcement(plan_updated_event(command), "plan.updated", _others(team, command.sender_clinic))]
+    left = next((m for m in reversed(team.members) if m.clinic == command.sender_clinic and not m.active), None)
+    if left is None or left.left_at is None:
+        return []
+    cause = Cause(command.message_id, command.correlation_id, command.sender_clinic, command.actor, left.left_at)
+    event = team_changed_event(cause, team, left, "left")
+    return [Announcement(event, "careteam.changed", (*team.active_clinics(), left.clinic))]
+
+
+def joined_announcements(team: CareTeam, referral_id: UUID, cause: Cause) -> list[Announcement]:
+    """Tell the whole team about the clinics that joined through ``referral_id``.
+
+    Derived from the stored team, so a redelivered ``accept`` re-derives the same events.
+    """
+    return [
+        Announcement(team_changed_event(cause, team, m, "joined"), "careteam.changed", team.active_clinics())
+        for m in team.members
+        if m.referral_id == referral_id and m.active
+    ]
+
+
+def _others(team: CareTeam, clinic: str) -> tuple[str, ...]:
+    return tuple(c for c in team.active_clinics() if c != clinic)
