@@ -22,6 +22,7 @@ from nats.js import JetStreamContext, api
 
 from referral_hub.contracts.base import Message, message_type
 from referral_hub.contracts.codec import HubMessage, decode_hub_message, encode
+from referral_hub.contracts.inbox import InboxHeartbeat
 from referral_hub.errors import HubError
 from referral_hub.runtime import subjects, topology
 
@@ -50,6 +51,11 @@ class InboxItem:
     sequence: int
     subject: str
     message: HubMessage
+
+    @property
+    def event_number(self) -> int:
+        """The clinic's gap-free inbox number of this message (0 for unnumbered kinds)."""
+        return int(getattr(self.message, "event_number", 0))
 
 
 @dataclass(frozen=True)
@@ -104,13 +110,24 @@ class ClinicClient:
         ack = await self.js.publish(subjects.clinic_out(self.clinic_id, message_type_tokens), payload, headers=headers)
         return SendReceipt(sequence=ack.seq, duplicate=bool(ack.duplicate))
 
+    async def heartbeats(self) -> AsyncIterator[InboxHeartbeat]:
+        """The hub's heartbeats for this clinic: compare ``last_event_number`` with what you hold."""
+        subscription = await self.connection.subscribe(subjects.clinic_heartbeat(self.clinic_id))
+        try:
+            async for raw in subscription.messages:
+                beat = decode_hub_message(raw.data)
+                if isinstance(beat, InboxHeartbeat):
+                    yield beat
+        finally:
+            await subscription.unsubscribe()
+
     async def inbox_count(self) -> int:
         """How many messages this clinic's inbox holds."""
         info = await self.js.stream_info(topology.CLINIC_IN, subjects_filter=subjects.clinic_inbox(self.clinic_id))
         return sum((info.state.subjects or {}).values())
 
     async def inbox(self, *, since: int = 1, follow: bool = False) -> AsyncIterator[InboxItem]:
-        """Inbox messages from stream sequence ``since`` on; with ``follow``, wait for more.
+        """Inbox messages with event number ``since`` and later; with ``follow``, wait for more.
 
         Without ``follow`` it stops once it has caught up with what is stored now.
         """
@@ -119,8 +136,7 @@ class ClinicClient:
         subscription = await self.js.subscribe(
             subjects.clinic_inbox(self.clinic_id),
             ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            config=api.ConsumerConfig(opt_start_seq=max(since, 1)),
+            deliver_policy=api.DeliverPolicy.ALL,
         )
         try:
             while True:
@@ -128,7 +144,9 @@ class ClinicClient:
                     raw: Msg = await subscription.next_msg(timeout=None if follow else IDLE_SECONDS)
                 except (TimeoutError, nats.errors.TimeoutError):
                     return
-                yield InboxItem(raw.metadata.sequence.stream, raw.subject, decode_hub_message(raw.data))
+                item = InboxItem(raw.metadata.sequence.stream, raw.subject, decode_hub_message(raw.data))
+                if item.event_number >= since:
+                    yield item
                 if not follow and raw.metadata.num_pending == 0:
                     return
         finally:

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
@@ -20,12 +21,16 @@ from referral_hub.audit.domain import verify
 from referral_hub.client import ClinicClient, InboxItem, new_id, silence_nats_error_log, utc_now
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.compat import breaking_changes, current_components, published_components, render
-from referral_hub.contracts.referrals import ReferralRequest, ReferralRequested, Urgency
+from referral_hub.contracts.referrals import ReferralRequest, ReferralRequested, ReferralState, Urgency
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.errors import HubError
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import app as referrals_app
+from referral_hub.referrals import fhir, lifecycle
+from referral_hub.referrals.adapters import careteam_store, referral_store
+from referral_hub.referrals.careteam import team_key
+from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.runtime import logs, topology
 from referral_hub.runtime.provision import provision as provision_hub
 from referral_hub.runtime.registry import KEY_PREFIX, load_registry_file, store_registry
@@ -105,7 +110,15 @@ async def provision(args: argparse.Namespace) -> int:
 def run_service(args: argparse.Namespace) -> int:
     """``hubctl run SERVICE``: blocks until SIGINT or SIGTERM."""
     logs.configure(args.service, json=args.log_json)
-    app = SERVICES[args.service](args.nats_url)
+    if args.service == "referrals":
+        sla = SlaPolicy(
+            urgent=timedelta(hours=args.sla_urgent_hours),
+            routine=timedelta(hours=args.sla_routine_hours),
+            close_within=timedelta(days=args.sla_close_days),
+        )
+        app = referrals_app.create_app(args.nats_url, sla=sla, timer_interval=args.timer_interval)
+    else:
+        app = SERVICES[args.service](args.nats_url)
     run_until_signalled(app, ServiceSettings(args.nats_url, args.metrics_port, args.metrics_host))
     return 0
 
@@ -162,7 +175,7 @@ def describe_item(item: InboxItem) -> str:
         detail = f"{message.code} for {message.offending_message_id}: {message.reason}"
     else:
         detail = f"from {message.sender_clinic}"
-    return f"#{item.sequence:<6} {stamp}  {kind:<22} {detail}"
+    return f"#{item.event_number:<5} {stamp}  {kind:<22} {detail}"
 
 
 async def inbox(args: argparse.Namespace) -> int:
@@ -189,6 +202,101 @@ async def inbox(args: argparse.Namespace) -> int:
         await client.close()
     if count == 0 and not args.json:
         out(f"inbox of {clinic_id} is empty")
+    return 0
+
+
+async def referral_show(args: argparse.Namespace) -> int:
+    """``hubctl referral show ID [--fhir]``: current state and full history."""
+    connection = await connect(args.nats_url)
+    try:
+        stored = await (await referral_store(connection.jetstream())).load(args.referral_id)
+    finally:
+        await connection.drain()
+    if stored is None:
+        msg = f"no referral {args.referral_id}"
+        raise UsageError(msg)
+    referral = stored[0]
+    if args.fhir:
+        out(json.dumps(fhir.bundle(referral), indent=2))
+        return 0
+    status = lifecycle.STATUS[referral.state]
+    out(
+        f"referral {referral.referral_id}  {referral.referring_clinic} -> {referral.recipient_clinic}  "
+        f"patient {referral.patient_ref}"
+    )
+    out(
+        f"  state {referral.state} (BSeR {status.bser_code} {status.bser_display}; FHIR Task {status.fhir_task_status})"
+    )
+    out(f"  {referral.request.modality} {referral.urgency}; reason: {referral.request.reason}")
+    for item in referral.history:
+        extra = " ".join(
+            part
+            for part in (
+                item.reason_code,
+                item.detail,
+                f"appointment {item.appointment_at.isoformat()}" if item.appointment_at else "",
+                f"-> {item.forwarded_to}" if item.forwarded_to else "",
+                f"{item.outcome.visits} visits: {item.outcome.response}" if item.outcome else "",
+            )
+            if part
+        )
+        out(
+            f"  {item.at.isoformat(timespec='seconds')}  {item.transition:<14} by {item.by_clinic:<20} "
+            f"-> {item.state:<16} {extra}"
+        )
+    return 0
+
+
+async def referrals_list(args: argparse.Namespace) -> int:
+    """``hubctl referrals --clinic X [--state open|all|STATE]``: sent and received."""
+    clinic_id = require_clinic(args)
+    connection = await connect(args.nats_url)
+    try:
+        store = await referral_store(connection.jetstream())
+        found = [r async for _, r, _ in store.scan() if clinic_id in {r.referring_clinic, r.recipient_clinic}]
+    finally:
+        await connection.drain()
+    wanted = {
+        "open": {s for s in ReferralState if s not in lifecycle.TERMINAL},
+        "all": set(ReferralState),
+    }.get(args.state, {ReferralState(args.state)} if args.state in set(ReferralState) else None)
+    if wanted is None:
+        msg = f"unknown --state {args.state!r}; use open, all or one of: {', '.join(ReferralState)}"
+        raise UsageError(msg)
+    for referral in sorted(found, key=lambda r: r.history[0].at):
+        if referral.state in wanted:
+            direction = "sent" if referral.referring_clinic == clinic_id else "received"
+            other = referral.recipient_clinic if direction == "sent" else referral.referring_clinic
+            out(
+                f"{referral.referral_id}  {direction:<8} {other:<20} {referral.state:<16} {referral.patient_ref}  "
+                f"{referral.history[-1].at.isoformat(timespec='seconds')}"
+            )
+    return 0
+
+
+async def careteam_show(args: argparse.Namespace) -> int:
+    """``hubctl careteam show PATIENT_REF``."""
+    connection = await connect(args.nats_url)
+    try:
+        stored = await (await careteam_store(connection.jetstream())).load(team_key(args.patient_ref))
+    finally:
+        await connection.drain()
+    if stored is None:
+        msg = f"patient {args.patient_ref} has no care team"
+        raise UsageError(msg)
+    team = stored[0]
+    out(f"care team of {team.patient_ref}")
+    for member in team.members:
+        status = (
+            "active"
+            if member.active
+            else f"left {member.left_at.isoformat(timespec='seconds') if member.left_at else ''}"
+        )
+        plan = f"plan v{member.plan_version}" if member.plan else "no plan"
+        out(
+            f"  {member.clinic:<20} {member.modality:<18} "
+            f"since {member.since.isoformat(timespec='seconds')}  {status:<8} {plan}"
+        )
     return 0
 
 

@@ -101,6 +101,13 @@ def _add_operations(sub: Subparsers) -> None:
     run.add_argument(
         "--log-json", action=argparse.BooleanOptionalAction, default=None, help="JSON logs (default: when not a TTY)"
     )
+    for flag, default, text in (
+        ("--sla-urgent-hours", 24.0, "urgent accept/decline window in hours"),
+        ("--sla-routine-hours", 72.0, "routine accept/decline window in hours"),
+        ("--sla-close-days", 7.0, "days for the sender to close a completed referral"),
+        ("--timer-interval", 30.0, "seconds between SLA timer sweeps"),
+    ):
+        run.add_argument(flag, type=float, default=default, help=f"referrals: {text} (default: %(default)s)")
     run.set_defaults(sync_run=commands.run_service)
 
 
@@ -124,9 +131,29 @@ def _add_clinic_commands(sub: Subparsers) -> None:
     inbox = sub.add_parser("inbox", help="list a clinic's inbox")
     _common(inbox)
     inbox.add_argument("--follow", action="store_true", help="keep printing new messages")
-    inbox.add_argument("--since", type=int, default=1, help="start at this inbox stream sequence")
+    inbox.add_argument("--since", type=int, default=1, help="replay from this inbox event number (gap-free per clinic)")
     inbox.add_argument("--json", action="store_true", help="one JSON object per line")
     inbox.set_defaults(run=commands.inbox)
+
+    referral = sub.add_parser("referral", help="one referral")
+    referral_sub = referral.add_subparsers(dest="referral_command", required=True, metavar="REFERRAL_COMMAND")
+    show = referral_sub.add_parser("show", help="current state and full history")
+    _common(show)
+    show.add_argument("referral_id", help="the referral id")
+    show.add_argument("--fhir", action="store_true", help="print a FHIR R4 ServiceRequest + Task bundle")
+    show.set_defaults(run=commands.referral_show)
+
+    listing = sub.add_parser("referrals", help="a clinic's referrals, sent and received")
+    _common(listing)
+    listing.add_argument("--state", default="open", help="open (default), all, or a state such as accepted")
+    listing.set_defaults(run=commands.referrals_list)
+
+    careteam = sub.add_parser("careteam", help="patients' care teams")
+    careteam_sub = careteam.add_subparsers(dest="careteam_command", required=True, metavar="CARETEAM_COMMAND")
+    team_show = careteam_sub.add_parser("show", help="a patient's care team")
+    _common(team_show)
+    team_show.add_argument("patient_ref", help="the pseudonymous patient_ref")
+    team_show.set_defaults(run=commands.careteam_show)
 
     clinics = sub.add_parser("clinics", help="list the clinic registry")
     _common(clinics)

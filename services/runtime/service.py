@@ -26,6 +26,7 @@ of a fetched batch concurrently (an anyio task group), which reorders them: a re
 ``accept`` could overtake its ``request``. Stream order per replica is worth the extra
 fetch round trip until handlers order work per referral themselves."""
 GRACEFUL_SECONDS: Final = 10.0
+SUPERVISOR_RESTART_SECONDS: Final = 1.0
 log = structlog.get_logger(__name__)
 
 
@@ -99,6 +100,24 @@ def attach(
     )(callback)
 
 
+async def supervise(job: Callable[[Client], Coroutine[Any, Any, None]], connection: Client) -> None:
+    """Run a background job forever: if it fails, log it and start it again after a pause.
+
+    Without this a transient NATS error would end the timer sweep or the registry watch
+    for the life of the process, silently.
+    """
+    while True:
+        try:
+            await job(connection)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background job failed; restarting", job=getattr(job, "__name__", repr(job)))
+            await asyncio.sleep(SUPERVISOR_RESTART_SECONDS)
+        else:
+            return
+
+
 async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event) -> None:
     """Run ``app`` until ``stop`` is set, then drain in-flight messages and shut down."""
     health = HealthServer(settings.metrics_port, settings.metrics_host)
@@ -106,7 +125,7 @@ async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event)
     tasks: list[asyncio.Task[None]] = []
     try:
         connection = await app.broker.connect()
-        tasks.extend(asyncio.create_task(job(connection)) for job in app.background)
+        tasks.extend(asyncio.create_task(supervise(job, connection)) for job in app.background)
         for prepare in app.before_start:
             await prepare(connection)
         await app.broker.start()
