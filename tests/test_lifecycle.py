@@ -347,3 +347,23 @@ async def test_real_hub_follows_the_reference_model(hub: RunningHub, steps: list
             if isinstance(i.message, ReferralTransitioned) and i.message.referral_id == referral_id
         ]
         assert [e for e in received if e in event_ids] == event_ids
+
+
+async def test_pipelined_commands_for_one_referral_apply_in_stream_order(hub: RunningHub) -> None:
+    referrals = [referral_request(patient_ref=f"pt-pipe-{n}") for n in range(10)]
+    steps = [("accept", RECIPIENT), ("schedule", RECIPIENT), ("complete", RECIPIENT), ("close", SENDER)]
+    sender, recipient = await hub.clinic(SENDER), await hub.clinic(RECIPIENT)
+
+    for request in referrals:
+        await sender.send(request)
+        for transition, clinic in steps:
+            client = sender if clinic == SENDER else recipient
+            await client.send(command(transition, clinic, request.referral_id, request.patient_ref))
+    await wait_idle(hub.connection, timeout=30)
+
+    store = await referral_store(hub.connection.jetstream())
+    for request in referrals:
+        stored = await store.load(str(request.referral_id))
+        assert stored is not None
+        assert [item.transition for item in stored[0].history] == ["request", "accept", "schedule", "complete", "close"]
+    assert not [i for i in await inbox(hub, RECIPIENT) if isinstance(i.message, Rejection)]

@@ -56,5 +56,13 @@ def asyncapi_document() -> dict[str, Any]:
         for ref in channel.get("messages", {}).values():
             message = messages[ref["$ref"].rsplit("/", 1)[-1].replace("%2A", "*").replace("%3E", ">")]
             message["payload"] = _payload(names)
+    document.setdefault("channels", {})["referrals-intake"] = {
+        "address": subjects.CLINIC_OUT_ALL,
+        "description": (
+            "Clinic submissions (the ClinicCommand union), consumed by the referrals service's own ordered "
+            "pull loop (runtime/pulling.py), so declared here rather than generated from a faststream subscriber."
+        ),
+        "messages": {"ClinicCommand": {"payload": _payload(PAYLOAD_BY_ADDRESS[subjects.CLINIC_OUT_ALL])}},
+    }
     document["x-message-types"] = sorted(message_type(t) for t in (*COMMAND_TYPES, *HUB_MESSAGE_TYPES))
     return document

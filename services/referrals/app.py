@@ -8,18 +8,20 @@ from datetime import UTC, datetime
 from typing import Final
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from referral_hub.contracts.codec import encode
 from referral_hub.contracts.inbox import InboxHeartbeat
 from referral_hub.errors import HubError
 from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.domain import SlaPolicy
-from referral_hub.referrals.handlers import SERVICE, IntakeHandler, TimerSweeper
+from referral_hub.referrals.handlers import SERVICE, IntakeHandler, TimerSweeper, order_key
 from referral_hub.runtime import subjects, topology
-from referral_hub.runtime.handling import Effects, LateHandler, subscriber
+from referral_hub.runtime.handling import Effects, LateHandler, handle_one
+from referral_hub.runtime.pulling import pull_forever
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import HUB_SENDER, derived_id
-from referral_hub.runtime.service import ServiceApp, attach, lazy_jetstream, new_broker
+from referral_hub.runtime.service import ServiceApp, lazy_jetstream, new_broker
 
 REGISTRY_LOAD_SECONDS: Final = 10.0
 TIMER_INTERVAL_SECONDS: Final = 30.0
@@ -39,12 +41,17 @@ def create_app(
     heartbeat_interval: float = HEARTBEAT_INTERVAL_SECONDS,
     clock: Callable[[], datetime] = utc_now,
 ) -> ServiceApp:
-    """The referrals service: every clinic submission, SLA timers and inbox heartbeats."""
+    """The referrals service: every clinic submission, SLA timers and inbox heartbeats.
+
+    The intake runs on ``runtime.pulling`` rather than a faststream subscriber, for
+    per-referral order with concurrency across referrals (see that module).
+    """
     policy = sla or SlaPolicy()
     broker = new_broker(nats_url, SERVICE)
     registry = RegistryCache()
     handler = LateHandler(SERVICE)
     effects = Effects(lazy_jetstream(broker))
+    started = asyncio.Event()
 
     async def follow_registry(connection: Client) -> None:
         await registry.follow(connection.jetstream())
@@ -57,6 +64,7 @@ def create_app(
             raise HubError(msg) from exc
         js = connection.jetstream()
         handler.bind(IntakeHandler(await referral_store(js), await careteam_store(js), registry, policy))
+        started.set()
 
     async def fire_timers(connection: Client) -> None:
         sweeper = TimerSweeper(await referral_store(connection.jetstream()), effects, policy, clock)
@@ -69,17 +77,19 @@ def create_app(
             await asyncio.sleep(heartbeat_interval)
             await send_heartbeats(connection, registry, effects, clock())
 
-    attach(
-        broker,
-        topology.REFERRALS_INTAKE,
-        subscriber(SERVICE, "intake", effects, handler),
-        "Clinic submissions (the ClinicCommand union): referral lifecycle, plans, alerts, page acks.",
-    )
+    async def pull_intake(connection: Client) -> None:
+        await started.wait()
+
+        async def one(raw: Msg) -> bool:
+            return await handle_one(SERVICE, "intake", effects, handler, raw)
+
+        await pull_forever(connection.jetstream(), topology.REFERRALS_INTAKE, one, order_key)
+
     return ServiceApp(
         name=SERVICE,
         broker=broker,
         consumers=(topology.REFERRALS_INTAKE,),
-        background=(follow_registry, fire_timers, heartbeats),
+        background=(follow_registry, pull_intake, fire_timers, heartbeats),
         before_start=(prepare,),
     )
 

@@ -34,6 +34,26 @@ class _Identity(msgspec.Struct):
     correlation_id: str = ""
 
 
+class _Subject(msgspec.Struct):
+    """What a submission is about, read leniently to keep its referral's commands in order."""
+
+    referral_id: str = ""
+    patient_ref: str = ""
+
+
+def order_key(delivery: Delivery) -> str:
+    """Commands about one referral (or, failing that, one patient) are handled in order."""
+    try:
+        about = msgspec.json.decode(delivery.data, type=_Subject)
+    except msgspec.DecodeError:
+        return delivery.source_key
+    if about.referral_id:
+        return f"referral:{about.referral_id}"
+    if about.patient_ref:
+        return f"patient:{about.patient_ref}"
+    return delivery.source_key
+
+
 class IntakeHandler:
     """Handles everything clinics publish on ``clinic.*.out.>``."""
 

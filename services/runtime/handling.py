@@ -138,44 +138,57 @@ def nak_delay(attempt: int) -> float:
     return float(min(2 ** max(attempt - 1, 0), MAX_NAK_DELAY_SECONDS))
 
 
+async def handle_one(
+    service: str,
+    handler: str,
+    effects: Effects,
+    process: Callable[[Delivery], Awaitable[Handled]],
+    raw: Msg,
+) -> bool:
+    """Process, apply effects, then ack; on failure nak with back-off. True if acknowledged."""
+    delivery = Delivery.from_nats(raw)
+    started = time.perf_counter()
+    structlog.contextvars.bind_contextvars(
+        subject=delivery.subject,
+        stream_sequence=delivery.sequence,
+        attempt=delivery.attempt,
+    )
+    try:
+        handled = await process(delivery)
+        await effects.apply(handled.outgoing)
+    except Exception:
+        delay = nak_delay(delivery.attempt)
+        log.exception("handling failed; will redeliver", handler=handler, retry_in_seconds=delay)
+        MESSAGES_HANDLED.labels(service, handler, "retried").inc()
+        await raw.nak(delay=delay)
+        return False
+    else:
+        await raw.ack()
+        MESSAGES_HANDLED.labels(service, handler, handled.outcome).inc()
+        log.info("handled", handler=handler, outcome=handled.outcome, **(handled.log_fields or {}))
+        return True
+    finally:
+        HANDLING_SECONDS.labels(service, handler).observe(time.perf_counter() - started)
+        structlog.contextvars.unbind_contextvars(
+            "subject",
+            "stream_sequence",
+            "attempt",
+            "message_id",
+            "correlation_id",
+            "causation_id",
+            "clinic",
+        )
+
+
 def subscriber(
     service: str,
     handler: str,
     effects: Effects,
     process: Callable[[Delivery], Awaitable[Handled]],
 ) -> Callable[[NatsMessage], Awaitable[None]]:
-    """Build the faststream callback that runs ``process`` under the acknowledgement policy."""
+    """The faststream callback: one message, handled under the acknowledgement policy."""
 
     async def on_message(msg: NatsMessage) -> None:
-        delivery = Delivery.from_nats(msg.raw_message)
-        started = time.perf_counter()
-        structlog.contextvars.bind_contextvars(
-            subject=delivery.subject,
-            stream_sequence=delivery.sequence,
-            attempt=delivery.attempt,
-        )
-        try:
-            handled = await process(delivery)
-            await effects.apply(handled.outgoing)
-        except Exception:
-            delay = nak_delay(delivery.attempt)
-            log.exception("handling failed; will redeliver", handler=handler, retry_in_seconds=delay)
-            MESSAGES_HANDLED.labels(service, handler, "retried").inc()
-            await msg.nack(delay=delay)
-        else:
-            await msg.ack()
-            MESSAGES_HANDLED.labels(service, handler, handled.outcome).inc()
-            log.info("handled", handler=handler, outcome=handled.outcome, **(handled.log_fields or {}))
-        finally:
-            HANDLING_SECONDS.labels(service, handler).observe(time.perf_counter() - started)
-            structlog.contextvars.unbind_contextvars(
-                "subject",
-                "stream_sequence",
-                "attempt",
-                "message_id",
-                "correlation_id",
-                "causation_id",
-                "clinic",
-            )
+        await handle_one(service, handler, effects, process, msg.raw_message)
 
     return on_message

@@ -20,11 +20,24 @@ from nats.js import JetStreamContext
 from referral_hub.runtime.health import HealthServer, refresh_readiness
 from referral_hub.runtime.topology import ConsumerSpec
 
-PULL_BATCH: Final = 1
-"""One message per fetch, deliberately. faststream's pull subscriber handles all messages
-of a fetched batch concurrently (an anyio task group), which reorders them: a referral's
-``accept`` could overtake its ``request``. Stream order per replica is worth the extra
-fetch round trip until handlers order work per referral themselves."""
+PULL_BATCH: Final = 32
+"""Messages per fetch. faststream's pull subscriber handles a fetched batch concurrently
+(an anyio task group) and not in stream order, so only handlers that need no order use
+it: the audit writer serialises itself, notifications route each event on its own. The
+referrals intake, which needs per-referral order, uses ``runtime.pulling`` instead."""
+PULL_LINGER_SECONDS: Final = 0.05
+"""How long one fetch may wait. nats-py's fetch(batch>1), when nothing is waiting, sends a
+lingering pull that keeps collecting until this timeout, so it bounds idle latency.
+
+Two traps decided here, both verified against a real server:
+- faststream's batch mode (``PullSub(batch=True)``) keeps fetching until the batch is full
+  or the timeout passes, so every lightly loaded message waited the full timeout;
+- nats-py 2.16 raises a plain ``asyncio.TimeoutError`` when a fetch's deadline runs out
+  before its lingering pull is sent, while faststream 0.7.8 suppresses only
+  ``nats.errors.TimeoutError``. In batch mode the escaping error dropped messages already
+  fetched (they came back only after ack_wait); in per-message mode it is raised only
+  when nothing was fetched, and faststream's supervisor restarts the loop, losing
+  nothing (one logged traceback)."""
 GRACEFUL_SECONDS: Final = 10.0
 SUPERVISOR_RESTART_SECONDS: Final = 1.0
 log = structlog.get_logger(__name__)
@@ -93,7 +106,7 @@ def attach(
         stream=JStream(spec.stream, declare=False),
         durable=spec.durable,
         config=spec.config(),
-        pull_sub=PullSub(batch_size=PULL_BATCH, timeout=1.0),
+        pull_sub=PullSub(batch_size=PULL_BATCH, timeout=PULL_LINGER_SECONDS),
         ack_policy=AckPolicy.MANUAL,
         title=spec.durable,
         description=description,
