@@ -382,6 +382,24 @@ def contracts_check(_args: argparse.Namespace) -> int:
     return 0
 
 
+async def bench(args: argparse.Namespace) -> int:
+    """``hubctl bench referrals``: print the figures, as JSON with ``--json``."""
+    from referral_hub.cli.bench import bench_referrals  # noqa: PLC0415 - benchmark code stays out of other commands
+
+    figures = await bench_referrals(args.duration)
+    if args.json:
+        out(json.dumps(figures))
+        return 0
+    out(f"referral lifecycle (request ... close), {figures['referrals']:.0f} referrals in {figures['seconds']}s:")
+    out(f"  hub transitions/s          {figures['transitions_per_s']:>10}")
+    out(f"  request-to-inbox p50 / p99 {figures['p50_ms']:>7} ms / {figures['p99_ms']} ms")
+    out("raw nats-py on the same server, same run:")
+    out(f"  KV put, sequential /s      {figures['baseline_kv_put_per_s']:>10}")
+    out(f"  JS publish+ack, seq /s     {figures['baseline_js_publish_per_s']:>10}")
+    out(f"ratio hub transitions / raw KV put: {figures['ratio_vs_kv_put']}")
+    return 0
+
+
 async def up(args: argparse.Namespace) -> int:
     """``hubctl up``: see :mod:`referral_hub.cli.up`."""
     from referral_hub.cli.up import run_hub  # noqa: PLC0415 - keeps the other subcommands light

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full ``hubctl`` argument parser."""
     parser = argparse.ArgumentParser(prog="hubctl", description="Referral Hub: care-team messaging between clinics.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_up, _add_operations, _add_clinic_commands, _add_audit, _add_contracts):
+    for add in (_add_up, _add_operations, _add_clinic_commands, _add_audit, _add_contracts, _add_bench):
         add(sub)
     return parser
 
@@ -189,6 +189,16 @@ def _add_contracts(sub: Subparsers) -> None:
         "--snapshot", default="contracts/published_v1.json", help="snapshot file (default: %(default)s)"
     )
     publish.set_defaults(sync_run=commands.contracts_publish)
+
+
+def _add_bench(sub: Subparsers) -> None:
+    bench = sub.add_parser("bench", help="benchmarks against raw nats-py, same run")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH_COMMAND")
+    referrals = bench_sub.add_parser("referrals", help="full-lifecycle rate and request-to-inbox latency")
+    _common(referrals)
+    referrals.add_argument("--duration", type=float, default=20.0, help="seconds of load (default: %(default)s)")
+    referrals.add_argument("--json", action="store_true", help="print one JSON object")
+    referrals.set_defaults(run=commands.bench)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

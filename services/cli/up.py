@@ -207,8 +207,9 @@ async def _wait_for_stop(duration: float | None, jobs: list[asyncio.Task[None]])
         if task not in jobs:
             task.cancel()
     for task in done:
-        if task in jobs and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        failure = task.exception() if task in jobs else None
+        if failure is not None:
+            raise failure
 
 
 def _banner(server: EmbeddedNats, services: list[ServiceProcess], args: argparse.Namespace, clinics: int) -> None:

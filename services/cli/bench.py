@@ -1,0 +1,214 @@
+"""``hubctl bench referrals``: the hub's lifecycle throughput beside raw nats-py, same run.
+
+Everything runs against one fresh embedded nats-server with the hub's own settings
+(file storage, ``sync_interval: always``), so the ratios compare like with like. The
+services run as separate processes, as in a deployment; this process only drives load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import api
+
+from referral_hub.cli.up import start_service, stop_services, wait_ready
+from referral_hub.client import ClinicClient, new_id, utc_now
+from referral_hub.contracts.referrals import (
+    ConsultNote,
+    ReferralAccept,
+    ReferralClose,
+    ReferralCommand,
+    ReferralComplete,
+    ReferralSchedule,
+)
+from referral_hub.contracts.registry import Clinic
+from referral_hub.demo.traffic import demo_referral
+from referral_hub.runtime import subjects
+from referral_hub.runtime.natsserver import EmbeddedNats, free_port
+from referral_hub.runtime.provision import provision
+from referral_hub.runtime.registry import load_registry_file, store_registry
+
+WORKERS: Final = 48
+STEP_TIMEOUT_SECONDS: Final = 30.0
+
+
+@dataclass
+class Baseline:
+    """Raw nats-py rates on the same server."""
+
+    js_publish_per_s: float
+    kv_put_per_s: float
+
+
+async def _rate(duration: float, operation: Callable[[int], Awaitable[object]]) -> float:
+    count = 0
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < duration:
+        await operation(count)
+        count += 1
+    return count / elapsed
+
+
+async def measure_baseline(connection: Client, duration: float) -> Baseline:
+    """Sequential JetStream publish-with-ack, and sequential KV put, each for ``duration``."""
+    js = connection.jetstream()
+    await js.add_stream(
+        api.StreamConfig(name="BENCH_BASELINE", subjects=["bench.baseline"], storage=api.StorageType.FILE)
+    )
+    kv = await js.create_key_value(config=api.KeyValueConfig(bucket="bench-baseline", storage=api.StorageType.FILE))
+    payload = b"x" * 600
+    publish = await _rate(duration, lambda _n: js.publish("bench.baseline", payload))
+    put = await _rate(duration, lambda n: kv.put(f"key-{n % 1000}", payload))
+    await js.delete_stream("BENCH_BASELINE")
+    await js.delete_key_value("bench-baseline")
+    return Baseline(js_publish_per_s=publish, kv_put_per_s=put)
+
+
+@dataclass
+class Answers:
+    """Resolves each sent command when the hub's answer reaches the actor's inbox."""
+
+    waiting: dict[str, tuple[str, asyncio.Future[float]]] = field(default_factory=dict)
+
+    def expect(self, message_id: str, clinic: str) -> asyncio.Future[float]:
+        """A future for the moment ``clinic`` receives the answer to ``message_id``."""
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiting[message_id] = (clinic, future)
+        return future
+
+    async def on_inbox(self, raw: Msg) -> None:
+        """Core-NATS callback for every inbox delivery: resolve whoever waited for it."""
+        cause = msgspec.json.decode(raw.data, type=_Cause).causation_id
+        entry = self.waiting.get(cause)
+        clinic = raw.subject.split(".")[1]
+        if entry is not None and entry[0] == clinic and not entry[1].done():
+            entry[1].set_result(time.perf_counter())
+            del self.waiting[cause]
+
+
+class _Cause(msgspec.Struct):
+    causation_id: str = ""
+
+
+def _steps(
+    referral_id: object, patient_ref: str, sender: Clinic, recipient: Clinic
+) -> list[tuple[Clinic, ReferralCommand]]:
+    def envelope(clinic: Clinic) -> dict[str, Any]:
+        return {
+            "message_id": new_id(),
+            "occurred_at": utc_now(),
+            "sender_clinic": clinic.id,
+            "actor": clinic.members[0].id,
+            "correlation_id": new_id(),
+            "referral_id": referral_id,
+            "patient_ref": patient_ref,
+        }
+
+    return [
+        (recipient, ReferralAccept(**envelope(recipient))),
+        (recipient, ReferralSchedule(**envelope(recipient), appointment_at=utc_now())),
+        (recipient, ReferralComplete(**envelope(recipient), outcome=ConsultNote(visits=4))),
+        (sender, ReferralClose(**envelope(sender))),
+    ]
+
+
+@dataclass
+class LoadResult:
+    """What the load phase measured."""
+
+    transitions: int
+    seconds: float
+    request_to_inbox_ms: list[float]
+
+
+async def drive(nats_url: str, clinics: list[Clinic], duration: float, seed: int = 7) -> LoadResult:
+    """Run whole lifecycles (request ... close) from ``WORKERS`` concurrent clinics for ``duration``."""
+    rng = random.Random(seed)  # noqa: S311 - load shape, not security
+    clients = {clinic.id: await ClinicClient.connect(nats_url, clinic.id) for clinic in clinics}
+    answers = Answers()
+    listener = await nats.connect(nats_url)
+    await listener.subscribe(subjects.CLINIC_IN_ALL, cb=answers.on_inbox)
+    transitions = 0
+    latencies: list[float] = []
+    deadline = time.perf_counter() + duration
+
+    async def send(clinic: Clinic, command: ReferralCommand, answered_by: str) -> float:
+        future = answers.expect(str(command.message_id), answered_by)
+        started = time.perf_counter()
+        await clients[clinic.id].send(command)
+        return await asyncio.wait_for(future, STEP_TIMEOUT_SECONDS) - started
+
+    async def worker() -> None:
+        nonlocal transitions
+        while time.perf_counter() < deadline:
+            sender, recipient = rng.sample(clinics, 2)
+            request = demo_referral(sender, recipient, rng)
+            latencies.append(await send(sender, request, recipient.id) * 1000)
+            transitions += 1
+            for clinic, command in _steps(request.referral_id, request.patient_ref, sender, recipient):
+                await send(clinic, command, clinic.id)
+                transitions += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(WORKERS)))
+    elapsed = time.perf_counter() - started
+    await listener.drain()
+    for client in clients.values():
+        await client.close()
+    return LoadResult(transitions, elapsed, latencies)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile (inclusive method), 0 for no values."""
+    if len(values) < 2:  # noqa: PLR2004 - quantiles needs two points
+        return values[0] if values else 0.0
+    return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
+
+
+async def bench_referrals(duration: float) -> dict[str, float]:
+    """The whole benchmark; returns the figures under their published names."""
+    with tempfile.TemporaryDirectory(prefix="hub-bench-") as scratch:
+        server = EmbeddedNats(Path(scratch), port=free_port(), monitor_port=free_port())
+        server.start()
+        services = []
+        try:
+            connection = await nats.connect(server.url)
+            baseline = await measure_baseline(connection, max(duration / 4, 2.0))
+            registry = load_registry_file()
+            await provision(connection.jetstream())
+            await store_registry(connection.jetstream(), registry)
+            await connection.drain()
+            log_dir = Path(scratch) / "logs"
+            log_dir.mkdir()
+            services = [
+                start_service(name, server.url, free_port(), log_dir)
+                for name in ("referrals", "notifications", "audit")
+            ]
+            await asyncio.gather(*(wait_ready(service) for service in services))
+            load = await drive(server.url, list(registry.clinics), duration)
+        finally:
+            stop_services(services)
+            server.stop()
+    rate = load.transitions / load.seconds
+    return {
+        "transitions_per_s": round(rate, 1),
+        "p50_ms": round(percentile(load.request_to_inbox_ms, 0.50), 2),
+        "p99_ms": round(percentile(load.request_to_inbox_ms, 0.99), 2),
+        "baseline_kv_put_per_s": round(baseline.kv_put_per_s, 1),
+        "baseline_js_publish_per_s": round(baseline.js_publish_per_s, 1),
+        "ratio_vs_kv_put": round(rate / baseline.kv_put_per_s, 3),
+        "referrals": len(load.request_to_inbox_ms),
+        "seconds": round(load.seconds, 2),
+    }
