@@ -35,6 +35,10 @@ async def hubctl(*args: str) -> Result:
     return Result(process.returncode, stdout.decode(), stderr.decode())
 
 
+async def refer(hub: RunningHub, *args: str) -> Result:
+    return await hubctl("refer", "--nats-url", hub.url, "--clinic", "harbor-pt", *args)
+
+
 def assert_one_line_error(result: Result, fragment: str) -> None:
     assert result.status == 1
     assert result.stderr.count("\n") == 1, result.stderr
@@ -72,12 +76,8 @@ async def test_missing_clinic_is_one_clear_line() -> None:
 
 
 async def test_refer_then_inbox_shows_it_to_the_recipient(hub: RunningHub) -> None:
-    sent = await hubctl(
-        "refer",
-        "--nats-url",
-        hub.url,
-        "--clinic",
-        "harbor-pt",
+    sent = await refer(
+        hub,
         "--to",
         "lotus-acu",
         "--patient",
@@ -98,12 +98,8 @@ async def test_refer_then_inbox_shows_it_to_the_recipient(hub: RunningHub) -> No
 
 
 async def test_refer_to_an_unknown_clinic_reports_the_rejection(hub: RunningHub) -> None:
-    result = await hubctl(
-        "refer",
-        "--nats-url",
-        hub.url,
-        "--clinic",
-        "harbor-pt",
+    result = await refer(
+        hub,
         "--to",
         "nowhere-clinic",
         "--patient",
@@ -118,12 +114,8 @@ async def test_refer_to_an_unknown_clinic_reports_the_rejection(hub: RunningHub)
 
 
 async def test_audit_verify_and_log_after_traffic(hub: RunningHub) -> None:
-    await hubctl(
-        "refer",
-        "--nats-url",
-        hub.url,
-        "--clinic",
-        "harbor-pt",
+    await refer(
+        hub,
         "--to",
         "lotus-acu",
         "--patient",
@@ -151,3 +143,29 @@ async def test_provision_is_idempotent_from_the_cli(nats_server: EmbeddedNats) -
     assert first.status == second.status == 0
     assert second.stdout == first.stdout
     assert "loaded 5 clinics" in second.stdout
+
+
+async def test_referral_show_and_fhir_and_listing(hub: RunningHub) -> None:
+    sent = await refer(hub, "--to", "lotus-acu", "--patient", "pt-cli-4", "--modality", "acupuncture", "--reason", "x")
+    referral_id = sent.stdout.split()[1]
+
+    shown = await hubctl("referral", "show", referral_id, "--nats-url", hub.url)
+    bundle = json.loads((await hubctl("referral", "show", referral_id, "--fhir", "--nats-url", hub.url)).stdout)
+    listed = await hubctl("referrals", "--clinic", "lotus-acu", "--nats-url", hub.url)
+
+    assert "state requested (BSeR 2.0 Created; FHIR Task requested)" in shown.stdout
+    assert "request" in shown.stdout
+    resources = {entry["resource"]["resourceType"]: entry["resource"] for entry in bundle["entry"]}
+    assert set(resources) == {"ServiceRequest", "Task"}
+    assert resources["Task"]["businessStatus"]["coding"][0]["code"] == "2.0"
+    assert resources["Task"]["status"] == "requested"
+    assert {i["type"]["coding"][0]["code"] for i in resources["Task"]["identifier"]} == {"PLAC", "FILL"}
+    assert resources["ServiceRequest"]["subject"]["identifier"]["value"] == "pt-cli-4"
+    assert listed.stdout.startswith(referral_id)
+    assert "received" in listed.stdout
+
+
+async def test_careteam_show_for_an_unknown_patient_is_one_line(hub: RunningHub) -> None:
+    result = await hubctl("careteam", "show", "pt-nobody", "--nats-url", hub.url)
+
+    assert_one_line_error(result, "pt-nobody has no care team")

@@ -6,14 +6,15 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 import nats
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_chain
@@ -28,7 +29,7 @@ from referral_hub.errors import HubError
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import app as referrals_app
 from referral_hub.referrals import fhir, lifecycle
-from referral_hub.referrals.adapters import careteam_store, referral_store
+from referral_hub.referrals.adapters import KvStore, careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.runtime import logs, topology
@@ -36,6 +37,7 @@ from referral_hub.runtime.provision import provision as provision_hub
 from referral_hub.runtime.registry import KEY_PREFIX, load_registry_file, store_registry
 from referral_hub.runtime.service import ServiceApp, ServiceSettings, run_until_signalled
 
+Record = TypeVar("Record", bound=msgspec.Struct)
 SERVICES: Final[dict[str, Callable[[str], ServiceApp]]] = {
     "referrals": referrals_app.create_app,
     "notifications": notifications_app.create_app,
@@ -205,17 +207,26 @@ async def inbox(args: argparse.Namespace) -> int:
     return 0
 
 
-async def referral_show(args: argparse.Namespace) -> int:
-    """``hubctl referral show ID [--fhir]``: current state and full history."""
-    connection = await connect(args.nats_url)
+async def load_one(
+    nats_url: str,
+    open_store: Callable[[JetStreamContext], Awaitable[KvStore[Record]]],
+    key: str,
+    missing: str,
+) -> Record:
+    """One record from a KV-backed store, or a one-line error saying ``missing``."""
+    connection = await connect(nats_url)
     try:
-        stored = await (await referral_store(connection.jetstream())).load(args.referral_id)
+        stored = await (await open_store(connection.jetstream())).load(key)
     finally:
         await connection.drain()
     if stored is None:
-        msg = f"no referral {args.referral_id}"
-        raise UsageError(msg)
-    referral = stored[0]
+        raise UsageError(missing)
+    return stored[0]
+
+
+async def referral_show(args: argparse.Namespace) -> int:
+    """``hubctl referral show ID [--fhir]``: current state and full history."""
+    referral = await load_one(args.nats_url, referral_store, args.referral_id, f"no referral {args.referral_id}")
     if args.fhir:
         out(json.dumps(fhir.bundle(referral), indent=2))
         return 0
@@ -276,15 +287,9 @@ async def referrals_list(args: argparse.Namespace) -> int:
 
 async def careteam_show(args: argparse.Namespace) -> int:
     """``hubctl careteam show PATIENT_REF``."""
-    connection = await connect(args.nats_url)
-    try:
-        stored = await (await careteam_store(connection.jetstream())).load(team_key(args.patient_ref))
-    finally:
-        await connection.drain()
-    if stored is None:
-        msg = f"patient {args.patient_ref} has no care team"
-        raise UsageError(msg)
-    team = stored[0]
+    team = await load_one(
+        args.nats_url, careteam_store, team_key(args.patient_ref), f"patient {args.patient_ref} has no care team"
+    )
     out(f"care team of {team.patient_ref}")
     for member in team.members:
         status = (
