@@ -22,7 +22,14 @@ from referral_hub.audit.domain import verify
 from referral_hub.client import ClinicClient, InboxItem, new_id, silence_nats_error_log, utc_now
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.compat import breaking_changes, current_components, published_components, render
-from referral_hub.contracts.referrals import ReferralRequest, ReferralRequested, ReferralState, Urgency
+from referral_hub.contracts.plans import CareTeamChanged, PlanUpdated
+from referral_hub.contracts.referrals import (
+    ReferralRequest,
+    ReferralRequested,
+    ReferralState,
+    ReferralTransitioned,
+    Urgency,
+)
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.errors import HubError
@@ -173,6 +180,15 @@ def describe_item(item: InboxItem) -> str:
             f"referral {message.referral_id} {message.referring_clinic} -> {message.recipient_clinic} "
             f"patient {message.patient_ref} {message.modality} {message.urgency}"
         )
+    elif isinstance(message, ReferralTransitioned):
+        detail = (
+            f"referral {message.referral_id} {message.transition} by {message.sender_clinic} "
+            f"-> {message.state} (BSeR {message.bser_status})"
+        )
+    elif isinstance(message, CareTeamChanged):
+        detail = f"{message.clinic} ({message.modality}) {message.change} the care team of {message.patient_ref}"
+    elif isinstance(message, PlanUpdated):
+        detail = f"{message.plan_clinic} plan v{message.plan_version} for {message.patient_ref}"
     elif isinstance(message, Rejection):
         detail = f"{message.code} for {message.offending_message_id}: {message.reason}"
     else:

@@ -5,11 +5,22 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from typing import Final
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final
 
 from referral_hub.client import ClinicClient, new_id, utc_now
 from referral_hub.contracts.base import Modality
-from referral_hub.contracts.referrals import ReferralRequest, Urgency
+from referral_hub.contracts.referrals import (
+    ConsultNote,
+    ReferralAccept,
+    ReferralClose,
+    ReferralCommand,
+    ReferralComplete,
+    ReferralRequest,
+    ReferralSchedule,
+    Urgency,
+)
 from referral_hub.contracts.registry import Clinic
 
 REASONS: Final = {
@@ -45,6 +56,48 @@ def demo_referral(sender: Clinic, recipient: Clinic, rng: random.Random) -> Refe
     )
 
 
+NEXT_STEP: Final = {"request": "accept", "accept": "schedule", "schedule": "complete", "complete": "close"}
+
+
+@dataclass
+class OpenReferral:
+    """A demo referral and the last step taken on it."""
+
+    request: ReferralRequest
+    sender: Clinic
+    recipient: Clinic
+    last: str = "request"
+
+
+def next_command(referral: OpenReferral) -> tuple[Clinic, ReferralCommand] | None:
+    """The next lifecycle step of a demo referral and who takes it; None once it is closed."""
+    step = NEXT_STEP.get(referral.last)
+    if step is None:
+        return None
+    actor = referral.sender if step == "close" else referral.recipient
+    common: dict[str, Any] = {
+        "message_id": new_id(),
+        "occurred_at": utc_now(),
+        "sender_clinic": actor.id,
+        "actor": actor.members[0].id,
+        "correlation_id": referral.request.correlation_id,
+        "referral_id": referral.request.referral_id,
+        "patient_ref": referral.request.patient_ref,
+    }
+    commands: dict[str, ReferralCommand] = {
+        "accept": ReferralAccept(**common),
+        "schedule": ReferralSchedule(**common, appointment_at=utc_now() + timedelta(days=3)),
+        "complete": ReferralComplete(
+            **common,
+            outcome=ConsultNote(
+                visits=6, techniques=("manual therapy",), response="Improved", recommendations="Home program"
+            ),
+        ),
+        "close": ReferralClose(**common),
+    }
+    return actor, commands[step]
+
+
 async def send_demo_referrals(
     nats_url: str,
     clinics: list[Clinic],
@@ -52,18 +105,34 @@ async def send_demo_referrals(
     say: Callable[[str], None],
     seed: int | None = None,
 ) -> None:
-    """Forever: every ``interval`` seconds one clinic refers a patient to another."""
+    """Forever: every ``interval`` seconds one clinic refers a patient and one open referral moves on.
+
+    Recipients accept, schedule and complete; senders close. The terminal shows whole
+    closed loops, not just new requests.
+    """
     rng = random.Random(seed)  # noqa: S311 - demo data, not security
     clients = {clinic.id: await ClinicClient.connect(nats_url, clinic.id) for clinic in clinics}
+    open_referrals: list[OpenReferral] = []
     try:
         while True:
             sender, recipient = rng.sample(clinics, 2)
             referral = demo_referral(sender, recipient, rng)
             receipt = await clients[sender.id].send(referral)
+            open_referrals.append(OpenReferral(referral, sender, recipient))
             say(
                 f"-> {sender.id} refers {referral.patient_ref} to {recipient.id} "
                 f"({referral.modality}, {referral.urgency}); stored as CLINIC_OUT #{receipt.sequence}",
             )
+            moving = open_referrals.pop(0) if len(open_referrals) > 1 else None
+            step = next_command(moving) if moving is not None else None
+            if moving is not None and step is not None:
+                actor, command = step
+                await clients[actor.id].send(command)
+                moving.last = NEXT_STEP[moving.last]
+                referral_id = str(command.referral_id)[:8]
+                say(f"-> {actor.id} {moving.last}s referral {referral_id} ({moving.request.patient_ref})")
+                if moving.last != "close":
+                    open_referrals.append(moving)
             await asyncio.sleep(interval)
     finally:
         for client in clients.values():
