@@ -36,7 +36,7 @@ from referral_hub.contracts.referrals import (
 from referral_hub.contracts.registry import Clinic
 from referral_hub.demo.traffic import demo_referral
 from referral_hub.runtime import subjects
-from referral_hub.runtime.natsserver import EmbeddedNats, free_port
+from referral_hub.runtime.natsserver import SYNC_ALWAYS, EmbeddedNats, free_port
 from referral_hub.runtime.provision import provision
 from referral_hub.runtime.registry import load_registry_file, store_registry
 
@@ -177,10 +177,10 @@ def percentile(values: list[float], fraction: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
 
 
-async def bench_referrals(duration: float) -> dict[str, float]:
+async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> dict[str, float | str]:
     """The whole benchmark; returns the figures under their published names."""
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as scratch:
-        server = EmbeddedNats(Path(scratch), port=free_port(), monitor_port=free_port())
+        server = EmbeddedNats(Path(scratch), port=free_port(), monitor_port=free_port(), sync_interval=sync_interval)
         server.start()
         services = []
         try:
@@ -211,4 +211,5 @@ async def bench_referrals(duration: float) -> dict[str, float]:
         "ratio_vs_kv_put": round(rate / baseline.kv_put_per_s, 3),
         "referrals": len(load.request_to_inbox_ms),
         "seconds": round(load.seconds, 2),
+        "sync_interval": sync_interval,
     }

@@ -407,11 +407,14 @@ async def bench(args: argparse.Namespace) -> int:
     """``hubctl bench referrals``: print the figures, as JSON with ``--json``."""
     from referral_hub.cli.bench import bench_referrals  # noqa: PLC0415 - benchmark code stays out of other commands
 
-    figures = await bench_referrals(args.duration)
+    figures = await bench_referrals(args.duration, args.sync)
     if args.json:
         out(json.dumps(figures))
         return 0
-    out(f"referral lifecycle (request ... close), {figures['referrals']:.0f} referrals in {figures['seconds']}s:")
+    out(
+        f"referral lifecycle (request ... close), {figures['referrals']} referrals "
+        f"in {figures['seconds']}s, sync {args.sync}:"
+    )
     out(f"  hub transitions/s          {figures['transitions_per_s']:>10}")
     out(f"  request-to-inbox p50 / p99 {figures['p50_ms']:>7} ms / {figures['p99_ms']} ms")
     out("raw nats-py on the same server, same run:")

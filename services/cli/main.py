@@ -198,6 +198,9 @@ def _add_bench(sub: Subparsers) -> None:
     _common(referrals)
     referrals.add_argument("--duration", type=float, default=20.0, help="seconds of load (default: %(default)s)")
     referrals.add_argument("--json", action="store_true", help="print one JSON object")
+    referrals.add_argument(
+        "--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)"
+    )
     referrals.set_defaults(run=commands.bench)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
@@ -27,33 +28,61 @@ class ConcurrentUpdateError(HubError):
 
 
 class KvStore(Generic[T]):
-    """Load and save one record type by key; ``revision`` is the KV revision a save must match."""
+    """Load and save one record type by key; ``revision`` is the KV revision a save must match.
 
-    def __init__(self, kv: KeyValue, record: type[T]) -> None:
+    With ``cache_size`` it remembers what it last read or wrote. A cached record may be stale
+    (another replica wrote since), which is safe for writes, since the compare-and-set save
+    refuses a stale revision; callers that would act on a cached read without writing
+    (a refusal) must ``load(fresh=True)`` first.
+    """
+
+    def __init__(self, kv: KeyValue, record: type[T], cache_size: int = 0) -> None:
         """Wrap a provisioned bucket holding ``record`` values."""
         self._kv = kv
         self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(record)
+        self._cache: OrderedDict[str, tuple[T, int]] = OrderedDict()
+        self._cache_size = cache_size
 
-    async def load(self, key: str) -> tuple[T, int] | None:
-        """The stored record and its revision, or ``None``."""
+    def cached(self, key: str) -> tuple[T, int] | None:
+        """What this store last read or wrote for ``key``, if it still remembers."""
+        return self._cache.get(key)
+
+    def _remember(self, key: str, value: tuple[T, int]) -> None:
+        if self._cache_size:
+            self._cache[key] = value
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    async def load(self, key: str, *, fresh: bool = True) -> tuple[T, int] | None:
+        """The record and its revision, or ``None``; ``fresh=False`` accepts the cached copy."""
+        if not fresh and (hit := self._cache.get(key)) is not None:
+            return hit
         try:
             entry = await self._kv.get(key)
         except KeyNotFoundError:
+            self._cache.pop(key, None)
             return None
         if entry.value is None or entry.revision is None:
             return None
-        return self._decoder.decode(entry.value), entry.revision
+        loaded = self._decoder.decode(entry.value), entry.revision
+        self._remember(key, loaded)
+        return loaded
 
     async def save(self, key: str, record: T, revision: int | None) -> int:
         """Create (``revision=None``) or compare-and-set update; returns the new revision."""
         value = msgspec.json.encode(record)
         try:
             if revision is None:
-                return await self._kv.create(key, value)
-            return await self._kv.update(key, value, last=revision)
+                new_revision = await self._kv.create(key, value)
+            else:
+                new_revision = await self._kv.update(key, value, last=revision)
         except KeyWrongLastSequenceError as exc:
+            self._cache.pop(key, None)
             msg = f"{key} changed concurrently"
             raise ConcurrentUpdateError(msg) from exc
+        self._remember(key, (record, new_revision))
+        return new_revision
 
     async def keys(self) -> list[str]:
         """Every key in the bucket. A full scan: fine for thousands of records, not millions."""
@@ -70,9 +99,9 @@ class KvStore(Generic[T]):
                 yield key, loaded[0], loaded[1]
 
 
-async def referral_store(js: JetStreamContext) -> KvStore[Referral]:
+async def referral_store(js: JetStreamContext, cache_size: int = 0) -> KvStore[Referral]:
     """Referrals, keyed by referral id."""
-    return KvStore(await js.key_value(REFERRALS_KV), Referral)
+    return KvStore(await js.key_value(REFERRALS_KV), Referral, cache_size)
 
 
 async def careteam_store(js: JetStreamContext) -> KvStore[CareTeam]:

@@ -26,6 +26,8 @@ from referral_hub.runtime.service import ServiceApp, lazy_jetstream, new_broker
 REGISTRY_LOAD_SECONDS: Final = 10.0
 TIMER_INTERVAL_SECONDS: Final = 30.0
 HEARTBEAT_INTERVAL_SECONDS: Final = 15.0
+REFERRAL_CACHE: Final = 50_000
+"""Referrals remembered with their KV revision, to skip the read before each write."""
 
 
 def utc_now() -> datetime:
@@ -63,7 +65,9 @@ def create_app(
             msg = "the clinic registry did not load; is the hub provisioned (hubctl provision)?"
             raise HubError(msg) from exc
         js = connection.jetstream()
-        handler.bind(IntakeHandler(await referral_store(js), await careteam_store(js), registry, policy))
+        handler.bind(
+            IntakeHandler(await referral_store(js, REFERRAL_CACHE), await careteam_store(js), registry, policy)
+        )
         started.set()
 
     async def fire_timers(connection: Client) -> None:

@@ -10,7 +10,7 @@ import msgspec
 import structlog
 
 from referral_hub.contracts.plans import CareTeamLeave, PlanUpdate
-from referral_hub.contracts.referrals import ReferralCommand
+from referral_hub.contracts.referrals import ReferralCommand, ReferralRequest
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.referrals import careteam, domain
 from referral_hub.referrals.adapters import ConcurrentUpdateError, KvStore
@@ -24,6 +24,8 @@ from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import Offender, Refusal, offending_message_id, refusal_outputs
 
 SERVICE = "referrals"
+DECIDE_ATTEMPTS = 4
+"""A cached decision, then fresh ones after lost compare-and-set races, then a redelivery."""
 log = structlog.get_logger(__name__)
 
 
@@ -92,18 +94,41 @@ class IntakeHandler:
         )
         return self._refuse(delivery, refusal, command.message_id)
 
-    async def _referral(self, delivery: Delivery, command: ReferralCommand) -> Handled:
+    async def _decide_and_save(self, delivery: Delivery, command: ReferralCommand) -> domain.Decision:
+        """Decide on the cached state when there is one, and confirm anything unusual afresh.
+
+        The common path costs one KV round trip (the compare-and-set write): a cached record
+        stands in for the read, and a new request is created without reading at all. A
+        write that loses to another replica, or a refusal decided on cached state, is decided
+        again on a fresh read, so a stale cache can never cause a wrong rejection.
+        """
         key = str(command.referral_id)
-        stored = await self._referrals.load(key)
-        existing, revision = stored if stored is not None else (None, None)
-        decision = domain.decide(command, existing, self._registry.get, delivery.stored_at, self._sla)
+        for attempt in range(DECIDE_ATTEMPTS):
+            fresh = attempt > 0
+            if not fresh and isinstance(command, ReferralRequest) and self._referrals.cached(key) is None:
+                stored = None
+            else:
+                stored = await self._referrals.load(key, fresh=fresh)
+            existing, revision = stored if stored is not None else (None, None)
+            decision = domain.decide(command, existing, self._registry.get, delivery.stored_at, self._sla)
+            if isinstance(decision, Refusal) and not fresh:
+                continue
+            if isinstance(decision, domain.Changed):
+                try:
+                    await self._referrals.save(key, decision.referral, None if decision.created else revision)
+                except ConcurrentUpdateError:
+                    continue
+                REFERRAL_TRANSITIONS.labels(decision.step.transition).inc()
+            return decision
+        msg = f"referral {key} kept changing under us"
+        raise ConcurrentUpdateError(msg)
+
+    async def _referral(self, delivery: Delivery, command: ReferralCommand) -> Handled:
+        decision = await self._decide_and_save(delivery, command)
         if isinstance(decision, Refusal):
             return self._refuse(delivery, decision, command.message_id)
         if isinstance(decision, domain.AlreadyApplied) and delivery.attempt == 1:
             return Handled(outcome="duplicate", log_fields={"transition": decision.step.transition})
-        if isinstance(decision, domain.Changed):
-            await self._referrals.save(key, decision.referral, None if decision.created else revision)
-            REFERRAL_TRANSITIONS.labels(decision.step.transition).inc()
         referral, step = decision.referral, decision.step
         announcements = domain.announcements(referral, step)
         if step.transition == "accept":
