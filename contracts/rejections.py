@@ -50,6 +50,8 @@ class RejectionCode(enum.StrEnum):
     """``plan_version`` is not the successor of the current one, named in the rejection."""
     NOT_ON_CARE_TEAM = "not_on_care_team"
     """The sending clinic is not on the patient's care team."""
+    PROCESSING_FAILED = "processing_failed"
+    """The hub failed to process the message after every retry; operators have it whole."""
 
 
 class Rejection(Message, frozen=True, kw_only=True, tag="rejection"):

@@ -30,7 +30,11 @@ async def test_health_reports_ready_with_its_checks(hub: RunningHub) -> None:
 
     health = await eventually(ready)
     assert health["ready"] is True
-    assert health["checks"] == {"nats_connected": True, "consumer:CLINIC_OUT/referrals-intake": True}
+    assert health["checks"] == {
+        "nats_connected": True,
+        "consumer:CLINIC_OUT/referrals-intake": True,
+        "consumer:HUB_ADVISORIES/referrals-exhausted": True,
+    }
 
 
 async def test_metrics_count_handled_messages_by_outcome(hub: RunningHub) -> None:

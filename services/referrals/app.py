@@ -17,11 +17,12 @@ from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.referrals.handlers import SERVICE, IntakeHandler, TimerSweeper, order_key
 from referral_hub.runtime import subjects, topology
-from referral_hub.runtime.handling import Effects, LateHandler, handle_one
+from referral_hub.runtime.exhausted import ExhaustedHandler
+from referral_hub.runtime.handling import Effects, LateHandler, handle_one, subscriber
 from referral_hub.runtime.pulling import pull_forever
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import HUB_SENDER, derived_id
-from referral_hub.runtime.service import ServiceApp, lazy_jetstream, new_broker
+from referral_hub.runtime.service import ServiceApp, attach, lazy_jetstream, new_broker
 
 REGISTRY_LOAD_SECONDS: Final = 10.0
 TIMER_INTERVAL_SECONDS: Final = 30.0
@@ -89,10 +90,21 @@ def create_app(
 
         await pull_forever(connection.jetstream(), topology.REFERRALS_INTAKE, one, order_key)
 
+    attach(
+        broker,
+        topology.EXHAUSTED,
+        subscriber(
+            SERVICE,
+            "exhausted",
+            effects,
+            ExhaustedHandler(lazy_jetstream(broker), lambda c: registry.get(c) is not None),
+        ),
+        "MAX_DELIVERIES advisories: the named message becomes a processing_failed dead letter.",
+    )
     return ServiceApp(
         name=SERVICE,
         broker=broker,
-        consumers=(topology.REFERRALS_INTAKE,),
+        consumers=(topology.REFERRALS_INTAKE, topology.EXHAUSTED),
         background=(follow_registry, pull_intake, fire_timers, heartbeats),
         before_start=(prepare,),
     )

@@ -18,6 +18,8 @@ CLINIC_OUT_ALL: Final = "clinic.*.out.>"
 CLINIC_IN_ALL: Final = "clinic.*.in.>"
 EVENTS_ALL: Final = "hub.event.>"
 DEADLETTER_ALL: Final = "hub.deadletter.>"
+MAX_DELIVERIES_ADVISORIES: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"
+"""Where the server announces a message that exhausted its consumer's MaxDeliver."""
 AUDIT_ENTRY: Final = "audit.entry"
 
 _CLINIC_PREFIX: Final = "clinic"

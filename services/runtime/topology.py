@@ -29,6 +29,7 @@ CLINIC_IN: Final = "CLINIC_IN"
 HUB_EVENTS: Final = "HUB_EVENTS"
 HUB_DEADLETTER: Final = "HUB_DEADLETTER"
 AUDIT: Final = "AUDIT"
+HUB_ADVISORIES: Final = "HUB_ADVISORIES"
 
 REFERRALS_KV: Final = "hub-referrals"
 REGISTRY_KV: Final = "hub-registry"
@@ -47,6 +48,7 @@ class ConsumerSpec:
     stream: str
     durable: str
     filter_subject: str
+    max_deliver: int = MAX_DELIVER
 
     def config(self) -> api.ConsumerConfig:
         """The server-side configuration, identical wherever the consumer is created."""
@@ -56,20 +58,24 @@ class ConsumerSpec:
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_wait=ACK_WAIT_SECONDS,
-            max_deliver=MAX_DELIVER,
+            max_deliver=self.max_deliver,
             max_ack_pending=1000,
         )
 
 
 REFERRALS_INTAKE: Final = ConsumerSpec(CLINIC_OUT, "referrals-intake", subjects.CLINIC_OUT_ALL)
 NOTIFICATIONS_EVENTS: Final = ConsumerSpec(HUB_EVENTS, "notifications-events", subjects.EVENTS_ALL)
+EXHAUSTED: Final = ConsumerSpec(HUB_ADVISORIES, "referrals-exhausted", subjects.MAX_DELIVERIES_ADVISORIES)
+"""Turns every MAX_DELIVERIES advisory into a dead letter; the advisories are captured in a
+stream because the server publishes them on core NATS, where a service that is down would
+miss them."""
 AUDIT_CONSUMERS: Final = (
     ConsumerSpec(CLINIC_OUT, "audit-clinic-out", subjects.CLINIC_OUT_ALL),
     ConsumerSpec(CLINIC_IN, "audit-clinic-in", subjects.CLINIC_IN_ALL),
     ConsumerSpec(HUB_EVENTS, "audit-events", subjects.EVENTS_ALL),
     ConsumerSpec(HUB_DEADLETTER, "audit-deadletter", subjects.DEADLETTER_ALL),
 )
-CONSUMERS: Final = (REFERRALS_INTAKE, NOTIFICATIONS_EVENTS, *AUDIT_CONSUMERS)
+CONSUMERS: Final = (REFERRALS_INTAKE, EXHAUSTED, NOTIFICATIONS_EVENTS, *AUDIT_CONSUMERS)
 
 
 def stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
@@ -96,6 +102,7 @@ def stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
         stream(CLINIC_IN, subjects.CLINIC_IN_ALL, max_age_days=90, dedupe_seconds=3600),
         stream(HUB_EVENTS, subjects.EVENTS_ALL, max_age_days=90, dedupe_seconds=3600),
         stream(HUB_DEADLETTER, subjects.DEADLETTER_ALL, max_age_days=365, dedupe_seconds=3600),
+        stream(HUB_ADVISORIES, subjects.MAX_DELIVERIES_ADVISORIES, max_age_days=30, dedupe_seconds=120),
         audit,
     ]
 

@@ -1,0 +1,86 @@
+"""Messages the hub gave up on become dead letters, never silent leftovers.
+
+When a consumer's MaxDeliver runs out, JetStream keeps the message in its stream and
+announces it on ``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>``. The
+``HUB_ADVISORIES`` stream captures those announcements (a service that was down would
+miss them on core NATS), and this handler turns each into a ``processing_failed`` dead
+letter holding the original bytes, plus a rejection in the sending clinic's inbox when a
+clinic sent it. Both land in audited streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from referral_hub.contracts.rejections import RejectionCode
+from referral_hub.runtime import topology
+from referral_hub.runtime.handling import Delivery, Handled
+from referral_hub.runtime.rejecting import Offender, Refusal, offending_message_id, refusal_outputs
+from referral_hub.runtime.subjects import parse_clinic_out
+
+
+class _Advisory(msgspec.Struct):
+    """The fields of ``io.nats.jetstream.advisory.v1.max_deliver`` we use."""
+
+    stream: str
+    consumer: str
+    stream_seq: int
+    deliveries: int = 0
+
+
+class _MessageId(msgspec.Struct):
+    message_id: str = ""
+
+
+class ExhaustedHandler:
+    """Dead-letters the message a MAX_DELIVERIES advisory names."""
+
+    def __init__(self, js: Callable[[], JetStreamContext], is_registered_clinic: Callable[[str], bool]) -> None:
+        """Read originals through ``js``; tell a sender only if it is a registered clinic."""
+        self._js = js
+        self._is_registered_clinic = is_registered_clinic
+
+    async def __call__(self, delivery: Delivery) -> Handled:
+        """Fetch the original and return its dead letter (and rejection)."""
+        try:
+            advisory = msgspec.json.decode(delivery.data, type=_Advisory)
+        except msgspec.DecodeError as exc:
+            return Handled(outcome="undecodable", log_fields={"error": str(exc)[:300]})
+        try:
+            raw = await self._js().get_msg(advisory.stream, advisory.stream_seq)
+        except NotFoundError:
+            return Handled(outcome="gone", log_fields={"stream": advisory.stream, "stream_seq": advisory.stream_seq})
+        original = Delivery(
+            subject=raw.subject or "",
+            data=raw.data or b"",
+            headers=dict(raw.headers or {}),
+            stream=advisory.stream,
+            sequence=advisory.stream_seq,
+            stored_at=raw.time or datetime.now(UTC),
+            attempt=advisory.deliveries,
+        )
+        out = parse_clinic_out(original.subject)
+        sender = (
+            out.clinic_id
+            if out is not None and advisory.stream == topology.CLINIC_OUT and self._is_registered_clinic(out.clinic_id)
+            else None
+        )
+        try:
+            payload_id = msgspec.json.decode(original.data, type=_MessageId).message_id
+        except msgspec.DecodeError:
+            payload_id = ""
+        refusal = Refusal(
+            RejectionCode.PROCESSING_FAILED,
+            f"{advisory.consumer} failed to process it {advisory.deliveries} times; kept for operators",
+        )
+        offender = Offender(sender, offending_message_id(original, payload_id))
+        return Handled(
+            outcome="dead_lettered",
+            outgoing=refusal_outputs(advisory.consumer, original, refusal, offender),
+            log_fields={"consumer": advisory.consumer, "stream": advisory.stream, "stream_seq": advisory.stream_seq},
+        )

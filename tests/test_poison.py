@@ -1,0 +1,63 @@
+"""A message no handler can process ends as a dead letter with its bytes, a rejection and an audit entry."""
+
+from __future__ import annotations
+
+import asyncio
+
+from referral_hub.contracts.audit import AuditOutcome
+from referral_hub.contracts.codec import encode
+from referral_hub.contracts.rejections import Rejection, RejectionCode
+from referral_hub.runtime import topology
+from referral_hub.runtime.handling import Delivery, Effects, Handled, subscriber
+from referral_hub.runtime.natsserver import free_port
+from referral_hub.runtime.service import ServiceApp, ServiceSettings, attach, lazy_jetstream, new_broker, serve
+
+from .helpers import RunningHub, audit_entries, dead_letters, eventually, referral_request
+
+POISON = topology.ConsumerSpec(topology.CLINIC_OUT, "poison-test", "clinic.harbor-pt.out.>", max_deliver=2)
+
+
+async def always_fails(_delivery: Delivery) -> Handled:
+    msg = "this handler cannot process anything"
+    raise RuntimeError(msg)
+
+
+async def test_a_message_that_exhausts_its_deliveries_is_dead_lettered_and_the_sender_told(hub: RunningHub) -> None:
+    await hub.connection.jetstream().add_consumer(POISON.stream, config=POISON.config())
+    broker = new_broker(hub.url, "poison")
+    attach(broker, POISON, subscriber("poison", "always-fails", Effects(lazy_jetstream(broker)), always_fails), "test")
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        serve(ServiceApp("poison", broker, (POISON,)), ServiceSettings(hub.url, free_port()), stop)
+    )
+    try:
+        request = referral_request()
+        await (await hub.clinic("harbor-pt")).send(request)
+
+        async def exhausted() -> list[object]:
+            return [d for d in await dead_letters(hub.connection) if d.code == RejectionCode.PROCESSING_FAILED]
+
+        [dead] = await eventually(exhausted, timeout=30)
+    finally:
+        stop.set()
+        await task
+
+    assert dead.service == "poison-test"
+    assert dead.payload == encode(request)
+    assert dead.offending_message_id == str(request.message_id)
+
+    async def told() -> list[Rejection]:
+        return [
+            i.message
+            async for i in (await hub.clinic("harbor-pt")).inbox()
+            if isinstance(i.message, Rejection) and i.message.code == RejectionCode.PROCESSING_FAILED
+        ]
+
+    [rejection] = await eventually(told)
+    assert rejection.offending_message_id == str(request.message_id)
+
+    async def audited() -> list[object]:
+        entries = await audit_entries(hub.connection)
+        return [e for e in entries if e.outcome == AuditOutcome.REJECTED and e.rejection_code == "processing_failed"]
+
+    assert await eventually(audited)
