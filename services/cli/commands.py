@@ -321,6 +321,23 @@ async def careteam_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def rules(args: argparse.Namespace) -> int:
+    """``hubctl rules [--json]``: the contraindication rule table with its sources."""
+    from referral_hub.screening.rules import load_rules  # noqa: PLC0415 - only this command needs the rule pack
+
+    pack = load_rules()
+    if args.json:
+        out(msgspec.json.encode(pack).decode())
+        return 0
+    for rule in pack.rules:
+        techniques = ", ".join(rule.techniques) or "any technique"
+        out(f"{rule.id:<40} {rule.severity:<9} {rule.modality:<17} {rule.trigger_kind}: {', '.join(rule.terms[:3])}")
+        out(f"{'':<40} techniques: {techniques}; scope: {rule.scope}")
+        out(f"{'':<40} {rule.rationale} [{pack.sources[rule.source]}]")
+    out(f"{len(pack.rules)} rules from {len(pack.sources)} public sources")
+    return 0
+
+
 async def clinics(args: argparse.Namespace) -> int:
     """``hubctl clinics``."""
     connection = await connect(args.nats_url)

@@ -155,6 +155,11 @@ def _add_clinic_commands(sub: Subparsers) -> None:
     team_show.add_argument("patient_ref", help="the pseudonymous patient_ref")
     team_show.set_defaults(run=commands.careteam_show)
 
+    rules = sub.add_parser("rules", help="the contraindication rule table, with sources")
+    _common(rules)
+    rules.add_argument("--json", action="store_true", help="print JSON")
+    rules.set_defaults(sync_run=commands.rules)
+
     clinics = sub.add_parser("clinics", help="list the clinic registry")
     _common(clinics)
     clinics.add_argument("--json", action="store_true", help="print JSON")
