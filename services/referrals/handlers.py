@@ -21,19 +21,12 @@ from referral_hub.runtime.handling import Delivery, Effects, Handled
 from referral_hub.runtime.inbox import Announcement, announce
 from referral_hub.runtime.metrics import REFERRAL_TRANSITIONS, REJECTIONS
 from referral_hub.runtime.registry import RegistryCache
-from referral_hub.runtime.rejecting import Offender, Refusal, offending_message_id, refusal_outputs
+from referral_hub.runtime.rejecting import Refusal, offender_of, refusal_outputs
 
 SERVICE = "referrals"
 DECIDE_ATTEMPTS = 4
 """A cached decision, then fresh ones after lost compare-and-set races, then a redelivery."""
 log = structlog.get_logger(__name__)
-
-
-class _Identity(msgspec.Struct):
-    """The envelope fields we try to read even from a message that failed validation."""
-
-    message_id: str = ""
-    correlation_id: str = ""
 
 
 class _Subject(msgspec.Struct):
@@ -181,15 +174,9 @@ class IntakeHandler:
         REJECTIONS.labels(SERVICE, refusal.code).inc()
         out = subjects.parse_clinic_out(delivery.subject)
         sender = out.clinic_id if out is not None and self._registry.get(out.clinic_id) is not None else None
-        identity = _lenient_identity(delivery.data)
-        offender = Offender(
-            sender_clinic=sender,
-            message_id=offending_message_id(delivery, str(message_id) if message_id else identity.message_id),
-            correlation_id=_uuid_or_none(identity.correlation_id),
-        )
         return Handled(
             outcome="rejected",
-            outgoing=refusal_outputs(SERVICE, delivery, refusal, offender),
+            outgoing=refusal_outputs(SERVICE, delivery, refusal, offender_of(delivery, sender, message_id)),
             log_fields={"rejection_code": str(refusal.code), "reason": refusal.reason[:300]},
         )
 
@@ -227,17 +214,3 @@ class TimerSweeper:
             fired += 1
             log.info("sla timer fired", timer=timer.announcement.event_type, referral_id=key)
         return fired
-
-
-def _lenient_identity(data: bytes) -> _Identity:
-    try:
-        return msgspec.json.decode(data, type=_Identity)
-    except msgspec.DecodeError:
-        return _Identity()
-
-
-def _uuid_or_none(text: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        return None

@@ -20,7 +20,7 @@ from nats.js.errors import NotFoundError
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.runtime import topology
 from referral_hub.runtime.handling import Delivery, Handled
-from referral_hub.runtime.rejecting import Offender, Refusal, offending_message_id, refusal_outputs
+from referral_hub.runtime.rejecting import Refusal, offender_of, refusal_outputs
 from referral_hub.runtime.subjects import parse_clinic_out
 
 
@@ -31,10 +31,6 @@ class _Advisory(msgspec.Struct):
     consumer: str
     stream_seq: int
     deliveries: int = 0
-
-
-class _MessageId(msgspec.Struct):
-    message_id: str = ""
 
 
 class ExhaustedHandler:
@@ -70,17 +66,12 @@ class ExhaustedHandler:
             if out is not None and advisory.stream == topology.CLINIC_OUT and self._is_registered_clinic(out.clinic_id)
             else None
         )
-        try:
-            payload_id = msgspec.json.decode(original.data, type=_MessageId).message_id
-        except msgspec.DecodeError:
-            payload_id = ""
         refusal = Refusal(
             RejectionCode.PROCESSING_FAILED,
             f"{advisory.consumer} failed to process it {advisory.deliveries} times; kept for operators",
         )
-        offender = Offender(sender, offending_message_id(original, payload_id))
         return Handled(
             outcome="dead_lettered",
-            outgoing=refusal_outputs(advisory.consumer, original, refusal, offender),
+            outgoing=refusal_outputs(advisory.consumer, original, refusal, offender_of(original, sender)),
             log_fields={"consumer": advisory.consumer, "stream": advisory.stream, "stream_seq": advisory.stream_seq},
         )

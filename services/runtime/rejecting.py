@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Final
 
+import msgspec
+
 from referral_hub.contracts.codec import encode
 from referral_hub.contracts.rejections import DeadLetter, Rejection, RejectionCode
 from referral_hub.runtime import subjects
@@ -91,3 +93,27 @@ def _as_uuid(text: str) -> uuid.UUID | None:
 def offending_message_id(delivery: Delivery, payload_message_id: str | None) -> str:
     """The best available id of a refused message: payload, then header, then stream position."""
     return payload_message_id or delivery.headers.get(MSG_ID_HEADER) or delivery.source_key
+
+
+class _Identity(msgspec.Struct):
+    """The envelope ids we try to read even from a message that failed validation."""
+
+    message_id: str = ""
+    correlation_id: str = ""
+
+
+def offender_of(delivery: Delivery, sender_clinic: str | None, message_id: uuid.UUID | None = None) -> Offender:
+    """What is known of a refused message's origin, its ids read leniently from the payload.
+
+    ``message_id`` is the decoded id when the message passed validation; otherwise the
+    payload's ``message_id`` is used if it is there, then the header, then the stream position.
+    """
+    try:
+        identity = msgspec.json.decode(delivery.data, type=_Identity)
+    except msgspec.DecodeError:
+        identity = _Identity()
+    return Offender(
+        sender_clinic=sender_clinic,
+        message_id=offending_message_id(delivery, str(message_id) if message_id else identity.message_id),
+        correlation_id=_as_uuid(identity.correlation_id),
+    )
