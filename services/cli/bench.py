@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 import nats
@@ -24,17 +24,12 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from referral_hub.cli.up import start_service, stop_services, wait_ready
-from referral_hub.client import ClinicClient, new_id, utc_now
+from referral_hub.client import ClinicClient
 from referral_hub.contracts.referrals import (
-    ConsultNote,
-    ReferralAccept,
-    ReferralClose,
     ReferralCommand,
-    ReferralComplete,
-    ReferralSchedule,
 )
 from referral_hub.contracts.registry import Clinic
-from referral_hub.demo.traffic import demo_referral
+from referral_hub.demo.traffic import LIFECYCLE, demo_referral, lifecycle_command
 from referral_hub.runtime import subjects
 from referral_hub.runtime.natsserver import SYNC_ALWAYS, EmbeddedNats, free_port
 from referral_hub.runtime.provision import provision
@@ -102,28 +97,6 @@ class _Cause(msgspec.Struct):
     causation_id: str = ""
 
 
-def _steps(
-    referral_id: object, patient_ref: str, sender: Clinic, recipient: Clinic
-) -> list[tuple[Clinic, ReferralCommand]]:
-    def envelope(clinic: Clinic) -> dict[str, Any]:
-        return {
-            "message_id": new_id(),
-            "occurred_at": utc_now(),
-            "sender_clinic": clinic.id,
-            "actor": clinic.members[0].id,
-            "correlation_id": new_id(),
-            "referral_id": referral_id,
-            "patient_ref": patient_ref,
-        }
-
-    return [
-        (recipient, ReferralAccept(**envelope(recipient))),
-        (recipient, ReferralSchedule(**envelope(recipient), appointment_at=utc_now())),
-        (recipient, ReferralComplete(**envelope(recipient), outcome=ConsultNote(visits=4))),
-        (sender, ReferralClose(**envelope(sender))),
-    ]
-
-
 @dataclass
 class LoadResult:
     """What the load phase measured."""
@@ -157,7 +130,8 @@ async def drive(nats_url: str, clinics: list[Clinic], duration: float, seed: int
             request = demo_referral(sender, recipient, rng)
             latencies.append(await send(sender, request, recipient.id) * 1000)
             transitions += 1
-            for clinic, command in _steps(request.referral_id, request.patient_ref, sender, recipient):
+            for step in LIFECYCLE:
+                clinic, command = lifecycle_command(step, request, sender, recipient)
                 await send(clinic, command, clinic.id)
                 transitions += 1
 

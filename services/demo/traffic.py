@@ -56,7 +56,9 @@ def demo_referral(sender: Clinic, recipient: Clinic, rng: random.Random) -> Refe
     )
 
 
-NEXT_STEP: Final = {"request": "accept", "accept": "schedule", "schedule": "complete", "complete": "close"}
+LIFECYCLE: Final = ("accept", "schedule", "complete", "close")
+"""The steps after ``request`` that close a referral's loop, in order."""
+NEXT_STEP: Final = dict(zip(("request", *LIFECYCLE[:-1]), LIFECYCLE, strict=True))
 
 
 @dataclass
@@ -69,33 +71,41 @@ class OpenReferral:
     last: str = "request"
 
 
-def next_command(referral: OpenReferral) -> tuple[Clinic, ReferralCommand] | None:
-    """The next lifecycle step of a demo referral and who takes it; None once it is closed."""
-    step = NEXT_STEP.get(referral.last)
-    if step is None:
-        return None
-    actor = referral.sender if step == "close" else referral.recipient
+def lifecycle_command(
+    step: str, request: ReferralRequest, sender: Clinic, recipient: Clinic
+) -> tuple[Clinic, ReferralCommand]:
+    """The command for ``step`` of ``request``'s lifecycle, and the clinic that sends it.
+
+    The recipient accepts, schedules and completes; the sender closes.
+    """
+    actor = sender if step == "close" else recipient
     common: dict[str, Any] = {
         "message_id": new_id(),
         "occurred_at": utc_now(),
         "sender_clinic": actor.id,
         "actor": actor.members[0].id,
-        "correlation_id": referral.request.correlation_id,
-        "referral_id": referral.request.referral_id,
-        "patient_ref": referral.request.patient_ref,
+        "correlation_id": request.correlation_id,
+        "referral_id": request.referral_id,
+        "patient_ref": request.patient_ref,
     }
-    commands: dict[str, ReferralCommand] = {
-        "accept": ReferralAccept(**common),
-        "schedule": ReferralSchedule(**common, appointment_at=utc_now() + timedelta(days=3)),
-        "complete": ReferralComplete(
-            **common,
-            outcome=ConsultNote(
-                visits=6, techniques=("manual therapy",), response="Improved", recommendations="Home program"
-            ),
-        ),
-        "close": ReferralClose(**common),
-    }
-    return actor, commands[step]
+    if step == "accept":
+        return actor, ReferralAccept(**common)
+    if step == "schedule":
+        return actor, ReferralSchedule(**common, appointment_at=utc_now() + timedelta(days=3))
+    if step == "complete":
+        outcome = ConsultNote(
+            visits=6, techniques=("manual therapy",), response="Improved", recommendations="Home program"
+        )
+        return actor, ReferralComplete(**common, outcome=outcome)
+    return actor, ReferralClose(**common)
+
+
+def next_command(referral: OpenReferral) -> tuple[Clinic, ReferralCommand] | None:
+    """The next lifecycle step of a demo referral and who takes it; None once it is closed."""
+    step = NEXT_STEP.get(referral.last)
+    if step is None:
+        return None
+    return lifecycle_command(step, referral.request, referral.sender, referral.recipient)
 
 
 async def send_demo_referrals(
