@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from referral_hub.runtime.natsserver import free_port
+from referral_hub.runtime.natsserver import free_port, port_is_free
 
 pytestmark = pytest.mark.slow
 
@@ -109,3 +109,24 @@ def test_up_refuses_a_busy_port_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith(f"hubctl: error: port {port} on 127.0.0.1 is in use")
     assert "Traceback" not in result.stderr
+
+
+def test_up_stops_everything_even_when_its_output_is_gone(tmp_path: Path) -> None:
+    process, url = start_up(tmp_path / "hub-data", "--demo-interval", "0.2")
+    read_until(process, "<- ")
+    ports = [int(url.rsplit(":", 1)[1])]
+    assert process.stdout is not None
+    process.stdout.close()
+    process.send_signal(signal.SIGINT)
+    process.wait(30)
+
+    leftovers = [_read(cmdline) for cmdline in Path("/proc").glob("[0-9]*/cmdline") if url.encode() in _read(cmdline)]
+    assert leftovers == []
+    assert all(port_is_free(port) for port in ports)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""

@@ -186,12 +186,24 @@ async def run_hub(args: argparse.Namespace) -> int:
         for job in jobs:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await job
-        out("stopping services ...")
-        stop_services(services)
-        out("stopping nats-server ...")
-        server.stop()
-        out(f"stopped; data kept in {args.data_dir} for the next start")
+        try:
+            tell("stopping services ...")
+            stop_services(services)
+        finally:
+            tell("stopping nats-server ...")
+            server.stop()
+        tell(f"stopped; data kept in {args.data_dir} for the next start")
     return 0
+
+
+def tell(line: str) -> None:
+    """A shutdown status line, printed on a best-effort basis.
+
+    A closed stdout (``hubctl up | head``) must never keep the services and nats-server
+    from being stopped: before, the failed print skipped the stop and orphaned them.
+    """
+    with contextlib.suppress(OSError):
+        out(line)
 
 
 async def _wait_for_stop(duration: float | None, jobs: list[asyncio.Task[None]]) -> None:
