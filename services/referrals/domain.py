@@ -46,7 +46,7 @@ from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.referrals import lifecycle
 from referral_hub.referrals.lifecycle import Party
 from referral_hub.runtime.inbox import Announcement
-from referral_hub.runtime.rejecting import Refusal, derived_id
+from referral_hub.runtime.rejecting import HUB_SENDER, Refusal, derived_id
 from referral_hub.runtime.subjects import OutSubject, parse_clinic_out
 
 ClinicLookup = Callable[[str], Clinic | None]
@@ -425,19 +425,15 @@ def _transitioned_event(referral: Referral, step: HistoryItem) -> ReferralTransi
 
 
 def _timer_envelope(referral: Referral, last: HistoryItem, message_id: UUID, due: datetime) -> _Envelope:
-    """Timer events come from the hub itself, at the moment the deadline passed."""
+    """The envelope of the last step, but from the hub itself, at the moment the deadline passed."""
     return {
+        **_envelope(referral, last, "timer"),
         "message_id": message_id,
         "occurred_at": due,
-        "sender_clinic": "hub",
+        "sender_clinic": HUB_SENDER,
         "actor": "referrals",
         "correlation_id": referral.request.correlation_id,
-        "causation_id": last.message_id,
-        "referral_id": referral.referral_id,
-        "patient_ref": referral.patient_ref,
         "state": referral.state,
-        "referring_clinic": referral.referring_clinic,
-        "recipient_clinic": referral.recipient_clinic,
     }
 
 
