@@ -41,7 +41,7 @@ from referral_hub.referrals.careteam import team_key
 from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.runtime import logs, topology
 from referral_hub.runtime.provision import provision as provision_hub
-from referral_hub.runtime.registry import KEY_PREFIX, load_registry_file, store_registry
+from referral_hub.runtime.registry import RegistryCache, load_registry_file, store_registry
 from referral_hub.runtime.service import ServiceApp, ServiceSettings, run_until_signalled
 
 Record = TypeVar("Record", bound=msgspec.Struct)
@@ -83,19 +83,16 @@ def require_clinic(args: argparse.Namespace) -> str:
 
 
 async def fetch_registry(connection: Client) -> list[Clinic]:
-    """Every clinic in the registry bucket."""
+    """Every clinic in the registry bucket, read once into the services' registry view."""
     kv = await connection.jetstream().key_value(topology.REGISTRY_KV)
     try:
         keys = await kv.keys()
     except nats.js.errors.NoKeysError:
         return []
-    clinics = []
-    for key in sorted(keys):
-        if key.startswith(KEY_PREFIX):
-            entry = await kv.get(key)
-            if entry.value:
-                clinics.append(msgspec.json.decode(entry.value, type=Clinic))
-    return clinics
+    view = RegistryCache()
+    for key in keys:
+        view.apply(key, (await kv.get(key)).value)
+    return view.clinics()
 
 
 async def provision(args: argparse.Namespace) -> int:

@@ -138,9 +138,3 @@ class EmbeddedNats:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-    def kill(self) -> None:
-        """SIGKILL, for fault-injection tests."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
