@@ -16,8 +16,16 @@ from referral_hub.runtime.natsserver import free_port, port_is_free
 pytestmark = pytest.mark.slow
 
 
+def free_metrics_base() -> int:
+    """A port whose next two are free too: ``hubctl up`` serves three services from it."""
+    while True:
+        base = free_port()
+        if all(port_is_free(base + offset) for offset in (1, 2)):
+            return base
+
+
 def start_up(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    port, monitor, metrics = free_port(), free_port(), free_port()
+    port, monitor, metrics = free_port(), free_port(), free_metrics_base()
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
         [
             sys.executable,
@@ -103,7 +111,7 @@ def test_up_refuses_a_busy_port_with_one_line(tmp_path: Path) -> None:
             "--monitor-port",
             str(free_port()),
             "--metrics-port",
-            str(free_port()),
+            str(free_metrics_base()),
         )
 
     assert result.returncode == 1
