@@ -82,6 +82,10 @@ class AlertRaised(Message, frozen=True, kw_only=True, tag="alert.raised"):
     valid_until: UtcDatetime | None = None
     note: ClinicalText = ""
     event_number: int = 0
+    recipients: tuple[ClinicId, ...] = ()
+    """The clinics this copy was delivered to: the whole team, or a clinic that just joined."""
+    raised_at: UtcDatetime | None = None
+    """When the hub accepted the alert; later copies to late joiners keep it."""
 
 
 class AlertAcknowledged(Message, frozen=True, kw_only=True, tag="alert.acknowledged"):

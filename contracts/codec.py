@@ -43,12 +43,14 @@ from referral_hub.contracts.referrals import (
     ReferralInterimNote,
     ReferralNoShow,
     ReferralOverdue,
+    ReferralOverride,
     ReferralRequest,
     ReferralRequested,
     ReferralSchedule,
     ReferralTransitioned,
 )
 from referral_hub.contracts.rejections import Rejection
+from referral_hub.contracts.screening import ScreeningDispute, ScreeningDisputed, ScreeningFlagged
 
 ClinicCommand: TypeAlias = (
     ReferralRequest
@@ -62,12 +64,14 @@ ClinicCommand: TypeAlias = (
     | ReferralCancel
     | ReferralCancelConfirm
     | ReferralForward
+    | ReferralOverride
     | PlanUpdate
     | CareTeamLeave
     | AlertRaise
     | AlertAck
     | AlertResolve
     | PageAck
+    | ScreeningDispute
 )
 """Everything a clinic may publish on ``clinic.<id>.out.<type>``."""
 
@@ -87,6 +91,8 @@ HubMessage: TypeAlias = (
     | PageTriggered
     | PageAcknowledged
     | DeliveryReceipt
+    | ScreeningFlagged
+    | ScreeningDisputed
 )
 """Everything the hub delivers to inboxes or records as a domain event."""
 
@@ -98,6 +104,7 @@ COMMAND_TYPES: Final[tuple[type[Message], ...]] = (
     AlertAck,
     AlertResolve,
     PageAck,
+    ScreeningDispute,
 )
 HUB_MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
     *REFERRAL_EVENTS,
@@ -112,6 +119,8 @@ HUB_MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
     PageTriggered,
     PageAcknowledged,
     DeliveryReceipt,
+    ScreeningFlagged,
+    ScreeningDisputed,
 )
 COMMAND_TAGS: Final = frozenset(message_type(t) for t in COMMAND_TYPES)
 

@@ -15,6 +15,7 @@ from uuid import UUID
 import msgspec
 
 from referral_hub.contracts.base import (
+    PHI,
     ClinicalFlags,
     ClinicalText,
     ClinicId,
@@ -46,6 +47,8 @@ class ReferralState(enum.StrEnum):
     CLOSED = "closed"
     CANCEL_REQUESTED = "cancel_requested"
     CANCELLED = "cancelled"
+    NEEDS_REVIEW = "needs_review"
+    """Held by screening: an absolute contraindication matched; the recipient must override or decline."""
 
 
 class ConsultNote(msgspec.Struct, frozen=True, kw_only=True):
@@ -134,6 +137,12 @@ class ReferralForward(ReferralCommand, frozen=True, kw_only=True, tag="referral.
     reason: ClinicalText = ""
 
 
+class ReferralOverride(ReferralCommand, frozen=True, kw_only=True, tag="referral.override"):
+    """The recipient releases a referral held in ``needs_review``, saying why it is safe."""
+
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=4000), PHI]
+
+
 class ReferralEvent(Message, frozen=True, kw_only=True):
     """Fields every referral event carries, so a clinic can follow the loop without lookups."""
 
@@ -195,6 +204,7 @@ REFERRAL_COMMANDS: tuple[type[ReferralCommand], ...] = (
     ReferralCancel,
     ReferralCancelConfirm,
     ReferralForward,
+    ReferralOverride,
 )
 REFERRAL_EVENTS: tuple[type[ReferralEvent], ...] = (
     ReferralRequested,

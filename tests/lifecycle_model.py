@@ -18,13 +18,15 @@ from referral_hub.contracts.referrals import (
     ReferralDecline,
     ReferralInterimNote,
     ReferralNoShow,
+    ReferralOverride,
     ReferralSchedule,
 )
 
-OPEN = ["requested", "accepted", "scheduled", "no_show", "cancel_requested"]
+OPEN = ["needs_review", "requested", "accepted", "scheduled", "no_show", "cancel_requested"]
 MODEL: dict[tuple[str, str], dict[str, str]] = {
     ("accept", "R"): {"requested": "accepted"},
-    ("decline", "R"): {"requested": "declined"},
+    ("decline", "R"): {"requested": "declined", "needs_review": "declined"},
+    ("override", "R"): {"needs_review": "requested"},
     ("schedule", "R"): {"accepted": "scheduled", "no_show": "scheduled", "scheduled": "scheduled"},
     ("no_show", "R"): {"scheduled": "no_show"},
     ("complete", "R"): {"scheduled": "completed"},
@@ -32,6 +34,7 @@ MODEL: dict[tuple[str, str], dict[str, str]] = {
     ("interim_note", "R"): {s: s for s in ["accepted", "scheduled", "no_show", "cancel_requested"]},
     ("cancel", "R"): dict.fromkeys(OPEN, "cancelled"),
     ("cancel", "S"): {
+        "needs_review": "cancelled",
         "requested": "cancelled",
         "accepted": "cancelled",
         "scheduled": "cancel_requested",
@@ -80,6 +83,7 @@ def command(transition: str, clinic: str, referral_id: UUID, patient_ref: str = 
         "interim_note": lambda: ReferralInterimNote(**common, note="Visit 2: tolerating treatment well"),
         "cancel": lambda: ReferralCancel(**common, reason_code="patient-request", reason_text="Moved away"),
         "cancel_confirm": lambda: ReferralCancelConfirm(**common),
+        "override": lambda: ReferralOverride(**common, reason="Prescriber confirmed light needling is safe"),
     }
     return builders[transition]()  # type: ignore[no-untyped-call]
 

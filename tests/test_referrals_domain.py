@@ -189,6 +189,7 @@ def test_the_right_referral_with_another_patient_is_refused() -> None:
 
 def test_every_state_maps_to_bser_and_fhir() -> None:
     assert {state: lifecycle.STATUS[state].bser_code for state in ReferralState} == {
+        "needs_review": "2.0",
         "requested": "2.0",
         "accepted": "3.0",
         "declined": "4.0",

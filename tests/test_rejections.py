@@ -17,6 +17,7 @@ from referral_hub.contracts.alerts import AlertRaise, Severity, TriggerKind
 from referral_hub.contracts.audit import AuditOutcome
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.codec import encode
+from referral_hub.contracts.paging import PageAck
 from referral_hub.contracts.referrals import ReferralAccept, ReferralRequested
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 
@@ -63,6 +64,18 @@ def _alert() -> AlertRaise:
         trigger="warfarin",
         modalities=(Modality.MASSAGE,),
         severity=Severity.RELATIVE,
+    )
+
+
+def _page_ack() -> PageAck:
+    return PageAck(
+        message_id=new_id(),
+        occurred_at=utc_now(),
+        sender_clinic="lotus-acu",
+        actor="raj.patel",
+        correlation_id=new_id(),
+        page_id=new_id(),
+        member="raj.patel",
     )
 
 
@@ -123,8 +136,11 @@ CASES: dict[str, Callable[[], BadInput]] = {
     "unknown_referral": lambda: BadInput(
         "lotus-acu", "referral.accept", encode(_accept()), RejectionCode.UNKNOWN_REFERRAL
     ),
+    "alert_without_care_team": lambda: BadInput(
+        "lotus-acu", "alert.raise", encode(_alert()), RejectionCode.NO_CARE_TEAM
+    ),
     "not_yet_supported": lambda: BadInput(
-        "lotus-acu", "alert.raise", encode(_alert()), RejectionCode.UNSUPPORTED_MESSAGE_TYPE
+        "lotus-acu", "page.ack", encode(_page_ack()), RejectionCode.UNSUPPORTED_MESSAGE_TYPE
     ),
 }
 

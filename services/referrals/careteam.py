@@ -16,14 +16,20 @@ from uuid import UUID
 
 import msgspec
 
-from referral_hub.contracts.base import Modality
+from referral_hub.contracts.alerts import AlertRaise, AlertResolve
+from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.plans import CareTeamChanged, CareTeamLeave, PlanUpdate, PlanUpdated
 from referral_hub.contracts.rejections import RejectionCode
+from referral_hub.contracts.screening import ScreeningFlagged
 from referral_hub.runtime.inbox import Announcement
 from referral_hub.runtime.rejecting import Refusal, derived_id
 
 RECENT_COMMANDS: Final = 256
 """How many applied message ids a team remembers, to recognise redeliveries."""
+RECENT_FLAGS: Final = 64
+"""How many screening flags a team keeps open to disputes."""
+RESOLVED_ALERTS_KEPT: Final = 64
+"""Resolved or expired alerts kept for ``hubctl alerts --all``; active ones are never dropped."""
 
 
 class Member(msgspec.Struct, frozen=True, kw_only=True):
@@ -43,12 +49,83 @@ class Member(msgspec.Struct, frozen=True, kw_only=True):
         return self.plan.plan_version if self.plan is not None else 0
 
 
+class AckRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A member's acknowledgement of an alert."""
+
+    message_id: UUID
+    member: str
+    clinic: str
+    at: datetime
+
+
+class AlertRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """An alert on the patient: its latest raise, who saw it, and whether it was resolved.
+
+    ``recipients`` got it when it was raised; ``late_joiners`` got it when they joined the
+    team later. Copies are derived from these, so a redelivery re-derives the same ones.
+    """
+
+    raised: AlertRaise
+    raised_at: datetime
+    recipients: tuple[str, ...]
+    late_joiners: tuple[str, ...] = ()
+    acks: tuple[AckRecord, ...] = ()
+    resolved: AlertResolve | None = None
+    resolved_at: datetime | None = None
+
+    def active(self, at: datetime) -> bool:
+        """Not resolved, and not past its ``valid_until``."""
+        until = self.raised.valid_until
+        return self.resolved is None and (until is None or at < until)
+
+    def delivered_to(self, clinic: str) -> bool:
+        """Whether ``clinic`` already has a copy."""
+        return clinic in self.recipients or clinic in self.late_joiners
+
+
+class DisputeRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A clinic's objection to one match of a flag."""
+
+    message_id: UUID
+    clinic: str
+    actor: str
+    rule_id: str
+    reason: str
+    at: datetime
+
+
+class FlagRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A screening flag raised for this patient, kept so its recipients can dispute it."""
+
+    flag: ScreeningFlagged
+    disputes: tuple[DisputeRecord, ...] = ()
+
+
 class CareTeam(msgspec.Struct, frozen=True, kw_only=True):
-    """A patient's care team, as stored in the care-teams KV bucket."""
+    """A patient's care team, as stored in the care-teams KV bucket.
+
+    It is also the patient's safety record: the clinical flags its referrals carried, the
+    alerts clinics raised, and the screening flags the hub raised.
+    """
 
     patient_ref: str
     members: tuple[Member, ...] = ()
     applied: tuple[UUID, ...] = ()
+    clinical_flags: ClinicalFlags = msgspec.field(default_factory=ClinicalFlags)
+    alerts: tuple[AlertRecord, ...] = ()
+    flags: tuple[FlagRecord, ...] = ()
+
+    def alert(self, alert_id: UUID) -> AlertRecord | None:
+        """The alert ``alert_id``, active or not."""
+        return next((a for a in self.alerts if a.raised.alert_id == alert_id), None)
+
+    def active_alerts(self, at: datetime) -> tuple[AlertRecord, ...]:
+        """Alerts in force at ``at``."""
+        return tuple(a for a in self.alerts if a.active(at))
+
+    def flag(self, flag_id: UUID) -> FlagRecord | None:
+        """The screening flag ``flag_id``, if still kept."""
+        return next((f for f in self.flags if f.flag.flag_id == flag_id), None)
 
     def member(self, clinic: str) -> Member | None:
         """The active membership of ``clinic``, if any."""
@@ -65,9 +142,17 @@ def team_key(patient_ref: str) -> str:
 
 
 def join(
-    team: CareTeam | None, patient_ref: str, joiners: list[tuple[str, Modality]], at: datetime, referral_id: UUID
+    team: CareTeam | None,
+    patient_ref: str,
+    joiners: list[tuple[str, Modality]],
+    at: datetime,
+    referral_id: UUID,
 ) -> tuple[CareTeam, list[tuple[str, Modality]]]:
-    """Add clinics that are not yet active members; returns the team and who actually joined."""
+    """Add clinics that are not yet active members; returns the team and who actually joined.
+
+    A joiner is owed every alert in force that it has not seen: it is recorded in the
+    alert's ``late_joiners``, from which its copies are derived.
+    """
     current = team or CareTeam(patient_ref=patient_ref)
     joined = [(clinic, modality) for clinic, modality in joiners if current.member(clinic) is None]
     if not joined:
@@ -75,7 +160,26 @@ def join(
     added = tuple(
         Member(clinic=clinic, modality=modality, since=at, referral_id=referral_id) for clinic, modality in joined
     )
-    return msgspec.structs.replace(current, members=(*current.members, *added)), joined
+    newcomers = [clinic for clinic, _ in joined]
+    alerts = tuple(
+        msgspec.structs.replace(
+            record,
+            late_joiners=(*record.late_joiners, *(c for c in newcomers if not record.delivered_to(c))),
+        )
+        if record.active(at)
+        else record
+        for record in current.alerts
+    )
+    return msgspec.structs.replace(current, members=(*current.members, *added), alerts=alerts), joined
+
+
+def with_clinical_flags(team: CareTeam, flags: ClinicalFlags) -> CareTeam:
+    """The team with ``flags`` added to the patient's known conditions and medications."""
+    merged = ClinicalFlags(
+        conditions=tuple(dict.fromkeys((*team.clinical_flags.conditions, *flags.conditions))),
+        medications=tuple(dict.fromkeys((*team.clinical_flags.medications, *flags.medications))),
+    )
+    return team if merged == team.clinical_flags else msgspec.structs.replace(team, clinical_flags=merged)
 
 
 @dataclass(frozen=True)
@@ -86,7 +190,8 @@ class TeamChanged:
     announcements: list[Announcement]
 
 
-def _remember(team: CareTeam, message_id: UUID) -> tuple[UUID, ...]:
+def remember(team: CareTeam, message_id: UUID) -> tuple[UUID, ...]:
+    """The team's recently applied message ids, with ``message_id`` added."""
     return (*team.applied, message_id)[-RECENT_COMMANDS:]
 
 
@@ -102,7 +207,7 @@ def update_plan(team: CareTeam | None, command: PlanUpdate) -> TeamChanged | Ref
             current_version=member.plan_version,
         )
     members = tuple(msgspec.structs.replace(m, plan=command) if m is member else m for m in team.members)
-    updated = msgspec.structs.replace(team, members=members, applied=_remember(team, command.message_id))
+    updated = msgspec.structs.replace(team, members=members, applied=remember(team, command.message_id))
     return TeamChanged(
         updated, [Announcement(plan_updated_event(command), "plan.updated", _others(updated, command.sender_clinic))]
     )
@@ -137,7 +242,7 @@ def leave(team: CareTeam | None, command: CareTeamLeave, at: datetime) -> TeamCh
     members = tuple(
         msgspec.structs.replace(m, active=False, left_at=at, plan=None) if m is member else m for m in team.members
     )
-    updated = msgspec.structs.replace(team, members=members, applied=_remember(team, command.message_id))
+    updated = msgspec.structs.replace(team, members=members, applied=remember(team, command.message_id))
     cause = Cause(command.message_id, command.correlation_id, command.sender_clinic, command.actor, at)
     event = team_changed_event(cause, team, member, "left")
     return TeamChanged(updated, [Announcement(event, "careteam.changed", (*updated.active_clinics(), member.clinic))])

@@ -34,6 +34,7 @@ from referral_hub.contracts.referrals import (
     ReferralForward,
     ReferralInterimNote,
     ReferralOverdue,
+    ReferralOverride,
     ReferralRequest,
     ReferralRequested,
     ReferralSchedule,
@@ -43,6 +44,7 @@ from referral_hub.contracts.referrals import (
 )
 from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
+from referral_hub.contracts.screening import ScreeningFlagged
 from referral_hub.referrals import lifecycle
 from referral_hub.referrals.lifecycle import Party
 from referral_hub.runtime.inbox import Announcement
@@ -104,6 +106,8 @@ class Referral(msgspec.Struct, frozen=True, kw_only=True):
     completed_at: datetime | None = None
     close_reminder_sent: bool = False
     forwarded_from: tuple[str, ...] = ()
+    screening: ScreeningFlagged | None = None
+    """The contraindications screening found when the referral arrived, if any."""
 
     def applied(self, message_id: UUID) -> HistoryItem | None:
         """The step the command ``message_id`` caused, if it was already applied."""
@@ -204,7 +208,7 @@ def _step(command: ReferralCommand, transition: str, state: ReferralState, at: d
         reason_code, detail = command.reason_code, command.reason_text
     elif isinstance(command, ReferralInterimNote):
         detail = command.note
-    elif isinstance(command, ReferralForward):
+    elif isinstance(command, ReferralForward | ReferralOverride):
         detail = command.reason
     return HistoryItem(
         message_id=command.message_id,
@@ -266,6 +270,20 @@ def _request(
         history=(step,),
         due_by=received_at + sla.answer_window(command.urgency),
     )
+    return Changed(referral, step, created=True)
+
+
+def screened(decision: Decision, flag: ScreeningFlagged | None) -> Decision:
+    """A newly created referral with its screening flag; held in ``needs_review`` if the flag says so.
+
+    Other decisions pass through: only a new referral is screened, and a redelivered one
+    already carries its flag.
+    """
+    if flag is None or not isinstance(decision, Changed) or not decision.created:
+        return decision
+    state = ReferralState.NEEDS_REVIEW if flag.held else decision.referral.state
+    step = msgspec.structs.replace(decision.step, state=state)
+    referral = msgspec.structs.replace(decision.referral, state=state, history=(step,), screening=flag)
     return Changed(referral, step, created=True)
 
 
@@ -348,7 +366,10 @@ def announcements(referral: Referral, step: HistoryItem) -> list[Announcement]:
     """
     if step.transition == "request":
         event = requested_event(referral, step, "requested")
-        return [Announcement(event, "referral.requested", (referral.recipient_clinic, referral.referring_clinic))]
+        requested = Announcement(event, "referral.requested", (referral.recipient_clinic, referral.referring_clinic))
+        if referral.screening is None:
+            return [requested]
+        return [requested, Announcement(referral.screening, "screening.flagged", referral.screening.recipients)]
     transitioned = _transitioned_event(referral, step)
     if step.transition == "forward":
         forwarder = referral.forwarded_from[-1] if referral.forwarded_from else step.by_clinic
@@ -456,7 +477,7 @@ def due_timer(referral: Referral, now: datetime, sla: SlaPolicy) -> TimerFired |
     last = referral.history[-1]
     parties = (referral.referring_clinic, referral.recipient_clinic)
     if (
-        referral.state is ReferralState.REQUESTED
+        referral.state in {ReferralState.REQUESTED, ReferralState.NEEDS_REVIEW}
         and referral.due_by
         and not referral.overdue_notified
         and now >= referral.due_by

@@ -9,12 +9,15 @@ from datetime import datetime
 import msgspec
 import structlog
 
+from referral_hub.contracts.alerts import AlertAck, AlertRaise, AlertResolve
 from referral_hub.contracts.plans import CareTeamLeave, PlanUpdate
 from referral_hub.contracts.referrals import ReferralCommand, ReferralRequest
+from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.referrals import careteam, domain
+from referral_hub.contracts.screening import ScreeningDispute, ScreeningFlagged
+from referral_hub.referrals import alerting, careteam, domain, screening
 from referral_hub.referrals.adapters import ConcurrentUpdateError, KvStore
-from referral_hub.referrals.careteam import CareTeam, team_key
+from referral_hub.referrals.careteam import CareTeam, TeamChanged, team_key
 from referral_hub.referrals.domain import Referral, SlaPolicy
 from referral_hub.runtime import subjects
 from referral_hub.runtime.handling import Delivery, Effects, Handled
@@ -22,6 +25,9 @@ from referral_hub.runtime.inbox import Announcement, announce
 from referral_hub.runtime.metrics import REFERRAL_TRANSITIONS, REJECTIONS
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import Refusal, offender_of, refusal_outputs
+from referral_hub.screening.rules import load_rules
+
+TeamCommand = PlanUpdate | CareTeamLeave | AlertRaise | AlertAck | AlertResolve | ScreeningDispute
 
 SERVICE = "referrals"
 DECIDE_ATTEMPTS = 4
@@ -64,6 +70,7 @@ class IntakeHandler:
         self._teams = teams
         self._registry = registry
         self._sla = sla
+        self._rules = load_rules()
 
     async def __call__(self, delivery: Delivery) -> Handled:
         """Admit, decide and return the outputs; raises only for infrastructure failures."""
@@ -79,8 +86,8 @@ class IntakeHandler:
         )
         if isinstance(command, ReferralCommand):
             return await self._referral(delivery, command)
-        if isinstance(command, PlanUpdate | CareTeamLeave):
-            return await self._team(delivery, command)
+        if isinstance(command, TeamCommand):
+            return await self._team(delivery, command, admitted.sender)
         refusal = Refusal(
             RejectionCode.UNSUPPORTED_MESSAGE_TYPE,
             f"{type(command).__name__} is a valid contract this hub version does not process yet",
@@ -96,6 +103,7 @@ class IntakeHandler:
         again on a fresh read, so a stale cache can never cause a wrong rejection.
         """
         key = str(command.referral_id)
+        flag = await self._screen(command, delivery.stored_at)
         for attempt in range(DECIDE_ATTEMPTS):
             fresh = attempt > 0
             if not fresh and isinstance(command, ReferralRequest) and self._referrals.cached(key) is None:
@@ -103,7 +111,9 @@ class IntakeHandler:
             else:
                 stored = await self._referrals.load(key, fresh=fresh)
             existing, revision = stored if stored is not None else (None, None)
-            decision = domain.decide(command, existing, self._registry.get, delivery.stored_at, self._sla)
+            decision = domain.screened(
+                domain.decide(command, existing, self._registry.get, delivery.stored_at, self._sla), flag
+            )
             if isinstance(decision, Refusal) and not fresh:
                 continue
             if isinstance(decision, domain.Changed):
@@ -116,6 +126,30 @@ class IntakeHandler:
         msg = f"referral {key} kept changing under us"
         raise ConcurrentUpdateError(msg)
 
+    async def _screen(self, command: ReferralCommand, at: datetime) -> ScreeningFlagged | None:
+        """Screen a new referral against the patient's record; other commands are not screened."""
+        if not isinstance(command, ReferralRequest):
+            return None
+        stored = await self._teams.load(team_key(command.patient_ref))
+        return screening.screen_referral(self._rules, command, stored[0] if stored else None, at)
+
+    async def _change_team(self, patient_ref: str, change: Callable[[CareTeam | None], CareTeam]) -> CareTeam:
+        """Apply ``change`` to the stored team with compare-and-set, re-reading after a lost race."""
+        key = team_key(patient_ref)
+        for _ in range(DECIDE_ATTEMPTS):
+            stored = await self._teams.load(key)
+            team, revision = stored if stored is not None else (None, None)
+            updated = change(team)
+            if updated == team:
+                return updated
+            try:
+                await self._teams.save(key, updated, revision)
+            except ConcurrentUpdateError:
+                continue
+            return updated
+        msg = f"care team {key} kept changing under us"
+        raise ConcurrentUpdateError(msg)
+
     async def _referral(self, delivery: Delivery, command: ReferralCommand) -> Handled:
         decision = await self._decide_and_save(delivery, command)
         if isinstance(decision, Refusal):
@@ -124,6 +158,8 @@ class IntakeHandler:
             return Handled(outcome="duplicate", log_fields={"transition": decision.step.transition})
         referral, step = decision.referral, decision.step
         announcements = domain.announcements(referral, step)
+        if step.transition == "request" and (flag := referral.screening) is not None:
+            await self._change_team(referral.patient_ref, lambda team: screening.record_flag(team, flag))
         if step.transition == "accept":
             announcements += await self._join_care_team(referral, step)
         return Handled(
@@ -133,17 +169,20 @@ class IntakeHandler:
         )
 
     async def _join_care_team(self, referral: Referral, step: domain.HistoryItem) -> list[Announcement]:
-        """Put both clinics on the patient's team; idempotent, so a redelivery re-derives the same events."""
-        key = team_key(referral.patient_ref)
-        stored = await self._teams.load(key)
-        team, revision = stored if stored is not None else (None, None)
+        """Put both clinics on the patient's team; idempotent, so a redelivery re-derives the same events.
+
+        Joiners also get every alert in force that they have not seen.
+        """
         sender = self._registry.get(referral.referring_clinic)
         joiners = [(referral.recipient_clinic, referral.request.modality)]
         if sender is not None and sender.modalities:
             joiners.insert(0, (referral.referring_clinic, sender.modalities[0]))
-        updated, joined = careteam.join(team, referral.patient_ref, joiners, step.at, referral.referral_id)
-        if joined:
-            await self._teams.save(key, updated, revision)
+
+        def join(team: CareTeam | None) -> CareTeam:
+            joined, _ = careteam.join(team, referral.patient_ref, joiners, step.at, referral.referral_id)
+            return careteam.with_clinical_flags(joined, referral.request.clinical_flags)
+
+        team = await self._change_team(referral.patient_ref, join)
         cause = careteam.Cause(
             step.message_id,
             step.correlation_id or referral.request.correlation_id,
@@ -151,24 +190,68 @@ class IntakeHandler:
             step.actor,
             step.at,
         )
-        return careteam.joined_announcements(updated, referral.referral_id, cause)
+        return [
+            *careteam.joined_announcements(team, referral.referral_id, cause),
+            *alerting.late_joiner_announcements(team, referral.referral_id),
+        ]
 
-    async def _team(self, delivery: Delivery, command: PlanUpdate | CareTeamLeave) -> Handled:
-        key = team_key(command.patient_ref)
-        stored = await self._teams.load(key)
-        team, revision = stored if stored is not None else (None, None)
-        if team is not None and command.message_id in team.applied:
-            if delivery.attempt == 1:
-                return Handled(outcome="duplicate")
-            return Handled(outcome="replayed", outgoing=announce(careteam.replay(team, command)))
+    def _decide_team(
+        self, team: CareTeam | None, command: TeamCommand, at: datetime, sender: Clinic
+    ) -> TeamChanged | Refusal:
         if isinstance(command, PlanUpdate):
-            decision = careteam.update_plan(team, command)
-        else:
-            decision = careteam.leave(team, command, delivery.stored_at)
-        if isinstance(decision, Refusal):
-            return self._refuse(delivery, decision, command.message_id)
-        await self._teams.save(key, decision.team, revision)
-        return Handled(outcome="accepted", outgoing=announce(decision.announcements))
+            return self._update_plan(team, command, at)
+        if isinstance(command, CareTeamLeave):
+            return careteam.leave(team, command, at)
+        if isinstance(command, AlertRaise):
+            return alerting.raise_alert(team, command, at)
+        if isinstance(command, AlertAck):
+            return alerting.acknowledge(team, command, at, sender)
+        if isinstance(command, AlertResolve):
+            return alerting.resolve(team, command, at)
+        return screening.dispute(team, command, at)
+
+    def _update_plan(self, team: CareTeam | None, command: PlanUpdate, at: datetime) -> TeamChanged | Refusal:
+        """Apply the plan, then screen it against the team's record; a match flags it to the team."""
+        changed = careteam.update_plan(team, command)
+        if isinstance(changed, Refusal):
+            return changed
+        flag = screening.screen_plan(self._rules, command, changed.team, at)
+        if flag is None:
+            return changed
+        return TeamChanged(
+            screening.record_flag(changed.team, flag),
+            [*changed.announcements, screening.flag_announcement(flag)],
+        )
+
+    @staticmethod
+    def _replay(team: CareTeam, command: TeamCommand) -> list[Announcement]:
+        if isinstance(command, PlanUpdate):
+            return [*careteam.replay(team, command), *screening.replay_flag(team, command.message_id)]
+        if isinstance(command, CareTeamLeave):
+            return careteam.replay(team, command)
+        if isinstance(command, ScreeningDispute):
+            return screening.replay_dispute(team, command)
+        return alerting.replay(team, command)
+
+    async def _team(self, delivery: Delivery, command: TeamCommand, sender: Clinic) -> Handled:
+        key = team_key(command.patient_ref)
+        for _ in range(DECIDE_ATTEMPTS):
+            stored = await self._teams.load(key)
+            team, revision = stored if stored is not None else (None, None)
+            if team is not None and command.message_id in team.applied:
+                if delivery.attempt == 1:
+                    return Handled(outcome="duplicate")
+                return Handled(outcome="replayed", outgoing=announce(self._replay(team, command)))
+            decision = self._decide_team(team, command, delivery.stored_at, sender)
+            if isinstance(decision, Refusal):
+                return self._refuse(delivery, decision, command.message_id)
+            try:
+                await self._teams.save(key, decision.team, revision)
+            except ConcurrentUpdateError:
+                continue
+            return Handled(outcome="accepted", outgoing=announce(decision.announcements))
+        msg = f"care team {key} kept changing under us"
+        raise ConcurrentUpdateError(msg)
 
     def _refuse(self, delivery: Delivery, refusal: Refusal, message_id: uuid.UUID | None) -> Handled:
         REJECTIONS.labels(SERVICE, refusal.code).inc()

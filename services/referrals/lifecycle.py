@@ -22,6 +22,7 @@ from referral_hub.contracts.referrals import (
     ReferralForward,
     ReferralInterimNote,
     ReferralNoShow,
+    ReferralOverride,
     ReferralRequest,
     ReferralSchedule,
     ReferralState,
@@ -43,6 +44,7 @@ TERMINAL: Final = frozenset({ReferralState.DECLINED, ReferralState.CLOSED, Refer
 AFTER_SCHEDULING: Final = frozenset({ReferralState.SCHEDULED, ReferralState.NO_SHOW})
 CANCELLABLE: Final = frozenset(
     {
+        ReferralState.NEEDS_REVIEW,
         ReferralState.REQUESTED,
         ReferralState.ACCEPTED,
         ReferralState.SCHEDULED,
@@ -64,7 +66,10 @@ class Rule:
 
 RULES: Final[dict[type[ReferralCommand], Rule]] = {
     ReferralAccept: Rule("accept", R, frozenset({ReferralState.REQUESTED}), ReferralState.ACCEPTED),
-    ReferralDecline: Rule("decline", R, frozenset({ReferralState.REQUESTED}), ReferralState.DECLINED),
+    ReferralDecline: Rule(
+        "decline", R, frozenset({ReferralState.REQUESTED, ReferralState.NEEDS_REVIEW}), ReferralState.DECLINED
+    ),
+    ReferralOverride: Rule("override", R, frozenset({ReferralState.NEEDS_REVIEW}), ReferralState.REQUESTED),
     ReferralSchedule: Rule(
         "schedule",
         R,
@@ -137,6 +142,7 @@ class Status:
 
 STATUS: Final[dict[ReferralState, Status]] = {
     ReferralState.REQUESTED: Status("2.0", "Created", "requested"),
+    ReferralState.NEEDS_REVIEW: Status("2.0", "Created", "on-hold"),
     ReferralState.ACCEPTED: Status("3.0", "Accepted", "accepted"),
     ReferralState.DECLINED: Status("4.0", "Declined", "rejected"),
     ReferralState.SCHEDULED: Status("5.1.1", "Event Scheduled", "in-progress"),

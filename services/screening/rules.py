@@ -63,7 +63,8 @@ def normalise(text: str) -> str:
     return " ".join(re.sub(r"[-_]", " ", text.lower()).split())
 
 
-def _contains_phrase(finding: str, term: str) -> bool:
+def mentions(finding: str, term: str) -> bool:
+    """Whether ``term`` appears in ``finding`` as a whole phrase, ignoring case and hyphens."""
     return re.search(rf"(?<![a-z0-9]){re.escape(normalise(term))}(?![a-z0-9])", normalise(finding)) is not None
 
 
@@ -118,13 +119,11 @@ def screen(pack: RulePack, findings: Findings, treatment: Treatment) -> list[Mat
         if (
             rule.techniques
             and treatment.techniques
-            and not any(
-                _contains_phrase(planned, listed) for planned in treatment.techniques for listed in rule.techniques
-            )
+            and not any(mentions(planned, listed) for planned in treatment.techniques for listed in rule.techniques)
         ):
             continue
         finding = next(
-            (f for f in by_kind[rule.trigger_kind] if any(_contains_phrase(f, term) for term in rule.terms)),
+            (f for f in by_kind[rule.trigger_kind] if any(mentions(f, term) for term in rule.terms)),
             None,
         )
         if finding is not None:
