@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -34,8 +34,8 @@ from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.errors import HubError
 from referral_hub.notifications import app as notifications_app
+from referral_hub.referrals import alerting, fhir, lifecycle
 from referral_hub.referrals import app as referrals_app
-from referral_hub.referrals import fhir, lifecycle
 from referral_hub.referrals.adapters import KvStore, careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.referrals.domain import SlaPolicy
@@ -315,6 +315,33 @@ async def careteam_show(args: argparse.Namespace) -> int:
             f"  {member.clinic:<20} {member.modality:<18} "
             f"since {member.since.isoformat(timespec='seconds')}  {status:<8} {plan}"
         )
+    return 0
+
+
+async def alerts(args: argparse.Namespace) -> int:
+    """``hubctl alerts --patient P [--all] [--json]``: alerts in force, and who acknowledged each."""
+    team = await load_one(
+        args.nats_url, careteam_store, team_key(args.patient), f"patient {args.patient} has no care team"
+    )
+    views = alerting.view(team, datetime.now(UTC), include_inactive=args.all)
+    if args.json:
+        for item in views:
+            out(msgspec.json.encode(item).decode())
+        return 0
+    if not views:
+        out(f"no {'' if args.all else 'active '}alerts for {team.patient_ref}")
+    for item in views:
+        site = f" at {item.body_site}" if item.body_site else ""
+        techniques = f" ({', '.join(item.techniques)})" if item.techniques else ""
+        out(
+            f"{item.alert_id}  {item.status:<8} {item.severity:<8} {item.trigger_kind} {item.trigger!r}{site}: "
+            f"{', '.join(item.modalities)}{techniques}; raised by {item.raised_by} "
+            f"{item.raised_at.isoformat(timespec='seconds')}"
+        )
+        for ack in item.acknowledged_by:
+            out(f"    acknowledged by {ack.member} ({ack.clinic}) {ack.at.isoformat(timespec='seconds')}")
+        if not item.acknowledged_by:
+            out("    not acknowledged yet")
     return 0
 
 

@@ -155,6 +155,13 @@ def _add_clinic_commands(sub: Subparsers) -> None:
     team_show.add_argument("patient_ref", help="the pseudonymous patient_ref")
     team_show.set_defaults(run=commands.careteam_show)
 
+    alerts = sub.add_parser("alerts", help="a patient's contraindication alerts and who acknowledged them")
+    _common(alerts)
+    alerts.add_argument("--patient", required=True, help="the pseudonymous patient_ref")
+    alerts.add_argument("--all", action="store_true", help="include resolved and expired alerts")
+    alerts.add_argument("--json", action="store_true", help="print JSON Lines")
+    alerts.set_defaults(run=commands.alerts)
+
     rules = sub.add_parser("rules", help="the contraindication rule table, with sources")
     _common(rules)
     rules.add_argument("--json", action="store_true", help="print JSON")

@@ -20,17 +20,16 @@ async def handle_event(delivery: Delivery) -> Handled:
         event = decode_hub_message(delivery.data)
     except SchemaViolationError as exc:
         return Handled(outcome="undecodable", log_fields={"error": str(exc)[:300]})
-    notification = route(event, delivery.stored_at)
-    if notification is None:
+    notifications = route(event, delivery.stored_at)
+    if not notifications:
         return Handled(outcome="ignored")
     return Handled(
         outcome="notified",
-        outgoing=(
-            Outgoing(
-                subjects.domain_event("notification.queued"),
-                encode(notification),
-                str(notification.message_id),
-            ),
-        ),
-        log_fields={"notified_clinic": notification.clinic, "topic": notification.topic},
+        outgoing=[
+            Outgoing(subjects.domain_event("notification.queued"), encode(n), str(n.message_id)) for n in notifications
+        ],
+        log_fields={
+            "notified_clinics": ",".join(n.clinic for n in notifications),
+            "topic": notifications[0].topic,
+        },
     )

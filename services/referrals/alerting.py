@@ -222,3 +222,63 @@ def replay(team: CareTeam, command: AlertRaise | AlertAck | AlertResolve) -> lis
     if record.resolved is not None and record.resolved.message_id == command.message_id:
         return [_resolved_announcement(team, command)]
     return []
+
+
+class AckView(msgspec.Struct, frozen=True, kw_only=True):
+    """Who acknowledged an alert first, per member, and when."""
+
+    member: str
+    clinic: str
+    at: datetime
+
+
+class AlertView(msgspec.Struct, frozen=True, kw_only=True):
+    """An alert as ``hubctl alerts`` shows it."""
+
+    alert_id: UUID
+    status: str
+    severity: Severity
+    trigger_kind: str
+    trigger: str
+    modalities: tuple[str, ...]
+    techniques: tuple[str, ...]
+    body_site: str
+    raised_by: str
+    raised_at: datetime
+    valid_until: datetime | None
+    acknowledged_by: tuple[AckView, ...]
+
+
+def _status(record: AlertRecord, at: datetime) -> str:
+    if record.resolved is not None:
+        return "resolved"
+    return "active" if record.active(at) else "expired"
+
+
+def view(team: CareTeam, at: datetime, *, include_inactive: bool = False) -> list[AlertView]:
+    """The patient's alerts in force at ``at`` (or all kept ones), most severe first."""
+    shown = [r for r in team.alerts if include_inactive or r.active(at)]
+    shown.sort(key=lambda r: (-SEVERITY_RANK[r.raised.severity], r.raised_at))
+    views = []
+    for record in shown:
+        first: dict[str, AckRecord] = {}
+        for ack in record.acks:
+            first.setdefault(f"{ack.clinic}/{ack.member}", ack)
+        raised = record.raised
+        views.append(
+            AlertView(
+                alert_id=raised.alert_id,
+                status=_status(record, at),
+                severity=raised.severity,
+                trigger_kind=raised.trigger_kind,
+                trigger=raised.trigger,
+                modalities=tuple(raised.modalities),
+                techniques=raised.techniques,
+                body_site=raised.body_site,
+                raised_by=raised.sender_clinic,
+                raised_at=record.raised_at,
+                valid_until=raised.valid_until,
+                acknowledged_by=tuple(AckView(member=a.member, clinic=a.clinic, at=a.at) for a in first.values()),
+            )
+        )
+    return views
