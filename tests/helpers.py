@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass, field
 
 import msgspec
@@ -97,3 +98,25 @@ def referral_request(sender: str = "harbor-pt", recipient: str = "lotus-acu", **
     }
     fields.update(overrides)
     return ReferralRequest(**fields)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Result:
+    status: int
+    stdout: str
+    stderr: str
+
+
+async def hubctl(*args: str) -> Result:
+    """Run ``hubctl`` as a user would: a separate process."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "referral_hub.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return Result(process.returncode, stdout.decode(), stderr.decode())

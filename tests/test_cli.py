@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from dataclasses import dataclass
 
 import pytest
 
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
 
-from .helpers import RunningHub, wait_idle
-
-
-@dataclass(frozen=True)
-class Result:
-    status: int
-    stdout: str
-    stderr: str
-
-
-async def hubctl(*args: str) -> Result:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "referral_hub.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return Result(process.returncode, stdout.decode(), stderr.decode())
+from .helpers import Result, RunningHub, hubctl, wait_idle
 
 
 async def refer(hub: RunningHub, *args: str) -> Result:
