@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 import nats
@@ -20,6 +20,7 @@ from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_chain
 from referral_hub.audit.domain import verify
 from referral_hub.client import ClinicClient, InboxItem, new_id, silence_nats_error_log, utc_now
+from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised, AlertResolved
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.compat import breaking_changes, current_components, published_components, render
 from referral_hub.contracts.plans import CareTeamChanged, PlanUpdated
@@ -32,6 +33,7 @@ from referral_hub.contracts.referrals import (
 )
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.contracts.rejections import Rejection
+from referral_hub.contracts.screening import ScreeningDisputed, ScreeningFlagged
 from referral_hub.errors import HubError
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import alerting, fhir, lifecycle
@@ -167,29 +169,43 @@ async def _first_member(connection: Client, clinic_id: str) -> str:
     raise UsageError(msg)
 
 
+def _flag_detail(message: ScreeningFlagged) -> str:
+    about = (
+        f"referral {message.referral_id}"
+        if message.referral_id
+        else f"{message.plan_clinic} plan v{message.plan_version}"
+    )
+    rules = ", ".join(f"{m.rule_id} ({m.severity})" for m in message.matches)
+    return f"{about}: {rules}{'; HELD for review' if message.held else ''}"
+
+
+_DETAILS: Final[dict[type, Callable[[Any], str]]] = {
+    ReferralRequested: lambda m: (
+        f"referral {m.referral_id} {m.referring_clinic} -> {m.recipient_clinic} "
+        f"patient {m.patient_ref} {m.modality} {m.urgency}{' (needs review)' if m.state == 'needs_review' else ''}"
+    ),
+    ReferralTransitioned: lambda m: (
+        f"referral {m.referral_id} {m.transition} by {m.sender_clinic} -> {m.state} (BSeR {m.bser_status})"
+    ),
+    CareTeamChanged: lambda m: f"{m.clinic} ({m.modality}) {m.change} the care team of {m.patient_ref}",
+    PlanUpdated: lambda m: f"{m.plan_clinic} plan v{m.plan_version} for {m.patient_ref}",
+    Rejection: lambda m: f"{m.code} for {m.offending_message_id}: {m.reason}",
+    AlertRaised: lambda m: (
+        f"{m.severity} alert {m.alert_id} by {m.raised_by}: {m.trigger} ({', '.join(m.modalities)}) for {m.patient_ref}"
+    ),
+    AlertAcknowledged: lambda m: f"alert {m.alert_id} acknowledged by {m.member} ({m.member_clinic})",
+    AlertResolved: lambda m: f"alert {m.alert_id} resolved by {m.sender_clinic}",
+    ScreeningFlagged: _flag_detail,
+    ScreeningDisputed: lambda m: f"{m.disputed_by} disputes {m.rule_id} of flag {m.flag_id}",
+}
+
+
 def describe_item(item: InboxItem) -> str:
     """One human-readable line for an inbox message."""
     message = item.message
     kind = item.subject.split(".in.", 1)[-1]
     stamp = message.occurred_at.isoformat(timespec="seconds")
-    if isinstance(message, ReferralRequested):
-        detail = (
-            f"referral {message.referral_id} {message.referring_clinic} -> {message.recipient_clinic} "
-            f"patient {message.patient_ref} {message.modality} {message.urgency}"
-        )
-    elif isinstance(message, ReferralTransitioned):
-        detail = (
-            f"referral {message.referral_id} {message.transition} by {message.sender_clinic} "
-            f"-> {message.state} (BSeR {message.bser_status})"
-        )
-    elif isinstance(message, CareTeamChanged):
-        detail = f"{message.clinic} ({message.modality}) {message.change} the care team of {message.patient_ref}"
-    elif isinstance(message, PlanUpdated):
-        detail = f"{message.plan_clinic} plan v{message.plan_version} for {message.patient_ref}"
-    elif isinstance(message, Rejection):
-        detail = f"{message.code} for {message.offending_message_id}: {message.reason}"
-    else:
-        detail = f"from {message.sender_clinic}"
+    detail = _DETAILS.get(type(message), lambda m: f"from {m.sender_clinic}")(message)
     return f"#{item.event_number:<5} {stamp}  {kind:<22} {detail}"
 
 

@@ -10,7 +10,8 @@ from datetime import timedelta
 from typing import Any, Final
 
 from referral_hub.client import ClinicClient, new_id, utc_now
-from referral_hub.contracts.base import Modality
+from referral_hub.contracts.alerts import AlertRaise, Severity, TriggerKind
+from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.referrals import (
     ConsultNote,
     ReferralAccept,
@@ -37,6 +38,35 @@ ICD10: Final = {
 }
 
 
+DEMO_FLAGS: Final = (
+    ClinicalFlags(),
+    ClinicalFlags(),
+    ClinicalFlags(),
+    ClinicalFlags(medications=("warfarin 5 mg daily",)),
+    ClinicalFlags(conditions=("osteoporosis",)),
+)
+"""Most demo patients have nothing on record; some carry flags that screening will match."""
+
+
+def demo_alert(raiser: Clinic, patient_ref: str) -> AlertRaise:
+    """The anticoagulant alert of the product's story: it must reach the whole care team."""
+    return AlertRaise(
+        message_id=new_id(),
+        occurred_at=utc_now(),
+        sender_clinic=raiser.id,
+        actor=raiser.members[0].id,
+        correlation_id=new_id(),
+        alert_id=new_id(),
+        patient_ref=patient_ref,
+        trigger_kind=TriggerKind.MEDICATION,
+        trigger="apixaban",
+        modalities=(Modality.MASSAGE, Modality.ACUPUNCTURE, Modality.CHIROPRACTIC),
+        techniques=("deep tissue", "needling", "high velocity manipulation"),
+        severity=Severity.RELATIVE,
+        note="Started apixaban for atrial fibrillation; light pressure only",
+    )
+
+
 def demo_referral(sender: Clinic, recipient: Clinic, rng: random.Random) -> ReferralRequest:
     """A plausible referral from ``sender`` to ``recipient``, with a pseudonymous patient."""
     modality = rng.choice(recipient.modalities)
@@ -53,9 +83,12 @@ def demo_referral(sender: Clinic, recipient: Clinic, rng: random.Random) -> Refe
         urgency=rng.choice((Urgency.ROUTINE, Urgency.ROUTINE, Urgency.URGENT)),
         reason=REASONS[modality],
         icd10_codes=ICD10[modality],
+        clinical_flags=rng.choice(DEMO_FLAGS),
     )
 
 
+ALERT_CHANCE: Final = 0.3
+"""How often a demo recipient, at scheduling (its accept long processed), learns of an anticoagulant."""
 LIFECYCLE: Final = ("accept", "schedule", "complete", "close")
 """The steps after ``request`` that close a referral's loop, in order."""
 NEXT_STEP: Final = dict(zip(("request", *LIFECYCLE[:-1]), LIFECYCLE, strict=True))
@@ -143,6 +176,10 @@ async def send_demo_referrals(
                 say(f"-> {actor.id} {moving.last}s referral {referral_id} ({moving.request.patient_ref})")
                 if moving.last != "close":
                     open_referrals.append(moving)
+                if moving.last == "schedule" and rng.random() < ALERT_CHANCE:
+                    alert = demo_alert(moving.recipient, moving.request.patient_ref)
+                    await clients[moving.recipient.id].send(alert)
+                    say(f"!! {moving.recipient.id} alerts the care team of {alert.patient_ref}: {alert.trigger}")
             await asyncio.sleep(interval)
     finally:
         for client in clients.values():
