@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from uuid import UUID
 
+from prometheus_client import REGISTRY
+
 from referral_hub.client import InboxItem, new_id, utc_now
 from referral_hub.contracts.alerts import (
     AlertAck,
@@ -183,6 +185,7 @@ async def test_an_absolute_match_holds_the_referral_until_the_recipient_override
     request = referral_request(
         sender=PT, recipient=ACU, patient_ref=PATIENT, clinical_flags=ClinicalFlags(conditions=("haemophilia A",))
     )
+    holds_before = REGISTRY.get_sample_value("hub_screening_holds_total") or 0.0
     requested = await (await hub.clinic(PT)).send_and_confirm(request)
     acupuncturist = await hub.clinic(ACU)
 
@@ -205,6 +208,7 @@ async def test_an_absolute_match_holds_the_referral_until_the_recipient_override
     assert (released.message.transition, released.message.state) == ("override", "requested")
     assert isinstance(accepted.message, ReferralTransitioned)
     assert accepted.message.state == ReferralState.ACCEPTED
+    assert REGISTRY.get_sample_value("hub_screening_holds_total") == holds_before + 1
     overrides = [e for e in await audit_entries(hub.connection) if e.message_type == "referral.override"]
     assert [(e.clinic, e.outcome) for e in overrides] == [(ACU, AuditOutcome.SUCCESS)]
 

@@ -9,7 +9,7 @@ from referral_hub.client import new_id
 from referral_hub.contracts.alerts import AlertAck, AlertRaise, AlertRaised, AlertResolve, Severity, TriggerKind
 from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.plans import PlanUpdate
-from referral_hub.contracts.referrals import ReferralState
+from referral_hub.contracts.referrals import ReferralForward, ReferralState
 from referral_hub.contracts.registry import Clinic, Member
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningDispute, ScreeningFlagged
@@ -38,6 +38,12 @@ LOTUS = Clinic(
     name="Lotus Acupuncture",
     modalities=(Modality.ACUPUNCTURE,),
     members=(Member(id="raj.patel", name="Raj Patel", role="therapist"),),
+)
+RIVERSIDE = Clinic(
+    id="riverside-wellness",
+    name="Riverside Wellness",
+    modalities=(Modality.MASSAGE, Modality.ACUPUNCTURE),
+    members=(Member(id="kai.wong", name="Kai Wong", role="therapist"),),
 )
 
 
@@ -369,3 +375,30 @@ def test_a_dispute_must_name_a_match_of_the_flag() -> None:
 
     assert isinstance(refusal, Refusal)
     assert refusal.code == RejectionCode.UNKNOWN_FLAG
+
+
+def test_a_forwarded_referral_carries_its_flag_to_the_new_recipient() -> None:
+    request = referral_request(clinical_flags=ClinicalFlags(medications=("warfarin",)))
+    clinics = {"lotus-acu": LOTUS, "riverside-wellness": RIVERSIDE}
+    created = domain.screened(
+        domain.decide(request, None, clinics.get, AT, SLA), screening.screen_referral(PACK, request, None, AT)
+    )
+    assert isinstance(created, domain.Changed)
+    forward = ReferralForward(
+        message_id=new_id(),
+        occurred_at=AT,
+        sender_clinic="lotus-acu",
+        actor="raj.patel",
+        correlation_id=new_id(),
+        referral_id=request.referral_id,
+        patient_ref=request.patient_ref,
+        to_clinic="riverside-wellness",
+    )
+    forwarded = domain.decide(forward, created.referral, clinics.get, AT, SLA)
+    assert isinstance(forwarded, domain.Changed)
+
+    flags = [a for a in domain.announcements(forwarded.referral, forwarded.step) if a.event_type == "screening.flagged"]
+
+    assert [a.clinics for a in flags] == [("riverside-wellness",)]
+    assert isinstance(flags[0].event, ScreeningFlagged)
+    assert flags[0].event.flag_id == created.referral.screening.flag_id  # type: ignore[union-attr]

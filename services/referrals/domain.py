@@ -373,13 +373,24 @@ def announcements(referral: Referral, step: HistoryItem) -> list[Announcement]:
     transitioned = _transitioned_event(referral, step)
     if step.transition == "forward":
         forwarder = referral.forwarded_from[-1] if referral.forwarded_from else step.by_clinic
-        return [
+        forwarded = [
             Announcement(
                 requested_event(referral, step, "forwarded-request"), "referral.requested", (referral.recipient_clinic,)
             ),
             Announcement(transitioned, "referral.transitioned", (referral.referring_clinic, forwarder)),
         ]
+        if referral.screening is not None:
+            forwarded.append(_forwarded_flag(referral.screening, referral.recipient_clinic, step))
+        return forwarded
     return [Announcement(transitioned, "referral.transitioned", (referral.referring_clinic, referral.recipient_clinic))]
+
+
+def _forwarded_flag(flag: ScreeningFlagged, clinic: str, step: HistoryItem) -> Announcement:
+    """The referral's screening flag, for the clinic it was forwarded to: it must know too."""
+    copy = msgspec.structs.replace(
+        flag, message_id=derived_id(str(step.message_id), "forwarded-flag"), causation_id=step.message_id
+    )
+    return Announcement(copy, "screening.flagged", (clinic,))
 
 
 class _Envelope(TypedDict):

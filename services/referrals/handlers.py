@@ -9,7 +9,7 @@ from datetime import datetime
 import msgspec
 import structlog
 
-from referral_hub.contracts.alerts import AlertAck, AlertRaise, AlertResolve
+from referral_hub.contracts.alerts import AlertAck, AlertRaise, AlertRaised, AlertResolve
 from referral_hub.contracts.plans import CareTeamLeave, PlanUpdate
 from referral_hub.contracts.referrals import ReferralCommand, ReferralRequest
 from referral_hub.contracts.registry import Clinic
@@ -22,7 +22,13 @@ from referral_hub.referrals.domain import Referral, SlaPolicy
 from referral_hub.runtime import subjects
 from referral_hub.runtime.handling import Delivery, Effects, Handled
 from referral_hub.runtime.inbox import Announcement, announce
-from referral_hub.runtime.metrics import REFERRAL_TRANSITIONS, REJECTIONS
+from referral_hub.runtime.metrics import (
+    CONTRAINDICATION_ALERTS,
+    REFERRAL_TRANSITIONS,
+    REJECTIONS,
+    SCREENING_FLAGS,
+    SCREENING_HOLDS,
+)
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import Refusal, offender_of, refusal_outputs
 from referral_hub.screening.rules import load_rules
@@ -122,6 +128,8 @@ class IntakeHandler:
                 except ConcurrentUpdateError:
                     continue
                 REFERRAL_TRANSITIONS.labels(decision.step.transition).inc()
+                if decision.created and decision.referral.screening is not None:
+                    count_flag(decision.referral.screening)
             return decision
         msg = f"referral {key} kept changing under us"
         raise ConcurrentUpdateError(msg)
@@ -249,6 +257,7 @@ class IntakeHandler:
                 await self._teams.save(key, decision.team, revision)
             except ConcurrentUpdateError:
                 continue
+            count_safety(decision.announcements)
             return Handled(outcome="accepted", outgoing=announce(decision.announcements))
         msg = f"care team {key} kept changing under us"
         raise ConcurrentUpdateError(msg)
@@ -262,6 +271,23 @@ class IntakeHandler:
             outgoing=refusal_outputs(SERVICE, delivery, refusal, offender_of(delivery, sender, message_id)),
             log_fields={"rejection_code": str(refusal.code), "reason": refusal.reason[:300]},
         )
+
+
+def count_flag(flag: ScreeningFlagged) -> None:
+    """Screening metrics; alert ids never become labels."""
+    for match in flag.matches:
+        SCREENING_FLAGS.labels("alert" if match.alert_id else match.rule_id, match.severity).inc()
+    if flag.held:
+        SCREENING_HOLDS.inc()
+
+
+def count_safety(announcements: list[Announcement]) -> None:
+    """Metrics for the alerts and plan flags a team command produced."""
+    for item in announcements:
+        if isinstance(item.event, AlertRaised) and item.event_type == "alert.raised":
+            CONTRAINDICATION_ALERTS.labels(item.event.severity).inc()
+        elif isinstance(item.event, ScreeningFlagged):
+            count_flag(item.event)
 
 
 class TimerSweeper:

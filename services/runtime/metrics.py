@@ -45,3 +45,17 @@ NATS_CONNECTED: Final = Gauge(
     "1 while the service holds a NATS connection.",
     ["service"],
 )
+CONTRAINDICATION_ALERTS: Final = Counter(
+    "hub_contraindication_alerts_total",
+    "Contraindication alerts clinics raised (or re-raised), by severity.",
+    ["severity"],
+)
+SCREENING_FLAGS: Final = Counter(
+    "hub_screening_flags_total",
+    "Screening matches on referrals and plans, by rule id ('alert' for a clinic's own alert) and severity.",
+    ["rule", "severity"],
+)
+SCREENING_HOLDS: Final = Counter(
+    "hub_screening_holds_total",
+    "Referrals held in needs_review by an absolute screening match.",
+)
