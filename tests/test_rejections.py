@@ -136,6 +136,12 @@ CASES: dict[str, Callable[[], BadInput]] = {
     "unknown_referral": lambda: BadInput(
         "lotus-acu", "referral.accept", encode(_accept()), RejectionCode.UNKNOWN_REFERRAL
     ),
+    "malformed_alert": lambda: BadInput(
+        "lotus-acu",
+        "alert.raise",
+        encode(_alert()).replace(b'"relative"', b'"fatal"'),
+        RejectionCode.SCHEMA_VIOLATION,
+    ),
     "alert_without_care_team": lambda: BadInput(
         "lotus-acu", "alert.raise", encode(_alert()), RejectionCode.NO_CARE_TEAM
     ),
