@@ -22,10 +22,12 @@ from referral_hub.contracts.alerts import (
 from referral_hub.contracts.base import CONTRACT_VERSION, ContractError, Message, message_type
 from referral_hub.contracts.inbox import InboxHeartbeat
 from referral_hub.contracts.paging import (
+    AdminChanged,
     DeliveryReceipt,
     NotificationQueued,
     PageAck,
     PageAcknowledged,
+    PageSuppressed,
     PageTriggered,
 )
 from referral_hub.contracts.plans import CareTeamChanged, CareTeamLeave, PlanUpdate, PlanUpdated
@@ -93,6 +95,8 @@ HubMessage: TypeAlias = (
     | DeliveryReceipt
     | ScreeningFlagged
     | ScreeningDisputed
+    | PageSuppressed
+    | AdminChanged
 )
 """Everything the hub delivers to inboxes or records as a domain event."""
 
@@ -121,6 +125,8 @@ HUB_MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
     DeliveryReceipt,
     ScreeningFlagged,
     ScreeningDisputed,
+    PageSuppressed,
+    AdminChanged,
 )
 COMMAND_TAGS: Final = frozenset(message_type(t) for t in COMMAND_TYPES)
 

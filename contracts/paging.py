@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from uuid import UUID
 
-from referral_hub.contracts.base import ClinicId, MemberId, Message, PatientRef, ShortText
+from referral_hub.contracts.base import ClinicalText, ClinicId, MemberId, Message, PatientRef, ShortText
 
 
 class PageSeverity(enum.StrEnum):
@@ -44,6 +44,11 @@ class PageTriggered(Message, frozen=True, kw_only=True, tag="page.triggered"):
     member: MemberId
     patient_ref: PatientRef
     escalation_level: int = 0
+    cycle: int = 0
+    """How many times the escalation policy has started over."""
+    about_message_id: UUID | None = None
+    """The alert or flag event that caused the page."""
+    summary: ClinicalText = ""
 
 
 class PageAck(Message, frozen=True, kw_only=True, tag="page.ack"):
@@ -59,6 +64,10 @@ class PageAcknowledged(Message, frozen=True, kw_only=True, tag="page.acknowledge
     page_id: UUID
     member: MemberId
     member_clinic: ClinicId
+    dedup_key: ShortText = ""
+    paged_clinic: ClinicId | None = None
+    """The clinic whose page it was (it may differ from the acknowledging member's)."""
+    event_number: int = 0
 
 
 class DeliveryReceipt(Message, frozen=True, kw_only=True, tag="delivery.receipt"):
@@ -69,3 +78,28 @@ class DeliveryReceipt(Message, frozen=True, kw_only=True, tag="delivery.receipt"
     status: DeliveryStatus
     attempt: int = 1
     error: ShortText = ""
+    clinic: ClinicId | None = None
+    member: MemberId | None = None
+    """None for an intake-desk notification."""
+    notification_id: UUID | None = None
+    """Set instead of ``page_id`` meaning for routine notifications and digests."""
+
+
+class PageSuppressed(Message, frozen=True, kw_only=True, tag="page.suppressed"):
+    """A page that a silence or an inhibition kept from paging; recorded, never silent."""
+
+    page_id: UUID
+    dedup_key: ShortText
+    severity: PageSeverity
+    clinic: ClinicId
+    patient_ref: PatientRef
+    reason: ShortText
+    silence_id: UUID | None = None
+
+
+class AdminChanged(Message, frozen=True, kw_only=True, tag="admin.changed"):
+    """An administrative change (roster, on-call override, silence), recorded for the audit log."""
+
+    change: ShortText
+    clinic: ClinicId
+    detail: ShortText = ""

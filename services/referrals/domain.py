@@ -7,23 +7,13 @@ redelivered command yields exactly the same outputs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, TypedDict
+from typing import TypedDict
 from uuid import UUID
 
 import msgspec
 
-from referral_hub.contracts.base import ContractError, message_type
-from referral_hub.contracts.codec import (
-    ClinicCommand,
-    MalformedJsonError,
-    SchemaViolationError,
-    UnknownTypeError,
-    UnsupportedVersionError,
-    decode_command,
-)
 from referral_hub.contracts.referrals import (
     ConsultNote,
     ReferralCancel,
@@ -42,22 +32,15 @@ from referral_hub.contracts.referrals import (
     ReferralTransitioned,
     Urgency,
 )
-from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningFlagged
 from referral_hub.referrals import lifecycle
 from referral_hub.referrals.lifecycle import Party
+from referral_hub.runtime.admission import Admitted, ClinicLookup, admit
 from referral_hub.runtime.inbox import Announcement
 from referral_hub.runtime.rejecting import HUB_SENDER, Refusal, derived_id
-from referral_hub.runtime.subjects import OutSubject, parse_clinic_out
 
-ClinicLookup = Callable[[str], Clinic | None]
-DECODE_REFUSALS: Final[dict[type[ContractError], RejectionCode]] = {
-    MalformedJsonError: RejectionCode.MALFORMED_JSON,
-    UnsupportedVersionError: RejectionCode.UNSUPPORTED_VERSION,
-    UnknownTypeError: RejectionCode.UNKNOWN_MESSAGE_TYPE,
-    SchemaViolationError: RejectionCode.SCHEMA_VIOLATION,
-}
+__all__ = ["Admitted", "admit"]
 
 
 @dataclass(frozen=True)
@@ -120,50 +103,6 @@ class Referral(msgspec.Struct, frozen=True, kw_only=True):
         if clinic_id == self.recipient_clinic:
             return Party.RECIPIENT
         return None
-
-
-@dataclass(frozen=True)
-class Admitted:
-    """A submission that passed every check that does not depend on referral state."""
-
-    command: ClinicCommand
-    sender: Clinic
-
-
-def admit(subject: str, data: bytes, lookup: ClinicLookup) -> Admitted | Refusal:
-    """Check subject, encoding, contract, version, sender identity and actor membership.
-
-    The sender's identity is the clinic id in the subject, which the broker authenticates;
-    the payload's ``sender_clinic`` must agree with it.
-    """
-    out = parse_clinic_out(subject)
-    if out is None:
-        return Refusal(RejectionCode.INVALID_SUBJECT, f"{subject!r} is not clinic.<clinic_id>.out.<type>")
-    try:
-        command = decode_command(data)
-    except ContractError as exc:
-        return Refusal(DECODE_REFUSALS[type(exc)], str(exc))
-    return _check_identity(command, out, lookup)
-
-
-def _check_identity(command: ClinicCommand, out: OutSubject, lookup: ClinicLookup) -> Admitted | Refusal:
-    declared = message_type(type(command))
-    if declared != out.message_type:
-        return Refusal(
-            RejectionCode.SUBJECT_TYPE_MISMATCH,
-            f"subject says {out.message_type!r} but the payload is {declared!r}",
-        )
-    if command.sender_clinic != out.clinic_id:
-        return Refusal(
-            RejectionCode.SENDER_MISMATCH,
-            f"payload sender_clinic {command.sender_clinic!r} is not the authenticated clinic {out.clinic_id!r}",
-        )
-    sender = lookup(out.clinic_id)
-    if sender is None:
-        return Refusal(RejectionCode.UNKNOWN_CLINIC, f"clinic {out.clinic_id!r} is not registered")
-    if not sender.has_member(command.actor):
-        return Refusal(RejectionCode.UNKNOWN_MEMBER, f"{command.actor!r} is not a member of {sender.id!r}")
-    return Admitted(command, sender)
 
 
 @dataclass(frozen=True)
