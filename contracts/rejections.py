@@ -60,6 +60,10 @@ class RejectionCode(enum.StrEnum):
     """The alert was resolved or has expired; it can no longer be acknowledged, resolved or re-raised."""
     UNKNOWN_FLAG = "unknown_flag"
     """No screening flag with this id (and rule) was delivered to the disputing clinic."""
+    UNKNOWN_PAGE = "unknown_page"
+    """No page with this id exists."""
+    PAGE_NOT_OPEN = "page_not_open"
+    """The page was already acknowledged, closed with its alert, or suppressed."""
     PROCESSING_FAILED = "processing_failed"
     """The hub failed to process the message after every retry; operators have it whole."""
 

@@ -6,21 +6,19 @@ every service sees it within a watch round-trip, with no restart.
 
 from __future__ import annotations
 
-import asyncio
 from importlib import resources
 from pathlib import Path
 from typing import Final
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.errors import HubError
+from referral_hub.runtime.kvstore import KvView
 from referral_hub.runtime.topology import REGISTRY_KV
 
 KEY_PREFIX: Final = "clinic."
-_clinic_decoder: Final = msgspec.json.Decoder(Clinic)
 
 
 class RegistryFileError(HubError):
@@ -56,36 +54,21 @@ class RegistryCache:
 
     def __init__(self) -> None:
         """Start empty; :meth:`follow` fills it."""
-        self._clinics: dict[str, Clinic] = {}
-        self.loaded = asyncio.Event()
+        self._view: KvView[Clinic] = KvView(Clinic, KEY_PREFIX)
+        self.loaded = self._view.loaded
 
     def get(self, clinic_id: str) -> Clinic | None:
         """The clinic with ``clinic_id``, or ``None`` if it is not registered."""
-        return self._clinics.get(clinic_id)
+        return self._view.get(clinic_id)
 
     def clinics(self) -> list[Clinic]:
         """Every registered clinic, by id."""
-        return [self._clinics[key] for key in sorted(self._clinics)]
+        return self._view.values()
 
     def apply(self, key: str, value: bytes | None) -> None:
         """Fold one KV update in; an empty or deleted value removes the clinic."""
-        clinic_id = key.removeprefix(KEY_PREFIX)
-        if value:
-            self._clinics[clinic_id] = _clinic_decoder.decode(value)
-        else:
-            self._clinics.pop(clinic_id, None)
+        self._view.apply(key, value)
 
     async def follow(self, js: JetStreamContext) -> None:
         """Forever: apply every registry update; sets :attr:`loaded` after the first pass."""
-        kv: KeyValue = await js.key_value(REGISTRY_KV)
-        watcher = await kv.watchall()
-        try:
-            while True:
-                entry = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]  # nats-py leaves this unannotated
-                if entry is None:
-                    self.loaded.set()
-                    continue
-                if entry.key is not None:
-                    self.apply(entry.key, None if entry.operation in {"DEL", "PURGE"} else entry.value)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves this unannotated
+        await self._view.follow(await js.key_value(REGISTRY_KV))

@@ -1,0 +1,147 @@
+"""Records in JetStream KV: compare-and-set writes, and a live view kept current by a watch.
+
+No service keeps state of its own: a record's KV revision is the only truth, and every write
+says which revision it replaces, so two replicas can never silently overwrite each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from typing import Generic, TypeVar
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.kv import KeyValue
+
+from referral_hub.errors import HubError
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+class ConcurrentUpdateError(HubError):
+    """Another writer changed the record between our read and our write.
+
+    The handler lets this propagate, so the command is redelivered and decided again
+    against the state that won: two replicas never silently overwrite each other.
+    """
+
+
+class KvStore(Generic[T]):
+    """Load and save one record type by key; ``revision`` is the KV revision a save must match.
+
+    With ``cache_size`` it remembers what it last read or wrote. A cached record may be stale
+    (another replica wrote since), which is safe for writes, since the compare-and-set save
+    refuses a stale revision; callers that would act on a cached read without writing
+    (a refusal) must ``load(fresh=True)`` first.
+    """
+
+    def __init__(self, kv: KeyValue, record: type[T], cache_size: int = 0) -> None:
+        """Wrap a provisioned bucket holding ``record`` values."""
+        self._kv = kv
+        self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(record)
+        self._cache: OrderedDict[str, tuple[T, int]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def cached(self, key: str) -> tuple[T, int] | None:
+        """What this store last read or wrote for ``key``, if it still remembers."""
+        return self._cache.get(key)
+
+    def _remember(self, key: str, value: tuple[T, int]) -> None:
+        if self._cache_size:
+            self._cache[key] = value
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    async def load(self, key: str, *, fresh: bool = True) -> tuple[T, int] | None:
+        """The record and its revision, or ``None``; ``fresh=False`` accepts the cached copy."""
+        if not fresh and (hit := self._cache.get(key)) is not None:
+            return hit
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            self._cache.pop(key, None)
+            return None
+        if entry.value is None or entry.revision is None:
+            return None
+        loaded = self._decoder.decode(entry.value), entry.revision
+        self._remember(key, loaded)
+        return loaded
+
+    async def save(self, key: str, record: T, revision: int | None) -> int:
+        """Create (``revision=None``) or compare-and-set update; returns the new revision."""
+        value = msgspec.json.encode(record)
+        try:
+            if revision is None:
+                new_revision = await self._kv.create(key, value)
+            else:
+                new_revision = await self._kv.update(key, value, last=revision)
+        except KeyWrongLastSequenceError as exc:
+            self._cache.pop(key, None)
+            msg = f"{key} changed concurrently"
+            raise ConcurrentUpdateError(msg) from exc
+        self._remember(key, (record, new_revision))
+        return new_revision
+
+    async def keys(self) -> list[str]:
+        """Every key in the bucket. A full scan: fine for thousands of records, not millions."""
+        try:
+            return list(await self._kv.keys())
+        except NoKeysError:
+            return []
+
+    async def scan(self) -> AsyncIterator[tuple[str, T, int]]:
+        """Every record with its key and revision."""
+        for key in await self.keys():
+            loaded = await self.load(key)
+            if loaded is not None:
+                yield key, loaded[0], loaded[1]
+
+
+class KvView(Generic[T]):
+    """An in-memory view of the keys under ``prefix``, kept current by a KV watch.
+
+    ``keep`` drops records the owner has no use for (for example closed pages), so the view
+    stays as small as the live set. Reads never touch the server.
+    """
+
+    def __init__(self, record: type[T], prefix: str = "", keep: Callable[[T], bool] | None = None) -> None:
+        """Start empty; :meth:`follow` fills it and sets :attr:`loaded` after the first pass."""
+        self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(record)
+        self._prefix = prefix
+        self._keep = keep
+        self._records: dict[str, T] = {}
+        self.loaded = asyncio.Event()
+
+    def get(self, key: str) -> T | None:
+        """The record under ``key`` (without the prefix), if kept."""
+        return self._records.get(key)
+
+    def values(self) -> list[T]:
+        """Every kept record, by key."""
+        return [self._records[key] for key in sorted(self._records)]
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        """Fold one KV update in; an empty, deleted or unwanted value drops the key."""
+        name = key.removeprefix(self._prefix)
+        record = self._decoder.decode(value) if value else None
+        if record is None or (self._keep is not None and not self._keep(record)):
+            self._records.pop(name, None)
+        else:
+            self._records[name] = record
+
+    async def follow(self, kv: KeyValue) -> None:
+        """Forever: apply every update under the prefix."""
+        watcher = await kv.watch(f"{self._prefix}>" if self._prefix else ">")
+        try:
+            while True:
+                entry = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]  # nats-py leaves this unannotated
+                if entry is None:
+                    self.loaded.set()
+                    continue
+                if entry.key is not None:
+                    self.apply(entry.key, None if entry.operation in {"DEL", "PURGE"} else entry.value)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves this unannotated
