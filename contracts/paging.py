@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from uuid import UUID
 
-from referral_hub.contracts.base import ClinicalText, ClinicId, MemberId, Message, PatientRef, ShortText
+from referral_hub.contracts.base import ClinicalText, ClinicId, MemberId, Message, PatientRef, ShortText, UtcDatetime
 
 
 class PageSeverity(enum.StrEnum):
@@ -32,6 +32,8 @@ class NotificationQueued(Message, frozen=True, kw_only=True, tag="notification.q
     clinic: ClinicId
     topic: ShortText
     about_message_id: UUID
+    deferred_until: UtcDatetime | None = None
+    """Set when the clinic was outside working hours: it goes out in the digest at this time."""
 
 
 class PageTriggered(Message, frozen=True, kw_only=True, tag="page.triggered"):

@@ -21,14 +21,14 @@ from referral_hub.contracts.alerts import (
 from referral_hub.contracts.audit import AuditOutcome
 from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.codec import decode_hub_message
-from referral_hub.contracts.paging import NotificationQueued
+from referral_hub.contracts.paging import PageSeverity, PageTriggered
 from referral_hub.contracts.referrals import ReferralRequest, ReferralRequested, ReferralState, ReferralTransitioned
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.contracts.screening import ScreeningDispute, ScreeningDisputed, ScreeningFlagged
 from referral_hub.runtime import topology
 from referral_hub.screening.rules import Rule, load_rules
 
-from .helpers import RunningHub, audit_entries, hubctl, referral_request, stream_messages, wait_idle
+from .helpers import RunningHub, audit_entries, eventually, hubctl, referral_request, stream_messages, wait_idle
 from .lifecycle_model import MEMBERS, command
 from .test_lifecycle import plan
 
@@ -113,23 +113,25 @@ async def test_an_alert_reaches_the_team_and_later_joiners(hub: RunningHub) -> N
     for clinic in (PT, ACU, MASSAGE):
         alerts = await messages_of(hub, clinic, AlertRaised)
         assert [(a.alert_id, a.trigger) for a in alerts] == [(raise_.alert_id, "apixaban")], clinic
-    pages = [n for n in await notifications(hub) if n.about_message_id in {a.message_id for a in await all_alerts(hub)}]
-    assert sorted(n.clinic for n in pages) == [PT, MASSAGE]
-    assert {n.topic for n in pages} == {"safety.page"}
+    pages = await eventually(lambda: pages_for(hub, raise_.alert_id, expected=2))
+    assert sorted(p.clinic for p in pages) == [PT, MASSAGE]
+    assert {p.severity for p in pages} == {PageSeverity.ERROR}
 
 
 async def all_alerts(hub: RunningHub) -> list[AlertRaised]:
     return [alert for clinic in (PT, ACU, MASSAGE) for alert in await messages_of(hub, clinic, AlertRaised)]
 
 
-async def notifications(hub: RunningHub) -> list[NotificationQueued]:
+async def pages_for(hub: RunningHub, alert_id: UUID, expected: int) -> list[PageTriggered]:
+    alert_ids = {a.message_id for a in await all_alerts(hub) if a.alert_id == alert_id}
     found = []
     for subject, data in await stream_messages(hub.connection, topology.HUB_EVENTS):
-        if subject.endswith("notification.queued"):
+        if subject.endswith("page.triggered"):
             message = decode_hub_message(data)
-            assert isinstance(message, NotificationQueued)
-            found.append(message)
-    return found
+            assert isinstance(message, PageTriggered)
+            if message.about_message_id in alert_ids:
+                found.append(message)
+    return found if len(found) >= expected else []
 
 
 async def test_a_referral_to_a_modality_an_alert_names_is_flagged_to_both_sides(hub: RunningHub) -> None:

@@ -145,9 +145,7 @@ CASES: dict[str, Callable[[], BadInput]] = {
     "alert_without_care_team": lambda: BadInput(
         "lotus-acu", "alert.raise", encode(_alert()), RejectionCode.NO_CARE_TEAM
     ),
-    "not_yet_supported": lambda: BadInput(
-        "lotus-acu", "page.ack", encode(_page_ack()), RejectionCode.UNSUPPORTED_MESSAGE_TYPE
-    ),
+    "unknown_page": lambda: BadInput("lotus-acu", "page.ack", encode(_page_ack()), RejectionCode.UNKNOWN_PAGE),
 }
 
 

@@ -1,35 +1,550 @@
-"""What the notifications service does with one domain event."""
+"""What the notifications service does with a domain event, a ``page.ack``, and each sweep.
+
+State lives in KV (pages, silences, per-patient absolute alerts, digests); the sweep derives
+escalations and owed deliveries from it, so a restart loses no timer. Deliveries run as
+background tasks, one per page level, so a slow channel never holds up the consumer. A page
+level is marked delivered only after its delivery ran: a crash in between re-delivers it
+(at least once), it never skips it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+from uuid import UUID
+
+import msgspec
+import structlog
+
+from referral_hub.contracts.alerts import Severity
 from referral_hub.contracts.codec import SchemaViolationError, decode_hub_message, encode
-from referral_hub.notifications.domain import route
+from referral_hub.contracts.paging import (
+    DeliveryReceipt,
+    DeliveryStatus,
+    PageAck,
+    PageAcknowledged,
+    PageSuppressed,
+    PageTriggered,
+)
+from referral_hub.contracts.registry import Member
+from referral_hub.contracts.rejections import RejectionCode
+from referral_hub.notifications import oncall, paging
+from referral_hub.notifications.channels import Attempt, Channels, Outbound
+from referral_hub.notifications.domain import (
+    SERVICE,
+    AbsoluteChanged,
+    CloseIntent,
+    NotifyIntent,
+    queued,
+    route,
+)
+from referral_hub.notifications.paging import (
+    PAGE_SEVERITY,
+    EscalationPolicy,
+    OpenAbsolute,
+    Page,
+    PageIntent,
+    PageStatus,
+    PatientRecord,
+    Silence,
+)
 from referral_hub.runtime import subjects
-from referral_hub.runtime.handling import Delivery, Handled
-from referral_hub.runtime.inbox import Outgoing
+from referral_hub.runtime.admission import admit
+from referral_hub.runtime.handling import Delivery, Effects, Handled
+from referral_hub.runtime.inbox import Announcement, Outgoing, announce
+from referral_hub.runtime.kvstore import ConcurrentUpdateError, KvStore, KvView
+from referral_hub.runtime.metrics import (
+    ALERT_TO_PAGE_SECONDS,
+    DELIVERY_FAILURES,
+    ESCALATIONS,
+    PAGE_ACK_SECONDS,
+    PAGES,
+    REJECTIONS,
+)
+from referral_hub.runtime.registry import RegistryCache
+from referral_hub.runtime.rejecting import HUB_SENDER, Refusal, derived_id, offender_of, refusal_outputs
+
+log = structlog.get_logger(__name__)
+ATTEMPTS: Final = 5
+"""Compare-and-set retries before a write gives up and the message is redelivered."""
+REDELIVERY_GRACE: Final = timedelta(seconds=60)
+"""A page level whose delivery has not been marked done after this long is delivered again."""
+SILENCE_PREFIX: Final = "silence."
+DIGEST_PREFIX: Final = "digest."
+PATIENT_PREFIX: Final = "patient."
 
 
-async def handle_event(delivery: Delivery) -> Handled:
-    """Route the event; events that notify nobody are acknowledged as ``ignored``.
+class DigestItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One routine notification waiting for working hours."""
 
-    Domain events are written by the hub itself, so one that fails to decode is a hub bug:
-    it is acknowledged as ``undecodable`` (and visible in metrics and the audit log, which
-    records the same stored message) rather than redelivered forever.
-    """
-    try:
-        event = decode_hub_message(delivery.data)
-    except SchemaViolationError as exc:
-        return Handled(outcome="undecodable", log_fields={"error": str(exc)[:300]})
-    notifications = route(event, delivery.stored_at)
-    if not notifications:
-        return Handled(outcome="ignored")
-    return Handled(
-        outcome="notified",
-        outgoing=[
-            Outgoing(subjects.domain_event("notification.queued"), encode(n), str(n.message_id)) for n in notifications
-        ],
-        log_fields={
-            "notified_clinics": ",".join(n.clinic for n in notifications),
-            "topic": notifications[0].topic,
+    notification_id: UUID
+    topic: str
+    summary: str
+    at: datetime
+
+
+class Digest(msgspec.Struct, frozen=True, kw_only=True):
+    """A clinic's routine notifications held outside working hours."""
+
+    clinic: str
+    items: tuple[DigestItem, ...] = ()
+
+
+def patient_key(patient_ref: str) -> str:
+    """KV keys are subjects, so never the patient reference itself."""
+    return PATIENT_PREFIX + hashlib.sha256(patient_ref.encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Notifications' KV state."""
+
+    pages: KvStore[Page]
+    patients: KvStore[PatientRecord]
+    digests: KvStore[Digest]
+    open_pages: KvView[Page]
+    silences: KvView[Silence]
+    pending_digests: KvView[Digest]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The escalation policy and the clock it runs on."""
+
+    policy: EscalationPolicy
+    clock: Callable[[], datetime]
+
+
+def render(page: Page, level: int) -> Outbound:
+    """The page as every channel sends it."""
+    intent = page.intent
+    severity = PAGE_SEVERITY[intent.severity]
+    ack = f"Acknowledge: hubctl page ack {page.page_id} --member <you> --clinic {intent.clinic}"
+    return Outbound(
+        subject=f"[{severity.upper()}] Referral Hub page for {intent.clinic}",
+        text=f"{intent.summary}\n\n{ack}\n",
+        payload={
+            "type": "page",
+            "page_id": str(page.page_id),
+            "dedup_key": page.dedup_key,
+            "severity": str(severity),
+            "clinic": intent.clinic,
+            "patient_ref": intent.patient_ref,
+            "summary": intent.summary,
+            "escalation_level": level,
+            "ack_subject": subjects.clinic_out(intent.clinic, "page.ack"),
         },
     )
+
+
+class Notifier:
+    """Routes events to pages and notifications, takes acks, and escalates."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        registry: RegistryCache,
+        channels: Channels,
+        effects: Effects,
+        timing: Timing,
+    ) -> None:
+        """Everything injectable: tests pass a fake clock, a short policy and real receivers."""
+        self._stores = stores
+        self._registry = registry
+        self._channels = channels
+        self._effects = effects
+        self._policy = timing.policy
+        self._clock = timing.clock
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def drain(self) -> None:
+        """Wait for deliveries under way (tests, and a graceful stop)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def on_event(self, delivery: Delivery) -> Handled:
+        """Route one domain event.
+
+        Domain events are written by the hub itself, so one that fails to decode is a hub bug:
+        it is acknowledged as ``undecodable`` (visible in metrics and in the audit log, which
+        records the same stored message) rather than redelivered forever.
+        """
+        try:
+            event = decode_hub_message(delivery.data)
+        except SchemaViolationError as exc:
+            return Handled(outcome="undecodable", log_fields={"error": str(exc)[:300]})
+        intents = route(event)
+        if not intents:
+            return Handled(outcome="ignored")
+        now = self._clock()
+        outgoing: list[Outgoing] = []
+        for intent in intents:
+            if isinstance(intent, PageIntent):
+                outgoing += await self._page(intent, now)
+            elif isinstance(intent, NotifyIntent):
+                outgoing += await self._notify(intent, now)
+            elif isinstance(intent, CloseIntent):
+                await self._close(intent, now)
+            else:
+                await self._absolute(intent)
+        return Handled(outcome="notified", outgoing=outgoing)
+
+    def _suppression(
+        self, intent: PageIntent, record: PatientRecord | None, now: datetime
+    ) -> tuple[str, UUID | None] | None:
+        if intent.severity is Severity.ABSOLUTE:
+            return None
+        silence = next((s for s in self._stores.silences.values() if s.matches(intent, now)), None)
+        if silence is not None:
+            return (
+                f"silenced until {silence.ends_at.isoformat(timespec='minutes')}: {silence.reason}",
+                silence.silence_id,
+            )
+        if record is not None and record.inhibits(intent):
+            return "inhibited by an absolute alert in force for the same patient and modality", None
+        return None
+
+    async def _page(self, intent: PageIntent, now: datetime) -> list[Outgoing]:
+        key = str(paging.page_id_for(intent.dedup_key))
+        for _ in range(ATTEMPTS):
+            stored = await self._stores.pages.load(key)
+            existing, revision = stored if stored is not None else (None, None)
+            record = None
+            if intent.severity is Severity.RELATIVE:
+                loaded = await self._stores.patients.load(patient_key(intent.patient_ref))
+                record = loaded[0] if loaded is not None else None
+            opened = paging.open_page(existing, intent, now, self._policy, self._suppression(intent, record, now))
+            if existing is not None and opened.outcome == "deduplicated" and existing.intent == intent:
+                return []
+            try:
+                await self._stores.pages.save(key, opened.page, revision)
+            except ConcurrentUpdateError:
+                continue
+            PAGES.labels(opened.outcome).inc()
+            if opened.deliver:
+                self._dispatch(opened.page)
+            if opened.page.status is PageStatus.SUPPRESSED:
+                return [self._suppressed(opened.page)]
+            return []
+        msg = f"page {key} kept changing under us"
+        raise ConcurrentUpdateError(msg)
+
+    @staticmethod
+    def _suppressed(page: Page) -> Outgoing:
+        intent = page.intent
+        event = PageSuppressed(
+            message_id=derived_id(f"{page.page_id}/{page.generation}", "page-suppressed"),
+            occurred_at=page.opened_at,
+            sender_clinic=HUB_SENDER,
+            actor=SERVICE,
+            correlation_id=intent.about_message_id,
+            causation_id=intent.about_message_id,
+            page_id=page.page_id,
+            dedup_key=page.dedup_key,
+            severity=PAGE_SEVERITY[intent.severity],
+            clinic=intent.clinic,
+            patient_ref=intent.patient_ref,
+            reason=page.suppressed_reason,
+            silence_id=page.silence_id,
+        )
+        return Outgoing(subjects.domain_event("page.suppressed"), encode(event), str(event.message_id))
+
+    def _dispatch(self, page: Page) -> None:
+        self._spawn(self._deliver_page(page))
+
+    async def _deliver_page(self, page: Page) -> None:
+        """Page this level's targets on their channels, then mark the level delivered."""
+        clinic = self._registry.get(page.intent.clinic)
+        now = self._clock()
+        targets = oncall.escalation_targets(clinic, page.level, now) if clinic is not None else []
+        if not targets:
+            log.warning("page has nobody to reach", page_id=str(page.page_id), clinic=page.intent.clinic)
+        outbound = render(page, page.level)
+        await self._effects.apply([self._triggered(page, member) for member in targets])
+        first_attempt = asyncio.Event() if (page.level, page.cycle) == (0, 0) else None
+
+        async def reach(member: Member) -> None:
+            async def report(attempt: Attempt) -> None:
+                if first_attempt is not None and not first_attempt.is_set():
+                    first_attempt.set()
+                    ALERT_TO_PAGE_SECONDS.observe(max((self._clock() - page.intent.source_at).total_seconds(), 0.0))
+                if attempt.status is DeliveryStatus.FAILED:
+                    DELIVERY_FAILURES.labels(attempt.channel).inc()
+                await self._receipt(page, member.id, attempt)
+
+            if not member.channels:
+                await self._receipt(page, member.id, Attempt("none", 0, DeliveryStatus.FAILED, "no contact channel"))
+                return
+            await self._channels.deliver(member.channels, outbound, report)
+
+        await asyncio.gather(*(reach(member) for member in targets))
+        await self._mark_delivered(page)
+
+    def _triggered(self, page: Page, member: Member) -> Outgoing:
+        intent = page.intent
+        event = PageTriggered(
+            message_id=derived_id(f"{page.page_id}/{page.step}/{member.id}", "page-triggered"),
+            occurred_at=self._clock(),
+            sender_clinic=HUB_SENDER,
+            actor=SERVICE,
+            correlation_id=intent.about_message_id,
+            causation_id=intent.about_message_id,
+            page_id=page.page_id,
+            dedup_key=page.dedup_key,
+            severity=PAGE_SEVERITY[intent.severity],
+            clinic=intent.clinic,
+            member=member.id,
+            patient_ref=intent.patient_ref,
+            escalation_level=page.level,
+            cycle=page.cycle,
+            about_message_id=intent.about_message_id,
+            summary=intent.summary,
+        )
+        return Outgoing(subjects.domain_event("page.triggered"), encode(event), str(event.message_id))
+
+    async def _receipt(self, page: Page, member: str, attempt: Attempt) -> None:
+        receipt = DeliveryReceipt(
+            message_id=derived_id(
+                f"{page.page_id}/{page.step}/{member}/{attempt.channel}/{attempt.attempt}", "receipt"
+            ),
+            occurred_at=self._clock(),
+            sender_clinic=HUB_SENDER,
+            actor=SERVICE,
+            correlation_id=page.intent.about_message_id,
+            causation_id=page.intent.about_message_id,
+            page_id=page.page_id,
+            channel=attempt.channel,
+            status=attempt.status,
+            attempt=attempt.attempt,
+            error=attempt.error[:200],
+            clinic=page.intent.clinic,
+            member=member,
+        )
+        await self._effects.apply(
+            [Outgoing(subjects.domain_event("delivery.receipt"), encode(receipt), str(receipt.message_id))]
+        )
+
+    async def _mark_delivered(self, page: Page) -> None:
+        key = str(page.page_id)
+        for _ in range(ATTEMPTS):
+            stored = await self._stores.pages.load(key)
+            if stored is None or stored[0].step != page.step or stored[0].delivered_step == page.step:
+                return
+            try:
+                await self._stores.pages.save(
+                    key, msgspec.structs.replace(stored[0], delivered_step=page.step), stored[1]
+                )
+            except ConcurrentUpdateError:
+                continue
+            return
+
+    async def _notify(self, intent: NotifyIntent, now: datetime) -> list[Outgoing]:
+        clinic = self._registry.get(intent.clinic)
+        if clinic is None:
+            return []
+        if oncall.in_working_hours(clinic, now):
+            notification = queued(intent, now, None)
+            self._spawn(
+                self._deliver_routine(intent.clinic, intent.topic, intent.summary, notification.notification_id)
+            )
+        else:
+            notification = queued(intent, now, oncall.next_working_start(clinic, now))
+            item = DigestItem(
+                notification_id=notification.notification_id, topic=intent.topic, summary=intent.summary, at=now
+            )
+            await self._add_to_digest(intent.clinic, item)
+        return [
+            Outgoing(subjects.domain_event("notification.queued"), encode(notification), str(notification.message_id))
+        ]
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_routine(self, clinic_id: str, topic: str, text: str, notification_id: UUID) -> None:
+        clinic = self._registry.get(clinic_id)
+        if clinic is None or not clinic.intake_channels:
+            return
+        outbound = Outbound(
+            subject=f"Referral Hub: {topic}",
+            text=text,
+            payload={"type": "notification", "topic": topic, "clinic": clinic_id, "text": text},
+        )
+
+        async def report(attempt: Attempt) -> None:
+            if attempt.status is DeliveryStatus.FAILED:
+                DELIVERY_FAILURES.labels(attempt.channel).inc()
+            receipt = DeliveryReceipt(
+                message_id=derived_id(f"{notification_id}/{attempt.channel}/{attempt.attempt}", "receipt"),
+                occurred_at=self._clock(),
+                sender_clinic=HUB_SENDER,
+                actor=SERVICE,
+                correlation_id=notification_id,
+                page_id=notification_id,
+                channel=attempt.channel,
+                status=attempt.status,
+                attempt=attempt.attempt,
+                error=attempt.error[:200],
+                clinic=clinic_id,
+                notification_id=notification_id,
+            )
+            await self._effects.apply(
+                [Outgoing(subjects.domain_event("delivery.receipt"), encode(receipt), str(receipt.message_id))]
+            )
+
+        await self._channels.deliver(clinic.intake_channels, outbound, report)
+
+    async def _add_to_digest(self, clinic: str, item: DigestItem) -> None:
+        key = DIGEST_PREFIX + clinic
+        for _ in range(ATTEMPTS):
+            stored = await self._stores.digests.load(key)
+            digest, revision = stored if stored is not None else (Digest(clinic=clinic), None)
+            if any(i.notification_id == item.notification_id for i in digest.items):
+                return
+            try:
+                await self._stores.digests.save(
+                    key, msgspec.structs.replace(digest, items=(*digest.items, item)), revision
+                )
+            except ConcurrentUpdateError:
+                continue
+            return
+        msg = f"digest {key} kept changing under us"
+        raise ConcurrentUpdateError(msg)
+
+    async def _close(self, intent: CloseIntent, now: datetime) -> None:
+        for clinic in self._registry.clinics():
+            key = str(paging.page_id_for(f"alert:{intent.alert_id}:{clinic.id}"))
+            stored = await self._stores.pages.load(key)
+            if stored is None:
+                continue
+            closed = paging.close_for_resolved_alert(stored[0], now)
+            if closed is not None:
+                await self._stores.pages.save(key, closed, stored[1])
+
+    async def _absolute(self, intent: AbsoluteChanged) -> None:
+        key = patient_key(intent.patient_ref)
+        for _ in range(ATTEMPTS):
+            stored = await self._stores.patients.load(key)
+            record, revision = stored if stored is not None else (PatientRecord(), None)
+            kept = tuple(a for a in record.absolute if a.alert_id != intent.alert_id)
+            if intent.in_force:
+                kept = (*kept, OpenAbsolute(alert_id=intent.alert_id, modalities=intent.modalities))
+            if kept == record.absolute and stored is not None:
+                return
+            try:
+                await self._stores.patients.save(key, PatientRecord(absolute=kept), revision)
+            except ConcurrentUpdateError:
+                continue
+            return
+        msg = f"patient record {key} kept changing under us"
+        raise ConcurrentUpdateError(msg)
+
+    async def on_ack(self, delivery: Delivery) -> Handled:
+        """A member acknowledges a page: escalation stops and the care team hears who."""
+        admitted = admit(delivery.subject, delivery.data, self._registry.get)
+        if isinstance(admitted, Refusal):
+            return self._refuse(delivery, admitted, None)
+        command = admitted.command
+        if not isinstance(command, PageAck):
+            return self._refuse(
+                delivery,
+                Refusal(RejectionCode.UNSUPPORTED_MESSAGE_TYPE, "only page.ack is taken here"),
+                command.message_id,
+            )
+        key = str(command.page_id)
+        now = self._clock()
+        for _ in range(ATTEMPTS):
+            stored = await self._stores.pages.load(key)
+            page, revision = stored if stored is not None else (None, None)
+            if page is not None and page.acked_message_id == command.message_id:
+                return Handled(outcome="replayed", outgoing=announce([self._acknowledged(page, command)]))
+            decision = paging.acknowledge(page, command, admitted.sender, now)
+            if isinstance(decision, Refusal):
+                return self._refuse(delivery, decision, command.message_id)
+            acked = msgspec.structs.replace(decision, acked_message_id=command.message_id)
+            try:
+                await self._stores.pages.save(key, acked, revision)
+            except ConcurrentUpdateError:
+                continue
+            PAGE_ACK_SECONDS.observe(max((now - acked.opened_at).total_seconds(), 0.0))
+            return Handled(outcome="accepted", outgoing=announce([self._acknowledged(acked, command)]))
+        msg = f"page {key} kept changing under us"
+        raise ConcurrentUpdateError(msg)
+
+    @staticmethod
+    def _acknowledged(page: Page, command: PageAck) -> Announcement:
+        event = PageAcknowledged(
+            message_id=derived_id(str(command.message_id), "page-acknowledged"),
+            occurred_at=command.occurred_at,
+            sender_clinic=command.sender_clinic,
+            actor=command.actor,
+            correlation_id=command.correlation_id,
+            causation_id=command.message_id,
+            page_id=page.page_id,
+            member=command.member,
+            member_clinic=command.sender_clinic,
+            dedup_key=page.dedup_key,
+            paged_clinic=page.intent.clinic,
+        )
+        clinics = tuple(dict.fromkeys((*page.intent.notify_clinics, page.intent.clinic)))
+        return Announcement(event, "page.acknowledged", clinics)
+
+    def _refuse(self, delivery: Delivery, refusal: Refusal, message_id: UUID | None) -> Handled:
+        REJECTIONS.labels(SERVICE, refusal.code).inc()
+        out = subjects.parse_clinic_out(delivery.subject)
+        sender = out.clinic_id if out is not None and self._registry.get(out.clinic_id) is not None else None
+        return Handled(
+            outcome="rejected",
+            outgoing=refusal_outputs(SERVICE, delivery, refusal, offender_of(delivery, sender, message_id)),
+            log_fields={"rejection_code": str(refusal.code), "reason": refusal.reason[:300]},
+        )
+
+    async def sweep_once(self) -> int:
+        """Escalate due pages, re-deliver owed levels, and send digests that are due; returns actions."""
+        now = self._clock()
+        actions = 0
+        for page in self._stores.open_pages.values():
+            escalated = paging.escalate(page, now, self._policy)
+            if escalated is not None:
+                try:
+                    await self._stores.pages.save(str(page.page_id), escalated, await self._revision(page))
+                except ConcurrentUpdateError:
+                    continue
+                if escalated.next_at is not None or escalated.level != page.level:
+                    ESCALATIONS.labels(str(escalated.level)).inc()
+                    self._dispatch(escalated)
+                actions += 1
+            elif paging.delivery_owed(page, now, REDELIVERY_GRACE):
+                self._dispatch(page)
+                actions += 1
+        for digest in self._stores.pending_digests.values():
+            clinic = self._registry.get(digest.clinic)
+            if clinic is not None and oncall.in_working_hours(clinic, now):
+                actions += await self._send_digest(digest)
+        return actions
+
+    async def _revision(self, page: Page) -> int | None:
+        stored = await self._stores.pages.load(str(page.page_id))
+        if stored is None or stored[0] != page:
+            raise ConcurrentUpdateError(str(page.page_id))
+        return stored[1]
+
+    async def _send_digest(self, digest: Digest) -> int:
+        key = DIGEST_PREFIX + digest.clinic
+        stored = await self._stores.digests.load(key)
+        if stored is None or not stored[0].items:
+            return 0
+        items = stored[0].items
+        try:
+            await self._stores.digests.save(key, Digest(clinic=digest.clinic), stored[1])
+        except ConcurrentUpdateError:
+            return 0
+        text = "\n".join(f"- {i.at.isoformat(timespec='minutes')} {i.topic}: {i.summary}" for i in items)
+        digest_id = derived_id(f"{digest.clinic}/{items[0].notification_id}/{len(items)}", "digest")
+        self._spawn(self._deliver_routine(digest.clinic, "digest", f"{len(items)} notifications:\n{text}", digest_id))
+        return 1

@@ -100,6 +100,7 @@ class Page(msgspec.Struct, frozen=True, kw_only=True):
     acked_by: str = ""
     acked_clinic: str = ""
     acked_at: datetime | None = None
+    acked_message_id: UUID | None = None
     suppressed_reason: str = ""
     silence_id: UUID | None = None
     generation: int = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from typing import Final
 
 import msgspec
 import structlog
@@ -33,6 +34,8 @@ from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import Refusal, offender_of, refusal_outputs
 from referral_hub.screening.rules import load_rules
 
+HANDLED_ELSEWHERE: Final = {"page.ack": "notifications"}
+"""Submissions another service consumes from CLINIC_OUT (and admits, and rejects) itself."""
 TeamCommand = PlanUpdate | CareTeamLeave | AlertRaise | AlertAck | AlertResolve | ScreeningDispute
 
 SERVICE = "referrals"
@@ -80,6 +83,9 @@ class IntakeHandler:
 
     async def __call__(self, delivery: Delivery) -> Handled:
         """Admit, decide and return the outputs; raises only for infrastructure failures."""
+        out = subjects.parse_clinic_out(delivery.subject)
+        if out is not None and out.message_type in HANDLED_ELSEWHERE:
+            return Handled(outcome="handled_elsewhere", log_fields={"by": HANDLED_ELSEWHERE[out.message_type]})
         admitted = domain.admit(delivery.subject, delivery.data, self._registry.get)
         if isinstance(admitted, Refusal):
             return self._refuse(delivery, admitted, None)

@@ -59,3 +59,28 @@ SCREENING_HOLDS: Final = Counter(
     "hub_screening_holds_total",
     "Referrals held in needs_review by an absolute screening match.",
 )
+ALERT_TO_PAGE_SECONDS: Final = Histogram(
+    "hub_alert_to_page_seconds",
+    "From the hub accepting an alert (or raising a flag) to the first delivery attempt of its page.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+PAGE_ACK_SECONDS: Final = Histogram(
+    "hub_page_ack_seconds",
+    "From a page opening to its acknowledgement.",
+    buckets=(5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0),
+)
+PAGES: Final = Counter(
+    "hub_pages_total",
+    "Page decisions, by outcome (paged, repaged, deduplicated, silenced, inhibited).",
+    ["outcome"],
+)
+ESCALATIONS: Final = Counter(
+    "hub_page_escalations_total",
+    "Pages escalated for want of an acknowledgement, by the level reached.",
+    ["level"],
+)
+DELIVERY_FAILURES: Final = Counter(
+    "hub_delivery_failures_total",
+    "Failed delivery attempts, by channel (email, webhook, sms, none).",
+    ["channel"],
+)

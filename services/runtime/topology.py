@@ -34,6 +34,9 @@ HUB_ADVISORIES: Final = "HUB_ADVISORIES"
 REFERRALS_KV: Final = "hub-referrals"
 REGISTRY_KV: Final = "hub-registry"
 CARETEAMS_KV: Final = "hub-careteams"
+PAGES_KV: Final = "hub-pages"
+NOTIFY_STATE_KV: Final = "hub-notify-state"
+"""Notifications' other state: silences, per-patient absolute alerts and pending digests."""
 
 ACK_WAIT_SECONDS: Final = 30.0
 MAX_DELIVER: Final = 50
@@ -65,6 +68,8 @@ class ConsumerSpec:
 
 REFERRALS_INTAKE: Final = ConsumerSpec(CLINIC_OUT, "referrals-intake", subjects.CLINIC_OUT_ALL)
 NOTIFICATIONS_EVENTS: Final = ConsumerSpec(HUB_EVENTS, "notifications-events", subjects.EVENTS_ALL)
+NOTIFICATIONS_ACKS: Final = ConsumerSpec(CLINIC_OUT, "notifications-page-acks", subjects.clinic_out("*", "page.ack"))
+"""``page.ack`` is the one clinic submission notifications handles; the referrals intake skips it."""
 EXHAUSTED: Final = ConsumerSpec(HUB_ADVISORIES, "referrals-exhausted", subjects.MAX_DELIVERIES_ADVISORIES)
 """Turns every MAX_DELIVERIES advisory into a dead letter; the advisories are captured in a
 stream because the server publishes them on core NATS, where a service that is down would
@@ -75,7 +80,7 @@ AUDIT_CONSUMERS: Final = (
     ConsumerSpec(HUB_EVENTS, "audit-events", subjects.EVENTS_ALL),
     ConsumerSpec(HUB_DEADLETTER, "audit-deadletter", subjects.DEADLETTER_ALL),
 )
-CONSUMERS: Final = (REFERRALS_INTAKE, EXHAUSTED, NOTIFICATIONS_EVENTS, *AUDIT_CONSUMERS)
+CONSUMERS: Final = (REFERRALS_INTAKE, EXHAUSTED, NOTIFICATIONS_EVENTS, NOTIFICATIONS_ACKS, *AUDIT_CONSUMERS)
 
 
 def stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
@@ -113,4 +118,6 @@ def kv_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         api.KeyValueConfig(bucket=REFERRALS_KV, history=16, storage=api.StorageType.FILE, replicas=replicas),
         api.KeyValueConfig(bucket=REGISTRY_KV, history=8, storage=api.StorageType.FILE, replicas=replicas),
         api.KeyValueConfig(bucket=CARETEAMS_KV, history=16, storage=api.StorageType.FILE, replicas=replicas),
+        api.KeyValueConfig(bucket=PAGES_KV, history=8, storage=api.StorageType.FILE, replicas=replicas),
+        api.KeyValueConfig(bucket=NOTIFY_STATE_KV, history=8, storage=api.StorageType.FILE, replicas=replicas),
     ]
