@@ -20,7 +20,8 @@ import msgspec
 import nats
 import nats.errors
 
-from referral_hub.cli import commands
+from referral_hub.cli import commands, paging
+from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
 from referral_hub.runtime import logs
 
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full ``hubctl`` argument parser."""
     parser = argparse.ArgumentParser(prog="hubctl", description="Referral Hub: care-team messaging between clinics.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_up, _add_operations, _add_clinic_commands, _add_audit, _add_contracts, _add_bench):
+    for add in (_add_up, _add_operations, _add_clinic_commands, _add_paging, _add_audit, _add_contracts, _add_bench):
         add(sub)
     return parser
 
@@ -201,6 +202,60 @@ def _add_contracts(sub: Subparsers) -> None:
         "--snapshot", default="contracts/published_v1.json", help="snapshot file (default: %(default)s)"
     )
     publish.set_defaults(sync_run=commands.contracts_publish)
+
+
+def _add_paging(sub: Subparsers) -> None:
+    on_call = sub.add_parser("oncall", help="who is on call at a time; on-call overrides")
+    _common(on_call)
+    on_call.add_argument("--at", help="ISO 8601 time (default: now)")
+    on_call.set_defaults(run=paging.oncall_show)
+    on_call_sub = on_call.add_subparsers(dest="oncall_command", metavar="OVERRIDE")
+    override = on_call_sub.add_parser("override", help="someone covers the rotation for a while")
+    _common(override)
+    override.add_argument("--member", required=True, help="who covers")
+    override.add_argument("--from", dest="start", help="ISO 8601 start (default: now)")
+    override.add_argument("--until", required=True, help="ISO 8601 end")
+    override.add_argument("--reason", default="", help="why (shown to the team)")
+    override.set_defaults(run=paging.oncall_override)
+
+    roster = sub.add_parser("roster", help="a clinic's members, channels, rotation, hours and intake")
+    roster_sub = roster.add_subparsers(dest="roster_command", required=True, metavar="ROSTER_COMMAND")
+    roster_set = roster_sub.add_parser("set", help="replace the roster from a JSON file")
+    _common(roster_set)
+    roster_set.add_argument("--file", type=Path, required=True, help="roster JSON: members, oncall, working_hours, ...")
+    roster_set.set_defaults(run=paging.roster_set)
+
+    silence = sub.add_parser("silence", help="silences (they always expire; never for absolute pages)")
+    silence_sub = silence.add_subparsers(dest="silence_command", required=True, metavar="SILENCE_COMMAND")
+    silence_add = silence_sub.add_parser("add", help="silence matching pages of --clinic for a while")
+    _common(silence_add)
+    silence_add.add_argument("--for", dest="duration", required=True, help="how long: 90m, 2h, 1d (at most 30d)")
+    silence_add.add_argument("--reason", required=True, help="why (audited)")
+    silence_add.add_argument("--by", default="ops", help="who (audited)")
+    silence_add.add_argument("--patient", help="only this patient_ref")
+    silence_add.add_argument("--modality", choices=[m.value for m in Modality], help="only this modality")
+    silence_add.add_argument(
+        "--severity",
+        action="append",
+        choices=["relative", "local", "caution"],
+        default=None,
+        help="severities to silence (repeatable; default relative, local, caution)",
+    )
+    silence_add.set_defaults(run=paging.silence_add)
+
+    page = sub.add_parser("page", help="pages")
+    page_sub = page.add_subparsers(dest="page_command", required=True, metavar="PAGE_COMMAND")
+    ack = page_sub.add_parser("ack", help="acknowledge a page as a member of --clinic; stops its escalation")
+    _common(ack)
+    ack.add_argument("page_id", help="the page id")
+    ack.add_argument("--member", required=True, help="the acknowledging member")
+    ack.set_defaults(run=paging.page_ack)
+
+    pages = sub.add_parser("pages", help="open pages (or --all), newest first")
+    _common(pages)
+    pages.add_argument("--all", action="store_true", help="include acknowledged, resolved and suppressed pages")
+    pages.add_argument("--json", action="store_true", help="print JSON Lines")
+    pages.set_defaults(run=paging.pages_list)
 
 
 def _add_bench(sub: Subparsers) -> None:

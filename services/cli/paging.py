@@ -1,0 +1,250 @@
+"""``hubctl`` commands for rosters, on-call, silences and pages.
+
+Rosters and on-call data live in the clinic's registry record (KV, followed live by every
+service); silences live in the notifications state bucket. Every change is also published
+as an ``admin.changed`` domain event, so the audit log records who changed what.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.errors import NoKeysError
+
+from referral_hub.cli.commands import UsageError, connect, fetch_registry, out, require_clinic
+from referral_hub.client import ClinicClient, new_id, utc_now
+from referral_hub.contracts.alerts import Severity
+from referral_hub.contracts.base import Modality
+from referral_hub.contracts.codec import encode
+from referral_hub.contracts.paging import AdminChanged, PageAck, PageAcknowledged
+from referral_hub.contracts.registry import Clinic, ContactChannel, Member, OnCallOverride, Rotation, WorkingHours
+from referral_hub.contracts.rejections import Rejection
+from referral_hub.notifications import oncall
+from referral_hub.notifications.handlers import SILENCE_PREFIX
+from referral_hub.notifications.paging import Page, Silence, SilenceError, check_silence
+from referral_hub.runtime import subjects, topology
+from referral_hub.runtime.registry import KEY_PREFIX
+from referral_hub.runtime.rejecting import HUB_SENDER
+
+OPERATOR = "hubctl"
+
+
+def parse_time(text: str | None) -> datetime:
+    """An ISO 8601 timestamp (UTC if it names no zone), or now."""
+    if not text:
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        msg = f"not an ISO 8601 time: {text!r}"
+        raise UsageError(msg) from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90m``, ``2h`` or ``1d``."""
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    try:
+        return timedelta(**{units[text[-1]]: float(text[:-1])})
+    except (KeyError, ValueError) as exc:
+        msg = f"not a duration like 90m, 2h or 1d: {text!r}"
+        raise UsageError(msg) from exc
+
+
+async def _clinic(nats_url: str, clinic_id: str) -> Clinic:
+    connection = await connect(nats_url)
+    try:
+        clinics = {clinic.id: clinic for clinic in await fetch_registry(connection)}
+    finally:
+        await connection.drain()
+    if clinic_id not in clinics:
+        msg = f"clinic {clinic_id!r} is not registered"
+        raise UsageError(msg)
+    return clinics[clinic_id]
+
+
+async def _store_clinic(nats_url: str, clinic: Clinic, change: str, detail: str) -> None:
+    """Write the clinic's registry record and record the change for the audit log."""
+    connection = await connect(nats_url)
+    try:
+        js = connection.jetstream()
+        kv = await js.key_value(topology.REGISTRY_KV)
+        await kv.put(f"{KEY_PREFIX}{clinic.id}", msgspec.json.encode(clinic))
+        await _record_change(connection.jetstream(), change, clinic.id, detail)
+    finally:
+        await connection.drain()
+
+
+async def _record_change(js: JetStreamContext, change: str, clinic: str, detail: str) -> None:
+    event = AdminChanged(
+        message_id=new_id(),
+        occurred_at=utc_now(),
+        sender_clinic=HUB_SENDER,
+        actor=OPERATOR,
+        correlation_id=new_id(),
+        change=change,
+        clinic=clinic,
+        detail=detail[:200],
+    )
+    await js.publish(
+        subjects.domain_event("admin.changed"), encode(event), headers={"Nats-Msg-Id": str(event.message_id)}
+    )
+
+
+async def oncall_show(args: argparse.Namespace) -> int:
+    """``hubctl oncall --clinic X [--at TIME]``: who is on call then, and who escalation reaches."""
+    clinic = await _clinic(args.nats_url, require_clinic(args))
+    at = parse_time(args.at)
+    member = oncall.on_call(clinic, at)
+    local = oncall.local_time(clinic, at)
+    out(f"{clinic.id} at {local.isoformat(timespec='minutes')} ({clinic.timezone}): on call {member or 'nobody'}")
+    for level in range(3):
+        names = ", ".join(m.id for m in oncall.escalation_targets(clinic, level, at)) or "nobody"
+        out(f"  escalation level {level}: {names}")
+    return 0
+
+
+async def oncall_override(args: argparse.Namespace) -> int:
+    """``hubctl oncall override --clinic X --member M --from T --until T``."""
+    clinic = await _clinic(args.nats_url, require_clinic(args))
+    if not clinic.has_member(args.member):
+        msg = f"{args.member!r} is not a member of {clinic.id!r}"
+        raise UsageError(msg)
+    starts, ends = parse_time(args.start), parse_time(args.until)
+    if ends <= starts:
+        msg = "--until must be later than --from"
+        raise UsageError(msg)
+    override = OnCallOverride(member=args.member, starts_at=starts, ends_at=ends, reason=args.reason)
+    now = utc_now()
+    kept = tuple(o for o in clinic.oncall_overrides if o.ends_at > now)
+    await _store_clinic(
+        args.nats_url,
+        msgspec.structs.replace(clinic, oncall_overrides=(*kept, override)),
+        "oncall.override",
+        f"{args.member} on call {starts.isoformat(timespec='minutes')}..{ends.isoformat(timespec='minutes')}",
+    )
+    out(f"{args.member} covers on-call for {clinic.id} from {starts.isoformat()} until {ends.isoformat()}")
+    return 0
+
+
+class Roster(msgspec.Struct, frozen=True, kw_only=True):
+    """The part of a clinic's registry record it maintains itself."""
+
+    members: tuple[Member, ...]
+    oncall: Rotation | None = None
+    working_hours: WorkingHours = msgspec.field(default_factory=WorkingHours)
+    intake_channels: tuple[ContactChannel, ...] = ()
+    timezone: str = ""
+
+
+async def roster_set(args: argparse.Namespace) -> int:
+    """``hubctl roster set --clinic X --file roster.json``: replace members, rotation, hours and intake."""
+    clinic = await _clinic(args.nats_url, require_clinic(args))
+    try:
+        roster = msgspec.json.decode(args.file.read_bytes(), type=Roster)
+    except (OSError, msgspec.DecodeError) as exc:
+        msg = f"cannot use roster file {args.file}: {exc}"
+        raise UsageError(msg) from exc
+    ids = {m.id for m in roster.members}
+    unknown = sorted(set(roster.oncall.members if roster.oncall else ()) - ids)
+    if unknown:
+        msg = f"the rotation names people who are not members: {', '.join(unknown)}"
+        raise UsageError(msg)
+    updated = msgspec.structs.replace(
+        clinic,
+        members=roster.members,
+        oncall=roster.oncall,
+        working_hours=roster.working_hours,
+        intake_channels=roster.intake_channels,
+        timezone=roster.timezone or clinic.timezone,
+    )
+    await _store_clinic(args.nats_url, updated, "roster.set", f"{len(roster.members)} members")
+    out(f"roster of {clinic.id}: {len(roster.members)} members, rotation {'set' if roster.oncall else 'none'}")
+    return 0
+
+
+async def silence_add(args: argparse.Namespace) -> int:
+    """``hubctl silence add --clinic X --for 2h --reason R``: Alertmanager-style, always expiring."""
+    clinic = await _clinic(args.nats_url, require_clinic(args))
+    now = utc_now()
+    silence = Silence(
+        silence_id=new_id(),
+        clinic=clinic.id,
+        starts_at=now,
+        ends_at=now + parse_duration(args.duration),
+        created_by=args.by,
+        reason=args.reason,
+        patient_ref=args.patient or "",
+        modality=Modality(args.modality) if args.modality else None,
+        severities=tuple(Severity(s) for s in (args.severity or ("relative", "local", "caution"))),
+    )
+    try:
+        check_silence(silence, now)
+    except SilenceError as exc:
+        raise UsageError(str(exc)) from exc
+    connection = await connect(args.nats_url)
+    try:
+        js = connection.jetstream()
+        kv = await js.key_value(topology.NOTIFY_STATE_KV)
+        await kv.put(f"{SILENCE_PREFIX}{silence.silence_id}", msgspec.json.encode(silence))
+        await _record_change(js, "silence.add", clinic.id, f"{silence.silence_id} until {silence.ends_at.isoformat()}")
+    finally:
+        await connection.drain()
+    out(f"silence {silence.silence_id} for {clinic.id} until {silence.ends_at.isoformat(timespec='minutes')}")
+    return 0
+
+
+async def page_ack(args: argparse.Namespace) -> int:
+    """``hubctl page ack PAGE_ID --member M --clinic X``: stops the escalation."""
+    clinic_id = require_clinic(args)
+    client = await ClinicClient.connect(args.nats_url, clinic_id)
+    try:
+        answer = await client.send_and_confirm(
+            PageAck(
+                message_id=new_id(),
+                occurred_at=utc_now(),
+                sender_clinic=clinic_id,
+                actor=args.member,
+                correlation_id=new_id(),
+                page_id=args.page_id,
+                member=args.member,
+            )
+        )
+    finally:
+        await client.close()
+    if isinstance(answer.message, Rejection):
+        msg = f"page ack refused: {answer.message.code}: {answer.message.reason}"
+        raise UsageError(msg)
+    assert isinstance(answer.message, PageAcknowledged)  # noqa: S101 - the only other answer the hub gives
+    out(f"page {args.page_id} acknowledged by {args.member}; escalation stopped")
+    return 0
+
+
+async def pages_list(args: argparse.Namespace) -> int:
+    """``hubctl pages [--all] [--json]``: pages, newest first."""
+    connection = await connect(args.nats_url)
+    try:
+        kv = await connection.jetstream().key_value(topology.PAGES_KV)
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            keys = []
+        pages = [msgspec.json.decode((await kv.get(key)).value or b"{}", type=Page) for key in keys]
+    finally:
+        await connection.drain()
+    shown = sorted((p for p in pages if args.all or p.status == "open"), key=lambda p: p.opened_at, reverse=True)
+    for page in shown:
+        if args.json:
+            out(msgspec.json.encode(page).decode())
+            continue
+        acked = f" by {page.acked_by} {page.acked_at:%H:%M}" if page.acked_at else ""
+        out(
+            f"{page.page_id}  {page.status:<12}{acked} {page.intent.severity:<8} {page.intent.clinic:<20} "
+            f"level {page.level} cycle {page.cycle}  {page.intent.summary[:80]}"
+        )
+    if not shown and not args.json:
+        out("no open pages" if not args.all else "no pages")
+    return 0
