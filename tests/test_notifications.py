@@ -1,0 +1,444 @@
+"""Paging against a real nats-server, a real webhook receiver and a real SMTP server, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import pytest
+from aiosmtpd.controller import Controller
+from nats.aio.client import Client
+
+from referral_hub.audit import app as audit_app
+from referral_hub.client import new_id, utc_now
+from referral_hub.contracts.alerts import AlertRaise, AlertRaised, Severity, TriggerKind
+from referral_hub.contracts.base import Modality
+from referral_hub.contracts.codec import decode_hub_message
+from referral_hub.contracts.paging import (
+    DeliveryReceipt,
+    NotificationQueued,
+    PageAck,
+    PageAcknowledged,
+    PageSuppressed,
+    PageTriggered,
+)
+from referral_hub.contracts.referrals import ReferralTransitioned
+from referral_hub.contracts.registry import ChannelKind, Clinic, ContactChannel, Member, Role, Rotation, WorkingHours
+from referral_hub.contracts.rejections import Rejection, RejectionCode
+from referral_hub.notifications import app as notifications_app
+from referral_hub.notifications.channels import SIGNATURE_HEADER, ChannelSettings, SmtpSettings, verify_signature
+from referral_hub.notifications.paging import EscalationPolicy
+from referral_hub.referrals import app as referrals_app
+from referral_hub.runtime import topology
+from referral_hub.runtime.natsserver import EmbeddedNats, free_port
+from referral_hub.runtime.registry import KEY_PREFIX
+
+from .conftest import start_services
+from .helpers import RunningHub, eventually, hubctl, referral_request, stream_messages
+from .lifecycle_model import MEMBERS, command
+
+SECRET = b"test-webhook-secret"
+PT, ACU, MASSAGE = "harbor-pt", "lotus-acu", "kneadwell-massage"
+PATIENT = "pt-paging"
+WEDNESDAY_NOON = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
+POLICY = EscalationPolicy(delays=(timedelta(minutes=5), timedelta(minutes=5), timedelta(minutes=10)), repeats=0)
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+
+@dataclass
+class WebhookReceiver:
+    """A real HTTP server on loopback that records every POST."""
+
+    received: list[Received] = field(default_factory=list)
+    port: int = 0
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def on(self, path: str) -> list[Received]:
+        return [r for r in self.received if r.path == path]
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            receiver.received.append(Received(self.path, dict(self.headers), body))
+            self.send_response(204 if self.path != "/broken" else 500)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield receiver
+    server.shutdown()
+
+
+class MailSink:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], str]] = []
+
+    async def handle_DATA(self, _server: object, _session: object, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content.decode()))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[MailSink, int]]:
+    sink = MailSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield sink, port
+    controller.stop()
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def roster(webhook: WebhookReceiver) -> dict[str, Clinic]:
+    def hook(path: str) -> ContactChannel:
+        return ContactChannel(kind=ChannelKind.WEBHOOK, address=webhook.url(path))
+
+    def mail(who: str) -> ContactChannel:
+        return ContactChannel(kind=ChannelKind.EMAIL, address=f"{who}@clinic.test")
+
+    rotation_start = date(2026, 11, 23)
+    return {
+        PT: Clinic(
+            id=PT,
+            name="Harbor PT",
+            modalities=(Modality.PHYSICAL_THERAPY,),
+            timezone="America/New_York",
+            members=(
+                Member(id="ana.ruiz", name="Ana", role=Role.CLINICAL_LEAD, channels=(hook("/ana.ruiz"),)),
+                Member(id="ben.okafor", name="Ben", role=Role.THERAPIST, channels=(hook("/ben.okafor"),)),
+                Member(id="front.harbor", name="Desk", role=Role.FRONT_DESK, channels=(hook("/front.harbor"),)),
+            ),
+            oncall=Rotation(members=("ben.okafor",), starts_on=rotation_start),
+            intake_channels=(hook("/intake/harbor-pt"),),
+        ),
+        ACU: Clinic(
+            id=ACU,
+            name="Lotus",
+            modalities=(Modality.ACUPUNCTURE,),
+            timezone="America/New_York",
+            members=(
+                Member(id="mei.chen", name="Mei", role=Role.CLINICAL_LEAD, channels=(hook("/mei.chen"),)),
+                Member(id="raj.patel", name="Raj", role=Role.THERAPIST, channels=(hook("/raj.patel"),)),
+            ),
+            oncall=Rotation(members=("raj.patel",), starts_on=rotation_start),
+            intake_channels=(hook("/intake/lotus-acu"),),
+        ),
+        MASSAGE: Clinic(
+            id=MASSAGE,
+            name="Kneadwell",
+            modalities=(Modality.MASSAGE,),
+            timezone="America/Chicago",
+            members=(
+                Member(id="jo.kim", name="Jo", role=Role.CLINICAL_LEAD, channels=(hook("/jo.kim"),)),
+                Member(
+                    id="sam.lee",
+                    name="Sam",
+                    role=Role.THERAPIST,
+                    channels=(hook("/broken"), mail("sam.lee")),
+                ),
+            ),
+            oncall=Rotation(members=("sam.lee",), starts_on=rotation_start),
+            working_hours=WorkingHours(start="08:00", end="18:00", weekdays=(0, 1, 2, 3, 4)),
+            intake_channels=(hook("/intake/kneadwell-massage"),),
+        ),
+    }
+
+
+@dataclass
+class PagingHub:
+    hub: RunningHub
+    clock: FakeClock
+    webhook: WebhookReceiver
+    mail: MailSink
+
+
+@pytest.fixture
+async def paging_hub(
+    nats_server: EmbeddedNats, provisioned: Client, webhook: WebhookReceiver, smtp: tuple[MailSink, int]
+) -> AsyncIterator[PagingHub]:
+    kv = await provisioned.jetstream().key_value(topology.REGISTRY_KV)
+    for clinic in roster(webhook).values():
+        await kv.put(f"{KEY_PREFIX}{clinic.id}", msgspec.json.encode(clinic))
+    sink, smtp_port = smtp
+    clock = FakeClock(WEDNESDAY_NOON)
+    channels = ChannelSettings(
+        smtp=SmtpSettings(host="127.0.0.1", port=smtp_port),
+        webhook_secret=SECRET,
+        timeout_seconds=2.0,
+        attempts=2,
+        backoff_seconds=0.01,
+    )
+    factories = {
+        "referrals": referrals_app.create_app,
+        "notifications": partial(
+            notifications_app.create_app, policy=POLICY, channels=channels, clock=clock, sweep_interval=0.05
+        ),
+        "audit": audit_app.create_app,
+    }
+    tasks, stop, ports = await start_services(nats_server.url, factories)
+    running = RunningHub(nats_server.url, provisioned, ports)
+    yield PagingHub(running, clock, webhook, sink)
+    for client in running.clients.values():
+        with contextlib.suppress(Exception):
+            await client.close()
+    stop.set()
+    await asyncio.gather(*tasks)
+
+
+async def care_team(hub: RunningHub, *recipients: tuple[str, Modality]) -> None:
+    for recipient, modality in recipients:
+        request = referral_request(sender=PT, recipient=recipient, patient_ref=PATIENT, modality=modality)
+        await (await hub.clinic(PT)).send_and_confirm(request)
+        answer = await (await hub.clinic(recipient)).send_and_confirm(
+            command("accept", recipient, request.referral_id, PATIENT)
+        )
+        assert isinstance(answer.message, ReferralTransitioned)
+
+
+async def raise_alert(hub: RunningHub, severity: Severity, alert_id: UUID | None = None, clinic: str = ACU) -> UUID:
+    alert = AlertRaise(
+        message_id=new_id(),
+        occurred_at=utc_now(),
+        sender_clinic=clinic,
+        actor=MEMBERS[clinic],
+        correlation_id=new_id(),
+        alert_id=alert_id or new_id(),
+        patient_ref=PATIENT,
+        trigger_kind=TriggerKind.MEDICATION,
+        trigger="apixaban",
+        modalities=(Modality.MASSAGE, Modality.PHYSICAL_THERAPY),
+        severity=severity,
+    )
+    answer = await (await hub.clinic(clinic)).send_and_confirm(alert)
+    assert isinstance(answer.message, AlertRaised), answer.message
+    return alert.alert_id
+
+
+async def events(hub: RunningHub, kind: type) -> list:
+    found = []
+    for subject, data in await stream_messages(hub.connection, topology.HUB_EVENTS):
+        if subject.startswith("hub.event."):
+            message = decode_hub_message(data)
+            if isinstance(message, kind):
+                found.append(message)
+    return found
+
+
+async def triggered(hub: RunningHub, clinic: str, count: int) -> list[PageTriggered]:
+    pages = [p for p in await events(hub, PageTriggered) if p.clinic == clinic]
+    return pages if len(pages) >= count else []
+
+
+async def test_an_alert_pages_the_on_call_member_by_a_signed_webhook(paging_hub: PagingHub) -> None:
+    hub = paging_hub.hub
+    await care_team(hub, (ACU, Modality.ACUPUNCTURE))
+
+    await raise_alert(hub, Severity.RELATIVE)
+
+    [page] = await eventually(lambda: triggered(hub, PT, 1))
+    [call] = await eventually(lambda: _async(paging_hub.webhook.on("/ben.okafor")))
+    assert page.member == "ben.okafor"
+    assert call.json["page_id"] == str(page.page_id)
+    assert call.json["severity"] == "error"
+    assert verify_signature(SECRET, call.headers[SIGNATURE_HEADER], call.body, time.time())
+    assert not verify_signature(b"another-secret", call.headers[SIGNATURE_HEADER], call.body, time.time())
+    receipts = await eventually(lambda: receipts_for(hub, page.page_id, "delivered"))
+    assert [(r.member, r.channel) for r in receipts] == [("ben.okafor", "webhook")]
+
+
+async def _async(value: object) -> object:
+    return value
+
+
+async def receipts_for(hub: RunningHub, page_id: UUID, status: str) -> list[DeliveryReceipt]:
+    return [r for r in await events(hub, DeliveryReceipt) if r.page_id == page_id and r.status == status]
+
+
+async def test_nobody_acknowledging_escalates_through_every_level(paging_hub: PagingHub) -> None:
+    hub = paging_hub.hub
+    await care_team(hub, (ACU, Modality.ACUPUNCTURE))
+    await raise_alert(hub, Severity.RELATIVE)
+    await eventually(lambda: triggered(hub, PT, 1))
+
+    paging_hub.clock.now += timedelta(minutes=5)
+    await eventually(lambda: triggered(hub, PT, 2))
+    paging_hub.clock.now += timedelta(minutes=5)
+    pages = await eventually(lambda: triggered(hub, PT, 5))
+
+    assert [(p.escalation_level, p.member) for p in pages] == [
+        (0, "ben.okafor"),
+        (1, "ana.ruiz"),
+        (2, "ana.ruiz"),
+        (2, "ben.okafor"),
+        (2, "front.harbor"),
+    ]
+    await eventually(lambda: _async(paging_hub.webhook.on("/front.harbor")))
+
+
+async def test_an_acknowledgement_stops_the_escalation_and_tells_the_team(paging_hub: PagingHub) -> None:
+    hub = paging_hub.hub
+    await care_team(hub, (ACU, Modality.ACUPUNCTURE))
+    await raise_alert(hub, Severity.RELATIVE)
+    [page] = await eventually(lambda: triggered(hub, PT, 1))
+
+    result = await hubctl(
+        "page", "ack", str(page.page_id), "--member", "ben.okafor", "--clinic", PT, "--nats-url", hub.url
+    )
+    paging_hub.clock.now += timedelta(minutes=30)
+    await asyncio.sleep(0.5)
+
+    assert result.status == 0, result.stderr
+    assert len(await triggered(hub, PT, 1)) == 1
+    for clinic in (PT, ACU):
+        told = [i.message async for i in (await hub.clinic(clinic)).inbox() if isinstance(i.message, PageAcknowledged)]
+        assert [(m.member, m.paged_clinic) for m in told] == [("ben.okafor", PT)], clinic
+
+
+async def test_a_page_is_acknowledged_only_by_the_paged_clinic(paging_hub: PagingHub) -> None:
+    hub = paging_hub.hub
+    await care_team(hub, (ACU, Modality.ACUPUNCTURE))
+    await raise_alert(hub, Severity.RELATIVE)
+    [page] = await eventually(lambda: triggered(hub, PT, 1))
+
+    answer = await (await hub.clinic(ACU)).send_and_confirm(
+        PageAck(
+            message_id=new_id(),
+            occurred_at=utc_now(),
+            sender_clinic=ACU,
+            actor="raj.patel",
+            correlation_id=new_id(),
+            page_id=page.page_id,
+            member="raj.patel",
+        )
+    )
+
+    assert isinstance(answer.message, Rejection)
+    assert answer.message.code == RejectionCode.WRONG_PARTY
+
+
+async def test_a_re_raised_alert_does_not_page_again(paging_hub: PagingHub) -> None:
+    hub = paging_hub.hub
+    await care_team(hub, (ACU, Modality.ACUPUNCTURE))
+    alert_id = await raise_alert(hub, Severity.RELATIVE)
+    await eventually(lambda: triggered(hub, PT, 1))
+
+    await raise_alert(hub, Severity.RELATIVE, alert_id)
+    await asyncio.sleep(0.5)
+
+    assert len(await triggered(hub, PT, 1)) == 1
+
+
+async def test_a_dead_channel_falls_back_to_the_members_next_one(paging_hub: PagingHub) -> None:
+    hub = paging_hub.hub
+    await care_team(hub, (MASSAGE, Modality.MASSAGE))
+
+    await raise_alert(hub, Severity.RELATIVE, clinic=PT)
+
+    [page] = await eventually(lambda: triggered(hub, MASSAGE, 1))
+    [(sender, recipients, content)] = await eventually(lambda: _async(paging_hub.mail.messages))
+    failed = await eventually(lambda: receipts_for(hub, page.page_id, "failed"))
+    assert recipients == ["sam.lee@clinic.test"]
+    assert "apixaban" in content
+    assert str(page.page_id) in content
+    assert sender == "referral-hub@localhost"
+    assert [(r.channel, r.attempt, r.error) for r in failed] == [
+        ("webhook", 1, "HTTP Error 500: Internal Server Error"),
+        ("webhook", 2, "HTTP Error 500: Internal Server Error"),
+    ]
+    assert [r.channel for r in await receipts_for(hub, page.page_id, "sent")] == ["email"]
+
+
+async def test_a_silence_holds_relative_pages_but_never_an_absolute_one(paging_hub: PagingHub) -> None:
+    hub = paging_hub.hub
+    await care_team(hub, (ACU, Modality.ACUPUNCTURE))
+    silenced = await hubctl(
+        "silence", "add", "--clinic", PT, "--for", "1d", "--reason", "fire drill", "--nats-url", hub.url
+    )
+    assert silenced.status == 0, silenced.stderr
+    await asyncio.sleep(0.3)
+
+    await raise_alert(hub, Severity.RELATIVE)
+    [suppressed] = await eventually(lambda: events(hub, PageSuppressed))
+    await raise_alert(hub, Severity.ABSOLUTE)
+    [page] = await eventually(lambda: triggered(hub, PT, 1))
+
+    assert suppressed.clinic == PT
+    assert suppressed.silence_id is not None
+    assert page.severity == "critical"
+
+
+async def test_routine_notifications_wait_for_working_hours_but_pages_do_not(paging_hub: PagingHub) -> None:
+    hub = paging_hub.hub
+    saturday = datetime(2026, 11, 28, 17, 0, tzinfo=UTC)
+    paging_hub.clock.now = saturday
+    await care_team(hub, (MASSAGE, Modality.MASSAGE))
+
+    queued = await eventually(lambda: _queued_for(hub, MASSAGE))
+    await raise_alert(hub, Severity.RELATIVE, clinic=PT)
+    await eventually(lambda: triggered(hub, MASSAGE, 1))
+    held = paging_hub.webhook.on("/intake/kneadwell-massage")
+    paging_hub.clock.now = datetime(2026, 11, 30, 14, 0, tzinfo=UTC)
+    [digest] = await eventually(lambda: _async(paging_hub.webhook.on("/intake/kneadwell-massage")))
+
+    assert held == []
+    assert queued[0].deferred_until == datetime(2026, 11, 30, 14, 0, tzinfo=UTC)
+    assert digest.json["topic"] == "digest"
+    assert "new referral" in digest.json["text"]
+
+
+async def _queued_for(hub: RunningHub, clinic: str) -> list[NotificationQueued]:
+    return [n for n in await events(hub, NotificationQueued) if n.clinic == clinic]
+
+
+async def test_hubctl_oncall_names_the_member_and_follows_an_override(paging_hub: PagingHub) -> None:
+    url = paging_hub.hub.url
+    before = await hubctl("oncall", "--clinic", PT, "--at", "2026-11-25T17:00:00+00:00", "--nats-url", url)
+    override = await hubctl(
+        "oncall", "override", "--clinic", PT, "--member", "ana.ruiz",
+        "--from", "2026-11-25T16:00:00+00:00", "--until", "2026-11-25T20:00:00+00:00", "--nats-url", url,
+    )  # fmt: skip
+    after = await hubctl("oncall", "--clinic", PT, "--at", "2026-11-25T17:00:00+00:00", "--nats-url", url)
+
+    assert override.status == 0, override.stderr
+    assert "on call ben.okafor" in before.stdout
+    assert "on call ana.ruiz" in after.stdout
