@@ -7,7 +7,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -43,6 +43,7 @@ from referral_hub.referrals import app as referrals_app
 from referral_hub.runtime import topology
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
 from referral_hub.runtime.registry import KEY_PREFIX
+from referral_hub.runtime.service import ServiceApp
 
 from .conftest import start_services
 from .helpers import RunningHub, eventually, hubctl, referral_request, stream_messages
@@ -184,23 +185,7 @@ def roster(webhook: WebhookReceiver) -> dict[str, Clinic]:
     }
 
 
-@dataclass
-class PagingHub:
-    hub: RunningHub
-    clock: FakeClock
-    webhook: WebhookReceiver
-    mail: MailSink
-
-
-@pytest.fixture
-async def paging_hub(
-    nats_server: EmbeddedNats, provisioned: Client, webhook: WebhookReceiver, smtp: tuple[MailSink, int]
-) -> AsyncIterator[PagingHub]:
-    kv = await provisioned.jetstream().key_value(topology.REGISTRY_KV)
-    for clinic in roster(webhook).values():
-        await kv.put(f"{KEY_PREFIX}{clinic.id}", msgspec.json.encode(clinic))
-    sink, smtp_port = smtp
-    clock = FakeClock(WEDNESDAY_NOON)
+def factories(clock: FakeClock, smtp_port: int) -> dict[str, Callable[[str], ServiceApp]]:
     channels = ChannelSettings(
         smtp=SmtpSettings(host="127.0.0.1", port=smtp_port),
         webhook_secret=SECRET,
@@ -208,16 +193,40 @@ async def paging_hub(
         attempts=2,
         backoff_seconds=0.01,
     )
-    factories = {
+    return {
         "referrals": referrals_app.create_app,
         "notifications": partial(
             notifications_app.create_app, policy=POLICY, channels=channels, clock=clock, sweep_interval=0.05
         ),
         "audit": audit_app.create_app,
     }
-    tasks, stop, ports = await start_services(nats_server.url, factories)
+
+
+@dataclass
+class PagingHub:
+    hub: RunningHub
+    clock: FakeClock
+    webhook: WebhookReceiver
+    mail: MailSink
+    smtp_port: int
+
+
+async def store_roster(connection: Client, webhook: WebhookReceiver) -> None:
+    kv = await connection.jetstream().key_value(topology.REGISTRY_KV)
+    for clinic in roster(webhook).values():
+        await kv.put(f"{KEY_PREFIX}{clinic.id}", msgspec.json.encode(clinic))
+
+
+@pytest.fixture
+async def paging_hub(
+    nats_server: EmbeddedNats, provisioned: Client, webhook: WebhookReceiver, smtp: tuple[MailSink, int]
+) -> AsyncIterator[PagingHub]:
+    await store_roster(provisioned, webhook)
+    sink, smtp_port = smtp
+    clock = FakeClock(WEDNESDAY_NOON)
+    tasks, stop, ports = await start_services(nats_server.url, factories(clock, smtp_port))
     running = RunningHub(nats_server.url, provisioned, ports)
-    yield PagingHub(running, clock, webhook, sink)
+    yield PagingHub(running, clock, webhook, sink, smtp_port)
     for client in running.clients.values():
         with contextlib.suppress(Exception):
             await client.close()
@@ -442,3 +451,29 @@ async def test_hubctl_oncall_names_the_member_and_follows_an_override(paging_hub
     assert override.status == 0, override.stderr
     assert "on call ben.okafor" in before.stdout
     assert "on call ana.ruiz" in after.stdout
+
+
+async def test_escalation_survives_a_restart_of_the_services(
+    nats_server: EmbeddedNats, provisioned: Client, webhook: WebhookReceiver, smtp: tuple[MailSink, int]
+) -> None:
+    await store_roster(provisioned, webhook)
+    clock = FakeClock(WEDNESDAY_NOON)
+    tasks, stop, ports = await start_services(nats_server.url, factories(clock, smtp[1]))
+    hub = RunningHub(nats_server.url, provisioned, ports)
+    await care_team(hub, (ACU, Modality.ACUPUNCTURE))
+    await raise_alert(hub, Severity.RELATIVE)
+    await eventually(lambda: triggered(hub, PT, 1))
+    stop.set()
+    await asyncio.gather(*tasks)
+
+    clock.now += timedelta(minutes=5)
+    tasks, stop, _ = await start_services(nats_server.url, factories(clock, smtp[1]))
+    try:
+        pages = await eventually(lambda: triggered(hub, PT, 2))
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        for client in hub.clients.values():
+            await client.close()
+
+    assert [(p.escalation_level, p.member) for p in pages] == [(0, "ben.okafor"), (1, "ana.ruiz")]
