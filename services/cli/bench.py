@@ -12,7 +12,8 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -23,12 +24,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
-from referral_hub.cli.up import start_service, stop_services, wait_ready
+from referral_hub.cli.up import ServiceProcess, start_service, stop_services, wait_ready
 from referral_hub.client import ClinicClient
 from referral_hub.contracts.referrals import (
     ReferralCommand,
 )
-from referral_hub.contracts.registry import Clinic
+from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.demo.traffic import LIFECYCLE, demo_referral, lifecycle_command
 from referral_hub.runtime import subjects
 from referral_hub.runtime.natsserver import SYNC_ALWAYS, EmbeddedNats, free_port
@@ -151,30 +152,49 @@ def percentile(values: list[float], fraction: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
 
 
-async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> dict[str, float | str]:
-    """The whole benchmark; returns the figures under their published names."""
+@asynccontextmanager
+async def bench_server(sync_interval: str) -> AsyncIterator[tuple[str, Path]]:
+    """A fresh embedded nats-server with the hub's settings, and a scratch directory beside it."""
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as scratch:
         server = EmbeddedNats(Path(scratch), port=free_port(), monitor_port=free_port(), sync_interval=sync_interval)
         server.start()
-        services = []
         try:
-            connection = await nats.connect(server.url)
-            baseline = await measure_baseline(connection, max(duration / 4, 2.0))
-            registry = load_registry_file()
-            await provision(connection.jetstream())
-            await store_registry(connection.jetstream(), registry)
-            await connection.drain()
-            log_dir = Path(scratch) / "logs"
-            log_dir.mkdir()
-            services = [
-                start_service(name, server.url, free_port(), log_dir)
-                for name in ("referrals", "notifications", "audit")
-            ]
-            await asyncio.gather(*(wait_ready(service) for service in services))
-            load = await drive(server.url, list(registry.clinics), duration)
+            yield server.url, Path(scratch)
+        finally:
+            server.stop()
+
+
+async def start_hub(
+    url: str, scratch: Path, registry: Registry, env: dict[str, str] | None = None
+) -> list[ServiceProcess]:
+    """Provision, load ``registry`` and start the three services as processes, as in a deployment."""
+    connection = await nats.connect(url)
+    await provision(connection.jetstream())
+    await store_registry(connection.jetstream(), registry)
+    await connection.drain()
+    log_dir = scratch / "logs"
+    log_dir.mkdir(exist_ok=True)
+    services = [start_service(name, url, free_port(), log_dir, env) for name in ("referrals", "notifications", "audit")]
+    try:
+        await asyncio.gather(*(wait_ready(service) for service in services))
+    except BaseException:
+        stop_services(services)
+        raise
+    return services
+
+
+async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> dict[str, float | str]:
+    """The whole benchmark; returns the figures under their published names."""
+    async with bench_server(sync_interval) as (url, scratch):
+        connection = await nats.connect(url)
+        baseline = await measure_baseline(connection, max(duration / 4, 2.0))
+        await connection.drain()
+        registry = load_registry_file()
+        services = await start_hub(url, scratch, registry)
+        try:
+            load = await drive(url, list(registry.clinics), duration)
         finally:
             stop_services(services)
-            server.stop()
     rate = load.transitions / load.seconds
     return {
         "transitions_per_s": round(rate, 1),

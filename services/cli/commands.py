@@ -481,6 +481,23 @@ async def bench(args: argparse.Namespace) -> int:
     return 0
 
 
+async def bench_pages(args: argparse.Namespace) -> int:
+    """``hubctl bench pages``: alert-to-page latency, as JSON with ``--json``."""
+    from referral_hub.cli.bench_pages import bench_pages as run  # noqa: PLC0415 - benchmark code stays out of other commands
+
+    figures = await run(args.rate, args.duration, args.sync)
+    if args.json:
+        out(json.dumps(figures))
+        return 0
+    out(
+        f"alert -> fan-out -> page -> signed webhook, {figures['alerts']} alerts offered at "
+        f"{figures['offered_per_s']}/s, sync {args.sync}:"
+    )
+    out(f"  pages delivered {figures['pages_delivered']}, lost {figures['lost']}")
+    out(f"  alert-to-page p50 / p99 / max  {figures['p50_ms']} ms / {figures['p99_ms']} ms / {figures['max_ms']} ms")
+    return 0
+
+
 async def up(args: argparse.Namespace) -> int:
     """``hubctl up``: see :mod:`referral_hub.cli.up`."""
     from referral_hub.cli.up import run_hub  # noqa: PLC0415 - keeps the other subcommands light

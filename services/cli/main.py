@@ -269,6 +269,13 @@ def _add_bench(sub: Subparsers) -> None:
         "--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)"
     )
     referrals.set_defaults(run=commands.bench)
+    pages = bench_sub.add_parser("pages", help="alert-to-page latency through the whole chain at a steady load")
+    _common(pages)
+    pages.add_argument("--rate", type=float, default=200.0, help="alerts offered per second (default: %(default)s)")
+    pages.add_argument("--duration", type=float, default=10.0, help="seconds of load (default: %(default)s)")
+    pages.add_argument("--json", action="store_true", help="print one JSON object")
+    pages.add_argument("--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)")
+    pages.set_defaults(run=commands.bench_pages)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

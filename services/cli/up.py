@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -61,8 +62,10 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}/metrics"
 
 
-def start_service(name: str, nats_url: str, port: int, log_dir: Path) -> ServiceProcess:
-    """Start ``hubctl run NAME`` in its own session, so Ctrl-C reaches only ``up``."""
+def start_service(
+    name: str, nats_url: str, port: int, log_dir: Path, env: dict[str, str] | None = None
+) -> ServiceProcess:
+    """Start ``hubctl run NAME`` in its own session, so Ctrl-C reaches only ``up``; ``env`` adds variables."""
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -81,6 +84,7 @@ def start_service(name: str, nats_url: str, port: int, log_dir: Path) -> Service
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     return ServiceProcess(name, port, log_path, process)
 

@@ -1,0 +1,176 @@
+"""``hubctl bench pages``: alert-to-page latency through the whole chain, at a steady offered load.
+
+A clinic raises an alert; the referrals service fans it out to the care team; notifications
+pages the other clinic's on-call member by a signed webhook to a real HTTP receiver in this
+process. The latency is from publishing ``alert.raise`` to the receiver reading the POST, on
+one clock. Alerts are offered at a fixed rate (open loop: a slow hub does not slow the
+offer), and an alert whose page never arrives within the drain time counts as lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Final
+
+import msgspec
+
+from referral_hub.cli.bench import bench_server, percentile, start_hub
+from referral_hub.cli.up import stop_services
+from referral_hub.client import ClinicClient, new_id, utc_now
+from referral_hub.contracts.alerts import AlertRaise, Severity, TriggerKind
+from referral_hub.contracts.base import Modality
+from referral_hub.contracts.referrals import ReferralTransitioned
+from referral_hub.contracts.registry import ChannelKind, Clinic, ContactChannel, Registry
+from referral_hub.demo.traffic import demo_referral, lifecycle_command
+from referral_hub.runtime.natsserver import SYNC_ALWAYS
+from referral_hub.runtime.registry import load_registry_file
+
+PATIENTS: Final = 40
+DRAIN_SECONDS: Final = 15.0
+SECRET: Final = "bench-webhook-secret"  # noqa: S105 - a throwaway secret for a throwaway hub
+
+
+@dataclass
+class Arrivals:
+    """Page POSTs the receiver read, by alert id, with the time they arrived."""
+
+    at: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, body: bytes) -> None:
+        """Keep the first page per alert (the dedup key is ``alert:<alert_id>:<clinic>``)."""
+        arrived = time.perf_counter()
+        dedup_key = msgspec.json.decode(body, type=_Page).dedup_key
+        alert_id = dedup_key.split(":")[1] if dedup_key.count(":") == 2 else ""  # noqa: PLR2004 - three parts
+        with self.lock:
+            self.at.setdefault(alert_id, arrived)
+
+
+class _Page(msgspec.Struct):
+    dedup_key: str = ""
+
+
+def receiver(arrivals: Arrivals) -> ThreadingHTTPServer:
+    """A real HTTP server on loopback that answers 204 and records arrivals."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            arrivals.record(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def paged_registry(url: str) -> Registry:
+    """The demo clinics, every member reachable by webhook at ``url``."""
+    hook = (ContactChannel(kind=ChannelKind.WEBHOOK, address=url),)
+    clinics = [
+        msgspec.structs.replace(
+            clinic, members=tuple(msgspec.structs.replace(m, channels=hook) for m in clinic.members)
+        )
+        for clinic in load_registry_file().clinics
+    ]
+    return Registry(clinics=tuple(clinics))
+
+
+async def care_teams(url: str, clinics: list[Clinic]) -> list[tuple[str, Clinic]]:
+    """``PATIENTS`` patients, each on a team of two clinics (a referral, accepted); returns (patient, raiser)."""
+    import random  # noqa: PLC0415 - only the setup needs it
+
+    rng = random.Random(11)  # noqa: S311 - load shape, not security
+    clients = {clinic.id: await ClinicClient.connect(url, clinic.id) for clinic in clinics}
+    teams = []
+    try:
+        for _ in range(PATIENTS):
+            sender, recipient = rng.sample(clinics, 2)
+            request = demo_referral(sender, recipient, rng)
+            await clients[sender.id].send_and_confirm(request)
+            actor, accept = lifecycle_command("accept", request, sender, recipient)
+            answer = await clients[actor.id].send_and_confirm(accept)
+            if isinstance(answer.message, ReferralTransitioned):
+                teams.append((request.patient_ref, sender))
+    finally:
+        for client in clients.values():
+            await client.close()
+    return teams
+
+
+def alert(patient_ref: str, raiser: Clinic) -> AlertRaise:
+    """A relative alert naming every modality, so the other clinic is always paged."""
+    return AlertRaise(
+        message_id=new_id(),
+        occurred_at=utc_now(),
+        sender_clinic=raiser.id,
+        actor=raiser.members[0].id,
+        correlation_id=new_id(),
+        alert_id=new_id(),
+        patient_ref=patient_ref,
+        trigger_kind=TriggerKind.MEDICATION,
+        trigger="apixaban",
+        modalities=tuple(Modality),
+        severity=Severity.RELATIVE,
+    )
+
+
+async def offer(url: str, teams: list[tuple[str, Clinic]], rate: float, duration: float) -> dict[str, float]:
+    """Publish alerts at ``rate`` per second for ``duration``; returns send times by alert id."""
+    clients = {raiser.id: await ClinicClient.connect(url, raiser.id) for _, raiser in teams}
+    sent: dict[str, float] = {}
+    pending: set[asyncio.Task[object]] = set()
+    started = time.perf_counter()
+    count = round(rate * duration)
+    try:
+        for index in range(count):
+            await asyncio.sleep(max(started + index / rate - time.perf_counter(), 0))
+            patient_ref, raiser = teams[index % len(teams)]
+            message = alert(patient_ref, raiser)
+            sent[str(message.alert_id)] = time.perf_counter()
+            task = asyncio.create_task(clients[raiser.id].send(message))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+    finally:
+        for client in clients.values():
+            await client.close()
+    return sent
+
+
+async def bench_pages(rate: float, duration: float, sync_interval: str = SYNC_ALWAYS) -> dict[str, float | str]:
+    """The whole benchmark; returns the figures under their published names."""
+    arrivals = Arrivals()
+    http = receiver(arrivals)
+    try:
+        async with bench_server(sync_interval) as (url, scratch):
+            registry = paged_registry(f"http://127.0.0.1:{http.server_address[1]}/page")
+            services = await start_hub(url, scratch, registry, {"HUB_WEBHOOK_SECRET": SECRET})
+            try:
+                teams = await care_teams(url, list(registry.clinics))
+                sent = await offer(url, teams, rate, duration)
+                deadline = time.perf_counter() + DRAIN_SECONDS
+                while len(arrivals.at.keys() & sent.keys()) < len(sent) and time.perf_counter() < deadline:  # noqa: ASYNC110 - the arrivals come from a thread
+                    await asyncio.sleep(0.1)
+            finally:
+                stop_services(services)
+    finally:
+        http.shutdown()
+    latencies = [(arrivals.at[a] - t) * 1000 for a, t in sent.items() if a in arrivals.at]
+    return {
+        "offered_per_s": rate,
+        "alerts": len(sent),
+        "pages_delivered": len(latencies),
+        "lost": len(sent) - len(latencies),
+        "p50_ms": round(percentile(latencies, 0.50), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+        "max_ms": round(max(latencies, default=0.0), 2),
+        "sync_interval": sync_interval,
+    }
