@@ -64,5 +64,13 @@ def asyncapi_document() -> dict[str, Any]:
         ),
         "messages": {"ClinicCommand": {"payload": _payload(PAYLOAD_BY_ADDRESS[subjects.CLINIC_OUT_ALL])}},
     }
+    document["channels"]["notifications-events"] = {
+        "address": subjects.EVENTS_ALL,
+        "description": (
+            "Domain events that page or notify (alert.raised, alert.resolved, screening.flagged, "
+            "referral.requested, referral.overdue), consumed by the notifications service's batch pull loop."
+        ),
+        "messages": {"HubMessage": {"payload": _payload(PAYLOAD_BY_ADDRESS[subjects.EVENTS_ALL])}},
+    }
     document["x-message-types"] = sorted(message_type(t) for t in (*COMMAND_TYPES, *HUB_MESSAGE_TYPES))
     return document

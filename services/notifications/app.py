@@ -8,12 +8,14 @@ from datetime import UTC, datetime
 from typing import Final
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from referral_hub.errors import HubError
 from referral_hub.notifications.channels import Channels, ChannelSettings
 from referral_hub.notifications.domain import SERVICE
 from referral_hub.notifications.handlers import (
     DIGEST_PREFIX,
+    PATIENT_PREFIX,
     SILENCE_PREFIX,
     Digest,
     Notifier,
@@ -22,8 +24,9 @@ from referral_hub.notifications.handlers import (
 )
 from referral_hub.notifications.paging import EscalationPolicy, Page, PageStatus, PatientRecord, Silence
 from referral_hub.runtime import topology
-from referral_hub.runtime.handling import Effects, LateHandler, subscriber
+from referral_hub.runtime.handling import Effects, LateHandler, handle_one, subscriber
 from referral_hub.runtime.kvstore import KvStore, KvView
+from referral_hub.runtime.pulling import order_by_patient, pull_forever
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.service import ServiceApp, attach, lazy_jetstream, new_broker
 
@@ -44,12 +47,17 @@ def create_app(
     clock: Callable[[], datetime] = utc_now,
     sweep_interval: float = SWEEP_INTERVAL_SECONDS,
 ) -> ServiceApp:
-    """The notifications service: domain events in, pages and notifications out, acks, escalation."""
+    """The notifications service: domain events in, pages and notifications out, acks, escalation.
+
+    The events run on ``runtime.pulling`` (a batch pull loop, in order per patient): the hot
+    path of the alert-to-page chain, where faststream's per-message subscriber costs most.
+    """
     broker = new_broker(nats_url, SERVICE)
     effects = Effects(lazy_jetstream(broker))
     registry = RegistryCache()
     open_pages: KvView[Page] = KvView(Page, keep=lambda page: page.status is PageStatus.OPEN)
     silences: KvView[Silence] = KvView(Silence, SILENCE_PREFIX)
+    absolute_alerts: KvView[PatientRecord] = KvView(PatientRecord, PATIENT_PREFIX, keep=lambda r: bool(r.absolute))
     pending_digests: KvView[Digest] = KvView(Digest, DIGEST_PREFIX, keep=lambda digest: bool(digest.items))
     events, acks = LateHandler(SERVICE), LateHandler(SERVICE)
     notifier: list[Notifier] = []
@@ -62,11 +70,12 @@ def create_app(
             registry.follow(js),
             open_pages.follow(await js.key_value(topology.PAGES_KV)),
             silences.follow(state),
+            absolute_alerts.follow(state),
             pending_digests.follow(state),
         )
 
     async def prepare(connection: Client) -> None:
-        views = (registry.loaded, open_pages.loaded, silences.loaded, pending_digests.loaded)
+        views = (registry.loaded, open_pages.loaded, silences.loaded, absolute_alerts.loaded, pending_digests.loaded)
         try:
             await asyncio.wait_for(asyncio.gather(*(view.wait() for view in views)), LOAD_SECONDS)
         except TimeoutError as exc:
@@ -80,6 +89,7 @@ def create_app(
             digests=KvStore(state, Digest),
             open_pages=open_pages,
             silences=silences,
+            absolute_alerts=absolute_alerts,
             pending_digests=pending_digests,
         )
         built = Notifier(
@@ -94,18 +104,20 @@ def create_app(
         acks.bind(built.on_ack)
         started.set()
 
+    async def pull_events(connection: Client) -> None:
+        await started.wait()
+
+        async def one(raw: Msg) -> bool:
+            return await handle_one(SERVICE, "events", effects, events, raw)
+
+        await pull_forever(connection.jetstream(), topology.NOTIFICATIONS_EVENTS, one, order_by_patient)
+
     async def sweep(_connection: Client) -> None:
         await started.wait()
         while True:
             await asyncio.sleep(sweep_interval)
             await notifier[0].sweep_once()
 
-    attach(
-        broker,
-        topology.NOTIFICATIONS_EVENTS,
-        subscriber(SERVICE, "events", effects, events),
-        "Domain events (HubMessage union) that page care-team members or notify intake desks.",
-    )
     attach(
         broker,
         topology.NOTIFICATIONS_ACKS,
@@ -116,6 +128,6 @@ def create_app(
         name=SERVICE,
         broker=broker,
         consumers=(topology.NOTIFICATIONS_EVENTS, topology.NOTIFICATIONS_ACKS),
-        background=(follow, sweep),
+        background=(follow, pull_events, sweep),
         before_start=(prepare,),
     )

@@ -10,6 +10,7 @@ level is marked delivered only after its delivery ran: a crash in between re-del
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -94,9 +95,14 @@ class Digest(msgspec.Struct, frozen=True, kw_only=True):
     items: tuple[DigestItem, ...] = ()
 
 
-def patient_key(patient_ref: str) -> str:
+def patient_hash(patient_ref: str) -> str:
     """KV keys are subjects, so never the patient reference itself."""
-    return PATIENT_PREFIX + hashlib.sha256(patient_ref.encode()).hexdigest()[:40]
+    return hashlib.sha256(patient_ref.encode()).hexdigest()[:40]
+
+
+def patient_key(patient_ref: str) -> str:
+    """The KV key of a patient's record."""
+    return PATIENT_PREFIX + patient_hash(patient_ref)
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,9 @@ class Stores:
     digests: KvStore[Digest]
     open_pages: KvView[Page]
     silences: KvView[Silence]
+    absolute_alerts: KvView[PatientRecord]
+    """Read for inhibition: current within a watch round-trip. A relative page that slips
+    through in that window pages (the safe direction); it is never the other way round."""
     pending_digests: KvView[Digest]
 
 
@@ -213,20 +222,17 @@ class Notifier:
         for _ in range(ATTEMPTS):
             stored = await self._stores.pages.load(key)
             existing, revision = stored if stored is not None else (None, None)
-            record = None
-            if intent.severity is Severity.RELATIVE:
-                loaded = await self._stores.patients.load(patient_key(intent.patient_ref))
-                record = loaded[0] if loaded is not None else None
+            record = self._stores.absolute_alerts.get(patient_hash(intent.patient_ref))
             opened = paging.open_page(existing, intent, now, self._policy, self._suppression(intent, record, now))
             if existing is not None and opened.outcome == "deduplicated" and existing.intent == intent:
                 return []
             try:
-                await self._stores.pages.save(key, opened.page, revision)
+                saved = await self._stores.pages.save(key, opened.page, revision)
             except ConcurrentUpdateError:
                 continue
             PAGES.labels(opened.outcome).inc()
             if opened.deliver:
-                self._dispatch(opened.page)
+                self._dispatch(opened.page, saved)
             if opened.page.status is PageStatus.SUPPRESSED:
                 return [self._suppressed(opened.page)]
             return []
@@ -253,10 +259,10 @@ class Notifier:
         )
         return Outgoing(subjects.domain_event("page.suppressed"), encode(event), str(event.message_id))
 
-    def _dispatch(self, page: Page) -> None:
-        self._spawn(self._deliver_page(page))
+    def _dispatch(self, page: Page, revision: int | None = None) -> None:
+        self._spawn(self._deliver_page(page, revision))
 
-    async def _deliver_page(self, page: Page) -> None:
+    async def _deliver_page(self, page: Page, revision: int | None) -> None:
         """Page this level's targets on their channels, then mark the level delivered."""
         clinic = self._registry.get(page.intent.clinic)
         now = self._clock()
@@ -282,7 +288,7 @@ class Notifier:
             await self._channels.deliver(member.channels, outbound, report)
 
         await asyncio.gather(*(reach(member) for member in targets))
-        await self._mark_delivered(page)
+        await self._mark_delivered(page, revision)
 
     def _triggered(self, page: Page, member: Member) -> Outgoing:
         intent = page.intent
@@ -328,8 +334,13 @@ class Notifier:
             [Outgoing(subjects.domain_event("delivery.receipt"), encode(receipt), str(receipt.message_id))]
         )
 
-    async def _mark_delivered(self, page: Page) -> None:
+    async def _mark_delivered(self, page: Page, revision: int | None) -> None:
+        """Record that this step's delivery ran; one write when nothing changed the page meanwhile."""
         key = str(page.page_id)
+        if revision is not None:
+            with contextlib.suppress(ConcurrentUpdateError):
+                await self._stores.pages.save(key, msgspec.structs.replace(page, delivered_step=page.step), revision)
+                return
         for _ in range(ATTEMPTS):
             stored = await self._stores.pages.load(key)
             if stored is None or stored[0].step != page.step or stored[0].delivered_step == page.step:
@@ -512,12 +523,12 @@ class Notifier:
             escalated = paging.escalate(page, now, self._policy)
             if escalated is not None:
                 try:
-                    await self._stores.pages.save(str(page.page_id), escalated, await self._revision(page))
+                    saved = await self._stores.pages.save(str(page.page_id), escalated, await self._revision(page))
                 except ConcurrentUpdateError:
                     continue
                 if escalated.next_at is not None or escalated.level != page.level:
                     ESCALATIONS.labels(str(escalated.level)).inc()
-                    self._dispatch(escalated)
+                    self._dispatch(escalated, saved)
                 actions += 1
             elif paging.delivery_owed(page, now, REDELIVERY_GRACE):
                 self._dispatch(page)

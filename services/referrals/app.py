@@ -15,11 +15,11 @@ from referral_hub.contracts.inbox import InboxHeartbeat
 from referral_hub.errors import HubError
 from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.domain import SlaPolicy
-from referral_hub.referrals.handlers import SERVICE, IntakeHandler, TimerSweeper, order_key
+from referral_hub.referrals.handlers import SERVICE, IntakeHandler, TimerSweeper
 from referral_hub.runtime import subjects, topology
 from referral_hub.runtime.exhausted import ExhaustedHandler
 from referral_hub.runtime.handling import Effects, LateHandler, handle_one, subscriber
-from referral_hub.runtime.pulling import pull_forever
+from referral_hub.runtime.pulling import order_by_referral, pull_forever
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import HUB_SENDER, derived_id
 from referral_hub.runtime.service import ServiceApp, attach, lazy_jetstream, new_broker
@@ -88,7 +88,7 @@ def create_app(
         async def one(raw: Msg) -> bool:
             return await handle_one(SERVICE, "intake", effects, handler, raw)
 
-        await pull_forever(connection.jetstream(), topology.REFERRALS_INTAKE, one, order_key)
+        await pull_forever(connection.jetstream(), topology.REFERRALS_INTAKE, one, order_by_referral)
 
     attach(
         broker,

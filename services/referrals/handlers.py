@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Final
 
-import msgspec
 import structlog
 
 from referral_hub.contracts.alerts import AlertAck, AlertRaise, AlertRaised, AlertResolve
@@ -42,26 +41,6 @@ SERVICE = "referrals"
 DECIDE_ATTEMPTS = 4
 """A cached decision, then fresh ones after lost compare-and-set races, then a redelivery."""
 log = structlog.get_logger(__name__)
-
-
-class _Subject(msgspec.Struct):
-    """What a submission is about, read leniently to keep its referral's commands in order."""
-
-    referral_id: str = ""
-    patient_ref: str = ""
-
-
-def order_key(delivery: Delivery) -> str:
-    """Commands about one referral (or, failing that, one patient) are handled in order."""
-    try:
-        about = msgspec.json.decode(delivery.data, type=_Subject)
-    except msgspec.DecodeError:
-        return delivery.source_key
-    if about.referral_id:
-        return f"referral:{about.referral_id}"
-    if about.patient_ref:
-        return f"patient:{about.patient_ref}"
-    return delivery.source_key
 
 
 class IntakeHandler:

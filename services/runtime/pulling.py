@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -29,6 +30,36 @@ SWEEP_SECONDS: Final = 0.005
 BATCH: Final = 64
 
 HandleOne = Callable[[Msg], Awaitable[bool]]
+
+
+class _About(msgspec.Struct):
+    """What a message is about, read leniently to keep related messages in order."""
+
+    referral_id: str = ""
+    patient_ref: str = ""
+
+
+def _about(delivery: Delivery) -> _About | None:
+    try:
+        return msgspec.json.decode(delivery.data, type=_About)
+    except msgspec.DecodeError:
+        return None
+
+
+def order_by_referral(delivery: Delivery) -> str:
+    """Commands about one referral (or, failing that, one patient) are handled in order."""
+    about = _about(delivery)
+    if about is not None and about.referral_id:
+        return f"referral:{about.referral_id}"
+    if about is not None and about.patient_ref:
+        return f"patient:{about.patient_ref}"
+    return delivery.source_key
+
+
+def order_by_patient(delivery: Delivery) -> str:
+    """Events about one patient (an alert and its resolution) are handled in order."""
+    about = _about(delivery)
+    return f"patient:{about.patient_ref}" if about is not None and about.patient_ref else delivery.source_key
 
 
 async def dispatch(messages: list[Msg], handle_one: HandleOne, order_key: Callable[[Delivery], str]) -> None:

@@ -52,12 +52,15 @@ class ConsumerSpec:
     durable: str
     filter_subject: str
     max_deliver: int = MAX_DELIVER
+    only: tuple[str, ...] = ()
+    """Narrower subjects under ``filter_subject``: the server delivers only these (NATS 2.10 filters)."""
 
     def config(self) -> api.ConsumerConfig:
         """The server-side configuration, identical wherever the consumer is created."""
         return api.ConsumerConfig(
             durable_name=self.durable,
-            filter_subject=self.filter_subject,
+            filter_subject=None if self.only else self.filter_subject,
+            filter_subjects=list(self.only) or None,
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_wait=ACK_WAIT_SECONDS,
@@ -67,7 +70,22 @@ class ConsumerSpec:
 
 
 REFERRALS_INTAKE: Final = ConsumerSpec(CLINIC_OUT, "referrals-intake", subjects.CLINIC_OUT_ALL)
-NOTIFICATIONS_EVENTS: Final = ConsumerSpec(HUB_EVENTS, "notifications-events", subjects.EVENTS_ALL)
+NOTIFICATIONS_EVENTS: Final = ConsumerSpec(
+    HUB_EVENTS,
+    "notifications-events",
+    subjects.EVENTS_ALL,
+    only=tuple(
+        subjects.domain_event(kind)
+        for kind in (
+            "alert.raised",
+            "alert.resolved",
+            "screening.flagged",
+            "referral.requested",
+            "referral.overdue",
+        )
+    ),
+)
+"""Only the events that page or notify: notifications never reads its own pages and receipts back."""
 NOTIFICATIONS_ACKS: Final = ConsumerSpec(CLINIC_OUT, "notifications-page-acks", subjects.clinic_out("*", "page.ack"))
 """``page.ack`` is the one clinic submission notifications handles; the referrals intake skips it."""
 EXHAUSTED: Final = ConsumerSpec(HUB_ADVISORIES, "referrals-exhausted", subjects.MAX_DELIVERIES_ADVISORIES)
