@@ -263,14 +263,18 @@ class Notifier:
         self._spawn(self._deliver_page(page, revision))
 
     async def _deliver_page(self, page: Page, revision: int | None) -> None:
-        """Page this level's targets on their channels, then mark the level delivered."""
+        """Page this level's targets on their channels, then mark the level delivered.
+
+        The ``page.triggered`` records are stored while the channels are tried, not before:
+        the page must not wait on the audit trail's write.
+        """
         clinic = self._registry.get(page.intent.clinic)
         now = self._clock()
         targets = oncall.escalation_targets(clinic, page.level, now) if clinic is not None else []
         if not targets:
             log.warning("page has nobody to reach", page_id=str(page.page_id), clinic=page.intent.clinic)
         outbound = render(page, page.level)
-        await self._effects.apply([self._triggered(page, member) for member in targets])
+        recorded = self._effects.apply([self._triggered(page, member) for member in targets])
         first_attempt = asyncio.Event() if (page.level, page.cycle) == (0, 0) else None
 
         async def reach(member: Member) -> None:
@@ -287,7 +291,7 @@ class Notifier:
                 return
             await self._channels.deliver(member.channels, outbound, report)
 
-        await asyncio.gather(*(reach(member) for member in targets))
+        await asyncio.gather(recorded, *(reach(member) for member in targets))
         await self._mark_delivered(page, revision)
 
     def _triggered(self, page: Page, member: Member) -> Outgoing:

@@ -17,6 +17,6 @@ async def referral_store(js: JetStreamContext, cache_size: int = 0) -> KvStore[R
     return KvStore(await js.key_value(REFERRALS_KV), Referral, cache_size)
 
 
-async def careteam_store(js: JetStreamContext) -> KvStore[CareTeam]:
+async def careteam_store(js: JetStreamContext, cache_size: int = 0) -> KvStore[CareTeam]:
     """Care teams, keyed by :func:`team_key` of the patient."""
-    return KvStore(await js.key_value(CARETEAMS_KV), CareTeam)
+    return KvStore(await js.key_value(CARETEAMS_KV), CareTeam, cache_size)

@@ -67,7 +67,9 @@ def create_app(
             raise HubError(msg) from exc
         js = connection.jetstream()
         handler.bind(
-            IntakeHandler(await referral_store(js, REFERRAL_CACHE), await careteam_store(js), registry, policy)
+            IntakeHandler(
+                await referral_store(js, REFERRAL_CACHE), await careteam_store(js, REFERRAL_CACHE), registry, policy
+            )
         )
         started.set()
 

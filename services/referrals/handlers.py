@@ -227,9 +227,15 @@ class IntakeHandler:
         return alerting.replay(team, command)
 
     async def _team(self, delivery: Delivery, command: TeamCommand, sender: Clinic) -> Handled:
+        """Decide on the cached team first (one KV write on the common path), as referrals do.
+
+        A refusal decided on the cache, or a write that loses the compare-and-set, is decided
+        again on a fresh read: a stale cache can cost a retry, never a wrong answer.
+        """
         key = team_key(command.patient_ref)
-        for _ in range(DECIDE_ATTEMPTS):
-            stored = await self._teams.load(key)
+        for attempt in range(DECIDE_ATTEMPTS):
+            fresh = attempt > 0
+            stored = await self._teams.load(key, fresh=fresh)
             team, revision = stored if stored is not None else (None, None)
             if team is not None and command.message_id in team.applied:
                 if delivery.attempt == 1:
@@ -237,6 +243,8 @@ class IntakeHandler:
                 return Handled(outcome="replayed", outgoing=announce(self._replay(team, command)))
             decision = self._decide_team(team, command, delivery.stored_at, sender)
             if isinstance(decision, Refusal):
+                if not fresh:
+                    continue
                 return self._refuse(delivery, decision, command.message_id)
             try:
                 await self._teams.save(key, decision.team, revision)
