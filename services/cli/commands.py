@@ -23,6 +23,7 @@ from referral_hub.client import ClinicClient, InboxItem, new_id, silence_nats_er
 from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised, AlertResolved
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.compat import breaking_changes, current_components, published_components, render
+from referral_hub.contracts.paging import PageAcknowledged
 from referral_hub.contracts.plans import CareTeamChanged, PlanUpdated
 from referral_hub.contracts.referrals import (
     ReferralRequest,
@@ -197,6 +198,7 @@ _DETAILS: Final[dict[type, Callable[[Any], str]]] = {
     AlertResolved: lambda m: f"alert {m.alert_id} resolved by {m.sender_clinic}",
     ScreeningFlagged: _flag_detail,
     ScreeningDisputed: lambda m: f"{m.disputed_by} disputes {m.rule_id} of flag {m.flag_id}",
+    PageAcknowledged: lambda m: f"page {m.page_id} for {m.paged_clinic} acknowledged by {m.member} ({m.member_clinic})",
 }
 
 

@@ -30,6 +30,7 @@ from referral_hub.audit.domain import verify
 from referral_hub.cli.commands import SERVICES, connect, describe_item, out
 from referral_hub.client import InboxItem
 from referral_hub.contracts.codec import SchemaViolationError, decode_hub_message
+from referral_hub.demo.pager import DemoPager
 from referral_hub.demo.traffic import send_demo_referrals
 from referral_hub.errors import HubError
 from referral_hub.runtime import subjects
@@ -168,15 +169,23 @@ async def run_hub(args: argparse.Namespace) -> int:
     server.start()
     services: list[ServiceProcess] = []
     jobs: list[asyncio.Task[None]] = []
+    pager = DemoPager(server.url, out) if args.demo else None
     try:
         registry = load_registry_file(args.registry)
+        env: dict[str, str] = {}
+        if pager is not None:
+            registry = pager.with_channels(registry)
+            env["HUB_WEBHOOK_SECRET"] = pager.secret
+            pager.start()
         connection = await connect(server.url, "hubctl-up")
         await provision(connection.jetstream())
         await store_registry(connection.jetstream(), registry)
         await connection.drain()
         log_dir = args.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        services = [start_service(name, server.url, port, log_dir) for name, port in zip(SERVICES, ports, strict=True)]
+        services = [
+            start_service(name, server.url, port, log_dir, env) for name, port in zip(SERVICES, ports, strict=True)
+        ]
         await asyncio.gather(*(wait_ready(service) for service in services))
         _banner(server, services, args, len(registry.clinics))
         background: list[Coroutine[Any, Any, None]] = [show_deliveries(server.url), report_audit(server.url)]
@@ -193,6 +202,8 @@ async def run_hub(args: argparse.Namespace) -> int:
         try:
             tell("stopping services ...")
             stop_services(services)
+            if pager is not None:
+                pager.stop()
         finally:
             tell("stopping nats-server ...")
             server.stop()

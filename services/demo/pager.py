@@ -1,0 +1,124 @@
+"""A demo pager for ``hubctl up``: a real webhook receiver standing in for the demo members' phones.
+
+The bundled demo clinics have no contact channels, so ``hubctl up`` gives each member a
+webhook to this receiver. It checks each page's HMAC signature, prints it, and, like a
+therapist glancing at a phone, acknowledges it a moment later through ``page.ack``, so the
+terminal shows the whole loop: alert, page, acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Final
+
+import msgspec
+
+from referral_hub.client import ClinicClient, new_id, utc_now
+from referral_hub.contracts.paging import PageAck
+from referral_hub.contracts.registry import ChannelKind, ContactChannel, Registry
+from referral_hub.notifications.channels import SIGNATURE_HEADER, verify_signature
+
+ACK_AFTER_SECONDS: Final = 1.5
+
+
+class _Page(msgspec.Struct):
+    page_id: str = ""
+    clinic: str = ""
+    severity: str = ""
+    summary: str = ""
+    escalation_level: int = 0
+
+
+class DemoPager:
+    """Receives signed page webhooks on loopback, prints them and acknowledges them."""
+
+    def __init__(self, nats_url: str, say: Callable[[str], None]) -> None:
+        """Bind to a free loopback port; a fresh secret per run."""
+        self.secret = secrets.token_hex(16)
+        self._nats_url = nats_url
+        self._say = say
+        self._loop: asyncio.AbstractEventLoop | None = None
+        pager = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                signed = verify_signature(
+                    pager.secret.encode(), self.headers.get(SIGNATURE_HEADER, ""), body, time.time()
+                )
+                self.send_response(204 if signed else 401)
+                self.end_headers()
+                pager.received(self.path.strip("/"), body, signed=signed)
+
+            def log_message(self, *_: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        """Where members' webhooks point."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def with_channels(self, registry: Registry) -> Registry:
+        """Every member without a channel gets a webhook here, at ``/<clinic>/<member>``."""
+        clinics = []
+        for clinic in registry.clinics:
+            members = tuple(
+                m
+                if m.channels
+                else msgspec.structs.replace(
+                    m, channels=(ContactChannel(kind=ChannelKind.WEBHOOK, address=f"{self.url}/{clinic.id}/{m.id}"),)
+                )
+                for m in clinic.members
+            )
+            clinics.append(msgspec.structs.replace(clinic, members=members))
+        return Registry(clinics=tuple(clinics))
+
+    def start(self) -> None:
+        """Serve in a thread; acknowledgements run on the calling event loop."""
+        self._loop = asyncio.get_running_loop()
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+
+    def received(self, path: str, body: bytes, *, signed: bool) -> None:
+        """Print the page; acknowledge it (from the event loop) a moment later."""
+        page = msgspec.json.decode(body, type=_Page)
+        clinic, _, member = path.partition("/")
+        verdict = "signature ok" if signed else "BAD SIGNATURE, refused"
+        self._say(
+            f"** page {page.page_id[:8]} -> {member} ({clinic}), level {page.escalation_level}, "
+            f"{page.severity}: {page.summary[:90]} [{verdict}]"
+        )
+        if signed and self._loop is not None and page.page_id:
+            asyncio.run_coroutine_threadsafe(self._acknowledge(clinic, member, page.page_id), self._loop)
+
+    async def _acknowledge(self, clinic: str, member: str, page_id: str) -> None:
+        await asyncio.sleep(ACK_AFTER_SECONDS)
+        with contextlib.suppress(Exception):
+            client = await ClinicClient.connect(self._nats_url, clinic)
+            try:
+                await client.send(
+                    PageAck(
+                        message_id=new_id(),
+                        occurred_at=utc_now(),
+                        sender_clinic=clinic,
+                        actor=member,
+                        correlation_id=new_id(),
+                        page_id=uuid.UUID(page_id),
+                        member=member,
+                    )
+                )
+                self._say(f"-> {member} ({clinic}) acknowledges page {page_id[:8]}")
+            finally:
+                await client.close()
