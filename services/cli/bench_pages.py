@@ -20,12 +20,12 @@ import msgspec
 
 from referral_hub.cli.bench import bench_server, percentile, start_hub
 from referral_hub.cli.up import stop_services
-from referral_hub.client import ClinicClient, new_id, utc_now
-from referral_hub.contracts.alerts import AlertRaise, Severity, TriggerKind
+from referral_hub.client import ClinicClient
+from referral_hub.contracts.alerts import AlertRaise
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.referrals import ReferralTransitioned
 from referral_hub.contracts.registry import ChannelKind, Clinic, ContactChannel, Registry
-from referral_hub.demo.traffic import demo_referral, lifecycle_command
+from referral_hub.demo.traffic import demo_alert, demo_referral, lifecycle_command
 from referral_hub.runtime.natsserver import SYNC_ALWAYS
 from referral_hub.runtime.registry import load_registry_file
 
@@ -106,20 +106,8 @@ async def care_teams(url: str, clinics: list[Clinic]) -> list[tuple[str, Clinic]
 
 
 def alert(patient_ref: str, raiser: Clinic) -> AlertRaise:
-    """A relative alert naming every modality, so the other clinic is always paged."""
-    return AlertRaise(
-        message_id=new_id(),
-        occurred_at=utc_now(),
-        sender_clinic=raiser.id,
-        actor=raiser.members[0].id,
-        correlation_id=new_id(),
-        alert_id=new_id(),
-        patient_ref=patient_ref,
-        trigger_kind=TriggerKind.MEDICATION,
-        trigger="apixaban",
-        modalities=tuple(Modality),
-        severity=Severity.RELATIVE,
-    )
+    """The demo's anticoagulant alert, naming every modality, so the other clinic is always paged."""
+    return msgspec.structs.replace(demo_alert(raiser, patient_ref), modalities=tuple(Modality), techniques=())
 
 
 async def offer(url: str, teams: list[tuple[str, Clinic]], rate: float, duration: float) -> dict[str, float]:

@@ -56,7 +56,7 @@ from referral_hub.notifications.paging import (
 from referral_hub.runtime import subjects
 from referral_hub.runtime.admission import admit
 from referral_hub.runtime.handling import Delivery, Effects, Handled
-from referral_hub.runtime.inbox import Announcement, Outgoing, announce
+from referral_hub.runtime.inbox import Announcement, Outgoing, announce, echo
 from referral_hub.runtime.kvstore import ConcurrentUpdateError, KvStore, KvView
 from referral_hub.runtime.metrics import (
     ALERT_TO_PAGE_SECONDS,
@@ -64,10 +64,9 @@ from referral_hub.runtime.metrics import (
     ESCALATIONS,
     PAGE_ACK_SECONDS,
     PAGES,
-    REJECTIONS,
 )
 from referral_hub.runtime.registry import RegistryCache
-from referral_hub.runtime.rejecting import HUB_SENDER, Refusal, derived_id, offender_of, refusal_outputs
+from referral_hub.runtime.rejecting import HUB_SENDER, Refusal, derived_id, refuse
 
 log = structlog.get_logger(__name__)
 ATTEMPTS: Final = 5
@@ -118,6 +117,18 @@ class Stores:
     """Read for inhibition: current within a watch round-trip. A relative page that slips
     through in that window pages (the safe direction); it is never the other way round."""
     pending_digests: KvView[Digest]
+
+
+@dataclass(frozen=True)
+class Addressee:
+    """Whose delivery a receipt reports: one member at one page step, or an intake desk."""
+
+    delivery_id: UUID
+    seed: str
+    clinic: str
+    correlation_id: UUID
+    member: str | None = None
+    notification_id: UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -278,16 +289,19 @@ class Notifier:
         first_attempt = asyncio.Event() if (page.level, page.cycle) == (0, 0) else None
 
         async def reach(member: Member) -> None:
+            to = Addressee(
+                page.page_id, f"{page.page_id}/{page.step}/{member.id}", page.intent.clinic,
+                page.intent.about_message_id, member.id,
+            )  # fmt: skip
+
             async def report(attempt: Attempt) -> None:
                 if first_attempt is not None and not first_attempt.is_set():
                     first_attempt.set()
                     ALERT_TO_PAGE_SECONDS.observe(max((self._clock() - page.intent.source_at).total_seconds(), 0.0))
-                if attempt.status is DeliveryStatus.FAILED:
-                    DELIVERY_FAILURES.labels(attempt.channel).inc()
-                await self._receipt(page, member.id, attempt)
+                await self._receipt(to, attempt)
 
             if not member.channels:
-                await self._receipt(page, member.id, Attempt("none", 0, DeliveryStatus.FAILED, "no contact channel"))
+                await self._receipt(to, Attempt("none", 0, DeliveryStatus.FAILED, "no contact channel"))
                 return
             await self._channels.deliver(member.channels, outbound, report)
 
@@ -316,23 +330,25 @@ class Notifier:
         )
         return Outgoing(subjects.domain_event("page.triggered"), encode(event), str(event.message_id))
 
-    async def _receipt(self, page: Page, member: str, attempt: Attempt) -> None:
+    async def _receipt(self, to: Addressee, attempt: Attempt) -> None:
+        """Publish one attempt's ``delivery.receipt`` (audited) and count failures."""
+        if attempt.status is DeliveryStatus.FAILED:
+            DELIVERY_FAILURES.labels(attempt.channel).inc()
         receipt = DeliveryReceipt(
-            message_id=derived_id(
-                f"{page.page_id}/{page.step}/{member}/{attempt.channel}/{attempt.attempt}", "receipt"
-            ),
+            message_id=derived_id(f"{to.seed}/{attempt.channel}/{attempt.attempt}", "receipt"),
             occurred_at=self._clock(),
             sender_clinic=HUB_SENDER,
             actor=SERVICE,
-            correlation_id=page.intent.about_message_id,
-            causation_id=page.intent.about_message_id,
-            page_id=page.page_id,
+            correlation_id=to.correlation_id,
+            causation_id=to.correlation_id,
+            page_id=to.delivery_id,
             channel=attempt.channel,
             status=attempt.status,
             attempt=attempt.attempt,
             error=attempt.error[:200],
-            clinic=page.intent.clinic,
-            member=member,
+            clinic=to.clinic,
+            member=to.member,
+            notification_id=to.notification_id,
         )
         await self._effects.apply(
             [Outgoing(subjects.domain_event("delivery.receipt"), encode(receipt), str(receipt.message_id))]
@@ -391,26 +407,10 @@ class Notifier:
             payload={"type": "notification", "topic": topic, "clinic": clinic_id, "text": text},
         )
 
+        desk = Addressee(notification_id, str(notification_id), clinic_id, notification_id, None, notification_id)
+
         async def report(attempt: Attempt) -> None:
-            if attempt.status is DeliveryStatus.FAILED:
-                DELIVERY_FAILURES.labels(attempt.channel).inc()
-            receipt = DeliveryReceipt(
-                message_id=derived_id(f"{notification_id}/{attempt.channel}/{attempt.attempt}", "receipt"),
-                occurred_at=self._clock(),
-                sender_clinic=HUB_SENDER,
-                actor=SERVICE,
-                correlation_id=notification_id,
-                page_id=notification_id,
-                channel=attempt.channel,
-                status=attempt.status,
-                attempt=attempt.attempt,
-                error=attempt.error[:200],
-                clinic=clinic_id,
-                notification_id=notification_id,
-            )
-            await self._effects.apply(
-                [Outgoing(subjects.domain_event("delivery.receipt"), encode(receipt), str(receipt.message_id))]
-            )
+            await self._receipt(desk, attempt)
 
         await self._channels.deliver(clinic.intake_channels, outbound, report)
 
@@ -494,12 +494,7 @@ class Notifier:
     @staticmethod
     def _acknowledged(page: Page, command: PageAck) -> Announcement:
         event = PageAcknowledged(
-            message_id=derived_id(str(command.message_id), "page-acknowledged"),
-            occurred_at=command.occurred_at,
-            sender_clinic=command.sender_clinic,
-            actor=command.actor,
-            correlation_id=command.correlation_id,
-            causation_id=command.message_id,
+            **echo(command, "page-acknowledged"),
             page_id=page.page_id,
             member=command.member,
             member_clinic=command.sender_clinic,
@@ -510,14 +505,7 @@ class Notifier:
         return Announcement(event, "page.acknowledged", clinics)
 
     def _refuse(self, delivery: Delivery, refusal: Refusal, message_id: UUID | None) -> Handled:
-        REJECTIONS.labels(SERVICE, refusal.code).inc()
-        out = subjects.parse_clinic_out(delivery.subject)
-        sender = out.clinic_id if out is not None and self._registry.get(out.clinic_id) is not None else None
-        return Handled(
-            outcome="rejected",
-            outgoing=refusal_outputs(SERVICE, delivery, refusal, offender_of(delivery, sender, message_id)),
-            log_fields={"rejection_code": str(refusal.code), "reason": refusal.reason[:300]},
-        )
+        return refuse(SERVICE, delivery, refusal, message_id, lambda clinic: self._registry.get(clinic) is not None)
 
     async def sweep_once(self) -> int:
         """Escalate due pages, re-deliver owed levels, and send digests that are due; returns actions."""

@@ -33,8 +33,8 @@ from referral_hub.referrals.careteam import (
     TeamChanged,
     remember,
 )
-from referral_hub.runtime.inbox import Announcement
-from referral_hub.runtime.rejecting import Refusal, derived_id
+from referral_hub.runtime.inbox import Announcement, echo
+from referral_hub.runtime.rejecting import Refusal
 
 SEVERITY_RANK: Final = {Severity.CAUTION: 0, Severity.LOCAL: 1, Severity.RELATIVE: 2, Severity.ABSOLUTE: 3}
 """Absolute stops treatment, so it outranks everything; caution only informs."""
@@ -103,12 +103,7 @@ def raised_event(record: AlertRecord, recipients: tuple[str, ...], role: str) ->
     """A copy of the alert for ``recipients``; ``role`` keeps copies' ids distinct."""
     command = record.raised
     return AlertRaised(
-        message_id=derived_id(str(command.message_id), role),
-        occurred_at=command.occurred_at,
-        sender_clinic=command.sender_clinic,
-        actor=command.actor,
-        correlation_id=command.correlation_id,
-        causation_id=command.message_id,
+        **echo(command, role),
         alert_id=command.alert_id,
         patient_ref=command.patient_ref,
         raised_by=command.sender_clinic,
@@ -164,12 +159,7 @@ def acknowledge(team: CareTeam | None, command: AlertAck, at: datetime, sender: 
 
 def _acknowledged_announcement(team: CareTeam, command: AlertAck) -> Announcement:
     event = AlertAcknowledged(
-        message_id=derived_id(str(command.message_id), "alert-acknowledged"),
-        occurred_at=command.occurred_at,
-        sender_clinic=command.sender_clinic,
-        actor=command.actor,
-        correlation_id=command.correlation_id,
-        causation_id=command.message_id,
+        **echo(command, "alert-acknowledged"),
         alert_id=command.alert_id,
         patient_ref=command.patient_ref,
         member=command.member,
@@ -197,12 +187,7 @@ def resolve(team: CareTeam | None, command: AlertResolve, at: datetime) -> TeamC
 
 def _resolved_announcement(team: CareTeam, command: AlertResolve) -> Announcement:
     event = AlertResolved(
-        message_id=derived_id(str(command.message_id), "alert-resolved"),
-        occurred_at=command.occurred_at,
-        sender_clinic=command.sender_clinic,
-        actor=command.actor,
-        correlation_id=command.correlation_id,
-        causation_id=command.message_id,
+        **echo(command, "alert-resolved"),
         alert_id=command.alert_id,
         patient_ref=command.patient_ref,
         reason=command.reason,

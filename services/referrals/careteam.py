@@ -21,7 +21,7 @@ from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.plans import CareTeamChanged, CareTeamLeave, PlanUpdate, PlanUpdated
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningFlagged
-from referral_hub.runtime.inbox import Announcement
+from referral_hub.runtime.inbox import Announcement, echo
 from referral_hub.runtime.rejecting import Refusal, derived_id
 
 RECENT_COMMANDS: Final = 256
@@ -216,12 +216,7 @@ def update_plan(team: CareTeam | None, command: PlanUpdate) -> TeamChanged | Ref
 def plan_updated_event(command: PlanUpdate) -> PlanUpdated:
     """The fan-out of a plan update, identical however often it is derived."""
     return PlanUpdated(
-        message_id=derived_id(str(command.message_id), "plan-updated"),
-        occurred_at=command.occurred_at,
-        sender_clinic=command.sender_clinic,
-        actor=command.actor,
-        correlation_id=command.correlation_id,
-        causation_id=command.message_id,
+        **echo(command, "plan-updated"),
         patient_ref=command.patient_ref,
         plan_clinic=command.sender_clinic,
         modality=command.modality,

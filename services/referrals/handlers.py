@@ -25,12 +25,11 @@ from referral_hub.runtime.inbox import Announcement, announce
 from referral_hub.runtime.metrics import (
     CONTRAINDICATION_ALERTS,
     REFERRAL_TRANSITIONS,
-    REJECTIONS,
     SCREENING_FLAGS,
     SCREENING_HOLDS,
 )
 from referral_hub.runtime.registry import RegistryCache
-from referral_hub.runtime.rejecting import Refusal, offender_of, refusal_outputs
+from referral_hub.runtime.rejecting import Refusal, refuse
 from referral_hub.screening.rules import load_rules
 
 HANDLED_ELSEWHERE: Final = {"page.ack": "notifications"}
@@ -256,14 +255,7 @@ class IntakeHandler:
         raise ConcurrentUpdateError(msg)
 
     def _refuse(self, delivery: Delivery, refusal: Refusal, message_id: uuid.UUID | None) -> Handled:
-        REJECTIONS.labels(SERVICE, refusal.code).inc()
-        out = subjects.parse_clinic_out(delivery.subject)
-        sender = out.clinic_id if out is not None and self._registry.get(out.clinic_id) is not None else None
-        return Handled(
-            outcome="rejected",
-            outgoing=refusal_outputs(SERVICE, delivery, refusal, offender_of(delivery, sender, message_id)),
-            log_fields={"rejection_code": str(refusal.code), "reason": refusal.reason[:300]},
-        )
+        return refuse(SERVICE, delivery, refusal, message_id, lambda clinic: self._registry.get(clinic) is not None)
 
 
 def count_flag(flag: ScreeningFlagged) -> None:

@@ -35,7 +35,7 @@ from referral_hub.referrals.careteam import (
     TeamChanged,
     remember,
 )
-from referral_hub.runtime.inbox import Announcement
+from referral_hub.runtime.inbox import Announcement, echo
 from referral_hub.runtime.rejecting import HUB_SENDER, Refusal, derived_id
 from referral_hub.screening.rules import Findings, RulePack, Treatment, mentions, screen
 
@@ -216,12 +216,7 @@ def dispute(team: CareTeam | None, command: ScreeningDispute, at: datetime) -> T
 def disputed_announcement(record: FlagRecord, command: ScreeningDispute) -> Announcement:
     """The dispute, to every clinic that received the flag."""
     event = ScreeningDisputed(
-        message_id=derived_id(str(command.message_id), "screening-disputed"),
-        occurred_at=command.occurred_at,
-        sender_clinic=command.sender_clinic,
-        actor=command.actor,
-        correlation_id=command.correlation_id,
-        causation_id=command.message_id,
+        **echo(command, "screening-disputed"),
         flag_id=command.flag_id,
         patient_ref=command.patient_ref,
         rule_id=command.rule_id,

@@ -18,7 +18,9 @@ import asyncio
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Final
+from datetime import datetime
+from typing import Final, TypedDict
+from uuid import UUID
 
 import msgspec
 from nats.js import JetStreamContext
@@ -28,6 +30,7 @@ from referral_hub.contracts.base import Message
 from referral_hub.contracts.codec import encode
 from referral_hub.errors import HubError
 from referral_hub.runtime import subjects, topology
+from referral_hub.runtime.ids import derived_id
 
 WRONG_LAST_SEQUENCE: Final = 10071
 MAX_ATTEMPTS: Final = 50
@@ -113,6 +116,33 @@ class InboxWriter:
                 return number + 1
         msg = f"could not deliver to {clinic}'s inbox after {MAX_ATTEMPTS} attempts"
         raise InboxContentionError(msg)
+
+
+class Echo(TypedDict):
+    """The envelope of an event that a command caused."""
+
+    message_id: UUID
+    occurred_at: datetime
+    sender_clinic: str
+    actor: str
+    correlation_id: UUID
+    causation_id: UUID | None
+
+
+def echo(command: Message, role: str) -> Echo:
+    """Same sender, actor, time and correlation as ``command``; caused by it; an id derived per ``role``.
+
+    Deriving the id makes the event identical however often it is derived, so a redelivered
+    command's events are de-duplicated by JetStream.
+    """
+    return {
+        "message_id": derived_id(str(command.message_id), role),
+        "occurred_at": command.occurred_at,
+        "sender_clinic": command.sender_clinic,
+        "actor": command.actor,
+        "correlation_id": command.correlation_id,
+        "causation_id": command.message_id,
+    }
 
 
 @dataclass(frozen=True)

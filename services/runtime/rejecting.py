@@ -7,6 +7,7 @@ the dead-letter subject and the audit log: never a crash, never a silent drop.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -15,16 +16,14 @@ import msgspec
 from referral_hub.contracts.codec import encode
 from referral_hub.contracts.rejections import DeadLetter, Rejection, RejectionCode
 from referral_hub.runtime import subjects
-from referral_hub.runtime.handling import MSG_ID_HEADER, Delivery
+from referral_hub.runtime.handling import MSG_ID_HEADER, Delivery, Handled
+from referral_hub.runtime.ids import derived_id
 from referral_hub.runtime.inbox import InboxDelivery, Outgoing
+from referral_hub.runtime.metrics import REJECTIONS
+
+__all__ = ["HUB_SENDER", "Offender", "Refusal", "derived_id", "offender_of", "refusal_outputs", "refuse"]
 
 HUB_SENDER: Final = "hub"
-ID_NAMESPACE: Final = uuid.UUID("6f1c8a52-8d0e-4f55-9a43-2b1f0c9e7d10")
-
-
-def derived_id(seed: str, role: str) -> uuid.UUID:
-    """A deterministic id for an output, so a redelivered input re-creates identical outputs."""
-    return uuid.uuid5(ID_NAMESPACE, f"{seed}/{role}")
 
 
 @dataclass(frozen=True)
@@ -116,4 +115,21 @@ def offender_of(delivery: Delivery, sender_clinic: str | None, message_id: uuid.
         sender_clinic=sender_clinic,
         message_id=offending_message_id(delivery, str(message_id) if message_id else identity.message_id),
         correlation_id=_as_uuid(identity.correlation_id),
+    )
+
+
+def refuse(
+    service: str, delivery: Delivery, refusal: Refusal, message_id: uuid.UUID | None, registered: Callable[[str], bool]
+) -> Handled:
+    """The outcome of refusing a clinic submission: rejection, dead letter, metric and log fields.
+
+    Only a registered sender gets an inbox rejection; anyone else's message is dead-lettered.
+    """
+    REJECTIONS.labels(service, refusal.code).inc()
+    out = subjects.parse_clinic_out(delivery.subject)
+    sender = out.clinic_id if out is not None and registered(out.clinic_id) else None
+    return Handled(
+        outcome="rejected",
+        outgoing=refusal_outputs(service, delivery, refusal, offender_of(delivery, sender, message_id)),
+        log_fields={"rejection_code": str(refusal.code), "reason": refusal.reason[:300]},
     )
