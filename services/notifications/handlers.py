@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 from uuid import UUID
 
 import msgspec
@@ -28,6 +28,7 @@ from referral_hub.contracts.paging import (
     DeliveryStatus,
     PageAck,
     PageAcknowledged,
+    PageSeverity,
     PageSuppressed,
     PageTriggered,
 )
@@ -137,6 +138,40 @@ class Timing:
 
     policy: EscalationPolicy
     clock: Callable[[], datetime]
+
+
+class PageEnvelope(TypedDict):
+    """What every event about a page says: from the hub, caused by the alert or flag, which page."""
+
+    message_id: UUID
+    occurred_at: datetime
+    sender_clinic: str
+    actor: str
+    correlation_id: UUID
+    causation_id: UUID
+    page_id: UUID
+    dedup_key: str
+    severity: PageSeverity
+    clinic: str
+    patient_ref: str
+
+
+def page_envelope(page: Page, message_id: UUID, at: datetime) -> PageEnvelope:
+    """The shared fields of ``page.triggered`` and ``page.suppressed``."""
+    intent = page.intent
+    return {
+        "message_id": message_id,
+        "occurred_at": at,
+        "sender_clinic": HUB_SENDER,
+        "actor": SERVICE,
+        "correlation_id": intent.about_message_id,
+        "causation_id": intent.about_message_id,
+        "page_id": page.page_id,
+        "dedup_key": page.dedup_key,
+        "severity": PAGE_SEVERITY[intent.severity],
+        "clinic": intent.clinic,
+        "patient_ref": intent.patient_ref,
+    }
 
 
 def render(page: Page, level: int) -> Outbound:
@@ -252,19 +287,8 @@ class Notifier:
 
     @staticmethod
     def _suppressed(page: Page) -> Outgoing:
-        intent = page.intent
         event = PageSuppressed(
-            message_id=derived_id(f"{page.page_id}/{page.generation}", "page-suppressed"),
-            occurred_at=page.opened_at,
-            sender_clinic=HUB_SENDER,
-            actor=SERVICE,
-            correlation_id=intent.about_message_id,
-            causation_id=intent.about_message_id,
-            page_id=page.page_id,
-            dedup_key=page.dedup_key,
-            severity=PAGE_SEVERITY[intent.severity],
-            clinic=intent.clinic,
-            patient_ref=intent.patient_ref,
+            **page_envelope(page, derived_id(f"{page.page_id}/{page.generation}", "page-suppressed"), page.opened_at),
             reason=page.suppressed_reason,
             silence_id=page.silence_id,
         )
@@ -311,18 +335,10 @@ class Notifier:
     def _triggered(self, page: Page, member: Member) -> Outgoing:
         intent = page.intent
         event = PageTriggered(
-            message_id=derived_id(f"{page.page_id}/{page.step}/{member.id}", "page-triggered"),
-            occurred_at=self._clock(),
-            sender_clinic=HUB_SENDER,
-            actor=SERVICE,
-            correlation_id=intent.about_message_id,
-            causation_id=intent.about_message_id,
-            page_id=page.page_id,
-            dedup_key=page.dedup_key,
-            severity=PAGE_SEVERITY[intent.severity],
-            clinic=intent.clinic,
+            **page_envelope(
+                page, derived_id(f"{page.page_id}/{page.step}/{member.id}", "page-triggered"), self._clock()
+            ),
             member=member.id,
-            patient_ref=intent.patient_ref,
             escalation_level=page.level,
             cycle=page.cycle,
             about_message_id=intent.about_message_id,
