@@ -37,7 +37,15 @@ from referral_hub.contracts.referrals import ReferralTransitioned
 from referral_hub.contracts.registry import ChannelKind, Clinic, ContactChannel, Member, Role, Rotation, WorkingHours
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.notifications import app as notifications_app
-from referral_hub.notifications.channels import SIGNATURE_HEADER, ChannelSettings, SmtpSettings, verify_signature
+from referral_hub.notifications.channels import (
+    SIGNATURE_HEADER,
+    Channels,
+    ChannelSettings,
+    Outbound,
+    SmtpSettings,
+    sign,
+    verify_signature,
+)
 from referral_hub.notifications.paging import EscalationPolicy
 from referral_hub.referrals import app as referrals_app
 from referral_hub.runtime import topology
@@ -53,6 +61,9 @@ SECRET = b"test-webhook-secret"
 PT, ACU, MASSAGE = "harbor-pt", "lotus-acu", "kneadwell-massage"
 PATIENT = "pt-paging"
 WEDNESDAY_NOON = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
+GATEWAY_TOKEN = "gateway-token"  # noqa: S105 - the fake gateway's own token
+SLOW_SECONDS = 3.0
+"""Longer than the channel timeout: a receiver that hangs."""
 POLICY = EscalationPolicy(delays=(timedelta(minutes=5), timedelta(minutes=5), timedelta(minutes=10)), repeats=0)
 
 
@@ -89,6 +100,8 @@ def webhook() -> Iterator[WebhookReceiver]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             receiver.received.append(Received(self.path, dict(self.headers), body))
+            if self.path == "/slow":
+                time.sleep(SLOW_SECONDS)
             self.send_response(204 if self.path != "/broken" else 500)
             self.end_headers()
 
@@ -477,3 +490,45 @@ async def test_escalation_survives_a_restart_of_the_services(
             await client.close()
 
     assert [(p.escalation_level, p.member) for p in pages] == [(0, "ben.okafor"), (1, "ana.ruiz")]
+
+
+async def test_a_hanging_channel_does_not_hold_up_another_clinics_page(paging_hub: PagingHub) -> None:
+    hub = paging_hub.hub
+    kv = await hub.connection.jetstream().key_value(topology.REGISTRY_KV)
+    harbor = roster(paging_hub.webhook)[PT]
+    hanging = ContactChannel(kind=ChannelKind.WEBHOOK, address=paging_hub.webhook.url("/slow"))
+    members = tuple(msgspec.structs.replace(m, channels=(hanging,)) for m in harbor.members)
+    await kv.put(f"{KEY_PREFIX}{PT}", msgspec.json.encode(msgspec.structs.replace(harbor, members=members)))
+    await care_team(hub, (MASSAGE, Modality.MASSAGE), (ACU, Modality.ACUPUNCTURE))
+
+    started = time.monotonic()
+    await raise_alert(hub, Severity.RELATIVE)
+    await eventually(lambda: _async(paging_hub.mail.messages))
+    mailed_after = time.monotonic() - started
+    [page] = await eventually(lambda: triggered(hub, PT, 1))
+    timed_out = await eventually(lambda: receipts_for(hub, page.page_id, "failed"), timeout=15)
+
+    assert mailed_after < SLOW_SECONDS
+    assert timed_out[0].error == "timed out"
+
+
+async def test_sms_goes_through_the_http_gateway_with_its_token(webhook: WebhookReceiver) -> None:
+    channels = Channels(
+        ChannelSettings(sms_gateway_url=webhook.url("/sms"), sms_gateway_token=GATEWAY_TOKEN, attempts=1)
+    )
+    sms = ContactChannel(kind=ChannelKind.SMS, address="+15555550100")
+
+    status = await channels.send(sms, Outbound(subject="s", text="Page: apixaban", payload={}))
+
+    [call] = webhook.on("/sms")
+    assert status == "sent"
+    assert call.headers["Authorization"] == "Bearer gateway-token"
+    assert call.json == {"to": "+15555550100", "text": "Page: apixaban"}
+
+
+def test_a_replayed_webhook_signature_is_refused() -> None:
+    body = b'{"page_id": "x"}'
+    old = int(time.time()) - 3600
+
+    assert not verify_signature(SECRET, sign(SECRET, old, body), body, time.time())
+    assert verify_signature(SECRET, sign(SECRET, int(time.time()), body), body, time.time())
