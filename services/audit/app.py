@@ -6,15 +6,15 @@ from nats.aio.client import Client
 
 from referral_hub.audit.adapters import ChainWriter
 from referral_hub.audit.handlers import AuditHandler
-from referral_hub.runtime import topology
+from referral_hub.runtime import natsmonitor, topology
 from referral_hub.runtime.handling import Effects, LateHandler, subscriber
 from referral_hub.runtime.service import ServiceApp, attach, lazy_jetstream, new_broker
 
 SERVICE = "audit"
 
 
-def create_app(nats_url: str) -> ServiceApp:
-    """The audit service."""
+def create_app(nats_url: str, *, nats_monitor_url: str = "") -> ServiceApp:
+    """The audit service; it also reports every hub stream's depth and, given its monitoring URL, NATS itself."""
     broker = new_broker(nats_url, SERVICE)
     handler = LateHandler(SERVICE)
 
@@ -30,4 +30,12 @@ def create_app(nats_url: str) -> ServiceApp:
             subscriber(SERVICE, spec.durable, effects, handler),
             f"Every message stored in {spec.stream}, recorded in the audit chain.",
         )
-    return ServiceApp(name=SERVICE, broker=broker, consumers=topology.AUDIT_CONSUMERS, before_start=(prepare,))
+    monitor = natsmonitor.watch(nats_monitor_url) if nats_monitor_url else None
+    return ServiceApp(
+        name=SERVICE,
+        broker=broker,
+        consumers=topology.AUDIT_CONSUMERS,
+        before_start=(prepare,),
+        background=(monitor.poll_forever,) if monitor is not None else (),
+        watched_streams=tuple(config.name for config in topology.stream_configs() if config.name),
+    )

@@ -126,6 +126,8 @@ def run_service(args: argparse.Namespace) -> int:
             close_within=timedelta(days=args.sla_close_days),
         )
         app = referrals_app.create_app(args.nats_url, sla=sla, timer_interval=args.timer_interval)
+    elif args.service == "audit":
+        app = audit_app.create_app(args.nats_url, nats_monitor_url=args.nats_monitor_url)
     else:
         app = SERVICES[args.service](args.nats_url)
     run_until_signalled(app, ServiceSettings(args.nats_url, args.metrics_port, args.metrics_host))

@@ -109,6 +109,11 @@ def _add_operations(sub: Subparsers) -> None:
         ("--timer-interval", 30.0, "seconds between SLA timer sweeps"),
     ):
         run.add_argument(flag, type=float, default=default, help=f"referrals: {text} (default: %(default)s)")
+    run.add_argument(
+        "--nats-monitor-url",
+        default=os.environ.get("NATS_MONITOR_URL", ""),
+        help="audit: NATS monitoring URL (http://host:8222) to export /varz and /jsz as metrics",
+    )
     run.set_defaults(sync_run=commands.run_service)
 
 

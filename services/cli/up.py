@@ -172,7 +172,7 @@ async def run_hub(args: argparse.Namespace) -> int:
     pager = DemoPager(server.url, out) if args.demo else None
     try:
         registry = load_registry_file(args.registry)
-        env: dict[str, str] = {}
+        env: dict[str, str] = {"NATS_MONITOR_URL": server.monitor_url}
         if pager is not None:
             registry = pager.with_channels(registry)
             env["HUB_WEBHOOK_SECRET"] = pager.secret

@@ -408,6 +408,12 @@ def _timer_envelope(referral: Referral, last: HistoryItem, message_id: UUID, due
     }
 
 
+def is_overdue(referral: Referral, now: datetime) -> bool:
+    """Still unanswered past its answer deadline."""
+    awaiting = referral.state in {ReferralState.REQUESTED, ReferralState.NEEDS_REVIEW}
+    return awaiting and referral.due_by is not None and now >= referral.due_by
+
+
 @dataclass(frozen=True)
 class TimerFired:
     """A timer that came due: the referral with its flag set, and the event to announce."""
@@ -426,12 +432,7 @@ def due_timer(referral: Referral, now: datetime, sla: SlaPolicy) -> TimerFired |
     seed = f"{referral.referral_id}/{len(referral.history)}"
     last = referral.history[-1]
     parties = (referral.referring_clinic, referral.recipient_clinic)
-    if (
-        referral.state in {ReferralState.REQUESTED, ReferralState.NEEDS_REVIEW}
-        and referral.due_by
-        and not referral.overdue_notified
-        and now >= referral.due_by
-    ):
+    if is_overdue(referral, now) and referral.due_by and not referral.overdue_notified:
         overdue = ReferralOverdue(
             **_timer_envelope(referral, last, derived_id(seed, "overdue"), referral.due_by),
             due_by=referral.due_by,

@@ -11,11 +11,11 @@ import structlog
 
 from referral_hub.contracts.alerts import AlertAck, AlertRaise, AlertRaised, AlertResolve
 from referral_hub.contracts.plans import CareTeamLeave, PlanUpdate
-from referral_hub.contracts.referrals import ReferralCommand, ReferralRequest
+from referral_hub.contracts.referrals import ReferralCommand, ReferralRequest, ReferralState
 from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningDispute, ScreeningFlagged
-from referral_hub.referrals import alerting, careteam, domain, screening
+from referral_hub.referrals import alerting, careteam, domain, lifecycle, screening
 from referral_hub.referrals.adapters import ConcurrentUpdateError, KvStore
 from referral_hub.referrals.careteam import CareTeam, TeamChanged, team_key
 from referral_hub.referrals.domain import Referral, SlaPolicy
@@ -24,6 +24,8 @@ from referral_hub.runtime.handling import Delivery, Effects, Handled
 from referral_hub.runtime.inbox import Announcement, announce
 from referral_hub.runtime.metrics import (
     CONTRAINDICATION_ALERTS,
+    OPEN_REFERRALS,
+    OVERDUE_REFERRALS,
     REFERRAL_TRANSITIONS,
     SCREENING_FLAGS,
     SCREENING_HOLDS,
@@ -293,10 +295,15 @@ class TimerSweeper:
         self._clock = clock
 
     async def sweep_once(self) -> int:
-        """Fire every timer due now; returns how many fired."""
+        """Fire every timer due now, and refresh the open and overdue referral gauges; returns how many fired."""
         fired = 0
         now = self._clock()
+        open_by_state = dict.fromkeys((s for s in ReferralState if s not in lifecycle.TERMINAL), 0)
+        overdue = 0
         async for key, referral, revision in self._referrals.scan():
+            if referral.state in open_by_state:
+                open_by_state[referral.state] += 1
+                overdue += domain.is_overdue(referral, now)
             timer = domain.due_timer(referral, now, self._sla)
             if timer is None:
                 continue
@@ -307,4 +314,7 @@ class TimerSweeper:
                 continue
             fired += 1
             log.info("sla timer fired", timer=timer.announcement.event_type, referral_id=key)
+        for state, count in open_by_state.items():
+            OPEN_REFERRALS.labels(state).set(count)
+        OVERDUE_REFERRALS.set(overdue)
         return fired

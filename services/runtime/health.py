@@ -8,6 +8,7 @@ waits on NATS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Iterable
@@ -21,7 +22,14 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from referral_hub.runtime.metrics import NATS_CONNECTED
+from referral_hub.runtime.metrics import (
+    CONSUMER_ACK_PENDING,
+    CONSUMER_PENDING,
+    CONSUMER_REDELIVERED,
+    NATS_CONNECTED,
+    STREAM_BYTES,
+    STREAM_MESSAGES,
+)
 from referral_hub.runtime.topology import ConsumerSpec
 
 REFRESH_SECONDS: Final = 2.0
@@ -89,18 +97,33 @@ async def refresh_readiness(
     service: str,
     connection: Client,
     consumers: Iterable[ConsumerSpec],
+    streams: Iterable[str] = (),
 ) -> None:
-    """Forever: check the NATS connection and every stream and consumer this service needs."""
+    """Forever: check the NATS connection and every consumer this service needs.
+
+    The same consumer info feeds the lag gauges (pending, ack pending, redelivered), and
+    ``streams`` get depth gauges, so ops see lag without a second poll.
+    """
     specs = tuple(consumers)
+    watched = tuple(streams)
     js = connection.jetstream()
     while True:
         checks = {"nats_connected": connection.is_connected}
         for spec in specs:
             try:
-                await js.consumer_info(spec.stream, spec.durable, timeout=1.0)
-                checks[f"consumer:{spec.stream}/{spec.durable}"] = True
+                info = await js.consumer_info(spec.stream, spec.durable, timeout=1.0)
             except (NotFoundError, nats.errors.Error, TimeoutError):
                 checks[f"consumer:{spec.stream}/{spec.durable}"] = False
+                continue
+            checks[f"consumer:{spec.stream}/{spec.durable}"] = True
+            CONSUMER_PENDING.labels(spec.stream, spec.durable).set(info.num_pending or 0)
+            CONSUMER_ACK_PENDING.labels(spec.stream, spec.durable).set(info.num_ack_pending or 0)
+            CONSUMER_REDELIVERED.labels(spec.stream, spec.durable).set(info.num_redelivered or 0)
+        for stream in watched:
+            with contextlib.suppress(NotFoundError, nats.errors.Error, TimeoutError):
+                state = (await js.stream_info(stream)).state
+                STREAM_MESSAGES.labels(stream).set(state.messages)
+                STREAM_BYTES.labels(stream).set(state.bytes)
         NATS_CONNECTED.labels(service).set(1 if connection.is_connected else 0)
         server.readiness = Readiness(ready=all(checks.values()), checks=checks)
         await asyncio.sleep(REFRESH_SECONDS)

@@ -84,3 +84,37 @@ DELIVERY_FAILURES: Final = Counter(
     "Failed delivery attempts, by channel (email, webhook, sms, none).",
     ["channel"],
 )
+CONSUMER_PENDING: Final = Gauge(
+    "hub_consumer_pending_messages",
+    "Messages a durable consumer has not yet delivered (its lag), from JetStream consumer info.",
+    ["stream", "consumer"],
+)
+CONSUMER_ACK_PENDING: Final = Gauge(
+    "hub_consumer_ack_pending_messages",
+    "Messages delivered but not yet acknowledged, from JetStream consumer info.",
+    ["stream", "consumer"],
+)
+CONSUMER_REDELIVERED: Final = Gauge(
+    "hub_consumer_redelivered_messages",
+    "Messages currently being redelivered, from JetStream consumer info.",
+    ["stream", "consumer"],
+)
+STREAM_MESSAGES: Final = Gauge(
+    "hub_stream_messages",
+    "Messages stored in each hub stream (HUB_DEADLETTER is the dead-letter depth).",
+    ["stream"],
+)
+STREAM_BYTES: Final = Gauge(
+    "hub_stream_bytes",
+    "Bytes stored in each hub stream.",
+    ["stream"],
+)
+OPEN_REFERRALS: Final = Gauge(
+    "hub_open_referrals",
+    "Referrals not yet declined, closed or cancelled, by state (refreshed by each timer sweep).",
+    ["state"],
+)
+OVERDUE_REFERRALS: Final = Gauge(
+    "hub_overdue_referrals",
+    "Referrals past their answer deadline and still unanswered.",
+)

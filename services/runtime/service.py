@@ -63,6 +63,8 @@ class ServiceApp:
     """Long-running jobs (registry watch, timers), started as soon as NATS is connected."""
     before_start: Sequence[Callable[[Client], Awaitable[None]]] = ()
     """Run after the background jobs start and before any handler receives a message."""
+    watched_streams: tuple[str, ...] = ()
+    """Streams whose depth this service reports (one service reports each, so series don't repeat)."""
 
 
 def new_broker(nats_url: str, service: str) -> NatsBroker:
@@ -142,7 +144,9 @@ async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event)
         for prepare in app.before_start:
             await prepare(connection)
         await app.broker.start()
-        tasks.append(asyncio.create_task(refresh_readiness(health, app.name, connection, app.consumers)))
+        tasks.append(
+            asyncio.create_task(refresh_readiness(health, app.name, connection, app.consumers, app.watched_streams))
+        )
         base = f"http://{settings.metrics_host}:{health.port}"
         log.info("service started", metrics_url=f"{base}/metrics", health_url=f"{base}/health")
         await stop.wait()
