@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HUBCTL_ARGS ?=
 
-.PHONY: up test lint typecheck contracts unit install clean
+.PHONY: up test lint typecheck contracts unit install tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,15 @@ typecheck: install
 contracts: install
 	$(BIN)/hubctl contracts check
 
-unit: install
+# Debian's prometheus package (Prometheus 2.42 and promtool) for the ops tests; installed,
+# never assumed. Needs root or sudo, as CI has.
+tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+unit: install tools
 	$(BIN)/pytest
 
 # pytest runs last, so its summary is the run's closing line.

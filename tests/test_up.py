@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,22 @@ def free_metrics_base() -> int:
             return base
 
 
+@dataclass(frozen=True)
+class Up:
+    """A running ``hubctl up`` and where it listens."""
+
+    process: subprocess.Popen[str]
+    url: str
+    metrics_base: int
+    monitor_port: int
+
+
 def start_up(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    up = launch_up(data_dir, *extra)
+    return up.process, up.url
+
+
+def launch_up(data_dir: Path, *extra: str) -> Up:
     port, monitor, metrics = free_port(), free_port(), free_metrics_base()
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
         [
@@ -46,7 +62,7 @@ def start_up(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    return process, f"nats://127.0.0.1:{port}"
+    return Up(process, f"nats://127.0.0.1:{port}", metrics, monitor)
 
 
 def read_until(process: subprocess.Popen[str], marker: str, timeout: float = 60.0) -> list[str]:

@@ -61,6 +61,7 @@ from referral_hub.runtime.inbox import Announcement, Outgoing, announce, echo
 from referral_hub.runtime.kvstore import ConcurrentUpdateError, KvStore, KvView
 from referral_hub.runtime.metrics import (
     ALERT_TO_PAGE_SECONDS,
+    DELIVERY_ATTEMPTS,
     DELIVERY_FAILURES,
     ESCALATIONS,
     PAGE_ACK_SECONDS,
@@ -347,7 +348,8 @@ class Notifier:
         return Outgoing(subjects.domain_event("page.triggered"), encode(event), str(event.message_id))
 
     async def _receipt(self, to: Addressee, attempt: Attempt) -> None:
-        """Publish one attempt's ``delivery.receipt`` (audited) and count failures."""
+        """Publish one attempt's ``delivery.receipt`` (audited) and count attempts and failures."""
+        DELIVERY_ATTEMPTS.labels(attempt.channel).inc()
         if attempt.status is DeliveryStatus.FAILED:
             DELIVERY_FAILURES.labels(attempt.channel).inc()
         receipt = DeliveryReceipt(

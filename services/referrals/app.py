@@ -76,8 +76,8 @@ def create_app(
     async def fire_timers(connection: Client) -> None:
         sweeper = TimerSweeper(await referral_store(connection.jetstream()), effects, policy, clock)
         while True:
-            await asyncio.sleep(timer_interval)
             await sweeper.sweep_once()
+            await asyncio.sleep(timer_interval)
 
     async def heartbeats(connection: Client) -> None:
         while True:

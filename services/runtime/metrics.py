@@ -118,3 +118,8 @@ OVERDUE_REFERRALS: Final = Gauge(
     "hub_overdue_referrals",
     "Referrals past their answer deadline and still unanswered.",
 )
+DELIVERY_ATTEMPTS: Final = Counter(
+    "hub_delivery_attempts_total",
+    "Delivery attempts of pages and notifications, by channel; the failure ratio's denominator.",
+    ["channel"],
+)
