@@ -46,3 +46,24 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
     payload_sha256: str
     prev_hash: str
     entry_hash: str = ""
+
+
+class AuditCheckpoint(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="audit.checkpoint"):
+    """A signed statement of the log's state, published every N entries or T seconds.
+
+    ``merkle_root`` is the RFC 9162 Merkle tree hash over the ``entry_hash`` values of
+    entries ``from_index`` to ``to_index``; ``chain_head`` is the hash of entry ``to_index``;
+    ``prev_checkpoint_hash`` links checkpoints into their own chain. ``signature`` is Ed25519
+    over the canonical JSON of the checkpoint with ``signature`` empty, by ``public_key``.
+    A third party that keeps a checkpoint can later check that the log only grew past it.
+    """
+
+    checkpoint_index: int
+    from_index: int
+    to_index: int
+    merkle_root: str
+    chain_head: str
+    prev_checkpoint_hash: str
+    created_at: UtcDatetime
+    public_key: str
+    signature: str = ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -113,7 +114,11 @@ async def _publish_bad_input(url: str) -> None:
 @pytest.fixture(scope="module")
 def scraped_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus, int]]:
     work = tmp_path_factory.mktemp("prometheus")
-    up = launch_up(work / "hub-data", "--demo-interval", "0.2", "--duration", "240")
+    os.environ["HUB_AUDIT_CHECKPOINT_SECONDS"] = "2"
+    try:
+        up = launch_up(work / "hub-data", "--demo-interval", "0.2", "--duration", "240")
+    finally:
+        del os.environ["HUB_AUDIT_CHECKPOINT_SECONDS"]
     prometheus = None
     try:
         read_until(up.process, "Referral Hub is up")

@@ -11,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Final
 
 import msgspec
 import nats.errors
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
 
+from referral_hub.audit.checkpoints import make_checkpoint
 from referral_hub.audit.domain import GENESIS_HASH, chain
-from referral_hub.contracts.audit import AuditEntry
+from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry
 from referral_hub.errors import HubError
 from referral_hub.runtime import subjects, topology
+from referral_hub.runtime.metrics import AUDIT_LAST_CHECKPOINT
 
 WRONG_LAST_SEQUENCE: Final = 10071
 MAX_ATTEMPTS: Final = 50
@@ -83,16 +87,19 @@ class ChainWriter:
         raise ChainContentionError(msg)
 
 
-async def read_chain(js: JetStreamContext, batch: int = 1000) -> AsyncIterator[AuditEntry]:
-    """Every audit entry, in order, through an ordered consumer."""
+async def read_chain(
+    js: JetStreamContext, batch: int = 1000, start: int = 1, count: int | None = None
+) -> AsyncIterator[AuditEntry]:
+    """Audit entries in order through an ordered consumer: all of them, or ``count`` from index ``start``."""
     info = await js.stream_info(topology.AUDIT)
-    total = info.state.messages
-    if total == 0:
+    available = info.state.last_seq - start + 1 if info.state.messages else 0
+    total = min(available, count) if count is not None else available
+    if total <= 0:
         return
     subscription = await js.subscribe(
         subjects.AUDIT_ENTRY,
         ordered_consumer=True,
-        deliver_policy=api.DeliverPolicy.ALL,
+        config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
         pending_msgs_limit=batch * 10,
     )
     try:
@@ -106,3 +113,72 @@ async def read_chain(js: JetStreamContext, batch: int = 1000) -> AsyncIterator[A
             yield _decoder.decode(raw.data)
     finally:
         await subscription.unsubscribe()
+
+
+_checkpoint_decoder: Final = msgspec.json.Decoder(AuditCheckpoint)
+
+
+async def read_checkpoints(js: JetStreamContext) -> list[AuditCheckpoint]:
+    """Every published checkpoint, in order (there are few: one per N entries or T seconds)."""
+    info = await js.stream_info(topology.AUDIT_CHECKPOINTS)
+    if info.state.messages == 0:
+        return []
+    return [
+        _checkpoint_decoder.decode((await js.get_msg(topology.AUDIT_CHECKPOINTS, seq)).data or b"")
+        for seq in range(info.state.first_seq, info.state.last_seq + 1)
+    ]
+
+
+class Checkpointer:
+    """Publishes a signed checkpoint every ``every_entries`` entries or ``every_seconds``.
+
+    Several audit replicas may run it: each publish carries ``Nats-Expected-Last-Sequence``
+    of the checkpoint stream, so only one checkpoint follows another, and the loser skips.
+    """
+
+    def __init__(
+        self, js: JetStreamContext, key: Ed25519PrivateKey, every_entries: int = 1000, every_seconds: float = 60.0
+    ) -> None:
+        """Sign with ``key``."""
+        self._js = js
+        self._key = key
+        self._every_entries = every_entries
+        self._every_seconds = every_seconds
+
+    async def _last(self) -> tuple[AuditCheckpoint | None, int]:
+        try:
+            last = await self._js.get_last_msg(topology.AUDIT_CHECKPOINTS, subjects.AUDIT_CHECKPOINT)
+        except NotFoundError:
+            return None, 0
+        return _checkpoint_decoder.decode(last.data or b""), last.seq or 0
+
+    async def run_once(self, now: datetime) -> AuditCheckpoint | None:
+        """Publish a checkpoint if one is due; returns it, or ``None``."""
+        previous, sequence = await self._last()
+        if previous is not None:
+            AUDIT_LAST_CHECKPOINT.set(previous.created_at.timestamp())
+        head = (await self._js.stream_info(topology.AUDIT)).state.last_seq
+        start = previous.to_index + 1 if previous else 1
+        pending = head - start + 1
+        age = (now - previous.created_at).total_seconds() if previous else float("inf")
+        if pending <= 0 or (pending < self._every_entries and age < self._every_seconds):
+            return None
+        entries = [entry async for entry in read_chain(self._js, start=start, count=pending)]
+        if len(entries) != pending:
+            return None
+        checkpoint = make_checkpoint(entries, previous, self._key, now)
+        try:
+            await self._js.publish(
+                subjects.AUDIT_CHECKPOINT,
+                _encoder.encode(checkpoint),
+                headers={
+                    "Nats-Expected-Last-Sequence": str(sequence),
+                    "Nats-Msg-Id": f"checkpoint-{checkpoint.checkpoint_index}",
+                },
+            )
+        except APIError as exc:
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            return None
+        AUDIT_LAST_CHECKPOINT.set(checkpoint.created_at.timestamp())
+        return checkpoint

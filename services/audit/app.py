@@ -2,19 +2,49 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
 from nats.aio.client import Client
 
-from referral_hub.audit.adapters import ChainWriter
+from referral_hub.audit.adapters import ChainWriter, Checkpointer
+from referral_hub.audit.checkpoints import load_key
 from referral_hub.audit.handlers import AuditHandler
 from referral_hub.runtime import natsmonitor, topology
 from referral_hub.runtime.handling import Effects, LateHandler, subscriber
 from referral_hub.runtime.service import ServiceApp, attach, lazy_jetstream, new_broker
 
 SERVICE = "audit"
+log = structlog.get_logger(__name__)
 
 
-def create_app(nats_url: str, *, nats_monitor_url: str = "") -> ServiceApp:
-    """The audit service; it also reports every hub stream's depth and, given its monitoring URL, NATS itself."""
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """A checkpoint every ``entries`` entries or every ``seconds``, whichever comes first."""
+
+    entries: int = 1000
+    seconds: float = 60.0
+    poll_seconds: float = 1.0
+
+
+def create_app(
+    nats_url: str,
+    *,
+    nats_monitor_url: str = "",
+    signing_key: str = "",
+    checkpoints: CheckpointPolicy | None = None,
+) -> ServiceApp:
+    """The audit service.
+
+    It also reports every hub stream's depth and, given its monitoring URL, NATS itself. With
+    a signing key (an Ed25519 seed, hex) it publishes signed checkpoints; without one it
+    says so at start and publishes none.
+    """
+    policy = checkpoints or CheckpointPolicy()
     broker = new_broker(nats_url, SERVICE)
     handler = LateHandler(SERVICE)
 
@@ -30,12 +60,25 @@ def create_app(nats_url: str, *, nats_monitor_url: str = "") -> ServiceApp:
             subscriber(SERVICE, spec.durable, effects, handler),
             f"Every message stored in {spec.stream}, recorded in the audit chain.",
         )
-    monitor = natsmonitor.watch(nats_monitor_url) if nats_monitor_url else None
+
+    async def checkpoint_forever(connection: Client) -> None:
+        checkpointer = Checkpointer(connection.jetstream(), load_key(signing_key), policy.entries, policy.seconds)
+        while True:
+            await checkpointer.run_once(datetime.now(UTC))
+            await asyncio.sleep(policy.poll_seconds)
+
+    background: list[Callable[[Client], Coroutine[Any, Any, None]]] = []
+    if nats_monitor_url:
+        background.append(natsmonitor.watch(nats_monitor_url).poll_forever)
+    if signing_key:
+        background.append(checkpoint_forever)
+    else:
+        log.warning("no audit signing key (HUB_AUDIT_SIGNING_KEY_FILE): checkpoints are not published")
     return ServiceApp(
         name=SERVICE,
         broker=broker,
         consumers=topology.AUDIT_CONSUMERS,
         before_start=(prepare,),
-        background=(monitor.poll_forever,) if monitor is not None else (),
+        background=background,
         watched_streams=tuple(config.name for config in topology.stream_configs() if config.name),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from referral_hub.audit import app as audit_app
-from referral_hub.audit.adapters import read_chain
+from referral_hub.audit.adapters import read_chain, read_checkpoints
+from referral_hub.audit.checkpoints import verify_checkpoint
 from referral_hub.audit.domain import verify
 from referral_hub.client import ClinicClient, InboxItem, new_id, silence_nats_error_log, utc_now
 from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised, AlertResolved
@@ -116,6 +118,18 @@ async def provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def audit_signing_key() -> str:
+    """The audit signing key: ``HUB_AUDIT_SIGNING_KEY_FILE`` (preferred) or ``HUB_AUDIT_SIGNING_KEY``, hex seed."""
+    path = os.environ.get("HUB_AUDIT_SIGNING_KEY_FILE")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            msg = f"cannot read the audit signing key {path}: {exc.strerror}"
+            raise UsageError(msg) from exc
+    return os.environ.get("HUB_AUDIT_SIGNING_KEY", "")
+
+
 def run_service(args: argparse.Namespace) -> int:
     """``hubctl run SERVICE``: blocks until SIGINT or SIGTERM."""
     logs.configure(args.service, json=args.log_json)
@@ -127,7 +141,13 @@ def run_service(args: argparse.Namespace) -> int:
         )
         app = referrals_app.create_app(args.nats_url, sla=sla, timer_interval=args.timer_interval)
     elif args.service == "audit":
-        app = audit_app.create_app(args.nats_url, nats_monitor_url=args.nats_monitor_url)
+        policy = audit_app.CheckpointPolicy(
+            entries=int(os.environ.get("HUB_AUDIT_CHECKPOINT_ENTRIES", "1000")),
+            seconds=float(os.environ.get("HUB_AUDIT_CHECKPOINT_SECONDS", "60")),
+        )
+        app = audit_app.create_app(
+            args.nats_url, nats_monitor_url=args.nats_monitor_url, signing_key=audit_signing_key(), checkpoints=policy
+        )
     else:
         app = SERVICES[args.service](args.nats_url)
     run_until_signalled(app, ServiceSettings(args.nats_url, args.metrics_port, args.metrics_host))
@@ -422,14 +442,23 @@ async def audit_verify(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         entries = [entry async for entry in read_chain(connection.jetstream())]
+        checkpoints = await read_checkpoints(connection.jetstream())
     finally:
         await connection.drain()
     count, fault = verify(entries)
-    elapsed = time.perf_counter() - started
     if fault is not None:
         msg = f"audit chain BROKEN at entry {fault.index}: {fault.reason} ({count} entries verified before it)"
         raise HubError(msg)
-    out(f"audit chain OK: {count} entries verified in {elapsed:.3f}s")
+    verified = 0
+    previous = None
+    for checkpoint in checkpoints:
+        problem = verify_checkpoint(checkpoint, entries[checkpoint.from_index - 1 : checkpoint.to_index], previous)
+        if problem is not None:
+            msg = f"audit checkpoint {problem.checkpoint_index} BROKEN: {problem.reason}"
+            raise HubError(msg)
+        previous, verified = checkpoint, verified + 1
+    elapsed = time.perf_counter() - started
+    out(f"audit chain OK: {count} entries and {verified} signed checkpoints verified in {elapsed:.3f}s")
     return 0
 
 

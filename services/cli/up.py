@@ -26,6 +26,7 @@ from typing import Any, Final
 from nats.js import api
 
 from referral_hub.audit.adapters import read_chain
+from referral_hub.audit.checkpoints import new_key_seed
 from referral_hub.audit.domain import verify
 from referral_hub.cli.commands import SERVICES, connect, describe_item, out
 from referral_hub.client import InboxItem
@@ -172,7 +173,10 @@ async def run_hub(args: argparse.Namespace) -> int:
     pager = DemoPager(server.url, out) if args.demo else None
     try:
         registry = load_registry_file(args.registry)
-        env: dict[str, str] = {"NATS_MONITOR_URL": server.monitor_url}
+        env: dict[str, str] = {
+            "NATS_MONITOR_URL": server.monitor_url,
+            "HUB_AUDIT_SIGNING_KEY_FILE": str(audit_key_file(args.data_dir)),
+        }
         if pager is not None:
             registry = pager.with_channels(registry)
             env["HUB_WEBHOOK_SECRET"] = pager.secret
@@ -209,6 +213,17 @@ async def run_hub(args: argparse.Namespace) -> int:
             server.stop()
         tell(f"stopped; data kept in {args.data_dir} for the next start")
     return 0
+
+
+def audit_key_file(data_dir: Path) -> Path:
+    """The local hub's audit signing key, created once (0600) and kept with its data."""
+    path = data_dir / "audit-signing.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(new_key_seed() + "\n")
+    return path
 
 
 def tell(line: str) -> None:

@@ -123,3 +123,7 @@ DELIVERY_ATTEMPTS: Final = Counter(
     "Delivery attempts of pages and notifications, by channel; the failure ratio's denominator.",
     ["channel"],
 )
+AUDIT_LAST_CHECKPOINT: Final = Gauge(
+    "hub_audit_last_checkpoint_timestamp_seconds",
+    "Unix time of the newest signed audit checkpoint; its age is what HubAuditCheckpointStale watches.",
+)

@@ -21,6 +21,7 @@ DEADLETTER_ALL: Final = "hub.deadletter.>"
 MAX_DELIVERIES_ADVISORIES: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"
 """Where the server announces a message that exhausted its consumer's MaxDeliver."""
 AUDIT_ENTRY: Final = "audit.entry"
+AUDIT_CHECKPOINT: Final = "audit.checkpoint"
 
 _CLINIC_PREFIX: Final = "clinic"
 _MIN_OUT_TOKENS: Final = 4

@@ -29,6 +29,7 @@ CLINIC_IN: Final = "CLINIC_IN"
 HUB_EVENTS: Final = "HUB_EVENTS"
 HUB_DEADLETTER: Final = "HUB_DEADLETTER"
 AUDIT: Final = "AUDIT"
+AUDIT_CHECKPOINTS: Final = "AUDIT_CHECKPOINTS"
 HUB_ADVISORIES: Final = "HUB_ADVISORIES"
 
 REFERRALS_KV: Final = "hub-referrals"
@@ -117,9 +118,13 @@ def stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
         )
 
     audit = stream(AUDIT, subjects.AUDIT_ENTRY, max_age_days=AUDIT_RETENTION_DAYS, dedupe_seconds=DAY)
-    audit.deny_delete = True
-    audit.deny_purge = True
-    audit.allow_rollup_hdrs = False
+    checkpoints = stream(
+        AUDIT_CHECKPOINTS, subjects.AUDIT_CHECKPOINT, max_age_days=AUDIT_RETENTION_DAYS, dedupe_seconds=DAY
+    )
+    for append_only in (audit, checkpoints):
+        append_only.deny_delete = True
+        append_only.deny_purge = True
+        append_only.allow_rollup_hdrs = False
     return [
         stream(CLINIC_OUT, subjects.CLINIC_OUT_ALL, max_age_days=30, dedupe_seconds=3600),
         stream(CLINIC_IN, subjects.CLINIC_IN_ALL, max_age_days=90, dedupe_seconds=3600),
@@ -127,6 +132,7 @@ def stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
         stream(HUB_DEADLETTER, subjects.DEADLETTER_ALL, max_age_days=365, dedupe_seconds=3600),
         stream(HUB_ADVISORIES, subjects.MAX_DELIVERIES_ADVISORIES, max_age_days=30, dedupe_seconds=120),
         audit,
+        checkpoints,
     ]
 
 

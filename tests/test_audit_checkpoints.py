@@ -1,0 +1,160 @@
+"""Signed audit checkpoints: RFC 9162 Merkle roots and Ed25519 signatures, pure and against a real server."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from functools import partial
+
+import msgspec
+from nats.aio.client import Client
+from prometheus_client import REGISTRY
+
+from referral_hub.audit import app as audit_app
+from referral_hub.audit.adapters import read_checkpoints
+from referral_hub.audit.checkpoints import (
+    leaf_hash,
+    load_key,
+    make_checkpoint,
+    merkle_root,
+    new_key_seed,
+    verify_checkpoint,
+)
+from referral_hub.audit.domain import GENESIS_HASH, chain
+from referral_hub.contracts.audit import AuditEntry
+from referral_hub.notifications import app as notifications_app
+from referral_hub.referrals import app as referrals_app
+from referral_hub.runtime.natsserver import EmbeddedNats
+
+from .conftest import start_services
+from .helpers import RunningHub, eventually, hubctl, referral_request, wait_idle
+
+AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+KEY = load_key(new_key_seed())
+
+
+def entries(count: int) -> list[AuditEntry]:
+    chained, prev = [], GENESIS_HASH
+    for index in range(1, count + 1):
+        entry = chain(
+            AuditEntry(
+                index=0,
+                recorded_at=AT,
+                occurred_at=AT,
+                service="hub",
+                action="event",
+                message_type="referral.requested",
+                subject="hub.event.referral.requested",
+                source_message_id=f"m{index}",
+                source_stream="HUB_EVENTS",
+                source_sequence=index,
+                payload_sha256="0" * 64,
+                prev_hash="",
+            ),
+            index,
+            prev,
+        )
+        chained.append(entry)
+        prev = entry.entry_hash
+    return chained
+
+
+def test_the_merkle_root_follows_rfc_9162() -> None:
+    a, b, c = (hashlib.sha256(bytes([n])).digest() for n in range(3))
+
+    def node(left: bytes, right: bytes) -> bytes:
+        return hashlib.sha256(b"\x01" + left + right).digest()
+
+    assert merkle_root([a]) == a
+    assert merkle_root([a, b]) == node(a, b)
+    assert merkle_root([a, b, c]) == node(node(a, b), c)
+    assert merkle_root([]) == hashlib.sha256(b"").digest()
+
+
+def test_a_checkpoint_verifies_against_the_entries_it_covers() -> None:
+    log = entries(7)
+    first = make_checkpoint(log[:4], None, KEY, AT)
+    second = make_checkpoint(log[4:], first, KEY, AT)
+
+    assert verify_checkpoint(first, log[:4], None) is None
+    assert verify_checkpoint(second, log[4:], first) is None
+    assert (second.from_index, second.to_index, second.checkpoint_index) == (5, 7, 2)
+
+
+def test_an_edited_entry_breaks_its_checkpoint() -> None:
+    log = entries(4)
+    checkpoint = make_checkpoint(log, None, KEY, AT)
+    edited = [*log[:2], msgspec.structs.replace(log[2], entry_hash=leaf_hash(log[2].entry_hash).hex()), log[3]]
+
+    fault = verify_checkpoint(checkpoint, edited, None)
+
+    assert fault is not None
+    assert fault.reason == "merkle_root does not match the entries it covers"
+
+
+def test_a_forged_checkpoint_does_not_verify() -> None:
+    log = entries(3)
+    genuine = make_checkpoint(log, None, KEY, AT)
+    forged = msgspec.structs.replace(genuine, created_at=datetime(2027, 1, 1, tzinfo=UTC))
+
+    fault = verify_checkpoint(forged, log, None)
+
+    assert fault is not None
+    assert fault.reason == "the signature does not verify"
+
+
+def test_a_checkpoint_signed_by_another_key_is_refused_when_a_key_is_trusted() -> None:
+    log = entries(2)
+    other = make_checkpoint(log, None, load_key(new_key_seed()), AT)
+
+    fault = verify_checkpoint(other, log, None, trusted_key=KEY.public_key().public_bytes_raw().hex())
+
+    assert fault is not None
+    assert fault.reason == "signed by a key that is not the trusted one"
+
+
+def test_a_checkpoint_that_skips_entries_is_refused() -> None:
+    log = entries(6)
+    first = make_checkpoint(log[:2], None, KEY, AT)
+    skipping = make_checkpoint(log[3:], first, KEY, AT)
+
+    fault = verify_checkpoint(skipping, log[3:], first)
+
+    assert fault is not None
+    assert "expected to start at 3" in fault.reason
+
+
+async def test_the_audit_service_publishes_signed_checkpoints_that_verify(
+    nats_server: EmbeddedNats, provisioned: Client
+) -> None:
+    factories = {
+        "referrals": referrals_app.create_app,
+        "notifications": notifications_app.create_app,
+        "audit": partial(
+            audit_app.create_app,
+            signing_key=new_key_seed(),
+            checkpoints=audit_app.CheckpointPolicy(entries=5, seconds=3600, poll_seconds=0.05),
+        ),
+    }
+    tasks, stop, ports = await start_services(nats_server.url, factories)
+    hub = RunningHub(nats_server.url, provisioned, ports)
+    try:
+        sender = await hub.clinic("harbor-pt")
+        for _ in range(3):
+            await sender.send_and_confirm(referral_request())
+        await wait_idle(hub.connection)
+        published = await eventually(lambda: read_checkpoints(hub.connection.jetstream()))
+        verified = await hubctl("audit", "verify", "--nats-url", hub.url)
+    finally:
+        for client in hub.clients.values():
+            await client.close()
+        stop.set()
+        for task in tasks:
+            await task
+
+    assert verified.status == 0, verified.stderr
+    assert f"{len(published)} signed checkpoints verified" in verified.stdout
+    assert published[0].from_index == 1
+    assert published[0].to_index >= 5
+    newest = REGISTRY.get_sample_value("hub_audit_last_checkpoint_timestamp_seconds")
+    assert newest == published[-1].created_at.timestamp()
