@@ -458,7 +458,7 @@ async def audit_verify(args: argparse.Namespace) -> int:
             raise HubError(msg)
         previous, verified = checkpoint, verified + 1
     elapsed = time.perf_counter() - started
-    out(f"audit chain OK: {count} entries and {verified} signed checkpoints verified in {elapsed:.3f}s")
+    out(f"audit chain OK: {count} entries verified; {verified} signed checkpoints verified; {elapsed:.3f}s")
     return 0
 
 
