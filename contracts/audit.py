@@ -49,13 +49,17 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
 
 
 class AuditCheckpoint(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="audit.checkpoint"):
-    """A signed statement of the log's state, published every N entries or T seconds.
+    """A signed tree head of the audit log, published every N entries or T seconds.
 
-    ``merkle_root`` is the RFC 9162 Merkle tree hash over the ``entry_hash`` values of
-    entries ``from_index`` to ``to_index``; ``chain_head`` is the hash of entry ``to_index``;
-    ``prev_checkpoint_hash`` links checkpoints into their own chain. ``signature`` is Ed25519
-    over the canonical JSON of the checkpoint with ``signature`` empty, by ``public_key``.
-    A third party that keeps a checkpoint can later check that the log only grew past it.
+    ``merkle_root`` is the RFC 9162 Merkle tree hash over the whole log, entries 1 to
+    ``to_index`` (``tree_size``), each leaf being an entry's ``entry_hash``. The checkpoint
+    covers the new entries ``from_index`` to ``to_index``; ``frontier`` holds the roots of
+    the log's perfect subtrees (``height:hex``), so the next checkpoint folds in only its
+    own entries. ``chain_head`` is the hash of entry ``to_index``; ``prev_checkpoint_hash``
+    links checkpoints into their own chain. ``signature`` is Ed25519 over the canonical JSON
+    with ``signature`` empty, by ``public_key``. A third party holding two checkpoints can
+    ask for an RFC 9162 consistency proof that the log only grew between them, and a clinic
+    holding one can check an inclusion proof of its entry against it, offline.
     """
 
     checkpoint_index: int
@@ -67,3 +71,5 @@ class AuditCheckpoint(msgspec.Struct, frozen=True, kw_only=True, tag_field="type
     created_at: UtcDatetime
     public_key: str
     signature: str = ""
+    tree_size: int = 0
+    frontier: tuple[str, ...] = ()

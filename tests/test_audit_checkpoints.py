@@ -7,18 +7,26 @@ from datetime import UTC, datetime
 from functools import partial
 
 import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
 from nats.aio.client import Client
 from prometheus_client import REGISTRY
 
 from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_checkpoints
 from referral_hub.audit.checkpoints import (
+    consistency_proof,
+    frontier_push,
+    frontier_root,
+    inclusion_proof,
     leaf_hash,
     load_key,
     make_checkpoint,
     merkle_root,
     new_key_seed,
     verify_checkpoint,
+    verify_consistency,
+    verify_inclusion,
 )
 from referral_hub.audit.domain import GENESIS_HASH, chain
 from referral_hub.contracts.audit import AuditEntry
@@ -158,3 +166,42 @@ async def test_the_audit_service_publishes_signed_checkpoints_that_verify(
     assert published[0].to_index >= 5
     newest = REGISTRY.get_sample_value("hub_audit_last_checkpoint_timestamp_seconds")
     assert newest == published[-1].created_at.timestamp()
+
+
+def hashed_leaves(count: int) -> list[bytes]:
+    return [hashlib.sha256(index.to_bytes(4, "big")).digest() for index in range(count)]
+
+
+@given(st.integers(min_value=1, max_value=80))
+def test_the_frontier_gives_the_same_root_as_the_whole_tree(size: int) -> None:
+    frontier: list[tuple[int, bytes]] = []
+    for leaf in hashed_leaves(size):
+        frontier = frontier_push(frontier, leaf)
+
+    assert frontier_root(frontier) == merkle_root(hashed_leaves(size))
+
+
+@given(st.integers(min_value=1, max_value=80), st.data())
+def test_every_inclusion_proof_verifies_and_a_tampered_one_does_not(size: int, data: st.DataObject) -> None:
+    leaves = hashed_leaves(size)
+    index = data.draw(st.integers(min_value=0, max_value=size - 1))
+    proof = inclusion_proof(index, leaves)
+    root = merkle_root(leaves)
+
+    assert verify_inclusion(index, size, leaves[index], proof, root)
+    assert not verify_inclusion(index, size, hashlib.sha256(b"forged").digest(), proof, root)
+    if proof:
+        tampered = [*proof[:-1], hashlib.sha256(proof[-1]).digest()]
+        assert not verify_inclusion(index, size, leaves[index], tampered, root)
+
+
+@given(st.integers(min_value=1, max_value=80), st.data())
+def test_every_consistency_proof_verifies_and_a_rewritten_history_does_not(size: int, data: st.DataObject) -> None:
+    leaves = hashed_leaves(size)
+    old = data.draw(st.integers(min_value=1, max_value=size))
+    proof = consistency_proof(old, leaves)
+    old_root, new_root = merkle_root(leaves[:old]), merkle_root(leaves)
+    rewritten = merkle_root([hashlib.sha256(b"rewritten").digest(), *leaves[1:old]])
+
+    assert verify_consistency(old, size, old_root, new_root, proof)
+    assert not verify_consistency(old, size, rewritten, new_root, proof)
