@@ -73,3 +73,25 @@ class AuditCheckpoint(msgspec.Struct, frozen=True, kw_only=True, tag_field="type
     signature: str = ""
     tree_size: int = 0
     frontier: tuple[str, ...] = ()
+
+
+class AuditReceipt(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="audit.receipt"):
+    """Evidence a clinic can keep: its entry, an RFC 9162 inclusion proof, and the signed checkpoint.
+
+    Checkable offline (``hubctl audit check-proof``): the entry's hash is recomputed from its
+    content, the proof leads from it to the checkpoint's root, and the checkpoint's signature
+    verifies.
+    """
+
+    entry: AuditEntry
+    leaf_index: int
+    inclusion_proof: tuple[str, ...]
+    checkpoint: AuditCheckpoint
+
+
+class AuditConsistency(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="audit.consistency"):
+    """An RFC 9162 consistency proof that the log signed by ``old`` is a prefix of the one signed by ``new``."""
+
+    old: AuditCheckpoint
+    new: AuditCheckpoint
+    proof: tuple[str, ...]

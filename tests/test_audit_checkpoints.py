@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.client import Client
@@ -29,7 +34,7 @@ from referral_hub.audit.checkpoints import (
     verify_inclusion,
 )
 from referral_hub.audit.domain import GENESIS_HASH, chain
-from referral_hub.contracts.audit import AuditEntry
+from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import app as referrals_app
 from referral_hub.runtime.natsserver import EmbeddedNats
@@ -132,9 +137,8 @@ def test_a_checkpoint_that_skips_entries_is_refused() -> None:
     assert "expected to start at 3" in fault.reason
 
 
-async def test_the_audit_service_publishes_signed_checkpoints_that_verify(
-    nats_server: EmbeddedNats, provisioned: Client
-) -> None:
+@pytest.fixture
+async def signed_hub(nats_server: EmbeddedNats, provisioned: Client) -> AsyncIterator[RunningHub]:
     factories = {
         "referrals": referrals_app.create_app,
         "notifications": notifications_app.create_app,
@@ -146,26 +150,75 @@ async def test_the_audit_service_publishes_signed_checkpoints_that_verify(
     }
     tasks, stop, ports = await start_services(nats_server.url, factories)
     hub = RunningHub(nats_server.url, provisioned, ports)
-    try:
-        sender = await hub.clinic("harbor-pt")
-        for _ in range(3):
-            await sender.send_and_confirm(referral_request())
+    yield hub
+    for client in hub.clients.values():
+        await client.close()
+    stop.set()
+    await asyncio.gather(*tasks)
+
+
+async def traffic_until_checkpoints(hub: RunningHub, count: int) -> list[AuditCheckpoint]:
+    sender = await hub.clinic("harbor-pt")
+
+    async def enough() -> list[AuditCheckpoint]:
+        await sender.send_and_confirm(referral_request())
         await wait_idle(hub.connection)
-        published = await eventually(lambda: read_checkpoints(hub.connection.jetstream()))
-        verified = await hubctl("audit", "verify", "--nats-url", hub.url)
-    finally:
-        for client in hub.clients.values():
-            await client.close()
-        stop.set()
-        for task in tasks:
-            await task
+        published = await read_checkpoints(hub.connection.jetstream())
+        return published if len(published) >= count else []
+
+    return await eventually(enough, timeout=30)
+
+
+async def test_the_audit_service_publishes_signed_checkpoints_that_verify(signed_hub: RunningHub) -> None:
+    published = await traffic_until_checkpoints(signed_hub, 2)
+
+    verified = await hubctl("audit", "verify", "--nats-url", signed_hub.url)
 
     assert verified.status == 0, verified.stderr
-    assert f"{len(published)} signed checkpoints verified" in verified.stdout
+    assert "signed checkpoints verified" in verified.stdout
     assert published[0].from_index == 1
-    assert published[0].to_index >= 5
+    assert published[1].from_index == published[0].to_index + 1
     newest = REGISTRY.get_sample_value("hub_audit_last_checkpoint_timestamp_seconds")
-    assert newest == published[-1].created_at.timestamp()
+    assert newest is not None
+    assert newest >= published[1].created_at.timestamp()
+
+
+async def test_a_receipt_checks_offline_and_a_tampered_one_does_not(signed_hub: RunningHub, tmp_path: Path) -> None:
+    await traffic_until_checkpoints(signed_hub, 1)
+    receipt = tmp_path / "receipt.json"
+    proved = await hubctl("audit", "prove", "3", "--out", str(receipt), "--nats-url", signed_hub.url)
+
+    genuine = await hubctl("audit", "check-proof", str(receipt))
+    document = json.loads(receipt.read_text())
+    document["entry"]["clinic"] = "someone-else"
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(document))
+    rejected = await hubctl("audit", "check-proof", str(forged))
+
+    assert proved.status == 0, proved.stderr
+    assert genuine.status == 0, genuine.stderr
+    assert genuine.stdout.startswith("proof OK: entry 3 ")
+    assert rejected.status == 1
+    assert "the entry's content does not match its hash" in rejected.stderr
+
+
+async def test_consistency_between_two_checkpoints_proves_and_checks(signed_hub: RunningHub, tmp_path: Path) -> None:
+    await traffic_until_checkpoints(signed_hub, 2)
+    proof = tmp_path / "consistency.json"
+    made = await hubctl("audit", "consistency", "1", "2", "--out", str(proof), "--nats-url", signed_hub.url)
+
+    genuine = await hubctl("audit", "check-proof", str(proof))
+    document = json.loads(proof.read_text())
+    document["proof"][0] = hashlib.sha256(b"rewritten").hexdigest()
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(document))
+    rejected = await hubctl("audit", "check-proof", str(forged))
+
+    assert made.status == 0, made.stderr
+    assert genuine.status == 0, genuine.stderr
+    assert "is a prefix of checkpoint 2" in genuine.stdout
+    assert rejected.status == 1
+    assert "not only appended to" in rejected.stderr
 
 
 def hashed_leaves(count: int) -> list[bytes]:

@@ -21,8 +21,8 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from referral_hub.audit.domain import GENESIS_HASH
-from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry
+from referral_hub.audit.domain import GENESIS_HASH, entry_hash
+from referral_hub.contracts.audit import AuditCheckpoint, AuditConsistency, AuditEntry, AuditReceipt
 
 _encoder: Final = msgspec.json.Encoder()
 LEAF_PREFIX: Final = b"\x00"
@@ -260,6 +260,60 @@ def _content_fault(
     if checkpoint.tree_size != checkpoint.to_index or encode_frontier(frontier) != checkpoint.frontier:
         return "tree_size or frontier does not match the log"
     return signature_fault(checkpoint, trusted_key)
+
+
+def make_receipt(entries: Sequence[AuditEntry], index: int, checkpoint: AuditCheckpoint) -> AuditReceipt:
+    """The receipt of entry ``index`` against ``checkpoint``; ``entries`` is the log up to its tree size."""
+    leaves = [leaf_hash(e.entry_hash) for e in entries[: checkpoint.tree_size]]
+    return AuditReceipt(
+        entry=entries[index - 1],
+        leaf_index=index - 1,
+        inclusion_proof=tuple(node.hex() for node in inclusion_proof(index - 1, leaves)),
+        checkpoint=checkpoint,
+    )
+
+
+def receipt_fault(receipt: AuditReceipt, trusted_key: str | None = None) -> str:
+    """Empty if the receipt proves its entry is in the signed log; else why it does not."""
+    entry, checkpoint = receipt.entry, receipt.checkpoint
+    if entry_hash(entry) != entry.entry_hash:
+        return "the entry's content does not match its hash"
+    if entry.index != receipt.leaf_index + 1:
+        return "the entry's index does not match the proof's leaf"
+    proven = verify_inclusion(
+        receipt.leaf_index,
+        checkpoint.tree_size,
+        leaf_hash(entry.entry_hash),
+        [bytes.fromhex(node) for node in receipt.inclusion_proof],
+        bytes.fromhex(checkpoint.merkle_root),
+    )
+    if not proven:
+        return "the inclusion proof does not lead to the checkpoint's root"
+    return signature_fault(checkpoint, trusted_key)
+
+
+def make_consistency(entries: Sequence[AuditEntry], old: AuditCheckpoint, new: AuditCheckpoint) -> AuditConsistency:
+    """The consistency proof from ``old`` to ``new``; ``entries`` is the log up to ``new``'s tree size."""
+    leaves = [leaf_hash(e.entry_hash) for e in entries[: new.tree_size]]
+    proof = consistency_proof(old.tree_size, leaves)
+    return AuditConsistency(old=old, new=new, proof=tuple(node.hex() for node in proof))
+
+
+def consistency_fault(consistency: AuditConsistency, trusted_key: str | None = None) -> str:
+    """Empty if the newer signed log extends the older one; else why not."""
+    old, new = consistency.old, consistency.new
+    for checkpoint in (old, new):
+        problem = signature_fault(checkpoint, trusted_key)
+        if problem:
+            return f"checkpoint {checkpoint.checkpoint_index}: {problem}"
+    consistent = verify_consistency(
+        old.tree_size,
+        new.tree_size,
+        bytes.fromhex(old.merkle_root),
+        bytes.fromhex(new.merkle_root),
+        [bytes.fromhex(node) for node in consistency.proof],
+    )
+    return "" if consistent else "the log was not only appended to between the two checkpoints"
 
 
 def load_key(seed_hex: str) -> Ed25519PrivateKey:

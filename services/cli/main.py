@@ -20,7 +20,7 @@ import msgspec
 import nats
 import nats.errors
 
-from referral_hub.cli import commands, paging
+from referral_hub.cli import audit_proofs, commands, paging
 from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
 from referral_hub.runtime import logs
@@ -189,6 +189,23 @@ def _add_audit(sub: Subparsers) -> None:
     audit_verify = audit_sub.add_parser("verify", help="recompute the hash chain over the whole log")
     _common(audit_verify)
     audit_verify.set_defaults(run=commands.audit_verify)
+    prove = audit_sub.add_parser("prove", help="a receipt: an entry, its inclusion proof and a signed checkpoint")
+    _common(prove)
+    prove.add_argument("index", type=int, help="the entry's index in the log")
+    prove.add_argument("--checkpoint", type=int, help="against this checkpoint (default: the first covering it)")
+    prove.add_argument("--out", type=Path, help="write the receipt here instead of printing it")
+    prove.set_defaults(run=audit_proofs.prove)
+    consistency = audit_sub.add_parser("consistency", help="prove the log only grew between two checkpoints")
+    _common(consistency)
+    consistency.add_argument("old", type=int, help="the older checkpoint's number")
+    consistency.add_argument("new", type=int, help="the newer checkpoint's number")
+    consistency.add_argument("--out", type=Path, help="write the proof here instead of printing it")
+    consistency.set_defaults(run=audit_proofs.consistency)
+    check = audit_sub.add_parser("check-proof", help="check a receipt or consistency proof offline")
+    _common(check)
+    check.add_argument("file", type=Path, help="a file from 'audit prove' or 'audit consistency'")
+    check.add_argument("--trusted-key", help="the hub's audit public key (hex) to insist on")
+    check.set_defaults(sync_run=audit_proofs.check_proof)
 
 
 def _add_contracts(sub: Subparsers) -> None:
