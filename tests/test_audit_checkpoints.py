@@ -258,3 +258,35 @@ def test_every_consistency_proof_verifies_and_a_rewritten_history_does_not(size:
 
     assert verify_consistency(old, size, old_root, new_root, proof)
     assert not verify_consistency(old, size, rewritten, new_root, proof)
+
+
+async def test_query_selects_by_referral_and_export_gives_fhir_audit_events(hub: RunningHub, tmp_path: Path) -> None:
+    sender = await hub.clinic("harbor-pt")
+    wanted = referral_request()
+    await sender.send_and_confirm(wanted)
+    await sender.send_and_confirm(referral_request())
+    await wait_idle(hub.connection)
+    index = str(tmp_path / "index.sqlite")
+
+    selected = await hubctl(
+        "audit", "query", "--referral", str(wanted.referral_id), "--json", "--index", index, "--nats-url", hub.url
+    )
+    exported = await hubctl(
+        "audit", "export", "--format", "fhir", "--referral", str(wanted.referral_id), "--index", index,
+        "--nats-url", hub.url,
+    )  # fmt: skip
+
+    entries = [json.loads(line) for line in selected.stdout.splitlines()]
+    events = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert selected.status == 0, selected.stderr
+    assert entries
+    assert {e["referral_id"] for e in entries} == {str(wanted.referral_id)}
+    assert {e["message_type"] for e in entries} >= {"referral.request", "referral.requested"}
+    assert len(events) == len(entries)
+    assert {e["resourceType"] for e in events} == {"AuditEvent"}
+    submit = next(e for e in events if e["subtype"][0]["code"] == "referral.request")
+    assert submit["action"] == "C"
+    assert submit["agent"][0]["who"]["identifier"] == {"system": "urn:referral-hub:clinic", "value": "harbor-pt"}
+    assert {"system": "urn:referral-hub:referral", "value": str(wanted.referral_id)} in [
+        entity["what"]["identifier"] for entity in submit["entity"]
+    ]

@@ -20,7 +20,7 @@ import msgspec
 import nats
 import nats.errors
 
-from referral_hub.cli import audit_proofs, commands, paging
+from referral_hub.cli import audit_proofs, audit_query, commands, paging
 from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
 from referral_hub.runtime import logs
@@ -206,6 +206,16 @@ def _add_audit(sub: Subparsers) -> None:
     check.add_argument("file", type=Path, help="a file from 'audit prove' or 'audit consistency'")
     check.add_argument("--trusted-key", help="the hub's audit public key (hex) to insist on")
     check.set_defaults(sync_run=audit_proofs.check_proof)
+    query = audit_sub.add_parser("query", help="entries by referral, patient, clinic, member, type or time")
+    _common(query)
+    audit_query.add_filters(query)
+    query.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
+    query.set_defaults(run=audit_query.query)
+    export = audit_sub.add_parser("export", help="stream the selection as FHIR AuditEvent NDJSON or entry JSONL")
+    _common(export)
+    audit_query.add_filters(export)
+    export.add_argument("--format", choices=["fhir", "jsonl"], default="fhir", help="(default: %(default)s)")
+    export.set_defaults(run=audit_query.export)
 
 
 def _add_contracts(sub: Subparsers) -> None:
