@@ -69,6 +69,11 @@ def _add_up(sub: Subparsers) -> None:
         default="always",
         help="JetStream sync_interval: 'always' (default, fsync per ack) or a duration like 2m",
     )
+    up.add_argument(
+        "--encrypt-at-rest",
+        action="store_true",
+        help="JetStream encrypts its store (ChaCha20-Poly1305); the key is created in DATA_DIR, mode 0600",
+    )
     up.add_argument("--registry", type=Path, help="clinic registry JSON (default: the bundled demo clinics)")
     up.add_argument(
         "--demo", action=argparse.BooleanOptionalAction, default=True, help="send demo referrals (default: on)"

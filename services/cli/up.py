@@ -166,7 +166,13 @@ async def run_hub(args: argparse.Namespace) -> int:
     if busy:
         msg = f"metrics port(s) {busy} in use; choose another base with --metrics-port"
         raise HubError(msg)
-    server = EmbeddedNats(args.data_dir, port=args.port, monitor_port=args.monitor_port, sync_interval=args.sync)
+    server = EmbeddedNats(
+        args.data_dir,
+        port=args.port,
+        monitor_port=args.monitor_port,
+        sync_interval=args.sync,
+        encryption_key=secret_file(args.data_dir / "jetstream.key").read_text().strip() if args.encrypt_at_rest else "",
+    )
     server.start()
     services: list[ServiceProcess] = []
     jobs: list[asyncio.Task[None]] = []
@@ -175,7 +181,7 @@ async def run_hub(args: argparse.Namespace) -> int:
         registry = load_registry_file(args.registry)
         env: dict[str, str] = {
             "NATS_MONITOR_URL": server.monitor_url,
-            "HUB_AUDIT_SIGNING_KEY_FILE": str(audit_key_file(args.data_dir)),
+            "HUB_AUDIT_SIGNING_KEY_FILE": str(secret_file(args.data_dir / "audit-signing.key")),
         }
         if pager is not None:
             registry = pager.with_channels(registry)
@@ -215,11 +221,10 @@ async def run_hub(args: argparse.Namespace) -> int:
     return 0
 
 
-def audit_key_file(data_dir: Path) -> Path:
-    """The local hub's audit signing key, created once (0600) and kept with its data."""
-    path = data_dir / "audit-signing.key"
+def secret_file(path: Path) -> Path:
+    """A local hub's secret (hex, 32 bytes), created once with mode 0600 and kept with its data."""
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(new_key_seed() + "\n")

@@ -6,6 +6,7 @@ JetStream configuration a user starts, including the fsync policy.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -67,6 +68,9 @@ class EmbeddedNats:
     monitor_port: int = 8222
     sync_interval: str = SYNC_ALWAYS
     server_name: str = "hub-embedded"
+    encryption_key: str = field(default="", repr=False)
+    """When set, JetStream encrypts its store at rest (ChaCha20-Poly1305). The key reaches the
+    server through its environment (``key: $HUB_JETSTREAM_KEY``), never through the config file."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -90,7 +94,8 @@ class EmbeddedNats:
             "jetstream {\n"
             f'  store_dir: "{store}"\n'
             f"  sync_interval: {self.sync_interval}\n"
-            "}\n"
+            + ("  cipher: chachapoly\n  key: $HUB_JETSTREAM_KEY\n" if self.encryption_key else "")
+            + "}\n"
         )
 
     def start(self, timeout: float = 15.0) -> None:
@@ -107,6 +112,7 @@ class EmbeddedNats:
             [nats_server_binary(), "-c", str(config)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "HUB_JETSTREAM_KEY": self.encryption_key} if self.encryption_key else None,
         )
         log_file.close()
         self._wait_healthy(timeout)
