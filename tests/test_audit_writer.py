@@ -56,3 +56,20 @@ async def test_the_same_source_message_twice_yields_one_entry(provisioned: Clien
     entries = await audit_entries(provisioned)
     assert [e.source_sequence for e in entries] == [7, 8]
     assert verify(entries) == (2, None)
+
+
+async def test_pipelined_batches_with_duplicates_and_a_rival_writer_keep_one_chain(
+    nats_server: EmbeddedNats, provisioned: Client
+) -> None:
+    rival = await nats.connect(nats_server.url)
+    writers = [ChainWriter(provisioned.jetstream()), ChainWriter(rival.jetstream(), max_batch=7)]
+    sequences = [*range(1, 201), *range(1, 201, 10)]
+
+    await asyncio.gather(
+        *(writers[n % 2].append(describe(delivery(seq), AT), f"HUB_EVENTS:{seq}") for n, seq in enumerate(sequences))
+    )
+    await rival.drain()
+
+    entries = await audit_entries(provisioned)
+    assert verify(entries) == (200, None)
+    assert sorted(e.source_sequence for e in entries) == list(range(1, 201))

@@ -1,9 +1,10 @@
 """The audit chain's single writer, enforced by the server, not by us.
 
-Every append carries ``Nats-Expected-Last-Sequence``: JetStream refuses it if anything was
-appended since we last looked, so two audit replicas can never fork the chain. The loser
-re-reads the head and re-chains. ``Nats-Msg-Id`` is the source message's stream position,
-so a source message audited twice yields one entry.
+Every append carries ``Nats-Expected-Last-Sequence`` (and, inside a pipelined batch,
+``Nats-Expected-Last-Msg-Id``): JetStream refuses it if anything else was appended since,
+so two audit replicas can never fork the chain. The loser re-reads the head and re-chains.
+``Nats-Msg-Id`` is the source message's stream position, so a source message audited twice
+yields one entry.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
@@ -28,6 +30,10 @@ from referral_hub.runtime import subjects, topology
 from referral_hub.runtime.metrics import AUDIT_LAST_CHECKPOINT
 
 WRONG_LAST_SEQUENCE: Final = 10071
+WRONG_LAST_MSG_ID: Final = 10070
+CHAIN_MOVED: Final = frozenset({WRONG_LAST_SEQUENCE, WRONG_LAST_MSG_ID})
+"""The server's answers when the chain's head is not where a message expects it."""
+MAX_BATCH: Final = 256
 MAX_ATTEMPTS: Final = 50
 BACKOFF_SECONDS: Final = 0.002
 """Base of the jittered pause after losing a race, so two writers stop colliding in lockstep."""
@@ -39,14 +45,31 @@ class ChainContentionError(HubError):
     """Another writer kept winning; the message is redelivered and tried again later."""
 
 
-class ChainWriter:
-    """Appends entries to the audit stream, one at a time, each chained to the last."""
+@dataclass
+class _Pending:
+    entry: AuditEntry
+    dedupe_key: str
+    done: asyncio.Future[AuditEntry]
 
-    def __init__(self, js: JetStreamContext) -> None:
-        """Start knowing nothing of the head; the first append reads it."""
+
+class ChainWriter:
+    """Appends entries to the audit stream, each chained to the last, in pipelined batches.
+
+    Group commit: concurrent ``append`` calls queue up, and one task chains a batch and
+    publishes it without waiting between messages. Message ``i`` of a batch carries
+    ``Nats-Expected-Last-Sequence`` (head + i) and ``Nats-Expected-Last-Msg-Id`` (the id of
+    message ``i - 1``), so the server stores it only directly after our own predecessor:
+    a message whose predecessor was refused, de-duplicated or overtaken by another writer is
+    refused too, and is chained again on the fresh head. The chain can never fork or skip.
+    """
+
+    def __init__(self, js: JetStreamContext, max_batch: int = MAX_BATCH) -> None:
+        """Start knowing nothing of the head; the first batch reads it."""
         self._js = js
-        self._lock = asyncio.Lock()
+        self._max_batch = max_batch
         self._head: tuple[int, str] | None = None
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._committer: asyncio.Task[None] | None = None
 
     async def _read_head(self) -> tuple[int, str]:
         try:
@@ -60,31 +83,65 @@ class ChainWriter:
 
     async def append(self, entry: AuditEntry, dedupe_key: str) -> AuditEntry:
         """Chain and store ``entry``; returns it as stored (or as first stored, if a duplicate)."""
-        async with self._lock:
-            for attempt in range(1, MAX_ATTEMPTS + 1):
-                if self._head is None:
-                    self._head = await self._read_head()
-                index, prev_hash = self._head
-                sealed = chain(entry, index + 1, prev_hash)
-                try:
-                    ack = await self._js.publish(
-                        subjects.AUDIT_ENTRY,
-                        _encoder.encode(sealed),
-                        headers={"Nats-Expected-Last-Sequence": str(index), "Nats-Msg-Id": dedupe_key},
-                    )
-                except APIError as exc:
-                    if exc.err_code != WRONG_LAST_SEQUENCE:
-                        raise
-                    self._head = None
-                    await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * attempt))  # noqa: S311 - jitter, not security
-                    continue
-                if ack.duplicate:
-                    self._head = None
-                    return sealed
-                self._head = (ack.seq, sealed.entry_hash)
-                return sealed
+        done: asyncio.Future[AuditEntry] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(entry, dedupe_key, done))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_forever())
+        return await done
+
+    async def _commit_forever(self) -> None:
+        while not self._queue.empty():
+            batch = [self._queue.get_nowait()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure, not just one
+                for pending in batch:
+                    if not pending.done.done():
+                        pending.done.set_exception(exc)
+                self._head = None
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        waiting = batch
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            if self._head is None:
+                self._head = await self._read_head()
+            waiting = await self._publish(waiting)
+            if not waiting:
+                return
+            self._head = None
+            await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * attempt))  # noqa: S311 - jitter, not security
         msg = f"could not append to the audit chain after {MAX_ATTEMPTS} attempts"
         raise ChainContentionError(msg)
+
+    async def _publish(self, batch: list[_Pending]) -> list[_Pending]:
+        """Publish ``batch`` pipelined on the current head; returns what must be chained again."""
+        assert self._head is not None  # noqa: S101 - _commit reads the head first
+        index, prev_hash = self._head
+        sealed, publishes = [], []
+        for offset, pending in enumerate(batch):
+            entry = chain(pending.entry, index + offset + 1, prev_hash)
+            headers = {"Nats-Expected-Last-Sequence": str(index + offset), "Nats-Msg-Id": pending.dedupe_key}
+            if offset:
+                headers["Nats-Expected-Last-Msg-Id"] = batch[offset - 1].dedupe_key
+            publishes.append(self._js.publish(subjects.AUDIT_ENTRY, _encoder.encode(entry), headers=headers))
+            sealed.append(entry)
+            prev_hash = entry.entry_hash
+        # Concurrent requests, not publish_async: nats-py 2.16's async-publish reply handler
+        # raises (instead of failing the future) when the server refuses with a known code, so
+        # a refused expected-sequence publish would leave its future waiting forever.
+        results = await asyncio.gather(*publishes, return_exceptions=True)
+        for position, (pending, entry, result) in enumerate(zip(batch, sealed, results, strict=True)):
+            if isinstance(result, APIError) and result.err_code in CHAIN_MOVED:
+                return batch[position:]
+            if isinstance(result, BaseException):
+                raise result
+            pending.done.set_result(entry)
+            if result.duplicate:
+                return batch[position + 1 :]
+            self._head = (result.seq, entry.entry_hash)
+        return []
 
 
 async def read_chain(
