@@ -34,6 +34,9 @@ WRONG_LAST_MSG_ID: Final = 10070
 CHAIN_MOVED: Final = frozenset({WRONG_LAST_SEQUENCE, WRONG_LAST_MSG_ID})
 """The server's answers when the chain's head is not where a message expects it."""
 MAX_BATCH: Final = 256
+PENDING_BYTES_PER_ENTRY: Final = 4096
+"""Room per buffered entry when reading the chain; entries are about 1 KB, so a slow reader
+(an index insert) never overflows nats-py's buffer and becomes a dropped slow consumer."""
 MAX_ATTEMPTS: Final = 50
 BACKOFF_SECONDS: Final = 0.002
 """Base of the jittered pause after losing a race, so two writers stop colliding in lockstep."""
@@ -158,6 +161,7 @@ async def read_chain(
         ordered_consumer=True,
         config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
         pending_msgs_limit=batch * 10,
+        pending_bytes_limit=batch * 10 * PENDING_BYTES_PER_ENTRY,
     )
     try:
         seen = 0

@@ -103,7 +103,7 @@ class AuditIndex:
         """Index every entry appended since the last one held; returns how many were added."""
         added = 0
         batch: list[AuditEntry] = []
-        async for entry in read_chain(js, start=self.last_index() + 1):
+        async for entry in read_chain(js, batch=BATCH, start=self.last_index() + 1):
             batch.append(entry)
             if len(batch) >= BATCH:
                 added += self.add(batch)

@@ -531,6 +531,24 @@ async def bench_pages(args: argparse.Namespace) -> int:
     return 0
 
 
+async def bench_audit(args: argparse.Namespace) -> int:
+    """``hubctl bench audit``: print the figures, as JSON with ``--json``."""
+    from referral_hub.cli.bench_audit import bench_audit as run  # noqa: PLC0415 - benchmark code stays out of other commands
+
+    figures = await run(args.entries, args.seconds, args.sync)
+    if args.json:
+        out(json.dumps(figures))
+        return 0
+    out(f"audit log of {figures['entries']} entries, sync {args.sync}:")
+    for label, hub, raw, raw_label, ratio in (
+        ("append /s", "append_per_s", "baseline_publish_per_s", "raw publish_async /s", "append_ratio"),
+        ("verify /s", "verify_per_s", "baseline_read_hash_per_s", "raw read+sha256 /s", "verify_ratio"),
+    ):
+        out(f"  {label:<10} {figures[hub]:>10}   {raw_label:<20} {figures[raw]:>10}   ratio {figures[ratio]}")
+    out(f"  query p99  {figures['query_p99_ms']} ms   (chain verified: {figures['verified']})")
+    return 0
+
+
 async def up(args: argparse.Namespace) -> int:
     """``hubctl up``: see :mod:`referral_hub.cli.up`."""
     from referral_hub.cli.up import run_hub  # noqa: PLC0415 - keeps the other subcommands light

@@ -313,6 +313,15 @@ def _add_bench(sub: Subparsers) -> None:
     pages.add_argument("--json", action="store_true", help="print one JSON object")
     pages.add_argument("--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)")
     pages.set_defaults(run=commands.bench_pages)
+    audit = bench_sub.add_parser("audit", help="append, verify and query rates beside raw nats-py")
+    _common(audit)
+    audit.add_argument(
+        "--entries", type=int, default=100_000, help="log size for verify and query (default: %(default)s)"
+    )
+    audit.add_argument("--seconds", type=float, default=5.0, help="seconds per rate measurement (default: %(default)s)")
+    audit.add_argument("--json", action="store_true", help="print one JSON object")
+    audit.add_argument("--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)")
+    audit.set_defaults(run=commands.bench_audit)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
