@@ -316,6 +316,29 @@ def consistency_fault(consistency: AuditConsistency, trusted_key: str | None = N
     return "" if consistent else "the log was not only appended to between the two checkpoints"
 
 
+class CheckpointWalk:
+    """Verifies checkpoints while the log streams past, holding only the current one's entries."""
+
+    def __init__(self) -> None:
+        """No checkpoint verified yet."""
+        self.verified = 0
+        self._previous: AuditCheckpoint | None = None
+        self._pending: list[AuditEntry] = []
+
+    def add(self, entry: AuditEntry, checkpoints: Sequence[AuditCheckpoint]) -> CheckpointFault | None:
+        """Feed the next entry; verifies the checkpoint it completes, if any."""
+        if self.verified >= len(checkpoints):
+            return None
+        self._pending.append(entry)
+        current = checkpoints[self.verified]
+        if entry.index < current.to_index:
+            return None
+        fault = verify_checkpoint(current, self._pending, self._previous)
+        self._previous, self._pending = current, []
+        self.verified += 1
+        return fault
+
+
 def load_key(seed_hex: str) -> Ed25519PrivateKey:
     """An Ed25519 key from its 32-byte seed in hex (as ``hubctl up`` writes it)."""
     return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed_hex.strip()))

@@ -23,7 +23,7 @@ import nats
 from nats.js import JetStreamContext, api
 
 from referral_hub.audit.adapters import ChainWriter, read_chain
-from referral_hub.audit.domain import GENESIS_HASH, chain, verify
+from referral_hub.audit.domain import GENESIS_HASH, ChainVerifier, chain
 from referral_hub.audit.index import AuditFilter, AuditIndex
 from referral_hub.cli.bench import bench_server, percentile
 from referral_hub.contracts.audit import AuditEntry
@@ -126,7 +126,10 @@ async def bench_audit(entries: int, seconds: float = 5.0, sync_interval: str = S
         total = max(entries, count)
         baseline_read = await raw_read_hash_rate(js, total)
         started = time.perf_counter()
-        verified, fault = verify([entry async for entry in read_chain(js, batch=10_000)])
+        verifier, fault = ChainVerifier(), None
+        async for entry in read_chain(js, batch=10_000):
+            fault = fault or verifier.add(entry)
+        verified = verifier.count
         verify_rate = verified / (time.perf_counter() - started)
         index = AuditIndex(Path(scratch) / "index.sqlite")
         await index.catch_up(js)

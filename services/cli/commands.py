@@ -19,8 +19,8 @@ from nats.js import JetStreamContext
 
 from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_chain, read_checkpoints
-from referral_hub.audit.checkpoints import verify_checkpoint
-from referral_hub.audit.domain import verify
+from referral_hub.audit.checkpoints import CheckpointWalk
+from referral_hub.audit.domain import ChainVerifier
 from referral_hub.client import ClinicClient, InboxItem, new_id, silence_nats_error_log, utc_now
 from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised, AlertResolved
 from referral_hub.contracts.base import Modality
@@ -437,28 +437,35 @@ async def audit_log(args: argparse.Namespace) -> int:
 
 
 async def audit_verify(args: argparse.Namespace) -> int:
-    """``hubctl audit verify``: exit 0 only if the whole chain verifies."""
+    """``hubctl audit verify``: exit 0 only if the whole chain and every checkpoint verify.
+
+    Streams the log once: each entry is checked as it arrives, and only the entries of the
+    checkpoint in progress are held, so memory does not grow with the log.
+    """
     connection = await connect(args.nats_url)
     started = time.perf_counter()
+    chain, checked = ChainVerifier(), CheckpointWalk()
     try:
-        entries = [entry async for entry in read_chain(connection.jetstream())]
         checkpoints = await read_checkpoints(connection.jetstream())
+        async for entry in read_chain(connection.jetstream(), batch=10_000):
+            fault = chain.add(entry)
+            if fault is not None:
+                before = f"({chain.count} entries verified before it)"
+                msg = f"audit chain BROKEN at entry {fault.index}: {fault.reason} {before}"
+                raise HubError(msg)
+            problem = checked.add(entry, checkpoints)
+            if problem is not None:
+                msg = f"audit checkpoint {problem.checkpoint_index} BROKEN: {problem.reason}"
+                raise HubError(msg)
     finally:
         await connection.drain()
-    count, fault = verify(entries)
-    if fault is not None:
-        msg = f"audit chain BROKEN at entry {fault.index}: {fault.reason} ({count} entries verified before it)"
+    if checked.verified < len(checkpoints):
+        missing = checkpoints[checked.verified]
+        msg = f"audit checkpoint {missing.checkpoint_index} BROKEN: it covers entries the log does not hold"
         raise HubError(msg)
-    verified = 0
-    previous = None
-    for checkpoint in checkpoints:
-        problem = verify_checkpoint(checkpoint, entries[checkpoint.from_index - 1 : checkpoint.to_index], previous)
-        if problem is not None:
-            msg = f"audit checkpoint {problem.checkpoint_index} BROKEN: {problem.reason}"
-            raise HubError(msg)
-        previous, verified = checkpoint, verified + 1
     elapsed = time.perf_counter() - started
-    out(f"audit chain OK: {count} entries verified; {verified} signed checkpoints verified; {elapsed:.3f}s")
+    signed = f"{checked.verified} signed checkpoints verified"
+    out(f"audit chain OK: {chain.count} entries verified; {signed}; {elapsed:.3f}s")
     return 0
 
 
