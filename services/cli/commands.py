@@ -500,60 +500,76 @@ def contracts_check(_args: argparse.Namespace) -> int:
     return 0
 
 
+def report(figures: dict[str, float | str], *, as_json: bool, lines: list[str]) -> int:
+    """A benchmark's figures: one JSON object with ``--json``, else the human-readable ``lines``."""
+    if as_json:
+        out(json.dumps(figures))
+        return 0
+    for line in lines:
+        out(line)
+    return 0
+
+
 async def bench(args: argparse.Namespace) -> int:
     """``hubctl bench referrals``: print the figures, as JSON with ``--json``."""
     from referral_hub.cli.bench import bench_referrals  # noqa: PLC0415 - benchmark code stays out of other commands
 
-    figures = await bench_referrals(args.duration, args.sync)
-    if args.json:
-        out(json.dumps(figures))
-        return 0
-    out(
-        f"referral lifecycle (request ... close), {figures['referrals']} referrals "
-        f"in {figures['seconds']}s, sync {args.sync}:"
+    f = await bench_referrals(args.duration, args.sync)
+    return report(
+        f,
+        as_json=args.json,
+        lines=[
+            f"referral lifecycle (request ... close), {f['referrals']} referrals in {f['seconds']}s, sync {args.sync}:",
+            f"  hub transitions/s          {f['transitions_per_s']:>10}",
+            f"  request-to-inbox p50 / p99 {f['p50_ms']:>7} ms / {f['p99_ms']} ms",
+            "raw nats-py on the same server, same run:",
+            f"  KV put, sequential /s      {f['baseline_kv_put_per_s']:>10}",
+            f"  JS publish+ack, seq /s     {f['baseline_js_publish_per_s']:>10}",
+            f"ratio hub transitions / raw KV put: {f['ratio_vs_kv_put']}",
+        ],
     )
-    out(f"  hub transitions/s          {figures['transitions_per_s']:>10}")
-    out(f"  request-to-inbox p50 / p99 {figures['p50_ms']:>7} ms / {figures['p99_ms']} ms")
-    out("raw nats-py on the same server, same run:")
-    out(f"  KV put, sequential /s      {figures['baseline_kv_put_per_s']:>10}")
-    out(f"  JS publish+ack, seq /s     {figures['baseline_js_publish_per_s']:>10}")
-    out(f"ratio hub transitions / raw KV put: {figures['ratio_vs_kv_put']}")
-    return 0
 
 
 async def bench_pages(args: argparse.Namespace) -> int:
     """``hubctl bench pages``: alert-to-page latency, as JSON with ``--json``."""
     from referral_hub.cli.bench_pages import bench_pages as run  # noqa: PLC0415 - benchmark code stays out of other commands
 
-    figures = await run(args.rate, args.duration, args.sync)
-    if args.json:
-        out(json.dumps(figures))
-        return 0
-    out(
-        f"alert -> fan-out -> page -> signed webhook, {figures['alerts']} alerts offered at "
-        f"{figures['offered_per_s']}/s, sync {args.sync}:"
+    f = await run(args.rate, args.duration, args.sync)
+    return report(
+        f,
+        as_json=args.json,
+        lines=[
+            (
+                f"alert -> fan-out -> page -> signed webhook, {f['alerts']} alerts offered at "
+                f"{f['offered_per_s']}/s, sync {args.sync}:"
+            ),
+            f"  pages delivered {f['pages_delivered']}, lost {f['lost']}",
+            f"  alert-to-page p50 / p99 / max  {f['p50_ms']} ms / {f['p99_ms']} ms / {f['max_ms']} ms",
+        ],
     )
-    out(f"  pages delivered {figures['pages_delivered']}, lost {figures['lost']}")
-    out(f"  alert-to-page p50 / p99 / max  {figures['p50_ms']} ms / {figures['p99_ms']} ms / {figures['max_ms']} ms")
-    return 0
 
 
 async def bench_audit(args: argparse.Namespace) -> int:
     """``hubctl bench audit``: print the figures, as JSON with ``--json``."""
     from referral_hub.cli.bench_audit import bench_audit as run  # noqa: PLC0415 - benchmark code stays out of other commands
 
-    figures = await run(args.entries, args.seconds, args.sync)
-    if args.json:
-        out(json.dumps(figures))
-        return 0
-    out(f"audit log of {figures['entries']} entries, sync {args.sync}:")
-    for label, hub, raw, raw_label, ratio in (
+    f = await run(args.entries, args.seconds, args.sync)
+    rows = (
         ("append /s", "append_per_s", "baseline_publish_per_s", "raw publish_async /s", "append_ratio"),
         ("verify /s", "verify_per_s", "baseline_read_hash_per_s", "raw read+sha256 /s", "verify_ratio"),
-    ):
-        out(f"  {label:<10} {figures[hub]:>10}   {raw_label:<20} {figures[raw]:>10}   ratio {figures[ratio]}")
-    out(f"  query p99  {figures['query_p99_ms']} ms   (chain verified: {figures['verified']})")
-    return 0
+    )
+    return report(
+        f,
+        as_json=args.json,
+        lines=[
+            f"audit log of {f['entries']} entries, sync {args.sync}:",
+            *(
+                f"  {label:<10} {f[hub]:>10}   {raw_label:<20} {f[raw]:>10}   ratio {f[ratio]}"
+                for label, hub, raw, raw_label, ratio in rows
+            ),
+            f"  query p99  {f['query_p99_ms']} ms   (chain verified: {f['verified']})",
+        ],
+    )
 
 
 async def up(args: argparse.Namespace) -> int:
