@@ -433,49 +433,30 @@ class Notifier:
         await self._channels.deliver(clinic.intake_channels, outbound, report)
 
     async def _add_to_digest(self, clinic: str, item: DigestItem) -> None:
-        key = DIGEST_PREFIX + clinic
-        for _ in range(ATTEMPTS):
-            stored = await self._stores.digests.load(key)
-            digest, revision = stored if stored is not None else (Digest(clinic=clinic), None)
-            if any(i.notification_id == item.notification_id for i in digest.items):
-                return
-            try:
-                await self._stores.digests.save(
-                    key, msgspec.structs.replace(digest, items=(*digest.items, item)), revision
-                )
-            except ConcurrentUpdateError:
-                continue
-            return
-        msg = f"digest {key} kept changing under us"
-        raise ConcurrentUpdateError(msg)
+        def add(digest: Digest | None) -> Digest | None:
+            current = digest or Digest(clinic=clinic)
+            if any(i.notification_id == item.notification_id for i in current.items):
+                return None
+            return msgspec.structs.replace(current, items=(*current.items, item))
+
+        await self._stores.digests.change(DIGEST_PREFIX + clinic, add, ATTEMPTS)
 
     async def _close(self, intent: CloseIntent, now: datetime) -> None:
         for clinic in self._registry.clinics():
             key = str(paging.page_id_for(f"alert:{intent.alert_id}:{clinic.id}"))
-            stored = await self._stores.pages.load(key)
-            if stored is None:
-                continue
-            closed = paging.close_for_resolved_alert(stored[0], now)
-            if closed is not None:
-                await self._stores.pages.save(key, closed, stored[1])
+            await self._stores.pages.change(
+                key, lambda page: paging.close_for_resolved_alert(page, now) if page else None, ATTEMPTS
+            )
 
     async def _absolute(self, intent: AbsoluteChanged) -> None:
-        key = patient_key(intent.patient_ref)
-        for _ in range(ATTEMPTS):
-            stored = await self._stores.patients.load(key)
-            record, revision = stored if stored is not None else (PatientRecord(), None)
-            kept = tuple(a for a in record.absolute if a.alert_id != intent.alert_id)
+        def record(current: PatientRecord | None) -> PatientRecord | None:
+            absolute = current.absolute if current is not None else ()
+            kept = tuple(a for a in absolute if a.alert_id != intent.alert_id)
             if intent.in_force:
                 kept = (*kept, OpenAbsolute(alert_id=intent.alert_id, modalities=intent.modalities))
-            if kept == record.absolute and stored is not None:
-                return
-            try:
-                await self._stores.patients.save(key, PatientRecord(absolute=kept), revision)
-            except ConcurrentUpdateError:
-                continue
-            return
-        msg = f"patient record {key} kept changing under us"
-        raise ConcurrentUpdateError(msg)
+            return PatientRecord(absolute=kept) if kept != absolute else None
+
+        await self._stores.patients.change(patient_key(intent.patient_ref), record, ATTEMPTS)
 
     async def on_ack(self, delivery: Delivery) -> Handled:
         """A member acknowledges a page: escalation stops and the care team hears who."""

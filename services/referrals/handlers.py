@@ -129,20 +129,9 @@ class IntakeHandler:
 
     async def _change_team(self, patient_ref: str, change: Callable[[CareTeam | None], CareTeam]) -> CareTeam:
         """Apply ``change`` to the stored team with compare-and-set, re-reading after a lost race."""
-        key = team_key(patient_ref)
-        for _ in range(DECIDE_ATTEMPTS):
-            stored = await self._teams.load(key)
-            team, revision = stored if stored is not None else (None, None)
-            updated = change(team)
-            if updated == team:
-                return updated
-            try:
-                await self._teams.save(key, updated, revision)
-            except ConcurrentUpdateError:
-                continue
-            return updated
-        msg = f"care team {key} kept changing under us"
-        raise ConcurrentUpdateError(msg)
+        team = await self._teams.change(team_key(patient_ref), change, DECIDE_ATTEMPTS)
+        assert team is not None  # noqa: S101 - change always returns a team
+        return team
 
     async def _referral(self, delivery: Delivery, command: ReferralCommand) -> Handled:
         decision = await self._decide_and_save(delivery, command)

@@ -85,6 +85,26 @@ class KvStore(Generic[T]):
         self._remember(key, (record, new_revision))
         return new_revision
 
+    async def change(self, key: str, update: Callable[[T | None], T | None], attempts: int = 5) -> T | None:
+        """Apply ``update`` to the stored record with compare-and-set, re-reading after a lost race.
+
+        ``update`` gets the record (``None`` if there is none) and returns the record to store;
+        returning ``None`` or an equal record writes nothing. Returns the record as it stands.
+        """
+        for _ in range(attempts):
+            stored = await self.load(key)
+            current, revision = stored if stored is not None else (None, None)
+            updated = update(current)
+            if updated is None or updated == current:
+                return current
+            try:
+                await self.save(key, updated, revision)
+            except ConcurrentUpdateError:
+                continue
+            return updated
+        msg = f"{key} kept changing under us"
+        raise ConcurrentUpdateError(msg)
+
     async def keys(self) -> list[str]:
         """Every key in the bucket. A full scan: fine for thousands of records, not millions."""
         try:
