@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Final
 from uuid import UUID
 
 from referral_hub.contracts.base import (
@@ -24,6 +25,10 @@ class Severity(enum.StrEnum):
     RELATIVE = "relative"
     LOCAL = "local"
     CAUTION = "caution"
+
+
+SEVERITY_RANK: Final = {Severity.CAUTION: 0, Severity.LOCAL: 1, Severity.RELATIVE: 2, Severity.ABSOLUTE: 3}
+"""Absolute stops treatment, so it outranks everything; caution only informs."""
 
 
 class TriggerKind(enum.StrEnum):

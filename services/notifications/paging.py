@@ -18,7 +18,7 @@ from uuid import UUID
 
 import msgspec
 
-from referral_hub.contracts.alerts import Severity
+from referral_hub.contracts.alerts import SEVERITY_RANK, Severity
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.paging import PageAck, PageSeverity
 from referral_hub.contracts.registry import Clinic
@@ -32,7 +32,6 @@ PAGE_SEVERITY: Final = {
     Severity.CAUTION: PageSeverity.INFO,
 }
 """Clinical severity to PagerDuty Events v2 severity."""
-RANK: Final = {Severity.CAUTION: 0, Severity.LOCAL: 1, Severity.RELATIVE: 2, Severity.ABSOLUTE: 3}
 MAX_SILENCE: Final = timedelta(days=30)
 
 
@@ -197,7 +196,7 @@ def open_page(
     """
     page_id = page_id_for(intent.dedup_key)
     if existing is not None and existing.status in {PageStatus.OPEN, PageStatus.ACKNOWLEDGED}:
-        escalated = RANK[intent.severity] > RANK[existing.intent.severity]
+        escalated = SEVERITY_RANK[intent.severity] > SEVERITY_RANK[existing.intent.severity]
         if not (escalated and intent.severity is Severity.ABSOLUTE):
             return Opened(
                 msgspec.structs.replace(existing, intent=intent, changed_at=at), deliver=False, outcome="deduplicated"

@@ -9,12 +9,12 @@ the stored team, so a redelivered command re-derives the same messages under the
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final
 from uuid import UUID
 
 import msgspec
 
 from referral_hub.contracts.alerts import (
+    SEVERITY_RANK,
     AlertAck,
     AlertAcknowledged,
     AlertRaise,
@@ -35,9 +35,6 @@ from referral_hub.referrals.careteam import (
 )
 from referral_hub.runtime.inbox import Announcement, echo
 from referral_hub.runtime.rejecting import Refusal
-
-SEVERITY_RANK: Final = {Severity.CAUTION: 0, Severity.LOCAL: 1, Severity.RELATIVE: 2, Severity.ABSOLUTE: 3}
-"""Absolute stops treatment, so it outranks everything; caution only informs."""
 
 
 def _no_team(team: CareTeam | None) -> Refusal | None:

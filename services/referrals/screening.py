@@ -19,13 +19,12 @@ from uuid import UUID
 
 import msgspec
 
-from referral_hub.contracts.alerts import Severity, TriggerKind
+from referral_hub.contracts.alerts import SEVERITY_RANK, Severity, TriggerKind
 from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.plans import PlanUpdate
 from referral_hub.contracts.referrals import ReferralRequest
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningDispute, ScreeningDisputed, ScreeningFlagged, ScreeningMatch
-from referral_hub.referrals.alerting import SEVERITY_RANK
 from referral_hub.referrals.careteam import (
     RECENT_FLAGS,
     AlertRecord,
