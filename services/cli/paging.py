@@ -26,7 +26,7 @@ from referral_hub.notifications import oncall
 from referral_hub.notifications.handlers import SILENCE_PREFIX
 from referral_hub.notifications.paging import Page, Silence, SilenceError, check_silence
 from referral_hub.runtime import subjects, topology
-from referral_hub.runtime.registry import KEY_PREFIX
+from referral_hub.runtime.registry import store_clinic
 from referral_hub.runtime.rejecting import HUB_SENDER
 
 OPERATOR = "hubctl"
@@ -70,9 +70,7 @@ async def _store_clinic(nats_url: str, clinic: Clinic, change: str, detail: str)
     """Write the clinic's registry record and record the change for the audit log."""
     connection = await connect(nats_url)
     try:
-        js = connection.jetstream()
-        kv = await js.key_value(topology.REGISTRY_KV)
-        await kv.put(f"{KEY_PREFIX}{clinic.id}", msgspec.json.encode(clinic))
+        await store_clinic(connection.jetstream(), clinic)
         await _record_change(connection.jetstream(), change, clinic.id, detail)
     finally:
         await connection.drain()

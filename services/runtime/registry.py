@@ -43,10 +43,15 @@ def load_registry_file(path: Path | None = None) -> Registry:
 
 async def store_registry(js: JetStreamContext, registry: Registry) -> int:
     """Write every clinic to the registry bucket; returns how many were written."""
-    kv = await js.key_value(REGISTRY_KV)
     for clinic in registry.clinics:
-        await kv.put(f"{KEY_PREFIX}{clinic.id}", msgspec.json.encode(clinic))
+        await store_clinic(js, clinic)
     return len(registry.clinics)
+
+
+async def store_clinic(js: JetStreamContext, clinic: Clinic) -> None:
+    """Write one clinic's record; every service's registry view sees it within a watch round-trip."""
+    kv = await js.key_value(REGISTRY_KV)
+    await kv.put(f"{KEY_PREFIX}{clinic.id}", msgspec.json.encode(clinic))
 
 
 class RegistryCache:
