@@ -11,11 +11,14 @@ from nats.aio.client import Client
 
 from referral_hub.audit.adapters import read_chain
 from referral_hub.client import ClinicClient, new_id, utc_now
+from referral_hub.contracts.alerts import AlertRaise, Severity, TriggerKind
 from referral_hub.contracts.audit import AuditEntry
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.referrals import ReferralRequest
 from referral_hub.contracts.rejections import DeadLetter
 from referral_hub.runtime import topology
+
+from .lifecycle_model import MEMBERS
 
 
 async def stream_messages(connection: Client, stream: str, subject: str = ">") -> list[tuple[str, bytes]]:
@@ -98,6 +101,26 @@ def referral_request(sender: str = "harbor-pt", recipient: str = "lotus-acu", **
     }
     fields.update(overrides)
     return ReferralRequest(**fields)  # type: ignore[arg-type]
+
+
+def alert_raise(clinic: str, patient_ref: str, **overrides: object) -> AlertRaise:
+    """A relative anticoagulant alert from ``clinic``, as the product's story has it."""
+    fields: dict[str, object] = {
+        "message_id": new_id(),
+        "occurred_at": utc_now(),
+        "sender_clinic": clinic,
+        "actor": MEMBERS[clinic],
+        "correlation_id": new_id(),
+        "alert_id": new_id(),
+        "patient_ref": patient_ref,
+        "trigger_kind": TriggerKind.MEDICATION,
+        "trigger": "apixaban",
+        "modalities": (Modality.MASSAGE, Modality.ACUPUNCTURE),
+        "techniques": ("deep tissue", "needling"),
+        "severity": Severity.RELATIVE,
+    }
+    fields.update(overrides)
+    return AlertRaise(**fields)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

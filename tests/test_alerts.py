@@ -28,7 +28,16 @@ from referral_hub.contracts.screening import ScreeningDispute, ScreeningDisputed
 from referral_hub.runtime import topology
 from referral_hub.screening.rules import Rule, load_rules
 
-from .helpers import RunningHub, audit_entries, eventually, hubctl, referral_request, stream_messages, wait_idle
+from .helpers import (
+    RunningHub,
+    alert_raise,
+    audit_entries,
+    eventually,
+    hubctl,
+    referral_request,
+    stream_messages,
+    wait_idle,
+)
 from .lifecycle_model import MEMBERS, command
 from .test_lifecycle import plan
 
@@ -56,23 +65,7 @@ async def team_through_referral(hub: RunningHub, sender: str, recipient: str, mo
 
 
 def anticoagulant_alert(clinic: str = ACU, **overrides: object) -> AlertRaise:
-    fields: dict[str, object] = {
-        "message_id": new_id(),
-        "occurred_at": utc_now(),
-        "sender_clinic": clinic,
-        "actor": MEMBERS[clinic],
-        "correlation_id": new_id(),
-        "alert_id": new_id(),
-        "patient_ref": PATIENT,
-        "trigger_kind": TriggerKind.MEDICATION,
-        "trigger": "apixaban",
-        "modalities": (Modality.MASSAGE, Modality.ACUPUNCTURE),
-        "techniques": ("deep tissue", "needling"),
-        "severity": Severity.RELATIVE,
-        "note": "Started apixaban for atrial fibrillation",
-    }
-    fields.update(overrides)
-    return AlertRaise(**fields)  # type: ignore[arg-type]
+    return alert_raise(clinic, PATIENT, **{"note": "Started apixaban for atrial fibrillation", **overrides})
 
 
 def ack(alert_id: UUID, clinic: str, member: str) -> AlertAck:

@@ -18,7 +18,7 @@ from referral_hub.referrals.careteam import CareTeam, TeamChanged
 from referral_hub.runtime.rejecting import Refusal
 from referral_hub.screening.rules import load_rules
 
-from .helpers import referral_request
+from .helpers import alert_raise, referral_request
 from .lifecycle_model import command
 
 AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -48,22 +48,7 @@ RIVERSIDE = Clinic(
 
 
 def alert(clinic: str = "lotus-acu", **overrides: object) -> AlertRaise:
-    fields: dict[str, object] = {
-        "message_id": new_id(),
-        "occurred_at": AT,
-        "sender_clinic": clinic,
-        "actor": "raj.patel",
-        "correlation_id": new_id(),
-        "alert_id": new_id(),
-        "patient_ref": PATIENT,
-        "trigger_kind": TriggerKind.MEDICATION,
-        "trigger": "apixaban started",
-        "modalities": (Modality.MASSAGE, Modality.ACUPUNCTURE),
-        "techniques": ("deep tissue", "needling"),
-        "severity": Severity.RELATIVE,
-    }
-    fields.update(overrides)
-    return AlertRaise(**fields)  # type: ignore[arg-type]
+    return alert_raise(clinic, PATIENT, **{"occurred_at": AT, "trigger": "apixaban started", **overrides})
 
 
 def ack(alert_id: UUID, clinic: str = "lotus-acu", member: str = "raj.patel") -> AlertAck:

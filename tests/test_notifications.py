@@ -22,7 +22,7 @@ from nats.aio.client import Client
 
 from referral_hub.audit import app as audit_app
 from referral_hub.client import new_id, utc_now
-from referral_hub.contracts.alerts import AlertRaise, AlertRaised, Severity, TriggerKind
+from referral_hub.contracts.alerts import AlertRaised, Severity
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.codec import decode_hub_message
 from referral_hub.contracts.paging import (
@@ -50,12 +50,12 @@ from referral_hub.notifications.paging import EscalationPolicy
 from referral_hub.referrals import app as referrals_app
 from referral_hub.runtime import topology
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
-from referral_hub.runtime.registry import KEY_PREFIX
+from referral_hub.runtime.registry import store_clinic
 from referral_hub.runtime.service import ServiceApp
 
 from .conftest import start_services
-from .helpers import RunningHub, eventually, hubctl, referral_request, stream_messages
-from .lifecycle_model import MEMBERS, command
+from .helpers import RunningHub, alert_raise, eventually, hubctl, referral_request, stream_messages
+from .lifecycle_model import command
 
 SECRET = b"test-webhook-secret"
 PT, ACU, MASSAGE = "harbor-pt", "lotus-acu", "kneadwell-massage"
@@ -225,9 +225,8 @@ class PagingHub:
 
 
 async def store_roster(connection: Client, webhook: WebhookReceiver) -> None:
-    kv = await connection.jetstream().key_value(topology.REGISTRY_KV)
     for clinic in roster(webhook).values():
-        await kv.put(f"{KEY_PREFIX}{clinic.id}", msgspec.json.encode(clinic))
+        await store_clinic(connection.jetstream(), clinic)
 
 
 @pytest.fixture
@@ -258,17 +257,12 @@ async def care_team(hub: RunningHub, *recipients: tuple[str, Modality]) -> None:
 
 
 async def raise_alert(hub: RunningHub, severity: Severity, alert_id: UUID | None = None, clinic: str = ACU) -> UUID:
-    alert = AlertRaise(
-        message_id=new_id(),
-        occurred_at=utc_now(),
-        sender_clinic=clinic,
-        actor=MEMBERS[clinic],
-        correlation_id=new_id(),
+    alert = alert_raise(
+        clinic,
+        PATIENT,
         alert_id=alert_id or new_id(),
-        patient_ref=PATIENT,
-        trigger_kind=TriggerKind.MEDICATION,
-        trigger="apixaban",
         modalities=(Modality.MASSAGE, Modality.PHYSICAL_THERAPY),
+        techniques=(),
         severity=severity,
     )
     answer = await (await hub.clinic(clinic)).send_and_confirm(alert)
@@ -494,11 +488,10 @@ async def test_escalation_survives_a_restart_of_the_services(
 
 async def test_a_hanging_channel_does_not_hold_up_another_clinics_page(paging_hub: PagingHub) -> None:
     hub = paging_hub.hub
-    kv = await hub.connection.jetstream().key_value(topology.REGISTRY_KV)
     harbor = roster(paging_hub.webhook)[PT]
     hanging = ContactChannel(kind=ChannelKind.WEBHOOK, address=paging_hub.webhook.url("/slow"))
     members = tuple(msgspec.structs.replace(m, channels=(hanging,)) for m in harbor.members)
-    await kv.put(f"{KEY_PREFIX}{PT}", msgspec.json.encode(msgspec.structs.replace(harbor, members=members)))
+    await store_clinic(hub.connection.jetstream(), msgspec.structs.replace(harbor, members=members))
     await care_team(hub, (MASSAGE, Modality.MASSAGE), (ACU, Modality.ACUPUNCTURE))
 
     started = time.monotonic()
