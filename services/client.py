@@ -24,10 +24,13 @@ from referral_hub.contracts.base import Message, message_type
 from referral_hub.contracts.codec import HubMessage, decode_hub_message, encode
 from referral_hub.contracts.inbox import InboxHeartbeat
 from referral_hub.errors import HubError
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime import credentials, subjects, topology
+from referral_hub.runtime.credentials import NatsCredentials
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 IDLE_SECONDS: Final = 0.5
+INBOX_CONSUMER_IDLE_SECONDS: Final = 30.0
+"""How long the server keeps an inbox reader's consumer once nobody listens to it."""
 
 
 async def silence_nats_error_log(_error: Exception) -> None:
@@ -76,14 +79,20 @@ class ClinicClient:
         self.js: JetStreamContext = connection.jetstream()
 
     @classmethod
-    async def connect(cls, nats_url: str, clinic_id: str) -> Self:
-        """Open a connection for ``clinic_id``."""
+    async def connect(cls, nats_url: str, clinic_id: str, auth: NatsCredentials | None = None) -> Self:
+        """Open a connection for ``clinic_id``, with ``auth`` or the credentials the environment names.
+
+        The connection's reply inbox is the clinic's own (``_INBOX.clinic.<id>``): on a hub
+        with authorization that is the only inbox the clinic may subscribe to.
+        """
+        chosen = auth or credentials.for_clinic(clinic_id)
         connection = await nats.connect(
             nats_url,
             name=f"clinic-{clinic_id}",
             connect_timeout=5,
             max_reconnect_attempts=3,
             error_cb=silence_nats_error_log,
+            **chosen.connect_options(),
         )
         return cls(connection, clinic_id)
 
@@ -121,10 +130,31 @@ class ClinicClient:
         finally:
             await subscription.unsubscribe()
 
+    def _inbox_consumer(self, deliver_policy: api.DeliverPolicy) -> api.ConsumerConfig:
+        """A named consumer on this clinic's inbox only.
+
+        The name puts the filter into the API subject (``CONSUMER.CREATE.CLINIC_IN.<name>.<filter>``),
+        which is the one consumer request a clinic's NATS permissions allow.
+        """
+        return api.ConsumerConfig(
+            name=f"inbox-{new_id().hex}",
+            filter_subject=subjects.clinic_inbox(self.clinic_id),
+            deliver_policy=deliver_policy,
+            inactive_threshold=INBOX_CONSUMER_IDLE_SECONDS,
+        )
+
     async def inbox_count(self) -> int:
-        """How many messages this clinic's inbox holds."""
-        info = await self.js.stream_info(topology.CLINIC_IN, subjects_filter=subjects.clinic_inbox(self.clinic_id))
-        return sum((info.state.subjects or {}).values())
+        """How many messages this clinic's inbox holds.
+
+        Counted by a consumer that is never read (the server drops it when idle): a clinic
+        may not read stream info, which would also count other clinics' subjects.
+        """
+        config = self._inbox_consumer(api.DeliverPolicy.ALL)
+        config.deliver_subject = self.connection.new_inbox()
+        config.ack_policy = api.AckPolicy.NONE
+        config.mem_storage = True
+        info = await self.js.add_consumer(topology.CLINIC_IN, config)
+        return int(info.num_pending or 0)
 
     async def inbox(self, *, since: int = 1, follow: bool = False) -> AsyncIterator[InboxItem]:
         """Inbox messages with event number ``since`` and later; with ``follow``, wait for more.
@@ -135,8 +165,9 @@ class ClinicClient:
             return
         subscription = await self.js.subscribe(
             subjects.clinic_inbox(self.clinic_id),
+            stream=topology.CLINIC_IN,
             ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.ALL,
+            config=self._inbox_consumer(api.DeliverPolicy.ALL),
         )
         try:
             while True:
@@ -160,8 +191,9 @@ class ClinicClient:
         """
         subscription = await self.js.subscribe(
             subjects.clinic_inbox(self.clinic_id),
+            stream=topology.CLINIC_IN,
             ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.NEW,
+            config=self._inbox_consumer(api.DeliverPolicy.NEW),
         )
         try:
             await self.send(message)

@@ -55,6 +55,7 @@ def create_app(
 
     for spec in topology.AUDIT_CONSUMERS:
         attach(
+            SERVICE,
             broker,
             spec,
             subscriber(SERVICE, spec.durable, effects, handler),

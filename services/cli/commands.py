@@ -44,7 +44,7 @@ from referral_hub.referrals import app as referrals_app
 from referral_hub.referrals.adapters import KvStore, careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.referrals.domain import SlaPolicy
-from referral_hub.runtime import logs, topology
+from referral_hub.runtime import credentials, logs, natsauth, topology
 from referral_hub.runtime.provision import provision as provision_hub
 from referral_hub.runtime.registry import RegistryCache, load_registry_file, store_registry
 from referral_hub.runtime.service import ServiceApp, ServiceSettings, run_until_signalled
@@ -67,14 +67,15 @@ def out(line: str) -> None:
     sys.stdout.flush()
 
 
-async def connect(nats_url: str, name: str = "hubctl") -> Client:
-    """Connect once, failing fast with a clear error if nobody is there."""
+async def connect(nats_url: str, name: str = "hubctl", user: str = natsauth.ADMIN) -> Client:
+    """Connect once as hub user ``user`` (the operator, by default), failing fast if nobody is there."""
     return await nats.connect(
         nats_url,
         name=name,
         connect_timeout=3,
         allow_reconnect=False,
         error_cb=silence_nats_error_log,
+        **credentials.for_hub_user(user).connect_options(),
     )
 
 

@@ -20,12 +20,14 @@ import msgspec
 import nats
 import nats.errors
 
-from referral_hub.cli import audit_proofs, audit_query, commands, paging
+from referral_hub.cli import audit_proofs, audit_query, commands, natsconfig, paging
 from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
 from referral_hub.runtime import logs
+from referral_hub.runtime.credentials import CREDS_DIR_ENV
 
 DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
+LOCAL_CREDS_DIR: Final = Path(".hub-data/auth")
 EXIT_USER_ERROR: Final = 1
 EXIT_INTERRUPTED: Final = 130
 
@@ -42,6 +44,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clinic", default=os.environ.get("HUB_CLINIC"), help="acting clinic id (default: $HUB_CLINIC)"
     )
+    parser.add_argument(
+        "--creds-dir",
+        type=Path,
+        default=default_creds_dir(),
+        help=f"NATS credentials directory (hubctl nats-config --out); default: ${CREDS_DIR_ENV}, "
+        f"else {LOCAL_CREDS_DIR} when it exists",
+    )
+
+
+def default_creds_dir() -> Path | None:
+    """``$HUB_NATS_CREDS_DIR``, else the local hub's (``hubctl up``), so a second terminal just works."""
+    named = os.environ.get(CREDS_DIR_ENV)
+    if named:
+        return Path(named)
+    return LOCAL_CREDS_DIR if LOCAL_CREDS_DIR.is_dir() else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +111,32 @@ def _add_operations(sub: Subparsers) -> None:
     provision.add_argument("--registry", type=Path, help="also load this clinic registry JSON")
     provision.add_argument("--demo-registry", action="store_true", help="also load the bundled demo clinics")
     provision.set_defaults(run=commands.provision)
+
+    config = sub.add_parser(
+        "nats-config", help="nats-server configuration with one nkey per clinic and hub user (and TLS, cluster)"
+    )
+    config.add_argument("--out", type=Path, required=True, help="directory to write (seeds in it are kept)")
+    config.add_argument("--registry", type=Path, help="clinic registry JSON (default: the bundled demo clinics)")
+    config.add_argument("--rotate", action="append", default=[], help="issue a new seed for this clinic or hub user")
+    config.add_argument("--server-name", default="hub", help="server_name (default: %(default)s)")
+    config.add_argument("--host", default="127.0.0.1", help="client listen address (default: %(default)s)")
+    config.add_argument("--port", type=int, default=4222, help="client port (default: %(default)s)")
+    config.add_argument("--monitor-port", type=int, default=8222, help="monitoring port, loopback only")
+    config.add_argument("--store-dir", help="JetStream store (default: OUT/jetstream)")
+    config.add_argument("--sync", default="always", help="JetStream sync_interval (default: %(default)s)")
+    config.add_argument("--tls", action="store_true", help="require TLS; a development CA is generated")
+    config.add_argument("--mtls", action="store_true", help="require client certificates too (one per user)")
+    config.add_argument("--tls-cert", type=Path, help="server certificate to use instead of generating")
+    config.add_argument("--tls-key", type=Path, help="its private key")
+    config.add_argument("--tls-ca", type=Path, help="the CA that clients (and, with --mtls, the server) trust")
+    config.add_argument(
+        "--tls-name", action="append", default=[], help="a name or address in the generated server certificate"
+    )
+    config.add_argument("--cluster-routes", help="comma-separated nats-route:// URLs of all nodes: adds a cluster")
+    config.add_argument("--cluster-name", default="hub", help="cluster name (default: %(default)s)")
+    config.add_argument("--cluster-host", default="0.0.0.0", help="route listen address (default: %(default)s)")  # noqa: S104 - peers must reach it
+    config.add_argument("--cluster-port", type=int, default=6222, help="route port (default: %(default)s)")
+    config.set_defaults(sync_run=natsconfig.nats_config)
 
     run = sub.add_parser("run", help="run one service against an existing NATS")
     _common(run)
@@ -329,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command != "run":
         logs.configure("hubctl", level=logging.WARNING)
+    if getattr(args, "creds_dir", None) is not None:
+        os.environ[CREDS_DIR_ENV] = str(args.creds_dir.resolve())
     try:
         if getattr(args, "sync_run", None) is not None:
             status: int = args.sync_run(args)

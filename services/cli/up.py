@@ -34,7 +34,9 @@ from referral_hub.contracts.codec import SchemaViolationError, decode_hub_messag
 from referral_hub.demo.pager import DemoPager
 from referral_hub.demo.traffic import send_demo_referrals
 from referral_hub.errors import HubError
-from referral_hub.runtime import subjects
+from referral_hub.runtime import natsauth, subjects
+from referral_hub.runtime.credentials import CREDS_DIR_ENV
+from referral_hub.runtime.natsconfig import generate
 from referral_hub.runtime.natsserver import EmbeddedNats, port_is_free
 from referral_hub.runtime.provision import provision
 from referral_hub.runtime.registry import load_registry_file, store_registry
@@ -166,19 +168,20 @@ async def run_hub(args: argparse.Namespace) -> int:
     if busy:
         msg = f"metrics port(s) {busy} in use; choose another base with --metrics-port"
         raise HubError(msg)
+    registry = load_registry_file(args.registry)
     server = EmbeddedNats(
         args.data_dir,
         port=args.port,
         monitor_port=args.monitor_port,
         sync_interval=args.sync,
         encryption_key=secret_file(args.data_dir / "jetstream.key").read_text().strip() if args.encrypt_at_rest else "",
+        auth_config=secure_by_default(args.data_dir / "auth", [clinic.id for clinic in registry.clinics]),
     )
     server.start()
     services: list[ServiceProcess] = []
     jobs: list[asyncio.Task[None]] = []
     pager = DemoPager(server.url, out) if args.demo else None
     try:
-        registry = load_registry_file(args.registry)
         env: dict[str, str] = {
             "NATS_MONITOR_URL": server.monitor_url,
             "HUB_AUDIT_SIGNING_KEY_FILE": str(secret_file(args.data_dir / "audit-signing.key")),
@@ -219,6 +222,17 @@ async def run_hub(args: argparse.Namespace) -> int:
             server.stop()
         tell(f"stopped; data kept in {args.data_dir} for the next start")
     return 0
+
+
+def secure_by_default(directory: Path, clinic_ids: list[str]) -> str:
+    """Credentials for every clinic and hub user (kept across starts), named for this process and its children.
+
+    The embedded server always runs with authorization: the default is the secure path,
+    and the demo exercises exactly the permissions a deployment gets.
+    """
+    written = generate(directory, clinic_ids, natsauth.ServerOptions(store_dir=str(directory.parent / "jetstream")))
+    os.environ[CREDS_DIR_ENV] = str(directory.resolve())
+    return written.auth_block
 
 
 def secret_file(path: Path) -> Path:
@@ -267,6 +281,7 @@ def _banner(server: EmbeddedNats, services: list[ServiceProcess], args: argparse
     for service in services:
         out(f"  {service.name:<15} metrics {service.metrics_url}  health {service.health_url}  log {service.log_path}")
     out(f"  registry        {clinics} clinics (hubctl clinics --nats-url {server.url})")
+    out(f"  credentials     {args.data_dir / 'auth'}: one nkey per clinic and hub user; hubctl finds them there")
     out(f"  try, in another terminal:  .venv/bin/hubctl inbox --clinic lotus-acu --nats-url {server.url}")
     out("  Ctrl-C stops everything; data is kept for the next start.")
     out("")

@@ -119,6 +119,7 @@ def create_app(
             await notifier[0].sweep_once()
 
     attach(
+        SERVICE,
         broker,
         topology.NOTIFICATIONS_ACKS,
         subscriber(SERVICE, "page-acks", effects, acks),

@@ -93,6 +93,7 @@ def create_app(
         await pull_forever(connection.jetstream(), topology.REFERRALS_INTAKE, one, order_by_referral)
 
     attach(
+        SERVICE,
         broker,
         topology.EXHAUSTED,
         subscriber(

@@ -71,12 +71,16 @@ class EmbeddedNats:
     encryption_key: str = field(default="", repr=False)
     """When set, JetStream encrypts its store at rest (ChaCha20-Poly1305). The key reaches the
     server through its environment (``key: $HUB_JETSTREAM_KEY``), never through the config file."""
+    auth_config: str = field(default="", repr=False)
+    """An ``authorization`` (and ``tls``) block from ``runtime.natsconfig``: public keys only."""
+    tls: bool = False
+    """Whether ``auth_config`` makes the server require TLS (the URL says ``tls://`` then)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
         """Client URL."""
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://127.0.0.1:{self.port}"
 
     @property
     def monitor_url(self) -> str:
@@ -96,6 +100,7 @@ class EmbeddedNats:
             f"  sync_interval: {self.sync_interval}\n"
             + ("  cipher: chachapoly\n  key: $HUB_JETSTREAM_KEY\n" if self.encryption_key else "")
             + "}\n"
+            + self.auth_config
         )
 
     def start(self, timeout: float = 15.0) -> None:

@@ -17,6 +17,7 @@ from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from referral_hub.runtime import credentials
 from referral_hub.runtime.health import HealthServer, refresh_readiness
 from referral_hub.runtime.topology import ConsumerSpec
 
@@ -80,6 +81,7 @@ def new_broker(nats_url: str, service: str) -> NatsBroker:
         log_level=logging.DEBUG,
         graceful_timeout=GRACEFUL_SECONDS,
         max_reconnect_attempts=-1,
+        **credentials.for_hub_user(service).connect_options(),
     )
 
 
@@ -93,6 +95,7 @@ def lazy_jetstream(broker: NatsBroker) -> Callable[[], JetStreamContext]:
 
 
 def attach(
+    service: str,
     broker: NatsBroker,
     spec: ConsumerSpec,
     callback: Callable[[NatsMessage], Awaitable[None]],
@@ -101,7 +104,9 @@ def attach(
     """Bind ``callback`` to the durable pull consumer ``spec`` with manual acknowledgement.
 
     ``declare=False``: streams are provisioned by ``hubctl provision``, never implicitly by a
-    service with whatever defaults faststream would choose.
+    service with whatever defaults faststream would choose. ``inbox_prefix``: faststream
+    passes nats-py the default ``_INBOX.`` for pull replies instead of the connection's own
+    prefix, and a hub user may subscribe only under its own (``runtime.natsauth``).
     """
     broker.subscriber(
         spec.filter_subject,
@@ -110,6 +115,7 @@ def attach(
         config=spec.config(),
         pull_sub=PullSub(batch_size=PULL_BATCH, timeout=PULL_LINGER_SECONDS),
         ack_policy=AckPolicy.MANUAL,
+        inbox_prefix=f"{credentials.for_hub_user(service).inbox_prefix}.".encode(),
         title=spec.durable,
         description=description,
     )(callback)

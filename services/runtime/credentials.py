@@ -1,0 +1,190 @@
+"""NATS credentials on disk, and the connection options every hub process derives from them.
+
+A credentials directory (``hubctl nats-config --out DIR`` writes one; ``hubctl up`` keeps
+one in ``.hub-data/auth``) looks like this::
+
+    DIR/nats-server.conf          the server's configuration (public nkeys only)
+    DIR/auth.conf                 the same authorization (and tls) blocks, to include elsewhere
+    DIR/clinics/<clinic_id>.nk    one clinic's nkey seed (nats-py ``nkeys_seed``), mode 0600
+    DIR/hub/<user>.nk             referrals, notifications, audit, admin, ops; mode 0600
+    DIR/tls/ca.pem, server.pem, server-key.pem, clients/<name>.pem and <name>-key.pem
+
+A process finds its own credentials through the environment:
+
+- ``HUB_NATS_CREDS_DIR``: a directory as above; a clinic uses ``clinics/<id>.nk``, a hub
+  process ``hub/<user>.nk``, and both trust ``tls/ca.pem`` when it exists;
+- ``HUB_NATS_NKEY_FILE``: one seed file, for a machine that holds only its own;
+- ``HUB_NATS_CA_FILE``, ``HUB_NATS_CERT_FILE``, ``HUB_NATS_KEY_FILE``: TLS trust and a
+  client certificate for mutual TLS.
+
+Seeds are read by nats-py from the file; no seed is ever passed on a command line, put in a
+log line or printed.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import nkeys
+
+from referral_hub.errors import HubError
+from referral_hub.runtime import natsauth
+
+CREDS_DIR_ENV: Final = "HUB_NATS_CREDS_DIR"
+NKEY_FILE_ENV: Final = "HUB_NATS_NKEY_FILE"
+CA_FILE_ENV: Final = "HUB_NATS_CA_FILE"
+CERT_FILE_ENV: Final = "HUB_NATS_CERT_FILE"
+KEY_FILE_ENV: Final = "HUB_NATS_KEY_FILE"
+SECRET_MODE: Final = 0o600
+SEED_BYTES: Final = 32
+
+
+class CredentialsError(HubError):
+    """A credentials file is missing, unreadable or not what it claims to be."""
+
+
+def write_secret(path: Path, content: bytes) -> None:
+    """Write ``content`` to a new or replaced file that only its owner can read, from the first byte.
+
+    The file is created with mode 0600 (never written world-readable and then narrowed),
+    and replaced atomically, so a reader sees the old secret or the new one, never half.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.new")
+    staging.unlink(missing_ok=True)
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SECRET_MODE)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(content)
+    staging.replace(path)
+
+
+def new_user_seed() -> bytes:
+    """A fresh nkey user seed (``SU...``), from the operating system's random source."""
+    seed: bytes = nkeys.encode_seed(os.urandom(SEED_BYTES), nkeys.PREFIX_BYTE_USER)
+    return seed
+
+
+def public_key(seed: bytes) -> str:
+    """The public nkey (``U...``) of a seed: what the server's configuration holds."""
+    try:
+        key: bytes = nkeys.from_seed(bytearray(seed.strip())).public_key
+    except (nkeys.ErrInvalidSeed, nkeys.ErrInvalidPrefixByte, ValueError) as exc:
+        msg = "not an nkey user seed"
+        raise CredentialsError(msg) from exc
+    return key.decode()
+
+
+def ensure_seed(path: Path, *, rotate: bool = False) -> str:
+    """The public key of the seed at ``path``, creating the seed (0600) if it is missing or ``rotate``."""
+    if rotate or not path.exists():
+        write_secret(path, new_user_seed() + b"\n")
+    return public_key(path.read_bytes())
+
+
+def clinic_seed_path(directory: Path, clinic_id: str) -> Path:
+    """Where a clinic's seed lives in a credentials directory."""
+    return directory / "clinics" / f"{clinic_id}.nk"
+
+
+def hub_seed_path(directory: Path, user: str) -> Path:
+    """Where a hub user's seed lives in a credentials directory."""
+    return directory / "hub" / f"{user}.nk"
+
+
+def users_for(directory: Path, clinic_ids: Iterable[str], rotate: Iterable[str] = ()) -> list[natsauth.User]:
+    """Every user's public key and rights; seeds are created where missing and replaced for ``rotate``.
+
+    Existing seeds are kept, so regenerating the configuration after a clinic joins does
+    not log everybody else out.
+    """
+    renew = set(rotate)
+    users = [
+        natsauth.User(
+            ensure_seed(hub_seed_path(directory, user), rotate=user in renew),
+            f"hub user {user}",
+            natsauth.hub_permissions(user),
+        )
+        for user in natsauth.HUB_USERS
+    ]
+    users.extend(
+        natsauth.User(
+            ensure_seed(clinic_seed_path(directory, clinic), rotate=clinic in renew),
+            f"clinic {clinic}",
+            natsauth.clinic_permissions(clinic),
+        )
+        for clinic in clinic_ids
+    )
+    return users
+
+
+@dataclass(frozen=True)
+class NatsCredentials:
+    """What one connection presents: an nkey seed file, TLS trust and a client certificate."""
+
+    inbox_prefix: str = "_INBOX"
+    nkey_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """A client TLS context trusting ``ca_file`` (and presenting the certificate), or ``None``."""
+        if self.ca_file is None and self.cert_file is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file) if self.ca_file else None)
+        if self.cert_file is not None:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
+        return context
+
+    def connect_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect`` and faststream's ``NatsBroker``."""
+        options: dict[str, Any] = {"inbox_prefix": self.inbox_prefix}
+        if self.nkey_file is not None:
+            if not self.nkey_file.is_file():
+                msg = f"nkey seed file {self.nkey_file} does not exist"
+                raise CredentialsError(msg)
+            options["nkeys_seed"] = str(self.nkey_file)
+        context = self.tls_context()
+        if context is not None:
+            options["tls"] = context
+        return options
+
+
+def _path_env(name: str) -> Path | None:
+    value = os.environ.get(name, "")
+    return Path(value) if value else None
+
+
+def _from_environment(inbox_prefix: str, seed_in_dir: Path | None, client_name: str) -> NatsCredentials:
+    directory = _path_env(CREDS_DIR_ENV)
+    nkey_file = _path_env(NKEY_FILE_ENV)
+    ca_file = _path_env(CA_FILE_ENV)
+    cert_file, key_file = _path_env(CERT_FILE_ENV), _path_env(KEY_FILE_ENV)
+    if directory is not None:
+        nkey_file = nkey_file or (seed_in_dir if seed_in_dir is not None else None)
+        tls_dir = directory / "tls"
+        if ca_file is None and (tls_dir / "ca.pem").exists():
+            ca_file = tls_dir / "ca.pem"
+        client_cert = tls_dir / "clients" / f"{client_name}.pem"
+        if cert_file is None and client_cert.exists():
+            cert_file, key_file = client_cert, tls_dir / "clients" / f"{client_name}-key.pem"
+    return NatsCredentials(inbox_prefix, nkey_file, ca_file, cert_file, key_file)
+
+
+def for_clinic(clinic_id: str) -> NatsCredentials:
+    """A clinic's credentials, as the environment names them."""
+    directory = _path_env(CREDS_DIR_ENV)
+    seed = clinic_seed_path(directory, clinic_id) if directory is not None else None
+    return _from_environment(natsauth.clinic_inbox_prefix(clinic_id), seed, f"clinic-{clinic_id}")
+
+
+def for_hub_user(user: str) -> NatsCredentials:
+    """A hub user's credentials (a service, ``admin`` or ``ops``), as the environment names them."""
+    directory = _path_env(CREDS_DIR_ENV)
+    seed = hub_seed_path(directory, user) if directory is not None else None
+    return _from_environment(natsauth.hub_inbox_prefix(user), seed, user)
