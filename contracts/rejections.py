@@ -66,6 +66,25 @@ class RejectionCode(enum.StrEnum):
     """The page was already acknowledged, closed with its alert, or suppressed."""
     PROCESSING_FAILED = "processing_failed"
     """The hub failed to process the message after every retry; operators have it whole."""
+    RATE_LIMITED = "rate_limited"
+    """The sending clinic is over its rate limit; nothing changed, resend later."""
+    MESSAGE_TOO_LARGE = "message_too_large"
+    """The submission is larger than the hub accepts; it was not decoded."""
+
+
+SECURITY_CODES: frozenset[RejectionCode] = frozenset(
+    {
+        RejectionCode.SENDER_MISMATCH,
+        RejectionCode.UNKNOWN_CLINIC,
+        RejectionCode.UNKNOWN_MEMBER,
+        RejectionCode.INVALID_SUBJECT,
+        RejectionCode.RATE_LIMITED,
+        RejectionCode.MESSAGE_TOO_LARGE,
+    }
+)
+"""Refusals that say something about who is sending, not only about what: a clinic
+speaking for another, an unregistered sender or member, a flood, an oversized payload. The
+audit log records their dead letters as security events."""
 
 
 class Rejection(Message, frozen=True, kw_only=True, tag="rejection"):

@@ -15,6 +15,7 @@ from nats.aio.client import Client
 from referral_hub.audit import app as audit_app
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import app as referrals_app
+from referral_hub.runtime import credentials, natsauth
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
 from referral_hub.runtime.provision import provision
 from referral_hub.runtime.registry import load_registry_file, store_registry
@@ -41,7 +42,7 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
 
 @pytest.fixture
 async def provisioned(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
-    connection = await nats.connect(nats_server.url)
+    connection = await nats.connect(nats_server.url, **credentials.for_hub_user(natsauth.ADMIN).connect_options())
     await provision(connection.jetstream())
     await store_registry(connection.jetstream(), load_registry_file())
     yield connection

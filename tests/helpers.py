@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 
 import msgspec
+import nats
 from nats.aio.client import Client
 
 from referral_hub.audit.adapters import read_chain
@@ -16,7 +17,9 @@ from referral_hub.contracts.audit import AuditEntry
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.referrals import ReferralRequest
 from referral_hub.contracts.rejections import DeadLetter
-from referral_hub.runtime import topology
+from referral_hub.runtime import credentials, natsauth, topology
+from referral_hub.runtime.natsconfig import generate
+from referral_hub.runtime.natsserver import EmbeddedNats, free_port
 
 from .lifecycle_model import MEMBERS
 
@@ -143,3 +146,29 @@ async def hubctl(*args: str) -> Result:
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return Result(process.returncode, stdout.decode(), stderr.decode())
+
+
+def secure_server(tmp_path, monkeypatch, clinic_ids: list[str], *, tls=None) -> EmbeddedNats:
+    """A nats-server with the generated authorization (and TLS), its credentials named in the environment.
+
+    Not started: the caller starts and stops it (fixtures override ``nats_server`` with it).
+    """
+    directory = tmp_path / "auth"
+    written = generate(directory, clinic_ids, natsauth.ServerOptions(store_dir=str(tmp_path / "unused")), tls=tls)
+    monkeypatch.setenv(credentials.CREDS_DIR_ENV, str(directory))
+    return EmbeddedNats(
+        tmp_path / "nats",
+        port=free_port(),
+        monitor_port=free_port(),
+        auth_config=written.auth_block,
+        tls=tls is not None,
+    )
+
+
+async def connect_as_clinic(url: str, clinic_id: str, errors: list[Exception]) -> Client:
+    """A clinic's own connection, collecting the server's asynchronous errors (permission violations)."""
+
+    async def collect(error: Exception) -> None:
+        errors.append(error)
+
+    return await nats.connect(url, error_cb=collect, **credentials.for_clinic(clinic_id).connect_options())

@@ -25,7 +25,13 @@ async def always_fails(_delivery: Delivery) -> Handled:
 async def test_a_message_that_exhausts_its_deliveries_is_dead_lettered_and_the_sender_told(hub: RunningHub) -> None:
     await hub.connection.jetstream().add_consumer(POISON.stream, config=POISON.config())
     broker = new_broker(hub.url, "poison")
-    attach(broker, POISON, subscriber("poison", "always-fails", Effects(lazy_jetstream(broker)), always_fails), "test")
+    attach(
+        "poison",
+        broker,
+        POISON,
+        subscriber("poison", "always-fails", Effects(lazy_jetstream(broker)), always_fails),
+        "test",
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(
         serve(ServiceApp("poison", broker, (POISON,)), ServiceSettings(hub.url, free_port()), stop)

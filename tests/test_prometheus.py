@@ -21,10 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 import yaml
 
+from referral_hub.client import ClinicClient
+from referral_hub.runtime.credentials import NatsCredentials, clinic_seed_path
+from referral_hub.runtime.natsauth import clinic_inbox_prefix
 from referral_hub.runtime.natsserver import free_port
 
 from .test_up import launch_up, read_until
@@ -105,10 +107,11 @@ class Prometheus:
             return {"status": "unreachable"}
 
 
-async def _publish_bad_input(url: str) -> None:
-    connection = await nats.connect(url)
-    await connection.jetstream().publish("clinic.harbor-pt.out.referral.request", b"{not json")
-    await connection.drain()
+async def _publish_bad_input(url: str, auth_dir: Path) -> None:
+    sender = NatsCredentials(clinic_inbox_prefix("harbor-pt"), clinic_seed_path(auth_dir, "harbor-pt"))
+    client = await ClinicClient.connect(url, "harbor-pt", sender)
+    await client.publish_raw("referral.request", b"{not json")
+    await client.close()
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +125,7 @@ def scraped_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prom
     prometheus = None
     try:
         read_until(up.process, "Referral Hub is up")
-        asyncio.run(_publish_bad_input(up.url))
+        asyncio.run(_publish_bad_input(up.url, work / "hub-data" / "auth"))
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(RULES)],

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from referral_hub.audit.domain import SECURITY_ALERT
 from referral_hub.client import new_id, utc_now
 from referral_hub.contracts.alerts import AlertRaise, Severity, TriggerKind
 from referral_hub.contracts.audit import AuditOutcome
@@ -19,7 +20,7 @@ from referral_hub.contracts.base import Modality
 from referral_hub.contracts.codec import encode
 from referral_hub.contracts.paging import PageAck
 from referral_hub.contracts.referrals import ReferralAccept, ReferralRequested
-from referral_hub.contracts.rejections import Rejection, RejectionCode
+from referral_hub.contracts.rejections import SECURITY_CODES, Rejection, RejectionCode
 
 from .helpers import RunningHub, audit_entries, dead_letters, referral_request, wait_idle
 
@@ -170,7 +171,7 @@ async def test_bad_input_is_rejected_everywhere_and_the_service_keeps_going(hub:
         assert rejections == []
     audited = [e for e in await audit_entries(hub.connection) if e.outcome == AuditOutcome.REJECTED]
     assert {e.rejection_code for e in audited} == {str(bad.code)}
-    assert {e.action for e in audited} >= {"deadletter"}
+    assert {e.action for e in audited} >= {SECURITY_ALERT if bad.code in SECURITY_CODES else "deadletter"}
 
     good = referral_request()
     answer = await (await hub.clinic("harbor-pt")).send_and_confirm(good)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from referral_hub.runtime.credentials import CREDS_DIR_ENV
 from referral_hub.runtime.natsserver import free_port, port_is_free
 
 pytestmark = pytest.mark.slow
@@ -100,15 +102,39 @@ def test_up_shows_traffic_stops_on_ctrl_c_and_keeps_its_data(tmp_path: Path) -> 
 
     second, url = start_up(data_dir, "--no-demo")
     read_until(second, "Ctrl-C stops everything")
-    clinics = json.loads(hubctl("clinics", "--json", "--nats-url", url).stdout)["clinics"]
-    inboxes = [hubctl("inbox", "--clinic", clinic["id"], "--nats-url", url, "--json").stdout for clinic in clinics]
-    verified = hubctl("audit", "verify", "--nats-url", url)
+    keys = ("--nats-url", url, "--creds-dir", str(data_dir / "auth"))
+    clinics = json.loads(hubctl("clinics", "--json", *keys).stdout)["clinics"]
+    inboxes = [hubctl("inbox", "--clinic", clinic["id"], "--json", *keys).stdout for clinic in clinics]
+    verified = hubctl("audit", "verify", *keys)
     second.send_signal(signal.SIGINT)
 
     assert second.wait(30) == 0
     assert sum(len(text.splitlines()) for text in inboxes) >= 2
     assert verified.returncode == 0
     assert verified.stdout.startswith("audit chain OK")
+
+
+def test_up_runs_with_authorization_on(tmp_path: Path) -> None:
+    data_dir = tmp_path / "hub-data"
+    up, url = start_up(data_dir, "--no-demo")
+    read_until(up, "Ctrl-C stops everything")
+    anonymous = subprocess.run(  # noqa: S603 - our own interpreter and CLI, from a folder holding no keys
+        [sys.executable, "-m", "referral_hub.cli", "clinics", "--nats-url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={name: value for name, value in os.environ.items() if name != CREDS_DIR_ENV},
+    )
+    with_keys = hubctl("clinics", "--nats-url", url, "--creds-dir", str(data_dir / "auth"))
+    up.send_signal(signal.SIGINT)
+
+    assert up.wait(30) == 0
+    assert anonymous.returncode == 1
+    assert "Authorization Violation" in anonymous.stderr
+    assert with_keys.returncode == 0
+    assert sorted(path.stat().st_mode & 0o777 for path in (data_dir / "auth").glob("*/*.nk")) == [0o600] * 10
 
 
 def test_up_refuses_a_busy_port_with_one_line(tmp_path: Path) -> None:

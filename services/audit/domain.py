@@ -16,6 +16,7 @@ from typing import Final
 import msgspec
 
 from referral_hub.contracts.audit import AuditEntry, AuditOutcome
+from referral_hub.contracts.rejections import SECURITY_CODES
 from referral_hub.runtime import topology
 from referral_hub.runtime.handling import Delivery
 from referral_hub.runtime.subjects import parse_clinic_out
@@ -29,6 +30,9 @@ ACTION_BY_STREAM: Final = {
     topology.HUB_EVENTS: "event",
     topology.HUB_DEADLETTER: "deadletter",
 }
+SECURITY_ALERT: Final = "security_alert"
+"""The action of a dead letter whose refusal says something about the sender's identity or
+intent (``rejections.SECURITY_CODES``): a spoofed sender, an unregistered clinic, a flood."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,12 @@ def _subject_clinic(subject: str) -> str:
     return tokens[1] if len(tokens) > 1 and tokens[0] == "clinic" else ""
 
 
+def _action(stream: str, rejection_code: str) -> str:
+    if stream == topology.HUB_DEADLETTER and rejection_code in SECURITY_CODES:
+        return SECURITY_ALERT
+    return ACTION_BY_STREAM.get(stream, "observe")
+
+
 def describe(delivery: Delivery, recorded_at: datetime) -> AuditEntry:
     """The audit entry for one stored message, not yet chained (index 0, no hashes)."""
     facts = _facts(delivery.data)
@@ -93,7 +103,7 @@ def describe(delivery: Delivery, recorded_at: datetime) -> AuditEntry:
         recorded_at=recorded_at,
         occurred_at=facts.occurred_at or delivery.stored_at,
         service=service,
-        action=ACTION_BY_STREAM.get(stream, "observe"),
+        action=_action(stream, facts.get("code")),
         message_type=kind or (out.message_type if out is not None else "unknown"),
         subject=delivery.subject,
         clinic=clinic,

@@ -1,7 +1,8 @@
 """Audit entries as FHIR R4 AuditEvent resources. Pure.
 
 The mapping follows the AuditEvent guidance for messaging:
-- ``type`` says whether the entry concerns a patient record;
+- ``type`` says whether the entry concerns a patient record, or is a DICOM Security Alert
+  (a refusal in ``rejections.SECURITY_CODES``, such as a spoofed sender);
 - ``subtype`` is the hub message type;
 - ``agent`` carries the clinic (the requestor) and the member;
 - ``source`` names the hub service;
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from referral_hub.audit.domain import SECURITY_ALERT
 from referral_hub.contracts.audit import AuditEntry, AuditOutcome
 
 DCM: Final = "http://dicom.nema.org/resources/ontology/DCM"
 ENTITY_TYPE: Final = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 SOURCE_TYPE: Final = "http://terminology.hl7.org/CodeSystem/security-source-type"
-ACTION: Final = {"submit": "C", "deliver": "R", "event": "E", "deadletter": "E"}
+ACTION: Final = {"submit": "C", "deliver": "R", "event": "E", "deadletter": "E", SECURITY_ALERT: "E"}
+SECURITY_ALERT_TYPE: Final = {"system": DCM, "code": "110113", "display": "Security Alert"}
 
 
 def _identifier(kind: str, value: str) -> dict[str, Any]:
@@ -57,7 +60,9 @@ def to_audit_event(entry: AuditEntry) -> dict[str, Any]:
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": str(entry.index),
-        "type": {
+        "type": SECURITY_ALERT_TYPE
+        if entry.action == SECURITY_ALERT
+        else {
             "system": DCM,
             "code": "110110" if about_patient else "110100",
             "display": "Patient Record" if about_patient else "Application Activity",

@@ -55,7 +55,7 @@ from referral_hub.notifications.paging import (
     Silence,
 )
 from referral_hub.runtime import subjects
-from referral_hub.runtime.admission import admit
+from referral_hub.runtime.admission import RateLimiter, admit_delivery
 from referral_hub.runtime.handling import Delivery, Effects, Handled
 from referral_hub.runtime.inbox import Announcement, Outgoing, announce, echo
 from referral_hub.runtime.kvstore import ConcurrentUpdateError, KvStore, KvView
@@ -216,6 +216,7 @@ class Notifier:
         self._policy = timing.policy
         self._clock = timing.clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._limiter = RateLimiter()
 
     async def drain(self) -> None:
         """Wait for deliveries under way (tests, and a graceful stop)."""
@@ -460,7 +461,7 @@ class Notifier:
 
     async def on_ack(self, delivery: Delivery) -> Handled:
         """A member acknowledges a page: escalation stops and the care team hears who."""
-        admitted = admit(delivery.subject, delivery.data, self._registry.get)
+        admitted = admit_delivery(delivery, self._registry.get, self._limiter)
         if isinstance(admitted, Refusal):
             return self._refuse(delivery, admitted, None)
         command = admitted.command

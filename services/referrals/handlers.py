@@ -20,6 +20,7 @@ from referral_hub.referrals.adapters import ConcurrentUpdateError, KvStore
 from referral_hub.referrals.careteam import CareTeam, TeamChanged, team_key
 from referral_hub.referrals.domain import Referral, SlaPolicy
 from referral_hub.runtime import subjects
+from referral_hub.runtime.admission import RateLimiter, admit_delivery
 from referral_hub.runtime.handling import Delivery, Effects, Handled
 from referral_hub.runtime.inbox import Announcement, announce
 from referral_hub.runtime.metrics import (
@@ -60,13 +61,14 @@ class IntakeHandler:
         self._registry = registry
         self._sla = sla
         self._rules = load_rules()
+        self._limiter = RateLimiter()
 
     async def __call__(self, delivery: Delivery) -> Handled:
         """Admit, decide and return the outputs; raises only for infrastructure failures."""
         out = subjects.parse_clinic_out(delivery.subject)
         if out is not None and out.message_type in HANDLED_ELSEWHERE:
             return Handled(outcome="handled_elsewhere", log_fields={"by": HANDLED_ELSEWHERE[out.message_type]})
-        admitted = domain.admit(delivery.subject, delivery.data, self._registry.get)
+        admitted = admit_delivery(delivery, self._registry.get, self._limiter)
         if isinstance(admitted, Refusal):
             return self._refuse(delivery, admitted, None)
         command = admitted.command

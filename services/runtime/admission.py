@@ -1,15 +1,18 @@
 """Admission of a clinic submission: everything that can be checked without domain state.
 
-Shared by every service that reads ``clinic.<id>.out.>``: the subject, the encoding, the
-contract and version, the sender's identity (the subject, which the broker authenticates,
-must agree with the payload) and that the actor is a member of the sending clinic.
+Shared by every service that reads ``clinic.<id>.out.>``: the sending clinic's rate, the
+size, the subject, the encoding, the contract and version, the sender's identity (the
+subject, which the broker authenticates, must agree with the payload) and that the actor is
+a member of the sending clinic.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final, Self
 
 from referral_hub.contracts.base import ContractError, message_type
 from referral_hub.contracts.codec import (
@@ -22,8 +25,18 @@ from referral_hub.contracts.codec import (
 )
 from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
+from referral_hub.runtime.handling import Delivery
 from referral_hub.runtime.rejecting import Refusal
 from referral_hub.runtime.subjects import OutSubject, parse_clinic_out
+
+MAX_COMMAND_BYTES: Final = 64 * 1024
+"""The largest submission the hub takes. A referral with its reason and notes is a few KiB;
+anything near this is a mistake or an attack, and is refused (``message_too_large``)
+before it is decoded. The CLINIC_OUT stream stores up to ``topology.CLINIC_OUT_MAX_MSG_BYTES``
+so that the refused message is kept whole for operators; beyond that the server refuses the
+publish itself, and the sender gets the error at once."""
+RATE_ENV: Final = "HUB_CLINIC_RATE_PER_SECOND"
+BURST_ENV: Final = "HUB_CLINIC_RATE_BURST"
 
 ClinicLookup = Callable[[str], Clinic | None]
 DECODE_REFUSALS: Final[dict[type[ContractError], RejectionCode]] = {
@@ -42,8 +55,75 @@ class Admitted:
     sender: Clinic
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """How many submissions per second one clinic may send, sustained, and in a burst."""
+
+    per_second: float = 50.0
+    burst: float = 500.0
+
+    @classmethod
+    def from_environment(cls) -> Self:
+        """``HUB_CLINIC_RATE_PER_SECOND`` and ``HUB_CLINIC_RATE_BURST``, else the defaults."""
+        default = cls()
+        return cls(
+            per_second=float(os.environ.get(RATE_ENV, default.per_second)),
+            burst=float(os.environ.get(BURST_ENV, default.burst)),
+        )
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: datetime
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per clinic, on the broker's clock: the time each submission was stored.
+
+    Stored time, not handling time, so a backlog drained after an outage is judged by how
+    fast the clinic sent it, not by how fast the hub caught up. Only a message's first
+    delivery spends a token: a redelivery (after a crash) must reach the same decision as
+    the first attempt, which was admitted. Each replica keeps its own buckets, so N
+    replicas admit up to N times the rate; the limit guards the hub's capacity, not a quota.
+    """
+
+    limit: RateLimit = field(default_factory=RateLimit.from_environment)
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def allows(self, clinic_id: str, at: datetime, *, first_attempt: bool = True) -> bool:
+        """Spend a token of ``clinic_id`` for a message stored ``at``; ``False`` when none is left."""
+        bucket = self._buckets.get(clinic_id)
+        if bucket is None:
+            bucket = self._buckets[clinic_id] = _Bucket(self.limit.burst, at)
+        elapsed = (at - bucket.at).total_seconds()
+        if elapsed > 0:
+            bucket.tokens = min(self.limit.burst, bucket.tokens + elapsed * self.limit.per_second)
+            bucket.at = at
+        if not first_attempt:
+            return True
+        if bucket.tokens < 1:
+            return False
+        bucket.tokens -= 1
+        return True
+
+
+def admit_delivery(delivery: Delivery, lookup: ClinicLookup, limiter: RateLimiter) -> Admitted | Refusal:
+    """The sending clinic's rate, then everything :func:`admit` checks."""
+    out = parse_clinic_out(delivery.subject)
+    if out is not None and not limiter.allows(out.clinic_id, delivery.stored_at, first_attempt=delivery.attempt <= 1):
+        limit = limiter.limit
+        return Refusal(
+            RejectionCode.RATE_LIMITED,
+            f"clinic {out.clinic_id!r} sent more than {limit.per_second:g} messages/s "
+            f"(burst {limit.burst:g}); resend this one later",
+        )
+    return admit(delivery.subject, delivery.data, lookup)
+
+
 def admit(subject: str, data: bytes, lookup: ClinicLookup) -> Admitted | Refusal:
-    """Check subject, encoding, contract, version, sender identity and actor membership.
+    """Check subject, size, encoding, contract, version, sender identity and actor membership.
 
     The sender's identity is the clinic id in the subject, which the broker authenticates;
     the payload's ``sender_clinic`` must agree with it.
@@ -51,6 +131,10 @@ def admit(subject: str, data: bytes, lookup: ClinicLookup) -> Admitted | Refusal
     out = parse_clinic_out(subject)
     if out is None:
         return Refusal(RejectionCode.INVALID_SUBJECT, f"{subject!r} is not clinic.<clinic_id>.out.<type>")
+    if len(data) > MAX_COMMAND_BYTES:
+        return Refusal(
+            RejectionCode.MESSAGE_TOO_LARGE, f"{len(data)} bytes is over the hub's limit of {MAX_COMMAND_BYTES}"
+        )
     try:
         command = decode_command(data)
     except ContractError as exc:

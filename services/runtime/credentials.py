@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import nkeys
+from faststream.nats.security import NatsNKey, NatsSecurity
 
 from referral_hub.errors import HubError
 from referral_hub.runtime import natsauth
@@ -136,22 +137,40 @@ class NatsCredentials:
         """A client TLS context trusting ``ca_file`` (and presenting the certificate), or ``None``."""
         if self.ca_file is None and self.cert_file is None:
             return None
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file) if self.ca_file else None)
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file) if self.ca_file else None
+        )
         if self.cert_file is not None:
             context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
         return context
 
+    def _seed_file(self) -> str | None:
+        if self.nkey_file is None:
+            return None
+        if not self.nkey_file.is_file():
+            msg = f"nkey seed file {self.nkey_file} does not exist"
+            raise CredentialsError(msg)
+        return str(self.nkey_file)
+
     def connect_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``nats.connect`` and faststream's ``NatsBroker``."""
+        """Keyword arguments for ``nats.connect``."""
         options: dict[str, Any] = {"inbox_prefix": self.inbox_prefix}
-        if self.nkey_file is not None:
-            if not self.nkey_file.is_file():
-                msg = f"nkey seed file {self.nkey_file} does not exist"
-                raise CredentialsError(msg)
-            options["nkeys_seed"] = str(self.nkey_file)
+        seed = self._seed_file()
+        if seed is not None:
+            options["nkeys_seed"] = seed
         context = self.tls_context()
         if context is not None:
             options["tls"] = context
+        return options
+
+    def broker_options(self) -> dict[str, Any]:
+        """Keyword arguments for faststream's ``NatsBroker``, which takes credentials as ``security=``."""
+        options: dict[str, Any] = {"inbox_prefix": self.inbox_prefix}
+        seed, context = self._seed_file(), self.tls_context()
+        if seed is not None:
+            options["security"] = NatsNKey(seed, ssl_context=context)
+        elif context is not None:
+            options["security"] = NatsSecurity(ssl_context=context)
         return options
 
 

@@ -40,7 +40,6 @@ SERVICE_USERS: Final = ("referrals", "notifications", "audit")
 HUB_USERS: Final = (*SERVICE_USERS, ADMIN, OPS)
 
 
-
 class NatsAuthError(HubError):
     """A NATS authorization option makes no sense (for example half of the TLS files)."""
 

@@ -51,7 +51,7 @@ def _tls_files(directory: Path, request: TlsRequest, client_names: Sequence[str]
     return natsauth.TlsFiles(str(cert.resolve()), str(key.resolve()), str(ca.resolve()), request.mutual)
 
 
-def generate(
+def generate(  # noqa: PLR0913 - the keyword-only options of one command, each independent
     directory: Path,
     clinic_ids: Sequence[str],
     server: natsauth.ServerOptions,

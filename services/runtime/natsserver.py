@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -121,6 +122,16 @@ class EmbeddedNats:
         )
         log_file.close()
         self._wait_healthy(timeout)
+
+    def reload(self, auth_config: str) -> None:
+        """Apply new authorization (a rotated key, a new clinic) without a restart: nats-server reloads on SIGHUP.
+
+        Connections whose key is no longer configured are closed by the server.
+        """
+        self.auth_config = auth_config
+        (self.data_dir / "nats-server.conf").write_text(self.config_text())
+        if self.process is not None:
+            self.process.send_signal(signal.SIGHUP)
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -81,7 +81,7 @@ def new_broker(nats_url: str, service: str) -> NatsBroker:
         log_level=logging.DEBUG,
         graceful_timeout=GRACEFUL_SECONDS,
         max_reconnect_attempts=-1,
-        **credentials.for_hub_user(service).connect_options(),
+        **credentials.for_hub_user(service).broker_options(),
     )
 
 

@@ -39,6 +39,12 @@ PAGES_KV: Final = "hub-pages"
 NOTIFY_STATE_KV: Final = "hub-notify-state"
 """Notifications' other state: silences, per-patient absolute alerts and pending digests."""
 
+CLINIC_OUT_MAX_MSG_BYTES: Final = 256 * 1024
+"""The largest submission the CLINIC_OUT stream stores. Larger than the hub's own limit
+(``admission.MAX_COMMAND_BYTES``), so a message refused for its size is still kept whole and
+dead-lettered (base64 in a dead letter stays under the server's 1 MB ``max_payload``); the
+server refuses anything larger at publish time, so the sender knows at once."""
+
 ACK_WAIT_SECONDS: Final = 30.0
 MAX_DELIVER: Final = 50
 """Redeliveries before the server gives up and announces MAX_DELIVERIES; with the
@@ -125,8 +131,10 @@ def stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
         append_only.deny_delete = True
         append_only.deny_purge = True
         append_only.allow_rollup_hdrs = False
+    clinic_out = stream(CLINIC_OUT, subjects.CLINIC_OUT_ALL, max_age_days=30, dedupe_seconds=3600)
+    clinic_out.max_msg_size = CLINIC_OUT_MAX_MSG_BYTES
     return [
-        stream(CLINIC_OUT, subjects.CLINIC_OUT_ALL, max_age_days=30, dedupe_seconds=3600),
+        clinic_out,
         stream(CLINIC_IN, subjects.CLINIC_IN_ALL, max_age_days=90, dedupe_seconds=3600),
         stream(HUB_EVENTS, subjects.EVENTS_ALL, max_age_days=90, dedupe_seconds=3600),
         stream(HUB_DEADLETTER, subjects.DEADLETTER_ALL, max_age_days=365, dedupe_seconds=3600),
