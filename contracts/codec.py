@@ -7,7 +7,7 @@ schema error; then the strict decoder checks the whole message against its contr
 
 from __future__ import annotations
 
-from typing import Final, TypeAlias
+from typing import Final, TypeAlias, TypeVar
 
 import msgspec
 
@@ -152,6 +152,24 @@ class _Peek(msgspec.Struct):
     schema_version: int = CONTRACT_VERSION
 
 
+T = TypeVar("T")
+NESTED_TOO_DEEPLY: Final = "the document nests deeper than the hub decodes"
+"""msgspec (like Python's json) recurses per nesting level, and a hostile document nested a
+few thousand levels deep raises ``RecursionError``, which is no ``DecodeError``: every
+decode of bytes from outside must treat it as one, or one message stalls a consumer."""
+
+
+def lenient_decode(data: bytes, kind: type[T]) -> T | None:
+    """Decode what can be read of untrusted bytes as ``kind``; ``None`` if nothing can.
+
+    For readers that must not fail on bad input (ordering keys, refusal ids, audit facts).
+    """
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
 _peek_decoder: Final = msgspec.json.Decoder(_Peek)
 _command_decoder: Final[msgspec.json.Decoder[ClinicCommand]] = msgspec.json.Decoder(ClinicCommand)
 _hub_message_decoder: Final[msgspec.json.Decoder[HubMessage]] = msgspec.json.Decoder(HubMessage)
@@ -162,6 +180,8 @@ def peek_type(data: bytes) -> str:
     """The ``type`` tag of a JSON message, checked for well-formedness and version only."""
     try:
         peek = _peek_decoder.decode(data)
+    except RecursionError as exc:
+        raise SchemaViolationError(NESTED_TOO_DEEPLY) from exc
     except msgspec.ValidationError as exc:
         raise SchemaViolationError(str(exc)) from exc
     except msgspec.DecodeError as exc:
@@ -180,6 +200,8 @@ def decode_command(data: bytes) -> ClinicCommand:
         raise UnknownTypeError(msg)
     try:
         return _command_decoder.decode(data)
+    except RecursionError as exc:
+        raise SchemaViolationError(NESTED_TOO_DEEPLY) from exc
     except msgspec.ValidationError as exc:
         raise SchemaViolationError(str(exc)) from exc
 

@@ -75,7 +75,6 @@ class RejectionCode(enum.StrEnum):
 SECURITY_CODES: frozenset[RejectionCode] = frozenset(
     {
         RejectionCode.SENDER_MISMATCH,
-        RejectionCode.UNKNOWN_CLINIC,
         RejectionCode.UNKNOWN_MEMBER,
         RejectionCode.INVALID_SUBJECT,
         RejectionCode.RATE_LIMITED,
@@ -83,8 +82,10 @@ SECURITY_CODES: frozenset[RejectionCode] = frozenset(
     }
 )
 """Refusals that say something about who is sending, not only about what: a clinic
-speaking for another, an unregistered sender or member, a flood, an oversized payload. The
-audit log records their dead letters as security events."""
+speaking for another or for a member it does not have, a subject outside the public ones,
+a flood, an oversized payload. The audit log records their dead letters as security events.
+``unknown_clinic`` is not among them: it is mostly a mistyped recipient, and an unregistered
+sender has no credentials to connect with."""
 
 
 class Rejection(Message, frozen=True, kw_only=True, tag="rejection"):

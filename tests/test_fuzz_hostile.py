@@ -113,7 +113,7 @@ NOT_AN_OBJECT = st.one_of(
     st.binary(max_size=200).map(lambda raw: b"\xff\xfe" + raw),
     st.text(max_size=200).map(lambda text: text.encode("utf-8", "surrogatepass")),
     st.sampled_from([b"", b"null", b"[]", b"42", b'"a string"', b"{", b'{"type": "referral.request"']),
-    st.recursion(st.integers() | st.text(max_size=8), lambda inner: st.lists(inner, max_size=4), max_leaves=12).map(
+    st.recursive(st.integers() | st.text(max_size=8), lambda inner: st.lists(inner, max_size=4), max_leaves=12).map(
         msgspec.json.encode
     ),
     st.just(b'{"type":"referral.request","reason":"\xed\xa0\x80"}'),

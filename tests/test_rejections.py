@@ -94,6 +94,12 @@ CASES: dict[str, Callable[[], BadInput]] = {
     "wrong_type": lambda: BadInput(
         "harbor-pt", "referral.request", _json(patient_ref=42), RejectionCode.SCHEMA_VIOLATION
     ),
+    "deeply_nested": lambda: BadInput(
+        "harbor-pt",
+        "referral.request",
+        encode(referral_request()).replace(b'"reason":', b'"deep":' + b"[" * 5000 + b"]" * 5000 + b',"reason":'),
+        RejectionCode.SCHEMA_VIOLATION,
+    ),
     "missing_field": lambda: BadInput(
         "harbor-pt", "referral.request", _without("reason"), RejectionCode.SCHEMA_VIOLATION
     ),

@@ -19,7 +19,10 @@ from nats.js.errors import APIError
 
 from referral_hub.audit.domain import SECURITY_ALERT
 from referral_hub.client import ClinicClient
+from referral_hub.contracts.alerts import AlertRaised
 from referral_hub.contracts.audit import AuditOutcome
+from referral_hub.contracts.base import Modality
+from referral_hub.contracts.plans import PlanUpdated
 from referral_hub.contracts.referrals import ReferralRequested
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.runtime import credentials, natsauth, topology
@@ -37,6 +40,8 @@ from .helpers import (
     stream_messages,
     wait_idle,
 )
+from .test_alerts import PATIENT, anticoagulant_alert, team_through_referral
+from .test_lifecycle import plan
 
 CLINICS = [clinic.id for clinic in load_registry_file().clinics]
 A, B = "harbor-pt", "lotus-acu"
@@ -367,3 +372,23 @@ async def test_no_secret_reaches_a_log_line(nats_server, provisioned, hub, capfd
         secret = seed.read_text().strip()
         assert secret not in logged
         assert secret[2:20] not in logged
+
+
+@pytest.mark.usefixtures("nats_server", "provisioned")
+async def test_a_clinic_off_the_care_team_receives_nothing_about_that_patient(hub):
+    outsider = "summit-chiro"
+    await team_through_referral(hub, A, B, Modality.ACUPUNCTURE)
+    raised = await (await hub.clinic(B)).send_and_confirm(anticoagulant_alert(B))
+    assert isinstance(raised.message, AlertRaised)
+    updated = await (await hub.clinic(B)).send_and_confirm(plan(B, 1, patient_ref=PATIENT))
+    assert isinstance(updated.message, PlanUpdated)
+    await wait_idle(hub.connection)
+
+    about_patient = [
+        item.message
+        async for item in (await hub.clinic(outsider)).inbox()
+        if getattr(item.message, "patient_ref", None) == PATIENT
+    ]
+    assert about_patient == []
+    member_saw = {type(item.message) async for item in (await hub.clinic(A)).inbox()}
+    assert {AlertRaised, PlanUpdated} <= member_saw

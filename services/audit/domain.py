@@ -11,11 +11,12 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
 from referral_hub.contracts.audit import AuditEntry, AuditOutcome
+from referral_hub.contracts.codec import lenient_decode
 from referral_hub.contracts.rejections import SECURITY_CODES
 from referral_hub.runtime import topology
 from referral_hub.runtime.handling import Delivery
@@ -52,11 +53,8 @@ class _Facts:
 
 
 def _facts(data: bytes) -> _Facts:
-    try:
-        document = msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        return _Facts({}, None)
-    if not isinstance(document, dict):
+    document = lenient_decode(data, dict[str, Any])
+    if document is None:
         return _Facts({}, None)
     strings = {key: value for key, value in document.items() if isinstance(key, str) and isinstance(value, str)}
     return _Facts(strings, _utc_or_none(strings.get("occurred_at", "")))

@@ -20,6 +20,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from referral_hub.contracts.codec import lenient_decode
 from referral_hub.runtime.handling import Delivery, nak_delay
 from referral_hub.runtime.topology import ConsumerSpec
 
@@ -40,10 +41,7 @@ class _About(msgspec.Struct):
 
 
 def _about(delivery: Delivery) -> _About | None:
-    try:
-        return msgspec.json.decode(delivery.data, type=_About)
-    except msgspec.DecodeError:
-        return None
+    return lenient_decode(delivery.data, _About)
 
 
 def order_by_referral(delivery: Delivery) -> str:

@@ -13,7 +13,7 @@ from typing import Final
 
 import msgspec
 
-from referral_hub.contracts.codec import encode
+from referral_hub.contracts.codec import encode, lenient_decode
 from referral_hub.contracts.rejections import DeadLetter, Rejection, RejectionCode
 from referral_hub.runtime import subjects
 from referral_hub.runtime.handling import MSG_ID_HEADER, Delivery, Handled
@@ -107,10 +107,7 @@ def offender_of(delivery: Delivery, sender_clinic: str | None, message_id: uuid.
     ``message_id`` is the decoded id when the message passed validation; otherwise the
     payload's ``message_id`` is used if it is there, then the header, then the stream position.
     """
-    try:
-        identity = msgspec.json.decode(delivery.data, type=_Identity)
-    except msgspec.DecodeError:
-        identity = _Identity()
+    identity = lenient_decode(delivery.data, _Identity) or _Identity()
     return Offender(
         sender_clinic=sender_clinic,
         message_id=offending_message_id(delivery, str(message_id) if message_id else identity.message_id),

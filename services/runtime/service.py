@@ -94,6 +94,18 @@ def lazy_jetstream(broker: NatsBroker) -> Callable[[], JetStreamContext]:
     return jetstream
 
 
+async def undecoded(message: NatsMessage) -> bytes:
+    """A stand-in for faststream's decoder: the handlers read the raw message themselves.
+
+    faststream decodes every JSON body with Python's ``json`` before the handler runs, and a
+    document nested a few thousand levels deep makes that raise ``RecursionError`` outside our
+    handler: the message was never acknowledged and came back until MAX_DELIVER, unaudited
+    meanwhile (found by the hostile-input fuzz test). Our handlers decode with the contracts'
+    codec, which refuses such a document with a typed rejection.
+    """
+    return message.body
+
+
 def attach(
     service: str,
     broker: NatsBroker,
@@ -115,6 +127,7 @@ def attach(
         config=spec.config(),
         pull_sub=PullSub(batch_size=PULL_BATCH, timeout=PULL_LINGER_SECONDS),
         ack_policy=AckPolicy.MANUAL,
+        decoder=undecoded,
         inbox_prefix=f"{credentials.for_hub_user(service).inbox_prefix}.".encode(),
         title=spec.durable,
         description=description,
