@@ -154,9 +154,12 @@ class _Peek(msgspec.Struct):
 
 T = TypeVar("T")
 NESTED_TOO_DEEPLY: Final = "the document nests deeper than the hub decodes"
-"""msgspec (like Python's json) recurses per nesting level, and a hostile document nested a
-few thousand levels deep raises ``RecursionError``, which is no ``DecodeError``: every
-decode of bytes from outside must treat it as one, or one message stalls a consumer."""
+UNDECODABLE: Final = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+"""What decoding bytes from outside may raise. Two of them are no ``DecodeError``, and each
+stalled a consumer (a message never acknowledged) until the hostile-input fuzz test found it:
+- msgspec (like Python's json) recurses per nesting level, so a document nested a few
+  thousand levels deep raises ``RecursionError``;
+- invalid UTF-8 inside a JSON string (a CESU-8 surrogate, say) raises ``UnicodeDecodeError``."""
 
 
 def lenient_decode(data: bytes, kind: type[T]) -> T | None:
@@ -166,7 +169,7 @@ def lenient_decode(data: bytes, kind: type[T]) -> T | None:
     """
     try:
         return msgspec.json.decode(data, type=kind)
-    except (msgspec.DecodeError, RecursionError):
+    except UNDECODABLE:
         return None
 
 
@@ -182,6 +185,8 @@ def peek_type(data: bytes) -> str:
         peek = _peek_decoder.decode(data)
     except RecursionError as exc:
         raise SchemaViolationError(NESTED_TOO_DEEPLY) from exc
+    except UnicodeDecodeError as exc:
+        raise MalformedJsonError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     except msgspec.ValidationError as exc:
         raise SchemaViolationError(str(exc)) from exc
     except msgspec.DecodeError as exc:
@@ -202,6 +207,8 @@ def decode_command(data: bytes) -> ClinicCommand:
         return _command_decoder.decode(data)
     except RecursionError as exc:
         raise SchemaViolationError(NESTED_TOO_DEEPLY) from exc
+    except UnicodeDecodeError as exc:
+        raise MalformedJsonError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     except msgspec.ValidationError as exc:
         raise SchemaViolationError(str(exc)) from exc
 

@@ -100,6 +100,12 @@ CASES: dict[str, Callable[[], BadInput]] = {
         encode(referral_request()).replace(b'"reason":', b'"deep":' + b"[" * 5000 + b"]" * 5000 + b',"reason":'),
         RejectionCode.SCHEMA_VIOLATION,
     ),
+    "invalid_utf8_in_a_string": lambda: BadInput(
+        "harbor-pt",
+        "referral.request",
+        encode(referral_request()).replace(b'"reason":"', b'"reason":"\xed\xa0\x80'),
+        RejectionCode.MALFORMED_JSON,
+    ),
     "missing_field": lambda: BadInput(
         "harbor-pt", "referral.request", _without("reason"), RejectionCode.SCHEMA_VIOLATION
     ),
