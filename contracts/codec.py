@@ -7,6 +7,8 @@ schema error; then the strict decoder checks the whole message against its contr
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Final, TypeAlias, TypeVar
 
 import msgspec
@@ -179,18 +181,26 @@ _hub_message_decoder: Final[msgspec.json.Decoder[HubMessage]] = msgspec.json.Dec
 _encoder: Final = msgspec.json.Encoder()
 
 
-def peek_type(data: bytes) -> str:
-    """The ``type`` tag of a JSON message, checked for well-formedness and version only."""
+@contextlib.contextmanager
+def _refusing_bad_input() -> Iterator[None]:
+    """Turn whatever msgspec raises on bytes from outside into the contract error it means."""
     try:
-        peek = _peek_decoder.decode(data)
+        yield
     except RecursionError as exc:
         raise SchemaViolationError(NESTED_TOO_DEEPLY) from exc
     except UnicodeDecodeError as exc:
-        raise MalformedJsonError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
+        msg = f"not UTF-8: {exc.reason} at byte {exc.start}"
+        raise MalformedJsonError(msg) from exc
     except msgspec.ValidationError as exc:
         raise SchemaViolationError(str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise MalformedJsonError(str(exc)) from exc
+
+
+def peek_type(data: bytes) -> str:
+    """The ``type`` tag of a JSON message, checked for well-formedness and version only."""
+    with _refusing_bad_input():
+        peek = _peek_decoder.decode(data)
     if peek.schema_version > CONTRACT_VERSION or peek.schema_version < 1:
         msg = f"schema_version {peek.schema_version} is not supported (this hub speaks 1..{CONTRACT_VERSION})"
         raise UnsupportedVersionError(msg)
@@ -203,14 +213,8 @@ def decode_command(data: bytes) -> ClinicCommand:
     if tag not in COMMAND_TAGS:
         msg = f"unknown message type {tag!r}" if tag else "the message has no 'type' field"
         raise UnknownTypeError(msg)
-    try:
+    with _refusing_bad_input():
         return _command_decoder.decode(data)
-    except RecursionError as exc:
-        raise SchemaViolationError(NESTED_TOO_DEEPLY) from exc
-    except UnicodeDecodeError as exc:
-        raise MalformedJsonError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
-    except msgspec.ValidationError as exc:
-        raise SchemaViolationError(str(exc)) from exc
 
 
 def decode_hub_message(data: bytes) -> HubMessage:
