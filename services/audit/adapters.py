@@ -10,8 +10,9 @@ yields one entry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -34,9 +35,10 @@ WRONG_LAST_MSG_ID: Final = 10070
 CHAIN_MOVED: Final = frozenset({WRONG_LAST_SEQUENCE, WRONG_LAST_MSG_ID})
 """The server's answers when the chain's head is not where a message expects it."""
 MAX_BATCH: Final = 256
-PENDING_BYTES_PER_ENTRY: Final = 4096
-"""Room per buffered entry when reading the chain; entries are about 1 KB, so a slow reader
-(an index insert) never overflows nats-py's buffer and becomes a dropped slow consumer."""
+READ_IDLE_SECONDS: Final = 5.0
+"""A chain read ends when nothing more arrives for this long."""
+READER_IDLE_SECONDS: Final = 30.0
+"""The server removes a chain reader's consumer this long after its last fetch."""
 MAX_ATTEMPTS: Final = 50
 BACKOFF_SECONDS: Final = 0.002
 """Base of the jittered pause after losing a race, so two writers stop colliding in lockstep."""
@@ -150,28 +152,60 @@ class ChainWriter:
 async def read_chain(
     js: JetStreamContext, batch: int = 1000, start: int = 1, count: int | None = None
 ) -> AsyncIterator[AuditEntry]:
-    """Audit entries in order through an ordered consumer: all of them, or ``count`` from index ``start``."""
+    """Audit entries in order through an ordered consumer: all of them, or ``count`` from index ``start``.
+
+    Every entry is read exactly once, in stream order, or the reader stops early (nothing
+    more arrived for a while). Stream sequences are checked: should one ever jump, reading
+    starts again at the first one missing instead of skipping it. Before, the push consumer
+    used here dropped deliveries to a reader slower than the server, so a verify or a
+    checkpoint over some ten thousand entries could miss a few (found by the fuzz test).
+    """
     info = await js.stream_info(topology.AUDIT)
     available = info.state.last_seq - start + 1 if info.state.messages else 0
     total = min(available, count) if count is not None else available
-    if total <= 0:
-        return
-    subscription = await js.subscribe(
+    wanted, end = start, start + max(total, 0)
+    while wanted < end:
+        resumed_at = wanted
+        async with contextlib.aclosing(_ordered_from(js, wanted, batch)) as deliveries:
+            async for sequence, raw in deliveries:
+                if sequence != wanted:
+                    break
+                wanted += 1
+                yield _decoder.decode(raw)
+                if wanted == end:
+                    return
+        if wanted == resumed_at:
+            return
+
+
+async def _ordered_from(js: JetStreamContext, start: int, batch: int) -> AsyncGenerator[tuple[int, bytes], None]:
+    """(stream sequence, data) of the audit stream from ``start`` until nothing more arrives.
+
+    A pull consumer, fetched ``batch`` at a time: the reader sets the pace, so nothing is
+    buffered beyond one batch and nothing is dropped. (A push consumer outran a slow reader:
+    nats-py dropped deliveries and the flow-control request with them, and the read stalled.)
+    """
+    subscription = await js.pull_subscribe(
         subjects.AUDIT_ENTRY,
-        ordered_consumer=True,
-        config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
-        pending_msgs_limit=batch * 10,
-        pending_bytes_limit=batch * 10 * PENDING_BYTES_PER_ENTRY,
+        durable=None,
+        stream=topology.AUDIT,
+        config=api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            ack_policy=api.AckPolicy.NONE,
+            mem_storage=True,
+            num_replicas=1,
+            inactive_threshold=READER_IDLE_SECONDS,
+        ),
     )
     try:
-        seen = 0
-        while seen < total:
+        while True:
             try:
-                raw = await subscription.next_msg(timeout=5.0)
-            except nats.errors.TimeoutError:
+                fetched = await subscription.fetch(batch, timeout=READ_IDLE_SECONDS)
+            except (TimeoutError, nats.errors.TimeoutError):
                 return
-            seen += 1
-            yield _decoder.decode(raw.data)
+            for raw in fetched:
+                yield raw.metadata.sequence.stream, raw.data
     finally:
         await subscription.unsubscribe()
 
