@@ -221,13 +221,30 @@ async def test_ops_reads_depths_and_lag_but_no_message(nats_server, hub):
     await ops.close()
 
 
+async def refusal(url: str, **options: object) -> str:
+    """The server's reason for refusing a connection, or "" if it was accepted.
+
+    The server may close the socket before nats-py reads its ``-ERR`` line, which shows as
+    a reset connection; that attempt says nothing, so it is made again.
+    """
+    for _ in range(10):
+        try:
+            connection = await nats.connect(url, allow_reconnect=False, connect_timeout=2, **options)
+        except nats.errors.Error as exc:
+            return str(exc)
+        except ConnectionResetError:
+            await asyncio.sleep(0.05)
+            continue
+        await connection.close()
+        return ""
+    return "reset every time"
+
+
 async def test_a_connection_without_a_registered_key_is_refused(nats_server, tmp_path):
-    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(nats_server.url, allow_reconnect=False, connect_timeout=2)
+    assert "Authorization Violation" in await refusal(nats_server.url)
     stranger = tmp_path / "stranger.nk"
     credentials.write_secret(stranger, credentials.new_user_seed())
-    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(nats_server.url, allow_reconnect=False, connect_timeout=2, nkeys_seed=str(stranger))
+    assert "Authorization Violation" in await refusal(nats_server.url, nkeys_seed=str(stranger))
 
 
 @pytest.mark.usefixtures("nats_server", "provisioned")
@@ -345,14 +362,7 @@ async def test_a_rotated_key_is_refused_after_reload_and_the_new_one_works(nats_
     nats_server.reload(written.auth_block)
 
     async def old_key_refused() -> bool:
-        try:
-            connection = await nats.connect(
-                nats_server.url, allow_reconnect=False, connect_timeout=2, nkeys_seed=str(old_seed)
-            )
-        except nats.errors.Error:
-            return True
-        await connection.close()
-        return False
+        return "Authorization Violation" in await refusal(nats_server.url, nkeys_seed=str(old_seed))
 
     await eventually(old_key_refused)
     client = await ClinicClient.connect(nats_server.url, A)
@@ -378,10 +388,8 @@ async def test_no_secret_reaches_a_log_line(nats_server, provisioned, hub, capfd
 async def test_a_clinic_off_the_care_team_receives_nothing_about_that_patient(hub):
     outsider = "summit-chiro"
     await team_through_referral(hub, A, B, Modality.ACUPUNCTURE)
-    raised = await (await hub.clinic(B)).send_and_confirm(anticoagulant_alert(B))
-    assert isinstance(raised.message, AlertRaised)
-    updated = await (await hub.clinic(B)).send_and_confirm(plan(B, 1, patient_ref=PATIENT))
-    assert isinstance(updated.message, PlanUpdated)
+    await (await hub.clinic(B)).send(anticoagulant_alert(B))
+    await (await hub.clinic(B)).send(plan(B, 1, patient_ref=PATIENT))
     await wait_idle(hub.connection)
 
     about_patient = [
