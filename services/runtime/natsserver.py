@@ -7,6 +7,7 @@ JetStream configuration a user starts, including the fsync policy.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,16 +27,40 @@ sync interval loses acknowledged writes on power loss; for clinical messages we 
 throughput cost. ``--sync`` overrides it (for example ``2m`` on a dev laptop)."""
 
 
+FIRST_CHOSEN_PORT: Final = 10_000
+FREE_PORT_ATTEMPTS: Final = 200
+DEFAULT_EPHEMERAL: Final = (32_768, 60_999)
+"""Linux's default ``ip_local_port_range``, where /proc cannot be read."""
+
+
 class NatsServerError(HubError):
     """nats-server could not be found or did not come up."""
 
 
 def free_port() -> int:
-    """A TCP port on loopback that nobody is listening on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on loopback that nobody is listening on right now, below the ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` comes from the ephemeral range, which the
+    kernel also uses for outgoing connections: between choosing it and binding it, a client
+    socket could take it ("Address already in use", seen in CI). Ports below that range are
+    only ever taken by an explicit bind.
+    """
+    lowest_ephemeral = _ephemeral_ports()[0]
+    chooser = random.SystemRandom()
+    for _ in range(FREE_PORT_ATTEMPTS):
+        port = chooser.randrange(FIRST_CHOSEN_PORT, lowest_ephemeral)
+        if port_is_free(port):
+            return port
+    msg = f"no free port between {FIRST_CHOSEN_PORT} and {lowest_ephemeral} after {FREE_PORT_ATTEMPTS} tries"
+    raise NatsServerError(msg)
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL
+    return int(low), int(high)
 
 
 def port_is_free(port: int) -> bool:
