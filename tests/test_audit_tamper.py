@@ -91,7 +91,7 @@ async def test_a_crashed_audit_service_loses_and_duplicates_nothing(
         await asyncio.gather(*sends)
         await asyncio.gather(*audit_tasks, return_exceptions=True)
         restarted, restart_stop, _ = await start_services(nats_server.url, {"audit": audit_app.create_app})
-        await wait_idle(hub.connection, timeout=30)
+        await wait_idle(hub.connection, timeout=topology.ACK_WAIT_SECONDS + 45)
         restart_stop.set()
         await asyncio.gather(*restarted)
         entries = [entry async for entry in read_chain(provisioned.jetstream())]

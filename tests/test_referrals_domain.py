@@ -286,3 +286,18 @@ def test_state_machine_matches_the_reference_model(steps: list[tuple[str, str]])
         [announcement] = domain.announcements(referral, decision.step)
         other = RECIPIENT if party == "S" else SENDER
         assert announcement.clinics.count(other) == 1
+
+
+REANNOUNCED_AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+def test_an_applied_command_is_reannounced_while_its_outputs_are_still_deduplicated():
+    assert domain.reannounce(REANNOUNCED_AT, REANNOUNCED_AT + timedelta(minutes=49), attempt=1) is True
+
+
+def test_a_first_delivery_long_after_the_command_applied_is_a_resend_without_effects():
+    assert domain.reannounce(REANNOUNCED_AT, REANNOUNCED_AT + timedelta(minutes=51), attempt=1) is False
+
+
+def test_a_redelivery_is_reannounced_however_late():
+    assert domain.reannounce(REANNOUNCED_AT, REANNOUNCED_AT + timedelta(days=2), attempt=2) is True

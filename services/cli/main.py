@@ -20,7 +20,7 @@ import msgspec
 import nats
 import nats.errors
 
-from referral_hub.cli import audit_proofs, audit_query, commands, natsconfig, paging
+from referral_hub.cli import audit_proofs, audit_query, commands, dlq, natsconfig, paging
 from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
 from referral_hub.runtime import logs
@@ -111,6 +111,18 @@ def _add_operations(sub: Subparsers) -> None:
     provision.add_argument("--registry", type=Path, help="also load this clinic registry JSON")
     provision.add_argument("--demo-registry", action="store_true", help="also load the bundled demo clinics")
     provision.set_defaults(run=commands.provision)
+
+    dead = sub.add_parser("dlq", help="dead letters: list them, replay them once the cause is fixed")
+    dead_sub = dead.add_subparsers(dest="dlq_command", required=True, metavar="DLQ_COMMAND")
+    dead_list = dead_sub.add_parser("list", help="every dead letter, oldest first")
+    _common(dead_list)
+    dead_list.add_argument("--code", help="only this rejection code (for example processing_failed)")
+    dead_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    dead_list.set_defaults(run=dlq.dlq_list)
+    replay = dead_sub.add_parser("replay", help="publish dead letters' originals again (idempotent)")
+    _common(replay)
+    replay.add_argument("sequences", type=int, nargs="+", metavar="SEQ", help="dead-letter sequence numbers")
+    replay.set_defaults(run=dlq.dlq_replay)
 
     config = sub.add_parser(
         "nats-config", help="nats-server configuration with one nkey per clinic and hub user (and TLS, cluster)"

@@ -101,14 +101,15 @@ async def wait_ready(service: ServiceProcess) -> None:
             tail = service.log_path.read_text(errors="replace").splitlines()[-5:]
             msg = f"service {service.name} exited with {service.process.returncode}: " + " | ".join(tail)
             raise HubError(msg)
-        if await asyncio.to_thread(_is_ready, service.health_url):
+        if await asyncio.to_thread(is_ready, service.health_url):
             return
         await asyncio.sleep(0.2)
     msg = f"service {service.name} was not ready within {READY_SECONDS:.0f}s; see {service.log_path}"
     raise HubError(msg)
 
 
-def _is_ready(url: str) -> bool:
+def is_ready(url: str) -> bool:
+    """Whether a service's /health answers 200 (ready) right now."""
     try:
         with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310 - loopback URL built here
             return bool(reply.status == 200)  # noqa: PLR2004 - HTTP OK

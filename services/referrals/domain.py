@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypedDict
+from typing import Final, TypedDict
 from uuid import UUID
 
 import msgspec
@@ -36,6 +36,7 @@ from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningFlagged
 from referral_hub.referrals import lifecycle
 from referral_hub.referrals.lifecycle import Party
+from referral_hub.runtime import topology
 from referral_hub.runtime.admission import Admitted, ClinicLookup, admit
 from referral_hub.runtime.inbox import Announcement
 from referral_hub.runtime.rejecting import HUB_SENDER, Refusal, derived_id
@@ -123,6 +124,23 @@ class AlreadyApplied:
 
 
 Decision = Changed | AlreadyApplied | Refusal
+
+REANNOUNCE_WITHIN: Final = timedelta(seconds=topology.OUTPUT_DEDUPE_SECONDS - 600)
+"""How long after a command was applied its outputs can be published again for free: the
+inbox and event streams still hold their ids (``Nats-Msg-Id``) and de-duplicate them, with
+ten minutes to spare."""
+
+
+def reannounce(applied_at: datetime, now: datetime, attempt: int) -> bool:
+    """Whether the outputs of an already-applied command are published again.
+
+    Re-publishing under the original ids is what repairs a crash between the state write and
+    the publish, and it is free while JetStream still remembers those ids. The delivery count
+    alone cannot tell a redelivery from a resend: a nats-server restart resets it, and outputs
+    were lost that way (found by the kill -9 fault test). Past the window only a redelivery
+    re-announces, so a resend that late is acknowledged without effects.
+    """
+    return now - applied_at < REANNOUNCE_WITHIN or attempt > 1
 
 
 def decide(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 import structlog
@@ -40,6 +40,7 @@ HANDLED_ELSEWHERE: Final = {"page.ack": "notifications"}
 TeamCommand = PlanUpdate | CareTeamLeave | AlertRaise | AlertAck | AlertResolve | ScreeningDispute
 
 SERVICE = "referrals"
+ANNOUNCED_MEMORY = 50_000
 DECIDE_ATTEMPTS = 4
 """A cached decision, then fresh ones after lost compare-and-set races, then a redelivery."""
 log = structlog.get_logger(__name__)
@@ -62,6 +63,8 @@ class IntakeHandler:
         self._sla = sla
         self._rules = load_rules()
         self._limiter = RateLimiter()
+        self._announced: dict[uuid.UUID, None] = {}
+        """Steps whose outputs this process returned for publishing, newest last (bounded)."""
 
     async def __call__(self, delivery: Delivery) -> Handled:
         """Admit, decide and return the outputs; raises only for infrastructure failures."""
@@ -139,19 +142,46 @@ class IntakeHandler:
         decision = await self._decide_and_save(delivery, command)
         if isinstance(decision, Refusal):
             return self._refuse(delivery, decision, command.message_id)
-        if isinstance(decision, domain.AlreadyApplied) and delivery.attempt == 1:
+        if isinstance(decision, domain.AlreadyApplied) and not domain.reannounce(
+            decision.step.at, datetime.now(UTC), delivery.attempt
+        ):
             return Handled(outcome="duplicate", log_fields={"transition": decision.step.transition})
         referral, step = decision.referral, decision.step
-        announcements = domain.announcements(referral, step)
+        announcements = await self._unannounced_before(referral, step)
+        announcements += domain.announcements(referral, step)
         if step.transition == "request" and (flag := referral.screening) is not None:
             await self._change_team(referral.patient_ref, lambda team: screening.record_flag(team, flag))
         if step.transition == "accept":
             announcements += await self._join_care_team(referral, step)
+        self._announced[step.message_id] = None
+        if len(self._announced) > ANNOUNCED_MEMORY:
+            del self._announced[next(iter(self._announced))]
         return Handled(
             outcome="accepted" if isinstance(decision, domain.Changed) else "replayed",
             outgoing=announce(announcements),
             log_fields={"transition": step.transition, "state": str(referral.state)},
         )
+
+    async def _unannounced_before(self, referral: Referral, step: domain.HistoryItem) -> list[Announcement]:
+        """The previous step's outputs again, unless this process published them itself.
+
+        A crash between saving a step and publishing its outputs is repaired when that
+        command is redelivered, but only after the ack wait; meanwhile the referral's next
+        command (valid on the saved state) would reach the inboxes first, out of order (found
+        by the kill -9 fault test). Re-publishing under the original ids is free inside the
+        de-duplication window, and costs nothing in steady state, where the same process
+        handled the previous step.
+        """
+        position = next(index for index, item in enumerate(referral.history) if item.message_id == step.message_id)
+        if position == 0 or step.transition == "forward":
+            return []  # a forward changed the parties; the earlier step's copies are not the new recipient's
+        previous = referral.history[position - 1]
+        if previous.message_id in self._announced or not domain.reannounce(previous.at, datetime.now(UTC), 1):
+            return []
+        earlier = domain.announcements(referral, previous)
+        if previous.transition == "accept":
+            earlier += await self._join_care_team(referral, previous)
+        return earlier
 
     async def _join_care_team(self, referral: Referral, step: domain.HistoryItem) -> list[Announcement]:
         """Put both clinics on the patient's team; idempotent, so a redelivery re-derives the same events.
@@ -230,7 +260,9 @@ class IntakeHandler:
             stored = await self._teams.load(key, fresh=fresh)
             team, revision = stored if stored is not None else (None, None)
             if team is not None and command.message_id in team.applied:
-                if delivery.attempt == 1:
+                # The team keeps no time per applied id; this copy's storage time stands in for
+                # it (exact for a redelivery, a little late for a resend under another id).
+                if not domain.reannounce(delivery.stored_at, datetime.now(UTC), delivery.attempt):
                     return Handled(outcome="duplicate")
                 return Handled(outcome="replayed", outgoing=announce(self._replay(team, command)))
             decision = self._decide_team(team, command, delivery.stored_at, sender)

@@ -64,8 +64,13 @@ def _ephemeral_ports() -> tuple[int, int]:
 
 
 def port_is_free(port: int) -> bool:
-    """Whether ``port`` can be bound on loopback."""
+    """Whether a server could listen on ``port`` on loopback.
+
+    With ``SO_REUSEADDR``, as nats-server and Python's HTTP servers bind: connections of a
+    server that just died linger in TIME_WAIT, and must not make its restart look refused.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -174,6 +179,12 @@ class EmbeddedNats:
         self.stop()
         msg = f"nats-server did not become healthy within {timeout:.0f}s"
         raise NatsServerError(msg)
+
+    def kill(self) -> None:
+        """``kill -9`` the server (fault injection): no flush, no goodbye; ``start`` again reuses the store."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop gracefully (SIGTERM flushes JetStream), then kill if it hangs."""

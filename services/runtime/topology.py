@@ -45,6 +45,9 @@ CLINIC_OUT_MAX_MSG_BYTES: Final = 256 * 1024
 dead-lettered (base64 in a dead letter stays under the server's 1 MB ``max_payload``); the
 server refuses anything larger at publish time, so the sender knows at once."""
 
+OUTPUT_DEDUPE_SECONDS: Final = 3600.0
+"""The de-duplication window of the streams handlers publish to (inbox, events, dead letters)."""
+
 ACK_WAIT_SECONDS: Final = 30.0
 MAX_DELIVER: Final = 50
 """Redeliveries before the server gives up and announces MAX_DELIVERIES; with the
@@ -135,9 +138,9 @@ def stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
     clinic_out.max_msg_size = CLINIC_OUT_MAX_MSG_BYTES
     return [
         clinic_out,
-        stream(CLINIC_IN, subjects.CLINIC_IN_ALL, max_age_days=90, dedupe_seconds=3600),
-        stream(HUB_EVENTS, subjects.EVENTS_ALL, max_age_days=90, dedupe_seconds=3600),
-        stream(HUB_DEADLETTER, subjects.DEADLETTER_ALL, max_age_days=365, dedupe_seconds=3600),
+        stream(CLINIC_IN, subjects.CLINIC_IN_ALL, max_age_days=90, dedupe_seconds=OUTPUT_DEDUPE_SECONDS),
+        stream(HUB_EVENTS, subjects.EVENTS_ALL, max_age_days=90, dedupe_seconds=OUTPUT_DEDUPE_SECONDS),
+        stream(HUB_DEADLETTER, subjects.DEADLETTER_ALL, max_age_days=365, dedupe_seconds=OUTPUT_DEDUPE_SECONDS),
         stream(HUB_ADVISORIES, subjects.MAX_DELIVERIES_ADVISORIES, max_age_days=30, dedupe_seconds=120),
         audit,
         checkpoints,

@@ -1,0 +1,101 @@
+"""``hubctl dlq list`` and ``hubctl dlq replay``: inspect dead letters, and re-drive them once the cause is fixed."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Final
+
+import msgspec
+from nats.js import JetStreamContext
+
+from referral_hub.cli.commands import UsageError, connect, out
+from referral_hub.contracts.rejections import DeadLetter
+from referral_hub.runtime import topology
+from referral_hub.runtime.handling import MSG_ID_HEADER
+
+REPLAYED_FROM_HEADER: Final = "Hub-Replayed-From"
+REPLAYABLE: Final = frozenset({topology.CLINIC_OUT, topology.HUB_EVENTS})
+"""Streams whose messages are re-driven by publishing them again; consumers of each are idempotent."""
+_dead_letter: Final = msgspec.json.Decoder(DeadLetter)
+
+
+class DeadLetterView(msgspec.Struct, frozen=True, kw_only=True):
+    """One dead letter as ``hubctl dlq list --json`` prints it (the payload stays in the stream)."""
+
+    sequence: int
+    code: str
+    service: str
+    reason: str
+    original_subject: str
+    original_stream: str
+    original_sequence: int
+    offending_message_id: str
+    payload_bytes: int
+
+
+async def read_dead_letter(js: JetStreamContext, sequence: int) -> DeadLetter:
+    """The dead letter stored at ``sequence`` of ``HUB_DEADLETTER``."""
+    stored = await js.get_msg(topology.HUB_DEADLETTER, sequence)
+    return _dead_letter.decode(stored.data or b"")
+
+
+async def dlq_list(args: argparse.Namespace) -> int:
+    """``hubctl dlq list``: every dead letter (or those of ``--code``), oldest first."""
+    connection = await connect(args.nats_url)
+    try:
+        js = connection.jetstream()
+        info = await js.stream_info(topology.HUB_DEADLETTER)
+        first, last = info.state.first_seq, info.state.last_seq if info.state.messages else 0
+        for sequence in range(first, last + 1):
+            letter = await read_dead_letter(js, sequence)
+            if args.code and letter.code != args.code:
+                continue
+            view = DeadLetterView(
+                sequence=sequence,
+                code=str(letter.code),
+                service=letter.service,
+                reason=letter.reason,
+                original_subject=letter.original_subject,
+                original_stream=letter.original_stream,
+                original_sequence=letter.original_sequence,
+                offending_message_id=letter.offending_message_id,
+                payload_bytes=len(letter.payload),
+            )
+            if args.json:
+                out(msgspec.json.encode(view).decode())
+            else:
+                out(
+                    f"#{sequence:<6} {view.code:<22} {view.service:<20} {view.original_stream}#{view.original_sequence}"
+                    f"  {view.original_subject}  {view.reason[:80]}"
+                )
+    finally:
+        await connection.drain()
+    return 0
+
+
+async def dlq_replay(args: argparse.Namespace) -> int:
+    """``hubctl dlq replay SEQ...``: publish each original again, where it was first stored.
+
+    The replay's ``Nats-Msg-Id`` is derived from the dead letter, so replaying one twice has
+    one effect; and the handlers recognise a message they already applied by its own id.
+    """
+    connection = await connect(args.nats_url)
+    try:
+        js = connection.jetstream()
+        for sequence in args.sequences:
+            letter = await read_dead_letter(js, sequence)
+            if letter.original_stream not in REPLAYABLE:
+                msg = f"dead letter #{sequence} came from {letter.original_stream}, which cannot be replayed"
+                raise UsageError(msg)
+            source = f"{topology.HUB_DEADLETTER}:{sequence}"
+            headers = {
+                **letter.original_headers,
+                MSG_ID_HEADER: f"replay/{source}",
+                REPLAYED_FROM_HEADER: source,
+            }
+            ack = await js.publish(letter.original_subject, letter.payload, headers=headers)
+            verdict = "already replayed" if ack.duplicate else "replayed"
+            out(f"#{sequence} {verdict}: {letter.original_subject} stored as {ack.stream} #{ack.seq}")
+    finally:
+        await connection.drain()
+    return 0
