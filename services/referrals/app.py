@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from referral_hub.contracts.codec import encode
 from referral_hub.contracts.inbox import InboxHeartbeat
@@ -67,14 +66,9 @@ def create_app(
             msg = "the clinic registry did not load; is the hub provisioned (hubctl provision)?"
             raise HubError(msg) from exc
         js = connection.jetstream()
-
         handler.bind(
             IntakeHandler(
-                await referral_store(js, REFERRAL_CACHE),
-                await careteam_store(js, REFERRAL_CACHE),
-                registry,
-                policy,
-                intake_behind(js),
+                await referral_store(js, REFERRAL_CACHE), await careteam_store(js, REFERRAL_CACHE), registry, policy
             )
         )
         started.set()
@@ -117,16 +111,6 @@ def create_app(
         background=(follow_registry, pull_intake, fire_timers, heartbeats),
         before_start=(prepare,),
     )
-
-
-def intake_behind(js: JetStreamContext) -> Callable[[int], Awaitable[bool]]:
-    """Whether the intake holds an unacknowledged message stored before ``sequence`` (its ack floor is lower)."""
-
-    async def earlier_unacknowledged(sequence: int) -> bool:
-        info = await js.consumer_info(topology.REFERRALS_INTAKE.stream, topology.REFERRALS_INTAKE.durable)
-        return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) + 1 < sequence
-
-    return earlier_unacknowledged
 
 
 async def send_heartbeats(connection: Client, registry: RegistryCache, effects: Effects, now: datetime) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
@@ -15,12 +15,11 @@ from referral_hub.contracts.referrals import ReferralCommand, ReferralRequest, R
 from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningDispute, ScreeningFlagged
-from referral_hub.errors import HubError
 from referral_hub.referrals import alerting, careteam, domain, lifecycle, screening
 from referral_hub.referrals.adapters import ConcurrentUpdateError, KvStore
 from referral_hub.referrals.careteam import CareTeam, TeamChanged, team_key
 from referral_hub.referrals.domain import Referral, SlaPolicy
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime import subjects
 from referral_hub.runtime.admission import RateLimiter, admit_delivery
 from referral_hub.runtime.handling import Delivery, Effects, Handled
 from referral_hub.runtime.inbox import Announcement, announce
@@ -42,18 +41,6 @@ TeamCommand = PlanUpdate | CareTeamLeave | AlertRaise | AlertAck | AlertResolve 
 
 SERVICE = "referrals"
 ANNOUNCED_MEMORY = 50_000
-STATE_REFUSALS: Final = frozenset(
-    {RejectionCode.UNKNOWN_REFERRAL, RejectionCode.INVALID_TRANSITION, RejectionCode.REFERRAL_CLOSED}
-)
-"""Refusals that depend on what was applied before, so a late earlier command can cause them."""
-OVERTAKE_WINDOW_SECONDS: Final = topology.ACK_WAIT_SECONDS + 30.0
-"""How long after it was stored a state refusal may wait for an earlier, redelivered command."""
-
-
-class MaybeOvertakenError(HubError):
-    """A refusal that may only mean the command overtook an earlier one; the message is redelivered."""
-
-
 DECIDE_ATTEMPTS = 4
 """A cached decision, then fresh ones after lost compare-and-set races, then a redelivery."""
 log = structlog.get_logger(__name__)
@@ -68,14 +55,12 @@ class IntakeHandler:
         teams: KvStore[CareTeam],
         registry: RegistryCache,
         sla: SlaPolicy,
-        earlier_unacknowledged: Callable[[int], Awaitable[bool]] | None = None,
     ) -> None:
-        """Depend on the two stores, the registry view, the SLA policy and the intake's ack floor."""
+        """Depend on the two stores, the registry view and the SLA policy, nothing else."""
         self._referrals = referrals
         self._teams = teams
         self._registry = registry
         self._sla = sla
-        self._earlier_unacknowledged = earlier_unacknowledged
         self._rules = load_rules()
         self._limiter = RateLimiter()
         self._announced: dict[uuid.UUID, None] = {}
@@ -156,7 +141,6 @@ class IntakeHandler:
     async def _referral(self, delivery: Delivery, command: ReferralCommand) -> Handled:
         decision = await self._decide_and_save(delivery, command)
         if isinstance(decision, Refusal):
-            await self._unless_overtaken(delivery, decision)
             return self._refuse(delivery, decision, command.message_id)
         if isinstance(decision, domain.AlreadyApplied) and not domain.reannounce(
             decision.step.at, datetime.now(UTC), delivery.attempt
@@ -294,22 +278,6 @@ class IntakeHandler:
             return Handled(outcome="accepted", outgoing=announce(decision.announcements))
         msg = f"care team {key} kept changing under us"
         raise ConcurrentUpdateError(msg)
-
-    async def _unless_overtaken(self, delivery: Delivery, refusal: Refusal) -> None:
-        """Raise :class:`MaybeOvertakenError` when a state refusal may only mean an earlier command is late.
-
-        Commands of one referral are handled in stream order, except across a crash: a command
-        the dead process had taken comes back only after the ack wait, and the referral's next
-        command can overtake it and be refused on the older state (found by the kill -9 fault
-        test). While an earlier message of the intake is still unacknowledged, and only for a
-        little longer than the ack wait, such a refusal is retried instead of sent.
-        """
-        if refusal.code not in STATE_REFUSALS:
-            return
-        young = (datetime.now(UTC) - delivery.stored_at).total_seconds() < OVERTAKE_WINDOW_SECONDS
-        if young and self._earlier_unacknowledged is not None and await self._earlier_unacknowledged(delivery.sequence):
-            msg = f"{refusal.code} while an earlier command is unacknowledged; deciding again shortly"
-            raise MaybeOvertakenError(msg)
 
     def _refuse(self, delivery: Delivery, refusal: Refusal, message_id: uuid.UUID | None) -> Handled:
         return refuse(SERVICE, delivery, refusal, message_id, lambda clinic: self._registry.get(clinic) is not None)
