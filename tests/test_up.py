@@ -14,17 +14,14 @@ from pathlib import Path
 import pytest
 
 from referral_hub.runtime.credentials import CREDS_DIR_ENV
-from referral_hub.runtime.natsserver import free_port, port_is_free
+from referral_hub.runtime.natsserver import free_port, free_ports, port_is_free
 
 pytestmark = pytest.mark.slow
 
 
 def free_metrics_base() -> int:
     """A port whose next two are free too: ``hubctl up`` serves three services from it."""
-    while True:
-        base = free_port()
-        if all(port_is_free(base + offset) for offset in (1, 2)):
-            return base
+    return free_ports(3)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,9 @@ DEFAULT_EPHEMERAL: Final = (32_768, 60_999)
 """Linux's default ``ip_local_port_range``, where /proc cannot be read."""
 
 
+_handed_out: set[int] = set()
+
+
 class NatsServerError(HubError):
     """nats-server could not be found or did not come up."""
 
@@ -45,13 +48,24 @@ def free_port() -> int:
     socket could take it ("Address already in use", seen in CI). Ports below that range are
     only ever taken by an explicit bind.
     """
+    return free_ports(1)
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports, none handed out before by this process.
+
+    Ports are chosen before they are bound, so two choices in a row could otherwise name the
+    same port (a service's health port landed on nats-server's client port in a test run).
+    """
     lowest_ephemeral = _ephemeral_ports()[0]
     chooser = random.SystemRandom()
     for _ in range(FREE_PORT_ATTEMPTS):
-        port = chooser.randrange(FIRST_CHOSEN_PORT, lowest_ephemeral)
-        if port_is_free(port):
-            return port
-    msg = f"no free port between {FIRST_CHOSEN_PORT} and {lowest_ephemeral} after {FREE_PORT_ATTEMPTS} tries"
+        first = chooser.randrange(FIRST_CHOSEN_PORT, lowest_ephemeral - count)
+        block = range(first, first + count)
+        if all(port not in _handed_out and port_is_free(port) for port in block):
+            _handed_out.update(block)
+            return first
+    msg = f"no {count} free ports between {FIRST_CHOSEN_PORT} and {lowest_ephemeral} after {FREE_PORT_ATTEMPTS} tries"
     raise NatsServerError(msg)
 
 

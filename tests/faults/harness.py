@@ -128,14 +128,35 @@ async def until(probe: Callable[[], Awaitable[bool]], seconds: float = SETTLE_SE
 
 
 async def run_flow(clients: dict[str, ClinicClient], admin: Client, flow: Flow, ledger: Ledger) -> None:
-    """Request and accept; once the care team exists, a plan and an alert; then the rest of the lifecycle."""
+    """Request and accept; once the care team exists, a plan and an alert; then the rest of the lifecycle.
+
+    Each lifecycle step is sent once the previous one is applied, as a clinic acting on
+    its inbox would. A command pipelined behind one that a crashing process held can
+    overtake it (README, Durability): that is a documented limitation, not what this checks.
+    """
     sender, recipient = clients[flow.sender], clients[RECIPIENT]
     request = referral_request(
         flow.sender, RECIPIENT, patient_ref=flow.patient_ref, actor=MEMBERS[flow.sender], modality=Modality.ACUPUNCTURE
     )
     flow.referral_id = request.referral_id
+    referrals = await referral_store(admin.jetstream())
+
+    async def step_applied(message_id: UUID) -> None:
+        """A clinic acts on what it has seen happen: the next step waits for this one."""
+
+        async def applied() -> bool:
+            with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+                stored = await referrals.load(str(request.referral_id), fresh=True)
+                return stored is not None and any(item.message_id == message_id for item in stored[0].history)
+            return False
+
+        await until(applied)
+
     await send_until_stored(sender, request, ledger)
-    await send_until_stored(recipient, command("accept", RECIPIENT, request.referral_id, flow.patient_ref), ledger)
+    await step_applied(request.message_id)
+    accept = command("accept", RECIPIENT, request.referral_id, flow.patient_ref)
+    await send_until_stored(recipient, accept, ledger)
+    await step_applied(accept.message_id)
     teams = await careteam_store(admin.jetstream())
 
     async def team_formed() -> bool:
@@ -151,7 +172,9 @@ async def run_flow(clients: dict[str, ClinicClient], admin: Client, flow: Flow, 
     await send_until_stored(sender, alert, ledger)
     for step in LIFECYCLE[1:]:
         party = flow.sender if step == "close" else RECIPIENT
-        await send_until_stored(clients[party], command(step, party, request.referral_id, flow.patient_ref), ledger)
+        next_step = command(step, party, request.referral_id, flow.patient_ref)
+        await send_until_stored(clients[party], next_step, ledger)
+        await step_applied(next_step.message_id)
 
 
 async def drive(url: str, admin: Client, scenario: str, stop: asyncio.Event, concurrency: int = 6) -> Ledger:
