@@ -45,8 +45,8 @@ async def dlq_list(args: argparse.Namespace) -> int:
     try:
         js = connection.jetstream()
         info = await js.stream_info(topology.HUB_DEADLETTER)
-        first, last = info.state.first_seq, info.state.last_seq if info.state.messages else 0
-        for sequence in range(first, last + 1):
+        stored = range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else range(0)
+        for sequence in stored:
             letter = await read_dead_letter(js, sequence)
             if args.code and letter.code != args.code:
                 continue

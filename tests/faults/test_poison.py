@@ -94,3 +94,9 @@ async def test_a_poison_message_is_dead_lettered_listed_and_replayed_once(hub):
     audited = [e for e in await audit_entries(hub.connection) if e.rejection_code == "processing_failed"]
     assert audited
     SUMMARY.append(Row("6. poison message: dead letter, then replay", 7, len(set(handler.handled)), 0, 0, recovered))
+
+
+async def test_dlq_list_of_an_empty_dead_letter_stream_prints_nothing(hub):
+    listed = await hubctl("dlq", "list", "--nats-url", hub.url)
+
+    assert (listed.status, listed.stdout, listed.stderr) == (0, "", "")
