@@ -35,7 +35,7 @@ from referral_hub.demo.pager import DemoPager
 from referral_hub.demo.traffic import send_demo_referrals
 from referral_hub.errors import HubError
 from referral_hub.runtime import natsauth, subjects
-from referral_hub.runtime.credentials import CREDS_DIR_ENV
+from referral_hub.runtime.credentials import CREDS_DIR_ENV, write_secret
 from referral_hub.runtime.natsconfig import generate
 from referral_hub.runtime.natsserver import EmbeddedNats, port_is_free
 from referral_hub.runtime.provision import provision
@@ -239,10 +239,7 @@ def secure_by_default(directory: Path, clinic_ids: list[str]) -> str:
 def secret_file(path: Path) -> Path:
     """A local hub's secret (hex, 32 bytes), created once with mode 0600 and kept with its data."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(new_key_seed() + "\n")
+        write_secret(path, (new_key_seed() + "\n").encode())
     return path
 
 

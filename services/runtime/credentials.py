@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -179,13 +179,14 @@ def _path_env(name: str) -> Path | None:
     return Path(value) if value else None
 
 
-def _from_environment(inbox_prefix: str, seed_in_dir: Path | None, client_name: str) -> NatsCredentials:
+def _from_environment(inbox_prefix: str, seed_in: Callable[[Path], Path], client_name: str) -> NatsCredentials:
+    """What the environment names for one identity; ``seed_in`` finds its seed in a credentials directory."""
     directory = _path_env(CREDS_DIR_ENV)
     nkey_file = _path_env(NKEY_FILE_ENV)
     ca_file = _path_env(CA_FILE_ENV)
     cert_file, key_file = _path_env(CERT_FILE_ENV), _path_env(KEY_FILE_ENV)
     if directory is not None:
-        nkey_file = nkey_file or (seed_in_dir if seed_in_dir is not None else None)
+        nkey_file = nkey_file or seed_in(directory)
         tls_dir = directory / "tls"
         if ca_file is None and (tls_dir / "ca.pem").exists():
             ca_file = tls_dir / "ca.pem"
@@ -197,13 +198,13 @@ def _from_environment(inbox_prefix: str, seed_in_dir: Path | None, client_name: 
 
 def for_clinic(clinic_id: str) -> NatsCredentials:
     """A clinic's credentials, as the environment names them."""
-    directory = _path_env(CREDS_DIR_ENV)
-    seed = clinic_seed_path(directory, clinic_id) if directory is not None else None
-    return _from_environment(natsauth.clinic_inbox_prefix(clinic_id), seed, f"clinic-{clinic_id}")
+    return _from_environment(
+        natsauth.clinic_inbox_prefix(clinic_id),
+        lambda directory: clinic_seed_path(directory, clinic_id),
+        f"clinic-{clinic_id}",
+    )
 
 
 def for_hub_user(user: str) -> NatsCredentials:
     """A hub user's credentials (a service, ``admin`` or ``ops``), as the environment names them."""
-    directory = _path_env(CREDS_DIR_ENV)
-    seed = hub_seed_path(directory, user) if directory is not None else None
-    return _from_environment(natsauth.hub_inbox_prefix(user), seed, user)
+    return _from_environment(natsauth.hub_inbox_prefix(user), lambda directory: hub_seed_path(directory, user), user)
