@@ -26,6 +26,7 @@ from referral_hub.contracts.inbox import InboxHeartbeat
 from referral_hub.errors import HubError
 from referral_hub.runtime import credentials, subjects, topology
 from referral_hub.runtime.credentials import NatsCredentials
+from referral_hub.runtime.servers import server_urls
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 IDLE_SECONDS: Final = 0.5
@@ -87,7 +88,7 @@ class ClinicClient:
         """
         chosen = auth or credentials.for_clinic(clinic_id)
         connection = await nats.connect(
-            nats_url,
+            server_urls(nats_url),
             name=f"clinic-{clinic_id}",
             connect_timeout=5,
             max_reconnect_attempts=3,

@@ -34,7 +34,7 @@ async def test_two_concurrent_writers_produce_one_unforked_chain(
     nats_server: EmbeddedNats, provisioned: Client
 ) -> None:
     second = await nats.connect(nats_server.url)
-    writers = [ChainWriter(provisioned.jetstream()), ChainWriter(second.jetstream())]
+    writers = [ChainWriter(provisioned), ChainWriter(second)]
 
     await asyncio.gather(
         *(writers[seq % 2].append(describe(delivery(seq), AT), f"HUB_EVENTS:{seq}") for seq in range(1, 101))
@@ -47,7 +47,7 @@ async def test_two_concurrent_writers_produce_one_unforked_chain(
 
 
 async def test_the_same_source_message_twice_yields_one_entry(provisioned: Client) -> None:
-    writer = ChainWriter(provisioned.jetstream())
+    writer = ChainWriter(provisioned)
 
     await writer.append(describe(delivery(7), AT), "HUB_EVENTS:7")
     await writer.append(describe(delivery(7), AT), "HUB_EVENTS:7")
@@ -62,7 +62,7 @@ async def test_pipelined_batches_with_duplicates_and_a_rival_writer_keep_one_cha
     nats_server: EmbeddedNats, provisioned: Client
 ) -> None:
     rival = await nats.connect(nats_server.url)
-    writers = [ChainWriter(provisioned.jetstream()), ChainWriter(rival.jetstream(), max_batch=7)]
+    writers = [ChainWriter(provisioned), ChainWriter(rival, max_batch=7)]
     sequences = [*range(1, 201), *range(1, 201, 10)]
 
     await asyncio.gather(

@@ -1,10 +1,17 @@
 """The audit chain's single writer, enforced by the server, not by us.
 
-Every append carries ``Nats-Expected-Last-Sequence`` (and, inside a pipelined batch,
-``Nats-Expected-Last-Msg-Id``): JetStream refuses it if anything else was appended since,
-so two audit replicas can never fork the chain. The loser re-reads the head and re-chains.
-``Nats-Msg-Id`` is the source message's stream position, so a source message audited twice
-yields one entry.
+Entries are appended in JetStream atomic batches (ADR-50): the first message of a batch
+carries ``Nats-Expected-Last-Sequence``, and the server stores the whole batch directly
+after the head we chained it on, or nothing. Two audit replicas can therefore never fork
+the chain: the loser re-reads the head and re-chains. ``Nats-Msg-Id`` is the source
+message's stream position, so a source message audited twice yields one entry.
+
+Why not ``Nats-Expected-Last-Msg-Id`` on pipelined publishes, as this writer did first: on
+a replicated stream (R3) nats-server 2.15 lets a mismatched expected message id through its
+leader and fails it on the replicas, which then report ``stream write error: last msgid
+mismatch`` and stop accepting writes (found by ``hubctl up --cluster 3``; see
+``tests/test_cluster.py``). Atomic batches are checked once, by the leader, before
+replication.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +28,7 @@ from typing import Final
 import msgspec
 import nats.errors
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
 
@@ -31,10 +40,11 @@ from referral_hub.runtime import subjects, topology
 from referral_hub.runtime.metrics import AUDIT_LAST_CHECKPOINT
 
 WRONG_LAST_SEQUENCE: Final = 10071
-WRONG_LAST_MSG_ID: Final = 10070
-CHAIN_MOVED: Final = frozenset({WRONG_LAST_SEQUENCE, WRONG_LAST_MSG_ID})
-"""The server's answers when the chain's head is not where a message expects it."""
+BATCH_HAS_DUPLICATE: Final = 10201
+"""The server's answer to an atomic batch holding a message id it has already stored."""
 MAX_BATCH: Final = 256
+"""Entries per atomic batch; the server's own limit is 1,000."""
+COMMIT_TIMEOUT_SECONDS: Final = 10.0
 READ_IDLE_SECONDS: Final = 5.0
 """A chain read ends when nothing more arrives for this long."""
 READER_IDLE_SECONDS: Final = 30.0
@@ -44,10 +54,15 @@ BACKOFF_SECONDS: Final = 0.002
 """Base of the jittered pause after losing a race, so two writers stop colliding in lockstep."""
 _decoder: Final = msgspec.json.Decoder(AuditEntry)
 _encoder: Final = msgspec.json.Encoder()
+_ack_decoder: Final = msgspec.json.Decoder(dict[str, object])
 
 
 class ChainContentionError(HubError):
     """Another writer kept winning; the message is redelivered and tried again later."""
+
+
+class AuditStoreError(HubError):
+    """The server refused an append for a reason other than a lost race or a duplicate."""
 
 
 @dataclass
@@ -58,19 +73,19 @@ class _Pending:
 
 
 class ChainWriter:
-    """Appends entries to the audit stream, each chained to the last, in pipelined batches.
+    """Appends entries to the audit stream, each chained to the last, in atomic batches.
 
     Group commit: concurrent ``append`` calls queue up, and one task chains a batch and
-    publishes it without waiting between messages. Message ``i`` of a batch carries
-    ``Nats-Expected-Last-Sequence`` (head + i) and ``Nats-Expected-Last-Msg-Id`` (the id of
-    message ``i - 1``), so the server stores it only directly after our own predecessor:
-    a message whose predecessor was refused, de-duplicated or overtaken by another writer is
-    refused too, and is chained again on the fresh head. The chain can never fork or skip.
+    publishes it as one atomic batch, one round trip. A batch refused because the head moved
+    is chained again on the fresh head. A batch refused because it holds a duplicate (a
+    source message audited before a crash) is appended one entry at a time, each waiting for
+    its acknowledgement, so the duplicate is skipped and the rest re-chained around it.
     """
 
-    def __init__(self, js: JetStreamContext, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, connection: Client, max_batch: int = MAX_BATCH) -> None:
         """Start knowing nothing of the head; the first batch reads it."""
-        self._js = js
+        self._nc = connection
+        self._js = connection.jetstream()
         self._max_batch = max_batch
         self._head: tuple[int, str] | None = None
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -109,10 +124,18 @@ class ChainWriter:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         waiting = batch
+        one_by_one = False
         for attempt in range(1, MAX_ATTEMPTS + 1):
             if self._head is None:
                 self._head = await self._read_head()
-            waiting = await self._publish(waiting)
+            try:
+                waiting = await (self._publish_each(waiting) if one_by_one else self._publish_atomic(waiting))
+            except APIError as exc:
+                if exc.err_code == BATCH_HAS_DUPLICATE:
+                    one_by_one = True
+                    continue
+                if exc.err_code != WRONG_LAST_SEQUENCE:
+                    raise
             if not waiting:
                 return
             self._head = None
@@ -120,33 +143,75 @@ class ChainWriter:
         msg = f"could not append to the audit chain after {MAX_ATTEMPTS} attempts"
         raise ChainContentionError(msg)
 
-    async def _publish(self, batch: list[_Pending]) -> list[_Pending]:
-        """Publish ``batch`` pipelined on the current head; returns what must be chained again."""
+    def _seal(self, batch: list[_Pending]) -> list[AuditEntry]:
+        """The batch's entries chained on the current head, in order."""
         assert self._head is not None  # noqa: S101 - _commit reads the head first
         index, prev_hash = self._head
-        sealed, publishes = [], []
+        sealed = []
         for offset, pending in enumerate(batch):
             entry = chain(pending.entry, index + offset + 1, prev_hash)
-            headers = {"Nats-Expected-Last-Sequence": str(index + offset), "Nats-Msg-Id": pending.dedupe_key}
-            if offset:
-                headers["Nats-Expected-Last-Msg-Id"] = batch[offset - 1].dedupe_key
-            publishes.append(self._js.publish(subjects.AUDIT_ENTRY, _encoder.encode(entry), headers=headers))
             sealed.append(entry)
             prev_hash = entry.entry_hash
-        # Concurrent requests, not publish_async: nats-py 2.16's async-publish reply handler
-        # raises (instead of failing the future) when the server refuses with a known code, so
-        # a refused expected-sequence publish would leave its future waiting forever.
-        results = await asyncio.gather(*publishes, return_exceptions=True)
-        for position, (pending, entry, result) in enumerate(zip(batch, sealed, results, strict=True)):
-            if isinstance(result, APIError) and result.err_code in CHAIN_MOVED:
-                return batch[position:]
-            if isinstance(result, BaseException):
-                raise result
+        return sealed
+
+    async def _publish_atomic(self, batch: list[_Pending]) -> list[_Pending]:
+        """Store ``batch`` whole after the head, or raise the server's refusal (nothing stored)."""
+        assert self._head is not None  # noqa: S101 - _commit reads the head first
+        sealed = self._seal(batch)
+        batch_id = uuid.uuid4().hex
+        last = len(batch) - 1
+        for position, (pending, entry) in enumerate(zip(batch, sealed, strict=True)):
+            headers = {
+                "Nats-Batch-Id": batch_id,
+                "Nats-Batch-Sequence": str(position + 1),
+                "Nats-Msg-Id": pending.dedupe_key,
+            }
+            if position == 0:
+                headers["Nats-Expected-Last-Sequence"] = str(self._head[0])
+            if position < last:
+                await self._nc.publish(subjects.AUDIT_ENTRY, _encoder.encode(entry), headers=headers)
+                continue
+            headers["Nats-Batch-Commit"] = "1"
+            reply = await self._nc.request(
+                subjects.AUDIT_ENTRY, _encoder.encode(entry), timeout=COMMIT_TIMEOUT_SECONDS, headers=headers
+            )
+            _raise_refusal(reply.data)
+        for pending, entry in zip(batch, sealed, strict=True):
             pending.done.set_result(entry)
-            if result.duplicate:
-                return batch[position + 1 :]
-            self._head = (result.seq, entry.entry_hash)
+        self._head = (sealed[-1].index, sealed[-1].entry_hash)
         return []
+
+    async def _publish_each(self, batch: list[_Pending]) -> list[_Pending]:
+        """Store ``batch`` one entry at a time, each waiting for the previous one's acknowledgement.
+
+        Slow, and only for a batch holding a duplicate: ``Nats-Expected-Last-Sequence`` on an
+        entry sent after its predecessor was acknowledged proves it follows our own entry.
+        """
+        for position, pending in enumerate(batch):
+            assert self._head is not None  # noqa: S101 - _commit reads the head first
+            entry = self._seal([pending])[0]
+            headers = {"Nats-Expected-Last-Sequence": str(self._head[0]), "Nats-Msg-Id": pending.dedupe_key}
+            try:
+                ack = await self._js.publish(subjects.AUDIT_ENTRY, _encoder.encode(entry), headers=headers)
+            except APIError as exc:
+                if exc.err_code == WRONG_LAST_SEQUENCE:
+                    return batch[position:]
+                raise
+            pending.done.set_result(entry)
+            if not ack.duplicate:
+                self._head = (ack.seq, entry.entry_hash)
+        return []
+
+
+def _raise_refusal(reply: bytes) -> None:
+    """Raise the server's error in an atomic batch's commit reply, if it holds one."""
+    answer = _ack_decoder.decode(reply)
+    error = answer.get("error")
+    if isinstance(error, dict):
+        APIError.from_error(error)  # raises the typed error (BadRequestError, ...)
+    if "seq" not in answer:
+        msg = f"unexpected reply to an audit batch commit: {reply[:200]!r}"
+        raise AuditStoreError(msg)
 
 
 async def read_chain(

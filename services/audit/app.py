@@ -51,7 +51,7 @@ def create_app(
     effects = Effects(lazy_jetstream(broker))
 
     async def prepare(connection: Client) -> None:
-        handler.bind(AuditHandler(ChainWriter(connection.jetstream())))
+        handler.bind(AuditHandler(ChainWriter(connection)))
 
     for spec in topology.AUDIT_CONSUMERS:
         attach(

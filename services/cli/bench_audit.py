@@ -20,6 +20,7 @@ from typing import Final
 
 import msgspec
 import nats
+from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from referral_hub.audit.adapters import ChainWriter, read_chain
@@ -73,9 +74,9 @@ async def raw_publish_rate(js: JetStreamContext, payload: bytes, seconds: float)
     return rate
 
 
-async def append_rate(js: JetStreamContext, seconds: float, rng: random.Random) -> tuple[float, int]:
+async def append_rate(connection: Client, seconds: float, rng: random.Random) -> tuple[float, int]:
     """Entries per second through the chain writer with ``IN_FLIGHT`` appends outstanding."""
-    writer = ChainWriter(js)
+    writer = ChainWriter(connection)
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         await asyncio.gather(
@@ -121,7 +122,7 @@ async def bench_audit(entries: int, seconds: float = 5.0, sync_interval: str = S
         await provision(js)
         sample = msgspec.json.encode(chain(synthetic(0, rng), 1, GENESIS_HASH))
         baseline_publish = await raw_publish_rate(js, sample, seconds)
-        appended, count = await append_rate(js, seconds, rng)
+        appended, count = await append_rate(connection, seconds, rng)
         await fill(js, count, max(entries, count), rng)
         total = max(entries, count)
         baseline_read = await raw_read_hash_rate(js, total)

@@ -47,6 +47,7 @@ from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.runtime import credentials, logs, natsauth, topology
 from referral_hub.runtime.provision import provision as provision_hub
 from referral_hub.runtime.registry import RegistryCache, load_registry_file, store_registry
+from referral_hub.runtime.servers import server_urls
 from referral_hub.runtime.service import ServiceApp, ServiceSettings, run_until_signalled
 
 Record = TypeVar("Record", bound=msgspec.Struct)
@@ -70,7 +71,7 @@ def out(line: str) -> None:
 async def connect(nats_url: str, name: str = "hubctl", user: str = natsauth.ADMIN) -> Client:
     """Connect once as hub user ``user`` (the operator, by default), failing fast if nobody is there."""
     return await nats.connect(
-        nats_url,
+        server_urls(nats_url),
         name=name,
         connect_timeout=3,
         allow_reconnect=False,

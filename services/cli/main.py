@@ -79,7 +79,10 @@ def _add_up(sub: Subparsers) -> None:
     up.add_argument("--port", type=int, default=4222, help="NATS client port (default: %(default)s)")
     up.add_argument("--monitor-port", type=int, default=8222, help="NATS monitoring port (default: %(default)s)")
     up.add_argument(
-        "--metrics-port", type=int, default=9101, help="first of three service metrics ports (default: %(default)s)"
+        "--metrics-port",
+        type=int,
+        default=9101,
+        help="first service metrics port, one per service process (default: %(default)s)",
     )
     up.add_argument(
         "--sync",
@@ -99,6 +102,18 @@ def _add_up(sub: Subparsers) -> None:
         "--demo-interval", type=float, default=2.0, help="seconds between demo referrals (default: %(default)s)"
     )
     up.add_argument("--duration", type=float, help="stop by itself after this many seconds (for scripts)")
+    up.add_argument(
+        "--cluster",
+        type=int,
+        default=1,
+        help="run N nats-servers as one JetStream cluster on loopback, streams replicated R3 (default: single node)",
+    )
+    up.add_argument(
+        "--cluster-port", type=int, default=6222, help="first node's route port with --cluster (default: %(default)s)"
+    )
+    up.add_argument(
+        "--replicas", type=int, default=1, help="processes of each service, sharing its consumers (default: 1)"
+    )
     up.set_defaults(run=commands.up)
 
 

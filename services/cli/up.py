@@ -37,13 +37,15 @@ from referral_hub.errors import HubError
 from referral_hub.runtime import natsauth, subjects
 from referral_hub.runtime.credentials import CREDS_DIR_ENV, write_secret
 from referral_hub.runtime.natsconfig import generate
-from referral_hub.runtime.natsserver import EmbeddedNats, port_is_free
+from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, port_is_free
 from referral_hub.runtime.provision import provision
 from referral_hub.runtime.registry import load_registry_file, store_registry
 
 READY_SECONDS: Final = 30.0
 AUDIT_REPORT_SECONDS: Final = 15.0
 STOP_SECONDS: Final = 15.0
+MAX_STREAM_REPLICAS: Final = 3
+"""JetStream's most copies of a stream; a bigger cluster spreads streams instead."""
 
 
 @dataclass
@@ -66,11 +68,15 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}/metrics"
 
 
-def start_service(
-    name: str, nats_url: str, port: int, log_dir: Path, env: dict[str, str] | None = None
+def start_service(  # noqa: PLR0913 - one child process's independent settings
+    name: str, nats_url: str, port: int, log_dir: Path, env: dict[str, str] | None = None, *, copy: int = 0
 ) -> ServiceProcess:
-    """Start ``hubctl run NAME`` in its own session, so Ctrl-C reaches only ``up``; ``env`` adds variables."""
-    log_path = log_dir / f"{name}.log"
+    """Start ``hubctl run NAME`` in its own session, so Ctrl-C reaches only ``up``; ``env`` adds variables.
+
+    ``copy`` numbers the replicas of one service (``NAME.log``, ``NAME-2.log``, ...): they share
+    its durable consumers, so each message goes to one of them.
+    """
+    log_path = log_dir / (f"{name}.log" if copy == 0 else f"{name}-{copy + 1}.log")
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [
@@ -164,20 +170,14 @@ async def report_audit(nats_url: str) -> None:
 
 async def run_hub(args: argparse.Namespace) -> int:
     """Run everything until Ctrl-C (or ``--duration``), then stop in order."""
-    ports = [args.metrics_port + offset for offset in range(len(SERVICES))]
+    instances = [(name, copy) for copy in range(args.replicas) for name in SERVICES]
+    ports = [args.metrics_port + offset for offset in range(len(instances))]
     busy = [port for port in ports if not port_is_free(port)]
     if busy:
         msg = f"metrics port(s) {busy} in use; choose another base with --metrics-port"
         raise HubError(msg)
     registry = load_registry_file(args.registry)
-    server = EmbeddedNats(
-        args.data_dir,
-        port=args.port,
-        monitor_port=args.monitor_port,
-        sync_interval=args.sync,
-        encryption_key=secret_file(args.data_dir / "jetstream.key").read_text().strip() if args.encrypt_at_rest else "",
-        auth_config=secure_by_default(args.data_dir / "auth", [clinic.id for clinic in registry.clinics]),
-    )
+    server = local_nats(args, secure_by_default(args.data_dir / "auth", [clinic.id for clinic in registry.clinics]))
     server.start()
     services: list[ServiceProcess] = []
     jobs: list[asyncio.Task[None]] = []
@@ -192,13 +192,14 @@ async def run_hub(args: argparse.Namespace) -> int:
             env["HUB_WEBHOOK_SECRET"] = pager.secret
             pager.start()
         connection = await connect(server.url, "hubctl-up")
-        await provision(connection.jetstream())
+        await provision(connection.jetstream(), replicas=min(args.cluster, MAX_STREAM_REPLICAS))
         await store_registry(connection.jetstream(), registry)
         await connection.drain()
         log_dir = args.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         services = [
-            start_service(name, server.url, port, log_dir, env) for name, port in zip(SERVICES, ports, strict=True)
+            start_service(name, server.url, port, log_dir, env, copy=copy)
+            for (name, copy), port in zip(instances, ports, strict=True)
         ]
         await asyncio.gather(*(wait_ready(service) for service in services))
         _banner(server, services, args, len(registry.clinics))
@@ -223,6 +224,30 @@ async def run_hub(args: argparse.Namespace) -> int:
             server.stop()
         tell(f"stopped; data kept in {args.data_dir} for the next start")
     return 0
+
+
+def local_nats(args: argparse.Namespace, auth_config: str) -> EmbeddedNats | EmbeddedCluster:
+    """One nats-server, or with ``--cluster N`` a cluster of N on loopback (ports counting up from each base)."""
+    encryption_key = secret_file(args.data_dir / "jetstream.key").read_text().strip() if args.encrypt_at_rest else ""
+    if args.cluster > 1:
+        return EmbeddedCluster(
+            args.data_dir / "cluster",
+            size=args.cluster,
+            port=args.port,
+            monitor_port=args.monitor_port,
+            cluster_port=args.cluster_port,
+            sync_interval=args.sync,
+            encryption_key=encryption_key,
+            auth_config=auth_config,
+        )
+    return EmbeddedNats(
+        args.data_dir,
+        port=args.port,
+        monitor_port=args.monitor_port,
+        sync_interval=args.sync,
+        encryption_key=encryption_key,
+        auth_config=auth_config,
+    )
 
 
 def secure_by_default(directory: Path, clinic_ids: list[str]) -> str:
@@ -271,10 +296,21 @@ async def _wait_for_stop(duration: float | None, jobs: list[asyncio.Task[None]])
             raise failure
 
 
-def _banner(server: EmbeddedNats, services: list[ServiceProcess], args: argparse.Namespace, clinics: int) -> None:
+def _banner(
+    server: EmbeddedNats | EmbeddedCluster, services: list[ServiceProcess], args: argparse.Namespace, clinics: int
+) -> None:
     out("")
     out("Referral Hub is up")
-    out(f"  NATS            {server.url}  (JetStream store: {args.data_dir / 'jetstream'}, sync_interval: {args.sync})")
+    if isinstance(server, EmbeddedCluster):
+        out(
+            f"  NATS cluster    {server.url}  ({server.size} nodes, streams R{min(server.size, MAX_STREAM_REPLICAS)}, "
+            f"stores in {server.data_dir}/node-*, sync_interval: {args.sync})"
+        )
+    else:
+        out(
+            f"  NATS            {server.url}  "
+            f"(JetStream store: {args.data_dir / 'jetstream'}, sync_interval: {args.sync})"
+        )
     out(f"  NATS monitoring {server.monitor_url}/varz  {server.monitor_url}/jsz")
     for service in services:
         out(f"  {service.name:<15} metrics {service.metrics_url}  health {service.health_url}  log {service.log_path}")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from referral_hub.errors import HubError
+from referral_hub.runtime.natsauth import ClusterOptions, render_cluster
 
 SYNC_ALWAYS: Final = "always"
 """fsync before every acknowledgement. Jepsen (2025) showed NATS's default two-minute
@@ -120,6 +121,8 @@ class EmbeddedNats:
     """An ``authorization`` (and ``tls``) block from ``runtime.natsconfig``: public keys only."""
     tls: bool = False
     """Whether ``auth_config`` makes the server require TLS (the URL says ``tls://`` then)."""
+    cluster: ClusterOptions | None = None
+    """This node's routes, when it is one node of an :class:`EmbeddedCluster`."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -146,11 +149,17 @@ class EmbeddedNats:
             + ("  cipher: chachapoly\n  key: $HUB_JETSTREAM_KEY\n" if self.encryption_key else "")
             + "}\n"
             + self.auth_config
+            + (render_cluster(self.cluster) if self.cluster is not None else "")
         )
 
     def start(self, timeout: float = 15.0) -> None:
         """Start the server and wait until JetStream answers its health check."""
-        for port in (self.port, self.monitor_port):
+        self.launch()
+        self.wait_healthy(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting: a cluster's nodes must all be up before any is healthy."""
+        for port in self.ports():
             if not port_is_free(port):
                 msg = f"port {port} on 127.0.0.1 is in use; choose another with --port/--monitor-port"
                 raise NatsServerError(msg)
@@ -165,7 +174,10 @@ class EmbeddedNats:
             env={**os.environ, "HUB_JETSTREAM_KEY": self.encryption_key} if self.encryption_key else None,
         )
         log_file.close()
-        self._wait_healthy(timeout)
+
+    def ports(self) -> tuple[int, ...]:
+        """Every port this server listens on."""
+        return (self.port, self.monitor_port, *((self.cluster.port,) if self.cluster is not None else ()))
 
     def reload(self, auth_config: str) -> None:
         """Apply new authorization (a rotated key, a new clinic) without a restart: nats-server reloads on SIGHUP.
@@ -177,14 +189,19 @@ class EmbeddedNats:
         if self.process is not None:
             self.process.send_signal(signal.SIGHUP)
 
-    def _wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float, check: str = "js-enabled-only=true") -> None:
+        """Wait until ``/healthz?CHECK`` answers 200.
+
+        By default that is JetStream enabled; with ``check=""`` also the meta group and every
+        stream and consumer current, which in a cluster needs elected leaders.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 msg = f"nats-server exited with {self.process.returncode}; see {self.data_dir / 'nats-server.log'}"
                 raise NatsServerError(msg)
             try:
-                with urllib.request.urlopen(f"{self.monitor_url}/healthz?js-enabled-only=true", timeout=1) as reply:  # noqa: S310 - loopback http URL built here
+                with urllib.request.urlopen(f"{self.monitor_url}/healthz?{check}", timeout=1) as reply:  # noqa: S310 - loopback http URL built here
                     if reply.status == 200:  # noqa: PLR2004 - HTTP OK
                         return
             except OSError:
@@ -210,3 +227,89 @@ class EmbeddedNats:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+CLUSTER_NAME: Final = "hub"
+
+
+@dataclass
+class EmbeddedCluster:
+    """``size`` nats-servers on loopback, routed into one JetStream cluster (``hubctl up --cluster 3``).
+
+    Node ``i`` (from 0) listens on ``port + i``, ``monitor_port + i`` and ``cluster_port + i``
+    and keeps its store in ``data_dir/node-<i+1>``. The replication is NATS's own (RAFT per
+    stream); this class only starts processes, as :class:`EmbeddedNats` does for one.
+    """
+
+    data_dir: Path
+    size: int = 3
+    port: int = 4222
+    monitor_port: int = 8222
+    cluster_port: int = 6222
+    sync_interval: str = SYNC_ALWAYS
+    encryption_key: str = field(default="", repr=False)
+    auth_config: str = field(default="", repr=False)
+    tls: bool = False
+    nodes: list[EmbeddedNats] = field(init=False)
+
+    def __post_init__(self) -> None:
+        """Lay out the nodes; nothing starts yet."""
+        routes = tuple(f"nats-route://127.0.0.1:{self.cluster_port + i}" for i in range(self.size))
+        self.nodes = [
+            EmbeddedNats(
+                self.data_dir / f"node-{i + 1}",
+                port=self.port + i,
+                monitor_port=self.monitor_port + i,
+                sync_interval=self.sync_interval,
+                server_name=f"{CLUSTER_NAME}-{i + 1}",
+                encryption_key=self.encryption_key,
+                auth_config=self.auth_config,
+                tls=self.tls,
+                cluster=ClusterOptions(
+                    CLUSTER_NAME,
+                    self.cluster_port + i,
+                    tuple(route for j, route in enumerate(routes) if j != i),
+                    host="127.0.0.1",
+                ),
+            )
+            for i in range(self.size)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Every node's client URL, comma-separated: clients fail over between them."""
+        return ",".join(node.url for node in self.nodes)
+
+    @property
+    def monitor_url(self) -> str:
+        """The first node's monitoring endpoint."""
+        return self.nodes[0].monitor_url
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start every node, then wait until the cluster has a JetStream meta leader."""
+        for node in self.nodes:
+            node.launch()
+        try:
+            for node in self.nodes:
+                node.wait_healthy(timeout, check="")
+        except NatsServerError:
+            self.stop()
+            raise
+
+    def node_named(self, server_name: str) -> EmbeddedNats:
+        """The node whose ``server_name`` is given (as stream info names a leader)."""
+        for node in self.nodes:
+            if node.server_name == server_name:
+                return node
+        msg = f"no node named {server_name!r} in this cluster"
+        raise NatsServerError(msg)
+
+    def stop(self) -> None:
+        """Stop every node gracefully."""
+        for node in self.nodes:
+            node.stop()
+
+    def kill(self) -> None:
+        """``kill -9`` every node."""
+        for node in self.nodes:
+            node.kill()

@@ -2,25 +2,53 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Final
+
+import nats.errors
 import structlog
 from nats.js import JetStreamContext
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, ServiceUnavailableError
 
 from referral_hub.runtime import topology
 
 STREAM_NAME_IN_USE = 10058
 """JetStream's error code for 'stream name already in use with a different configuration'."""
 
+PATIENCE_SECONDS: Final = 60.0
+"""How long provisioning retries a JetStream API that does not answer yet."""
+RETRY_PAUSE_SECONDS: Final = 0.5
+
 log = structlog.get_logger(__name__)
 
 
-async def provision(js: JetStreamContext, replicas: int = 1) -> None:
+async def provision(js: JetStreamContext, replicas: int = 1, patience: float = PATIENCE_SECONDS) -> None:
     """Create what is missing and bring what exists up to the declared configuration.
 
     Running it twice changes nothing; running it after an upgrade applies the new limits.
     The audit stream's deny-delete and deny-purge flags are fixed at creation, which is
     the point: no later provisioning run can weaken them.
+
+    A cluster that has just (re)started reports healthy before its streams have elected
+    leaders, and the first API requests time out meanwhile (five seconds, measured on a
+    restarted 3-node cluster). Since every step is idempotent, the whole run is retried
+    for up to ``patience`` seconds.
     """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            await _provision_once(js, replicas)
+        except (nats.errors.TimeoutError, ServiceUnavailableError, nats.errors.NoRespondersError):
+            if time.monotonic() > deadline:
+                raise
+            log.warning("JetStream not answering yet; provisioning again")
+            await asyncio.sleep(RETRY_PAUSE_SECONDS)
+        else:
+            return
+
+
+async def _provision_once(js: JetStreamContext, replicas: int) -> None:
     for config in topology.stream_configs(replicas):
         try:
             await js.add_stream(config)

@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 
 from referral_hub.runtime import credentials
 from referral_hub.runtime.health import HealthServer, refresh_readiness
+from referral_hub.runtime.servers import server_urls
 from referral_hub.runtime.topology import ConsumerSpec
 
 PULL_BATCH: Final = 32
@@ -75,7 +76,7 @@ def new_broker(nats_url: str, service: str) -> NatsBroker:
     shutdown chatter would duplicate them in another format.
     """
     return NatsBroker(
-        nats_url,
+        server_urls(nats_url),
         name=f"hub-{service}",
         logger=logging.getLogger(f"referral_hub.faststream.{service}"),
         log_level=logging.DEBUG,

@@ -130,6 +130,7 @@ def stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
     checkpoints = stream(
         AUDIT_CHECKPOINTS, subjects.AUDIT_CHECKPOINT, max_age_days=AUDIT_RETENTION_DAYS, dedupe_seconds=DAY
     )
+    audit.allow_atomic = True  # the chain writer's atomic batches (audit.adapters.ChainWriter)
     for append_only in (audit, checkpoints):
         append_only.deny_delete = True
         append_only.deny_purge = True

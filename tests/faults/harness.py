@@ -34,6 +34,7 @@ from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.runtime import credentials, topology
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
+from referral_hub.runtime.servers import server_urls
 from tests.helpers import alert_raise, audit_entries, referral_request, wait_idle
 from tests.lifecycle_model import MEMBERS, command
 from tests.test_lifecycle import plan
@@ -96,7 +97,7 @@ class Ledger:
 async def connect_clinic(url: str, clinic: str) -> ClinicClient:
     """A clinic connection that keeps reconnecting, as a real integration would through an outage."""
     connection = await nats.connect(
-        url,
+        server_urls(url),
         name=f"clinic-{clinic}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.2,
