@@ -16,7 +16,7 @@ from referral_hub.audit import app as audit_app
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import app as referrals_app
 from referral_hub.runtime import credentials, natsauth
-from referral_hub.runtime.natsserver import EmbeddedNats, free_port
+from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, free_port, free_ports
 from referral_hub.runtime.provision import provision
 from referral_hub.runtime.registry import load_registry_file, store_registry
 from referral_hub.runtime.service import ServiceApp, ServiceSettings, serve
@@ -38,6 +38,17 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[EmbeddedCluster]:
+    """Three nats-servers routed into one JetStream cluster on loopback."""
+    cluster = EmbeddedCluster(
+        tmp_path / "cluster", port=free_ports(3), monitor_port=free_ports(3), cluster_port=free_ports(3)
+    )
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture
