@@ -19,7 +19,7 @@ from referral_hub.contracts.referrals import ReferralRequest
 from referral_hub.contracts.rejections import DeadLetter
 from referral_hub.runtime import credentials, natsauth, topology
 from referral_hub.runtime.natsconfig import generate
-from referral_hub.runtime.natsserver import EmbeddedNats, free_port
+from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, free_port, free_ports
 
 from .lifecycle_model import MEMBERS
 
@@ -148,20 +148,36 @@ async def hubctl(*args: str) -> Result:
     return Result(process.returncode, stdout.decode(), stderr.decode())
 
 
+def secure_auth(tmp_path, monkeypatch, clinic_ids: list[str], *, tls=None) -> str:
+    """Generated authorization (and TLS) for ``clinic_ids``; the credentials are named in the environment."""
+    directory = tmp_path / "auth"
+    written = generate(directory, clinic_ids, natsauth.ServerOptions(store_dir=str(tmp_path / "unused")), tls=tls)
+    monkeypatch.setenv(credentials.CREDS_DIR_ENV, str(directory))
+    return written.auth_block
+
+
 def secure_server(tmp_path, monkeypatch, clinic_ids: list[str], *, tls=None) -> EmbeddedNats:
     """A nats-server with the generated authorization (and TLS), its credentials named in the environment.
 
     Not started: the caller starts and stops it (fixtures override ``nats_server`` with it).
     """
-    directory = tmp_path / "auth"
-    written = generate(directory, clinic_ids, natsauth.ServerOptions(store_dir=str(tmp_path / "unused")), tls=tls)
-    monkeypatch.setenv(credentials.CREDS_DIR_ENV, str(directory))
     return EmbeddedNats(
         tmp_path / "nats",
         port=free_port(),
         monitor_port=free_port(),
-        auth_config=written.auth_block,
+        auth_config=secure_auth(tmp_path, monkeypatch, clinic_ids, tls=tls),
         tls=tls is not None,
+    )
+
+
+def secure_cluster(tmp_path, monkeypatch, clinic_ids: list[str]) -> EmbeddedCluster:
+    """Three nats-servers in one JetStream cluster, each with the generated authorization. Not started."""
+    return EmbeddedCluster(
+        tmp_path / "cluster",
+        port=free_ports(3),
+        monitor_port=free_ports(3),
+        cluster_port=free_ports(3),
+        auth_config=secure_auth(tmp_path, monkeypatch, clinic_ids),
     )
 
 

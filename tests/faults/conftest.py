@@ -1,48 +1,81 @@
-"""Fixtures of the fault-injection suite: a secured nats-server, provisioned, and the services as processes."""
+"""Fault-suite fixtures: a secured nats-server or cluster, provisioned, with the services as processes."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 
 import nats
 import nats.errors
 import pytest
+from nats.aio.client import Client
 
 from referral_hub.runtime import credentials, natsauth
 from referral_hub.runtime.admission import BURST_ENV, RATE_ENV
+from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats
 from referral_hub.runtime.provision import provision
 from referral_hub.runtime.registry import load_registry_file, store_registry
-from tests.helpers import secure_server
+from referral_hub.runtime.servers import server_urls
+from tests.helpers import secure_cluster, secure_server
 
 from .harness import SERVICES, SUMMARY, HubProcesses, summary_table
 
 
-@pytest.fixture
-async def fault_hub(tmp_path, monkeypatch):
-    monkeypatch.setenv(RATE_ENV, "100000")
-    monkeypatch.setenv(BURST_ENV, "100000")
-    registry = load_registry_file()
-    server = secure_server(tmp_path, monkeypatch, [clinic.id for clinic in registry.clinics])
+@contextlib.asynccontextmanager
+async def running_hub(
+    server: EmbeddedNats | EmbeddedCluster, log_dir, *, copies: int = 1, stream_replicas: int = 1
+) -> AsyncIterator[tuple[HubProcesses, Client]]:
+    """Start ``server``, provision it, run ``copies`` processes of every service; stop everything after."""
     server.start()
     admin = await nats.connect(
-        server.url,
+        server_urls(server.url),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.2,
         **credentials.for_hub_user(natsauth.ADMIN).connect_options(),
     )
-    await provision(admin.jetstream())
-    await store_registry(admin.jetstream(), registry)
-    hub = HubProcesses(server, tmp_path / "logs")
+    await provision(admin.jetstream(), replicas=stream_replicas)
+    await store_registry(admin.jetstream(), load_registry_file())
+    hub = HubProcesses(server, log_dir)
     hub.log_dir.mkdir()
     try:
-        for name in SERVICES:
-            await hub.start(name)
+        for copy in range(copies):
+            for name in SERVICES:
+                await hub.start(name, copy)
         yield hub, admin
     finally:
         hub.stop_all()
         with contextlib.suppress(nats.errors.Error, OSError):
             await admin.close()
         server.stop()
+
+
+@pytest.fixture
+def clinic_ids(monkeypatch) -> list[str]:
+    """Every registered clinic; the rate limits are lifted, since the fault suite drives load on purpose."""
+    monkeypatch.setenv(RATE_ENV, "100000")
+    monkeypatch.setenv(BURST_ENV, "100000")
+    return [clinic.id for clinic in load_registry_file().clinics]
+
+
+@pytest.fixture
+async def fault_hub(tmp_path, monkeypatch, clinic_ids):
+    async with running_hub(secure_server(tmp_path, monkeypatch, clinic_ids), tmp_path / "logs") as running:
+        yield running
+
+
+@pytest.fixture
+async def replicated_hub(tmp_path, monkeypatch, clinic_ids):
+    """Two processes of every service on one server."""
+    async with running_hub(secure_server(tmp_path, monkeypatch, clinic_ids), tmp_path / "logs", copies=2) as running:
+        yield running
+
+
+@pytest.fixture
+async def cluster_hub(tmp_path, monkeypatch, clinic_ids):
+    """A 3-node cluster with every stream and bucket R3, one process of every service."""
+    cluster = secure_cluster(tmp_path, monkeypatch, clinic_ids)
+    async with running_hub(cluster, tmp_path / "logs", stream_replicas=3) as running:
+        yield running
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

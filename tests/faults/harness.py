@@ -33,7 +33,7 @@ from referral_hub.notifications.paging import page_id_for
 from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.runtime import credentials, topology
-from referral_hub.runtime.natsserver import EmbeddedNats, free_port
+from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, free_port
 from referral_hub.runtime.servers import server_urls
 from tests.helpers import alert_raise, audit_entries, referral_request, wait_idle
 from tests.lifecycle_model import MEMBERS, command
@@ -49,22 +49,27 @@ SETTLE_SECONDS = 180.0
 
 @dataclass
 class HubProcesses:
-    """A nats-server and the three services as separate processes, each killable with SIGKILL."""
+    """A nats-server (or a cluster) and the services as separate processes, each killable with SIGKILL.
 
-    server: EmbeddedNats
+    Processes are named by instance: ``referrals``, and ``referrals-2`` for a second replica
+    sharing its durable consumers.
+    """
+
+    server: EmbeddedNats | EmbeddedCluster
     log_dir: Path
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
-    async def start(self, name: str) -> float:
-        """Start ``name`` and wait until it is ready; returns the seconds that took."""
+    async def start(self, service: str, copy: int = 0) -> float:
+        """Start replica ``copy`` of ``service`` and wait until it is ready; returns the seconds that took."""
         began = time.monotonic()
-        self.processes[name] = start_service(name, self.server.url, free_port(), self.log_dir)
-        await wait_ready(self.processes[name])
+        instance = service if copy == 0 else f"{service}-{copy + 1}"
+        self.processes[instance] = start_service(service, self.server.url, free_port(), self.log_dir, copy=copy)
+        await wait_ready(self.processes[instance])
         return time.monotonic() - began
 
-    def kill(self, name: str) -> None:
+    def kill(self, instance: str) -> None:
         """``kill -9``: no drain, no goodbye."""
-        process = self.processes[name].process
+        process = self.processes[instance].process
         process.kill()
         process.wait()
 
@@ -92,6 +97,12 @@ class Ledger:
     flows: list[Flow] = field(default_factory=list)
     acknowledged: int = 0
     resends: int = 0
+    applied_at: list[float] = field(default_factory=list)
+    """When each lifecycle step was seen applied (monotonic seconds): how long traffic stalled."""
+
+    def recovered_after(self, fault_at: float) -> float:
+        """Seconds from ``fault_at`` until a lifecycle step was next applied: the stall the clinics saw."""
+        return min((t for t in self.applied_at if t > fault_at), default=float("inf")) - fault_at
 
 
 async def connect_clinic(url: str, clinic: str) -> ClinicClient:
@@ -152,6 +163,7 @@ async def run_flow(clients: dict[str, ClinicClient], admin: Client, flow: Flow, 
             return False
 
         await until(applied)
+        ledger.applied_at.append(time.monotonic())
 
     await send_until_stored(sender, request, ledger)
     await step_applied(request.message_id)
