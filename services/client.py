@@ -19,6 +19,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
+from nats.js.errors import APIError
 
 from referral_hub.contracts.base import Message, message_type
 from referral_hub.contracts.codec import HubMessage, decode_hub_message, encode
@@ -29,9 +30,20 @@ from referral_hub.runtime.credentials import NatsCredentials
 from referral_hub.runtime.servers import server_urls
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
+STREAM_FULL_CODES: Final = frozenset({10077, 10023})
+"""JetStream's refusals of a store that is at its limit: a stream's byte or message budget
+(``maximum bytes exceeded``), or the server's own storage (insufficient resources)."""
 IDLE_SECONDS: Final = 0.5
 INBOX_CONSUMER_IDLE_SECONDS: Final = 30.0
 """How long the server keeps an inbox reader's consumer once nobody listens to it."""
+
+
+class HubFullError(HubError):
+    """The hub refused a submission because its store is at its budget: nothing was stored.
+
+    Back-pressure, never silent loss: the sender keeps the message and sends it again later
+    (the same message id makes that safe). Operators see the stream's depth alert first.
+    """
 
 
 async def silence_nats_error_log(_error: Exception) -> None:
@@ -106,18 +118,26 @@ class ClinicClient:
 
         ``Nats-Msg-Id`` is the message id, so retrying a send whose ack was lost is safe.
         """
-        subject = subjects.clinic_out(self.clinic_id, message_type(type(message)))
-        ack = await self.js.publish(
-            subject,
+        return await self._store(
+            subjects.clinic_out(self.clinic_id, message_type(type(message))),
             encode(message),
-            headers={MSG_ID_HEADER: str(message.message_id)},
+            {MSG_ID_HEADER: str(message.message_id)},
         )
-        return SendReceipt(sequence=ack.seq, duplicate=bool(ack.duplicate))
 
     async def publish_raw(self, message_type_tokens: str, payload: bytes, msg_id: str | None = None) -> SendReceipt:
         """Publish arbitrary bytes on an out subject (for tools and tests of bad input)."""
         headers = {MSG_ID_HEADER: msg_id} if msg_id else None
-        ack = await self.js.publish(subjects.clinic_out(self.clinic_id, message_type_tokens), payload, headers=headers)
+        return await self._store(subjects.clinic_out(self.clinic_id, message_type_tokens), payload, headers)
+
+    async def _store(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> SendReceipt:
+        """Publish and wait for JetStream's acknowledgement; a full store raises :class:`HubFullError`."""
+        try:
+            ack = await self.js.publish(subject, payload, headers=headers)
+        except APIError as exc:
+            if exc.err_code in STREAM_FULL_CODES:
+                msg = f"the hub is full and stored nothing ({exc.description}); send the same message again later"
+                raise HubFullError(msg) from exc
+            raise
         return SendReceipt(sequence=ack.seq, duplicate=bool(ack.duplicate))
 
     async def heartbeats(self) -> AsyncIterator[InboxHeartbeat]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from nats.aio.client import Client
+from nats.js import api
 from nats.js.errors import BadRequestError, ServerError
 
 from referral_hub.runtime import topology
@@ -53,3 +54,23 @@ async def test_server_refuses_to_purge_the_audit_stream(provisioned: Client) -> 
 
 def test_embedded_server_fsyncs_every_write(nats_server: EmbeddedNats) -> None:
     assert "sync_interval: always" in nats_server.config_text()
+
+
+async def test_a_budget_caps_a_stream_and_provisioning_without_it_lifts_it(provisioned: Client) -> None:
+    js = provisioned.jetstream()
+
+    await provision(js, budgets={topology.CLINIC_OUT: 1 << 20})
+    capped = (await js.stream_info(topology.CLINIC_OUT)).config.max_bytes
+    await provision(js)
+    lifted = (await js.stream_info(topology.CLINIC_OUT)).config.max_bytes
+
+    assert (capped, lifted) == (1 << 20, -1)
+
+
+def test_a_budget_for_a_stream_the_hub_lacks_is_refused() -> None:
+    with pytest.raises(topology.TopologyError, match="NOPE"):
+        topology.stream_configs(budgets={"NOPE": 1})
+
+
+def test_every_stream_refuses_new_messages_when_full_instead_of_dropping_old_ones() -> None:
+    assert {config.discard for config in topology.stream_configs()} == {api.DiscardPolicy.NEW}

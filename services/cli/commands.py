@@ -106,7 +106,7 @@ async def provision(args: argparse.Namespace) -> int:
     """``hubctl provision``."""
     connection = await connect(args.nats_url)
     try:
-        await provision_hub(connection.jetstream(), replicas=args.replicas)
+        await provision_hub(connection.jetstream(), replicas=args.replicas, budgets=dict(args.max_bytes))
         out(
             f"provisioned {len(topology.stream_configs())} streams, {len(topology.kv_configs())} KV buckets, "
             f"{len(topology.CONSUMERS)} consumers on {args.nats_url}"

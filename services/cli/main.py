@@ -61,6 +61,21 @@ def default_creds_dir() -> Path | None:
     return LOCAL_CREDS_DIR if LOCAL_CREDS_DIR.is_dir() else None
 
 
+def stream_budget(text: str) -> tuple[str, int]:
+    """``CLINIC_OUT=1073741824`` (or ``CLINIC_OUT=1GiB``, ``=512MiB``, ``=64KiB``) as (stream, bytes)."""
+    name, _, size = text.partition("=")
+    units = {"GIB": 1 << 30, "MIB": 1 << 20, "KIB": 1 << 10, "": 1}
+    for suffix, factor in units.items():
+        number = size.upper().removesuffix(suffix)
+        if number != size.upper() or not suffix:
+            try:
+                return name, int(number) * factor
+            except ValueError:
+                break
+    msg = f"expected STREAM=BYTES (for example CLINIC_OUT=1GiB), got {text!r}"
+    raise argparse.ArgumentTypeError(msg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``hubctl`` argument parser."""
     parser = argparse.ArgumentParser(prog="hubctl", description="Referral Hub: care-team messaging between clinics.")
@@ -122,6 +137,14 @@ def _add_operations(sub: Subparsers) -> None:
     _common(provision)
     provision.add_argument(
         "--replicas", type=int, default=1, help="stream and KV replicas: 1 single node, 3 in a cluster"
+    )
+    provision.add_argument(
+        "--max-bytes",
+        type=stream_budget,
+        action="append",
+        default=[],
+        metavar="STREAM=BYTES",
+        help="cap a stream's bytes on disk (repeatable); a full stream refuses new messages, the sender is told",
     )
     provision.add_argument("--registry", type=Path, help="also load this clinic registry JSON")
     provision.add_argument("--demo-registry", action="store_true", help="also load the bundled demo clinics")

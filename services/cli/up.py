@@ -40,6 +40,7 @@ from referral_hub.runtime.natsconfig import generate
 from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, port_is_free
 from referral_hub.runtime.provision import provision
 from referral_hub.runtime.registry import load_registry_file, store_registry
+from referral_hub.runtime.service import cancel_and_wait
 
 READY_SECONDS: Final = 30.0
 AUDIT_REPORT_SECONDS: Final = 15.0
@@ -209,11 +210,7 @@ async def run_hub(args: argparse.Namespace) -> int:
         jobs = [asyncio.create_task(job) for job in background]
         await _wait_for_stop(args.duration, jobs)
     finally:
-        for job in jobs:
-            job.cancel()
-        for job in jobs:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await job
+        await cancel_and_wait(jobs)
         try:
             tell("stopping services ...")
             stop_services(services)

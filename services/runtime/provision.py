@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Final
 
 import nats.errors
@@ -23,7 +24,12 @@ RETRY_PAUSE_SECONDS: Final = 0.5
 log = structlog.get_logger(__name__)
 
 
-async def provision(js: JetStreamContext, replicas: int = 1, patience: float = PATIENCE_SECONDS) -> None:
+async def provision(
+    js: JetStreamContext,
+    replicas: int = 1,
+    budgets: Mapping[str, int] | None = None,
+    patience: float = PATIENCE_SECONDS,
+) -> None:
     """Create what is missing and bring what exists up to the declared configuration.
 
     Running it twice changes nothing; running it after an upgrade applies the new limits.
@@ -38,7 +44,7 @@ async def provision(js: JetStreamContext, replicas: int = 1, patience: float = P
     deadline = time.monotonic() + patience
     while True:
         try:
-            await _provision_once(js, replicas)
+            await _provision_once(js, replicas, budgets)
         except (nats.errors.TimeoutError, ServiceUnavailableError, nats.errors.NoRespondersError):
             if time.monotonic() > deadline:
                 raise
@@ -48,8 +54,8 @@ async def provision(js: JetStreamContext, replicas: int = 1, patience: float = P
             return
 
 
-async def _provision_once(js: JetStreamContext, replicas: int) -> None:
-    for config in topology.stream_configs(replicas):
+async def _provision_once(js: JetStreamContext, replicas: int, budgets: Mapping[str, int] | None) -> None:
+    for config in topology.stream_configs(replicas, budgets):
         try:
             await js.add_stream(config)
         except BadRequestError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -42,6 +41,8 @@ Two traps decided here, both verified against a real server:
   nothing (one logged traceback)."""
 GRACEFUL_SECONDS: Final = 10.0
 SUPERVISOR_RESTART_SECONDS: Final = 1.0
+CANCEL_AGAIN_SECONDS: Final = 1.0
+"""How long a cancelled background task may take to end before it is cancelled again."""
 log = structlog.get_logger(__name__)
 
 
@@ -153,6 +154,26 @@ async def supervise(job: Callable[[Client], Coroutine[Any, Any, None]], connecti
             return
 
 
+async def cancel_and_wait(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended, cancelling again any that swallowed it.
+
+    Python 3.11's ``asyncio.wait_for`` loses a cancellation that arrives as its inner future
+    completes (CPython gh-86296, fixed in 3.12), and nats-py's requests use it: a readiness
+    loop cancelled mid-request went on looping, and the service's shutdown waited for it
+    forever (a rare hang of the crashed-audit test, seen under CPU contention).
+    """
+    for task in tasks:
+        task.cancel()
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_SECONDS)
+        for task in pending:
+            task.cancel()
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background task failed while stopping", task=task.get_name(), error=repr(task.exception()))
+
+
 async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event) -> None:
     """Run ``app`` until ``stop`` is set, then drain in-flight messages and shut down."""
     health = HealthServer(settings.metrics_port, settings.metrics_host)
@@ -171,11 +192,7 @@ async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event)
         log.info("service started", metrics_url=f"{base}/metrics", health_url=f"{base}/health")
         await stop.wait()
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
         await app.broker.stop()
         health.stop()
         log.info("service stopped")

@@ -13,11 +13,13 @@ Durability choices (see README, "Durability"):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from nats.js import api
 
+from referral_hub.errors import HubError
 from referral_hub.runtime import subjects
 
 DAY: Final = 24 * 60 * 60.0
@@ -52,6 +54,10 @@ ACK_WAIT_SECONDS: Final = 30.0
 MAX_DELIVER: Final = 50
 """Redeliveries before the server gives up and announces MAX_DELIVERIES; with the
 handlers' capped exponential nak delay this is roughly twenty minutes of retrying."""
+
+
+class TopologyError(HubError):
+    """A provisioning request names something the hub does not have."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +117,18 @@ AUDIT_CONSUMERS: Final = (
 CONSUMERS: Final = (REFERRALS_INTAKE, EXHAUSTED, NOTIFICATIONS_EVENTS, NOTIFICATIONS_ACKS, *AUDIT_CONSUMERS)
 
 
-def stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
-    """The hub's streams, with ``replicas`` copies each (1 embedded, 3 in a cluster)."""
+def stream_configs(replicas: int = 1, budgets: Mapping[str, int] | None = None) -> list[api.StreamConfig]:
+    """The hub's streams, with ``replicas`` copies each (1 embedded, 3 in a cluster).
+
+    ``budgets`` caps streams' bytes on disk (``max_bytes``), by stream name. Every stream
+    discards *new* messages at its limits: a full stream refuses the publish, so the sender
+    is told (``client.HubFullError``) instead of an old message being dropped silently.
+    """
+    caps = budgets or {}
+    unknown = set(caps) - {CLINIC_OUT, CLINIC_IN, HUB_EVENTS, HUB_DEADLETTER, HUB_ADVISORIES, AUDIT, AUDIT_CHECKPOINTS}
+    if unknown:
+        msg = f"no such stream to budget: {', '.join(sorted(unknown))}"
+        raise TopologyError(msg)
 
     def stream(name: str, subject: str, *, max_age_days: float, dedupe_seconds: float) -> api.StreamConfig:
         return api.StreamConfig(
@@ -124,6 +140,7 @@ def stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
             max_age=max_age_days * DAY,
             duplicate_window=dedupe_seconds,
             num_replicas=replicas,
+            max_bytes=caps.get(name, -1),
         )
 
     audit = stream(AUDIT, subjects.AUDIT_ENTRY, max_age_days=AUDIT_RETENTION_DAYS, dedupe_seconds=DAY)

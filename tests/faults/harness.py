@@ -23,7 +23,7 @@ from nats.aio.client import Client
 
 from referral_hub.audit.domain import verify
 from referral_hub.cli.up import ServiceProcess, start_service, wait_ready
-from referral_hub.client import ClinicClient
+from referral_hub.client import ClinicClient, HubFullError
 from referral_hub.contracts.alerts import AlertRaised
 from referral_hub.contracts.base import Message, Modality
 from referral_hub.contracts.plans import PlanUpdated
@@ -97,6 +97,10 @@ class Ledger:
     flows: list[Flow] = field(default_factory=list)
     acknowledged: int = 0
     resends: int = 0
+    refused_full: list[str] = field(default_factory=list)
+    requests_only: list[Flow] = field(default_factory=list)
+    """Referrals only requested (a flood): each request must reach both parties once."""
+    """The hub's back-pressure answers (``HubFullError``), each sent again later."""
     applied_at: list[float] = field(default_factory=list)
     """When each lifecycle step was seen applied (monotonic seconds): how long traffic stalled."""
 
@@ -122,6 +126,10 @@ async def send_until_stored(client: ClinicClient, message: Message, ledger: Ledg
     while True:
         try:
             await client.send(message)
+        except HubFullError as full:
+            ledger.refused_full.append(str(full))
+            await asyncio.sleep(RESEND_PAUSE_SECONDS)
+            continue
         except (nats.errors.Error, OSError, TimeoutError):
             ledger.resends += 1
             await asyncio.sleep(RESEND_PAUSE_SECONDS)
@@ -137,6 +145,20 @@ async def until(probe: Callable[[], Awaitable[bool]], seconds: float = SETTLE_SE
             msg = f"not reached within {seconds:.0f}s"
             raise AssertionError(msg)
         await asyncio.sleep(0.1)
+
+
+async def flood_requests(url: str, ledger: Ledger, relieved: asyncio.Event) -> None:
+    """Referral requests back to back until ``relieved``: each refused one is kept and sent again."""
+    client = await connect_clinic(url, SENDERS[0])
+    try:
+        while not relieved.is_set():
+            flow = Flow(SENDERS[0], f"pt-flood-{len(ledger.requests_only):05d}")
+            request = referral_request(flow.sender, RECIPIENT, patient_ref=flow.patient_ref, actor=MEMBERS[flow.sender])
+            flow.referral_id = request.referral_id
+            ledger.requests_only.append(flow)
+            await send_until_stored(client, request, ledger)
+    finally:
+        await client.close()
 
 
 async def run_flow(clients: dict[str, ClinicClient], admin: Client, flow: Flow, ledger: Ledger) -> None:
@@ -190,10 +212,15 @@ async def run_flow(clients: dict[str, ClinicClient], admin: Client, flow: Flow, 
         await step_applied(next_step.message_id)
 
 
-async def drive(url: str, admin: Client, scenario: str, stop: asyncio.Event, concurrency: int = 6) -> Ledger:
-    """Patient stories from three referring clinics, ``concurrency`` at a time, until ``stop`` is set."""
+async def drive(
+    url: str, admin: Client, scenario: str, stop: asyncio.Event, concurrency: int = 6, ledger: Ledger | None = None
+) -> Ledger:
+    """Patient stories from three referring clinics, ``concurrency`` at a time, until ``stop`` is set.
+
+    Pass ``ledger`` to watch it while the load runs.
+    """
     clients = {clinic: await connect_clinic(url, clinic) for clinic in (*SENDERS, RECIPIENT)}
-    ledger = Ledger()
+    ledger = ledger if ledger is not None else Ledger()
 
     async def lane(lane_index: int) -> None:
         story = 0
@@ -257,23 +284,13 @@ async def check(url: str, admin: Client, ledger: Ledger) -> Verdict:
     verdict = Verdict()
     inboxes = {clinic: await inbox_of(url, clinic) for clinic in (*SENDERS, RECIPIENT)}
     for clinic, items in inboxes.items():
-        numbers = [item.event_number for item in items]
-        if numbers != list(range(1, len(items) + 1)):
-            verdict.problems.append(f"{clinic}: inbox numbers are not 1..{len(items)}")
-        repeated = [mid for mid, n in Counter(item.message.message_id for item in items).items() if n > 1]
-        verdict.duplicated.extend(f"{clinic}: message {mid} delivered twice" for mid in repeated)
-        verdict.problems.extend(
-            f"{clinic}: rejection {item.message.code}" for item in items if isinstance(item.message, Rejection)
-        )
+        _check_inbox(clinic, items, verdict)
     referrals = await referral_store(admin.jetstream())
     pages = await admin.jetstream().key_value(topology.PAGES_KV)
     for flow in ledger.flows:
+        _check_requested(inboxes, flow, verdict)
         for party in (flow.sender, RECIPIENT):
             items = inboxes[party]
-            requested = [m for m in (i.message for i in items) if isinstance(m, ReferralRequested)]
-            verdict.expect(
-                sum(m.referral_id == flow.referral_id for m in requested), f"{party}: request {flow.patient_ref}"
-            )
             transitions = _transitions(items, flow.referral_id)
             for step in LIFECYCLE:
                 verdict.expect(transitions.count(step), f"{party}: {step} {flow.patient_ref}")
@@ -290,8 +307,31 @@ async def check(url: str, admin: Client, ledger: Ledger) -> Verdict:
             await pages.get(str(page_id_for(f"alert:{flow.alert_id}:{RECIPIENT}")))
         except nats.js.errors.KeyNotFoundError:
             verdict.miss(f"page for alert {flow.patient_ref}")
+    for flow in ledger.requests_only:
+        _check_requested(inboxes, flow, verdict)
     await _check_audit(admin, verdict)
     return verdict
+
+
+def _check_inbox(clinic: str, items: list, verdict: Verdict) -> None:
+    """Gap-free numbers, no message twice, no rejection."""
+    numbers = [item.event_number for item in items]
+    if numbers != list(range(1, len(items) + 1)):
+        verdict.problems.append(f"{clinic}: inbox numbers are not 1..{len(items)}")
+    repeated = [mid for mid, n in Counter(item.message.message_id for item in items).items() if n > 1]
+    verdict.duplicated.extend(f"{clinic}: message {mid} delivered twice" for mid in repeated)
+    verdict.problems.extend(
+        f"{clinic}: rejection {item.message.code}" for item in items if isinstance(item.message, Rejection)
+    )
+
+
+def _check_requested(inboxes: dict[str, list], flow: Flow, verdict: Verdict) -> None:
+    """The referral request reached both parties, once."""
+    for party in (flow.sender, RECIPIENT):
+        requested = [m for m in (i.message for i in inboxes[party]) if isinstance(m, ReferralRequested)]
+        verdict.expect(
+            sum(m.referral_id == flow.referral_id for m in requested), f"{party}: request {flow.patient_ref}"
+        )
 
 
 async def _check_audit(admin: Client, verdict: Verdict) -> None:

@@ -1,0 +1,54 @@
+"""Back-pressure: a stalled consumer and a full stream budget give senders a clear error, never silent loss."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from referral_hub.runtime import topology
+from referral_hub.runtime.provision import provision
+
+from .harness import Ledger, check, drive, flood_requests, until
+from .test_crashes import CALM_SECONDS, assert_exactly_once, record
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+HEADROOM_BYTES = 16 * 1024
+"""What is left of CLINIC_OUT's budget when the fault starts: a few dozen submissions, then a flood fills it."""
+
+
+async def test_a_stalled_consumer_and_a_full_stream_refuse_senders_and_lose_nothing(fault_hub):
+    hub, admin = fault_hub
+    stop = asyncio.Event()
+    ledger = Ledger()
+    load = asyncio.create_task(drive(hub.server.url, admin, "full", stop, ledger=ledger))
+    await asyncio.sleep(1.5)
+    referrals = hub.processes["referrals"].process
+    referrals.send_signal(signal.SIGSTOP)
+    used = (await admin.jetstream().stream_info(topology.CLINIC_OUT)).state.bytes
+    await provision(admin.jetstream(), budgets={topology.CLINIC_OUT: used + HEADROOM_BYTES})
+
+    relief = asyncio.Event()
+    flood = asyncio.create_task(flood_requests(hub.server.url, ledger, relief))
+
+    async def senders_refused() -> bool:
+        return bool(ledger.refused_full)
+
+    try:
+        await until(senders_refused, 60)
+    finally:
+        relieved = time.monotonic()
+        await provision(admin.jetstream())
+        referrals.send_signal(signal.SIGCONT)
+        relief.set()
+    await flood
+    await asyncio.sleep(CALM_SECONDS)
+    stop.set()
+    await load
+    verdict = await check(hub.server.url, admin, ledger)
+    record("5. stalled consumer, full stream budget", ledger, verdict, ledger.recovered_after(relieved))
+    assert ledger.refused_full
+    assert all("maximum bytes exceeded" in refusal for refusal in ledger.refused_full)
+    assert_exactly_once(verdict)
