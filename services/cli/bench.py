@@ -32,9 +32,10 @@ from referral_hub.contracts.referrals import (
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.demo.traffic import LIFECYCLE, demo_referral, lifecycle_command
 from referral_hub.runtime import subjects
-from referral_hub.runtime.natsserver import SYNC_ALWAYS, EmbeddedNats, free_port
+from referral_hub.runtime.natsserver import SYNC_ALWAYS, EmbeddedCluster, EmbeddedNats, free_port, free_ports
 from referral_hub.runtime.provision import provision
 from referral_hub.runtime.registry import load_registry_file, store_registry
+from referral_hub.runtime.servers import server_urls
 
 WORKERS: Final = 48
 STEP_TIMEOUT_SECONDS: Final = 30.0
@@ -112,7 +113,7 @@ async def drive(nats_url: str, clinics: list[Clinic], duration: float, seed: int
     rng = random.Random(seed)  # noqa: S311 - load shape, not security
     clients = {clinic.id: await ClinicClient.connect(nats_url, clinic.id) for clinic in clinics}
     answers = Answers()
-    listener = await nats.connect(nats_url)
+    listener = await nats.connect(server_urls(nats_url))
     await listener.subscribe(subjects.CLINIC_IN_ALL, cb=answers.on_inbox)
     transitions = 0
     latencies: list[float] = []
@@ -153,10 +154,21 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 @asynccontextmanager
-async def bench_server(sync_interval: str) -> AsyncIterator[tuple[str, Path]]:
-    """A fresh embedded nats-server with the hub's settings, and a scratch directory beside it."""
+async def bench_server(sync_interval: str, cluster: int = 1) -> AsyncIterator[tuple[str, Path]]:
+    """A fresh embedded nats-server (or ``cluster`` of them) with the hub's settings, and a scratch directory."""
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as scratch:
-        server = EmbeddedNats(Path(scratch), port=free_port(), monitor_port=free_port(), sync_interval=sync_interval)
+        server: EmbeddedNats | EmbeddedCluster = (
+            EmbeddedCluster(
+                Path(scratch),
+                size=cluster,
+                port=free_ports(cluster),
+                monitor_port=free_ports(cluster),
+                cluster_port=free_ports(cluster),
+                sync_interval=sync_interval,
+            )
+            if cluster > 1
+            else EmbeddedNats(Path(scratch), port=free_port(), monitor_port=free_port(), sync_interval=sync_interval)
+        )
         server.start()
         try:
             yield server.url, Path(scratch)
@@ -165,11 +177,11 @@ async def bench_server(sync_interval: str) -> AsyncIterator[tuple[str, Path]]:
 
 
 async def start_hub(
-    url: str, scratch: Path, registry: Registry, env: dict[str, str] | None = None
+    url: str, scratch: Path, registry: Registry, env: dict[str, str] | None = None, *, stream_replicas: int = 1
 ) -> list[ServiceProcess]:
     """Provision, load ``registry`` and start the three services as processes, as in a deployment."""
-    connection = await nats.connect(url)
-    await provision(connection.jetstream())
+    connection = await nats.connect(server_urls(url))
+    await provision(connection.jetstream(), replicas=stream_replicas)
     await store_registry(connection.jetstream(), registry)
     await connection.drain()
     log_dir = scratch / "logs"

@@ -532,6 +532,35 @@ async def bench(args: argparse.Namespace) -> int:
     )
 
 
+async def bench_load(args: argparse.Namespace) -> int:
+    """``hubctl bench load``: one line per offered rate, the lag series, and the highest sustained rate."""
+    from referral_hub.cli.bench_load import FLOWS  # noqa: PLC0415 - benchmark code stays out of other commands
+    from referral_hub.cli.bench_load import bench_load as run  # noqa: PLC0415 - as above
+
+    report_ = await run(args.clinics, args.rate, args.duration, args.sync, args.cluster)
+    if args.json:
+        out(json.dumps(report_.figures()))
+        return 0
+    out(
+        f"mixed load, {report_.clinics} clinics, {report_.nats_nodes} NATS node(s), sync {report_.sync_interval}; "
+        "latency: send until the other party's inbox has the answer (p50 / p99 ms)"
+    )
+    out(f"{'offered/s':>9} {'done/s':>7} {'late':>5} {'request':>15} {'transition':>15} {'alert':>15}  sustained")
+    for r in report_.results:
+        cells = " ".join(f"{r.quantile_ms(flow, 0.5):>7} /{r.quantile_ms(flow, 0.99):>6}" for flow in FLOWS)
+        out(
+            f"{r.offered_per_s:>9} {r.achieved_per_s:>7.1f} {r.late_or_lost:>5} {cells}  "
+            f"{'yes' if r.sustained else 'no'}"
+        )
+        out(f"{'':>9} consumer lag, once a second: {' '.join(str(n) for n in r.lag)}")
+    out(
+        f"raw nats-py, same server, same run: JS publish+ack {report_.baseline_js_publish_per_s:.0f}/s, "
+        f"KV put {report_.baseline_kv_put_per_s:.0f}/s (sequential)"
+    )
+    out(f"highest sustained rate with p99 < 100 ms: {report_.max_sustained_rate_per_s}/s")
+    return 0
+
+
 async def bench_pages(args: argparse.Namespace) -> int:
     """``hubctl bench pages``: alert-to-page latency, as JSON with ``--json``."""
     from referral_hub.cli.bench_pages import bench_pages as run  # noqa: PLC0415 - benchmark code stays out of other commands

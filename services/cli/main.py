@@ -76,6 +76,18 @@ def stream_budget(text: str) -> tuple[str, int]:
     raise argparse.ArgumentTypeError(msg)
 
 
+def rates(text: str) -> list[float]:
+    """``50`` or ``50,100,200``: offered rates in messages per second."""
+    try:
+        parsed = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        parsed = []
+    if not parsed or min(parsed) <= 0:
+        msg = f"expected positive rates like 50 or 50,100,200, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``hubctl`` argument parser."""
     parser = argparse.ArgumentParser(prog="hubctl", description="Referral Hub: care-team messaging between clinics.")
@@ -399,6 +411,22 @@ def _add_bench(sub: Subparsers) -> None:
         "--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)"
     )
     referrals.set_defaults(run=commands.bench)
+    load = bench_sub.add_parser(
+        "load", help="mixed load from many clinics at offered rates: throughput, p50/p99 per flow, consumer lag"
+    )
+    _common(load)
+    load.add_argument("--clinics", type=int, default=50, help="synthetic clinics (default: %(default)s)")
+    load.add_argument(
+        "--rate",
+        type=rates,
+        default=[50.0],
+        help="messages offered per second; a comma-separated list runs each in turn (default: 50)",
+    )
+    load.add_argument("--duration", type=float, default=20.0, help="seconds of load per rate (default: %(default)s)")
+    load.add_argument("--cluster", type=int, default=1, help="NATS nodes: 1, or 3 for an R3 cluster (default: 1)")
+    load.add_argument("--json", action="store_true", help="print one JSON object")
+    load.add_argument("--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)")
+    load.set_defaults(run=commands.bench_load)
     pages = bench_sub.add_parser("pages", help="alert-to-page latency through the whole chain at a steady load")
     _common(pages)
     pages.add_argument("--rate", type=float, default=200.0, help="alerts offered per second (default: %(default)s)")
