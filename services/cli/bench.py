@@ -58,13 +58,17 @@ async def _rate(duration: float, operation: Callable[[int], Awaitable[object]]) 
     return count / elapsed
 
 
-async def measure_baseline(connection: Client, duration: float) -> Baseline:
-    """Sequential JetStream publish-with-ack, and sequential KV put, each for ``duration``."""
+async def measure_baseline(connection: Client, duration: float, replicas: int = 1) -> Baseline:
+    """Sequential JetStream publish-with-ack, and sequential KV put, each for ``duration``, on ``replicas`` copies."""
     js = connection.jetstream()
     await js.add_stream(
-        api.StreamConfig(name="BENCH_BASELINE", subjects=["bench.baseline"], storage=api.StorageType.FILE)
+        api.StreamConfig(
+            name="BENCH_BASELINE", subjects=["bench.baseline"], storage=api.StorageType.FILE, num_replicas=replicas
+        )
     )
-    kv = await js.create_key_value(config=api.KeyValueConfig(bucket="bench-baseline", storage=api.StorageType.FILE))
+    kv = await js.create_key_value(
+        config=api.KeyValueConfig(bucket="bench-baseline", storage=api.StorageType.FILE, replicas=replicas)
+    )
     payload = b"x" * 600
     publish = await _rate(duration, lambda _n: js.publish("bench.baseline", payload))
     put = await _rate(duration, lambda n: kv.put(f"key-{n % 1000}", payload))

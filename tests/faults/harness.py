@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
@@ -374,3 +374,43 @@ def summary_table() -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+CALM_SECONDS = 2.0
+"""Load after the last fault, so recovery happens under traffic too."""
+
+
+@contextlib.asynccontextmanager
+async def load_during(hub: HubProcesses, admin: Client, scenario: str) -> AsyncIterator[Ledger]:
+    """Clinic traffic for the body of the ``async with`` (the faults), and a little after; yields its ledger."""
+    stop = asyncio.Event()
+    ledger = Ledger()
+    load = asyncio.create_task(drive(hub.server.url, admin, scenario, stop, ledger=ledger))
+    try:
+        yield ledger
+        await asyncio.sleep(CALM_SECONDS)
+    finally:
+        stop.set()
+        await load
+
+
+def record(scenario: str, ledger: Ledger, verdict: Verdict, recover_seconds: float) -> None:
+    """One row of the summary table."""
+    SUMMARY.append(
+        Row(
+            scenario,
+            ledger.acknowledged,
+            verdict.delivered,
+            len(verdict.lost),
+            len(verdict.duplicated),
+            recover_seconds,
+        )
+    )
+
+
+def assert_exactly_once(verdict: Verdict) -> None:
+    """0 lost, 0 duplicated, no other problem, and something was checked at all."""
+    assert verdict.lost == [], "\n".join(verdict.lost)
+    assert verdict.duplicated == [], "\n".join(verdict.duplicated)
+    assert verdict.problems == [], "\n".join(verdict.problems)
+    assert verdict.delivered == verdict.expected > 0

@@ -11,8 +11,7 @@ import pytest
 from referral_hub.runtime import topology
 from referral_hub.runtime.provision import provision
 
-from .harness import Ledger, check, drive, flood_requests, until
-from .test_crashes import CALM_SECONDS, assert_exactly_once, record
+from .harness import assert_exactly_once, check, flood_requests, load_during, record, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 HEADROOM_BYTES = 16 * 1024
@@ -21,32 +20,26 @@ HEADROOM_BYTES = 16 * 1024
 
 async def test_a_stalled_consumer_and_a_full_stream_refuse_senders_and_lose_nothing(fault_hub):
     hub, admin = fault_hub
-    stop = asyncio.Event()
-    ledger = Ledger()
-    load = asyncio.create_task(drive(hub.server.url, admin, "full", stop, ledger=ledger))
-    await asyncio.sleep(1.5)
-    referrals = hub.processes["referrals"].process
-    referrals.send_signal(signal.SIGSTOP)
-    used = (await admin.jetstream().stream_info(topology.CLINIC_OUT)).state.bytes
-    await provision(admin.jetstream(), budgets={topology.CLINIC_OUT: used + HEADROOM_BYTES})
+    async with load_during(hub, admin, "full") as ledger:
+        await asyncio.sleep(1.5)
+        referrals = hub.processes["referrals"].process
+        referrals.send_signal(signal.SIGSTOP)
+        used = (await admin.jetstream().stream_info(topology.CLINIC_OUT)).state.bytes
+        await provision(admin.jetstream(), budgets={topology.CLINIC_OUT: used + HEADROOM_BYTES})
+        relief = asyncio.Event()
+        flood = asyncio.create_task(flood_requests(hub.server.url, ledger, relief))
 
-    relief = asyncio.Event()
-    flood = asyncio.create_task(flood_requests(hub.server.url, ledger, relief))
+        async def senders_refused() -> bool:
+            return bool(ledger.refused_full)
 
-    async def senders_refused() -> bool:
-        return bool(ledger.refused_full)
-
-    try:
-        await until(senders_refused, 60)
-    finally:
-        relieved = time.monotonic()
-        await provision(admin.jetstream())
-        referrals.send_signal(signal.SIGCONT)
-        relief.set()
-    await flood
-    await asyncio.sleep(CALM_SECONDS)
-    stop.set()
-    await load
+        try:
+            await until(senders_refused, 60)
+        finally:
+            relieved = time.monotonic()
+            await provision(admin.jetstream())
+            referrals.send_signal(signal.SIGCONT)
+            relief.set()
+        await flood
     verdict = await check(hub.server.url, admin, ledger)
     record("5. stalled consumer, full stream budget", ledger, verdict, ledger.recovered_after(relieved))
     assert ledger.refused_full

@@ -9,8 +9,7 @@ import pytest
 
 from referral_hub.runtime import topology
 
-from .harness import SERVICES, check, drive
-from .test_crashes import CALM_SECONDS, assert_exactly_once, record
+from .harness import SERVICES, assert_exactly_once, check, load_during, record
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 REFERRAL_STATE_STREAM = f"KV_{topology.REFERRALS_KV}"
@@ -19,42 +18,34 @@ REFERRAL_STATE_STREAM = f"KV_{topology.REFERRALS_KV}"
 
 async def test_kill_9_a_cluster_node_then_the_referral_state_leader(cluster_hub):
     hub, admin = cluster_hub
-    stop = asyncio.Event()
-    load = asyncio.create_task(drive(hub.server.url, admin, "cluster", stop))
-    await asyncio.sleep(2.0)
-    node = hub.server.nodes[1]
-    node.kill()
-    first_fault = time.monotonic()
-    await asyncio.sleep(2.0)
-    node.start()
-    await asyncio.sleep(2.0)
-    leader_name = (await admin.jetstream().stream_info(REFERRAL_STATE_STREAM)).cluster.leader
-    leader = hub.server.node_named(leader_name)
-    leader.kill()
-    second_fault = time.monotonic()
-    await asyncio.sleep(2.0)
-    leader.start()
-    await asyncio.sleep(CALM_SECONDS)
-    stop.set()
-    ledger = await load
+    faults = []
+    async with load_during(hub, admin, "cluster") as ledger:
+        await asyncio.sleep(2.0)
+        node = hub.server.nodes[1]
+        node.kill()
+        faults.append(time.monotonic())
+        await asyncio.sleep(2.0)
+        node.start()
+        await asyncio.sleep(2.0)
+        state = (await admin.jetstream().stream_info(REFERRAL_STATE_STREAM)).cluster
+        leader = hub.server.node_named(state.leader if state and state.leader else "")
+        leader.kill()
+        faults.append(time.monotonic())
+        await asyncio.sleep(2.0)
+        leader.start()
     verdict = await check(hub.server.url, admin, ledger)
-    recovered = max(ledger.recovered_after(first_fault), ledger.recovered_after(second_fault))
-    record("3. R3 cluster: kill -9 a node, then a leader", ledger, verdict, recovered)
+    record("3. R3 cluster: kill -9 a node, then a leader", ledger, verdict, max(map(ledger.recovered_after, faults)))
     assert_exactly_once(verdict)
 
 
 async def test_kill_9_one_replica_of_every_service(replicated_hub):
     hub, admin = replicated_hub
-    stop = asyncio.Event()
-    load = asyncio.create_task(drive(hub.server.url, admin, "replicas", stop))
     faults = []
-    for name in SERVICES:
-        await asyncio.sleep(1.5)
-        hub.kill(name)
-        faults.append(time.monotonic())
-    await asyncio.sleep(CALM_SECONDS)
-    stop.set()
-    ledger = await load
+    async with load_during(hub, admin, "replicas") as ledger:
+        for name in SERVICES:
+            await asyncio.sleep(1.5)
+            hub.kill(name)
+            faults.append(time.monotonic())
     verdict = await check(hub.server.url, admin, ledger)
     record("4. 2 replicas each: kill -9 one of each", ledger, verdict, max(map(ledger.recovered_after, faults)))
     assert_exactly_once(verdict)
