@@ -7,8 +7,6 @@ a mismatched ``Nats-Expected-Last-Msg-Id`` wedges a replicated stream in nats-se
 from __future__ import annotations
 
 import asyncio
-import urllib.error
-import urllib.request
 
 import nats
 import nats.errors
@@ -25,21 +23,6 @@ from referral_hub.runtime.servers import server_urls
 
 from .helpers import eventually
 from .test_audit_writer import AT, delivery
-
-HTTP_OK = 200
-
-
-def unhealthy_nodes(cluster: EmbeddedCluster) -> list[str]:
-    """Nodes whose full ``/healthz`` (meta group, every stream and consumer current) is not 200."""
-    failing = []
-    for node in cluster.nodes:
-        try:
-            with urllib.request.urlopen(f"{node.monitor_url}/healthz", timeout=2) as reply:  # noqa: S310 - loopback
-                if reply.status != HTTP_OK:
-                    failing.append(node.server_name)
-        except (urllib.error.URLError, OSError):
-            failing.append(node.server_name)
-    return failing
 
 
 def test_server_urls_split_a_cluster_list() -> None:
@@ -80,7 +63,7 @@ async def test_two_audit_writers_with_duplicates_keep_one_chain_on_r3(nats_clust
 
     assert verify(stored) == (120, None)
     assert sorted(e.source_sequence for e in stored) == list(range(1, 121))
-    assert unhealthy_nodes(nats_cluster) == []
+    assert nats_cluster.unhealthy_nodes() == []
 
 
 async def test_a_mismatched_expected_last_msg_id_wedges_a_replicated_stream(nats_cluster: EmbeddedCluster) -> None:
@@ -112,7 +95,7 @@ async def test_a_killed_node_rejoins_and_catches_up(nats_cluster: EmbeddedCluste
         follower.start()
 
         async def healthy() -> bool:
-            return unhealthy_nodes(nats_cluster) == []
+            return nats_cluster.unhealthy_nodes() == []
 
         await eventually(healthy, 30)
         stored = [e async for e in read_chain(js)]

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,3 +178,30 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:
         return b""
+
+
+def test_up_runs_a_three_node_cluster_with_r3_streams_and_two_replicas_of_each_service(tmp_path: Path) -> None:
+    port, monitor, routes, metrics = free_ports(3), free_ports(3), free_ports(3), free_ports(6)
+    data_dir = tmp_path / "hub-data"
+    up = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
+        [
+            *(sys.executable, "-m", "referral_hub.cli", "up", "--data-dir", str(data_dir), "--port", str(port)),
+            *("--monitor-port", str(monitor), "--cluster-port", str(routes), "--metrics-port", str(metrics)),
+            *("--cluster", "3", "--replicas", "2", "--demo-interval", "0.2"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    banner = read_until(up, "Ctrl-C stops everything", timeout=120)
+    read_until(up, "<- ")
+    url = ",".join(f"nats://127.0.0.1:{port + node}" for node in range(3))
+    verified = hubctl("audit", "verify", "--nats-url", url, "--creds-dir", str(data_dir / "auth"))
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor + 2}/jsz?streams=true&config=true", timeout=5) as reply:
+        streams = json.load(reply)["account_details"][0]["stream_detail"]
+    up.send_signal(signal.SIGINT)
+
+    assert up.wait(60) == 0
+    assert sum(" health http://127.0.0.1:" in line for line in banner) == 6
+    assert {stream["config"]["num_replicas"] for stream in streams} == {3}
+    assert verified.returncode == 0, verified.stderr

@@ -296,6 +296,19 @@ class EmbeddedCluster:
             self.stop()
             raise
 
+    def unhealthy_nodes(self) -> list[str]:
+        """Nodes whose full ``/healthz`` (meta group, every stream and consumer current) is not 200 now."""
+        failing = []
+        for node in self.nodes:
+            try:
+                with urllib.request.urlopen(f"{node.monitor_url}/healthz", timeout=2) as reply:  # noqa: S310 - loopback http URL built here
+                    healthy = reply.status == 200  # noqa: PLR2004 - HTTP OK
+            except OSError:
+                healthy = False
+            if not healthy:
+                failing.append(node.server_name)
+        return failing
+
     def node_named(self, server_name: str) -> EmbeddedNats:
         """The node whose ``server_name`` is given (as stream info names a leader)."""
         for node in self.nodes:

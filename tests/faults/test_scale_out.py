@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
+import nats.errors
 import pytest
+from nats.aio.client import Client
 
 from referral_hub.runtime import topology
 
-from .harness import SERVICES, assert_exactly_once, check, load_during, record
+from .harness import SERVICES, assert_exactly_once, check, load_during, record, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 REFERRAL_STATE_STREAM = f"KV_{topology.REFERRALS_KV}"
 """The stream behind the referral-state bucket: the referrals service's compare-and-set writes go to its leader."""
+
+
+async def leader_of(admin: Client, stream: str) -> str:
+    """The node leading ``stream``, asked until the cluster answers (it may still be electing after a restart)."""
+    leader = ""
+
+    async def known() -> bool:
+        nonlocal leader
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            state = (await admin.jetstream().stream_info(stream)).cluster
+            leader = state.leader if state is not None and state.leader else ""
+        return bool(leader)
+
+    await until(known, 60)
+    return leader
 
 
 async def test_kill_9_a_cluster_node_then_the_referral_state_leader(cluster_hub):
@@ -27,12 +45,16 @@ async def test_kill_9_a_cluster_node_then_the_referral_state_leader(cluster_hub)
         await asyncio.sleep(2.0)
         node.start()
         await asyncio.sleep(2.0)
-        state = (await admin.jetstream().stream_info(REFERRAL_STATE_STREAM)).cluster
-        leader = hub.server.node_named(state.leader if state and state.leader else "")
+        leader = hub.server.node_named(await leader_of(admin, REFERRAL_STATE_STREAM))
         leader.kill()
         faults.append(time.monotonic())
         await asyncio.sleep(2.0)
         leader.start()
+
+        async def caught_up() -> bool:
+            return await asyncio.to_thread(hub.server.unhealthy_nodes) == []
+
+        await until(caught_up, 120)
     verdict = await check(hub.server.url, admin, ledger)
     record("3. R3 cluster: kill -9 a node, then a leader", ledger, verdict, max(map(ledger.recovered_after, faults)))
     assert_exactly_once(verdict)
