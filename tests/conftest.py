@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import nats
+import nats.errors
 import pytest
 import structlog
 from nats.aio.client import Client
@@ -19,6 +20,7 @@ from referral_hub.runtime import credentials, natsauth
 from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, free_port, free_ports
 from referral_hub.runtime.provision import provision
 from referral_hub.runtime.registry import load_registry_file, store_registry
+from referral_hub.runtime.servers import server_urls
 from referral_hub.runtime.service import ServiceApp, ServiceSettings, serve
 
 from .helpers import RunningHub
@@ -47,8 +49,22 @@ def nats_cluster(tmp_path: Path) -> Iterator[EmbeddedCluster]:
         tmp_path / "cluster", port=free_ports(3), monitor_port=free_ports(3), cluster_port=free_ports(3)
     )
     cluster.start()
+    asyncio.run(_until_jetstream_answers(cluster.url))
     yield cluster
     cluster.stop()
+
+
+async def _until_jetstream_answers(url: str) -> None:
+    """A new cluster is healthy before its meta leader answers API requests; wait for that too."""
+    connection = await nats.connect(server_urls(url))
+    try:
+        for _ in range(60):
+            with contextlib.suppress(nats.errors.Error):
+                await connection.jetstream().account_info()
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await connection.close()
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ a mismatched ``Nats-Expected-Last-Msg-Id`` wedges a replicated stream in nats-se
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 
 import nats
 import nats.errors
@@ -23,6 +25,15 @@ from referral_hub.runtime.servers import server_urls
 
 from .helpers import eventually
 from .test_audit_writer import AT, delivery
+
+
+def healthy(cluster: EmbeddedCluster) -> Callable[[], Awaitable[bool]]:
+    """A probe for ``eventually``: every node's full health check passes."""
+
+    async def probe() -> bool:
+        return await asyncio.to_thread(cluster.unhealthy_nodes) == []
+
+    return probe
 
 
 def test_server_urls_split_a_cluster_list() -> None:
@@ -63,7 +74,7 @@ async def test_two_audit_writers_with_duplicates_keep_one_chain_on_r3(nats_clust
 
     assert verify(stored) == (120, None)
     assert sorted(e.source_sequence for e in stored) == list(range(1, 121))
-    assert nats_cluster.unhealthy_nodes() == []
+    await eventually(healthy(nats_cluster), 30)  # replicas may still be catching up; a wedged one never does
 
 
 async def test_a_mismatched_expected_last_msg_id_wedges_a_replicated_stream(nats_cluster: EmbeddedCluster) -> None:
@@ -73,7 +84,15 @@ async def test_a_mismatched_expected_last_msg_id_wedges_a_replicated_stream(nats
     js = connection.jetstream()
     try:
         await js.add_stream(api.StreamConfig(name="TRAP", subjects=["trap"], num_replicas=3))
-        await js.publish("trap", b"first", headers={"Nats-Msg-Id": "a"})
+
+        async def first_stored() -> bool:
+            """The new stream answers once its replicas have elected a leader; the id makes retries safe."""
+            with contextlib.suppress(nats.errors.Error):
+                await js.publish("trap", b"first", headers={"Nats-Msg-Id": "a"})
+                return True
+            return False
+
+        await eventually(first_stored, 10)
         with pytest.raises(BadRequestError):
             await js.publish("trap", b"refused", headers={"Nats-Expected-Last-Msg-Id": "not-a"})
         with pytest.raises(nats.errors.TimeoutError):
@@ -88,16 +107,18 @@ async def test_a_killed_node_rejoins_and_catches_up(nats_cluster: EmbeddedCluste
     try:
         await provision(js, replicas=3)
         leader = (await js.stream_info(topology.AUDIT)).cluster
-        follower = next(node for node in nats_cluster.nodes if leader and node.server_name != leader.leader)
+        connected_port = connection.connected_url.port if connection.connected_url else None
+        follower = next(
+            node
+            for node in nats_cluster.nodes
+            if leader and node.server_name != leader.leader and node.port != connected_port
+        )
         follower.kill()
         writer = ChainWriter(connection)
         await asyncio.gather(*(writer.append(describe(delivery(seq), AT), f"HUB_EVENTS:{seq}") for seq in range(1, 51)))
         follower.start()
 
-        async def healthy() -> bool:
-            return nats_cluster.unhealthy_nodes() == []
-
-        await eventually(healthy, 30)
+        await eventually(healthy(nats_cluster), 30)
         stored = [e async for e in read_chain(js)]
     finally:
         await connection.close()

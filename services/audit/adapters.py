@@ -30,7 +30,7 @@ import nats.errors
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from referral_hub.audit.checkpoints import make_checkpoint
 from referral_hub.audit.domain import GENESIS_HASH, chain
@@ -49,6 +49,8 @@ READ_IDLE_SECONDS: Final = 5.0
 """A chain read ends when nothing more arrives for this long."""
 READER_IDLE_SECONDS: Final = 30.0
 """The server removes a chain reader's consumer this long after its last fetch."""
+READER_CREATE_ATTEMPTS: Final = 20
+READER_RETRY_SECONDS: Final = 0.5
 MAX_ATTEMPTS: Final = 50
 BACKOFF_SECONDS: Final = 0.002
 """Base of the jittered pause after losing a race, so two writers stop colliding in lockstep."""
@@ -250,25 +252,39 @@ async def _ordered_from(js: JetStreamContext, start: int, batch: int) -> AsyncGe
     buffered beyond one batch and nothing is dropped. (A push consumer outran a slow reader:
     nats-py dropped deliveries and the flow-control request with them, and the read stalled.)
     """
-    subscription = await js.pull_subscribe(
-        subjects.AUDIT_ENTRY,
-        durable=None,
-        stream=topology.AUDIT,
-        config=api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start,
-            ack_policy=api.AckPolicy.NONE,
-            mem_storage=True,
-            num_replicas=1,
-            inactive_threshold=READER_IDLE_SECONDS,
-        ),
+    config = api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=start,
+        ack_policy=api.AckPolicy.NONE,
+        mem_storage=True,
+        num_replicas=1,
+        inactive_threshold=READER_IDLE_SECONDS,
     )
+    for attempt in range(1, READER_CREATE_ATTEMPTS + 1):
+        try:
+            subscription = await js.pull_subscribe(
+                subjects.AUDIT_ENTRY, durable=None, stream=topology.AUDIT, config=config
+            )
+            break
+        except (ServiceUnavailableError, nats.errors.TimeoutError):
+            # A cluster that just lost or regained a node may refuse consumer creation briefly.
+            if attempt == READER_CREATE_ATTEMPTS:
+                raise
+            await asyncio.sleep(READER_RETRY_SECONDS)
+    unavailable = 0
     try:
         while True:
             try:
                 fetched = await subscription.fetch(batch, timeout=READ_IDLE_SECONDS)
             except (TimeoutError, nats.errors.TimeoutError):
                 return
+            except ServiceUnavailableError:
+                # On a cluster a just-created reader may answer "no responders" for a moment.
+                unavailable += 1
+                if unavailable >= READER_CREATE_ATTEMPTS:
+                    raise
+                await asyncio.sleep(READER_RETRY_SECONDS)
+                continue
             for raw in fetched:
                 yield raw.metadata.sequence.stream, raw.data
     finally:

@@ -6,6 +6,7 @@ JetStream configuration a user starts, including the fsync policy.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,21 +294,50 @@ class EmbeddedCluster:
         try:
             for node in self.nodes:
                 node.wait_healthy(timeout, check="")
+            self._wait_for_full_meta_group(timeout)
         except NatsServerError:
             self.stop()
             raise
 
+    def _wait_for_full_meta_group(self, timeout: float) -> None:
+        """Wait until the JetStream meta group has a leader and every peer is current.
+
+        ``/healthz`` passes as soon as a leader exists, while the leader may not yet know
+        every peer: creating an R3 stream then fails with "no suitable peers for placement".
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(self._leads_every_peer(node) for node in self.nodes):
+                return
+            time.sleep(0.1)
+        msg = f"the JetStream meta group did not form within {timeout:.0f}s; see {self.data_dir}/node-*/nats-server.log"
+        raise NatsServerError(msg)
+
+    def _leads_every_peer(self, node: EmbeddedNats) -> bool:
+        """Whether ``node`` is the meta leader and sees every other node current (only the leader tracks that)."""
+        try:
+            with urllib.request.urlopen(f"{node.monitor_url}/jsz", timeout=1) as reply:  # noqa: S310 - loopback http URL built here
+                meta = json.load(reply).get("meta_cluster", {})
+        except (OSError, ValueError):
+            return False
+        peers = meta.get("replicas") or []
+        return (
+            meta.get("leader") == node.server_name
+            and len(peers) == self.size - 1
+            and all(peer.get("current") for peer in peers)
+        )
+
     def unhealthy_nodes(self) -> list[str]:
-        """Nodes whose full ``/healthz`` (meta group, every stream and consumer current) is not 200 now."""
+        """Nodes whose full ``/healthz`` (meta group, every stream and consumer current) is not 200 now, with why."""
         failing = []
         for node in self.nodes:
             try:
-                with urllib.request.urlopen(f"{node.monitor_url}/healthz", timeout=2) as reply:  # noqa: S310 - loopback http URL built here
-                    healthy = reply.status == 200  # noqa: PLR2004 - HTTP OK
-            except OSError:
-                healthy = False
-            if not healthy:
-                failing.append(node.server_name)
+                with urllib.request.urlopen(f"{node.monitor_url}/healthz", timeout=2):  # noqa: S310 - loopback http URL built here
+                    continue
+            except urllib.error.HTTPError as refused:
+                failing.append(f"{node.server_name}: {refused.read(300).decode(errors='replace')}")
+            except OSError as unreachable:
+                failing.append(f"{node.server_name}: {unreachable}")
         return failing
 
     def node_named(self, server_name: str) -> EmbeddedNats:

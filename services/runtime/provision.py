@@ -12,14 +12,18 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, ServiceUnavailableError
 
+from referral_hub.errors import HubError
 from referral_hub.runtime import topology
 
+NO_SUITABLE_PEERS: Final = 10005
+"""'no suitable peers for placement': a new cluster whose meta leader has not met every peer yet."""
 STREAM_NAME_IN_USE = 10058
 """JetStream's error code for 'stream name already in use with a different configuration'."""
 
 PATIENCE_SECONDS: Final = 60.0
 """How long provisioning retries a JetStream API that does not answer yet."""
 RETRY_PAUSE_SECONDS: Final = 0.5
+LEADER_POLLS: Final = 20
 
 log = structlog.get_logger(__name__)
 
@@ -38,20 +42,55 @@ async def provision(
 
     A cluster that has just (re)started reports healthy before its streams have elected
     leaders, and the first API requests time out meanwhile (five seconds, measured on a
-    restarted 3-node cluster). Since every step is idempotent, the whole run is retried
+    restarted 3-node cluster); a new one may not place R3 streams until its meta leader has
+    met every peer. Since every step is idempotent, the whole run is retried
     for up to ``patience`` seconds.
     """
     deadline = time.monotonic() + patience
     while True:
         try:
             await _provision_once(js, replicas, budgets)
-        except (nats.errors.TimeoutError, ServiceUnavailableError, nats.errors.NoRespondersError):
+        except (
+            nats.errors.TimeoutError,
+            ServiceUnavailableError,
+            nats.errors.NoRespondersError,
+            NoLeaderError,
+            BadRequestError,
+        ) as exc:
+            if isinstance(exc, BadRequestError) and exc.err_code != NO_SUITABLE_PEERS:
+                raise
             if time.monotonic() > deadline:
                 raise
             log.warning("JetStream not answering yet; provisioning again")
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
         else:
             return
+
+
+class NoLeaderError(HubError):
+    """A replicated stream has not elected a leader; it cannot take writes yet."""
+
+
+async def _wait_for_leaders(js: JetStreamContext, streams: list[str]) -> None:
+    """Return once every stream (and bucket) has an elected leader.
+
+    A new R3 stream answers its first writes with "no responders" until its replicas have
+    elected a leader, so services started right after provisioning would fail their first
+    messages (seen in tests). Raises :class:`NoLeaderError`, which the caller retries.
+    """
+    names = [*streams, *(f"KV_{config.bucket}" for config in topology.kv_configs())]
+    for _ in range(LEADER_POLLS):
+        leaderless = [name for name in names if not await _has_leader(js, name)]
+        if not leaderless:
+            return
+        await asyncio.sleep(RETRY_PAUSE_SECONDS)
+    msg = f"no leader elected yet for {', '.join(leaderless)}"
+    raise NoLeaderError(msg)
+
+
+async def _has_leader(js: JetStreamContext, stream: str) -> bool:
+    cluster = (await js.stream_info(stream)).cluster
+    return cluster is not None and bool(cluster.leader)
 
 
 async def _provision_once(js: JetStreamContext, replicas: int, budgets: Mapping[str, int] | None) -> None:
@@ -66,6 +105,8 @@ async def _provision_once(js: JetStreamContext, replicas: int, budgets: Mapping[
         await js.create_key_value(config=kv_config)
     for spec in topology.CONSUMERS:
         await js.add_consumer(spec.stream, config=spec.config())
+    if replicas > 1:
+        await _wait_for_leaders(js, [config.name or "" for config in topology.stream_configs()])
     log.info(
         "provisioned",
         streams=len(topology.stream_configs(replicas)),
