@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,14 +36,18 @@ from referral_hub.audit.domain import GENESIS_HASH, chain
 from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry
 from referral_hub.errors import HubError
 from referral_hub.runtime import subjects, topology
+from referral_hub.runtime.batching import (
+    BATCH_HAS_DUPLICATE,
+    WRONG_LAST_SEQUENCE,
+    GroupCommit,
+    Pending,
+    Publish,
+    publish_atomic,
+)
 from referral_hub.runtime.metrics import AUDIT_LAST_CHECKPOINT
 
-WRONG_LAST_SEQUENCE: Final = 10071
-BATCH_HAS_DUPLICATE: Final = 10201
-"""The server's answer to an atomic batch holding a message id it has already stored."""
 MAX_BATCH: Final = 256
 """Entries per atomic batch; the server's own limit is 1,000."""
-COMMIT_TIMEOUT_SECONDS: Final = 10.0
 READ_IDLE_SECONDS: Final = 5.0
 """A chain read ends when nothing more arrives for this long."""
 READER_IDLE_SECONDS: Final = 30.0
@@ -54,44 +57,39 @@ READER_RETRY_SECONDS: Final = 0.5
 MAX_ATTEMPTS: Final = 50
 BACKOFF_SECONDS: Final = 0.002
 """Base of the jittered pause after losing a race, so two writers stop colliding in lockstep."""
+CHAIN: Final = "chain"
+"""The one key of the chain's group commit: every entry follows the one before."""
 _decoder: Final = msgspec.json.Decoder(AuditEntry)
 _encoder: Final = msgspec.json.Encoder()
-_ack_decoder: Final = msgspec.json.Decoder(dict[str, object])
 
 
 class ChainContentionError(HubError):
     """Another writer kept winning; the message is redelivered and tried again later."""
 
 
-class AuditStoreError(HubError):
-    """The server refused an append for a reason other than a lost race or a duplicate."""
-
-
-@dataclass
-class _Pending:
+@dataclass(frozen=True)
+class _Append:
     entry: AuditEntry
     dedupe_key: str
-    done: asyncio.Future[AuditEntry]
 
 
 class ChainWriter:
     """Appends entries to the audit stream, each chained to the last, in atomic batches.
 
     Group commit: concurrent ``append`` calls queue up, and one task chains a batch and
-    publishes it as one atomic batch, one round trip. A batch refused because the head moved
-    is chained again on the fresh head. A batch refused because it holds a duplicate (a
-    source message audited before a crash) is appended one entry at a time, each waiting for
-    its acknowledgement, so the duplicate is skipped and the rest re-chained around it.
+    stores it as one atomic batch, one round trip (``runtime.batching``). A batch refused
+    because the head moved is chained again on the fresh head. A batch refused because it
+    holds a duplicate (a source message audited before a crash) is appended one entry at a
+    time, each waiting for its acknowledgement, so the duplicate is skipped and the rest
+    re-chained around it.
     """
 
     def __init__(self, connection: Client, max_batch: int = MAX_BATCH) -> None:
         """Start knowing nothing of the head; the first batch reads it."""
         self._nc = connection
         self._js = connection.jetstream()
-        self._max_batch = max_batch
         self._head: tuple[int, str] | None = None
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._committer: asyncio.Task[None] | None = None
+        self._group: GroupCommit[str, _Append, AuditEntry] = GroupCommit(self._commit, max_batch)
 
     async def _read_head(self) -> tuple[int, str]:
         try:
@@ -105,26 +103,16 @@ class ChainWriter:
 
     async def append(self, entry: AuditEntry, dedupe_key: str) -> AuditEntry:
         """Chain and store ``entry``; returns it as stored (or as first stored, if a duplicate)."""
-        done: asyncio.Future[AuditEntry] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(entry, dedupe_key, done))
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_forever())
-        return await done
+        return await self._group.submit(CHAIN, _Append(entry, dedupe_key))
 
-    async def _commit_forever(self) -> None:
-        while not self._queue.empty():
-            batch = [self._queue.get_nowait()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._commit(batch)
-            except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure, not just one
-                for pending in batch:
-                    if not pending.done.done():
-                        pending.done.set_exception(exc)
-                self._head = None
+    async def _commit(self, _key: str, batch: list[Pending[_Append, AuditEntry]]) -> None:
+        try:
+            await self._commit_batch(batch)
+        except Exception:
+            self._head = None
+            raise
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit_batch(self, batch: list[Pending[_Append, AuditEntry]]) -> None:
         waiting = batch
         one_by_one = False
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -145,45 +133,35 @@ class ChainWriter:
         msg = f"could not append to the audit chain after {MAX_ATTEMPTS} attempts"
         raise ChainContentionError(msg)
 
-    def _seal(self, batch: list[_Pending]) -> list[AuditEntry]:
+    def _seal(self, batch: list[Pending[_Append, AuditEntry]]) -> list[AuditEntry]:
         """The batch's entries chained on the current head, in order."""
         assert self._head is not None  # noqa: S101 - _commit reads the head first
         index, prev_hash = self._head
         sealed = []
         for offset, pending in enumerate(batch):
-            entry = chain(pending.entry, index + offset + 1, prev_hash)
+            entry = chain(pending.item.entry, index + offset + 1, prev_hash)
             sealed.append(entry)
             prev_hash = entry.entry_hash
         return sealed
 
-    async def _publish_atomic(self, batch: list[_Pending]) -> list[_Pending]:
+    async def _publish_atomic(self, batch: list[Pending[_Append, AuditEntry]]) -> list[Pending[_Append, AuditEntry]]:
         """Store ``batch`` whole after the head, or raise the server's refusal (nothing stored)."""
         assert self._head is not None  # noqa: S101 - _commit reads the head first
         sealed = self._seal(batch)
-        batch_id = uuid.uuid4().hex
-        last = len(batch) - 1
-        for position, (pending, entry) in enumerate(zip(batch, sealed, strict=True)):
-            headers = {
-                "Nats-Batch-Id": batch_id,
-                "Nats-Batch-Sequence": str(position + 1),
-                "Nats-Msg-Id": pending.dedupe_key,
-            }
-            if position == 0:
-                headers["Nats-Expected-Last-Sequence"] = str(self._head[0])
-            if position < last:
-                await self._nc.publish(subjects.AUDIT_ENTRY, _encoder.encode(entry), headers=headers)
-                continue
-            headers["Nats-Batch-Commit"] = "1"
-            reply = await self._nc.request(
-                subjects.AUDIT_ENTRY, _encoder.encode(entry), timeout=COMMIT_TIMEOUT_SECONDS, headers=headers
-            )
-            _raise_refusal(reply.data)
+        await publish_atomic(
+            self._nc,
+            [
+                Publish(subjects.AUDIT_ENTRY, _encoder.encode(entry), pending.item.dedupe_key)
+                for pending, entry in zip(batch, sealed, strict=True)
+            ],
+            {"Nats-Expected-Last-Sequence": str(self._head[0])},
+        )
         for pending, entry in zip(batch, sealed, strict=True):
             pending.done.set_result(entry)
         self._head = (sealed[-1].index, sealed[-1].entry_hash)
         return []
 
-    async def _publish_each(self, batch: list[_Pending]) -> list[_Pending]:
+    async def _publish_each(self, batch: list[Pending[_Append, AuditEntry]]) -> list[Pending[_Append, AuditEntry]]:
         """Store ``batch`` one entry at a time, each waiting for the previous one's acknowledgement.
 
         Slow, and only for a batch holding a duplicate: ``Nats-Expected-Last-Sequence`` on an
@@ -192,7 +170,7 @@ class ChainWriter:
         for position, pending in enumerate(batch):
             assert self._head is not None  # noqa: S101 - _commit reads the head first
             entry = self._seal([pending])[0]
-            headers = {"Nats-Expected-Last-Sequence": str(self._head[0]), "Nats-Msg-Id": pending.dedupe_key}
+            headers = {"Nats-Expected-Last-Sequence": str(self._head[0]), "Nats-Msg-Id": pending.item.dedupe_key}
             try:
                 ack = await self._js.publish(subjects.AUDIT_ENTRY, _encoder.encode(entry), headers=headers)
             except APIError as exc:
@@ -203,17 +181,6 @@ class ChainWriter:
             if not ack.duplicate:
                 self._head = (ack.seq, entry.entry_hash)
         return []
-
-
-def _raise_refusal(reply: bytes) -> None:
-    """Raise the server's error in an atomic batch's commit reply, if it holds one."""
-    answer = _ack_decoder.decode(reply)
-    error = answer.get("error")
-    if isinstance(error, dict):
-        APIError.from_error(error)  # raises the typed error (BadRequestError, ...)
-    if "seq" not in answer:
-        msg = f"unexpected reply to an audit batch commit: {reply[:200]!r}"
-        raise AuditStoreError(msg)
 
 
 async def read_chain(

@@ -1,0 +1,127 @@
+"""Group commit and JetStream atomic batches: the one way the hub writes a sequence that must not interleave.
+
+Two writers need their messages stored back to back, checked by the server: the audit
+chain (entry ``n`` directly after ``n - 1``) and each clinic inbox (event numbers without
+gaps). Both queue concurrent writes per key and let one task commit what has queued up as
+one JetStream atomic batch (ADR-50). The first message carries the expectation
+(``Nats-Expected-Last-Sequence``, or ``...-Subject-Sequence`` for one inbox), and the server
+stores the whole batch right after it, or nothing. One round trip stores many messages,
+and a lost race costs one retry of the batch instead of a fork or a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
+
+import msgspec
+from nats.aio.client import Client
+from nats.js.errors import APIError
+
+from referral_hub.errors import HubError
+
+WRONG_LAST_SEQUENCE: Final = 10071
+BATCH_HAS_DUPLICATE: Final = 10201
+"""The server's answer to an atomic batch holding a message id it has already stored."""
+COMMIT_TIMEOUT_SECONDS: Final = 10.0
+_ack_decoder: Final = msgspec.json.Decoder(dict[str, object])
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+Key = TypeVar("Key", bound=Hashable)
+
+
+class AtomicBatchError(HubError):
+    """The server answered an atomic batch's commit with something that is neither an ack nor an error."""
+
+
+@dataclass(frozen=True)
+class Publish:
+    """One message of an atomic batch."""
+
+    subject: str
+    payload: bytes
+    msg_id: str
+
+
+async def publish_atomic(connection: Client, messages: Sequence[Publish], expect: dict[str, str]) -> int:
+    """Store ``messages`` as one atomic batch with the headers ``expect`` on the first; returns the last sequence.
+
+    Raises the server's refusal as the typed ``APIError`` (nothing was stored then).
+    """
+    batch_id = uuid.uuid4().hex
+    last = len(messages) - 1
+    for position, message in enumerate(messages):
+        headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(position + 1), "Nats-Msg-Id": message.msg_id}
+        if position == 0:
+            headers.update(expect)
+        if position < last:
+            await connection.publish(message.subject, message.payload, headers=headers)
+            continue
+        headers["Nats-Batch-Commit"] = "1"
+        reply = await connection.request(
+            message.subject, message.payload, timeout=COMMIT_TIMEOUT_SECONDS, headers=headers
+        )
+        return _sequence_or_refusal(reply.data)
+    msg = "an atomic batch needs at least one message"
+    raise AtomicBatchError(msg)
+
+
+def _sequence_or_refusal(reply: bytes) -> int:
+    answer = _ack_decoder.decode(reply)
+    error = answer.get("error")
+    if isinstance(error, dict):
+        APIError.from_error(error)  # raises the typed error (BadRequestError, ...)
+    sequence = answer.get("seq")
+    if not isinstance(sequence, int):
+        msg = f"unexpected reply to an atomic batch commit: {reply[:200]!r}"
+        raise AtomicBatchError(msg)
+    return sequence
+
+
+@dataclass
+class Pending(Generic[Item, Result]):
+    """One queued write and the future its caller awaits."""
+
+    item: Item
+    done: asyncio.Future[Result]
+
+
+class GroupCommit(Generic[Key, Item, Result]):
+    """Per key, queue concurrent writes and commit them in batches, one batch at a time.
+
+    ``commit(key, batch)`` must resolve every future in ``batch`` or raise; if it raises,
+    every caller of that batch hears of the failure (and retries through redelivery).
+    """
+
+    def __init__(self, commit: Callable[[Key, list[Pending[Item, Result]]], Awaitable[None]], max_batch: int) -> None:
+        """Batches hold at most ``max_batch`` writes."""
+        self._commit = commit
+        self._max_batch = max_batch
+        self._queues: defaultdict[Key, list[Pending[Item, Result]]] = defaultdict(list)
+        self._committers: dict[Key, asyncio.Task[None]] = {}
+
+    async def submit(self, key: Key, item: Item) -> Result:
+        """Queue ``item`` under ``key`` and wait until its batch is committed."""
+        done: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queues[key].append(Pending(item, done))
+        committer = self._committers.get(key)
+        if committer is None or committer.done():
+            self._committers[key] = asyncio.create_task(self._commit_forever(key))
+        return await done
+
+    async def _commit_forever(self, key: Key) -> None:
+        queue = self._queues[key]
+        while queue:
+            batch = queue[: self._max_batch]
+            del queue[: len(batch)]
+            try:
+                await self._commit(key, batch)
+            except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure, not just one
+                for pending in batch:
+                    if not pending.done.done():
+                        pending.done.set_exception(exc)
