@@ -210,7 +210,7 @@ async def run_hub(args: argparse.Namespace) -> int:
         jobs = [asyncio.create_task(job) for job in background]
         await _wait_for_stop(args.duration, jobs)
     finally:
-        await cancel_and_wait(jobs)
+        await cancel_and_wait(jobs)  # their failures were raised by _wait_for_stop; a closed stdout is not news
         try:
             tell("stopping services ...")
             stop_services(services)

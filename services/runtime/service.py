@@ -154,8 +154,10 @@ async def supervise(job: Callable[[Client], Coroutine[Any, Any, None]], connecti
             return
 
 
-async def cancel_and_wait(tasks: Sequence[asyncio.Task[Any]]) -> None:
+async def cancel_and_wait(tasks: Sequence[asyncio.Task[Any]]) -> list[BaseException]:
     """Cancel ``tasks`` and wait until every one has ended, cancelling again any that swallowed it.
+
+    Returns what the tasks that had failed raised; the caller decides whether that is news.
 
     Python 3.11's ``asyncio.wait_for`` loses a cancellation that arrives as its inner future
     completes (CPython gh-86296, fixed in 3.12), and nats-py's requests use it: a readiness
@@ -169,9 +171,7 @@ async def cancel_and_wait(tasks: Sequence[asyncio.Task[Any]]) -> None:
         _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_SECONDS)
         for task in pending:
             task.cancel()
-    for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("background task failed while stopping", task=task.get_name(), error=repr(task.exception()))
+    return [failure for task in tasks if not task.cancelled() and (failure := task.exception()) is not None]
 
 
 async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event) -> None:
@@ -192,7 +192,8 @@ async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event)
         log.info("service started", metrics_url=f"{base}/metrics", health_url=f"{base}/health")
         await stop.wait()
     finally:
-        await cancel_and_wait(tasks)
+        for failure in await cancel_and_wait(tasks):
+            log.warning("background task had failed before stopping", error=repr(failure))
         await app.broker.stop()
         health.stop()
         log.info("service stopped")
