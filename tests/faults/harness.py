@@ -98,9 +98,9 @@ class Ledger:
     acknowledged: int = 0
     resends: int = 0
     refused_full: list[str] = field(default_factory=list)
+    """The hub's back-pressure answers (``HubFullError``), each sent again later."""
     requests_only: list[Flow] = field(default_factory=list)
     """Referrals only requested (a flood): each request must reach both parties once."""
-    """The hub's back-pressure answers (``HubFullError``), each sent again later."""
     applied_at: list[float] = field(default_factory=list)
     """When each lifecycle step was seen applied (monotonic seconds): how long traffic stalled."""
 
