@@ -181,6 +181,15 @@ def secure_cluster(tmp_path, monkeypatch, clinic_ids: list[str]) -> EmbeddedClus
     )
 
 
+def cluster_healthy(cluster: EmbeddedCluster):
+    """A probe for ``eventually``: every node's full health check passes (replicas caught up, none wedged)."""
+
+    async def probe() -> bool:
+        return await asyncio.to_thread(cluster.unhealthy_nodes) == []
+
+    return probe
+
+
 async def connect_as_clinic(url: str, clinic_id: str, errors: list[Exception]) -> Client:
     """A clinic's own connection, collecting the server's asynchronous errors (permission violations)."""
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 
 import nats
 import nats.errors
@@ -23,17 +22,8 @@ from referral_hub.runtime.natsserver import EmbeddedCluster
 from referral_hub.runtime.provision import provision
 from referral_hub.runtime.servers import server_urls
 
-from .helpers import eventually
+from .helpers import cluster_healthy, eventually
 from .test_audit_writer import AT, delivery
-
-
-def healthy(cluster: EmbeddedCluster) -> Callable[[], Awaitable[bool]]:
-    """A probe for ``eventually``: every node's full health check passes."""
-
-    async def probe() -> bool:
-        return await asyncio.to_thread(cluster.unhealthy_nodes) == []
-
-    return probe
 
 
 def test_server_urls_split_a_cluster_list() -> None:
@@ -74,7 +64,7 @@ async def test_two_audit_writers_with_duplicates_keep_one_chain_on_r3(nats_clust
 
     assert verify(stored) == (120, None)
     assert sorted(e.source_sequence for e in stored) == list(range(1, 121))
-    await eventually(healthy(nats_cluster), 30)  # replicas may still be catching up; a wedged one never does
+    await eventually(cluster_healthy(nats_cluster), 30)  # replicas may still be catching up; a wedged one never does
 
 
 async def test_a_mismatched_expected_last_msg_id_wedges_a_replicated_stream(nats_cluster: EmbeddedCluster) -> None:
@@ -118,7 +108,7 @@ async def test_a_killed_node_rejoins_and_catches_up(nats_cluster: EmbeddedCluste
         await asyncio.gather(*(writer.append(describe(delivery(seq), AT), f"HUB_EVENTS:{seq}") for seq in range(1, 51)))
         follower.start()
 
-        await eventually(healthy(nats_cluster), 30)
+        await eventually(cluster_healthy(nats_cluster), 30)
         stored = [e async for e in read_chain(js)]
     finally:
         await connection.close()

@@ -21,7 +21,7 @@ import nats
 from nats.aio.client import Client
 
 from referral_hub.cli.bench import Answers, bench_server, measure_baseline, percentile, start_hub
-from referral_hub.cli.up import MAX_STREAM_REPLICAS, stop_services
+from referral_hub.cli.up import stop_services, stream_replicas
 from referral_hub.client import ClinicClient
 from referral_hub.contracts.base import Message, Modality
 from referral_hub.contracts.referrals import ReferralRequest
@@ -238,7 +238,7 @@ async def bench_load(
     registry = load_registry(clinics)
     async with bench_server(sync_interval, cluster) as (url, scratch):
         connection = await nats.connect(server_urls(url))
-        replicas = min(cluster, MAX_STREAM_REPLICAS)
+        replicas = stream_replicas(cluster)
         baseline = await measure_baseline(connection, 3.0, replicas)
         await connection.drain()
         services = await start_hub(url, scratch, registry, stream_replicas=replicas)

@@ -49,6 +49,11 @@ MAX_STREAM_REPLICAS: Final = 3
 """JetStream's most copies of a stream; a bigger cluster spreads streams instead."""
 
 
+def stream_replicas(nodes: int) -> int:
+    """Copies of each stream and bucket on ``nodes`` NATS servers: one each, at most three."""
+    return min(nodes, MAX_STREAM_REPLICAS)
+
+
 @dataclass
 class ServiceProcess:
     """One service running as a child process, with its log file."""
@@ -193,7 +198,7 @@ async def run_hub(args: argparse.Namespace) -> int:
             env["HUB_WEBHOOK_SECRET"] = pager.secret
             pager.start()
         connection = await connect(server.url, "hubctl-up")
-        await provision(connection.jetstream(), replicas=min(args.cluster, MAX_STREAM_REPLICAS))
+        await provision(connection.jetstream(), replicas=stream_replicas(args.cluster))
         await store_registry(connection.jetstream(), registry)
         await connection.drain()
         log_dir = args.data_dir / "logs"
@@ -300,7 +305,7 @@ def _banner(
     out("Referral Hub is up")
     if isinstance(server, EmbeddedCluster):
         out(
-            f"  NATS cluster    {server.url}  ({server.size} nodes, streams R{min(server.size, MAX_STREAM_REPLICAS)}, "
+            f"  NATS cluster    {server.url}  ({server.size} nodes, streams R{stream_replicas(server.size)}, "
             f"stores in {server.data_dir}/node-*, sync_interval: {args.sync})"
         )
     else:

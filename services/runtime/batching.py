@@ -1,12 +1,12 @@
-"""Group commit and JetStream atomic batches: the one way the hub writes a sequence that must not interleave.
+"""Group commit and JetStream atomic batches: how the audit chain stores entries that must not interleave.
 
-Two writers need their messages stored back to back, checked by the server: the audit
-chain (entry ``n`` directly after ``n - 1``) and each clinic inbox (event numbers without
-gaps). Both queue concurrent writes per key and let one task commit what has queued up as
-one JetStream atomic batch (ADR-50). The first message carries the expectation
-(``Nats-Expected-Last-Sequence``, or ``...-Subject-Sequence`` for one inbox), and the server
-stores the whole batch right after it, or nothing. One round trip stores many messages,
-and a lost race costs one retry of the batch instead of a fork or a gap.
+Concurrent writes queue per key, and one task commits what has queued up as one JetStream
+atomic batch (ADR-50). The first message carries the expectation
+(``Nats-Expected-Last-Sequence``), and the server stores the whole batch right after it, or
+nothing. One round trip stores many messages, and a lost race costs one retry of the batch
+instead of a fork or a gap. The clinic inboxes still number one delivery at a time
+(``runtime.inbox``); a per-clinic group commit with ``Nats-Expected-Last-Subject-Sequence``
+is the obvious next user, tried once and not yet landed (see the session note).
 """
 
 from __future__ import annotations

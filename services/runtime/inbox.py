@@ -30,9 +30,9 @@ from referral_hub.contracts.base import Message
 from referral_hub.contracts.codec import encode
 from referral_hub.errors import HubError
 from referral_hub.runtime import subjects, topology
+from referral_hub.runtime.batching import WRONG_LAST_SEQUENCE
 from referral_hub.runtime.ids import derived_id
 
-WRONG_LAST_SEQUENCE: Final = 10071
 MAX_ATTEMPTS: Final = 50
 BACKOFF_SECONDS: Final = 0.002
 EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"

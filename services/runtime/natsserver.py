@@ -202,16 +202,22 @@ class EmbeddedNats:
             if self.process is not None and self.process.poll() is not None:
                 msg = f"nats-server exited with {self.process.returncode}; see {self.data_dir / 'nats-server.log'}"
                 raise NatsServerError(msg)
-            try:
-                with urllib.request.urlopen(f"{self.monitor_url}/healthz?{check}", timeout=1) as reply:  # noqa: S310 - loopback http URL built here
-                    if reply.status == 200:  # noqa: PLR2004 - HTTP OK
-                        return
-            except OSError:
-                pass
+            if self.health_problem(check) is None:
+                return
             time.sleep(0.05)
         self.stop()
         msg = f"nats-server did not become healthy within {timeout:.0f}s"
         raise NatsServerError(msg)
+
+    def health_problem(self, check: str = "js-enabled-only=true") -> str | None:
+        """Why ``/healthz?CHECK`` does not answer 200 right now, or ``None`` when it does (see :meth:`wait_healthy`)."""
+        try:
+            with urllib.request.urlopen(f"{self.monitor_url}/healthz?{check}", timeout=2):  # noqa: S310 - loopback http URL built here
+                return None
+        except urllib.error.HTTPError as refused:
+            return refused.read(300).decode(errors="replace")
+        except OSError as unreachable:
+            return str(unreachable)
 
     def kill(self) -> None:
         """``kill -9`` the server (fault injection): no flush, no goodbye; ``start`` again reuses the store."""
@@ -329,16 +335,8 @@ class EmbeddedCluster:
 
     def unhealthy_nodes(self) -> list[str]:
         """Nodes whose full ``/healthz`` (meta group, every stream and consumer current) is not 200 now, with why."""
-        failing = []
-        for node in self.nodes:
-            try:
-                with urllib.request.urlopen(f"{node.monitor_url}/healthz", timeout=2):  # noqa: S310 - loopback http URL built here
-                    continue
-            except urllib.error.HTTPError as refused:
-                failing.append(f"{node.server_name}: {refused.read(300).decode(errors='replace')}")
-            except OSError as unreachable:
-                failing.append(f"{node.server_name}: {unreachable}")
-        return failing
+        problems = {node.server_name: node.health_problem(check="") for node in self.nodes}
+        return [f"{name}: {problem}" for name, problem in problems.items() if problem is not None]
 
     def node_named(self, server_name: str) -> EmbeddedNats:
         """The node whose ``server_name`` is given (as stream info names a leader)."""

@@ -94,7 +94,8 @@ async def _has_leader(js: JetStreamContext, stream: str) -> bool:
 
 
 async def _provision_once(js: JetStreamContext, replicas: int, budgets: Mapping[str, int] | None) -> None:
-    for config in topology.stream_configs(replicas, budgets):
+    streams = topology.stream_configs(replicas, budgets)
+    for config in streams:
         try:
             await js.add_stream(config)
         except BadRequestError as exc:
@@ -106,7 +107,7 @@ async def _provision_once(js: JetStreamContext, replicas: int, budgets: Mapping[
     for spec in topology.CONSUMERS:
         await js.add_consumer(spec.stream, config=spec.config())
     if replicas > 1:
-        await _wait_for_leaders(js, [config.name or "" for config in topology.stream_configs()])
+        await _wait_for_leaders(js, [config.name or "" for config in streams])
     log.info(
         "provisioned",
         streams=len(topology.stream_configs(replicas)),

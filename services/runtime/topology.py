@@ -124,11 +124,6 @@ def stream_configs(replicas: int = 1, budgets: Mapping[str, int] | None = None) 
     discards *new* messages at its limits: a full stream refuses the publish, so the sender
     is told (``client.HubFullError``) instead of an old message being dropped silently.
     """
-    caps = budgets or {}
-    unknown = set(caps) - {CLINIC_OUT, CLINIC_IN, HUB_EVENTS, HUB_DEADLETTER, HUB_ADVISORIES, AUDIT, AUDIT_CHECKPOINTS}
-    if unknown:
-        msg = f"no such stream to budget: {', '.join(sorted(unknown))}"
-        raise TopologyError(msg)
 
     def stream(name: str, subject: str, *, max_age_days: float, dedupe_seconds: float) -> api.StreamConfig:
         return api.StreamConfig(
@@ -140,7 +135,6 @@ def stream_configs(replicas: int = 1, budgets: Mapping[str, int] | None = None) 
             max_age=max_age_days * DAY,
             duplicate_window=dedupe_seconds,
             num_replicas=replicas,
-            max_bytes=caps.get(name, -1),
         )
 
     audit = stream(AUDIT, subjects.AUDIT_ENTRY, max_age_days=AUDIT_RETENTION_DAYS, dedupe_seconds=DAY)
@@ -154,7 +148,7 @@ def stream_configs(replicas: int = 1, budgets: Mapping[str, int] | None = None) 
         append_only.allow_rollup_hdrs = False
     clinic_out = stream(CLINIC_OUT, subjects.CLINIC_OUT_ALL, max_age_days=30, dedupe_seconds=3600)
     clinic_out.max_msg_size = CLINIC_OUT_MAX_MSG_BYTES
-    return [
+    configs = [
         clinic_out,
         stream(CLINIC_IN, subjects.CLINIC_IN_ALL, max_age_days=90, dedupe_seconds=OUTPUT_DEDUPE_SECONDS),
         stream(HUB_EVENTS, subjects.EVENTS_ALL, max_age_days=90, dedupe_seconds=OUTPUT_DEDUPE_SECONDS),
@@ -163,6 +157,14 @@ def stream_configs(replicas: int = 1, budgets: Mapping[str, int] | None = None) 
         audit,
         checkpoints,
     ]
+    caps = budgets or {}
+    unknown = set(caps) - {config.name for config in configs}
+    if unknown:
+        msg = f"no such stream to budget: {', '.join(sorted(unknown))}"
+        raise TopologyError(msg)
+    for config in configs:
+        config.max_bytes = caps.get(config.name or "", -1)
+    return configs
 
 
 def kv_configs(replicas: int = 1) -> list[api.KeyValueConfig]:

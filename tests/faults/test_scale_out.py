@@ -11,6 +11,7 @@ import pytest
 from nats.aio.client import Client
 
 from referral_hub.runtime import topology
+from tests.helpers import cluster_healthy
 
 from .harness import SERVICES, assert_exactly_once, check, load_during, record, until
 
@@ -50,11 +51,7 @@ async def test_kill_9_a_cluster_node_then_the_referral_state_leader(cluster_hub)
         faults.append(time.monotonic())
         await asyncio.sleep(2.0)
         leader.start()
-
-        async def caught_up() -> bool:
-            return await asyncio.to_thread(hub.server.unhealthy_nodes) == []
-
-        await until(caught_up, 120)
+        await until(cluster_healthy(hub.server), 120)
     verdict = await check(hub.server.url, admin, ledger)
     record("3. R3 cluster: kill -9 a node, then a leader", ledger, verdict, max(map(ledger.recovered_after, faults)))
     assert_exactly_once(verdict)
