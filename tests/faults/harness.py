@@ -33,6 +33,7 @@ from referral_hub.notifications.paging import page_id_for
 from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.runtime import credentials, topology
+from referral_hub.runtime.kvstore import KvStore
 from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, free_port
 from referral_hub.runtime.servers import server_urls
 from tests.helpers import alert_raise, audit_entries, referral_request, wait_idle
@@ -161,7 +162,23 @@ async def flood_requests(url: str, ledger: Ledger, relieved: asyncio.Event) -> N
         await client.close()
 
 
-async def run_flow(clients: dict[str, ClinicClient], admin: Client, flow: Flow, ledger: Ledger) -> None:
+@dataclass(frozen=True)
+class StateView:
+    """The referral and care-team buckets, opened once per load: how a clinic sees what was applied.
+
+    Opened before any fault: opening a bucket is an API request, which a node being killed
+    can time out (it did, when each story opened its own).
+    """
+
+    referrals: KvStore
+    teams: KvStore
+
+    @classmethod
+    async def open(cls, admin: Client) -> StateView:
+        return cls(await referral_store(admin.jetstream()), await careteam_store(admin.jetstream()))
+
+
+async def run_flow(clients: dict[str, ClinicClient], state: StateView, flow: Flow, ledger: Ledger) -> None:
     """Request and accept; once the care team exists, a plan and an alert; then the rest of the lifecycle.
 
     Each lifecycle step is sent once the previous one is applied, as a clinic acting on
@@ -173,14 +190,13 @@ async def run_flow(clients: dict[str, ClinicClient], admin: Client, flow: Flow, 
         flow.sender, RECIPIENT, patient_ref=flow.patient_ref, actor=MEMBERS[flow.sender], modality=Modality.ACUPUNCTURE
     )
     flow.referral_id = request.referral_id
-    referrals = await referral_store(admin.jetstream())
 
     async def step_applied(message_id: UUID) -> None:
         """A clinic acts on what it has seen happen: the next step waits for this one."""
 
         async def applied() -> bool:
             with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
-                stored = await referrals.load(str(request.referral_id), fresh=True)
+                stored = await state.referrals.load(str(request.referral_id), fresh=True)
                 return stored is not None and any(item.message_id == message_id for item in stored[0].history)
             return False
 
@@ -192,11 +208,10 @@ async def run_flow(clients: dict[str, ClinicClient], admin: Client, flow: Flow, 
     accept = command("accept", RECIPIENT, request.referral_id, flow.patient_ref)
     await send_until_stored(recipient, accept, ledger)
     await step_applied(accept.message_id)
-    teams = await careteam_store(admin.jetstream())
 
     async def team_formed() -> bool:
         with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
-            stored = await teams.load(team_key(flow.patient_ref), fresh=True)
+            stored = await state.teams.load(team_key(flow.patient_ref), fresh=True)
             return stored is not None and RECIPIENT in stored[0].active_clinics()
         return False
 
@@ -220,6 +235,7 @@ async def drive(
     Pass ``ledger`` to watch it while the load runs.
     """
     clients = {clinic: await connect_clinic(url, clinic) for clinic in (*SENDERS, RECIPIENT)}
+    state = await StateView.open(admin)
     ledger = ledger if ledger is not None else Ledger()
 
     async def lane(lane_index: int) -> None:
@@ -227,7 +243,7 @@ async def drive(
         while not stop.is_set():
             flow = Flow(SENDERS[lane_index % len(SENDERS)], f"pt-{scenario}-{lane_index}-{story:04d}")
             ledger.flows.append(flow)
-            await run_flow(clients, admin, flow, ledger)
+            await run_flow(clients, state, flow, ledger)
             story += 1
 
     try:
