@@ -411,6 +411,7 @@ async def test_a_silence_holds_relative_pages_but_never_an_absolute_one(paging_h
         "silence", "add", "--clinic", PT, "--for", "1d", "--reason", "fire drill", "--nats-url", hub.url
     )
     assert silenced.status == 0, silenced.stderr
+    paging_hub.clock.now = datetime.now(UTC)  # hubctl starts the silence on the wall clock, not the fake one
     await asyncio.sleep(0.3)
 
     await raise_alert(hub, Severity.RELATIVE)
