@@ -10,7 +10,7 @@ from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.runtime import topology
 from referral_hub.runtime.handling import Delivery, Effects, Handled, subscriber
 from referral_hub.runtime.natsserver import free_port
-from referral_hub.runtime.service import ServiceApp, ServiceSettings, attach, lazy_jetstream, new_broker, serve
+from referral_hub.runtime.service import ServiceApp, ServiceSettings, attach, lazy_connection, new_broker, serve
 
 from .helpers import RunningHub, audit_entries, dead_letters, eventually, referral_request
 
@@ -29,7 +29,7 @@ async def test_a_message_that_exhausts_its_deliveries_is_dead_lettered_and_the_s
         "poison",
         broker,
         POISON,
-        subscriber("poison", "always-fails", Effects(lazy_jetstream(broker)), always_fails),
+        subscriber("poison", "always-fails", Effects(lazy_connection(broker)), always_fails),
         "test",
     )
     stop = asyncio.Event()

@@ -16,7 +16,7 @@ from referral_hub.audit.checkpoints import load_key
 from referral_hub.audit.handlers import AuditHandler
 from referral_hub.runtime import natsmonitor, topology
 from referral_hub.runtime.handling import Effects, LateHandler, subscriber
-from referral_hub.runtime.service import ServiceApp, attach, lazy_jetstream, new_broker
+from referral_hub.runtime.service import ServiceApp, attach, lazy_connection, new_broker
 
 SERVICE = "audit"
 log = structlog.get_logger(__name__)
@@ -48,7 +48,7 @@ def create_app(
     broker = new_broker(nats_url, SERVICE)
     handler = LateHandler(SERVICE)
 
-    effects = Effects(lazy_jetstream(broker))
+    effects = Effects(lazy_connection(broker))
 
     async def prepare(connection: Client) -> None:
         handler.bind(AuditHandler(ChainWriter(connection)))

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import nats
+import structlog
 from nats.aio.client import Client
 
-from referral_hub.cli.bench import Answers, bench_server, measure_baseline, percentile, start_hub
+from referral_hub.cli.bench import Answers, RejectedError, bench_server, measure_baseline, percentile, start_hub
 from referral_hub.cli.up import stop_services, stream_replicas
 from referral_hub.client import ClinicClient
 from referral_hub.contracts.base import Message, Modality
@@ -35,6 +36,7 @@ LAG_SAMPLE_SECONDS: Final = 1.0
 P99_TARGET_MS: Final = 100.0
 SUSTAINED_SHARE: Final = 0.95
 """A rate is sustained when at least this share of what was offered was answered in time."""
+log = structlog.get_logger(__name__)
 FLOWS: Final = ("referral.request", "referral.transition", "alert.raise")
 QUANTILES: Final = (("p50", 0.5), ("p99", 0.99))
 LAGGING: Final = (topology.REFERRALS_INTAKE, topology.NOTIFICATIONS_EVENTS, topology.AUDIT_CONSUMERS[0])
@@ -93,6 +95,8 @@ class RateResult:
     offered_per_s: float
     answered: int = 0
     late_or_lost: int = 0
+    rejected: int = 0
+    """Refused by the hub (the reason is logged): the stories are valid, so any is a finding."""
     seconds: float = 0.0
     latencies_ms: dict[str, list[float]] = field(default_factory=lambda: {flow: [] for flow in FLOWS})
     lag: list[int] = field(default_factory=list)
@@ -112,11 +116,26 @@ class RateResult:
         """The worst flow's p99 request-to-inbox latency."""
         return max((percentile(values, 0.99) for values in self.latencies_ms.values() if values), default=0.0)
 
+    async def record(self, flow: str, answered: asyncio.Future[float], started: float) -> bool:
+        """Wait for one answer and count it: answered (with its latency), late or lost, or rejected."""
+        try:
+            self.latencies_ms[flow].append((await asyncio.wait_for(answered, ANSWER_TIMEOUT_SECONDS) - started) * 1000)
+        except TimeoutError:
+            self.late_or_lost += 1
+            return False
+        except RejectedError as exc:
+            self.rejected += 1
+            log.warning("benchmark message rejected", reason=str(exc))
+            return False
+        self.answered += 1
+        return True
+
     @property
     def sustained(self) -> bool:
-        """Kept up: nearly everything answered, p99 under the target, no backlog left at the end."""
+        """Kept up: nothing refused, nearly everything answered, p99 under the target, no backlog left at the end."""
         return (
-            self.answered >= SUSTAINED_SHARE * self.offered_per_s * self.seconds
+            self.rejected == 0
+            and self.answered >= SUSTAINED_SHARE * self.offered_per_s * self.seconds
             and self.p99_ms < P99_TARGET_MS
             and (not self.lag or self.lag[-1] < self.offered_per_s)
         )
@@ -147,14 +166,8 @@ async def offer(url: str, clinics: list[Clinic], rate: float, duration: float, s
         flow, clinic, message, answered_by = story.next_message()
         answered = answers.expect(str(message.message_id), answered_by)
         started = time.perf_counter()
-        try:
-            await clients[clinic.id].send(message)
-            result.latencies_ms[flow].append(
-                (await asyncio.wait_for(answered, ANSWER_TIMEOUT_SECONDS) - started) * 1000
-            )
-            result.answered += 1
-        except TimeoutError:
-            result.late_or_lost += 1
+        await clients[clinic.id].send(message)
+        if not await result.record(flow, answered, started):
             return
         story.position += 1
         if not story.finished:
@@ -222,6 +235,7 @@ class LoadReport:
                     "offered_per_s": r.offered_per_s,
                     "achieved_per_s": round(r.achieved_per_s, 1),
                     "late_or_lost": r.late_or_lost,
+                    "rejected": r.rejected,
                     "sustained": r.sustained,
                     **{f"{flow}_{name}_ms": r.quantile_ms(flow, q) for flow in FLOWS for name, q in QUANTILES},
                     "lag_per_s": r.lag,

@@ -545,11 +545,14 @@ async def bench_load(args: argparse.Namespace) -> int:
         f"mixed load, {report_.clinics} clinics, {report_.nats_nodes} NATS node(s), sync {report_.sync_interval}; "
         "latency: send until the other party's inbox has the answer (p50 / p99 ms)"
     )
-    out(f"{'offered/s':>9} {'done/s':>7} {'late':>5} {'request':>15} {'transition':>15} {'alert':>15}  sustained")
+    out(
+        f"{'offered/s':>9} {'done/s':>7} {'late':>5} {'rej':>4} "
+        f"{'request':>15} {'transition':>15} {'alert':>15}  sustained"
+    )
     for r in report_.results:
         cells = " ".join(f"{r.quantile_ms(flow, 0.5):>7} /{r.quantile_ms(flow, 0.99):>6}" for flow in FLOWS)
         out(
-            f"{r.offered_per_s:>9} {r.achieved_per_s:>7.1f} {r.late_or_lost:>5} {cells}  "
+            f"{r.offered_per_s:>9} {r.achieved_per_s:>7.1f} {r.late_or_lost:>5} {r.rejected:>4} {cells}  "
             f"{'yes' if r.sustained else 'no'}"
         )
         out(f"{'':>9} consumer lag, once a second: {' '.join(str(n) for n in r.lag)}")

@@ -28,7 +28,7 @@ from referral_hub.runtime.handling import Effects, LateHandler, handle_one, subs
 from referral_hub.runtime.kvstore import KvStore, KvView
 from referral_hub.runtime.pulling import order_by_patient, pull_forever
 from referral_hub.runtime.registry import RegistryCache
-from referral_hub.runtime.service import ServiceApp, attach, lazy_jetstream, new_broker
+from referral_hub.runtime.service import ServiceApp, attach, lazy_connection, new_broker
 
 SWEEP_INTERVAL_SECONDS: Final = 5.0
 LOAD_SECONDS: Final = 10.0
@@ -53,7 +53,7 @@ def create_app(
     path of the alert-to-page chain, where faststream's per-message subscriber costs most.
     """
     broker = new_broker(nats_url, SERVICE)
-    effects = Effects(lazy_jetstream(broker))
+    effects = Effects(lazy_connection(broker))
     registry = RegistryCache()
     open_pages: KvView[Page] = KvView(Page, keep=lambda page: page.status is PageStatus.OPEN)
     silences: KvView[Silence] = KvView(Silence, SILENCE_PREFIX)

@@ -22,7 +22,7 @@ from referral_hub.runtime.handling import Effects, LateHandler, handle_one, subs
 from referral_hub.runtime.pulling import order_by_referral, pull_forever
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import HUB_SENDER, derived_id
-from referral_hub.runtime.service import ServiceApp, attach, lazy_jetstream, new_broker
+from referral_hub.runtime.service import ServiceApp, attach, lazy_connection, lazy_jetstream, new_broker
 
 REGISTRY_LOAD_SECONDS: Final = 10.0
 TIMER_INTERVAL_SECONDS: Final = 30.0
@@ -53,7 +53,7 @@ def create_app(
     broker = new_broker(nats_url, SERVICE)
     registry = RegistryCache()
     handler = LateHandler(SERVICE)
-    effects = Effects(lazy_jetstream(broker))
+    effects = Effects(lazy_connection(broker))
     started = asyncio.Event()
 
     async def follow_registry(connection: Client) -> None:

@@ -24,8 +24,8 @@ from typing import Final
 
 import structlog
 from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from referral_hub.errors import HubError
 from referral_hub.runtime.inbox import InboxDelivery, InboxWriter, Outgoing
@@ -80,16 +80,16 @@ class Handled:
 class Effects:
     """Carries out a handler's effects: stream publishes and numbered inbox deliveries."""
 
-    def __init__(self, js: Callable[[], JetStreamContext]) -> None:
-        """``js`` is called once the connection exists (subscribers are declared before)."""
-        self._js = js
+    def __init__(self, connection: Callable[[], Client]) -> None:
+        """``connection`` is called once it exists (subscribers are declared before)."""
+        self._connection = connection
         self._inbox: InboxWriter | None = None
 
     @property
     def inbox(self) -> InboxWriter:
         """The inbox writer, shared by every handler of the service."""
         if self._inbox is None:
-            self._inbox = InboxWriter(self._js())
+            self._inbox = InboxWriter(self._connection())
         return self._inbox
 
     async def apply(self, outgoing: Sequence[Outgoing | InboxDelivery]) -> None:
@@ -98,7 +98,7 @@ class Effects:
         Each output carries ``Nats-Msg-Id``, so a redelivered command re-publishing the same
         outputs has no second effect within the stream's de-duplication window.
         """
-        js = self._js()
+        js = self.inbox.jetstream
         await asyncio.gather(
             *(
                 self.inbox.deliver(item)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
@@ -29,8 +29,11 @@ FIRST_WAIT_SECONDS: Final = 5.0
 SWEEP_SECONDS: Final = 0.005
 """How long to wait for more once one arrived: only what is already there is taken."""
 BATCH: Final = 64
+IN_FLIGHT: Final = 256
+"""Messages being handled at once; below the consumers' ``max_ack_pending`` (1000)."""
 
 HandleOne = Callable[[Msg], Awaitable[bool]]
+Item = TypeVar("Item")
 
 
 class _About(msgspec.Struct):
@@ -60,24 +63,63 @@ def order_by_patient(delivery: Delivery) -> str:
     return f"patient:{about.patient_ref}" if about is not None and about.patient_ref else delivery.source_key
 
 
-async def dispatch(messages: list[Msg], handle_one: HandleOne, order_key: Callable[[Delivery], str]) -> None:
-    """Handle a batch: groups by key run concurrently, each group in stream order.
+class KeyedPipeline(Generic[Item]):
+    """Handles items as they arrive: concurrently across keys, strictly in order within one key.
 
-    If a message fails (it was nak'ed for redelivery), the later messages of its key in
-    this batch are nak'ed too, so none of them overtakes it.
+    Each item's task waits for the previous item of its key, so fetching never waits for a
+    slow batch to finish (a whole-batch barrier capped the intake at its slowest message).
+    If an item fails (``handle`` returned False: it was nak'ed for redelivery), every later
+    item of its key is handed to ``hold_back`` instead, so none overtakes it. At most
+    ``limit`` items are in flight; :meth:`submit` waits for a free slot.
     """
-    groups: dict[str, list[Msg]] = {}
-    for raw in sorted(messages, key=lambda m: m.metadata.sequence.stream):
-        groups.setdefault(order_key(Delivery.from_nats(raw)), []).append(raw)
 
-    async def in_order(group: list[Msg]) -> None:
-        for position, raw in enumerate(group):
-            if not await handle_one(raw):
-                for later in group[position + 1 :]:
-                    await later.nak(delay=nak_delay(later.metadata.num_delivered))
-                return
+    def __init__(
+        self,
+        handle: Callable[[Item], Awaitable[bool]],
+        hold_back: Callable[[Item], Awaitable[None]],
+        limit: int,
+    ) -> None:
+        """Nothing runs until the first :meth:`submit`."""
+        self._handle = handle
+        self._hold_back = hold_back
+        self._slots = asyncio.Semaphore(limit)
+        self._tails: dict[str, asyncio.Task[bool]] = {}
+        self._running: set[asyncio.Task[bool]] = set()
 
-    await asyncio.gather(*(in_order(group) for group in groups.values()))
+    async def submit(self, key: str, item: Item) -> None:
+        """Start ``item`` after its key's previous item; returns once it is under way."""
+        await self._slots.acquire()
+        task = asyncio.create_task(self._after(self._tails.get(key), item))
+        self._tails[key] = task
+        self._running.add(task)
+        task.add_done_callback(lambda done: self._finished(key, done))
+
+    async def _after(self, previous: asyncio.Task[bool] | None, item: Item) -> bool:
+        if previous is not None and not await previous:
+            await self._hold_back(item)
+            return False
+        return await self._handle(item)
+
+    def _finished(self, key: str, task: asyncio.Task[bool]) -> None:
+        self._slots.release()
+        self._running.discard(task)
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far has finished."""
+        while self._running:
+            await asyncio.wait(set(self._running))
+
+    async def cancel(self) -> None:
+        """Stop everything in flight (unacknowledged messages come back after the ack wait)."""
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+
+async def _hold_back(raw: Msg) -> None:
+    await raw.nak(delay=nak_delay(raw.metadata.num_delivered))
 
 
 async def pull_forever(
@@ -86,8 +128,9 @@ async def pull_forever(
     handle_one: HandleOne,
     order_key: Callable[[Delivery], str],
 ) -> None:
-    """Bind to the provisioned durable consumer and dispatch what it delivers, forever."""
+    """Bind to the provisioned durable consumer and pipe what it delivers through a :class:`KeyedPipeline`."""
     subscription = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+    pipeline: KeyedPipeline[Msg] = KeyedPipeline(handle_one, _hold_back, IN_FLIGHT)
     try:
         while True:
             try:
@@ -96,6 +139,8 @@ async def pull_forever(
                 continue
             with contextlib.suppress(TimeoutError):
                 batch += await subscription.fetch(BATCH - 1, timeout=SWEEP_SECONDS)
-            await dispatch(batch, handle_one, order_key)
+            for raw in sorted(batch, key=lambda m: m.metadata.sequence.stream):
+                await pipeline.submit(order_key(Delivery.from_nats(raw)), raw)
     finally:
+        await pipeline.cancel()
         await subscription.unsubscribe()

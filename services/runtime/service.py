@@ -87,6 +87,15 @@ def new_broker(nats_url: str, service: str) -> NatsBroker:
     )
 
 
+def lazy_connection(broker: NatsBroker) -> Callable[[], Client]:
+    """A connection getter for objects built before the broker connects."""
+
+    def connection() -> Client:
+        return broker.connection
+
+    return connection
+
+
 def lazy_jetstream(broker: NatsBroker) -> Callable[[], JetStreamContext]:
     """A JetStream context getter for objects built before the broker connects."""
 

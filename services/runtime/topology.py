@@ -148,9 +148,11 @@ def stream_configs(replicas: int = 1, budgets: Mapping[str, int] | None = None) 
         append_only.allow_rollup_hdrs = False
     clinic_out = stream(CLINIC_OUT, subjects.CLINIC_OUT_ALL, max_age_days=30, dedupe_seconds=3600)
     clinic_out.max_msg_size = CLINIC_OUT_MAX_MSG_BYTES
+    clinic_in = stream(CLINIC_IN, subjects.CLINIC_IN_ALL, max_age_days=90, dedupe_seconds=OUTPUT_DEDUPE_SECONDS)
+    clinic_in.allow_atomic = True  # the inbox writer's per-clinic atomic batches (runtime.inbox.InboxWriter)
     configs = [
         clinic_out,
-        stream(CLINIC_IN, subjects.CLINIC_IN_ALL, max_age_days=90, dedupe_seconds=OUTPUT_DEDUPE_SECONDS),
+        clinic_in,
         stream(HUB_EVENTS, subjects.EVENTS_ALL, max_age_days=90, dedupe_seconds=OUTPUT_DEDUPE_SECONDS),
         stream(HUB_DEADLETTER, subjects.DEADLETTER_ALL, max_age_days=365, dedupe_seconds=OUTPUT_DEDUPE_SECONDS),
         stream(HUB_ADVISORIES, subjects.MAX_DELIVERIES_ADVISORIES, max_age_days=30, dedupe_seconds=120),

@@ -14,7 +14,7 @@ from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.runtime import topology
 from referral_hub.runtime.handling import Delivery, Effects, Handled, subscriber
 from referral_hub.runtime.natsserver import free_port
-from referral_hub.runtime.service import ServiceApp, ServiceSettings, attach, lazy_jetstream, new_broker, serve
+from referral_hub.runtime.service import ServiceApp, ServiceSettings, attach, lazy_connection, new_broker, serve
 from tests.helpers import audit_entries, dead_letters, eventually, hubctl, referral_request, wait_idle
 
 from .harness import SUMMARY, Row
@@ -46,7 +46,7 @@ async def test_a_poison_message_is_dead_lettered_listed_and_replayed_once(hub):
     handler = FailsOnOne(str(poison.message_id))
     await hub.connection.jetstream().add_consumer(DRILL.stream, config=DRILL.config())
     broker = new_broker(hub.url, "drill")
-    attach("drill", broker, DRILL, subscriber("drill", "fails-on-one", Effects(lazy_jetstream(broker)), handler), "x")
+    attach("drill", broker, DRILL, subscriber("drill", "fails-on-one", Effects(lazy_connection(broker)), handler), "x")
     stop = asyncio.Event()
     task = asyncio.create_task(
         serve(ServiceApp("drill", broker, (DRILL,)), ServiceSettings(hub.url, free_port()), stop)
