@@ -1,12 +1,16 @@
-"""Group commit and JetStream atomic batches: how the audit chain stores entries that must not interleave.
+"""Group commit and JetStream atomic batches: how writes that must not interleave are stored.
 
 Concurrent writes queue per key, and one task commits what has queued up as one JetStream
 atomic batch (ADR-50). The first message carries the expectation
 (``Nats-Expected-Last-Sequence``), and the server stores the whole batch right after it, or
 nothing. One round trip stores many messages, and a lost race costs one retry of the batch
-instead of a fork or a gap. The clinic inboxes still number one delivery at a time
-(``runtime.inbox``); a per-clinic group commit with ``Nats-Expected-Last-Subject-Sequence``
-is the obvious next user, tried once and not yet landed (see the session note).
+instead of a fork or a gap. Two users: the audit chain (``audit.adapters.ChainWriter``,
+one key) and the clinic inboxes (``runtime.inbox.InboxWriter``, one key per clinic,
+expecting ``Nats-Expected-Last-Subject-Sequence`` on the clinic's inbox subjects).
+
+A core NATS subscriber on the stream's subjects sees a batch's messages as they are sent,
+before the commit and even when the server then refuses the batch, exactly as it sees a
+single publish that JetStream refuses. Only what a JetStream consumer reads was stored.
 """
 
 from __future__ import annotations

@@ -4,12 +4,13 @@ Each inbox message carries ``event_number``: 1, 2, 3 ... per clinic, with no gap
 topic-based subscriptions' ``eventsSinceSubscriptionStart`` does, so a clinic can detect a
 missed message and replay from a number.
 
-The server enforces it. A delivery is published with
+The server enforces it. Deliveries are published with
 ``Nats-Expected-Last-Subject-Sequence`` checked against ``clinic.<id>.in.>`` (the
-``...-Subject`` header): if anything reached that inbox since we read its head, JetStream
-refuses, and we re-read and renumber. Two replicas can therefore never hand out one
-number twice or skip one. A redelivered command's copy is refused as a duplicate by its
-``Nats-Msg-Id`` and keeps its original number.
+``...-Subject`` header), in per-clinic atomic batches: if anything reached that inbox since
+we read its head, JetStream refuses the whole batch, and we re-read and renumber. Two
+replicas can therefore never hand out one number twice or skip one. A redelivered
+command's copy is refused as a duplicate by its ``Nats-Msg-Id`` and keeps its original
+number.
 """
 
 from __future__ import annotations

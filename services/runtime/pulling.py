@@ -1,4 +1,4 @@
-"""An ordered batch pull loop for the hot path: concurrent across keys, in order within one.
+"""An ordered, pipelined pull loop for the hot path: concurrent across keys, in order within one.
 
 Used where a handler needs both throughput and per-key order (the referrals intake:
 one referral's commands must apply in the order they were stored). faststream could not
@@ -6,7 +6,8 @@ give both, as verified against a real server (see ``service.PULL_LINGER_SECONDS`
 its batch mode waits out the whole fetch timeout under light load and drops fetched
 messages when nats-py raises a plain ``asyncio.TimeoutError``; its per-message mode runs
 a fetched batch as tasks whose order is not the stream's. This loop sees the whole batch
-before dispatching it, so ordering is decided on stream sequence, not on scheduling.
+before dispatching it, so ordering is decided on stream sequence, not on scheduling, and
+it keeps fetching while earlier messages are still being handled (:class:`KeyedPipeline`).
 """
 
 from __future__ import annotations
