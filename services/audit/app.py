@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 from nats.aio.client import Client
@@ -15,8 +13,9 @@ from referral_hub.audit.adapters import ChainWriter, Checkpointer
 from referral_hub.audit.checkpoints import load_key
 from referral_hub.audit.handlers import AuditHandler
 from referral_hub.runtime import natsmonitor, topology
-from referral_hub.runtime.handling import Effects, LateHandler, subscriber
-from referral_hub.runtime.service import ServiceApp, attach, lazy_connection, new_broker
+from referral_hub.runtime.handling import Effects, LateHandler
+from referral_hub.runtime.pulling import Job, Pulled, unordered
+from referral_hub.runtime.service import ServiceApp, lazy_connection, new_broker
 
 SERVICE = "audit"
 log = structlog.get_logger(__name__)
@@ -49,18 +48,16 @@ def create_app(
     handler = LateHandler(SERVICE)
 
     effects = Effects(lazy_connection(broker))
+    started = asyncio.Event()
 
     async def prepare(connection: Client) -> None:
         handler.bind(AuditHandler(ChainWriter(connection)))
+        started.set()
 
-    for spec in topology.AUDIT_CONSUMERS:
-        attach(
-            SERVICE,
-            broker,
-            spec,
-            subscriber(SERVICE, spec.durable, effects, handler),
-            f"Every message stored in {spec.stream}, recorded in the audit chain.",
-        )
+    background: list[Job] = [
+        Pulled(SERVICE, spec.durable, spec, unordered).job(effects, handler, started)
+        for spec in topology.AUDIT_CONSUMERS
+    ]
 
     async def checkpoint_forever(connection: Client) -> None:
         checkpointer = Checkpointer(connection.jetstream(), load_key(signing_key), policy.entries, policy.seconds)
@@ -68,7 +65,6 @@ def create_app(
             await checkpointer.run_once(datetime.now(UTC))
             await asyncio.sleep(policy.poll_seconds)
 
-    background: list[Callable[[Client], Coroutine[Any, Any, None]]] = []
     if nats_monitor_url:
         background.append(natsmonitor.watch(nats_monitor_url).poll_forever)
     if signing_key:

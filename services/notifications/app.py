@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Final
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from referral_hub.errors import HubError
 from referral_hub.notifications.channels import Channels, ChannelSettings
@@ -24,9 +23,9 @@ from referral_hub.notifications.handlers import (
 )
 from referral_hub.notifications.paging import EscalationPolicy, Page, PageStatus, PatientRecord, Silence
 from referral_hub.runtime import topology
-from referral_hub.runtime.handling import Effects, LateHandler, handle_one, subscriber
+from referral_hub.runtime.handling import Effects, LateHandler, subscriber
 from referral_hub.runtime.kvstore import KvStore, KvView
-from referral_hub.runtime.pulling import order_by_patient, pull_forever
+from referral_hub.runtime.pulling import Pulled, order_by_patient
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.service import ServiceApp, attach, lazy_connection, new_broker
 
@@ -104,14 +103,6 @@ def create_app(
         acks.bind(built.on_ack)
         started.set()
 
-    async def pull_events(connection: Client) -> None:
-        await started.wait()
-
-        async def one(raw: Msg) -> bool:
-            return await handle_one(SERVICE, "events", effects, events, raw)
-
-        await pull_forever(connection.jetstream(), topology.NOTIFICATIONS_EVENTS, one, order_by_patient)
-
     async def sweep(_connection: Client) -> None:
         await started.wait()
         while True:
@@ -129,6 +120,10 @@ def create_app(
         name=SERVICE,
         broker=broker,
         consumers=(topology.NOTIFICATIONS_EVENTS, topology.NOTIFICATIONS_ACKS),
-        background=(follow, pull_events, sweep),
+        background=(
+            follow,
+            Pulled(SERVICE, "events", topology.NOTIFICATIONS_EVENTS, order_by_patient).job(effects, events, started),
+            sweep,
+        ),
         before_start=(prepare,),
     )

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Final
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from referral_hub.contracts.codec import encode
 from referral_hub.contracts.inbox import InboxHeartbeat
@@ -18,8 +17,8 @@ from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.referrals.handlers import SERVICE, IntakeHandler, TimerSweeper
 from referral_hub.runtime import subjects, topology
 from referral_hub.runtime.exhausted import ExhaustedHandler
-from referral_hub.runtime.handling import Effects, LateHandler, handle_one, subscriber
-from referral_hub.runtime.pulling import order_by_referral, pull_forever
+from referral_hub.runtime.handling import Effects, LateHandler, subscriber
+from referral_hub.runtime.pulling import Pulled, order_by_referral
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import HUB_SENDER, derived_id
 from referral_hub.runtime.service import ServiceApp, attach, lazy_connection, lazy_jetstream, new_broker
@@ -84,14 +83,6 @@ def create_app(
             await asyncio.sleep(heartbeat_interval)
             await send_heartbeats(connection, registry, effects, clock())
 
-    async def pull_intake(connection: Client) -> None:
-        await started.wait()
-
-        async def one(raw: Msg) -> bool:
-            return await handle_one(SERVICE, "intake", effects, handler, raw)
-
-        await pull_forever(connection.jetstream(), topology.REFERRALS_INTAKE, one, order_by_referral)
-
     attach(
         SERVICE,
         broker,
@@ -108,7 +99,12 @@ def create_app(
         name=SERVICE,
         broker=broker,
         consumers=(topology.REFERRALS_INTAKE, topology.EXHAUSTED),
-        background=(follow_registry, pull_intake, fire_timers, heartbeats),
+        background=(
+            follow_registry,
+            Pulled(SERVICE, "intake", topology.REFERRALS_INTAKE, order_by_referral).job(effects, handler, started),
+            fire_timers,
+            heartbeats,
+        ),
         before_start=(prepare,),
     )
 

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from typing import Final, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
 
 import msgspec
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from referral_hub.contracts.codec import lenient_decode
-from referral_hub.runtime.handling import Delivery, nak_delay
+from referral_hub.runtime.handling import Delivery, Effects, Handled, handle_one, nak_delay
 from referral_hub.runtime.topology import ConsumerSpec
 
 FIRST_WAIT_SECONDS: Final = 5.0
@@ -34,6 +36,7 @@ IN_FLIGHT: Final = 256
 """Messages being handled at once; below the consumers' ``max_ack_pending`` (1000)."""
 
 HandleOne = Callable[[Msg], Awaitable[bool]]
+Job = Callable[[Client], Coroutine[Any, Any, None]]
 Item = TypeVar("Item")
 
 
@@ -55,6 +58,11 @@ def order_by_referral(delivery: Delivery) -> str:
         return f"referral:{about.referral_id}"
     if about is not None and about.patient_ref:
         return f"patient:{about.patient_ref}"
+    return delivery.source_key
+
+
+def unordered(delivery: Delivery) -> str:
+    """Every message on its own (the audit chain orders its entries itself)."""
     return delivery.source_key
 
 
@@ -145,3 +153,30 @@ async def pull_forever(
     finally:
         await pipeline.cancel()
         await subscription.unsubscribe()
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """A durable consumer a service pulls itself, named for its metrics and logs, and its order."""
+
+    service: str
+    handler: str
+    spec: ConsumerSpec
+    order_key: Callable[[Delivery], str]
+
+    def job(self, effects: Effects, process: Callable[[Delivery], Awaitable[Handled]], ready: asyncio.Event) -> Job:
+        """A background job: once ``ready`` (the handler is bound), pull forever.
+
+        Every message goes through ``handling.handle_one``, the one acknowledgement policy.
+        """
+
+        async def pull(connection: Client) -> None:
+            await ready.wait()
+
+            async def one(raw: Msg) -> bool:
+                return await handle_one(self.service, self.handler, effects, process, raw)
+
+            await pull_forever(connection.jetstream(), self.spec, one, self.order_key)
+
+        pull.__name__ = f"pull {self.spec.durable}"
+        return pull
