@@ -17,7 +17,14 @@ KEYS = {
     "baseline_kv_put_per_s",
     "baseline_js_publish_per_s",
     "ratio_vs_kv_put",
+    "settle_s",
+    "stored_messages_per_transition",
+    "server_cpu_ms_per_transition",
+    "server_ceiling_transitions_per_s",
+    "ceiling_ratio_vs_kv_put",
 }
+AT_LEAST_STORED_PER_TRANSITION = 3
+"""The submission, the referral's new state and one inbox copy, before any audit entry."""
 
 
 def test_bench_referrals_json_prints_one_object_with_the_published_keys() -> None:
@@ -38,3 +45,6 @@ def test_bench_referrals_json_prints_one_object_with_the_published_keys() -> Non
     assert figures["ratio_vs_kv_put"] == pytest.approx(
         figures["transitions_per_s"] / figures["baseline_kv_put_per_s"], rel=0.01
     )
+    assert figures["settle_s"] >= 0, "the hub did not catch up within a minute of the load"
+    assert figures["stored_messages_per_transition"] >= AT_LEAST_STORED_PER_TRANSITION
+    assert figures["server_cpu_ms_per_transition"] > 0

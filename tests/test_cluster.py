@@ -19,7 +19,7 @@ from referral_hub.audit.adapters import ChainWriter, read_chain
 from referral_hub.audit.domain import describe, verify
 from referral_hub.runtime import topology
 from referral_hub.runtime.natsserver import EmbeddedCluster
-from referral_hub.runtime.provision import provision
+from referral_hub.runtime.provision import provision, while_settling
 from referral_hub.runtime.servers import server_urls
 
 from .helpers import cluster_healthy, eventually
@@ -73,7 +73,7 @@ async def test_a_mismatched_expected_last_msg_id_wedges_a_replicated_stream(nats
     connection = await nats.connect(server_urls(nats_cluster.url))
     js = connection.jetstream()
     try:
-        await js.add_stream(api.StreamConfig(name="TRAP", subjects=["trap"], num_replicas=3))
+        await while_settling(lambda: js.add_stream(api.StreamConfig(name="TRAP", subjects=["trap"], num_replicas=3)))
 
         async def first_stored() -> bool:
             """The new stream answers once its replicas have elected a leader; the id makes retries safe."""

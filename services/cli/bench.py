@@ -8,6 +8,7 @@ services run as separate processes, as in a deployment; this process only drives
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import statistics
 import tempfile
@@ -32,7 +33,7 @@ from referral_hub.contracts.referrals import (
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.demo.traffic import LIFECYCLE, demo_referral, lifecycle_command
 from referral_hub.errors import HubError
-from referral_hub.runtime import subjects
+from referral_hub.runtime import subjects, topology
 from referral_hub.runtime.admission import BURST_ENV, RATE_ENV
 from referral_hub.runtime.natsserver import SYNC_ALWAYS, EmbeddedCluster, EmbeddedNats, free_port, free_ports
 from referral_hub.runtime.provision import provision
@@ -44,6 +45,7 @@ UNLIMITED_CLINIC_RATE: Final = {RATE_ENV: "1000000", BURST_ENV: "1000000"}
 """The per-clinic admission limit guards a shared hub from one clinic; five demo clinics
 driving the whole hub flat out would hit it, and this benchmark measures the hub."""
 STEP_TIMEOUT_SECONDS: Final = 30.0
+SETTLE_TIMEOUT_SECONDS: Final = 60.0
 
 
 @dataclass
@@ -181,8 +183,28 @@ def percentile(values: list[float], fraction: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
 
 
+@dataclass(frozen=True)
+class BenchServer:
+    """A benchmark's own nats-server (or cluster), its scratch directory, and its processes' CPU time."""
+
+    url: str
+    scratch: Path
+    pids: tuple[int, ...]
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the server processes have used so far (Linux ``/proc``)."""
+        return sum(process_cpu_seconds(pid) for pid in self.pids)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds a live process has used, user plus system, from ``/proc/<pid>/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    user, system = int(fields[11]), int(fields[12])  # utime and stime, fields 14 and 15 of proc(5)
+    return (user + system) / os.sysconf("SC_CLK_TCK")
+
+
 @asynccontextmanager
-async def bench_server(sync_interval: str, cluster: int = 1) -> AsyncIterator[tuple[str, Path]]:
+async def bench_server(sync_interval: str, cluster: int = 1) -> AsyncIterator[BenchServer]:
     """A fresh embedded nats-server (or ``cluster`` of them) with the hub's settings, and a scratch directory."""
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as scratch:
         server: EmbeddedNats | EmbeddedCluster = (
@@ -198,8 +220,9 @@ async def bench_server(sync_interval: str, cluster: int = 1) -> AsyncIterator[tu
             else EmbeddedNats(Path(scratch), port=free_port(), monitor_port=free_port(), sync_interval=sync_interval)
         )
         server.start()
+        nodes = server.nodes if isinstance(server, EmbeddedCluster) else [server]
         try:
-            yield server.url, Path(scratch)
+            yield BenchServer(server.url, Path(scratch), tuple(node.process.pid for node in nodes if node.process))
         finally:
             server.stop()
 
@@ -223,19 +246,66 @@ async def start_hub(
     return services
 
 
+@dataclass(frozen=True)
+class ServerCost:
+    """What the load cost the nats-server: the evidence for what this machine can reach at all."""
+
+    settle_s: float
+    """From the end of the load until every hub consumer had caught up (-1: it did not, in time)."""
+    stored_messages: int
+    cpu_seconds: float
+
+
+async def settle(connection: Client) -> float:
+    """Seconds until no hub consumer has anything pending or unacknowledged; -1 if not within a minute."""
+    js = connection.jetstream()
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < SETTLE_TIMEOUT_SECONDS:
+        behind = 0
+        for spec in topology.CONSUMERS:
+            info = await js.consumer_info(spec.stream, spec.durable)
+            behind += (info.num_pending or 0) + (info.num_ack_pending or 0)
+        if not behind:
+            return elapsed
+        await asyncio.sleep(0.1)
+    return -1.0
+
+
+async def stored_messages(connection: Client) -> int:
+    """Messages in every stream and KV bucket of the server."""
+    return sum(info.state.messages for info in await connection.jetstream().streams_info())
+
+
 async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> dict[str, float | str]:
     """The whole benchmark; returns the figures under their published names."""
-    async with bench_server(sync_interval) as (url, scratch):
-        connection = await nats.connect(url)
+    async with bench_server(sync_interval) as server:
+        connection = await nats.connect(server.url)
         baseline = await measure_baseline(connection, max(duration / 4, 2.0))
-        await connection.drain()
         registry = load_registry_file()
-        services = await start_hub(url, scratch, registry, UNLIMITED_CLINIC_RATE)
+        services = await start_hub(server.url, server.scratch, registry, UNLIMITED_CLINIC_RATE)
         try:
-            load = await drive(url, list(registry.clinics), duration)
+            stored_before, cpu_before = await stored_messages(connection), server.cpu_seconds()
+            load = await drive(server.url, list(registry.clinics), duration)
+            settle_s = await settle(connection)
+            cost = ServerCost(
+                settle_s, await stored_messages(connection) - stored_before, server.cpu_seconds() - cpu_before
+            )
         finally:
             stop_services(services)
+            await connection.drain()
+    return figures(load, baseline, cost, sync_interval)
+
+
+def figures(load: LoadResult, baseline: Baseline, cost: ServerCost, sync_interval: str) -> dict[str, float | str]:
+    """The published figures, with the server-side cost per transition and the ceiling it implies.
+
+    ``server_ceiling_transitions_per_s`` is the rate at which nats-server alone would keep
+    every core of this machine busy, at the CPU it spent per transition in this run: no
+    hub on this machine can go faster, whatever the services do.
+    """
     rate = load.transitions / load.seconds
+    cpu_per_transition = cost.cpu_seconds / load.transitions
+    ceiling = (os.cpu_count() or 1) / cpu_per_transition
     return {
         "transitions_per_s": round(rate, 1),
         "p50_ms": round(percentile(load.request_to_inbox_ms, 0.50), 2),
@@ -246,4 +316,10 @@ async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> 
         "referrals": len(load.request_to_inbox_ms),
         "seconds": round(load.seconds, 2),
         "sync_interval": sync_interval,
+        "settle_s": round(cost.settle_s, 2),
+        "stored_messages_per_transition": round(cost.stored_messages / load.transitions, 2),
+        "server_cpu_ms_per_transition": round(cpu_per_transition * 1000, 3),
+        "cores": os.cpu_count() or 1,
+        "server_ceiling_transitions_per_s": round(ceiling, 1),
+        "ceiling_ratio_vs_kv_put": round(ceiling / baseline.kv_put_per_s, 3),
     }

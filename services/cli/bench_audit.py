@@ -116,7 +116,8 @@ async def raw_read_hash_rate(js: JetStreamContext, total: int) -> float:
 async def bench_audit(entries: int, seconds: float = 5.0, sync_interval: str = SYNC_ALWAYS) -> dict[str, float | str]:
     """The whole benchmark; returns the figures under their published names."""
     rng = random.Random(5)  # noqa: S311 - load shape, not security
-    async with bench_server(sync_interval) as (url, scratch):
+    async with bench_server(sync_interval) as server:
+        url, scratch = server.url, server.scratch
         connection = await nats.connect(url)
         js = connection.jetstream()
         await provision(js)

@@ -250,7 +250,8 @@ async def bench_load(
 ) -> LoadReport:
     """Every offered rate in turn against one hub; the highest sustained one, and the raw baseline."""
     registry = load_registry(clinics)
-    async with bench_server(sync_interval, cluster) as (url, scratch):
+    async with bench_server(sync_interval, cluster) as server:
+        url, scratch = server.url, server.scratch
         connection = await nats.connect(server_urls(url))
         replicas = stream_replicas(cluster)
         baseline = await measure_baseline(connection, 3.0, replicas)

@@ -138,7 +138,8 @@ async def bench_pages(rate: float, duration: float, sync_interval: str = SYNC_AL
     arrivals = Arrivals()
     http = receiver(arrivals)
     try:
-        async with bench_server(sync_interval) as (url, scratch):
+        async with bench_server(sync_interval) as server:
+            url, scratch = server.url, server.scratch
             registry = paged_registry(f"http://127.0.0.1:{http.server_address[1]}/page")
             services = await start_hub(url, scratch, registry, {"HUB_WEBHOOK_SECRET": SECRET})
             try:

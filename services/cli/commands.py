@@ -528,6 +528,12 @@ async def bench(args: argparse.Namespace) -> int:
             f"  KV put, sequential /s      {f['baseline_kv_put_per_s']:>10}",
             f"  JS publish+ack, seq /s     {f['baseline_js_publish_per_s']:>10}",
             f"ratio hub transitions / raw KV put: {f['ratio_vs_kv_put']}",
+            "what the load cost nats-server (the ceiling of this machine):",
+            f"  stored messages/transition {f['stored_messages_per_transition']:>10}",
+            f"  server CPU ms/transition   {f['server_cpu_ms_per_transition']:>10}",
+            f"  all {f['cores']} cores, server only /s {f['server_ceiling_transitions_per_s']:>7}",
+            f"  ratio of that ceiling / raw KV put: {f['ceiling_ratio_vs_kv_put']}",
+            f"  hub caught up {f['settle_s']} s after the load (-1: not within a minute)",
         ],
     )
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final, TypeVar
 
 import nats.errors
 import structlog
@@ -20,6 +20,7 @@ NO_SUITABLE_PEERS: Final = 10005
 STREAM_NAME_IN_USE = 10058
 """JetStream's error code for 'stream name already in use with a different configuration'."""
 
+T = TypeVar("T")
 PATIENCE_SECONDS: Final = 60.0
 """How long provisioning retries a JetStream API that does not answer yet."""
 RETRY_PAUSE_SECONDS: Final = 0.5
@@ -46,10 +47,20 @@ async def provision(
     met every peer. Since every step is idempotent, the whole run is retried
     for up to ``patience`` seconds.
     """
+    await while_settling(lambda: _provision_once(js, replicas, budgets), patience)
+
+
+async def while_settling(operation: Callable[[], Awaitable[T]], patience: float = PATIENCE_SECONDS) -> T:
+    """Run an idempotent JetStream request, again and again while the server is still settling.
+
+    Timeouts, "no responders", "no leader", a stream without a leader yet and "no suitable
+    peers" are what a starting or restarting cluster answers for a few seconds; anything
+    else, or any of them after ``patience`` seconds, is raised.
+    """
     deadline = time.monotonic() + patience
     while True:
         try:
-            await _provision_once(js, replicas, budgets)
+            return await operation()
         except (
             nats.errors.TimeoutError,
             ServiceUnavailableError,
@@ -61,10 +72,8 @@ async def provision(
                 raise
             if time.monotonic() > deadline:
                 raise
-            log.warning("JetStream not answering yet; provisioning again")
+            log.warning("JetStream not answering yet; asking again", error=type(exc).__name__)
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
-        else:
-            return
 
 
 class NoLeaderError(HubError):

@@ -23,9 +23,9 @@ from referral_hub.runtime.topology import ConsumerSpec
 
 PULL_BATCH: Final = 32
 """Messages per fetch. faststream's pull subscriber handles a fetched batch concurrently
-(an anyio task group) and not in stream order, so only handlers that need no order use
-it: the audit writer serialises itself, notifications route each event on its own. The
-referrals intake, which needs per-referral order, uses ``runtime.pulling`` instead."""
+(an anyio task group), not in stream order, and fetches again only when the whole batch
+is done, so only the cold consumers use it (page acks, max-deliveries advisories). The
+hot ones (referrals intake, notifications events, audit) use ``runtime.pulling``."""
 PULL_LINGER_SECONDS: Final = 0.05
 """How long one fetch may wait. nats-py's fetch(batch>1), when nothing is waiting, sends a
 lingering pull that keeps collecting until this timeout, so it bounds idle latency.
