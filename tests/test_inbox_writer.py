@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from referral_hub.client import new_id
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.runtime import subjects
-from referral_hub.runtime.inbox import InboxDelivery, InboxWriter
+from referral_hub.runtime.inbox import MIN_ATOMIC_BATCH, InboxDelivery, InboxWriter
 from referral_hub.runtime.natsserver import EmbeddedNats
 
 CLINIC = "harbor-pt"
@@ -74,8 +74,13 @@ async def test_a_redelivered_copy_queued_with_new_deliveries_keeps_its_number_an
 ) -> None:
     writer = InboxWriter(provisioned)
     assert await writer.deliver(delivery("first")) == 1
+    queued_behind_one = ["first", *(f"later-{n}" for n in range(MIN_ATOMIC_BATCH))]  # one atomic batch, a duplicate
 
-    numbers = await asyncio.gather(*(writer.deliver(delivery(name)) for name in ("new", "first", "later", "last")))
+    numbers = await asyncio.gather(*(writer.deliver(delivery(name)) for name in ["new", *queued_behind_one]))
 
-    assert numbers == [2, 0, 3, 4]
-    assert await stored(provisioned) == [(1, "first"), (2, "new"), (3, "later"), (4, "last")]
+    assert numbers == [2, 0, *range(3, 3 + MIN_ATOMIC_BATCH)]
+    assert await stored(provisioned) == [
+        (1, "first"),
+        (2, "new"),
+        *((3 + n, f"later-{n}") for n in range(MIN_ATOMIC_BATCH)),
+    ]

@@ -105,8 +105,24 @@ class Answers:
         self.waiting[message_id] = (clinic, future)
         return future
 
+    async def listen(self, nats_url: str) -> Client:
+        """A connection that reads every inbox as stored, from now on, into :meth:`on_inbox`.
+
+        A JetStream consumer, as clinics read their inboxes: a core subscription would also
+        see a message the server then refuses (a lost numbering race), before it is stored.
+        """
+        listener = await nats.connect(server_urls(nats_url))
+        await listener.jetstream().subscribe(
+            subjects.CLINIC_IN_ALL,
+            stream=topology.CLINIC_IN,
+            cb=self.on_inbox,
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.NEW,
+        )
+        return listener
+
     async def on_inbox(self, raw: Msg) -> None:
-        """Core-NATS callback for every inbox delivery: resolve whoever waited for it."""
+        """Callback for every stored inbox message: resolve whoever waited for it."""
         answer = msgspec.json.decode(raw.data, type=_Answer)
         cause = answer.offending_message_id if answer.type == "rejection" else answer.causation_id
         entry = self.waiting.get(cause)
@@ -143,8 +159,7 @@ async def drive(nats_url: str, clinics: list[Clinic], duration: float, seed: int
     rng = random.Random(seed)  # noqa: S311 - load shape, not security
     clients = {clinic.id: await ClinicClient.connect(nats_url, clinic.id) for clinic in clinics}
     answers = Answers()
-    listener = await nats.connect(server_urls(nats_url))
-    await listener.subscribe(subjects.CLINIC_IN_ALL, cb=answers.on_inbox)
+    listener = await answers.listen(nats_url)
     transitions = 0
     latencies: list[float] = []
     deadline = time.perf_counter() + duration

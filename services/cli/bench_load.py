@@ -28,7 +28,7 @@ from referral_hub.contracts.base import Message, Modality
 from referral_hub.contracts.referrals import ReferralRequest
 from referral_hub.contracts.registry import Clinic, Member, Registry, Role
 from referral_hub.demo.traffic import LIFECYCLE, demo_alert, demo_referral, lifecycle_command
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime import topology
 from referral_hub.runtime.servers import server_urls
 
 ANSWER_TIMEOUT_SECONDS: Final = 30.0
@@ -157,8 +157,7 @@ async def offer(url: str, clinics: list[Clinic], rate: float, duration: float, s
     result = RateResult(offered_per_s=rate)
     clients = {clinic.id: await ClinicClient.connect(url, clinic.id) for clinic in clinics}
     answers = Answers()
-    listener = await nats.connect(server_urls(url))
-    await listener.subscribe(subjects.CLINIC_IN_ALL, cb=answers.on_inbox)
+    listener = await answers.listen(url)
     ready: deque[Story] = deque()
     running: set[asyncio.Task[None]] = set()
 
