@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,15 +33,14 @@ from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 from referral_hub.audit.checkpoints import make_checkpoint
 from referral_hub.audit.domain import GENESIS_HASH, chain
 from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry
-from referral_hub.errors import HubError
 from referral_hub.runtime import subjects, topology
 from referral_hub.runtime.batching import (
-    BATCH_HAS_DUPLICATE,
     WRONG_LAST_SEQUENCE,
     GroupCommit,
     Pending,
     Publish,
     publish_atomic,
+    store_in_order,
 )
 from referral_hub.runtime.metrics import AUDIT_LAST_CHECKPOINT
 
@@ -54,17 +52,10 @@ READER_IDLE_SECONDS: Final = 30.0
 """The server removes a chain reader's consumer this long after its last fetch."""
 READER_CREATE_ATTEMPTS: Final = 20
 READER_RETRY_SECONDS: Final = 0.5
-MAX_ATTEMPTS: Final = 50
-BACKOFF_SECONDS: Final = 0.002
-"""Base of the jittered pause after losing a race, so two writers stop colliding in lockstep."""
 CHAIN: Final = "chain"
 """The one key of the chain's group commit: every entry follows the one before."""
 _decoder: Final = msgspec.json.Decoder(AuditEntry)
 _encoder: Final = msgspec.json.Encoder()
-
-
-class ChainContentionError(HubError):
-    """Another writer kept winning; the message is redelivered and tried again later."""
 
 
 @dataclass(frozen=True)
@@ -106,32 +97,15 @@ class ChainWriter:
         return await self._group.submit(CHAIN, _Append(entry, dedupe_key))
 
     async def _commit(self, _key: str, batch: list[Pending[_Append, AuditEntry]]) -> None:
-        try:
-            await self._commit_batch(batch)
-        except Exception:
-            self._head = None
-            raise
+        await store_in_order(batch, self._store, self._forget_head, "audit entries")
 
-    async def _commit_batch(self, batch: list[Pending[_Append, AuditEntry]]) -> None:
-        waiting = batch
-        one_by_one = False
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            if self._head is None:
-                self._head = await self._read_head()
-            try:
-                waiting = await (self._publish_each(waiting) if one_by_one else self._publish_atomic(waiting))
-            except APIError as exc:
-                if exc.err_code == BATCH_HAS_DUPLICATE:
-                    one_by_one = True
-                    continue
-                if exc.err_code != WRONG_LAST_SEQUENCE:
-                    raise
-            if not waiting:
-                return
-            self._head = None
-            await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * attempt))  # noqa: S311 - jitter, not security
-        msg = f"could not append to the audit chain after {MAX_ATTEMPTS} attempts"
-        raise ChainContentionError(msg)
+    async def _store(self, waiting: list[Pending[_Append, AuditEntry]], one_by_one: bool) -> None:  # noqa: FBT001 - store_in_order's callback shape
+        if self._head is None:
+            self._head = await self._read_head()
+        await (self._publish_each(waiting) if one_by_one else self._publish_atomic(waiting))
+
+    def _forget_head(self) -> None:
+        self._head = None
 
     def _seal(self, batch: list[Pending[_Append, AuditEntry]]) -> list[AuditEntry]:
         """The batch's entries chained on the current head, in order."""
@@ -144,7 +118,7 @@ class ChainWriter:
             prev_hash = entry.entry_hash
         return sealed
 
-    async def _publish_atomic(self, batch: list[Pending[_Append, AuditEntry]]) -> list[Pending[_Append, AuditEntry]]:
+    async def _publish_atomic(self, batch: list[Pending[_Append, AuditEntry]]) -> None:
         """Store ``batch`` whole after the head, or raise the server's refusal (nothing stored)."""
         assert self._head is not None  # noqa: S101 - _commit reads the head first
         sealed = self._seal(batch)
@@ -159,28 +133,21 @@ class ChainWriter:
         for pending, entry in zip(batch, sealed, strict=True):
             pending.done.set_result(entry)
         self._head = (sealed[-1].index, sealed[-1].entry_hash)
-        return []
 
-    async def _publish_each(self, batch: list[Pending[_Append, AuditEntry]]) -> list[Pending[_Append, AuditEntry]]:
+    async def _publish_each(self, batch: list[Pending[_Append, AuditEntry]]) -> None:
         """Store ``batch`` one entry at a time, each waiting for the previous one's acknowledgement.
 
         Slow, and only for a batch holding a duplicate: ``Nats-Expected-Last-Sequence`` on an
         entry sent after its predecessor was acknowledged proves it follows our own entry.
         """
-        for position, pending in enumerate(batch):
-            assert self._head is not None  # noqa: S101 - _commit reads the head first
+        for pending in batch:
+            assert self._head is not None  # noqa: S101 - _store reads the head first
             entry = self._seal([pending])[0]
             headers = {"Nats-Expected-Last-Sequence": str(self._head[0]), "Nats-Msg-Id": pending.item.dedupe_key}
-            try:
-                ack = await self._js.publish(subjects.AUDIT_ENTRY, _encoder.encode(entry), headers=headers)
-            except APIError as exc:
-                if exc.err_code == WRONG_LAST_SEQUENCE:
-                    return batch[position:]
-                raise
+            ack = await self._js.publish(subjects.AUDIT_ENTRY, _encoder.encode(entry), headers=headers)
             pending.done.set_result(entry)
             if not ack.duplicate:
                 self._head = (ack.seq, entry.entry_hash)
-        return []
 
 
 async def read_chain(

@@ -16,6 +16,7 @@ single publish that JetStream refuses. Only what a JetStream consumer reads was 
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -32,11 +33,18 @@ WRONG_LAST_SEQUENCE: Final = 10071
 BATCH_HAS_DUPLICATE: Final = 10201
 """The server's answer to an atomic batch holding a message id it has already stored."""
 COMMIT_TIMEOUT_SECONDS: Final = 10.0
+MAX_ATTEMPTS: Final = 50
+BACKOFF_SECONDS: Final = 0.002
+"""Base of the jittered pause after losing a race, so two writers stop colliding in lockstep."""
 _ack_decoder: Final = msgspec.json.Decoder(dict[str, object])
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 Key = TypeVar("Key", bound=Hashable)
+
+
+class ContentionError(HubError):
+    """Other writers kept winning the race; the inputs are redelivered and tried again later."""
 
 
 class AtomicBatchError(HubError):
@@ -129,3 +137,41 @@ class GroupCommit(Generic[Key, Item, Result]):
                 for pending in batch:
                     if not pending.done.done():
                         pending.done.set_exception(exc)
+
+
+async def store_in_order(
+    batch: list[Pending[Item, Result]],
+    store: Callable[[list[Pending[Item, Result]], bool], Awaitable[None]],
+    forget_head: Callable[[], None],
+    what: str,
+) -> None:
+    """Store ``batch`` right after the head its writer numbered or chained it from, retrying lost races.
+
+    ``store(waiting, one_by_one)`` resolves the futures of what it stored, reading the head
+    itself when it has none; it stores everything as one atomic batch, or, with
+    ``one_by_one``, one message at a time, each after the previous acknowledgement. A batch
+    refused for holding a duplicate (a redelivered input's copy) is retried one by one, so
+    the duplicate is skipped and the rest follow it. A refusal because the head moved
+    forgets the head and retries after a jittered pause; anything else forgets the head
+    (a timeout leaves it unknown what was stored) and raises.
+    """
+    one_by_one = False
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        waiting = [pending for pending in batch if not pending.done.done()]
+        if not waiting:
+            return
+        try:
+            await store(waiting, one_by_one)
+        except APIError as exc:
+            if exc.err_code == BATCH_HAS_DUPLICATE:
+                one_by_one = True
+                continue
+            forget_head()
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * attempt))  # noqa: S311 - jitter, not security
+        except Exception:
+            forget_head()
+            raise
+    msg = f"could not store {what} after {MAX_ATTEMPTS} attempts"
+    raise ContentionError(msg)

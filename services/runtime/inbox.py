@@ -15,8 +15,6 @@ number.
 
 from __future__ import annotations
 
-import asyncio
-import random
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, TypedDict
@@ -25,31 +23,21 @@ from uuid import UUID
 import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from referral_hub.contracts.base import Message
 from referral_hub.contracts.codec import encode
-from referral_hub.errors import HubError
 from referral_hub.runtime import subjects, topology
-from referral_hub.runtime.batching import (
-    BATCH_HAS_DUPLICATE,
-    WRONG_LAST_SEQUENCE,
-    GroupCommit,
-    Pending,
-    Publish,
-    publish_atomic,
-)
+from referral_hub.runtime.batching import GroupCommit, Pending, Publish, publish_atomic, store_in_order
 from referral_hub.runtime.ids import derived_id
 
-MAX_ATTEMPTS: Final = 50
 MAX_BATCH: Final = 64
+"""Deliveries per atomic batch; the server's own limit is 1,000."""
 MIN_ATOMIC_BATCH: Final = 4
 """Fewer queued deliveries than this go one at a time: an atomic batch holds up every other
 writer of the shared inbox stream while it commits (measured on nats-server 2.15.1: one
 writer committing batches of two cut the stream's other publishes from 6,200/s to 4,100/s),
 so it pays only where one clinic's queue is long."""
-"""Deliveries per atomic batch; the server's own limit is 1,000."""
-BACKOFF_SECONDS: Final = 0.002
 EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_FILTER: Final = "Nats-Expected-Last-Subject-Sequence-Subject"
 
@@ -59,10 +47,6 @@ class _Numbered(msgspec.Struct):
 
 
 _numbered: Final = msgspec.json.Decoder(_Numbered)
-
-
-class InboxContentionError(HubError):
-    """Other writers kept winning the race for one inbox; the input is redelivered later."""
 
 
 @dataclass(frozen=True)
@@ -120,27 +104,13 @@ class InboxWriter:
         return await self._group.submit(delivery.clinic, delivery)
 
     async def _commit(self, clinic: str, batch: list[Pending[InboxDelivery, int]]) -> None:
-        """Store ``batch`` in order; a lost race renumbers on the fresh head, a duplicate goes one at a time."""
-        one_by_one = False
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            waiting = [pending for pending in batch if not pending.done.done()]
-            if not waiting:
-                return
-            try:
-                await (self._store_each(clinic, waiting) if one_by_one else self._store_batch(clinic, waiting))
-            except APIError as exc:
-                if exc.err_code == BATCH_HAS_DUPLICATE:
-                    one_by_one = True
-                    continue
-                self._heads.pop(clinic, None)
-                if exc.err_code != WRONG_LAST_SEQUENCE:
-                    raise
-                await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * attempt))  # noqa: S311 - jitter, not security
-            except Exception:
-                self._heads.pop(clinic, None)  # a timeout leaves it unknown whether the batch was stored
-                raise
-        msg = f"could not deliver to {clinic}'s inbox after {MAX_ATTEMPTS} attempts"
-        raise InboxContentionError(msg)
+        async def store(waiting: list[Pending[InboxDelivery, int]], one_by_one: bool) -> None:  # noqa: FBT001 - store_in_order's callback shape
+            await (self._store_each(clinic, waiting) if one_by_one else self._store_batch(clinic, waiting))
+
+        def forget_head() -> None:
+            self._heads.pop(clinic, None)
+
+        await store_in_order(batch, store, forget_head, f"{clinic}'s inbox deliveries")
 
     async def _store_batch(self, clinic: str, batch: list[Pending[InboxDelivery, int]]) -> None:
         """Store ``batch`` numbered after the head, as one atomic batch right after it (or nothing)."""
