@@ -7,6 +7,7 @@ import json
 import msgspec
 import pytest
 
+from referral_hub.cli.asyncapi import asyncapi_document
 from referral_hub.contracts.base import Message
 from referral_hub.contracts.codec import (
     COMMAND_TYPES,
@@ -20,6 +21,7 @@ from referral_hub.contracts.codec import (
 )
 from referral_hub.contracts.compat import breaking_changes, current_components, published_components
 from referral_hub.contracts.referrals import ReferralRequest
+from referral_hub.runtime import topology
 
 from .helpers import referral_request
 
@@ -139,3 +141,11 @@ def test_a_request_without_optional_fields_decodes_with_defaults() -> None:
     assert isinstance(decoded, ReferralRequest)
     assert decoded.urgency == "routine"
     assert decoded.icd10_codes == ()
+
+
+def test_the_asyncapi_document_describes_every_durable_consumer_with_its_payload() -> None:
+    channels = asyncapi_document()["channels"]
+
+    for spec in topology.CONSUMERS:
+        assert spec.durable in channels, f"{spec.durable} is missing from the AsyncAPI document"
+        assert channels[spec.durable]["address"] == spec.filter_subject

@@ -15,7 +15,8 @@ from referral_hub.cli.commands import SERVICES
 from referral_hub.contracts.base import CONTRACT_VERSION, message_type
 from referral_hub.contracts.codec import COMMAND_TYPES, HUB_MESSAGE_TYPES
 from referral_hub.contracts.compat import current_components
-from referral_hub.runtime import subjects
+from referral_hub.runtime import subjects, topology
+from referral_hub.runtime.topology import ConsumerSpec
 
 _REF: Final = "#/components/schemas/{}"
 PAYLOAD_BY_ADDRESS: Final = {
@@ -24,6 +25,23 @@ PAYLOAD_BY_ADDRESS: Final = {
     subjects.EVENTS_ALL: [t.__name__ for t in HUB_MESSAGE_TYPES],
     subjects.DEADLETTER_ALL: ["DeadLetter"],
 }
+
+
+PULLED: Final[tuple[tuple[ConsumerSpec, str], ...]] = (
+    (topology.REFERRALS_INTAKE, "Clinic submissions (the ClinicCommand union), in order per referral."),
+    (
+        topology.NOTIFICATIONS_EVENTS,
+        (
+            "Domain events that page or notify (alert.raised, alert.resolved, screening.flagged, "
+            "referral.requested, referral.overdue), in order per patient."
+        ),
+    ),
+    *(
+        (spec, f"Every message stored in {spec.stream}, recorded in the audit chain.")
+        for spec in topology.AUDIT_CONSUMERS
+    ),
+)
+"""The durable consumers no faststream subscriber describes, with what flows through them."""
 
 
 def _payload(names: list[str]) -> dict[str, Any]:
@@ -56,21 +74,13 @@ def asyncapi_document() -> dict[str, Any]:
         for ref in channel.get("messages", {}).values():
             message = messages[ref["$ref"].rsplit("/", 1)[-1].replace("%2A", "*").replace("%3E", ">")]
             message["payload"] = _payload(names)
-    document.setdefault("channels", {})["referrals-intake"] = {
-        "address": subjects.CLINIC_OUT_ALL,
-        "description": (
-            "Clinic submissions (the ClinicCommand union), consumed by the referrals service's own ordered "
-            "pull loop (runtime/pulling.py), so declared here rather than generated from a faststream subscriber."
-        ),
-        "messages": {"ClinicCommand": {"payload": _payload(PAYLOAD_BY_ADDRESS[subjects.CLINIC_OUT_ALL])}},
-    }
-    document["channels"]["notifications-events"] = {
-        "address": subjects.EVENTS_ALL,
-        "description": (
-            "Domain events that page or notify (alert.raised, alert.resolved, screening.flagged, "
-            "referral.requested, referral.overdue), consumed by the notifications service's batch pull loop."
-        ),
-        "messages": {"HubMessage": {"payload": _payload(PAYLOAD_BY_ADDRESS[subjects.EVENTS_ALL])}},
-    }
+    channels = document.setdefault("channels", {})
+    for pulled, description in PULLED:
+        channels[pulled.durable] = {
+            "address": pulled.filter_subject,
+            "description": f"{description} Read by the service's own pull loop (runtime/pulling.py), so declared "
+            "here rather than generated from a faststream subscriber.",
+            "messages": {"Message": {"payload": _payload(PAYLOAD_BY_ADDRESS[pulled.filter_subject])}},
+        }
     document["x-message-types"] = sorted(message_type(t) for t in (*COMMAND_TYPES, *HUB_MESSAGE_TYPES))
     return document
