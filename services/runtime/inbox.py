@@ -71,12 +71,13 @@ class InboxDelivery:
 class InboxWriter:
     """Numbers and stores deliveries, one group commit per clinic; different clinics proceed in parallel.
 
-    Deliveries to one clinic that queue while its previous batch is in flight go out
-    together as one JetStream atomic batch (``runtime.batching``): the first message
-    carries ``Nats-Expected-Last-Subject-Sequence`` for the clinic's inbox, so the batch
-    is stored right after the head we numbered from, whole, or not at all. One round trip
-    numbers many deliveries; one at a time, each clinic's inbox was the hub's bottleneck
-    (every delivery waited for the previous one's fsync'd acknowledgement).
+    Deliveries to one clinic queue while its previous ones are being stored. When
+    :data:`MIN_ATOMIC_BATCH` or more have queued, they go out together as one JetStream
+    atomic batch (``runtime.batching``): the first message carries
+    ``Nats-Expected-Last-Subject-Sequence`` for the clinic's inbox, so the batch is stored
+    right after the head we numbered from, whole, or not at all. One round trip then numbers
+    many deliveries; one at a time, a busy clinic's inbox was the hub's bottleneck (every
+    delivery waited for the previous one's fsync'd acknowledgement). Fewer go one at a time.
     """
 
     def __init__(self, connection: Client, max_batch: int = MAX_BATCH) -> None:
