@@ -15,11 +15,17 @@ from referral_hub.client import ClinicClient, new_id, utc_now
 from referral_hub.contracts.alerts import AlertRaise, Severity, TriggerKind
 from referral_hub.contracts.audit import AuditEntry
 from referral_hub.contracts.base import Modality
-from referral_hub.contracts.referrals import ReferralRequest
+from referral_hub.contracts.codec import encode
+from referral_hub.contracts.referrals import ReferralCommand, ReferralRequest
 from referral_hub.contracts.rejections import DeadLetter
+from referral_hub.referrals.adapters import careteam_store, referral_store
+from referral_hub.referrals.domain import SlaPolicy
+from referral_hub.referrals.handlers import IntakeHandler
 from referral_hub.runtime import credentials, natsauth, topology
+from referral_hub.runtime.handling import Delivery
 from referral_hub.runtime.natsconfig import generate
 from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, free_port, free_ports
+from referral_hub.runtime.registry import RegistryCache, load_registry_file
 
 from .lifecycle_model import MEMBERS
 
@@ -87,6 +93,21 @@ class RunningHub:
         if clinic_id not in self.clients:
             self.clients[clinic_id] = await ClinicClient.connect(self.url, clinic_id)
         return self.clients[clinic_id]
+
+
+def intake_delivery(message: ReferralCommand, sequence: int) -> Delivery:
+    """``message`` as the referrals intake sees it: stored in CLINIC_OUT at ``sequence``, first delivery."""
+    subject = f"clinic.{message.sender_clinic}.out.{message.__struct_config__.tag}"
+    return Delivery(subject, encode(message), {}, "CLINIC_OUT", sequence, utc_now(), attempt=1)
+
+
+async def intake_handler(provisioned: Client) -> IntakeHandler:
+    """The referrals service's intake handler over the real buckets, with its own caches."""
+    registry = RegistryCache()
+    for clinic in load_registry_file().clinics:
+        registry.apply(f"clinic.{clinic.id}", msgspec.json.encode(clinic))
+    js = provisioned.jetstream()
+    return IntakeHandler(await referral_store(js, 100), await careteam_store(js), registry, SlaPolicy())
 
 
 def referral_request(sender: str = "harbor-pt", recipient: str = "lotus-acu", **overrides: object) -> ReferralRequest:

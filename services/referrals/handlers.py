@@ -64,7 +64,7 @@ class IntakeHandler:
         self._rules = load_rules()
         self._limiter = RateLimiter()
         self._announced: dict[uuid.UUID, None] = {}
-        """Steps whose outputs this process returned for publishing, newest last (bounded)."""
+        """Steps whose outputs this process stored, newest last (bounded)."""
 
     async def __call__(self, delivery: Delivery) -> Handled:
         """Admit, decide and return the outputs; raises only for infrastructure failures."""
@@ -153,14 +153,23 @@ class IntakeHandler:
             await self._change_team(referral.patient_ref, lambda team: screening.record_flag(team, flag))
         if step.transition == "accept":
             announcements += await self._join_care_team(referral, step)
-        self._announced[step.message_id] = None
-        if len(self._announced) > ANNOUNCED_MEMORY:
-            del self._announced[next(iter(self._announced))]
         return Handled(
             outcome="accepted" if isinstance(decision, domain.Changed) else "replayed",
             outgoing=announce(announcements),
             log_fields={"transition": step.transition, "state": str(referral.state)},
+            published=lambda: self._remember_announced(step.message_id),
         )
+
+    def _remember_announced(self, step_id: uuid.UUID) -> None:
+        """Every output of ``step_id`` is stored by this process: the next step need not announce it again.
+
+        Only once they are stored: remembered earlier, a step whose inbox copy failed (a node
+        killed mid-publish, fault scenario 3) let the referral's next step reach that inbox
+        first, with the failed copy arriving after it on redelivery.
+        """
+        self._announced[step_id] = None
+        if len(self._announced) > ANNOUNCED_MEMORY:
+            del self._announced[next(iter(self._announced))]
 
     async def _unannounced_before(self, referral: Referral, step: domain.HistoryItem) -> list[Announcement]:
         """The previous step's outputs again, unless this process published them itself.

@@ -75,6 +75,8 @@ class Handled:
     outcome: str
     outgoing: Sequence[Outgoing | InboxDelivery] = ()
     log_fields: Mapping[str, object] | None = None
+    published: Callable[[], None] | None = None
+    """Called once every outgoing message is stored, and only then (never after a failure)."""
 
 
 class Effects:
@@ -156,6 +158,8 @@ async def handle_one(
     try:
         handled = await process(delivery)
         await effects.apply(handled.outgoing)
+        if handled.published is not None:
+            handled.published()
     except Exception:
         delay = nak_delay(delivery.attempt)
         log.exception("handling failed; will redeliver", handler=handler, retry_in_seconds=delay)
