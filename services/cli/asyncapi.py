@@ -25,6 +25,13 @@ PAYLOAD_BY_ADDRESS: Final = {
     subjects.EVENTS_ALL: [t.__name__ for t in HUB_MESSAGE_TYPES],
     subjects.DEADLETTER_ALL: ["DeadLetter"],
 }
+MESSAGE_BY_ADDRESS: Final = {
+    subjects.CLINIC_OUT_ALL: "ClinicCommand",
+    subjects.CLINIC_IN_ALL: "HubMessage",
+    subjects.EVENTS_ALL: "HubMessage",
+    subjects.DEADLETTER_ALL: "DeadLetter",
+}
+"""The name each pulled channel's message goes by, as the two hand-declared channels had it."""
 
 
 PULLED: Final[tuple[tuple[ConsumerSpec, str], ...]] = (
@@ -80,7 +87,11 @@ def asyncapi_document() -> dict[str, Any]:
             "address": pulled.filter_subject,
             "description": f"{description} Read by the service's own pull loop (runtime/pulling.py), so declared "
             "here rather than generated from a faststream subscriber.",
-            "messages": {"Message": {"payload": _payload(PAYLOAD_BY_ADDRESS[pulled.filter_subject])}},
+            "messages": {
+                MESSAGE_BY_ADDRESS[pulled.filter_subject]: {
+                    "payload": _payload(PAYLOAD_BY_ADDRESS[pulled.filter_subject])
+                }
+            },
         }
     document["x-message-types"] = sorted(message_type(t) for t in (*COMMAND_TYPES, *HUB_MESSAGE_TYPES))
     return document
