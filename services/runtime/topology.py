@@ -143,6 +143,9 @@ def stream_configs(replicas: int = 1, budgets: Mapping[str, int] | None = None) 
     )
     audit.allow_atomic = True  # the chain writer's atomic batches (audit.adapters.ChainWriter)
     for append_only in (audit, checkpoints):
+        # Readers outside the audit service use direct gets: a consumer's free ``deliver_subject``
+        # could push foreign bytes onto ``audit.entry``, so nobody else may create one there.
+        append_only.allow_direct = True
         append_only.deny_delete = True
         append_only.deny_purge = True
         append_only.allow_rollup_hdrs = False
@@ -150,6 +153,7 @@ def stream_configs(replicas: int = 1, budgets: Mapping[str, int] | None = None) 
     clinic_out.max_msg_size = CLINIC_OUT_MAX_MSG_BYTES
     clinic_in = stream(CLINIC_IN, subjects.CLINIC_IN_ALL, max_age_days=90, dedupe_seconds=OUTPUT_DEDUPE_SECONDS)
     clinic_in.allow_atomic = True  # the inbox writer's per-clinic atomic batches (runtime.inbox.InboxWriter)
+    clinic_in.allow_direct = True  # inbox reads by event number (runtime.inboxread) use direct gets
     configs = [
         clinic_out,
         clinic_in,
