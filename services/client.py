@@ -8,22 +8,24 @@ It speaks only the public v1 subjects, exactly as a clinic on plain NATS would: 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Self
 
+import msgspec
 import nats
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
 from referral_hub.contracts.base import Message, message_type
 from referral_hub.contracts.codec import HubMessage, decode_hub_message, encode
-from referral_hub.contracts.inbox import InboxHeartbeat
+from referral_hub.contracts.inbox import InboxHeartbeat, InboxPage, InboxRead
 from referral_hub.errors import HubError
 from referral_hub.runtime import credentials, subjects, topology
 from referral_hub.runtime.credentials import NatsCredentials
@@ -33,9 +35,16 @@ MSG_ID_HEADER: Final = "Nats-Msg-Id"
 STREAM_FULL_CODES: Final = frozenset({10077, 10023})
 """JetStream's refusals of a store that is at its limit: a stream's byte or message budget
 (``maximum bytes exceeded``), or the server's own storage (insufficient resources)."""
-IDLE_SECONDS: Final = 0.5
-INBOX_CONSUMER_IDLE_SECONDS: Final = 30.0
-"""How long the server keeps an inbox reader's consumer once nobody listens to it."""
+READ_TIMEOUT: Final = 5.0
+"""How long an inbox read waits for the hub's answer."""
+NO_RESPONDERS_PAUSE_SECONDS: Final = 0.05
+FOLLOW_POLL_SECONDS: Final = 1.0
+"""A follower asks again at least this often, even when no wake-up arrived."""
+CONSUME_WAIT_SECONDS: Final = 5.0
+NEWEST: Final = 2**62
+"""An ``after`` above every event number: the answer carries only the newest number."""
+_read: Final = msgspec.json.Encoder()
+_page: Final = msgspec.json.Decoder(InboxPage)
 
 
 class HubFullError(HubError):
@@ -151,58 +160,102 @@ class ClinicClient:
         finally:
             await subscription.unsubscribe()
 
-    def _inbox_consumer(self, deliver_policy: api.DeliverPolicy) -> api.ConsumerConfig:
-        """A named consumer on this clinic's inbox only.
+    async def read_page(self, after: int = 0, limit: int = 100) -> InboxPage:
+        """One page of this clinic's stored inbox messages numbered above ``after``, oldest first.
 
-        The name puts the filter into the API subject (``CONSUMER.CREATE.CLINIC_IN.<name>.<filter>``),
-        which is the one consumer request a clinic's NATS permissions allow.
+        The hub answers (``hub.inbox.<id>.read``): a clinic creates no consumer, and any number
+        of readers see the same inbox.
         """
-        return api.ConsumerConfig(
-            name=f"inbox-{new_id().hex}",
-            filter_subject=subjects.clinic_inbox(self.clinic_id),
-            deliver_policy=deliver_policy,
-            inactive_threshold=INBOX_CONSUMER_IDLE_SECONDS,
-        )
+        request = _read.encode(InboxRead(after=after, limit=limit))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READ_TIMEOUT
+        while True:
+            try:
+                reply = await self.connection.request(subjects.inbox_read(self.clinic_id), request, READ_TIMEOUT)
+                break
+            except nats.errors.NoRespondersError as exc:
+                # A referrals process (re)starting answers within moments; ask again until the deadline.
+                if loop.time() > deadline:
+                    msg = "the hub did not answer the inbox read (is the referrals service running?)"
+                    raise HubError(msg) from exc
+                await asyncio.sleep(NO_RESPONDERS_PAUSE_SECONDS)
+        page = _page.decode(reply.data)
+        if page.error:
+            raise HubError(page.error)
+        return page
+
+    def _items(self, page: InboxPage) -> list[InboxItem]:
+        items = []
+        for stored in page.messages:
+            message = decode_hub_message(bytes(stored.message))
+            items.append(
+                InboxItem(stored.sequence, subjects.clinic_in(self.clinic_id, message_type(type(message))), message)
+            )
+        return items
+
+    async def last_event_number(self) -> int:
+        """The newest event number in this clinic's inbox (0 while it is empty)."""
+        return (await self.read_page(after=NEWEST, limit=1)).last_event_number
 
     async def inbox_count(self) -> int:
-        """How many messages this clinic's inbox holds.
+        """How many messages this clinic's inbox holds: its numbers are gap-free, from 1."""
+        return await self.last_event_number()
 
-        Counted by a consumer that is never read (the server drops it when idle): a clinic
-        may not read stream info, which would also count other clinics' subjects.
-        """
-        config = self._inbox_consumer(api.DeliverPolicy.ALL)
-        config.deliver_subject = self.connection.new_inbox()
-        config.ack_policy = api.AckPolicy.NONE
-        config.mem_storage = True
-        info = await self.js.add_consumer(topology.CLINIC_IN, config)
-        return int(info.num_pending or 0)
-
-    async def inbox(self, *, since: int = 1, follow: bool = False) -> AsyncIterator[InboxItem]:
+    async def inbox(self, *, since: int = 1, follow: bool = False) -> AsyncGenerator[InboxItem, None]:
         """Inbox messages with event number ``since`` and later; with ``follow``, wait for more.
 
-        Without ``follow`` it stops once it has caught up with what is stored now.
+        Without ``follow`` it stops once it has read what is stored now. Following, it asks
+        again whenever this clinic's inbox subject shows activity (a wake-up only: what it
+        yields is always what the store holds), and at least every second.
         """
-        if not follow and await self.inbox_count() == 0:
-            return
-        subscription = await self.js.subscribe(
-            subjects.clinic_inbox(self.clinic_id),
-            stream=topology.CLINIC_IN,
-            ordered_consumer=True,
-            config=self._inbox_consumer(api.DeliverPolicy.ALL),
+        after = since - 1
+        wake = asyncio.Event()
+
+        async def woken(_raw: Msg) -> None:
+            wake.set()
+
+        subscription = (
+            await self.connection.subscribe(subjects.clinic_inbox(self.clinic_id), cb=woken) if follow else None
         )
         try:
             while True:
-                try:
-                    raw: Msg = await subscription.next_msg(timeout=None if follow else IDLE_SECONDS)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    return
-                item = InboxItem(raw.metadata.sequence.stream, raw.subject, decode_hub_message(raw.data))
-                if item.event_number >= since:
+                wake.clear()
+                page = await self.read_page(after=after)
+                for item in self._items(page):
+                    after = max(after, item.event_number)
                     yield item
-                if not follow and raw.metadata.num_pending == 0:
+                if after < page.last_event_number:
+                    continue
+                if not follow:
                     return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), FOLLOW_POLL_SECONDS)
         finally:
-            await subscription.unsubscribe()
+            if subscription is not None:
+                with contextlib.suppress(nats.errors.Error):
+                    await subscription.unsubscribe()
+
+    async def consume(self, batch: int = 64) -> AsyncIterator[InboxItem]:
+        """Read the inbox through the clinic's hub-made durable consumer: at least once, resuming where it left off.
+
+        Each message is acknowledged once the caller asks for the next one, so a process that
+        dies mid-message gets it again (after the consumer's ack wait). Every process of a
+        clinic that consumes shares the one consumer: each message goes to one of them.
+        """
+        spec = topology.clinic_inbox_consumer(self.clinic_id)
+        subscription = await self.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+        try:
+            while True:
+                try:
+                    fetched = await subscription.fetch(batch, timeout=CONSUME_WAIT_SECONDS)
+                except TimeoutError:  # nats.errors.TimeoutError subclasses it
+                    continue
+                for raw in fetched:
+                    yield InboxItem(raw.metadata.sequence.stream, raw.subject, decode_hub_message(raw.data))
+                    await raw.ack()
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
 
     async def send_and_confirm(self, message: Message, within: float = 10.0) -> InboxItem:
         """Send ``message`` and wait for the hub's answer in this clinic's inbox.
@@ -210,24 +263,23 @@ class ClinicClient:
         The answer is the first inbox message caused by this one: the hub's confirmation
         (for example ``referral.requested``) or a typed ``rejection``.
         """
-        subscription = await self.js.subscribe(
-            subjects.clinic_inbox(self.clinic_id),
-            stream=topology.CLINIC_IN,
-            ordered_consumer=True,
-            config=self._inbox_consumer(api.DeliverPolicy.NEW),
-        )
-        try:
-            await self.send(message)
-            deadline = asyncio.get_running_loop().time() + within
-            while (remaining := deadline - asyncio.get_running_loop().time()) > 0:
-                try:
-                    raw = await subscription.next_msg(timeout=remaining)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    break
-                item = InboxItem(raw.metadata.sequence.stream, raw.subject, decode_hub_message(raw.data))
-                if item.message.causation_id == message.message_id:
-                    return item
-        finally:
-            await subscription.unsubscribe()
+        after = await self.last_event_number()
+        deadline = asyncio.get_running_loop().time() + within
+        await self.send(message)
+        async for item in self._inbox_until(after, deadline):
+            if item.message.causation_id == message.message_id:
+                return item
         msg = f"no answer from the hub within {within:.0f}s for message {message.message_id}"
         raise HubError(msg)
+
+    async def _inbox_until(self, after: int, deadline: float) -> AsyncIterator[InboxItem]:
+        """Inbox messages numbered above ``after``, as they are stored, until ``deadline`` (loop time)."""
+        follower = self.inbox(since=after + 1, follow=True)
+        try:
+            while (remaining := deadline - asyncio.get_running_loop().time()) > 0:
+                try:
+                    yield await asyncio.wait_for(anext(follower), remaining)
+                except TimeoutError:
+                    return
+        finally:
+            await follower.aclose()

@@ -18,8 +18,8 @@ from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import app as referrals_app
 from referral_hub.runtime import credentials, natsauth
 from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, free_port, free_ports
-from referral_hub.runtime.provision import provision
-from referral_hub.runtime.registry import load_registry_file, store_registry
+from referral_hub.runtime.provision import provision_as_operator
+from referral_hub.runtime.registry import load_registry_file
 from referral_hub.runtime.servers import server_urls
 from referral_hub.runtime.service import ServiceApp, ServiceSettings, serve
 
@@ -69,9 +69,8 @@ async def _until_jetstream_answers(url: str) -> None:
 
 @pytest.fixture
 async def provisioned(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
+    await provision_as_operator(nats_server.url, registry=load_registry_file())
     connection = await nats.connect(nats_server.url, **credentials.for_hub_user(natsauth.ADMIN).connect_options())
-    await provision(connection.jetstream())
-    await store_registry(connection.jetstream(), load_registry_file())
     yield connection
     await connection.drain()
 

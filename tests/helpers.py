@@ -50,8 +50,22 @@ async def dead_letters(connection: Client) -> list[DeadLetter]:
     ]
 
 
+async def as_auditor(connection: Client) -> Client:
+    """A connection to the same server with the ``auditor`` key: the audit log has its own account."""
+    url = connection.connected_url
+    assert url is not None
+    return await nats.connect(
+        f"{url.scheme}://{url.hostname}:{url.port}", **credentials.for_hub_user(natsauth.AUDITOR).connect_options()
+    )
+
+
 async def audit_entries(connection: Client) -> list[AuditEntry]:
-    return [entry async for entry in read_chain(connection.jetstream())]
+    """The audit chain, read as the operators read it (``auditor``), for a server ``connection`` reaches."""
+    auditor = await as_auditor(connection)
+    try:
+        return [entry async for entry in read_chain(auditor.jetstream())]
+    finally:
+        await auditor.close()
 
 
 async def eventually(probe, timeout: float = 10.0, interval: float = 0.05):  # noqa: ASYNC109 - a polling helper's own deadline is its point

@@ -45,8 +45,8 @@ from referral_hub.referrals.adapters import KvStore, careteam_store, referral_st
 from referral_hub.referrals.careteam import team_key
 from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.runtime import credentials, logs, natsauth, topology
-from referral_hub.runtime.provision import provision as provision_hub
-from referral_hub.runtime.registry import RegistryCache, load_registry_file, store_registry
+from referral_hub.runtime.provision import provision_as_operator
+from referral_hub.runtime.registry import RegistryCache, load_registry_file
 from referral_hub.runtime.servers import server_urls
 from referral_hub.runtime.service import ServiceApp, ServiceSettings, run_until_signalled
 
@@ -104,19 +104,21 @@ async def fetch_registry(connection: Client) -> list[Clinic]:
 
 async def provision(args: argparse.Namespace) -> int:
     """``hubctl provision``."""
-    connection = await connect(args.nats_url)
-    try:
-        await provision_hub(connection.jetstream(), replicas=args.replicas, budgets=dict(args.max_bytes))
-        out(
-            f"provisioned {len(topology.stream_configs())} streams, {len(topology.kv_configs())} KV buckets, "
-            f"{len(topology.CONSUMERS)} consumers on {args.nats_url}"
-        )
-        if args.registry or args.demo_registry:
-            registry = load_registry_file(args.registry)
-            count = await store_registry(connection.jetstream(), registry)
-            out(f"loaded {count} clinics into the registry")
-    finally:
-        await connection.drain()
+    registry = load_registry_file(args.registry) if args.registry or args.demo_registry else None
+    await provision_as_operator(
+        args.nats_url,
+        replicas=args.replicas,
+        budgets=dict(args.max_bytes),
+        registry=registry,
+        break_glass=args.break_glass,
+    )
+    out(
+        f"provisioned {len(topology.stream_configs())} streams, {len(topology.kv_configs())} KV buckets, "
+        f"{len(topology.CONSUMERS)} consumers on {args.nats_url}"
+        + (" (break-glass: existing streams brought up to date)" if args.break_glass else "")
+    )
+    if registry is not None:
+        out(f"loaded {len(registry.clinics)} clinics into the registry, each with its inbox consumer")
     return 0
 
 
@@ -422,7 +424,7 @@ async def clinics(args: argparse.Namespace) -> int:
 
 async def audit_log(args: argparse.Namespace) -> int:
     """``hubctl audit log``."""
-    connection = await connect(args.nats_url)
+    connection = await connect(args.nats_url, user=natsauth.AUDITOR)
     try:
         async for entry in read_chain(connection.jetstream()):
             if args.json:
@@ -444,7 +446,7 @@ async def audit_verify(args: argparse.Namespace) -> int:
     Streams the log once: each entry is checked as it arrives, and only the entries of the
     checkpoint in progress are held, so memory does not grow with the log.
     """
-    connection = await connect(args.nats_url)
+    connection = await connect(args.nats_url, user=natsauth.AUDITOR)
     started = time.perf_counter()
     chain, checked = ChainVerifier(), CheckpointWalk()
     try:

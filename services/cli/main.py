@@ -159,6 +159,11 @@ def _add_operations(sub: Subparsers) -> None:
         help="cap a stream's bytes on disk (repeatable); a full stream refuses new messages, the sender is told",
     )
     provision.add_argument("--registry", type=Path, help="also load this clinic registry JSON")
+    provision.add_argument(
+        "--break-glass",
+        action="store_true",
+        help="use the break-glass keys (HUB_BREAKGLASS_DIR) to change existing streams: upgrades and budgets",
+    )
     provision.add_argument("--demo-registry", action="store_true", help="also load the bundled demo clinics")
     provision.set_defaults(run=commands.provision)
 

@@ -38,8 +38,8 @@ from referral_hub.runtime import natsauth, subjects
 from referral_hub.runtime.credentials import CREDS_DIR_ENV, write_secret
 from referral_hub.runtime.natsconfig import generate
 from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, port_is_free
-from referral_hub.runtime.provision import provision
-from referral_hub.runtime.registry import load_registry_file, store_registry
+from referral_hub.runtime.provision import provision_as_operator
+from referral_hub.runtime.registry import load_registry_file
 from referral_hub.runtime.service import cancel_and_wait
 
 READY_SECONDS: Final = 30.0
@@ -162,7 +162,7 @@ async def show_deliveries(nats_url: str) -> None:
 
 async def report_audit(nats_url: str) -> None:
     """Every few seconds, verify the audit chain and say how long it is."""
-    connection = await connect(nats_url, "hubctl-up-audit")
+    connection = await connect(nats_url, "hubctl-up-audit", user=natsauth.AUDITOR)
     try:
         while True:
             await asyncio.sleep(AUDIT_REPORT_SECONDS)
@@ -197,10 +197,7 @@ async def run_hub(args: argparse.Namespace) -> int:
             registry = pager.with_channels(registry)
             env["HUB_WEBHOOK_SECRET"] = pager.secret
             pager.start()
-        connection = await connect(server.url, "hubctl-up")
-        await provision(connection.jetstream(), replicas=stream_replicas(args.cluster))
-        await store_registry(connection.jetstream(), registry)
-        await connection.drain()
+        await provision_as_operator(server.url, replicas=stream_replicas(args.cluster), registry=registry)
         log_dir = args.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         services = [

@@ -18,6 +18,7 @@ from referral_hub.referrals.handlers import SERVICE, IntakeHandler, TimerSweeper
 from referral_hub.runtime import subjects, topology
 from referral_hub.runtime.exhausted import ExhaustedHandler
 from referral_hub.runtime.handling import Effects, LateHandler, subscriber
+from referral_hub.runtime.inboxread import serve_inbox_reads
 from referral_hub.runtime.pulling import Pulled, order_by_referral
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import HUB_SENDER, derived_id
@@ -104,6 +105,7 @@ def create_app(
             Pulled(SERVICE, "intake", topology.REFERRALS_INTAKE, order_by_referral).job(effects, handler, started),
             fire_timers,
             heartbeats,
+            serve_inbox_reads,
         ),
         before_start=(prepare,),
     )

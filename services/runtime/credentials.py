@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,6 +41,7 @@ NKEY_FILE_ENV: Final = "HUB_NATS_NKEY_FILE"
 CA_FILE_ENV: Final = "HUB_NATS_CA_FILE"
 CERT_FILE_ENV: Final = "HUB_NATS_CERT_FILE"
 KEY_FILE_ENV: Final = "HUB_NATS_KEY_FILE"
+BREAK_GLASS_DIR_ENV: Final = "HUB_BREAKGLASS_DIR"
 SECRET_MODE: Final = 0o600
 SEED_BYTES: Final = 32
 
@@ -97,26 +98,52 @@ def hub_seed_path(directory: Path, user: str) -> Path:
     return directory / "hub" / f"{user}.nk"
 
 
-def users_for(directory: Path, clinic_ids: Iterable[str], rotate: Iterable[str] = ()) -> list[natsauth.User]:
-    """Every user's public key and rights; seeds are created where missing and replaced for ``rotate``.
+def break_glass_dir_for(directory: Path) -> Path:
+    """Where break-glass seeds go by default: beside the credentials directory's parent, never in it.
+
+    For ``hubctl up`` (credentials in ``.hub-data/auth``) that is ``.hub-breakglass`` next to
+    ``.hub-data``: wiping or copying the hub's data folder never takes the break-glass keys along.
+    """
+    return directory.resolve().parent.parent / ".hub-breakglass"
+
+
+def users_for(
+    directory: Path,
+    clinic_ids: Iterable[str],
+    rotate: Iterable[str] = (),
+    break_glass_dir: Path | None = None,
+) -> list[natsauth.User]:
+    """Every user's public key, account and rights; seeds are created where missing and replaced for ``rotate``.
 
     Existing seeds are kept, so regenerating the configuration after a clinic joins does
-    not log everybody else out.
+    not log everybody else out. Break-glass seeds go to ``break_glass_dir``.
     """
     renew = set(rotate)
+    glass = break_glass_dir or break_glass_dir_for(directory)
     users = [
         natsauth.User(
             ensure_seed(hub_seed_path(directory, user), rotate=user in renew),
             f"hub user {user}",
             natsauth.hub_permissions(user),
+            natsauth.account_of(user),
         )
         for user in natsauth.HUB_USERS
     ]
     users.extend(
         natsauth.User(
+            ensure_seed(glass / f"{user}.nk", rotate=user in renew),
+            f"break-glass {user} (seed kept outside the hub's data)",
+            natsauth.hub_permissions(user),
+            natsauth.account_of(user),
+        )
+        for user in natsauth.BREAK_GLASS_USERS
+    )
+    users.extend(
+        natsauth.User(
             ensure_seed(clinic_seed_path(directory, clinic), rotate=clinic in renew),
             f"clinic {clinic}",
             natsauth.clinic_permissions(clinic),
+            natsauth.clinic_account(clinic),
         )
         for clinic in clinic_ids
     )
@@ -206,5 +233,24 @@ def for_clinic(clinic_id: str) -> NatsCredentials:
 
 
 def for_hub_user(user: str) -> NatsCredentials:
-    """A hub user's credentials (a service, ``admin`` or ``ops``), as the environment names them."""
+    """A hub user's credentials (a service, ``admin``, ``ops`` or ``auditor``), as the environment names them."""
     return _from_environment(natsauth.hub_inbox_prefix(user), lambda directory: hub_seed_path(directory, user), user)
+
+
+def for_break_glass(user: str = natsauth.BREAK_GLASS) -> NatsCredentials:
+    """A break-glass key: from ``HUB_BREAKGLASS_DIR``, or beside the credentials directory's parent."""
+    directory = _path_env(CREDS_DIR_ENV)
+    glass = _path_env(BREAK_GLASS_DIR_ENV) or (break_glass_dir_for(directory) if directory else None)
+    return replace(for_hub_user(user), nkey_file=glass / f"{user}.nk" if glass else None)
+
+
+def hub_api_prefix(user: str) -> str:
+    """Where ``user`` reaches the hub account's JetStream API.
+
+    That is its own ``$JS.API``, or, from the audit account under authorization (a
+    credentials directory or seed file is named), the imported ``$JS.HUB.API``.
+    """
+    secured = _path_env(CREDS_DIR_ENV) is not None or _path_env(NKEY_FILE_ENV) is not None
+    if secured and natsauth.account_of(user) == natsauth.AUDIT_ACCOUNT:
+        return natsauth.HUB_API_PREFIX
+    return natsauth.JS_API

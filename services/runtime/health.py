@@ -22,6 +22,7 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from referral_hub.runtime import credentials, topology
 from referral_hub.runtime.metrics import (
     CONSUMER_ACK_PENDING,
     CONSUMER_PENDING,
@@ -106,7 +107,8 @@ async def refresh_readiness(
     """
     specs = tuple(consumers)
     watched = tuple(streams)
-    js = connection.jetstream()
+    js = connection.jetstream(prefix=credentials.hub_api_prefix(service))
+    own = connection.jetstream()
     while True:
         checks = {"nats_connected": connection.is_connected}
         for spec in specs:
@@ -121,7 +123,8 @@ async def refresh_readiness(
             CONSUMER_REDELIVERED.labels(spec.stream, spec.durable).set(info.num_redelivered or 0)
         for stream in watched:
             with contextlib.suppress(NotFoundError, nats.errors.Error, TimeoutError):
-                state = (await js.stream_info(stream)).state
+                reader = own if stream in topology.AUDIT_STREAMS else js
+                state = (await reader.stream_info(stream)).state
                 STREAM_MESSAGES.labels(stream).set(state.messages)
                 STREAM_BYTES.labels(stream).set(state.bytes)
         NATS_CONNECTED.labels(service).set(1 if connection.is_connected else 0)

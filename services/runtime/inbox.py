@@ -49,6 +49,14 @@ class _Numbered(msgspec.Struct):
 _numbered: Final = msgspec.json.Decoder(_Numbered)
 
 
+def event_number_of(data: bytes) -> int:
+    """The inbox event number a stored inbox message carries (0 for one that carries none)."""
+    try:
+        return _numbered.decode(data or b"{}").event_number
+    except msgspec.DecodeError:
+        return 0
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """A message a handler wants published, with the id JetStream de-duplicates it by."""
@@ -98,7 +106,7 @@ class InboxWriter:
             last = await self._js.get_last_msg(topology.CLINIC_IN, subjects.clinic_inbox(clinic))
         except NotFoundError:
             return 0, 0
-        return last.seq or 0, _numbered.decode(last.data or b"{}").event_number
+        return last.seq or 0, event_number_of(last.data or b"")
 
     async def deliver(self, delivery: InboxDelivery) -> int:
         """Store the message as the clinic's next event; returns its event number (0 if a duplicate)."""

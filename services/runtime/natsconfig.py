@@ -59,11 +59,20 @@ def generate(  # noqa: PLR0913 - the keyword-only options of one command, each i
     tls: TlsRequest | None = None,
     cluster: natsauth.ClusterOptions | None = None,
     rotate: Sequence[str] = (),
+    break_glass_dir: Path | None = None,
 ) -> Generated:
-    """Write ``nats-server.conf``, ``auth.conf``, the seeds (kept if present) and TLS material."""
+    """Write ``nats-server.conf``, ``auth.conf``, the seeds (kept if present) and TLS material.
+
+    Break-glass seeds go to ``break_glass_dir`` (by default ``credentials.break_glass_dir_for``),
+    never into ``directory``.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    users = users_for(directory, clinic_ids, rotate)
-    client_names = [*natsauth.HUB_USERS, *(f"clinic-{clinic}" for clinic in clinic_ids)]
+    users = users_for(directory, clinic_ids, rotate, break_glass_dir)
+    client_names = [
+        *natsauth.HUB_USERS,
+        *natsauth.BREAK_GLASS_USERS,
+        *(f"clinic-{clinic}" for clinic in clinic_ids),
+    ]
     tls_files = _tls_files(directory, tls, client_names) if tls is not None else None
     auth_file = directory / "auth.conf"
     auth_file.write_text(natsauth.render_auth(users, tls_files))

@@ -7,13 +7,17 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, TypeVar
 
+import nats
 import nats.errors
 import structlog
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, ServiceUnavailableError
 
+from referral_hub.contracts.registry import Registry
 from referral_hub.errors import HubError
-from referral_hub.runtime import topology
+from referral_hub.runtime import credentials, natsauth, topology
+from referral_hub.runtime.registry import store_registry
+from referral_hub.runtime.servers import server_urls
 
 NO_SUITABLE_PEERS: Final = 10005
 """'no suitable peers for placement': a new cluster whose meta leader has not met every peer yet."""
@@ -29,17 +33,27 @@ LEADER_POLLS: Final = 20
 log = structlog.get_logger(__name__)
 
 
-async def provision(
+class ProvisionError(HubError):
+    """A stream exists with another configuration, and this run may not change it."""
+
+
+async def provision(  # noqa: PLR0913 - keyword options of one operation, each independent
     js: JetStreamContext,
     replicas: int = 1,
     budgets: Mapping[str, int] | None = None,
     patience: float = PATIENCE_SECONDS,
+    *,
+    audit_js: JetStreamContext | None = None,
+    upgrade: bool = False,
 ) -> None:
-    """Create what is missing and bring what exists up to the declared configuration.
+    """Create what is missing; with ``upgrade``, bring what exists up to the declared configuration.
 
-    Running it twice changes nothing; running it after an upgrade applies the new limits.
-    The audit stream's deny-delete and deny-purge flags are fixed at creation, which is
-    the point: no later provisioning run can weaken them.
+    Running it twice changes nothing. The everyday operator key may only create: changing
+    an existing stream (new limits, a budget) is an ``upgrade``, which needs the break-glass
+    key (``hubctl provision --break-glass``). Under authorization the audit streams live in
+    their own account and are created through ``audit_js`` (the ``auditor`` key); without,
+    ``js`` serves both. The audit stream's deny-delete and deny-purge flags are fixed at
+    creation, which is the point: no later provisioning run can weaken them.
 
     A cluster that has just (re)started reports healthy before its streams have elected
     leaders, and the first API requests time out meanwhile (five seconds, measured on a
@@ -47,7 +61,7 @@ async def provision(
     met every peer. Since every step is idempotent, the whole run is retried
     for up to ``patience`` seconds.
     """
-    await while_settling(lambda: _provision_once(js, replicas, budgets), patience)
+    await while_settling(lambda: _provision_once(js, audit_js or js, replicas, budgets, upgrade=upgrade), patience)
 
 
 async def while_settling(operation: Callable[[], Awaitable[T]], patience: float = PATIENCE_SECONDS) -> T:
@@ -87,9 +101,8 @@ async def _wait_for_leaders(js: JetStreamContext, streams: list[str]) -> None:
     elected a leader, so services started right after provisioning would fail their first
     messages (seen in tests). Raises :class:`NoLeaderError`, which the caller retries.
     """
-    names = [*streams, *(f"KV_{config.bucket}" for config in topology.kv_configs())]
     for _ in range(LEADER_POLLS):
-        leaderless = [name for name in names if not await _has_leader(js, name)]
+        leaderless = [name for name in streams if not await _has_leader(js, name)]
         if not leaderless:
             return
         await asyncio.sleep(RETRY_PAUSE_SECONDS)
@@ -102,24 +115,79 @@ async def _has_leader(js: JetStreamContext, stream: str) -> bool:
     return cluster is not None and bool(cluster.leader)
 
 
-async def _provision_once(js: JetStreamContext, replicas: int, budgets: Mapping[str, int] | None) -> None:
+async def _ensure_stream(js: JetStreamContext, config: api.StreamConfig, *, upgrade: bool) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError as exc:
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise
+        if not upgrade:
+            msg = (
+                f"stream {config.name} exists with another configuration; changing it needs the "
+                "break-glass key: hubctl provision --break-glass"
+            )
+            raise ProvisionError(msg) from exc
+        await js.update_stream(config)
+
+
+async def _provision_once(
+    js: JetStreamContext,
+    audit_js: JetStreamContext,
+    replicas: int,
+    budgets: Mapping[str, int] | None,
+    *,
+    upgrade: bool,
+) -> None:
     streams = topology.stream_configs(replicas, budgets)
     for config in streams:
-        try:
-            await js.add_stream(config)
-        except BadRequestError as exc:
-            if exc.err_code != STREAM_NAME_IN_USE:
-                raise
-            await js.update_stream(config)
+        target = audit_js if config.name in topology.AUDIT_STREAMS else js
+        await _ensure_stream(target, config, upgrade=upgrade)
     for kv_config in topology.kv_configs(replicas):
         await js.create_key_value(config=kv_config)
     for spec in topology.CONSUMERS:
         await js.add_consumer(spec.stream, config=spec.config())
     if replicas > 1:
-        await _wait_for_leaders(js, [config.name or "" for config in streams])
+        hub_streams = [config.name or "" for config in streams if config.name not in topology.AUDIT_STREAMS]
+        await _wait_for_leaders(js, [*hub_streams, *(f"KV_{config.bucket}" for config in topology.kv_configs())])
+        await _wait_for_leaders(audit_js, list(topology.AUDIT_STREAMS))
     log.info(
         "provisioned",
-        streams=len(topology.stream_configs(replicas)),
+        streams=len(streams),
         consumers=len(topology.CONSUMERS),
         replicas=replicas,
     )
+
+
+async def provision_as_operator(
+    nats_url: str,
+    replicas: int = 1,
+    budgets: Mapping[str, int] | None = None,
+    *,
+    registry: Registry | None = None,
+    break_glass: bool = False,
+) -> None:
+    """Provision a hub at ``nats_url`` with the operator's keys, and store ``registry`` if given.
+
+    The hub account through ``admin`` and the audit account through ``auditor``: both may
+    only create. With ``break_glass`` the two break-glass keys are used instead, and existing
+    streams are brought up to the declared configuration (new limits, budgets).
+    """
+    hub_user = credentials.for_break_glass() if break_glass else credentials.for_hub_user(natsauth.ADMIN)
+    audit_user = (
+        credentials.for_break_glass(natsauth.AUDIT_BREAK_GLASS)
+        if break_glass
+        else credentials.for_hub_user(natsauth.AUDITOR)
+    )
+    hub = await nats.connect(server_urls(nats_url), connect_timeout=5, **hub_user.connect_options())
+    try:
+        audit = await nats.connect(server_urls(nats_url), connect_timeout=5, **audit_user.connect_options())
+        try:
+            await provision(
+                hub.jetstream(), replicas, budgets, audit_js=audit.jetstream(), upgrade=break_glass or bool(budgets)
+            )
+            if registry is not None:
+                await store_registry(hub.jetstream(), registry)
+        finally:
+            await audit.drain()
+    finally:
+        await hub.drain()

@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from referral_hub.contracts.codec import lenient_decode
+from referral_hub.runtime import credentials
 from referral_hub.runtime.handling import Delivery, Effects, Handled, handle_one, nak_delay
 from referral_hub.runtime.topology import ConsumerSpec
 
@@ -176,7 +177,8 @@ class Pulled:
             async def one(raw: Msg) -> bool:
                 return await handle_one(self.service, self.handler, effects, process, raw)
 
-            await pull_forever(connection.jetstream(), self.spec, one, self.order_key)
+            js = connection.jetstream(prefix=credentials.hub_api_prefix(self.service))
+            await pull_forever(js, self.spec, one, self.order_key)
 
         pull.__name__ = f"pull {self.spec.durable}"
         return pull

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.errors import HubError
 from referral_hub.runtime.kvstore import KvView
-from referral_hub.runtime.topology import REGISTRY_KV
+from referral_hub.runtime.topology import REGISTRY_KV, clinic_inbox_consumer
 
 KEY_PREFIX: Final = "clinic."
 
@@ -49,7 +49,12 @@ async def store_registry(js: JetStreamContext, registry: Registry) -> int:
 
 
 async def store_clinic(js: JetStreamContext, clinic: Clinic) -> None:
-    """Write one clinic's record; every service's registry view sees it within a watch round-trip."""
+    """Make the clinic's inbox consumer and write its record; every service's registry view sees it.
+
+    The consumer comes first, so a registered clinic can always read its inbox.
+    """
+    spec = clinic_inbox_consumer(clinic.id)
+    await js.add_consumer(spec.stream, config=spec.config())
     kv = await js.key_value(REGISTRY_KV)
     await kv.put(f"{KEY_PREFIX}{clinic.id}", msgspec.json.encode(clinic))
 

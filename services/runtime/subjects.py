@@ -4,6 +4,7 @@ Public, clinic-facing (v1):
   ``clinic.<clinic_id>.out.<type>``  what a clinic sends; the broker authenticates the clinic id.
   ``clinic.<clinic_id>.in.<type>``   what the hub delivers to a clinic's inbox.
   ``clinic.<clinic_id>.heartbeat``   the newest inbox event number, every few seconds (not stored).
+  ``hub.inbox.<clinic_id>.read``     a request: the clinic's inbox messages after an event number.
 Internal:
   ``hub.event.<type>``               domain events, after the hub accepted a command.
   ``hub.deadletter.<service>``       refused or unprocessable messages, kept whole.
@@ -60,6 +61,22 @@ def parse_clinic_out(subject: str) -> OutSubject | None:
 def clinic_heartbeat(clinic_id: str) -> str:
     """Where the hub announces a clinic's newest inbox event number (core NATS, not stored)."""
     return f"{_CLINIC_PREFIX}.{clinic_id}.heartbeat"
+
+
+def inbox_read(clinic_id: str) -> str:
+    """Where ``clinic_id`` asks for its inbox messages after an event number (request-reply, core NATS)."""
+    return f"hub.inbox.{clinic_id}.read"
+
+
+INBOX_READ_ALL: Final = "hub.inbox.*.read"
+
+
+def parse_inbox_read(subject: str) -> str | None:
+    """The clinic an inbox read request was sent for, or ``None`` for any other subject."""
+    tokens = subject.split(".")
+    if len(tokens) != 4 or tokens[:2] != ["hub", "inbox"] or tokens[3] != "read":  # noqa: PLR2004 - hub.inbox.<id>.read
+        return None
+    return tokens[2]
 
 
 def domain_event(message_type: str) -> str:

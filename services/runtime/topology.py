@@ -33,6 +33,8 @@ HUB_DEADLETTER: Final = "HUB_DEADLETTER"
 AUDIT: Final = "AUDIT"
 AUDIT_CHECKPOINTS: Final = "AUDIT_CHECKPOINTS"
 HUB_ADVISORIES: Final = "HUB_ADVISORIES"
+AUDIT_STREAMS: Final = (AUDIT, AUDIT_CHECKPOINTS)
+"""The streams of the audit account (``runtime.natsauth.AUDIT_ACCOUNT``)."""
 
 REFERRALS_KV: Final = "hub-referrals"
 REGISTRY_KV: Final = "hub-registry"
@@ -114,6 +116,19 @@ AUDIT_CONSUMERS: Final = (
     ConsumerSpec(HUB_EVENTS, "audit-events", subjects.EVENTS_ALL),
     ConsumerSpec(HUB_DEADLETTER, "audit-deadletter", subjects.DEADLETTER_ALL),
 )
+
+
+def clinic_inbox_consumer(clinic_id: str) -> ConsumerSpec:
+    """The one consumer a clinic reads its inbox through: made by the hub, bound to by the clinic.
+
+    Clinics may not create consumers (a consumer's ``deliver_subject`` is not checked against
+    its creator's rights), so the hub makes this durable pull consumer when the clinic is
+    registered, and the clinic's account imports exactly its ``MSG.NEXT`` and ``ACK`` subjects.
+    It never gives up on a message (no ``max_deliver``): an inbox copy waits for its clinic.
+    """
+    return ConsumerSpec(CLINIC_IN, f"inbox-{clinic_id}", subjects.clinic_inbox(clinic_id), max_deliver=-1)
+
+
 CONSUMERS: Final = (REFERRALS_INTAKE, EXHAUSTED, NOTIFICATIONS_EVENTS, NOTIFICATIONS_ACKS, *AUDIT_CONSUMERS)
 
 

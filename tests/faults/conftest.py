@@ -13,8 +13,8 @@ from nats.aio.client import Client
 from referral_hub.runtime import credentials, natsauth
 from referral_hub.runtime.admission import BURST_ENV, RATE_ENV
 from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats
-from referral_hub.runtime.provision import provision
-from referral_hub.runtime.registry import load_registry_file, store_registry
+from referral_hub.runtime.provision import provision_as_operator
+from referral_hub.runtime.registry import load_registry_file
 from referral_hub.runtime.servers import server_urls
 from tests.helpers import secure_cluster, secure_server
 
@@ -33,8 +33,7 @@ async def running_hub(
         reconnect_time_wait=0.2,
         **credentials.for_hub_user(natsauth.ADMIN).connect_options(),
     )
-    await provision(admin.jetstream(), replicas=stream_replicas)
-    await store_registry(admin.jetstream(), load_registry_file())
+    await provision_as_operator(server.url, replicas=stream_replicas, registry=load_registry_file())
     hub = HubProcesses(server, log_dir)
     hub.log_dir.mkdir()
     try:

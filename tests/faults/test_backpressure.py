@@ -9,7 +9,7 @@ import time
 import pytest
 
 from referral_hub.runtime import topology
-from referral_hub.runtime.provision import provision
+from referral_hub.runtime.provision import provision_as_operator
 
 from .harness import assert_exactly_once, check, flood_requests, load_during, record, until
 
@@ -25,7 +25,9 @@ async def test_a_stalled_consumer_and_a_full_stream_refuse_senders_and_lose_noth
         referrals = hub.processes["referrals"].process
         referrals.send_signal(signal.SIGSTOP)
         used = (await admin.jetstream().stream_info(topology.CLINIC_OUT)).state.bytes
-        await provision(admin.jetstream(), budgets={topology.CLINIC_OUT: used + HEADROOM_BYTES})
+        await provision_as_operator(
+            hub.server.url, budgets={topology.CLINIC_OUT: used + HEADROOM_BYTES}, break_glass=True
+        )
         relief = asyncio.Event()
         flood = asyncio.create_task(flood_requests(hub.server.url, ledger, relief))
 
@@ -36,7 +38,7 @@ async def test_a_stalled_consumer_and_a_full_stream_refuse_senders_and_lose_noth
             await until(senders_refused, 60)
         finally:
             relieved = time.monotonic()
-            await provision(admin.jetstream())
+            await provision_as_operator(hub.server.url, break_glass=True)
             referrals.send_signal(signal.SIGCONT)
             relief.set()
         await flood
