@@ -185,6 +185,11 @@ def _add_operations(sub: Subparsers) -> None:
     config.add_argument("--out", type=Path, required=True, help="directory to write (seeds in it are kept)")
     config.add_argument("--registry", type=Path, help="clinic registry JSON (default: the bundled demo clinics)")
     config.add_argument("--rotate", action="append", default=[], help="issue a new seed for this clinic or hub user")
+    config.add_argument(
+        "--break-glass-dir",
+        type=Path,
+        help="where the break-glass seeds go (default: .hub-breakglass beside the parent of --out); keep it offline",
+    )
     config.add_argument("--server-name", default="hub", help="server_name (default: %(default)s)")
     config.add_argument("--host", default="127.0.0.1", help="client listen address (default: %(default)s)")
     config.add_argument("--port", type=int, default=4222, help="client port (default: %(default)s)")

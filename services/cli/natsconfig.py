@@ -7,7 +7,7 @@ from pathlib import Path
 
 from referral_hub.cli.commands import out
 from referral_hub.runtime import natsauth
-from referral_hub.runtime.credentials import clinic_seed_path, hub_seed_path
+from referral_hub.runtime.credentials import break_glass_dir_for, clinic_seed_path, hub_seed_path
 from referral_hub.runtime.natsconfig import TlsRequest, generate
 from referral_hub.runtime.registry import load_registry_file
 
@@ -41,7 +41,7 @@ def nats_config(args: argparse.Namespace) -> int:
     """Write the configuration, the seeds (kept when present; ``--rotate`` replaces) and TLS files."""
     registry = load_registry_file(args.registry)
     clinic_ids = [clinic.id for clinic in registry.clinics]
-    unknown = sorted(set(args.rotate) - set(clinic_ids) - set(natsauth.HUB_USERS))
+    unknown = sorted(set(args.rotate) - set(clinic_ids) - set(natsauth.HUB_USERS) - set(natsauth.BREAK_GLASS_USERS))
     if unknown:
         msg = f"--rotate names no clinic or hub user: {', '.join(unknown)}"
         raise natsauth.NatsAuthError(msg)
@@ -55,13 +55,22 @@ def nats_config(args: argparse.Namespace) -> int:
         sync_interval=args.sync,
         server_name=args.server_name,
     )
+    glass = args.break_glass_dir or break_glass_dir_for(directory)
     written = generate(
-        directory, clinic_ids, server, tls=tls_request(args), cluster=cluster_options(args), rotate=args.rotate
+        directory,
+        clinic_ids,
+        server,
+        tls=tls_request(args),
+        cluster=cluster_options(args),
+        rotate=args.rotate,
+        break_glass_dir=glass,
     )
-    out(f"wrote {written.config_file} ({len(written.users)} users, nkey authentication)")
+    out(f"wrote {written.config_file} ({len(written.users)} users in accounts HUB, AUDIT and one per clinic)")
     out(f"wrote {written.auth_file} (the authorization block alone, to include in another configuration)")
     for user in natsauth.HUB_USERS:
         out(f"  hub user {user:<14} {hub_seed_path(directory, user)}")
+    for user in natsauth.BREAK_GLASS_USERS:
+        out(f"  break-glass {user:<11} {glass / f'{user}.nk'}  (keep offline; hubctl provision --break-glass)")
     for clinic in clinic_ids:
         out(f"  clinic {clinic:<16} {clinic_seed_path(directory, clinic)}")
     if written.tls is not None:

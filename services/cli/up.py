@@ -35,7 +35,7 @@ from referral_hub.demo.pager import DemoPager
 from referral_hub.demo.traffic import send_demo_referrals
 from referral_hub.errors import HubError
 from referral_hub.runtime import natsauth, subjects
-from referral_hub.runtime.credentials import CREDS_DIR_ENV, write_secret
+from referral_hub.runtime.credentials import CREDS_DIR_ENV, break_glass_dir_for, write_secret
 from referral_hub.runtime.natsconfig import generate
 from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, port_is_free
 from referral_hub.runtime.provision import provision_as_operator
@@ -315,6 +315,8 @@ def _banner(
         out(f"  {service.name:<15} metrics {service.metrics_url}  health {service.health_url}  log {service.log_path}")
     out(f"  registry        {clinics} clinics (hubctl clinics --nats-url {server.url})")
     out(f"  credentials     {args.data_dir / 'auth'}: one nkey per clinic and hub user; hubctl finds them there")
+    glass = break_glass_dir_for(args.data_dir / "auth")
+    out(f"  break-glass     {glass}: stream upgrades only (hubctl provision --break-glass); never used by default")
     out(f"  try, in another terminal:  .venv/bin/hubctl inbox --clinic lotus-acu --nats-url {server.url}")
     out("  Ctrl-C stops everything; data is kept for the next start.")
     out("")
