@@ -244,17 +244,24 @@ class ClinicClient:
         """
         spec = topology.clinic_inbox_consumer(self.clinic_id)
         subscription = await self.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+        unsettled: list[Msg] = []
         try:
             while True:
                 try:
-                    fetched = await subscription.fetch(batch, timeout=CONSUME_WAIT_SECONDS)
+                    unsettled = await subscription.fetch(batch, timeout=CONSUME_WAIT_SECONDS)
                 except TimeoutError:  # nats.errors.TimeoutError subclasses it
                     continue
-                for raw in fetched:
+                while unsettled:
+                    raw = unsettled[0]
                     yield InboxItem(raw.metadata.sequence.stream, raw.subject, decode_hub_message(raw.data))
                     await raw.ack()
+                    unsettled.pop(0)
         finally:
+            # Fetched but not acknowledged (the caller stopped): hand them back at once,
+            # rather than after the consumer's ack wait.
             with contextlib.suppress(nats.errors.Error):
+                for raw in unsettled:
+                    await raw.nak()
                 await subscription.unsubscribe()
 
     async def send_and_confirm(self, message: Message, within: float = 10.0) -> InboxItem:
