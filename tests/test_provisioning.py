@@ -9,7 +9,7 @@ from nats.js.errors import BadRequestError, ServerError
 
 from referral_hub.runtime import topology
 from referral_hub.runtime.natsserver import EmbeddedNats
-from referral_hub.runtime.provision import provision
+from referral_hub.runtime.provision import ProvisionError, provision
 
 
 async def test_provisioning_twice_changes_nothing(provisioned: Client) -> None:
@@ -59,12 +59,23 @@ def test_embedded_server_fsyncs_every_write(nats_server: EmbeddedNats) -> None:
 async def test_a_budget_caps_a_stream_and_provisioning_without_it_lifts_it(provisioned: Client) -> None:
     js = provisioned.jetstream()
 
-    await provision(js, budgets={topology.CLINIC_OUT: 1 << 20})
+    await provision(js, budgets={topology.CLINIC_OUT: 1 << 20}, upgrade=True)
     capped = (await js.stream_info(topology.CLINIC_OUT)).config.max_bytes
-    await provision(js)
+    await provision(js, upgrade=True)
     lifted = (await js.stream_info(topology.CLINIC_OUT)).config.max_bytes
 
     assert (capped, lifted) == (1 << 20, -1)
+
+
+async def test_changing_an_existing_stream_without_an_upgrade_is_refused_and_changes_nothing(
+    provisioned: Client,
+) -> None:
+    js = provisioned.jetstream()
+
+    with pytest.raises(ProvisionError, match="hubctl provision --break-glass"):
+        await provision(js, budgets={topology.CLINIC_OUT: 1 << 20})
+
+    assert (await js.stream_info(topology.CLINIC_OUT)).config.max_bytes == -1
 
 
 def test_a_budget_for_a_stream_the_hub_lacks_is_refused() -> None:
