@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from referral_hub.runtime.credentials import CREDS_DIR_ENV
+from referral_hub.runtime import natsauth
+from referral_hub.runtime.credentials import CREDS_DIR_ENV, break_glass_dir_for
 from referral_hub.runtime.natsserver import free_port, free_ports, port_is_free
 
 pytestmark = pytest.mark.slow
@@ -132,7 +133,11 @@ def test_up_runs_with_authorization_on(tmp_path: Path) -> None:
     assert anonymous.returncode == 1
     assert "Authorization Violation" in anonymous.stderr
     assert with_keys.returncode == 0
-    assert sorted(path.stat().st_mode & 0o777 for path in (data_dir / "auth").glob("*/*.nk")) == [0o600] * 10
+    everyday = sorted(path.stat().st_mode & 0o777 for path in (data_dir / "auth").glob("*/*.nk"))
+    assert everyday == [0o600] * (len(natsauth.HUB_USERS) + 5)
+    glass = sorted(path.name for path in break_glass_dir_for(data_dir / "auth").glob("*.nk"))
+    assert glass == sorted(f"{user}.nk" for user in natsauth.BREAK_GLASS_USERS)
+    assert not list(data_dir.rglob("*breakglass*"))
 
 
 def test_up_refuses_a_busy_port_with_one_line(tmp_path: Path) -> None:
