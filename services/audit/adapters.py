@@ -1,10 +1,23 @@
-"""The audit chain's single writer, enforced by the server, not by us.
+"""The audit chain's single writer, enforced by the server, not by us; and the chain's readers.
 
 Entries are appended in JetStream atomic batches (ADR-50): the first message of a batch
-carries ``Nats-Expected-Last-Sequence``, and the server stores the whole batch directly
-after the head we chained it on, or nothing. Two audit replicas can therefore never fork
-the chain: the loser re-reads the head and re-chains. ``Nats-Msg-Id`` is the source
-message's stream position, so a source message audited twice yields one entry.
+carries ``Nats-Expected-Last-Sequence``, the AUDIT stream's last sequence as the writer read
+it, and the server stores the whole batch directly after that, or nothing. Two audit
+replicas can therefore never fork the chain: the loser re-reads the head and re-chains.
+``Nats-Msg-Id`` is the source message's stream position, so a source message audited twice
+yields one entry.
+
+The expectation is the stream's own last sequence, not the last entry's index. Should
+anything other than the audit service ever store a message in the stream (a *foreign*
+message: before the audit log had its own NATS account, a push consumer's unchecked
+``deliver_subject`` could do that), the writer chains on the last valid entry, expects the
+foreign message's sequence and keeps appending; the foreign message is logged and counted
+(``hub_audit_foreign_messages_total``), and readers leave it out of the chain and name it.
+An entry's index is its position in the chain; its stream sequence is the same, or higher
+by the foreign messages stored before it. The checkpointer treats AUDIT_CHECKPOINTS alike.
+
+Readers use JetStream direct gets (``runtime.directget``), never a consumer: outside the
+audit service nobody may create a consumer on the audit streams.
 
 Why not ``Nats-Expected-Last-Msg-Id`` on pipelined publishes, as this writer did first: on
 a replicated stream (R3) nats-server 2.15 lets a mismatched expected message id through its
@@ -16,24 +29,24 @@ replication.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
-import nats.errors
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client
-from nats.js import JetStreamContext, api
-from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
+from nats.js import JetStreamContext
+from nats.js.errors import APIError
 
 from referral_hub.audit.checkpoints import make_checkpoint
-from referral_hub.audit.domain import GENESIS_HASH, chain
+from referral_hub.audit.domain import GENESIS_HASH, chain, entry_hash
 from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry
-from referral_hub.runtime import subjects, topology
+from referral_hub.errors import HubError
+from referral_hub.runtime import directget, subjects, topology
 from referral_hub.runtime.batching import (
     WRONG_LAST_SEQUENCE,
     GroupCommit,
@@ -42,20 +55,152 @@ from referral_hub.runtime.batching import (
     publish_atomic,
     store_in_order,
 )
-from referral_hub.runtime.metrics import AUDIT_LAST_CHECKPOINT
+from referral_hub.runtime.metrics import AUDIT_FOREIGN_MESSAGES, AUDIT_LAST_CHECKPOINT
 
 MAX_BATCH: Final = 256
 """Entries per atomic batch; the server's own limit is 1,000."""
-READ_IDLE_SECONDS: Final = 5.0
-"""A chain read ends when nothing more arrives for this long."""
-READER_IDLE_SECONDS: Final = 30.0
-"""The server removes a chain reader's consumer this long after its last fetch."""
-READER_CREATE_ATTEMPTS: Final = 20
-READER_RETRY_SECONDS: Final = 0.5
 CHAIN: Final = "chain"
 """The one key of the chain's group commit: every entry follows the one before."""
+ENTRIES: Final = "audit entries"
+CHECKPOINTS: Final = "checkpoints"
+MAX_LISTED: Final = 10
+"""Foreign messages named one by one in an error; the rest are counted."""
+MAX_REMEMBERED: Final = 10_000
+"""Foreign messages a :class:`ForeignLog` remembers having reported, so each is logged and counted once."""
 _decoder: Final = msgspec.json.Decoder(AuditEntry)
+_checkpoint_decoder: Final = msgspec.json.Decoder(AuditCheckpoint)
 _encoder: Final = msgspec.json.Encoder()
+log = structlog.get_logger(__name__)
+Valid = TypeVar("Valid")
+
+
+@dataclass(frozen=True)
+class ForeignMessage:
+    """A message in an audit stream that is not what the stream holds (an audit entry, a checkpoint)."""
+
+    stream: str
+    sequence: int
+    subject: str
+    size: int
+
+    def __str__(self) -> str:
+        """How errors and logs name it: by stream and sequence."""
+        return f"{self.stream} sequence {self.sequence} ({self.subject}, {self.size} bytes)"
+
+
+OnForeign = Callable[[ForeignMessage], None]
+"""What a reader does with a foreign message it skips."""
+
+
+class ForeignMessagesError(HubError):
+    """A reader not told what to do with foreign messages met some; raised after everything else was read."""
+
+    def __init__(self, kind: str, found: Sequence[ForeignMessage]) -> None:
+        """Name the first few of ``found``, messages that are not ``kind``."""
+        self.found = tuple(found)
+        listed = ", ".join(str(message) for message in found[:MAX_LISTED])
+        more = f" and {len(found) - MAX_LISTED} more" if len(found) > MAX_LISTED else ""
+        plural = "s" if len(found) > 1 else ""
+        super().__init__(
+            f"the audit log holds {len(found)} foreign message{plural}, not {kind} and not written by the audit "
+            f"service: {listed}{more}; left out of the log, which is read around them"
+        )
+
+
+class ForeignLog:
+    """Logs each foreign message it is told of and counts it (``hub_audit_foreign_messages_total``), once."""
+
+    def __init__(self) -> None:
+        """Nothing reported yet."""
+        self._seen: set[tuple[str, int]] = set()
+
+    def __call__(self, message: ForeignMessage) -> None:
+        """Report ``message`` unless this log already has (the writer meets a foreign tail on every re-read)."""
+        key = (message.stream, message.sequence)
+        if key in self._seen:
+            return
+        if len(self._seen) < MAX_REMEMBERED:
+            self._seen.add(key)
+        AUDIT_FOREIGN_MESSAGES.labels(stream=message.stream).inc()
+        log.warning(
+            "foreign message in the audit log, skipped",
+            stream=message.stream,
+            sequence=message.sequence,
+            subject=message.subject,
+            size=message.size,
+        )
+
+
+def _entry(subject: str, data: bytes) -> AuditEntry | None:
+    """The audit entry ``data`` holds, or ``None`` if it is a foreign message."""
+    if subject != subjects.AUDIT_ENTRY:
+        return None
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+
+
+def _checkpoint(subject: str, data: bytes) -> AuditCheckpoint | None:
+    """The checkpoint ``data`` holds, or ``None`` if it is a foreign message."""
+    if subject != subjects.AUDIT_CHECKPOINT:
+        return None
+    try:
+        return _checkpoint_decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+
+
+async def _last_valid(
+    js: JetStreamContext,
+    stream: str,
+    valid: Callable[[int, str, bytes], Valid | None],
+    on_foreign: OnForeign,
+) -> tuple[int, Valid | None]:
+    """The stream's last sequence, and its last message that ``valid`` accepts (through the leader).
+
+    Walks back over the messages ``valid`` refuses, reporting each to ``on_foreign``. Reads
+    go to the stream's leader: a replica's direct get may lag, and a head read from a
+    lagging replica would chain a batch on an older entry than the one the server expects.
+    """
+    state = (await js.stream_info(stream)).state
+    sequence = state.last_seq
+    while state.messages and sequence >= state.first_seq:
+        stored = await directget.leader_get(js, stream, {"seq": sequence})
+        if stored is not None:
+            found = valid(stored.sequence, stored.subject, stored.data)
+            if found is not None:
+                return state.last_seq, found
+            on_foreign(ForeignMessage(stream, stored.sequence, stored.subject, len(stored.data)))
+        sequence -= 1
+    return state.last_seq, None
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """Where the next entry goes: after the stream's last ``sequence``, chained on entry ``index``."""
+
+    sequence: int
+    """The AUDIT stream's last sequence: the next batch's ``Nats-Expected-Last-Sequence``."""
+    index: int
+    """The last valid entry's index (0 before the first)."""
+    entry_hash: str
+    """The last valid entry's hash (the genesis hash before the first)."""
+
+
+def _chainable(sequence: int, subject: str, data: bytes) -> tuple[int, str] | None:
+    """(index, hash) of an entry the chain may continue from: well formed, self-consistent, in place."""
+    entry = _entry(subject, data)
+    if entry is None or not 1 <= entry.index <= sequence or entry_hash(entry) != entry.entry_hash:
+        return None
+    return entry.index, entry.entry_hash
+
+
+async def read_head(js: JetStreamContext, on_foreign: OnForeign) -> ChainHead:
+    """The chain's head as the stream's leader holds it, foreign messages at the end stepped over."""
+    sequence, found = await _last_valid(js, topology.AUDIT, _chainable, on_foreign)
+    index, head_hash = found or (0, GENESIS_HASH)
+    return ChainHead(sequence, index, head_hash)
 
 
 @dataclass(frozen=True)
@@ -79,18 +224,9 @@ class ChainWriter:
         """Start knowing nothing of the head; the first batch reads it."""
         self._nc = connection
         self._js = connection.jetstream()
-        self._head: tuple[int, str] | None = None
+        self._head: ChainHead | None = None
+        self._foreign = ForeignLog()
         self._group: GroupCommit[str, _Append, AuditEntry] = GroupCommit(self._commit, max_batch)
-
-    async def _read_head(self) -> tuple[int, str]:
-        try:
-            last = await self._js.get_last_msg(topology.AUDIT, subjects.AUDIT_ENTRY)
-        except NotFoundError:
-            return 0, GENESIS_HASH
-        if last.data is None:
-            return 0, GENESIS_HASH
-        entry = _decoder.decode(last.data)
-        return entry.index, entry.entry_hash
 
     async def append(self, entry: AuditEntry, dedupe_key: str) -> AuditEntry:
         """Chain and store ``entry``; returns it as stored (or as first stored, if a duplicate)."""
@@ -100,39 +236,37 @@ class ChainWriter:
         await store_in_order(batch, self._store, self._forget_head, "audit entries")
 
     async def _store(self, waiting: list[Pending[_Append, AuditEntry]], one_by_one: bool) -> None:  # noqa: FBT001 - store_in_order's callback shape
-        if self._head is None:
-            self._head = await self._read_head()
-        await (self._publish_each(waiting) if one_by_one else self._publish_atomic(waiting))
+        head = self._head or await read_head(self._js, self._foreign)
+        self._head = head
+        await (self._publish_each(waiting) if one_by_one else self._publish_atomic(waiting, head))
 
     def _forget_head(self) -> None:
         self._head = None
 
-    def _seal(self, batch: list[Pending[_Append, AuditEntry]]) -> list[AuditEntry]:
-        """The batch's entries chained on the current head, in order."""
-        assert self._head is not None  # noqa: S101 - _commit reads the head first
-        index, prev_hash = self._head
-        sealed = []
+    @staticmethod
+    def _seal(batch: list[Pending[_Append, AuditEntry]], head: ChainHead) -> list[AuditEntry]:
+        """The batch's entries chained on ``head``, in order."""
+        prev_hash, sealed = head.entry_hash, []
         for offset, pending in enumerate(batch):
-            entry = chain(pending.item.entry, index + offset + 1, prev_hash)
+            entry = chain(pending.item.entry, head.index + offset + 1, prev_hash)
             sealed.append(entry)
             prev_hash = entry.entry_hash
         return sealed
 
-    async def _publish_atomic(self, batch: list[Pending[_Append, AuditEntry]]) -> None:
-        """Store ``batch`` whole after the head, or raise the server's refusal (nothing stored)."""
-        assert self._head is not None  # noqa: S101 - _commit reads the head first
-        sealed = self._seal(batch)
-        await publish_atomic(
+    async def _publish_atomic(self, batch: list[Pending[_Append, AuditEntry]], head: ChainHead) -> None:
+        """Store ``batch`` whole right after ``head.sequence``, or raise the server's refusal (nothing stored)."""
+        sealed = self._seal(batch, head)
+        last_sequence = await publish_atomic(
             self._nc,
             [
                 Publish(subjects.AUDIT_ENTRY, _encoder.encode(entry), pending.item.dedupe_key)
                 for pending, entry in zip(batch, sealed, strict=True)
             ],
-            {"Nats-Expected-Last-Sequence": str(self._head[0])},
+            {"Nats-Expected-Last-Sequence": str(head.sequence)},
         )
         for pending, entry in zip(batch, sealed, strict=True):
             pending.done.set_result(entry)
-        self._head = (sealed[-1].index, sealed[-1].entry_hash)
+        self._head = ChainHead(last_sequence, sealed[-1].index, sealed[-1].entry_hash)
 
     async def _publish_each(self, batch: list[Pending[_Append, AuditEntry]]) -> None:
         """Store ``batch`` one entry at a time, each waiting for the previous one's acknowledgement.
@@ -142,101 +276,84 @@ class ChainWriter:
         """
         for pending in batch:
             assert self._head is not None  # noqa: S101 - _store reads the head first
-            entry = self._seal([pending])[0]
-            headers = {"Nats-Expected-Last-Sequence": str(self._head[0]), "Nats-Msg-Id": pending.item.dedupe_key}
+            entry = self._seal([pending], self._head)[0]
+            headers = {
+                "Nats-Expected-Last-Sequence": str(self._head.sequence),
+                "Nats-Msg-Id": pending.item.dedupe_key,
+            }
             ack = await self._js.publish(subjects.AUDIT_ENTRY, _encoder.encode(entry), headers=headers)
             pending.done.set_result(entry)
             if not ack.duplicate:
-                self._head = (ack.seq, entry.entry_hash)
+                self._head = ChainHead(ack.seq, entry.index, entry.entry_hash)
 
 
 async def read_chain(
-    js: JetStreamContext, batch: int = 1000, start: int = 1, count: int | None = None
+    js: JetStreamContext,
+    batch: int = directget.BATCH,
+    start: int = 1,
+    count: int | None = None,
+    *,
+    foreign: OnForeign | None = None,
 ) -> AsyncIterator[AuditEntry]:
-    """Audit entries in order through an ordered consumer: all of them, or ``count`` from index ``start``.
+    """Audit entries in stream order by direct gets: all of them, or ``count`` from index ``start``.
 
-    Every entry is read exactly once, in stream order, or the reader stops early (nothing
-    more arrived for a while). Stream sequences are checked: should one ever jump, reading
-    starts again at the first one missing instead of skipping it. Before, the push consumer
-    used here dropped deliveries to a reader slower than the server, so a verify or a
-    checkpoint over some ten thousand entries could miss a few (found by the fuzz test).
+    Reads up to the stream's end as it is when the read begins, ``batch`` messages per
+    request, and creates nothing on the server. An entry's stream sequence is never below
+    its index, so the read starts at sequence ``start`` and skips the entries before index
+    ``start`` (there are some only if foreign messages came before). From there on every
+    entry is yielded as stored, for verification to judge.
+
+    Foreign messages (not an audit entry) are left out and passed to ``foreign``; without
+    it, the read raises :class:`ForeignMessagesError` naming them once every entry has been
+    yielded, so no reader mistakes a log with foreign messages for a clean one.
     """
-    info = await js.stream_info(topology.AUDIT)
-    available = info.state.last_seq - start + 1 if info.state.messages else 0
-    total = min(available, count) if count is not None else available
-    wanted, end = start, start + max(total, 0)
-    while wanted < end:
-        resumed_at = wanted
-        async with contextlib.aclosing(_ordered_from(js, wanted, batch)) as deliveries:
-            async for sequence, raw in deliveries:
-                if sequence != wanted:
-                    break
-                wanted += 1
-                yield _decoder.decode(raw)
-                if wanted == end:
-                    return
-        if wanted == resumed_at:
-            return
-
-
-async def _ordered_from(js: JetStreamContext, start: int, batch: int) -> AsyncGenerator[tuple[int, bytes], None]:
-    """(stream sequence, data) of the audit stream from ``start`` until nothing more arrives.
-
-    A pull consumer, fetched ``batch`` at a time: the reader sets the pace, so nothing is
-    buffered beyond one batch and nothing is dropped. (A push consumer outran a slow reader:
-    nats-py dropped deliveries and the flow-control request with them, and the read stalled.)
-    """
-    config = api.ConsumerConfig(
-        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=start,
-        ack_policy=api.AckPolicy.NONE,
-        mem_storage=True,
-        num_replicas=1,
-        inactive_threshold=READER_IDLE_SECONDS,
-    )
-    for attempt in range(1, READER_CREATE_ATTEMPTS + 1):
-        try:
-            subscription = await js.pull_subscribe(
-                subjects.AUDIT_ENTRY, durable=None, stream=topology.AUDIT, config=config
-            )
-            break
-        except (ServiceUnavailableError, nats.errors.TimeoutError):
-            # A cluster that just lost or regained a node may refuse consumer creation briefly.
-            if attempt == READER_CREATE_ATTEMPTS:
-                raise
-            await asyncio.sleep(READER_RETRY_SECONDS)
-    unavailable = 0
-    try:
-        while True:
-            try:
-                fetched = await subscription.fetch(batch, timeout=READ_IDLE_SECONDS)
-            except (TimeoutError, nats.errors.TimeoutError):
-                return
-            except ServiceUnavailableError:
-                # On a cluster a just-created reader may answer "no responders" for a moment.
-                unavailable += 1
-                if unavailable >= READER_CREATE_ATTEMPTS:
-                    raise
-                await asyncio.sleep(READER_RETRY_SECONDS)
+    if count is not None and count <= 0:
+        return
+    found: list[ForeignMessage] = []
+    skip = foreign or found.append
+    yielded, started = 0, start <= 1
+    size = batch if count is None else min(batch, count)
+    entries = directget.read_stream(js, topology.AUDIT, start, subject=subjects.AUDIT_ENTRY, batch=size)
+    async with contextlib.aclosing(entries) as stored:
+        async for sequence, subject, data in stored:
+            entry = _entry(subject, data)
+            if entry is None:
+                skip(ForeignMessage(topology.AUDIT, sequence, subject, len(data)))
                 continue
-            for raw in fetched:
-                yield raw.metadata.sequence.stream, raw.data
-    finally:
-        await subscription.unsubscribe()
+            if not started and entry.index < start:
+                continue
+            started = True
+            yield entry
+            yielded += 1
+            if yielded == count:
+                break
+    if found:
+        raise ForeignMessagesError(ENTRIES, found)
 
 
-_checkpoint_decoder: Final = msgspec.json.Decoder(AuditCheckpoint)
+async def read_checkpoints(js: JetStreamContext, *, foreign: OnForeign | None = None) -> list[AuditCheckpoint]:
+    """Every published checkpoint, in order, by direct gets (there are few: one per N entries or T seconds).
+
+    Foreign messages are handled as :func:`read_chain` handles them.
+    """
+    found: list[ForeignMessage] = []
+    skip = foreign or found.append
+    checkpoints = []
+    published = directget.read_stream(js, topology.AUDIT_CHECKPOINTS, subject=subjects.AUDIT_CHECKPOINT)
+    async with contextlib.aclosing(published) as stored:
+        async for sequence, subject, data in stored:
+            checkpoint = _checkpoint(subject, data)
+            if checkpoint is None:
+                skip(ForeignMessage(topology.AUDIT_CHECKPOINTS, sequence, subject, len(data)))
+            else:
+                checkpoints.append(checkpoint)
+    if found:
+        raise ForeignMessagesError(CHECKPOINTS, found)
+    return checkpoints
 
 
-async def read_checkpoints(js: JetStreamContext) -> list[AuditCheckpoint]:
-    """Every published checkpoint, in order (there are few: one per N entries or T seconds)."""
-    info = await js.stream_info(topology.AUDIT_CHECKPOINTS)
-    if info.state.messages == 0:
-        return []
-    return [
-        _checkpoint_decoder.decode((await js.get_msg(topology.AUDIT_CHECKPOINTS, seq)).data or b"")
-        for seq in range(info.state.first_seq, info.state.last_seq + 1)
-    ]
+def _checkpoint_at(_sequence: int, subject: str, data: bytes) -> AuditCheckpoint | None:
+    return _checkpoint(subject, data)
 
 
 class Checkpointer:
@@ -244,6 +361,7 @@ class Checkpointer:
 
     Several audit replicas may run it: each publish carries ``Nats-Expected-Last-Sequence``
     of the checkpoint stream, so only one checkpoint follows another, and the loser skips.
+    A foreign message in either stream is stepped over, logged and counted, never chained on.
     """
 
     def __init__(
@@ -254,26 +372,25 @@ class Checkpointer:
         self._key = key
         self._every_entries = every_entries
         self._every_seconds = every_seconds
+        self._foreign = ForeignLog()
 
     async def _last(self) -> tuple[AuditCheckpoint | None, int]:
-        try:
-            last = await self._js.get_last_msg(topology.AUDIT_CHECKPOINTS, subjects.AUDIT_CHECKPOINT)
-        except NotFoundError:
-            return None, 0
-        return _checkpoint_decoder.decode(last.data or b""), last.seq or 0
+        """The last checkpoint and the checkpoint stream's last sequence (the next one's expectation)."""
+        sequence, previous = await _last_valid(self._js, topology.AUDIT_CHECKPOINTS, _checkpoint_at, self._foreign)
+        return previous, sequence
 
     async def run_once(self, now: datetime) -> AuditCheckpoint | None:
         """Publish a checkpoint if one is due; returns it, or ``None``."""
         previous, sequence = await self._last()
         if previous is not None:
             AUDIT_LAST_CHECKPOINT.set(previous.created_at.timestamp())
-        head = (await self._js.stream_info(topology.AUDIT)).state.last_seq
+        head = (await read_head(self._js, self._foreign)).index
         start = previous.to_index + 1 if previous else 1
         pending = head - start + 1
         age = (now - previous.created_at).total_seconds() if previous else float("inf")
         if pending <= 0 or (pending < self._every_entries and age < self._every_seconds):
             return None
-        entries = [entry async for entry in read_chain(self._js, start=start, count=pending)]
+        entries = [entry async for entry in read_chain(self._js, start=start, count=pending, foreign=self._foreign)]
         if len(entries) != pending:
             return None
         checkpoint = make_checkpoint(entries, previous, self._key, now)

@@ -19,7 +19,7 @@ from typing import Final
 import msgspec
 from nats.js import JetStreamContext
 
-from referral_hub.audit.adapters import read_chain
+from referral_hub.audit.adapters import ForeignLog, OnForeign, read_chain
 from referral_hub.contracts.audit import AuditEntry
 
 BATCH: Final = 5000
@@ -99,11 +99,16 @@ class AuditIndex:
             self._db.executemany("INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return len(rows)
 
-    async def catch_up(self, js: JetStreamContext) -> int:
-        """Index every entry appended since the last one held; returns how many were added."""
+    async def catch_up(self, js: JetStreamContext, foreign: OnForeign | None = None) -> int:
+        """Index every entry appended since the last one held; returns how many were added.
+
+        Reads by direct gets (no consumer). A foreign message (not an audit entry) is not
+        indexed; it goes to ``foreign``, or is logged and counted (:class:`ForeignLog`).
+        """
         added = 0
         batch: list[AuditEntry] = []
-        async for entry in read_chain(js, batch=BATCH, start=self.last_index() + 1):
+        skip = foreign or ForeignLog()
+        async for entry in read_chain(js, batch=BATCH, start=self.last_index() + 1, foreign=skip):
             batch.append(entry)
             if len(batch) >= BATCH:
                 added += self.add(batch)

@@ -1,31 +1,43 @@
 """``hubctl audit prove``, ``check-proof`` and ``consistency``: evidence a clinic can keep and check.
 
-``prove`` and ``consistency`` read the log from NATS and print JSON; ``check-proof`` needs
-nothing but the file, so a clinic (or its lawyer) can check a receipt years later, offline.
+``prove`` and ``consistency`` read the log from NATS (as the read-only ``auditor``, by
+direct gets) and print JSON; ``check-proof`` needs nothing but the file, so a clinic (or its
+lawyer) can check a receipt years later, offline. A foreign message in the log (one the
+audit service did not write) is named on stderr and left out; the evidence stands without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import msgspec
 
-from referral_hub.audit.adapters import read_chain, read_checkpoints
+from referral_hub.audit.adapters import ForeignMessage, read_chain, read_checkpoints
 from referral_hub.audit.checkpoints import consistency_fault, make_consistency, make_receipt, receipt_fault
 from referral_hub.cli.commands import UsageError, connect, out
 from referral_hub.contracts.audit import AuditCheckpoint, AuditConsistency, AuditEntry, AuditReceipt
+from referral_hub.runtime import natsauth
 
 Evidence = AuditReceipt | AuditConsistency
 
 
+def warn_foreign(message: ForeignMessage) -> None:
+    """Name a foreign message on stderr: the command goes on without it."""
+    print(  # noqa: T201 - the CLI's output
+        f"hubctl: warning: foreign message in the audit log (not written by the audit service), left out: {message}",
+        file=sys.stderr,
+    )
+
+
 async def _log(nats_url: str, upto: int | None = None) -> tuple[list[AuditEntry], list[AuditCheckpoint]]:
-    connection = await connect(nats_url)
+    connection = await connect(nats_url, user=natsauth.AUDITOR)
     try:
         js = connection.jetstream()
-        checkpoints = await read_checkpoints(js)
+        checkpoints = await read_checkpoints(js, foreign=warn_foreign)
         size = upto if upto is not None else (checkpoints[-1].tree_size if checkpoints else 0)
-        entries = [entry async for entry in read_chain(js, count=size)] if size else []
+        entries = [entry async for entry in read_chain(js, count=size, foreign=warn_foreign)] if size else []
     finally:
         await connection.drain()
     return entries, checkpoints

@@ -1,4 +1,8 @@
-"""``hubctl audit query`` and ``hubctl audit export``: filtered reads through the rebuildable index."""
+"""``hubctl audit query`` and ``hubctl audit export``: filtered reads through the rebuildable index.
+
+The index catches up as the read-only ``auditor``, by direct gets; a foreign message in the
+log is named on stderr and left out of the index.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,11 @@ import msgspec
 
 from referral_hub.audit.fhir import to_audit_event
 from referral_hub.audit.index import AuditFilter, AuditIndex
+from referral_hub.cli.audit_proofs import warn_foreign
 from referral_hub.cli.commands import connect, out
 from referral_hub.cli.paging import parse_time
 from referral_hub.contracts.audit import AuditEntry
+from referral_hub.runtime import natsauth
 
 DEFAULT_INDEX = Path(os.environ.get("HUB_AUDIT_INDEX", ".hub-data/audit-index.sqlite"))
 
@@ -37,9 +43,9 @@ async def _selected(args: argparse.Namespace) -> tuple[list[AuditEntry], int, fl
         args.index.unlink(missing_ok=True)
     index = AuditIndex(args.index)
     try:
-        connection = await connect(args.nats_url)
+        connection = await connect(args.nats_url, user=natsauth.AUDITOR)
         try:
-            added = await index.catch_up(connection.jetstream())
+            added = await index.catch_up(connection.jetstream(), foreign=warn_foreign)
         finally:
             await connection.drain()
         started = time.perf_counter()

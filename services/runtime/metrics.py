@@ -127,3 +127,9 @@ AUDIT_LAST_CHECKPOINT: Final = Gauge(
     "hub_audit_last_checkpoint_timestamp_seconds",
     "Unix time of the newest signed audit checkpoint; its age is what HubAuditCheckpointStale watches.",
 )
+AUDIT_FOREIGN_MESSAGES: Final = Counter(
+    "hub_audit_foreign_messages_total",
+    "Messages in an audit stream that are not an audit entry or checkpoint (written by something other than "
+    "the audit service), by stream; each counted once by each chain writer and checkpointer that meets it.",
+    ["stream"],
+)
