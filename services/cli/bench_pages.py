@@ -4,7 +4,10 @@ A clinic raises an alert; the referrals service fans it out to the care team; no
 pages the other clinic's on-call member by a signed webhook to a real HTTP receiver in this
 process. The latency is from publishing ``alert.raise`` to the receiver reading the POST, on
 one clock. Alerts are offered at a fixed rate (open loop: a slow hub does not slow the
-offer), and an alert whose page never arrives within the drain time counts as lost.
+offer), and an alert whose page never arrives within the drain time counts as lost. The
+receiver verifies every page's Standard Webhooks signature, with the ``standardwebhooks``
+library, against the secret of the clinic in its path; a page that fails counts as lost, and
+under ``bad_signatures``.
 """
 
 from __future__ import annotations
@@ -26,28 +29,41 @@ from referral_hub.contracts.base import Modality
 from referral_hub.contracts.referrals import ReferralTransitioned
 from referral_hub.contracts.registry import ChannelKind, Clinic, ContactChannel, Registry
 from referral_hub.demo.traffic import demo_alert, demo_referral, lifecycle_command
+from referral_hub.notifications.webhooks import SECRET_ENV, new_secret, verify
 from referral_hub.runtime.natsserver import SYNC_ALWAYS
 from referral_hub.runtime.registry import load_registry_file
 
 PATIENTS: Final = 40
 DRAIN_SECONDS: Final = 15.0
-SECRET: Final = "bench-webhook-secret"  # noqa: S105 - a throwaway secret for a throwaway hub
 
 
 @dataclass
 class Arrivals:
-    """Page POSTs the receiver read, by alert id, with the time they arrived."""
+    """Page POSTs the receiver read and verified, by alert id, with the time they arrived."""
 
+    secrets: dict[str, str] = field(default_factory=dict)
+    """Each clinic's webhook secret (a throwaway, for a throwaway hub)."""
     at: dict[str, float] = field(default_factory=dict)
+    bad_signatures: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, body: bytes) -> None:
-        """Keep the first page per alert (the dedup key is ``alert:<alert_id>:<clinic>``)."""
+    def table(self) -> str:
+        """The secrets as the notifications service reads them (``HUB_WEBHOOK_SECRET``)."""
+        return msgspec.json.encode({clinic: [secret] for clinic, secret in self.secrets.items()}).decode()
+
+    def record(self, path: str, body: bytes, headers: dict[str, str]) -> bool:
+        """Keep the first verified page per alert (the dedup key is ``alert:<alert_id>:<clinic>``)."""
         arrived = time.perf_counter()
+        secret = self.secrets.get(path.rstrip("/").rpartition("/")[2])
+        if secret is None or not verify([secret], body, headers):
+            with self.lock:
+                self.bad_signatures += 1
+            return False
         dedup_key = msgspec.json.decode(body, type=_Page).dedup_key
         alert_id = dedup_key.split(":")[1] if dedup_key.count(":") == 2 else ""  # noqa: PLR2004 - three parts
         with self.lock:
             self.at.setdefault(alert_id, arrived)
+        return True
 
 
 class _Page(msgspec.Struct):
@@ -55,12 +71,13 @@ class _Page(msgspec.Struct):
 
 
 def receiver(arrivals: Arrivals) -> ThreadingHTTPServer:
-    """A real HTTP server on loopback that answers 204 and records arrivals."""
+    """A real HTTP server on loopback that records signed arrivals (204) and refuses others (401)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            arrivals.record(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-            self.send_response(204)
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            signed = arrivals.record(self.path, body, dict(self.headers))
+            self.send_response(204 if signed else 401)
             self.end_headers()
 
         def log_message(self, *_: object) -> None:
@@ -72,14 +89,12 @@ def receiver(arrivals: Arrivals) -> ThreadingHTTPServer:
 
 
 def paged_registry(url: str) -> Registry:
-    """The demo clinics, every member reachable by webhook at ``url``."""
-    hook = (ContactChannel(kind=ChannelKind.WEBHOOK, address=url),)
-    clinics = [
-        msgspec.structs.replace(
-            clinic, members=tuple(msgspec.structs.replace(m, channels=hook) for m in clinic.members)
-        )
-        for clinic in load_registry_file().clinics
-    ]
+    """The demo clinics, every member reachable by webhook at ``<url>/<clinic>``."""
+    clinics = []
+    for clinic in load_registry_file().clinics:
+        hook = (ContactChannel(kind=ChannelKind.WEBHOOK, address=f"{url}/{clinic.id}"),)
+        members = tuple(msgspec.structs.replace(m, channels=hook) for m in clinic.members)
+        clinics.append(msgspec.structs.replace(clinic, members=members))
     return Registry(clinics=tuple(clinics))
 
 
@@ -141,7 +156,8 @@ async def bench_pages(rate: float, duration: float, sync_interval: str = SYNC_AL
         async with bench_server(sync_interval) as server:
             url, scratch = server.url, server.scratch
             registry = paged_registry(f"http://127.0.0.1:{http.server_address[1]}/page")
-            services = await start_hub(url, scratch, registry, {"HUB_WEBHOOK_SECRET": SECRET})
+            arrivals.secrets.update({clinic.id: new_secret() for clinic in registry.clinics})
+            services = await start_hub(url, scratch, registry, {SECRET_ENV: arrivals.table()})
             try:
                 teams = await care_teams(url, list(registry.clinics))
                 sent = await offer(url, teams, rate, duration)
@@ -158,6 +174,7 @@ async def bench_pages(rate: float, duration: float, sync_interval: str = SYNC_AL
         "alerts": len(sent),
         "pages_delivered": len(latencies),
         "lost": len(sent) - len(latencies),
+        "bad_signatures": arrivals.bad_signatures,
         "p50_ms": round(percentile(latencies, 0.50), 2),
         "p99_ms": round(percentile(latencies, 0.99), 2),
         "max_ms": round(max(latencies, default=0.0), 2),

@@ -1,18 +1,20 @@
 """A demo pager for ``hubctl up``: a real webhook receiver standing in for the demo members' phones.
 
 The bundled demo clinics have no contact channels, so ``hubctl up`` gives each member a
-webhook to this receiver. It checks each page's HMAC signature, prints it, and, like a
-therapist glancing at a phone, acknowledges it a moment later through ``page.ack``, so the
-terminal shows the whole loop: alert, page, acknowledgement.
+webhook to this receiver, and each clinic a fresh ``whsec_`` secret of its own (the table
+:attr:`DemoPager.secret` goes to the services as ``HUB_WEBHOOK_SECRET``). It verifies each
+page's Standard Webhooks signature with the ``standardwebhooks`` library against the secret of
+the clinic in the path (``/<clinic>/<member>``), so a page signed for another clinic is
+refused; it shows a repeated ``webhook-id`` as a repeat rather than a new page; and, like a
+therapist glancing at a phone, it acknowledges a page a moment later through ``page.ack``, so
+the terminal shows the whole loop: alert, page, acknowledgement.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +25,7 @@ import msgspec
 from referral_hub.client import ClinicClient, new_id, utc_now
 from referral_hub.contracts.paging import PageAck
 from referral_hub.contracts.registry import ChannelKind, ContactChannel, Registry
-from referral_hub.notifications.channels import SIGNATURE_HEADER, verify_signature
+from referral_hub.notifications.webhooks import ID_HEADER, new_secret, verify
 
 ACK_AFTER_SECONDS: Final = 1.5
 
@@ -40,8 +42,10 @@ class DemoPager:
     """Receives signed page webhooks on loopback, prints them and acknowledges them."""
 
     def __init__(self, nats_url: str, say: Callable[[str], None]) -> None:
-        """Bind to a free loopback port; a fresh secret per run."""
-        self.secret = secrets.token_hex(16)
+        """Bind to a free loopback port; fresh secrets per run."""
+        self._secrets: dict[str, str] = {}
+        self._seen: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
         self._nats_url = nats_url
         self._say = say
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -50,12 +54,11 @@ class DemoPager:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                signed = verify_signature(
-                    pager.secret.encode(), self.headers.get(SIGNATURE_HEADER, ""), body, time.time()
-                )
+                path = self.path.strip("/")
+                signed = pager.verify(path, body, dict(self.headers))
                 self.send_response(204 if signed else 401)
                 self.end_headers()
-                pager.received(self.path.strip("/"), body, signed=signed)
+                pager.received(path, body, signed=signed, webhook_id=self.headers.get(ID_HEADER, ""))
 
             def log_message(self, *_: object) -> None:
                 return
@@ -63,14 +66,25 @@ class DemoPager:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 
     @property
+    def secret(self) -> str:
+        """The secrets table (JSON, one secret per clinic given channels) for ``HUB_WEBHOOK_SECRET``."""
+        return msgspec.json.encode({clinic: [secret] for clinic, secret in self._secrets.items()}).decode()
+
+    def verify(self, path: str, body: bytes, headers: dict[str, str]) -> bool:
+        """Whether the page to ``/<clinic>/<member>`` is signed with that clinic's secret."""
+        secret = self._secrets.get(path.partition("/")[0])
+        return secret is not None and verify([secret], body, headers)
+
+    @property
     def url(self) -> str:
         """Where members' webhooks point."""
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def with_channels(self, registry: Registry) -> Registry:
-        """Every member without a channel gets a webhook here, at ``/<clinic>/<member>``."""
+        """Every member without a channel gets a webhook here, at ``/<clinic>/<member>``; each clinic a secret."""
         clinics = []
         for clinic in registry.clinics:
+            self._secrets.setdefault(clinic.id, new_secret())
             members = tuple(
                 m
                 if m.channels
@@ -91,16 +105,20 @@ class DemoPager:
         """Stop serving."""
         self._server.shutdown()
 
-    def received(self, path: str, body: bytes, *, signed: bool) -> None:
-        """Print the page; acknowledge it (from the event loop) a moment later."""
+    def received(self, path: str, body: bytes, *, signed: bool, webhook_id: str = "") -> None:
+        """Print the page; acknowledge it (from the event loop) a moment later, once per ``webhook-id``."""
         page = msgspec.json.decode(body, type=_Page)
         clinic, _, member = path.partition("/")
-        verdict = "signature ok" if signed else "BAD SIGNATURE, refused"
+        with self._lock:
+            repeat = signed and (path, webhook_id) in self._seen
+            if signed:
+                self._seen.add((path, webhook_id))
+        verdict = "BAD SIGNATURE, refused" if not signed else "repeat, already shown" if repeat else "signature ok"
         self._say(
             f"** page {page.page_id[:8]} -> {member} ({clinic}), level {page.escalation_level}, "
             f"{page.severity}: {page.summary[:90]} [{verdict}]"
         )
-        if signed and self._loop is not None and page.page_id:
+        if signed and not repeat and self._loop is not None and page.page_id:
             asyncio.run_coroutine_threadsafe(self._acknowledge(clinic, member, page.page_id), self._loop)
 
     async def _acknowledge(self, clinic: str, member: str, page_id: str) -> None:
