@@ -166,9 +166,18 @@ def _acknowledged_announcement(team: CareTeam, command: AlertAck) -> Announcemen
 
 
 def resolve(team: CareTeam | None, command: AlertResolve, at: datetime) -> TeamChanged | Refusal:
-    """The raising clinic withdraws its alert; the team is told."""
+    """The raising clinic withdraws its alert; the team is told.
+
+    A clinic that neither raised the alert nor is on the team gets the same answer as for an
+    alert id nobody uses: alert ids reach clinics outside the team in minimal screening flags,
+    and the refusal must not confirm the alert or name its raiser.
+    """
     record = team.alert(command.alert_id) if team is not None else None
-    if team is None or record is None:
+    if (
+        team is None
+        or record is None
+        or (record.raised.sender_clinic != command.sender_clinic and team.member(command.sender_clinic) is None)
+    ):
         return Refusal(RejectionCode.UNKNOWN_ALERT, f"no alert {command.alert_id} for this patient")
     if record.raised.sender_clinic != command.sender_clinic:
         return Refusal(

@@ -150,8 +150,19 @@ def decide(
     received_at: datetime,
     sla: SlaPolicy,
 ) -> Decision:
-    """What ``command`` does to the referral it names."""
-    if existing is not None and (step := existing.applied(command.message_id)) is not None:
+    """What ``command`` does to the referral it names.
+
+    A referral is visible only to its parties, and a rejection never tells another clinic
+    anything about it. A command on it from any other clinic is answered exactly as if the id
+    named no referral (:func:`_not_yours`), even when it reuses the message id of one of the
+    referral's steps: only the clinic that sent that step, or a party, has it treated as a
+    resend. A new referral reusing its id learns only that the id is taken (:func:`_id_taken`).
+    """
+    if (
+        existing is not None
+        and (step := existing.applied(command.message_id)) is not None
+        and (step.by_clinic == command.sender_clinic or existing.party(command.sender_clinic) is not None)
+    ):
         return AlreadyApplied(existing, step)
     if isinstance(command, ReferralRequest):
         return _request(command, existing, lookup, received_at, sla)
@@ -206,6 +217,8 @@ def _request(
     received_at: datetime,
     sla: SlaPolicy,
 ) -> Decision:
+    if existing is not None and existing.party(command.sender_clinic) is None:
+        return _id_taken(command)
     if existing is not None:
         return Refusal(
             RejectionCode.DUPLICATE_REFERRAL_ID,
@@ -242,6 +255,38 @@ def screened(decision: Decision, flag: ScreeningFlagged | None) -> Decision:
     step = msgspec.structs.replace(decision.step, state=state)
     referral = msgspec.structs.replace(decision.referral, state=state, history=(step,), screening=flag)
     return Changed(referral, step, created=True)
+
+
+def _not_yours(command: ReferralCommand) -> Refusal:
+    """The one answer to a command on a referral the sender is not a party to, whether or not it exists.
+
+    Referral ids are random UUIDs that the referring clinic mints and that only the
+    referral's parties ever see, so a clinic naming an id it is not a party to is guessing,
+    replaying a leaked id or probing. The hub answers ``unknown_referral`` with the same text
+    as for an id nobody uses: built from the command alone (its id and its sender), never
+    naming the referral's state, parties or patient, and checked before anything that would
+    (the patient_ref, the state machine, the party rules).
+    """
+    return Refusal(
+        RejectionCode.UNKNOWN_REFERRAL, f"no referral {command.referral_id} involving {command.sender_clinic!r}"
+    )
+
+
+def _id_taken(command: ReferralRequest) -> Refusal:
+    """The answer to a new referral whose id another clinic's referral already uses.
+
+    Referral ids are one namespace, so the id cannot be given to a second referral, and a
+    refusal is unavoidable: it necessarily says that this id is not free. It says nothing
+    more: no state, no clinic, no patient, and the same code and text whichever referral
+    holds the id and whatever state it is in. Since ids are random UUIDs (122 random bits)
+    known only to their parties, a clinic can only run into another clinic's id if it
+    already holds that id; guessing one is hopeless. The sender's own duplicate (it is a
+    party) keeps the informative answer, with the state, because it tells it nothing new.
+    """
+    return Refusal(
+        RejectionCode.DUPLICATE_REFERRAL_ID,
+        f"referral id {command.referral_id} cannot be used for a new referral; send it with a new random UUID",
+    )
 
 
 def _check_allowed(rule: lifecycle.Rule, party: Party, existing: Referral, clinic: str) -> Refusal | None:
@@ -285,9 +330,7 @@ def _transition(
 ) -> Decision:
     party = existing.party(command.sender_clinic) if existing is not None else None
     if existing is None or party is None:
-        return Refusal(
-            RejectionCode.UNKNOWN_REFERRAL, f"no referral {command.referral_id} involving {command.sender_clinic!r}"
-        )
+        return _not_yours(command)
     if command.patient_ref != existing.patient_ref:
         return Refusal(
             RejectionCode.PATIENT_MISMATCH,
