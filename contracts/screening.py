@@ -4,10 +4,16 @@ When a new referral or plan update matches a rule of the hub's rule table (or an
 alert on the patient), both sides get ``screening.flagged``. An absolute match holds a
 referral in ``needs_review`` until the recipient overrides it (``referral.override``) or
 declines it. Either clinic may dispute a match (``screening.dispute``); both are audited.
+
+Minimum necessary: a referral party that is not on the patient's care team gets the flag
+with the matches that came from the team's record reduced to rule id, severity and whom
+to contact (``audience`` ``outside_care_team``), and the care team is told that its record
+was screened for a referral involving a clinic outside the team (``audience`` ``care_team``).
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated
 from uuid import UUID
 
@@ -15,6 +21,17 @@ import msgspec
 
 from referral_hub.contracts.alerts import Severity, TriggerKind
 from referral_hub.contracts.base import PHI, ClinicalText, ClinicId, Message, Modality, PatientRef, ShortText
+
+
+class FlagAudience(enum.StrEnum):
+    """Who a copy of a screening flag is for, and so how much of it that copy says."""
+
+    PARTIES = "parties"
+    """The whole flag: the referral's parties, or the care team for a plan."""
+    OUTSIDE_CARE_TEAM = "outside_care_team"
+    """A referral party that is not on the patient's care team: the team's matches, minimally."""
+    CARE_TEAM = "care_team"
+    """The care team, told that a referral involving an outside clinic was screened against its record."""
 
 
 class ScreeningMatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -32,10 +49,17 @@ class ScreeningMatch(msgspec.Struct, frozen=True, kw_only=True):
     rationale: ClinicalText
     source: ShortText
     alert_id: UUID | None = None
+    contact_clinics: tuple[ClinicId, ...] = ()
+    """Care-team clinics to ask about this match: the alert's raiser, or the team whose shared
+    record held the finding. Empty when the match came from the screened referral itself."""
 
 
 class ScreeningFlagged(Message, frozen=True, kw_only=True, tag="screening.flagged"):
-    """A referral or plan matched known contraindications; delivered to both sides."""
+    """A referral or plan matched known contraindications; delivered to both sides.
+
+    Each clinic gets the copy it may see (``audience``): a referral party off the patient's
+    care team gets the team's matches minimally, and the team is told.
+    """
 
     flag_id: UUID
     patient_ref: PatientRef
@@ -52,6 +76,23 @@ class ScreeningFlagged(Message, frozen=True, kw_only=True, tag="screening.flagge
     """True when an absolute match holds the referral in ``needs_review``."""
     recipients: tuple[ClinicId, ...] = ()
     event_number: int = 0
+    audience: FlagAudience = FlagAudience.PARTIES
+    """Who this copy is for, and so how much it says:
+
+    - ``parties``: the whole flag, for the referral's parties (or, for a plan, the care team);
+    - ``outside_care_team``: a referral party that is not on the patient's care team. Matches
+      that came from the team's record (``contact_clinics`` set) keep only their rule id,
+      severity, scope, trigger kind and whom to contact (a rule of the hub's table also its
+      public rationale and citation): never a finding, an alert's note or any other clinic's
+      free text;
+    - ``care_team``: tells the care team that a referral between ``referring_clinic`` and
+      ``recipient_clinic``, one of them outside the team, was screened against its record, and
+      which rules matched (no finding, no free text of the referral).
+    """
+    referring_clinic: ClinicId | None = None
+    recipient_clinic: ClinicId | None = None
+    care_team: tuple[ClinicId, ...] = ()
+    """The clinics on the patient's care team when it was screened; empty in an ``outside_care_team`` copy."""
 
 
 class ScreeningDispute(Message, frozen=True, kw_only=True, tag="screening.dispute"):

@@ -6,11 +6,22 @@
 | ``alert.raised`` | local, caution | notify those clinics' intake channels |
 | ``screening.flagged`` | absolute, relative | page every clinic the flag reached |
 | ``screening.flagged`` | local, caution | notify those clinics' intake channels |
+| ``screening.flagged``, outside the care team | | page only for the referral's own matches (see below) |
+| ``screening.flagged``, to the care team | | notify the team's intake channels: its record was screened |
 | ``alert.resolved`` | | close the alert's open pages |
 | ``referral.overdue`` | | notify the recipient's intake channel |
 | ``referral.requested`` | | notify the recipient's intake channel (digest outside working hours) |
 
 Pages ignore quiet hours; routine notifications outside working hours wait for the digest.
+
+Minimum necessary for a clinic outside the patient's care team (a referral's requester or
+recipient that is not on it): matches that came from the team's record never page it, and
+nothing it is sent (page, notification, digest) names them: it learns how many there are,
+the highest severity, and whether the referral is held, and finds rule ids and whom to ask
+in its hub inbox. It is not treating the patient, and a held referral cannot be accepted
+without review, so nobody is at risk while it reads its inbox; an unsilenceable page, on
+the other hand, would let any clinic wake another's on-call with a third clinic's alerts.
+Matches from the referral itself (what the requester wrote) page as they always did.
 """
 
 from __future__ import annotations
@@ -20,11 +31,11 @@ from datetime import datetime
 from typing import Final
 from uuid import UUID
 
-from referral_hub.contracts.alerts import AlertRaised, AlertResolved, Severity
+from referral_hub.contracts.alerts import SEVERITY_RANK, AlertRaised, AlertResolved, Severity
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.paging import NotificationQueued
 from referral_hub.contracts.referrals import ReferralOverdue, ReferralRequested
-from referral_hub.contracts.screening import ScreeningFlagged
+from referral_hub.contracts.screening import FlagAudience, ScreeningFlagged, ScreeningMatch
 from referral_hub.notifications.paging import PageIntent
 from referral_hub.runtime.rejecting import HUB_SENDER, derived_id
 
@@ -72,10 +83,34 @@ def _alert_summary(event: AlertRaised) -> str:
     )
 
 
-def _flag_summary(event: ScreeningFlagged) -> str:
-    rules = ", ".join(f"{m.rule_id} ({m.severity})" for m in event.matches)
+def _flag_summary(event: ScreeningFlagged, matches: tuple[ScreeningMatch, ...] | None = None) -> str:
+    shown = event.matches if matches is None else matches
+    rules = ", ".join(f"{m.rule_id} ({m.severity})" for m in shown)
     held = "; referral HELD for review" if event.held else ""
     return f"screening flagged {event.screened} for patient {event.patient_ref}, {event.modality}: {rules}{held}"
+
+
+def _outside_summary(event: ScreeningFlagged, own: tuple[ScreeningMatch, ...], team: tuple[ScreeningMatch, ...]) -> str:
+    """For a clinic outside the care team: the referral's own matches, and only how many of the team's."""
+    highest = max((m.severity for m in team), key=lambda s: SEVERITY_RANK[s])
+    theirs = (
+        f"{len(team)} match(es) from the patient's care-team record, highest {highest}; "
+        "rule ids and which care-team clinic to contact are in your hub inbox"
+    )
+    if not own:
+        held = "; referral HELD for review" if event.held else ""
+        about = f"referral {event.referral_id} for patient {event.patient_ref}, {event.modality}"
+        return f"screening flagged {about}: {theirs}{held}"
+    return f"{_flag_summary(event, own)}; and {theirs}"
+
+
+def _notice_summary(event: ScreeningFlagged) -> str:
+    rules = ", ".join(f"{m.rule_id} ({m.severity})" for m in event.matches)
+    held = "; the referral is HELD for review" if event.held else ""
+    return (
+        f"{event.referring_clinic} referred patient {event.patient_ref} to {event.recipient_clinic} "
+        f"({event.modality}), outside the care team; screening against the team's record matched {rules}{held}"
+    )
 
 
 def route(event: object) -> list[Intent]:
@@ -134,8 +169,20 @@ def _route_alert(event: AlertRaised) -> list[Intent]:
 
 
 def _route_flag(event: ScreeningFlagged) -> list[Intent]:
+    if event.audience is FlagAudience.CARE_TEAM:
+        summary = _notice_summary(event)
+        return [
+            NotifyIntent(c, "screening.care_team", event.message_id, event.correlation_id, summary)
+            for c in event.recipients
+        ]
+    matches = event.matches
     summary = _flag_summary(event)
-    if event.highest_severity not in PAGING_SEVERITIES:
+    if event.audience is FlagAudience.OUTSIDE_CARE_TEAM:
+        matches = tuple(m for m in event.matches if not m.contact_clinics)
+        team = tuple(m for m in event.matches if m.contact_clinics)
+        summary = _outside_summary(event, matches, team) if team else summary
+    severity = max((m.severity for m in matches), key=lambda s: SEVERITY_RANK[s], default=None)
+    if severity not in PAGING_SEVERITIES:
         return [
             NotifyIntent(c, "safety.notify", event.message_id, event.correlation_id, summary) for c in event.recipients
         ]
@@ -145,7 +192,7 @@ def _route_flag(event: ScreeningFlagged) -> list[Intent]:
             source_id=event.flag_id,
             clinic=clinic,
             patient_ref=event.patient_ref,
-            severity=event.highest_severity,
+            severity=severity,
             modalities=(event.modality,),
             about_message_id=event.message_id,
             summary=summary,

@@ -34,7 +34,7 @@ from referral_hub.contracts.referrals import (
 )
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningFlagged
-from referral_hub.referrals import lifecycle
+from referral_hub.referrals import lifecycle, screening
 from referral_hub.referrals.lifecycle import Party
 from referral_hub.runtime import topology
 from referral_hub.runtime.admission import Admitted, ClinicLookup, admit
@@ -369,7 +369,7 @@ def announcements(referral: Referral, step: HistoryItem) -> list[Announcement]:
         requested = Announcement(event, "referral.requested", (referral.recipient_clinic, referral.referring_clinic))
         if referral.screening is None:
             return [requested]
-        return [requested, Announcement(referral.screening, "screening.flagged", referral.screening.recipients)]
+        return [requested, *screening.flag_announcements(referral.screening)]
     transitioned = _transitioned_event(referral, step)
     if step.transition == "forward":
         forwarder = referral.forwarded_from[-1] if referral.forwarded_from else step.by_clinic
@@ -380,17 +380,16 @@ def announcements(referral: Referral, step: HistoryItem) -> list[Announcement]:
             Announcement(transitioned, "referral.transitioned", (referral.referring_clinic, forwarder)),
         ]
         if referral.screening is not None:
-            forwarded.append(_forwarded_flag(referral.screening, referral.recipient_clinic, step))
+            forwarded.append(
+                screening.forwarded_flag(
+                    referral.screening,
+                    referral.recipient_clinic,
+                    derived_id(str(step.message_id), "forwarded-flag"),
+                    step.message_id,
+                )
+            )
         return forwarded
     return [Announcement(transitioned, "referral.transitioned", (referral.referring_clinic, referral.recipient_clinic))]
-
-
-def _forwarded_flag(flag: ScreeningFlagged, clinic: str, step: HistoryItem) -> Announcement:
-    """The referral's screening flag, for the clinic it was forwarded to: it must know too."""
-    copy = msgspec.structs.replace(
-        flag, message_id=derived_id(str(step.message_id), "forwarded-flag"), causation_id=step.message_id
-    )
-    return Announcement(copy, "screening.flagged", (clinic,))
 
 
 class _Envelope(TypedDict):

@@ -244,7 +244,7 @@ class IntakeHandler:
             return changed
         return TeamChanged(
             screening.record_flag(changed.team, flag),
-            [*changed.announcements, screening.flag_announcement(flag)],
+            [*changed.announcements, *screening.flag_announcements(flag)],
         )
 
     @staticmethod

@@ -10,6 +10,15 @@ kinds of match are reported:
 
 An absolute match holds a referral in ``needs_review``; a plan update is applied and flagged,
 since the plan's author is already treating and a hold would only hide the plan from the team.
+
+Minimum necessary. The care team's record (its shared flags and its members' alerts) is
+other clinics' PHI. Screening still uses all of it, so a referral to a modality the team
+has an absolute alert for is held whoever sends it; but a referral party that is not on the
+team (the requester or the recipient) gets only what it needs to act on each match that
+came from that record: rule id, severity, modality and which care-team clinics to ask
+(:func:`outside_copy`). The team is told its record was screened, by whom, for whom
+(:func:`care_team_notice`). A match that came from the referral itself is the requester's
+own content, which the recipient receives with the referral anyway, so it stays whole.
 """
 
 from __future__ import annotations
@@ -24,7 +33,13 @@ from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.plans import PlanUpdate
 from referral_hub.contracts.referrals import ReferralRequest
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.contracts.screening import ScreeningDispute, ScreeningDisputed, ScreeningFlagged, ScreeningMatch
+from referral_hub.contracts.screening import (
+    FlagAudience,
+    ScreeningDispute,
+    ScreeningDisputed,
+    ScreeningFlagged,
+    ScreeningMatch,
+)
 from referral_hub.referrals.careteam import (
     RECENT_FLAGS,
     AlertRecord,
@@ -62,19 +77,44 @@ def _alert_applies(record: AlertRecord, treatment: Treatment) -> bool:
     return any(mentions(planned, named) for planned in treatment.techniques for named in alert.techniques)
 
 
+def _team_contacts(team: CareTeam | None) -> tuple[str, ...]:
+    """Whom to ask about the team's shared record: its clinics now, else those that were on it."""
+    if team is None:
+        return ()
+    return team.active_clinics() or tuple(dict.fromkeys(m.clinic for m in team.members))
+
+
 def matches(
-    pack: RulePack, flags: ClinicalFlags, alerts: tuple[AlertRecord, ...], treatment: Treatment
+    pack: RulePack, own: ClinicalFlags, team: CareTeam | None, treatment: Treatment, at: datetime
 ) -> tuple[ScreeningMatch, ...]:
-    """Every rule and alert that applies to ``treatment``, most severe first."""
+    """Every rule and alert that applies to ``treatment``, most severe first.
+
+    ``own`` is what the screened referral itself says about the patient; ``team`` is the
+    patient's record. A match found in ``own`` names no contact; one found only in the
+    team's record names the care-team clinics to ask about it (its ``contact_clinics``).
+    """
+    team_flags = team.clinical_flags if team is not None else ClinicalFlags()
+    alerts = team.active_alerts(at) if team is not None else ()
+    flags = ClinicalFlags(
+        conditions=(*own.conditions, *team_flags.conditions),
+        medications=(*own.medications, *team_flags.medications),
+    )
+    own_findings = {match.rule.id: match.finding for match in screen(pack, findings(own, ()), treatment)}
+
+    def contacts(finding: str) -> tuple[str, ...]:
+        raisers = tuple(dict.fromkeys(a.raised.sender_clinic for a in alerts if a.raised.trigger == finding))
+        return raisers or _team_contacts(team)
+
     found = [
         ScreeningMatch(
             rule_id=match.rule.id,
             severity=match.rule.severity,
             scope=match.rule.scope,
             trigger_kind=match.rule.trigger_kind,
-            finding=match.finding,
+            finding=own_findings.get(match.rule.id, match.finding),
             rationale=match.rule.rationale,
             source=pack.sources[match.rule.source],
+            contact_clinics=() if match.rule.id in own_findings else contacts(match.finding),
         )
         for match in screen(pack, findings(flags, alerts), treatment)
     ]
@@ -88,6 +128,7 @@ def matches(
             rationale=record.raised.note or f"{record.raised.sender_clinic} alerted the care team",
             source=f"alert raised by {record.raised.sender_clinic}",
             alert_id=record.raised.alert_id,
+            contact_clinics=(record.raised.sender_clinic,),
         )
         for record in alerts
         if _alert_applies(record, treatment)
@@ -104,7 +145,10 @@ class _Screened(msgspec.Struct, frozen=True, kw_only=True):
     modality: Modality
     techniques: tuple[str, ...]
     recipients: tuple[str, ...]
+    care_team: tuple[str, ...]
     referral_id: UUID | None = None
+    referring_clinic: str | None = None
+    recipient_clinic: str | None = None
     plan_clinic: str | None = None
     plan_version: int = 0
 
@@ -130,20 +174,22 @@ def _flag(screened: _Screened, found: tuple[ScreeningMatch, ...], at: datetime, 
         highest_severity=found[0].severity,
         held=held,
         recipients=screened.recipients,
+        referring_clinic=screened.referring_clinic,
+        recipient_clinic=screened.recipient_clinic,
+        care_team=screened.care_team,
     )
 
 
 def screen_referral(
     pack: RulePack, request: ReferralRequest, team: CareTeam | None, at: datetime
 ) -> ScreeningFlagged | None:
-    """The flag for a new referral, or ``None``; ``held`` when any match is absolute."""
-    team_flags = team.clinical_flags if team is not None else ClinicalFlags()
-    flags = ClinicalFlags(
-        conditions=(*request.clinical_flags.conditions, *team_flags.conditions),
-        medications=(*request.clinical_flags.medications, *team_flags.medications),
-    )
-    alerts = team.active_alerts(at) if team is not None else ()
-    found = matches(pack, flags, alerts, Treatment(request.modality, request.requested_techniques))
+    """The flag for a new referral, or ``None``; ``held`` when any match is absolute.
+
+    Whoever sends it, the referral is screened against everything known about the patient:
+    the hold protects the patient. Who may see which match is decided when it is announced
+    (:func:`flag_announcements`), from ``care_team`` and each match's ``contact_clinics``.
+    """
+    found = matches(pack, request.clinical_flags, team, Treatment(request.modality, request.requested_techniques), at)
     if not found:
         return None
     screened = _Screened(
@@ -153,14 +199,17 @@ def screen_referral(
         modality=request.modality,
         techniques=request.requested_techniques,
         recipients=(request.recipient_clinic, request.sender_clinic),
+        care_team=team.active_clinics() if team is not None else (),
         referral_id=request.referral_id,
+        referring_clinic=request.sender_clinic,
+        recipient_clinic=request.recipient_clinic,
     )
     return _flag(screened, found, at, held=any(m.severity is Severity.ABSOLUTE for m in found))
 
 
 def screen_plan(pack: RulePack, plan: PlanUpdate, team: CareTeam, at: datetime) -> ScreeningFlagged | None:
     """The flag for a plan update, or ``None``; delivered to the whole team."""
-    found = matches(pack, team.clinical_flags, team.active_alerts(at), Treatment(plan.modality, plan.techniques))
+    found = matches(pack, ClinicalFlags(), team, Treatment(plan.modality, plan.techniques), at)
     if not found:
         return None
     screened = _Screened(
@@ -170,15 +219,108 @@ def screen_plan(pack: RulePack, plan: PlanUpdate, team: CareTeam, at: datetime) 
         modality=plan.modality,
         techniques=plan.techniques,
         recipients=team.active_clinics(),
+        care_team=team.active_clinics(),
         plan_clinic=plan.sender_clinic,
         plan_version=plan.plan_version,
     )
     return _flag(screened, found, at, held=False)
 
 
-def flag_announcement(flag: ScreeningFlagged) -> Announcement:
-    """The flag, to every clinic it names."""
-    return Announcement(flag, "screening.flagged", flag.recipients)
+def from_care_team(match: ScreeningMatch) -> bool:
+    """Whether ``match`` came from the care team's record rather than from what was screened."""
+    return bool(match.contact_clinics)
+
+
+def minimal_match(match: ScreeningMatch) -> ScreeningMatch:
+    """``match`` without a word of any clinic's text: rule id, severity, scope, trigger kind, whom to ask.
+
+    A rule of the hub's table keeps its rationale and citation, which are public and follow
+    from its id; an alert keeps neither its trigger, nor its body site, nor its note.
+    """
+    if match.alert_id is None:
+        return msgspec.structs.replace(match, finding="")
+    return msgspec.structs.replace(
+        match,
+        finding="",
+        rationale="An alert in force on the patient's care team concerns this modality; ask the clinic that raised it.",
+        source=f"alert raised by {', '.join(match.contact_clinics)}",
+    )
+
+
+def outsiders(flag: ScreeningFlagged, clinics: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of ``clinics`` that may not see ``flag``'s care-team matches whole.
+
+    Nobody, when no match came from the care team's record (nothing of another clinic's is
+    in it); otherwise every clinic that was not on the team when the patient was screened.
+    """
+    if not any(from_care_team(m) for m in flag.matches):
+        return ()
+    return tuple(c for c in clinics if c not in flag.care_team)
+
+
+def outside_copy(flag: ScreeningFlagged, clinics: tuple[str, ...], message_id: UUID) -> ScreeningFlagged:
+    """The flag for ``clinics``, which are not on the patient's care team: its matches minimally.
+
+    Matches from the team's record keep rule id, severity, scope, trigger kind and whom to
+    contact; the referral's own matches stay whole (the recipient gets the referral anyway).
+    The hold, the modality and the referral stay, so the recipient knows what to review.
+    """
+    return msgspec.structs.replace(
+        flag,
+        message_id=message_id,
+        audience=FlagAudience.OUTSIDE_CARE_TEAM,
+        recipients=clinics,
+        care_team=(),
+        matches=tuple(minimal_match(m) if from_care_team(m) else m for m in flag.matches),
+    )
+
+
+def care_team_notice(flag: ScreeningFlagged, clinics: tuple[str, ...]) -> ScreeningFlagged:
+    """Tells the care team ``clinics`` that a referral involving an outside clinic was screened against its record.
+
+    Who referred to whom, for which modality, which rules matched and whether the referral is
+    held: none of the referral's free text (findings, requested techniques) is needed for that.
+    """
+    return msgspec.structs.replace(
+        flag,
+        message_id=derived_id(str(flag.message_id), "care-team-notice"),
+        audience=FlagAudience.CARE_TEAM,
+        recipients=clinics,
+        techniques=(),
+        matches=tuple(minimal_match(m) for m in flag.matches),
+    )
+
+
+def flag_announcements(flag: ScreeningFlagged) -> list[Announcement]:
+    """The flag, to every clinic it names, each getting what it may see.
+
+    When a referral party is not on the patient's care team and a match came from the
+    team's record, the parties on the team get the whole flag, those off it the
+    :func:`outside_copy`, and the team's other clinics the :func:`care_team_notice`.
+    Otherwise everyone it names gets the whole flag, as the team does for a plan.
+    """
+    outside = outsiders(flag, flag.recipients)
+    if not outside:
+        return [Announcement(flag, "screening.flagged", flag.recipients)]
+    told: list[Announcement] = []
+    inside = tuple(c for c in flag.recipients if c not in outside)
+    if inside:
+        told.append(Announcement(msgspec.structs.replace(flag, recipients=inside), "screening.flagged", inside))
+    copy = outside_copy(flag, outside, derived_id(str(flag.message_id), "outside-care-team"))
+    told.append(Announcement(copy, "screening.flagged", outside))
+    team = tuple(c for c in flag.care_team if c not in flag.recipients)
+    if team:
+        told.append(Announcement(care_team_notice(flag, team), "screening.flagged", team))
+    return told
+
+
+def forwarded_flag(flag: ScreeningFlagged, clinic: str, message_id: UUID, causation_id: UUID) -> Announcement:
+    """The referral's flag for the clinic it was forwarded to: whole if it may see it all, else minimally."""
+    if outsiders(flag, (clinic,)):
+        copy = outside_copy(flag, (clinic,), message_id)
+    else:
+        copy = msgspec.structs.replace(flag, message_id=message_id)
+    return Announcement(msgspec.structs.replace(copy, causation_id=causation_id), "screening.flagged", (clinic,))
 
 
 def record_flag(team: CareTeam | None, flag: ScreeningFlagged) -> CareTeam:
@@ -229,7 +371,7 @@ def disputed_announcement(record: FlagRecord, command: ScreeningDispute) -> Anno
 def replay_flag(team: CareTeam, source_id: UUID) -> list[Announcement]:
     """The flag a plan update ``source_id`` raised, if it raised one (for a redelivery)."""
     record = team.flag(derived_id(str(source_id), "screening-flag"))
-    return [flag_announcement(record.flag)] if record is not None else []
+    return flag_announcements(record.flag) if record is not None else []
 
 
 def replay_dispute(team: CareTeam, command: ScreeningDispute) -> list[Announcement]:
