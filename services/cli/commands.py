@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from referral_hub.audit import app as audit_app
-from referral_hub.audit.adapters import read_chain, read_checkpoints
+from referral_hub.audit.adapters import ForeignMessage, ForeignMessagesError, read_chain, read_checkpoints
 from referral_hub.audit.checkpoints import CheckpointWalk
 from referral_hub.audit.domain import ChainVerifier
 from referral_hub.client import ClinicClient, InboxItem, new_id, silence_nats_error_log, utc_now
@@ -449,9 +449,10 @@ async def audit_verify(args: argparse.Namespace) -> int:
     connection = await connect(args.nats_url, user=natsauth.AUDITOR)
     started = time.perf_counter()
     chain, checked = ChainVerifier(), CheckpointWalk()
+    foreign: list[ForeignMessage] = []
     try:
-        checkpoints = await read_checkpoints(connection.jetstream())
-        async for entry in read_chain(connection.jetstream(), batch=10_000):
+        checkpoints = await read_checkpoints(connection.jetstream(), foreign=foreign.append)
+        async for entry in read_chain(connection.jetstream(), batch=10_000, foreign=foreign.append):
             fault = chain.add(entry)
             if fault is not None:
                 before = f"({chain.count} entries verified before it)"
@@ -467,6 +468,9 @@ async def audit_verify(args: argparse.Namespace) -> int:
         missing = checkpoints[checked.verified]
         msg = f"audit checkpoint {missing.checkpoint_index} BROKEN: it covers entries the log does not hold"
         raise HubError(msg)
+    if foreign:
+        kind = "audit entries or checkpoints"
+        raise ForeignMessagesError(kind, foreign)
     elapsed = time.perf_counter() - started
     signed = f"{checked.verified} signed checkpoints verified"
     out(f"audit chain OK: {chain.count} entries verified; {signed}; {elapsed:.3f}s")

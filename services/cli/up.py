@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from nats.js import api
 
-from referral_hub.audit.adapters import read_chain
+from referral_hub.audit.adapters import ForeignMessage, read_chain
 from referral_hub.audit.checkpoints import new_key_seed
 from referral_hub.audit.domain import verify
 from referral_hub.cli.commands import SERVICES, connect, describe_item, out
@@ -166,9 +166,12 @@ async def report_audit(nats_url: str) -> None:
     try:
         while True:
             await asyncio.sleep(AUDIT_REPORT_SECONDS)
-            entries = [entry async for entry in read_chain(connection.jetstream())]
+            foreign: list[ForeignMessage] = []
+            entries = [entry async for entry in read_chain(connection.jetstream(), foreign=foreign.append)]
             count, fault = verify(entries)
             verdict = "chain OK" if fault is None else f"chain BROKEN at {fault.index}: {fault.reason}"
+            if foreign:
+                verdict += f"; {len(foreign)} foreign message(s) in the audit stream, first {foreign[0]}"
             out(f"== audit: {count} entries, {verdict}")
     finally:
         await connection.close()

@@ -265,12 +265,7 @@ def service_permissions(service: str) -> Permissions:
                 *(f"{HUB_API_PREFIX}.STREAM.INFO.{stream}" for stream in _HUB_STREAMS),
                 f"{JS_API}.INFO",
                 *(right for stream in audit_streams for right in _stream_read_api(stream)),
-                *(f"{JS_API}.CONSUMER.CREATE.{stream}" for stream in audit_streams),
-                *(f"{JS_API}.CONSUMER.CREATE.{stream}.>" for stream in audit_streams),
-                *(f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.>" for stream in audit_streams),
-                *(f"{JS_API}.CONSUMER.DELETE.{stream}.>" for stream in audit_streams),
-                "$JS.ACK.>",
-                "$JS.FC.>",
+                *(f"$JS.ACK.{spec.stream}.{spec.durable}.>" for spec in service_consumers(service)),
             ),
             subscribe=(f"{hub_inbox_prefix(service)}.>",),
         )
