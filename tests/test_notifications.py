@@ -364,7 +364,8 @@ async def test_a_page_is_acknowledged_only_by_the_paged_clinic(paging_hub: Pagin
     )
 
     assert isinstance(answer.message, Rejection)
-    assert answer.message.code == RejectionCode.WRONG_PARTY
+    assert answer.message.code == RejectionCode.UNKNOWN_PAGE
+    assert PT not in answer.message.reason
 
 
 async def test_a_re_raised_alert_does_not_page_again(paging_hub: PagingHub) -> None:

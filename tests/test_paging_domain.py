@@ -210,11 +210,15 @@ def test_an_acknowledgement_stops_the_escalation() -> None:
 def test_only_the_paged_clinics_members_acknowledge() -> None:
     page = paging.open_page(None, intent(), NOON, POLICY, None).page
 
-    other_clinic = paging.acknowledge(page, ack("lotus-acu", "raj.patel"), CLINIC, NOON)
+    theirs = ack("lotus-acu", "raj.patel")
+    other_clinic = paging.acknowledge(page, theirs, CLINIC, NOON)
     stranger = paging.acknowledge(page, ack(member="raj.patel"), CLINIC, NOON)
+    missing = paging.acknowledge(None, theirs, CLINIC, NOON)
 
     assert isinstance(other_clinic, Refusal)
-    assert other_clinic.code == RejectionCode.WRONG_PARTY
+    assert isinstance(missing, Refusal)
+    assert (other_clinic.code, other_clinic.reason) == (missing.code, missing.reason)
+    assert CLINIC.id not in other_clinic.reason
     assert isinstance(stranger, Refusal)
     assert stranger.code == RejectionCode.UNKNOWN_MEMBER
 

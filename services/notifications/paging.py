@@ -242,13 +242,13 @@ def escalate(page: Page, now: datetime, policy: EscalationPolicy) -> Page | None
 
 
 def acknowledge(page: Page | None, command: PageAck, sender: Clinic, at: datetime) -> Page | Refusal:
-    """A member of the paged clinic acknowledges: escalation stops."""
-    if page is None:
+    """A member of the paged clinic acknowledges: escalation stops.
+
+    Another clinic's page answers exactly as a page that does not exist: page ids can be
+    derived from a flag or alert id, and the answer must not say which clinic was paged.
+    """
+    if page is None or command.sender_clinic != page.intent.clinic:
         return Refusal(RejectionCode.UNKNOWN_PAGE, f"no page {command.page_id}")
-    if command.sender_clinic != page.intent.clinic:
-        return Refusal(
-            RejectionCode.WRONG_PARTY, f"page {command.page_id} paged {page.intent.clinic!r}; only its members ack it"
-        )
     if not sender.has_member(command.member):
         return Refusal(RejectionCode.UNKNOWN_MEMBER, f"{command.member!r} is not a member of {sender.id!r}")
     if page.status is not PageStatus.OPEN:
