@@ -20,6 +20,7 @@ from referral_hub.cli.main import build_parser
 from referral_hub.runtime import natsauth
 from referral_hub.runtime.health import HealthServer
 from referral_hub.runtime.natsconfig import generate
+from referral_hub.runtime.natsmonitor import DEFAULT_PORT as NATS_EXPORTER_PORT
 from referral_hub.runtime.natsserver import nats_server_binary
 from referral_hub.runtime.registry import load_registry_file
 from referral_hub.runtime.servers import server_urls
@@ -115,6 +116,19 @@ def test_the_image_runs_hubctl() -> None:
 
     assert 'ENTRYPOINT ["hubctl"]' in dockerfile
     assert 'hubctl = "referral_hub.cli.main:main"' in (ROOT / "pyproject.toml").read_text()
+
+
+# --- Prometheus, outside compose ----------------------------------------------------------
+
+
+def test_prometheus_scrapes_each_process_hubctl_up_starts_on_its_default_port() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    scraped = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    base = build_parser().parse_args(["up"]).metrics_port
+    services = {f"referral-hub-{name}": [f"127.0.0.1:{base + offset}"] for offset, name in enumerate(SERVICES)}
+
+    assert scraped == {**services, "referral-hub-nats": [f"127.0.0.1:{base + len(SERVICES)}"]}
+    assert base + len(SERVICES) == NATS_EXPORTER_PORT
 
 
 # --- NATS node configurations -----------------------------------------------------------

@@ -1,42 +1,70 @@
 """Ops material against the real thing: Debian's Prometheus 2.42 scraping a running ``hubctl up``.
 
 ``make tools`` installs the ``prometheus`` package (``promtool`` and ``prometheus``); a missing
-binary fails these tests rather than skipping them. Every PromQL expression in the alert rules
-and the Grafana dashboard runs through Prometheus's HTTP API: each must parse, and each
-dashboard panel must return data from the hub's own metrics.
+binary fails these tests rather than skipping them.
+
+One ``hubctl up`` (three services and the NATS exporter) runs for the whole module, scraped by
+a real Prometheus every second with ``deploy/prometheus/prometheus.yml``'s jobs and the alert
+rules exactly as deployed (no ``for:`` is shortened). In order:
+- a healthy hub raises no alert, pending or firing, for two minutes;
+- every ``hub_`` family comes from the one job that owns it, and promtool, fed each job's
+  real series held steady, finds no alert either;
+- after a clinic's bad input, every rule and dashboard query runs, each panel with data;
+- a killed service makes ``HubServiceDown`` pending for its job, and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from referral_hub.client import ClinicClient
 from referral_hub.runtime.credentials import NatsCredentials, clinic_seed_path
 from referral_hub.runtime.natsauth import clinic_inbox_prefix
-from referral_hub.runtime.natsserver import free_port
+from referral_hub.runtime.natsserver import free_port, free_ports
 
-from .test_up import launch_up, read_until
+from .test_up import read_until
 
 pytestmark = pytest.mark.slow
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 RULES = DEPLOY / "prometheus" / "rules" / "hub.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "tests" / "hub_test.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "referral-hub.json"
-SERVICES = ("referrals", "notifications", "audit")
+DEFAULT_METRICS_BASE = 9101
+"""``hubctl up --metrics-port``'s default; prometheus.yml's targets count up from it."""
+SOAK_SECONDS = 120.0
+"""How long the healthy hub is watched, from Prometheus's start."""
+PENDING_WITHIN_SECONDS = 20.0
+SHARED_FAMILIES = {
+    "hub_messages_handled",
+    "hub_message_handling_seconds",
+    "hub_rejections",
+    "hub_nats_connected",
+    "hub_consumer_pending_messages",
+    "hub_consumer_ack_pending_messages",
+    "hub_consumer_redelivered_messages",
+}
+"""Every service reports these, about itself (its ``service`` label, its own consumers)."""
 
 
 def binary(name: str) -> str:
@@ -60,26 +88,55 @@ def dashboard_expressions() -> dict[str, str]:
     }
 
 
-def test_promtool_accepts_the_rules() -> None:
-    result = subprocess.run(  # noqa: S603 - a fixed tool
-        [binary("promtool"), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+def deployed_jobs() -> dict[str, list[int]]:
+    """prometheus.yml's jobs and their target ports."""
+    config = yaml.safe_load(PROMETHEUS_YML.read_text())
+    return {
+        job["job_name"]: [int(target.rsplit(":", 1)[1]) for target in job["static_configs"][0]["targets"]]
+        for job in config["scrape_configs"]
+    }
+
+
+def promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(  # noqa: S603 - a fixed tool
+        [binary("promtool"), *args], input=stdin, capture_output=True, check=False, timeout=120
     )
 
-    assert result.returncode == 0, result.stdout + result.stderr
+
+# --- the files alone ----------------------------------------------------------------------
+
+
+def test_promtool_accepts_the_rules_and_the_config() -> None:
+    rules = promtool("check", "rules", str(RULES))
+    config = promtool("check", "config", str(PROMETHEUS_YML))
+
+    assert rules.returncode == 0, (rules.stdout + rules.stderr).decode()
+    assert config.returncode == 0, (config.stdout + config.stderr).decode()
 
 
 def test_promtool_unit_tests_pass_and_cover_every_rule() -> None:
-    result = subprocess.run(  # noqa: S603 - a fixed tool
-        [binary("promtool"), "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, check=False
-    )
+    result = promtool("test", "rules", str(RULE_TESTS))
     tested = {
         case["alertname"]
         for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]
         for case in test["alert_rule_test"]
     }
 
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
     assert tested == set(rule_expressions())
+
+
+def test_the_healthy_unit_test_has_every_job_and_expects_no_alert_from_any_rule() -> None:
+    healthy = yaml.safe_load(RULE_TESTS.read_text())["tests"][0]
+    up_jobs = {
+        series["series"].split('job="', 1)[1].split('"', 1)[0]
+        for series in healthy["input_series"]
+        if series["series"].startswith("up{")
+    }
+    quiet = {case["alertname"] for case in healthy["alert_rule_test"] if case["exp_alerts"] == []}
+
+    assert up_jobs == set(deployed_jobs())
+    assert quiet == set(rule_expressions())
 
 
 def test_every_rule_has_a_for_a_severity_and_a_runbook_section() -> None:
@@ -92,12 +149,23 @@ def test_every_rule_has_a_for_a_severity_and_a_runbook_section() -> None:
             assert f"## {rule['alert']}\n" in runbook, rule["alert"]
 
 
+def test_no_rule_or_panel_masks_missing_data() -> None:
+    masked = {
+        name: expr for name, expr in {**rule_expressions(), **dashboard_expressions()}.items() if "vector(" in expr
+    }
+
+    assert masked == {}
+
+
+# --- a running hub, scraped -----------------------------------------------------------------
+
+
 class Prometheus:
     def __init__(self, port: int) -> None:
         self.base = f"http://127.0.0.1:{port}"
 
-    def query(self, expr: str) -> dict[str, Any]:
-        url = f"{self.base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    def get(self, path: str, **params: str) -> dict[str, Any]:
+        url = f"{self.base}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
         try:
             with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 - loopback
                 return json.load(reply)
@@ -106,35 +174,79 @@ class Prometheus:
         except urllib.error.URLError:
             return {"status": "unreachable"}
 
+    def query(self, expr: str) -> dict[str, Any]:
+        return self.get("/api/v1/query", query=expr)
 
-async def _publish_bad_input(url: str, auth_dir: Path) -> None:
-    sender = NatsCredentials(clinic_inbox_prefix("harbor-pt"), clinic_seed_path(auth_dir, "harbor-pt"))
-    client = await ClinicClient.connect(url, "harbor-pt", sender)
-    await client.publish_raw("referral.request", b"{not json")
-    await client.close()
+    def alerts(self) -> list[dict[str, Any]]:
+        """Every alert pending or firing now."""
+        answer = self.get("/api/v1/alerts")
+        return answer["data"]["alerts"] if answer.get("status") == "success" else []
+
+    def rules(self) -> list[dict[str, Any]]:
+        answer = self.get("/api/v1/rules")
+        return [rule for group in answer["data"]["groups"] for rule in group["rules"]]
+
+
+@dataclass
+class ScrapedHub:
+    prometheus: Prometheus
+    started_at: float
+    """When Prometheus started (monotonic)."""
+    targets: dict[str, str]
+    """Each scrape job's one target, ``host:port``."""
+    up: subprocess.Popen[str]
+    url: str
+    auth_dir: Path
+
+
+def drain(process: subprocess.Popen[str], kept: collections.deque[str]) -> None:
+    """Keep reading ``hubctl up``'s output, so its demo never blocks on a full pipe."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        kept.append(line)
 
 
 @pytest.fixture(scope="module")
-def scraped_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus, int]]:
+def scraped_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapedHub]:
     work = tmp_path_factory.mktemp("prometheus")
-    os.environ["HUB_AUDIT_CHECKPOINT_SECONDS"] = "2"
-    try:
-        up = launch_up(work / "hub-data", "--demo-interval", "0.2", "--duration", "240")
-    finally:
-        del os.environ["HUB_AUDIT_CHECKPOINT_SECONDS"]
+    jobs = deployed_jobs()
+    nats_port, monitor_port, metrics_base = free_port(), free_port(), free_ports(len(jobs))
+    data_dir = work / "hub-data"
+    up = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
+        [
+            sys.executable,
+            "-m",
+            "referral_hub.cli",
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(nats_port),
+            "--monitor-port",
+            str(monitor_port),
+            "--metrics-port",
+            str(metrics_base),
+            "--demo-interval",
+            "0.2",
+            "--duration",
+            "600",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "HUB_AUDIT_CHECKPOINT_SECONDS": "2"},
+    )
     prometheus = None
     try:
-        read_until(up.process, "Referral Hub is up")
-        asyncio.run(_publish_bad_input(up.url, work / "hub-data" / "auth"))
+        read_until(up, "Referral Hub is up")
+        threading.Thread(target=drain, args=(up, collections.deque(maxlen=200)), daemon=True).start()
+        # prometheus.yml's own jobs, each target moved from hubctl up's default ports to this run's.
+        targets = {job: f"127.0.0.1:{metrics_base + ports[0] - DEFAULT_METRICS_BASE}" for job, ports in jobs.items()}
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(RULES)],
             "scrape_configs": [
-                {
-                    "job_name": f"referral-hub-{name}",
-                    "static_configs": [{"targets": [f"127.0.0.1:{up.metrics_base + i}"]}],
-                }
-                for i, name in enumerate(SERVICES)
+                {"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in targets.items()
             ],
         }
         (work / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -149,13 +261,15 @@ def scraped_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prom
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        yield Prometheus(port), up.metrics_base
+        yield ScrapedHub(
+            Prometheus(port), time.monotonic(), targets, up, f"nats://127.0.0.1:{nats_port}", data_dir / "auth"
+        )
     finally:
         if prometheus is not None:
             prometheus.terminate()
             prometheus.wait(timeout=30)
-        up.process.send_signal(signal.SIGINT)
-        up.process.communicate(timeout=60)
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=60)
 
 
 def eventually_data(
@@ -172,44 +286,207 @@ def eventually_data(
         time.sleep(1.0)
 
 
-@pytest.mark.parametrize("name", sorted(dashboard_expressions()))
-def test_every_dashboard_panel_returns_data(scraped_hub: tuple[Prometheus, int], name: str) -> None:
-    prometheus, _ = scraped_hub
+def described(alert: dict[str, Any]) -> str:
+    labels = alert.get("labels", alert.get("metric", {}))
+    return f"{labels.get('alertname')} {alert.get('state', labels.get('alertstate'))} {labels}"
 
-    answer = eventually_data(prometheus, dashboard_expressions()[name])
+
+@pytest.mark.timeout(SOAK_SECONDS + 120)
+def test_a_healthy_hub_raises_no_alert_pending_or_firing_for_two_minutes(scraped_hub: ScrapedHub) -> None:
+    prometheus = scraped_hub.prometheus
+    watched = eventually_data(prometheus, f'count(up{{job=~"referral-hub-.*"}} == 1) == {len(scraped_hub.targets)}')
+    seen: dict[str, str] = {}
+    while time.monotonic() < scraped_hub.started_at + SOAK_SECONDS:
+        seen.update((described(alert), alert.get("activeAt", "")) for alert in prometheus.alerts())
+        time.sleep(1.0)
+    # Every evaluation that found an alert pending or firing left an ALERTS sample; none may exist.
+    history = prometheus.query(f"ALERTS[{SOAK_SECONDS + 60:.0f}s]")
+    evaluated = {rule["name"]: (rule["health"], rule.get("lastError", "")) for rule in prometheus.rules()}
+    # Silence must not be blindness: NATS, checkpoints and every service were seen all along.
+    nats = prometheus.query("min_over_time(hub_nats_up[90s])")
+    checkpoint_age = prometheus.query("time() - hub_audit_last_checkpoint_timestamp_seconds")
+
+    assert watched["data"]["result"], watched
+    assert seen == {}, "\n".join(seen)
+    assert history["status"] == "success"
+    assert [described(series) for series in history["data"]["result"]] == []
+    assert evaluated == dict.fromkeys(rule_expressions(), ("ok", ""))
+    assert [float(series["value"][1]) for series in nats["data"]["result"]] == [1.0]
+    assert [float(series["value"][1]) < 30 for series in checkpoint_age["data"]["result"]] == [True]
+
+
+def exposition(target: str) -> str:
+    with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as reply:
+        return reply.read().decode()
+
+
+def hub_families(text: str) -> set[str]:
+    return {
+        family.name
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("hub_") and not family.name.endswith("_created")
+    }
+
+
+def test_each_hub_family_comes_from_the_one_job_that_owns_it(scraped_hub: ScrapedHub) -> None:
+    eventually_data(scraped_hub.prometheus, "hub_audit_last_checkpoint_timestamp_seconds")
+    exported = {job: hub_families(exposition(target)) for job, target in scraped_hub.targets.items()}
+    jobs_of: dict[str, set[str]] = collections.defaultdict(set)
+    for job, families in exported.items():
+        for family in families:
+            jobs_of[family].add(job)
+    services = {job for job in exported if job != "referral-hub-nats"}
+
+    assert {family for family in SHARED_FAMILIES if jobs_of[family] != services} == set()
+    assert {family: jobs for family, jobs in jobs_of.items() if family not in SHARED_FAMILIES and len(jobs) > 1} == {}
+    assert {family for family in jobs_of if family.startswith(("hub_nats_", "hub_jetstream_"))} - SHARED_FAMILIES == (
+        exported["referral-hub-nats"]
+    )
+    assert {family for family in jobs_of if family.startswith("hub_audit_")} <= exported["referral-hub-audit"]
+
+
+SERIES_STEPS = 60
+
+
+def steady_series(job: str, target: str, text: str, scraped_at: float) -> list[dict[str, str]]:
+    """One job's real series as promtool input, held at the scraped value for an hour.
+
+    Times are moved onto promtool's clock, where "now" is 0: a process started that long
+    before, and the newest checkpoint keeps up with time as the live one does (one every 2 s
+    here).
+    """
+    series = [{"series": f'up{{job="{job}", instance="{target}"}}', "values": f"1x{SERIES_STEPS}"}]
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_created") or not (
+                sample.name.startswith("hub_") or sample.name == "process_start_time_seconds"
+            ):
+                continue
+            labels = {**sample.labels, "job": job, "instance": target}
+            selector = ", ".join(f"{name}={json.dumps(value)}" for name, value in sorted(labels.items()))
+            if sample.name.endswith("_timestamp_seconds"):
+                values = f"{sample.value - scraped_at:.3f}+60x{SERIES_STEPS}"
+            elif sample.name == "process_start_time_seconds":
+                values = f"{sample.value - scraped_at:.3f}x{SERIES_STEPS}"
+            else:
+                values = f"{sample.value:.6f}x{SERIES_STEPS}"
+            series.append({"series": f"{sample.name}{{{selector}}}", "values": values})
+    return series
+
+
+def test_promtool_finds_no_alert_in_the_hubs_own_series(scraped_hub: ScrapedHub, tmp_path: Path) -> None:
+    eventually_data(scraped_hub.prometheus, "hub_audit_last_checkpoint_timestamp_seconds")
+    scraped_at = time.time()
+    input_series = [
+        series
+        for job, target in scraped_hub.targets.items()
+        for series in steady_series(job, target, exposition(target), scraped_at)
+    ]
+    case = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": input_series,
+                "alert_rule_test": [
+                    {"eval_time": "45m", "alertname": name, "exp_alerts": []} for name in sorted(rule_expressions())
+                ],
+            }
+        ],
+    }
+    (tmp_path / "hub_as_scraped.yml").write_text(yaml.safe_dump(case))
+
+    result = promtool("test", "rules", str(tmp_path / "hub_as_scraped.yml"))
+
+    assert {job for job in scraped_hub.targets if any(f'job="{job}"' in s["series"] for s in input_series)} == set(
+        deployed_jobs()
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()[-4000:]
+
+
+async def _publish_bad_input(url: str, auth_dir: Path) -> None:
+    sender = NatsCredentials(clinic_inbox_prefix("harbor-pt"), clinic_seed_path(auth_dir, "harbor-pt"))
+    client = await ClinicClient.connect(url, "harbor-pt", sender)
+    await client.publish_raw("referral.request", b"{not json")
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+def after_bad_input(scraped_hub: ScrapedHub) -> ScrapedHub:
+    """The hub once a clinic has sent something unreadable: a rejection and a dead letter."""
+    asyncio.run(_publish_bad_input(scraped_hub.url, scraped_hub.auth_dir))
+    return scraped_hub
+
+
+@pytest.mark.parametrize("name", sorted(dashboard_expressions()))
+def test_every_dashboard_panel_returns_data(after_bad_input: ScrapedHub, name: str) -> None:
+    answer = eventually_data(after_bad_input.prometheus, dashboard_expressions()[name])
 
     assert answer.get("status") == "success", answer
     assert answer["data"]["result"], f"{name}: no data for {dashboard_expressions()[name]}"
 
 
 @pytest.mark.parametrize("name", sorted(rule_expressions()))
-def test_every_rule_expression_runs_against_the_hub(scraped_hub: tuple[Prometheus, int], name: str) -> None:
-    prometheus, _ = scraped_hub
-
-    answer = eventually_data(prometheus, rule_expressions()[name], need_data=False)
+def test_every_rule_expression_runs_against_the_hub(after_bad_input: ScrapedHub, name: str) -> None:
+    answer = eventually_data(after_bad_input.prometheus, rule_expressions()[name], need_data=False)
 
     assert answer.get("status") == "success", answer
 
 
-def test_prometheus_loaded_the_rules_and_scrapes_every_service(scraped_hub: tuple[Prometheus, int]) -> None:
-    prometheus, _ = scraped_hub
+def test_prometheus_loaded_the_rules_and_scrapes_every_job(after_bad_input: ScrapedHub) -> None:
+    prometheus = after_bad_input.prometheus
 
-    up = eventually_data(prometheus, 'count(up{job=~"referral-hub-.*"} == 1) == 3')
-    with urllib.request.urlopen(f"{prometheus.base}/api/v1/rules", timeout=10) as reply:  # noqa: S310 - loopback
-        loaded = {rule["name"] for group in json.load(reply)["data"]["groups"] for rule in group["rules"]}
+    up = eventually_data(prometheus, f'count(up{{job=~"referral-hub-.*"}} == 1) == {len(deployed_jobs())}')
 
     assert up["data"]["result"], up
-    assert loaded == set(rule_expressions())
+    assert {rule["name"] for rule in prometheus.rules()} == set(rule_expressions())
 
 
-@pytest.mark.parametrize("offset", range(len(SERVICES)), ids=SERVICES)
-def test_promtool_accepts_each_services_metrics(scraped_hub: tuple[Prometheus, int], offset: int) -> None:
-    _, metrics_base = scraped_hub
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_base + offset}/metrics", timeout=10) as reply:
-        exposition = reply.read()
-
-    result = subprocess.run(  # noqa: S603 - a fixed tool
-        [binary("promtool"), "check", "metrics"], input=exposition, capture_output=True, check=False
-    )
+@pytest.mark.parametrize("job", sorted(deployed_jobs()))
+def test_promtool_accepts_each_jobs_metrics(after_bad_input: ScrapedHub, job: str) -> None:
+    result = promtool("check", "metrics", stdin=exposition(after_bad_input.targets[job]).encode())
 
     assert result.returncode == 0, (result.stdout + result.stderr).decode()
+
+
+def service_pid(metrics_port: int) -> int:
+    """The ``hubctl run`` child of ``hubctl up`` serving ``metrics_port``."""
+    wanted = ["--metrics-port", str(metrics_port)]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if "run" in argv and any(argv[i : i + 2] == wanted for i in range(len(argv))):
+            return int(proc.name)
+    pytest.fail(f"no service process with {' '.join(wanted)}")
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_service_makes_only_its_service_down_alert_pending(after_bad_input: ScrapedHub) -> None:
+    """Runs last: the hub has one service fewer afterwards."""
+    prometheus = after_bad_input.prometheus
+    job = "referral-hub-referrals"
+    eventually_data(prometheus, 'ALERTS{alertname="HubDeadLetters"}')  # the bad input's dead letter, as expected
+    target = after_bad_input.targets[job]
+
+    os.kill(service_pid(int(target.rsplit(":", 1)[1])), signal.SIGKILL)
+    killed_at = time.monotonic()
+    pending: list[dict[str, Any]] = []
+    while not pending and time.monotonic() < killed_at + PENDING_WITHIN_SECONDS:
+        time.sleep(0.25)
+        pending = [
+            alert
+            for alert in prometheus.alerts()
+            if alert["labels"]["alertname"] == "HubServiceDown" and alert["labels"]["job"] == job
+        ]
+    took = time.monotonic() - killed_at
+    active = sorted((alert["labels"]["alertname"], alert["labels"].get("job", "")) for alert in prometheus.alerts())
+    sys.stderr.write(f"HubServiceDown pending {took:.1f}s after the kill\n")
+
+    assert [alert["state"] for alert in pending] == ["pending"], f"no HubServiceDown within {took:.0f}s"
+    assert pending[0]["labels"]["instance"] == target
+    assert active == [("HubDeadLetters", "referral-hub-audit"), ("HubServiceDown", job)]

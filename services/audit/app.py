@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from referral_hub.audit.adapters import ChainWriter, Checkpointer
 from referral_hub.audit.checkpoints import load_key
 from referral_hub.audit.handlers import AuditHandler
-from referral_hub.runtime import natsmonitor, topology
+from referral_hub.runtime import metrics, topology
 from referral_hub.runtime.handling import Effects, LateHandler
 from referral_hub.runtime.pulling import Job, Pulled, unordered
 from referral_hub.runtime.service import ServiceApp, lazy_connection, new_broker
@@ -39,9 +39,10 @@ def create_app(
 ) -> ServiceApp:
     """The audit service.
 
-    It also reports every hub stream's depth and, given its monitoring URL, NATS itself. With
-    a signing key (an Ed25519 seed, hex) it publishes signed checkpoints; without one it
-    says so at start and publishes none.
+    It also reports every hub stream's depth. With a signing key (an Ed25519 seed, hex) it
+    publishes signed checkpoints; without one it says so at start and publishes none.
+    NATS's own figures come from the NATS exporter (``runtime.natsmonitor``), not from here:
+    ``nats_monitor_url`` is accepted for older command lines and only noted in the log.
     """
     policy = checkpoints or CheckpointPolicy()
     broker = new_broker(nats_url, SERVICE)
@@ -66,11 +67,15 @@ def create_app(
             await asyncio.sleep(policy.poll_seconds)
 
     if nats_monitor_url:
-        background.append(natsmonitor.watch(nats_monitor_url).poll_forever)
+        log.warning(
+            "NATS metrics come from the NATS exporter (python -m referral_hub.runtime.natsmonitor), "
+            "not the audit service; its monitoring URL is not used here"
+        )
     if signing_key:
         background.append(checkpoint_forever)
     else:
         log.warning("no audit signing key (HUB_AUDIT_SIGNING_KEY_FILE): checkpoints are not published")
+    metrics.expose_service(SERVICE, handlers=[spec.durable for spec in topology.AUDIT_CONSUMERS])
     return ServiceApp(
         name=SERVICE,
         broker=broker,

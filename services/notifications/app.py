@@ -9,6 +9,7 @@ from typing import Final
 
 from nats.aio.client import Client
 
+from referral_hub.contracts.registry import ChannelKind
 from referral_hub.errors import HubError
 from referral_hub.notifications.channels import Channels, ChannelSettings
 from referral_hub.notifications.domain import SERVICE
@@ -22,7 +23,7 @@ from referral_hub.notifications.handlers import (
     Timing,
 )
 from referral_hub.notifications.paging import EscalationPolicy, Page, PageStatus, PatientRecord, Silence
-from referral_hub.runtime import topology
+from referral_hub.runtime import metrics, topology
 from referral_hub.runtime.handling import Effects, LateHandler, subscriber
 from referral_hub.runtime.kvstore import KvStore, KvView
 from referral_hub.runtime.pulling import Pulled, order_by_patient
@@ -31,6 +32,11 @@ from referral_hub.runtime.service import ServiceApp, attach, lazy_connection, ne
 
 SWEEP_INTERVAL_SECONDS: Final = 5.0
 LOAD_SECONDS: Final = 10.0
+EVENTS: Final = "events"
+PAGE_ACKS: Final = "page-acks"
+"""The handlers' names in metrics and logs."""
+NO_CHANNEL: Final = "none"
+"""The channel a delivery to a member with no contact channel fails on (``notifications.handlers``)."""
 
 
 def utc_now() -> datetime:
@@ -51,6 +57,7 @@ def create_app(
     The events run on ``runtime.pulling`` (a batch pull loop, in order per patient): the hot
     path of the alert-to-page chain, where faststream's per-message subscriber costs most.
     """
+    escalation = policy or EscalationPolicy()
     broker = new_broker(nats_url, SERVICE)
     effects = Effects(lazy_connection(broker))
     registry = RegistryCache()
@@ -96,7 +103,7 @@ def create_app(
             registry,
             Channels(channels or ChannelSettings.from_env()),
             effects,
-            Timing(policy or EscalationPolicy(), clock),
+            Timing(escalation, clock),
         )
         notifier.append(built)
         events.bind(built.on_event)
@@ -109,11 +116,16 @@ def create_app(
             await asyncio.sleep(sweep_interval)
             await notifier[0].sweep_once()
 
+    metrics.expose_service(SERVICE, handlers=(EVENTS, PAGE_ACKS))
+    channels_known = [*(kind.value for kind in ChannelKind), NO_CHANNEL]
+    metrics.count_from_zero(metrics.DELIVERY_ATTEMPTS, channels_known)
+    metrics.count_from_zero(metrics.DELIVERY_FAILURES, channels_known)
+    metrics.count_from_zero(metrics.ESCALATIONS, (str(level) for level in range(len(escalation.delays))))
     attach(
         SERVICE,
         broker,
         topology.NOTIFICATIONS_ACKS,
-        subscriber(SERVICE, "page-acks", effects, acks),
+        subscriber(SERVICE, PAGE_ACKS, effects, acks),
         "Members acknowledge pages (page.ack); escalation stops and the care team is told who.",
     )
     return ServiceApp(
@@ -122,7 +134,7 @@ def create_app(
         consumers=(topology.NOTIFICATIONS_EVENTS, topology.NOTIFICATIONS_ACKS),
         background=(
             follow,
-            Pulled(SERVICE, "events", topology.NOTIFICATIONS_EVENTS, order_by_patient).job(effects, events, started),
+            Pulled(SERVICE, EVENTS, topology.NOTIFICATIONS_EVENTS, order_by_patient).job(effects, events, started),
             sweep,
         ),
         before_start=(prepare,),

@@ -15,7 +15,7 @@ from referral_hub.errors import HubError
 from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.referrals.handlers import SERVICE, IntakeHandler, TimerSweeper
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime import metrics, subjects, topology
 from referral_hub.runtime.exhausted import ExhaustedHandler
 from referral_hub.runtime.handling import Effects, LateHandler, subscriber
 from referral_hub.runtime.inboxread import serve_inbox_reads
@@ -27,6 +27,9 @@ from referral_hub.runtime.service import ServiceApp, attach, lazy_connection, la
 REGISTRY_LOAD_SECONDS: Final = 10.0
 TIMER_INTERVAL_SECONDS: Final = 30.0
 HEARTBEAT_INTERVAL_SECONDS: Final = 15.0
+INTAKE: Final = "intake"
+EXHAUSTED: Final = "exhausted"
+"""The handlers' names in metrics and logs."""
 REFERRAL_CACHE: Final = 50_000
 """Referrals remembered with their KV revision, to skip the read before each write."""
 
@@ -84,13 +87,14 @@ def create_app(
             await asyncio.sleep(heartbeat_interval)
             await send_heartbeats(connection, registry, effects, clock())
 
+    metrics.expose_service(SERVICE, handlers=(INTAKE, EXHAUSTED))
     attach(
         SERVICE,
         broker,
         topology.EXHAUSTED,
         subscriber(
             SERVICE,
-            "exhausted",
+            EXHAUSTED,
             effects,
             ExhaustedHandler(lazy_jetstream(broker), lambda c: registry.get(c) is not None),
         ),
@@ -102,7 +106,7 @@ def create_app(
         consumers=(topology.REFERRALS_INTAKE, topology.EXHAUSTED),
         background=(
             follow_registry,
-            Pulled(SERVICE, "intake", topology.REFERRALS_INTAKE, order_by_referral).job(effects, handler, started),
+            Pulled(SERVICE, INTAKE, topology.REFERRALS_INTAKE, order_by_referral).job(effects, handler, started),
             fire_timers,
             heartbeats,
             serve_inbox_reads,

@@ -27,6 +27,7 @@ from referral_hub.runtime.metrics import (
     CONSUMER_ACK_PENDING,
     CONSUMER_PENDING,
     CONSUMER_REDELIVERED,
+    EXPOSITION,
     NATS_CONNECTED,
     STREAM_BYTES,
     STREAM_MESSAGES,
@@ -50,7 +51,10 @@ class Readiness:
 
 
 class HealthServer:
-    """Serves ``/metrics``, ``/health`` (readiness, 503 until ready) and ``/health/live``."""
+    """Serves ``/metrics``, ``/health`` (readiness, 503 until ready) and ``/health/live``.
+
+    ``/metrics`` shows the families of the services this process runs (``metrics.expose_service``).
+    """
 
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         """Bind now, so a port clash fails at start-up rather than at the first scrape."""
@@ -60,7 +64,7 @@ class HealthServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/metrics":
-                    self._reply(200, CONTENT_TYPE_LATEST, generate_latest())
+                    self._reply(200, CONTENT_TYPE_LATEST, generate_latest(EXPOSITION))
                 elif self.path == "/health":
                     snapshot = owner.readiness
                     self._reply(200 if snapshot.ready else 503, "application/json", snapshot.body())

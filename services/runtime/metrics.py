@@ -3,13 +3,55 @@
 Naming follows Prometheus practice: ``hub_`` prefix, base units, ``_total`` on counters.
 Labels are bounded sets (service, handler, outcome, code, transition); no patient,
 referral, clinic or member ids ever become labels.
+
+Every metric is defined here, in every process, so handlers can count without knowing
+where they run; but a process's ``/metrics`` shows only the families of the services it
+runs (:func:`expose_service`, called by each ``create_app``), so each series comes from
+the one service that owns it and no service reports a placeholder for another's figure.
+A gauge whose value is unknown until measured (:class:`LastValue`) is absent until then.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Final, TypeAlias
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+
+class LastValue:
+    """An unlabelled gauge with no sample until something measures it.
+
+    prometheus_client's own unlabelled ``Gauge`` reports 0 from the moment it is defined, and
+    0 reads as a measurement: "the last checkpoint was in 1970", "no referral is overdue"
+    before the first sweep has counted any.
+    """
+
+    def __init__(self, name: str, documentation: str) -> None:
+        """Register with the default registry, with no value yet."""
+        self.name = name
+        self.documentation = documentation
+        self._value: float | None = None
+        self._lock = threading.Lock()
+        REGISTRY.register(self)
+
+    def set(self, value: float) -> None:
+        """Record a measurement."""
+        with self._lock:
+            self._value = float(value)
+
+    def describe(self) -> Iterable[Metric]:
+        """The family's name, for the registry's clash check, without a sample."""
+        return [GaugeMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterable[Metric]:
+        """The last measurement, or nothing before the first."""
+        with self._lock:
+            value = self._value
+        return [] if value is None else [GaugeMetricFamily(self.name, self.documentation, value=value)]
+
 
 MESSAGES_HANDLED: Final = Counter(
     "hub_messages_handled_total",
@@ -36,7 +78,7 @@ AUDIT_ENTRIES: Final = Counter(
     "hub_audit_entries_total",
     "Entries appended to the audit chain.",
 )
-AUDIT_APPEND_LAG: Final = Gauge(
+AUDIT_APPEND_LAG: Final = LastValue(
     "hub_audit_append_lag_seconds",
     "Seconds between a message being stored and its audit entry being appended, last entry.",
 )
@@ -114,16 +156,16 @@ OPEN_REFERRALS: Final = Gauge(
     "Referrals not yet declined, closed or cancelled, by state (refreshed by each timer sweep).",
     ["state"],
 )
-OVERDUE_REFERRALS: Final = Gauge(
+OVERDUE_REFERRALS: Final = LastValue(
     "hub_overdue_referrals",
-    "Referrals past their answer deadline and still unanswered.",
+    "Referrals past their answer deadline and still unanswered (refreshed by each timer sweep).",
 )
 DELIVERY_ATTEMPTS: Final = Counter(
     "hub_delivery_attempts_total",
     "Delivery attempts of pages and notifications, by channel; the failure ratio's denominator.",
     ["channel"],
 )
-AUDIT_LAST_CHECKPOINT: Final = Gauge(
+AUDIT_LAST_CHECKPOINT: Final = LastValue(
     "hub_audit_last_checkpoint_timestamp_seconds",
     "Unix time of the newest signed audit checkpoint; its age is what HubAuditCheckpointStale watches.",
 )
@@ -133,3 +175,93 @@ AUDIT_FOREIGN_MESSAGES: Final = Counter(
     "the audit service), by stream; each counted once by each chain writer and checkpointer that meets it.",
     ["stream"],
 )
+
+
+Exported: TypeAlias = Counter | Gauge | Histogram | LastValue
+
+SHARED: Final[tuple[Exported, ...]] = (
+    MESSAGES_HANDLED,
+    HANDLING_SECONDS,
+    REJECTIONS,
+    NATS_CONNECTED,
+    CONSUMER_PENDING,
+    CONSUMER_ACK_PENDING,
+    CONSUMER_REDELIVERED,
+)
+"""Every service reports these, each under its own ``service`` label or its own consumers."""
+OWNED: Final[dict[str, tuple[Exported, ...]]] = {
+    "referrals": (
+        REFERRAL_TRANSITIONS,
+        CONTRAINDICATION_ALERTS,
+        SCREENING_FLAGS,
+        SCREENING_HOLDS,
+        OPEN_REFERRALS,
+        OVERDUE_REFERRALS,
+    ),
+    "notifications": (
+        ALERT_TO_PAGE_SECONDS,
+        PAGE_ACK_SECONDS,
+        PAGES,
+        ESCALATIONS,
+        DELIVERY_FAILURES,
+        DELIVERY_ATTEMPTS,
+    ),
+    "audit": (
+        AUDIT_ENTRIES,
+        AUDIT_APPEND_LAG,
+        AUDIT_LAST_CHECKPOINT,
+        AUDIT_FOREIGN_MESSAGES,
+        STREAM_MESSAGES,
+        STREAM_BYTES,
+    ),
+}
+"""The one service that measures each of the others."""
+HUB_PREFIX: Final = "hub_"
+RETRIED: Final = "retried"
+"""The outcome every handler can have (its processing raised and the message is redelivered)."""
+_exposed: set[str] = set()
+_exposed_lock = threading.Lock()
+
+
+def family_names(metrics: Iterable[Exported]) -> set[str]:
+    """The family names (``hub_pages``, not ``hub_pages_total``) of ``metrics``."""
+    return {family.name for metric in metrics for family in metric.describe()}
+
+
+def expose(names: Iterable[str]) -> None:
+    """Show these ``hub_`` families on this process's ``/metrics`` from now on."""
+    with _exposed_lock:
+        _exposed.update(names)
+
+
+def expose_service(service: str, handlers: Iterable[str]) -> None:
+    """Show ``service``'s own families on this process's ``/metrics``, and only those.
+
+    Each of ``handlers`` starts with a true 0 of retried messages, so a service's error rate
+    is a real series from the start rather than no data (Prometheus's advice for label values
+    known in advance); nothing is created for an outcome a handler may never have.
+    """
+    for handler in handlers:
+        MESSAGES_HANDLED.labels(service, handler, RETRIED)
+    expose(family_names((*SHARED, *OWNED[service])))
+
+
+def count_from_zero(counter: Counter, values: Iterable[str]) -> None:
+    """Start ``counter``'s children for label values its service knows it can count (each at a true 0)."""
+    for value in values:
+        counter.labels(value)
+
+
+class Exposition:
+    """What ``/metrics`` serves: every non-``hub_`` family (process, platform) and the exposed ``hub_`` ones."""
+
+    def collect(self) -> Iterator[Metric]:
+        """The default registry's families, filtered by owner."""
+        with _exposed_lock:
+            exposed = frozenset(_exposed)
+        for family in REGISTRY.collect():
+            if not family.name.startswith(HUB_PREFIX) or family.name in exposed:
+                yield family
+
+
+EXPOSITION: Final = Exposition()

@@ -1,28 +1,47 @@
-"""NATS server metrics from its monitoring port (``/varz``, ``/jsz``), as Prometheus metrics.
+"""The hub's NATS exporter: nats-server's monitoring endpoints (``/varz``, ``/jsz``) as Prometheus metrics.
 
-A small collector inside the audit service, so a deployment needs nothing more to see the
-broker beside the hub. Where the official prometheus-nats-exporter is already run, it gives
-the same figures under ``gnatsd_``/``jetstream_`` names (``deploy/README.md``). The poll runs
-on the event loop's schedule in a thread; a scrape only reads the last snapshot, so it never
-waits on NATS, and ``hub_nats_up`` says whether that snapshot is fresh.
+nats-server has no Prometheus endpoint of its own. The official ``prometheus-nats-exporter``
+is a Go binary that none of the package registries the hub installs from (PyPI, Debian, npm)
+carries, so the hub ships this small equivalent, run as its own process beside the services:
+
+    python -m referral_hub.runtime.natsmonitor --nats-monitor-url http://nats-1:8222
+        [--nats-monitor-url http://nats-2:8222 ...] [--metrics-host 0.0.0.0] [--metrics-port 9104]
+
+``hubctl up`` starts it with every node's monitoring URL, on the port after the services'.
+Prometheus scrapes it as the job ``referral-hub-nats``. Every scrape reads each server's
+``/varz`` and ``/jsz`` afresh (all servers at once), so there is no cached figure to go
+stale. Each series carries ``server`` (the monitoring address). ``hub_nats_up`` is 1 for
+a server that answered this scrape and 0 for one that did not, and a server that did not
+answer has no other series: no placeholder 0. Nothing else exports these families, so no
+service reports a figure about NATS that it does not know.
 """
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import json
-import time
+import os
+import signal
+import threading
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Final
 
-from nats.aio.client import Client
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
-POLL_SECONDS: Final = 5.0
-STALE_SECONDS: Final = 30.0
+DEFAULT_PORT: Final = 9104
+"""After ``hubctl up``'s three services (9101-9103)."""
+TIMEOUT_SECONDS: Final = 2.0
+"""Per request; a scrape reads all servers at once, so it takes about one of these at worst."""
+MONITOR_URL_ENV: Final = "NATS_MONITOR_URL"
+"""Comma-separated monitoring URLs, when no ``--nats-monitor-url`` is given."""
 
+UP: Final = "hub_nats_up"
+INFO: Final = "hub_nats_info"
+MAX_STORAGE: Final = "hub_jetstream_max_storage_bytes"
 COUNTERS: Final = {
     "in_msgs": ("hub_nats_in_messages", "Messages the server received from clients."),
     "out_msgs": ("hub_nats_out_messages", "Messages the server sent to clients."),
@@ -35,61 +54,155 @@ GAUGES: Final = {
     "mem": ("hub_nats_memory_bytes", "Resident memory of the nats-server process."),
 }
 JETSTREAM: Final = {
-    "storage": ("hub_jetstream_storage_bytes", "File storage JetStream uses."),
-    "memory": ("hub_jetstream_memory_bytes", "Memory storage JetStream uses."),
+    "storage": ("hub_jetstream_storage_bytes", "File storage JetStream uses on this server."),
+    "memory": ("hub_jetstream_memory_bytes", "Memory storage JetStream uses on this server."),
     "streams": ("hub_jetstream_streams", "Streams on the server."),
     "consumers": ("hub_jetstream_consumers", "Consumers on the server."),
-    "messages": ("hub_jetstream_messages", "Messages stored in all streams."),
+    "messages": ("hub_jetstream_messages", "Messages stored in all streams on the server."),
 }
+FAMILIES: Final = frozenset(
+    {UP, INFO, MAX_STORAGE, *(name for name, _ in (*COUNTERS.values(), *GAUGES.values(), *JETSTREAM.values()))}
+)
+"""Every family this exporter can produce (and no other process does)."""
 
 
-class NatsMonitor(Collector):
-    """Polls the monitoring URL; exports its last snapshot on every scrape."""
+@dataclass(frozen=True)
+class Snapshot:
+    """One server's answers to one scrape; empty dicts when it did not answer."""
 
-    def __init__(self) -> None:
-        """Unconfigured until :meth:`watch` names a URL."""
-        self.url = ""
-        self._varz: dict[str, Any] = {}
-        self._jsz: dict[str, Any] = {}
-        self._polled_at = 0.0
+    server: str
+    varz: dict[str, Any]
+    jsz: dict[str, Any]
 
-    def _get(self, path: str) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=2.0) as reply:  # noqa: S310 - the operator's own monitoring URL
-            data: dict[str, Any] = json.load(reply)
-            return data
+    @property
+    def up(self) -> bool:
+        """Whether both endpoints answered."""
+        return bool(self.varz) and bool(self.jsz)
 
-    async def poll_forever(self, _connection: Client) -> None:
-        """Forever: refresh the snapshot; a failed poll only lets it go stale."""
-        while True:
-            if self.url:
-                try:
-                    self._varz, self._jsz = await asyncio.to_thread(lambda: (self._get("/varz"), self._get("/jsz")))
-                    self._polled_at = time.monotonic()
-                except (OSError, ValueError):
-                    pass
-            await asyncio.sleep(POLL_SECONDS)
+
+def server_label(url: str) -> str:
+    """The ``server`` label of a monitoring URL: its address, stable while the server is down."""
+    return urllib.parse.urlsplit(url).netloc or url
+
+
+class NatsMonitor:
+    """A Prometheus collector that reads every monitoring URL on each scrape."""
+
+    def __init__(self, urls: Sequence[str], timeout: float = TIMEOUT_SECONDS) -> None:
+        """Watch ``urls`` (``http://host:8222``); at least one."""
+        if not urls:
+            msg = "the NATS exporter needs at least one monitoring URL (--nats-monitor-url or NATS_MONITOR_URL)"
+            raise ValueError(msg)
+        self.urls = tuple(url.rstrip("/") for url in urls)
+        self._timeout = timeout
+        self._pool = ThreadPoolExecutor(max_workers=len(self.urls), thread_name_prefix="nats-monitor")
+
+    def _get(self, url: str) -> dict[str, Any]:
+        with urllib.request.urlopen(url, timeout=self._timeout) as reply:  # noqa: S310 - the operator's own monitoring URL
+            data = json.load(reply)
+        if not isinstance(data, dict):
+            msg = f"{url} did not answer a JSON object"
+            raise TypeError(msg)
+        return data
+
+    def _read(self, url: str) -> Snapshot:
+        try:
+            return Snapshot(server_label(url), self._get(f"{url}/varz"), self._get(f"{url}/jsz"))
+        except (OSError, ValueError, TypeError):
+            return Snapshot(server_label(url), {}, {})
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every server's answers, read concurrently."""
+        return list(self._pool.map(self._read, self.urls))
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing: the registry must not scrape NATS to learn the names when this is registered."""
+        return []
 
     def collect(self) -> Iterator[Metric]:
-        """The last snapshot, and whether it is fresh."""
-        fresh = bool(self.url) and time.monotonic() - self._polled_at < STALE_SECONDS
-        yield GaugeMetricFamily("hub_nats_up", "1 while the monitoring port answers.", value=1 if fresh else 0)
-        if not fresh:
+        """One scrape: ``hub_nats_up`` for every server, the figures of those that answered."""
+        snapshots = self.snapshots()
+        up = GaugeMetricFamily(UP, "1 if the server's monitoring port answered this scrape, else 0.", labels=["server"])
+        for snapshot in snapshots:
+            up.add_metric([snapshot.server], 1 if snapshot.up else 0)
+        yield up
+        answered = [snapshot for snapshot in snapshots if snapshot.up]
+        if not answered:
             return
+        info = GaugeMetricFamily(
+            INFO, "The server's name and version (always 1).", labels=["server", "server_name", "version"]
+        )
+        for snapshot in answered:
+            info.add_metric(
+                [snapshot.server, str(snapshot.varz.get("server_name", "")), str(snapshot.varz.get("version", ""))], 1
+            )
+        yield info
         for key, (name, text) in COUNTERS.items():
-            yield CounterMetricFamily(name, text, value=float(self._varz.get(key, 0)))
-        for key, (name, text) in GAUGES.items():
-            yield GaugeMetricFamily(name, text, value=float(self._varz.get(key, 0)))
-        for key, (name, text) in JETSTREAM.items():
-            yield GaugeMetricFamily(name, text, value=float(self._jsz.get(key, 0)))
-        limit = float(self._jsz.get("config", {}).get("max_storage", 0))
-        yield GaugeMetricFamily("hub_jetstream_max_storage_bytes", "JetStream's file storage limit.", value=limit)
+            counter = CounterMetricFamily(name, text, labels=["server"])
+            for snapshot in answered:
+                counter.add_metric([snapshot.server], float(snapshot.varz.get(key, 0)))
+            yield counter
+        sources = ((GAUGES, "varz"), (JETSTREAM, "jsz"))
+        for families, endpoint in sources:
+            for key, (name, text) in families.items():
+                gauge = GaugeMetricFamily(name, text, labels=["server"])
+                for snapshot in answered:
+                    gauge.add_metric([snapshot.server], float(getattr(snapshot, endpoint).get(key, 0)))
+                yield gauge
+        limit = GaugeMetricFamily(MAX_STORAGE, "JetStream's file storage limit on this server.", labels=["server"])
+        for snapshot in answered:
+            limit.add_metric([snapshot.server], float(snapshot.jsz.get("config", {}).get("max_storage", 0)))
+        yield limit
 
 
-MONITOR: Final = NatsMonitor()
-REGISTRY.register(MONITOR)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The exporter's command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m referral_hub.runtime.natsmonitor",
+        description="Export nats-server's /varz and /jsz as Prometheus metrics (the hub's NATS exporter).",
+    )
+    parser.add_argument(
+        "--nats-monitor-url",
+        action="append",
+        default=[],
+        help="a server's monitoring URL (http://host:8222); repeat for each node (default: $NATS_MONITOR_URL, commas)",
+    )
+    parser.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for /metrics and /health (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=DEFAULT_PORT, help="port for /metrics and /health (default: %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    if not args.nats_monitor_url:
+        args.nats_monitor_url = [url for url in os.environ.get(MONITOR_URL_ENV, "").split(",") if url.strip()]
+    if not args.nats_monitor_url:
+        parser.error("give --nats-monitor-url (or NATS_MONITOR_URL)")
+    return args
 
 
-def watch(url: str) -> NatsMonitor:
-    """Point the process's collector at a monitoring URL (``http://host:8222``)."""
-    MONITOR.url = url.rstrip("/")
-    return MONITOR
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve ``/metrics``, ``/health`` and ``/health/live`` until SIGINT or SIGTERM."""
+    from referral_hub.runtime import metrics  # noqa: PLC0415 - only the exporter process needs the HTTP side
+    from referral_hub.runtime.health import HealthServer, Readiness  # noqa: PLC0415 - same
+
+    args = parse_args(argv)
+    REGISTRY.register(NatsMonitor(args.nats_monitor_url))
+    metrics.expose(FAMILIES)
+    server = HealthServer(args.metrics_port, args.metrics_host)
+    server.readiness = Readiness(ready=True, checks={"serving": True})
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    server.start()
+    print(  # noqa: T201 - the exporter's one start-up line, for its log
+        f"NATS exporter on http://{args.metrics_host}:{server.port}/metrics for {', '.join(args.nats_monitor_url)}",
+        flush=True,
+    )
+    stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
