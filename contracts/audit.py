@@ -6,7 +6,7 @@ import enum
 
 import msgspec
 
-from referral_hub.contracts.base import UtcDatetime
+from referral_hub.contracts.base import ClinicId, Message, UtcDatetime
 
 
 class AuditOutcome(enum.StrEnum):
@@ -57,9 +57,17 @@ class AuditCheckpoint(msgspec.Struct, frozen=True, kw_only=True, tag_field="type
     the log's perfect subtrees (``height:hex``), so the next checkpoint folds in only its
     own entries. ``chain_head`` is the hash of entry ``to_index``; ``prev_checkpoint_hash``
     links checkpoints into their own chain. ``signature`` is Ed25519 over the canonical JSON
-    with ``signature`` empty, by ``public_key``. A third party holding two checkpoints can
-    ask for an RFC 9162 consistency proof that the log only grew between them, and a clinic
-    holding one can check an inclusion proof of its entry against it, offline.
+    with ``signature`` empty and without ``note``, by ``public_key``. A third party holding
+    two checkpoints can ask for an RFC 9162 consistency proof that the log only grew between
+    them, and a clinic holding one can check an inclusion proof of its entry against it,
+    offline.
+
+    ``note`` is the same tree head as a C2SP tlog checkpoint (c2sp.org/tlog-checkpoint): a
+    signed note whose text is the log's origin, ``tree_size`` and the base64 ``merkle_root``,
+    signed by ``public_key`` under the origin's name (and, on a key rotation, by the old key
+    too), so any transparency-log tool can read and check it. A checkpoint is trusted only if
+    a key pinned by the verifier signed it, never because of the key it names. Empty on
+    checkpoints written before notes.
     """
 
     checkpoint_index: int
@@ -73,6 +81,7 @@ class AuditCheckpoint(msgspec.Struct, frozen=True, kw_only=True, tag_field="type
     signature: str = ""
     tree_size: int = 0
     frontier: tuple[str, ...] = ()
+    note: str = ""
 
 
 class AuditReceipt(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="audit.receipt"):
@@ -95,3 +104,24 @@ class AuditConsistency(msgspec.Struct, frozen=True, kw_only=True, tag_field="typ
     old: AuditCheckpoint
     new: AuditCheckpoint
     proof: tuple[str, ...]
+
+
+class CheckpointWitnessed(Message, frozen=True, kw_only=True, tag="audit.checkpoint.witnessed"):
+    """A signed checkpoint of the hub's audit log, delivered to a clinic's inbox for it to keep.
+
+    Every signed checkpoint goes to every clinic. A clinic that keeps them can later show
+    that the log was rewritten, even by someone holding the hub's disk and its signing key:
+    ``hubctl audit verify --witness FILE`` (FILE: the ``note`` of each, or these messages
+    as JSON lines) checks that the log still extends every checkpoint the clinic was given
+    (RFC 9162 consistency proofs). ``note`` is the checkpoint as a C2SP signed note; check
+    it against the hub's verifier key, pinned out of band (``HUB_AUDIT_VERIFIER_KEY``), never
+    against a key the message names. ``tree_size`` and ``root_hash`` (hex) repeat what the
+    note signs, for reading; the note is what counts.
+    """
+
+    clinic: ClinicId
+    checkpoint_index: int
+    tree_size: int
+    root_hash: str
+    note: str
+    event_number: int = 0

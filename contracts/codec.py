@@ -21,6 +21,7 @@ from referral_hub.contracts.alerts import (
     AlertResolve,
     AlertResolved,
 )
+from referral_hub.contracts.audit import CheckpointWitnessed
 from referral_hub.contracts.base import CONTRACT_VERSION, ContractError, Message, message_type
 from referral_hub.contracts.inbox import InboxHeartbeat
 from referral_hub.contracts.paging import (
@@ -99,6 +100,7 @@ HubMessage: TypeAlias = (
     | ScreeningDisputed
     | PageSuppressed
     | AdminChanged
+    | CheckpointWitnessed
 )
 """Everything the hub delivers to inboxes or records as a domain event."""
 
@@ -129,6 +131,7 @@ HUB_MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
     ScreeningDisputed,
     PageSuppressed,
     AdminChanged,
+    CheckpointWitnessed,
 )
 COMMAND_TAGS: Final = frozenset(message_type(t) for t in COMMAND_TYPES)
 

@@ -1,4 +1,8 @@
-"""Signed audit checkpoints: RFC 9162 Merkle roots and Ed25519 signatures, pure and against a real server."""
+"""Signed audit checkpoints: RFC 9162 Merkle roots and Ed25519 signatures, pure and against a real server.
+
+Checkpoints are trusted only under a pinned verifier key: the tests pin ``HUB_AUDIT_VERIFIER_KEY``
+(the ``hubctl`` subprocesses inherit it) to the key the hub under test signs with.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +47,9 @@ from .conftest import start_services
 from .helpers import RunningHub, eventually, hubctl, referral_request, wait_idle
 
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-KEY = load_key(new_key_seed())
+SEED = new_key_seed()
+KEY = load_key(SEED).current
+PINNED = KEY.verifier
 
 
 def entries(count: int) -> list[AuditEntry]:
@@ -89,8 +95,8 @@ def test_a_checkpoint_verifies_against_the_entries_it_covers() -> None:
     first = make_checkpoint(log[:4], None, KEY, AT)
     second = make_checkpoint(log[4:], first, KEY, AT)
 
-    assert verify_checkpoint(first, log[:4], None) is None
-    assert verify_checkpoint(second, log[4:], first) is None
+    assert verify_checkpoint(first, log[:4], None, PINNED) is None
+    assert verify_checkpoint(second, log[4:], first, PINNED) is None
     assert (second.from_index, second.to_index, second.checkpoint_index) == (5, 7, 2)
 
 
@@ -99,7 +105,7 @@ def test_an_edited_entry_breaks_its_checkpoint() -> None:
     checkpoint = make_checkpoint(log, None, KEY, AT)
     edited = [*log[:2], msgspec.structs.replace(log[2], entry_hash=leaf_hash(log[2].entry_hash).hex()), log[3]]
 
-    fault = verify_checkpoint(checkpoint, edited, None)
+    fault = verify_checkpoint(checkpoint, edited, None, PINNED)
 
     assert fault is not None
     assert fault.reason == "merkle_root does not match the entries it covers"
@@ -110,20 +116,21 @@ def test_a_forged_checkpoint_does_not_verify() -> None:
     genuine = make_checkpoint(log, None, KEY, AT)
     forged = msgspec.structs.replace(genuine, created_at=datetime(2027, 1, 1, tzinfo=UTC))
 
-    fault = verify_checkpoint(forged, log, None)
+    fault = verify_checkpoint(forged, log, None, PINNED)
 
     assert fault is not None
     assert fault.reason == "the signature does not verify"
 
 
-def test_a_checkpoint_signed_by_another_key_is_refused_when_a_key_is_trusted() -> None:
+def test_a_checkpoint_signed_by_another_key_is_refused() -> None:
     log = entries(2)
-    other = make_checkpoint(log, None, load_key(new_key_seed()), AT)
+    other_key = load_key(new_key_seed()).current
+    other = make_checkpoint(log, None, other_key, AT)
 
-    fault = verify_checkpoint(other, log, None, trusted_key=KEY.public_key().public_bytes_raw().hex())
+    fault = verify_checkpoint(other, log, None, PINNED)
 
     assert fault is not None
-    assert fault.reason == "signed by a key that is not the trusted one"
+    assert fault.reason == f"signed by {other_key.verifier.label}, not by the pinned key {PINNED.label}"
 
 
 def test_a_checkpoint_that_skips_entries_is_refused() -> None:
@@ -131,10 +138,16 @@ def test_a_checkpoint_that_skips_entries_is_refused() -> None:
     first = make_checkpoint(log[:2], None, KEY, AT)
     skipping = make_checkpoint(log[3:], first, KEY, AT)
 
-    fault = verify_checkpoint(skipping, log[3:], first)
+    fault = verify_checkpoint(skipping, log[3:], first, PINNED)
 
     assert fault is not None
     assert "expected to start at 3" in fault.reason
+
+
+@pytest.fixture(autouse=True)
+def pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pin the hub's key for every ``hubctl`` these tests run."""
+    monkeypatch.setenv("HUB_AUDIT_VERIFIER_KEY", str(PINNED))
 
 
 @pytest.fixture
@@ -144,7 +157,7 @@ async def signed_hub(nats_server: EmbeddedNats, provisioned: Client) -> AsyncIte
         "notifications": notifications_app.create_app,
         "audit": partial(
             audit_app.create_app,
-            signing_key=new_key_seed(),
+            signing_key=SEED,
             checkpoints=audit_app.CheckpointPolicy(entries=5, seconds=3600, poll_seconds=0.05),
         ),
     }

@@ -12,6 +12,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from nats.aio.client import Client
 from prometheus_client import REGISTRY
 
@@ -26,6 +27,12 @@ from .helpers import hubctl
 
 AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 KEY = load_key(new_key_seed())
+
+
+@pytest.fixture(autouse=True)
+def pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hubctl audit`` trusts only a pinned verifier key: pin the one these logs are signed with."""
+    monkeypatch.setenv("HUB_AUDIT_VERIFIER_KEY", str(KEY.current.verifier))
 
 
 def delivery(seq: int) -> Delivery:

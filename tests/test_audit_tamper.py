@@ -12,10 +12,12 @@ from pathlib import Path
 
 import msgspec
 import nats
+import pytest
 from nats.aio.client import Client
 
 from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_chain
+from referral_hub.audit.checkpoints import load_key, new_key_seed
 from referral_hub.audit.domain import entry_hash
 from referral_hub.runtime import subjects, topology
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
@@ -23,6 +25,12 @@ from referral_hub.runtime.provision import provision
 
 from .conftest import SERVICE_FACTORIES, start_services
 from .helpers import RunningHub, audit_entries, hubctl, referral_request, wait_idle
+
+
+@pytest.fixture(autouse=True)
+def pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hubctl audit`` trusts only a pinned verifier key: pin the one these logs are signed with."""
+    monkeypatch.setenv("HUB_AUDIT_VERIFIER_KEY", str(load_key(new_key_seed()).current.verifier))
 
 
 async def some_history(hub: RunningHub, referrals: int = 3) -> None:

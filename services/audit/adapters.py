@@ -33,18 +33,18 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import msgspec
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from referral_hub.audit.checkpoints import make_checkpoint
+from referral_hub.audit.checkpoints import SigningKeys, chain_onto, make_checkpoint
 from referral_hub.audit.domain import GENESIS_HASH, chain, entry_hash
-from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry
+from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry, CheckpointWitnessed
+from referral_hub.contracts.base import message_type
 from referral_hub.errors import HubError
 from referral_hub.runtime import directget, subjects, topology
 from referral_hub.runtime.batching import (
@@ -70,6 +70,8 @@ MAX_REMEMBERED: Final = 10_000
 _decoder: Final = msgspec.json.Decoder(AuditEntry)
 _checkpoint_decoder: Final = msgspec.json.Decoder(AuditCheckpoint)
 _encoder: Final = msgspec.json.Encoder()
+WITNESS_COPY: Final = message_type(CheckpointWitnessed)
+"""The audit entries of checkpoints delivered to inboxes: alone, they never make a checkpoint due."""
 log = structlog.get_logger(__name__)
 Valid = TypeVar("Valid")
 
@@ -356,32 +358,76 @@ def _checkpoint_at(_sequence: int, subject: str, data: bytes) -> AuditCheckpoint
     return _checkpoint(subject, data)
 
 
+class Witnesses(Protocol):
+    """Where a published checkpoint is also delivered (``audit.witnessing.InboxWitnesses``: every clinic's inbox)."""
+
+    async def deliver(self, checkpoint: AuditCheckpoint) -> list[str]:
+        """Deliver ``checkpoint``; returns who got it."""
+        ...
+
+
 class Checkpointer:
     """Publishes a signed checkpoint every ``every_entries`` entries or ``every_seconds``.
 
     Several audit replicas may run it: each publish carries ``Nats-Expected-Last-Sequence``
     of the checkpoint stream, so only one checkpoint follows another, and the loser skips.
     A foreign message in either stream is stepped over, logged and counted, never chained on.
+
+    It chains only onto a checkpoint its own key signed, or the key it is rotating from
+    (``checkpoints.chain_onto``); then it signs with both, once. A checkpoint signed by
+    anyone else (a forgery stored as ``audit``, or a rotation this replica was not told of)
+    stops it: it publishes nothing, and logs an error naming that checkpoint once. Chaining
+    on would make a forgery part of the signed history, and stepping over it would fork the
+    checkpoint chain. ``hub_audit_last_checkpoint_timestamp_seconds`` then ages, which is what
+    the stale-checkpoint alert watches.
+
+    With ``witnesses``, every checkpoint it publishes is delivered there too. Entries that
+    record nothing but such deliveries never make a checkpoint due (or each checkpoint's
+    copies would be the next one's reason, forever); the next checkpoint covers them.
     """
 
     def __init__(
-        self, js: JetStreamContext, key: Ed25519PrivateKey, every_entries: int = 1000, every_seconds: float = 60.0
+        self,
+        js: JetStreamContext,
+        keys: SigningKeys,
+        every_entries: int = 1000,
+        every_seconds: float = 60.0,
+        witnesses: Witnesses | None = None,
     ) -> None:
-        """Sign with ``key``."""
+        """Sign with ``keys.current`` (and ``keys.previous`` on the rotation checkpoint)."""
         self._js = js
-        self._key = key
+        self._keys = keys
         self._every_entries = every_entries
         self._every_seconds = every_seconds
+        self._witnesses = witnesses
         self._foreign = ForeignLog()
+        self._refused = 0
 
     async def _last(self) -> tuple[AuditCheckpoint | None, int]:
         """The last checkpoint and the checkpoint stream's last sequence (the next one's expectation)."""
         sequence, previous = await _last_valid(self._js, topology.AUDIT_CHECKPOINTS, _checkpoint_at, self._foreign)
         return previous, sequence
 
+    def _refuse(self, previous: AuditCheckpoint) -> None:
+        if self._refused == previous.checkpoint_index:
+            return
+        self._refused = previous.checkpoint_index
+        log.error(
+            "the last audit checkpoint is not signed by this service's key nor the key it rotates from: "
+            "publishing no checkpoint on top of it",
+            checkpoint=previous.checkpoint_index,
+            key=self._keys.current.verifier.label,
+            previous_key=self._keys.previous.verifier.label if self._keys.previous else "",
+        )
+
     async def run_once(self, now: datetime) -> AuditCheckpoint | None:
         """Publish a checkpoint if one is due; returns it, or ``None``."""
         previous, sequence = await self._last()
+        co_signers = chain_onto(previous, self._keys)
+        if co_signers is None:
+            assert previous is not None  # noqa: S101 - chain_onto accepts starting the chain
+            self._refuse(previous)
+            return None
         if previous is not None:
             AUDIT_LAST_CHECKPOINT.set(previous.created_at.timestamp())
         head = (await read_head(self._js, self._foreign)).index
@@ -393,7 +439,9 @@ class Checkpointer:
         entries = [entry async for entry in read_chain(self._js, start=start, count=pending, foreign=self._foreign)]
         if len(entries) != pending:
             return None
-        checkpoint = make_checkpoint(entries, previous, self._key, now)
+        if all(entry.message_type == WITNESS_COPY for entry in entries):
+            return None
+        checkpoint = make_checkpoint(entries, previous, self._keys.current, now, co_signers=co_signers)
         try:
             await self._js.publish(
                 subjects.AUDIT_CHECKPOINT,
@@ -408,4 +456,14 @@ class Checkpointer:
                 raise
             return None
         AUDIT_LAST_CHECKPOINT.set(checkpoint.created_at.timestamp())
+        await self._witness(checkpoint)
         return checkpoint
+
+    async def _witness(self, checkpoint: AuditCheckpoint) -> None:
+        """Best effort: a checkpoint that reached no inbox is covered by the next one that does."""
+        if self._witnesses is None:
+            return
+        try:
+            await self._witnesses.deliver(checkpoint)
+        except Exception:
+            log.warning("signed checkpoint not delivered to the clinics' inboxes", exc_info=True)

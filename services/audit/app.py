@@ -12,6 +12,7 @@ from nats.aio.client import Client
 from referral_hub.audit.adapters import ChainWriter, Checkpointer
 from referral_hub.audit.checkpoints import load_key
 from referral_hub.audit.handlers import AuditHandler
+from referral_hub.audit.witnessing import InboxWitnesses
 from referral_hub.runtime import metrics, topology
 from referral_hub.runtime.handling import Effects, LateHandler
 from referral_hub.runtime.pulling import Job, Pulled, unordered
@@ -36,6 +37,7 @@ def create_app(
     nats_monitor_url: str = "",
     signing_key: str = "",
     checkpoints: CheckpointPolicy | None = None,
+    witness_inboxes: bool = False,
 ) -> ServiceApp:
     """The audit service.
 
@@ -43,6 +45,12 @@ def create_app(
     publishes signed checkpoints; without one it says so at start and publishes none.
     NATS's own figures come from the NATS exporter (``runtime.natsmonitor``), not from here:
     ``nats_monitor_url`` is accepted for older command lines and only noted in the log.
+
+    The signing key may also be a signed-note ``PRIVATE+KEY+...`` key; while rotating, it is
+    the new key and then the old one, one per line (``checkpoints.load_key``). A malformed
+    key stops the service at once. With ``witness_inboxes`` every checkpoint is also delivered
+    to every clinic's inbox (``audit.witnessing``; from the audit account this needs the
+    imports its ``NEEDED_FROM_HUB`` names).
     """
     policy = checkpoints or CheckpointPolicy()
     broker = new_broker(nats_url, SERVICE)
@@ -60,8 +68,12 @@ def create_app(
         for spec in topology.AUDIT_CONSUMERS
     ]
 
+    keys = load_key(signing_key) if signing_key else None
+
     async def checkpoint_forever(connection: Client) -> None:
-        checkpointer = Checkpointer(connection.jetstream(), load_key(signing_key), policy.entries, policy.seconds)
+        assert keys is not None  # noqa: S101 - only scheduled with a key
+        witnesses = InboxWitnesses(connection) if witness_inboxes else None
+        checkpointer = Checkpointer(connection.jetstream(), keys, policy.entries, policy.seconds, witnesses)
         while True:
             await checkpointer.run_once(datetime.now(UTC))
             await asyncio.sleep(policy.poll_seconds)
@@ -71,7 +83,7 @@ def create_app(
             "NATS metrics come from the NATS exporter (python -m referral_hub.runtime.natsmonitor), "
             "not the audit service; its monitoring URL is not used here"
         )
-    if signing_key:
+    if keys is not None:
         background.append(checkpoint_forever)
     else:
         log.warning("no audit signing key (HUB_AUDIT_SIGNING_KEY_FILE): checkpoints are not published")

@@ -1,32 +1,67 @@
 """Signed tree heads over the audit log, and RFC 9162 proofs against them. Pure.
 
 A checkpoint states the Merkle tree hash of the whole log so far (RFC 9162), the chain head,
-and the previous checkpoint's hash, and is signed with Ed25519. It carries the tree's
-frontier (its perfect subtrees' roots), so the next one folds in only the new entries.
-Verifying recomputes all of that from the entries, so an edited or dropped entry or a forged
-checkpoint is named. Inclusion proofs (an entry is in the tree a checkpoint signs) and
-consistency proofs (an older checkpoint's tree is a prefix of a newer one's) follow RFC 9162
-sections 2.1.3 and 2.1.4 exactly, so any RFC 9162 verifier can check them.
+and the previous checkpoint's hash. It carries the tree's frontier (its perfect subtrees'
+roots), so the next one folds in only the new entries. Verifying recomputes all of that from
+the entries, so an edited or dropped entry is named. Inclusion proofs (an entry is in the
+tree a checkpoint signs) and consistency proofs (an older checkpoint's tree is a prefix of a
+newer one's) follow RFC 9162 sections 2.1.3 and 2.1.4 exactly, so any RFC 9162 verifier can
+check them.
+
+Signatures, and whom they must come from:
+
+- Every checkpoint carries ``note``: a C2SP tlog checkpoint (origin, tree size, base64 root;
+  ``audit.note``) as a signed note, which any transparency-log tool reads. Its JSON form is
+  also Ed25519-signed by ``public_key`` over the fields checkpoints had before notes (so
+  older readers, and checkpoints written before notes, still verify); a checkpoint without
+  a note is accepted on that signature alone.
+- **A key is trusted only because it is pinned** (``HUB_AUDIT_VERIFIER_KEY``, in signed-note
+  verifier-key form), never because a checkpoint names it: a checkpoint names its own key,
+  so anyone who can rewrite the store could otherwise sign a history of their own.
+- **Rotation** is a checkpoint whose note is signed by both the old and the new key: the
+  signing key may change only there (:class:`KeyChain`). After it, the old key signs nothing
+  alone. The pinned key must be one of the keys the chain goes through.
+- **The checkpointer never chains onto a checkpoint its own key (or, once, the key it
+  rotates from) did not sign** (:func:`chain_onto`), so a forged checkpoint stops it instead
+  of becoming history.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Final
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from referral_hub.audit.domain import GENESIS_HASH, entry_hash
+from referral_hub.audit.note import (
+    CheckpointBody,
+    NoteError,
+    SignerKey,
+    VerifierKey,
+    open_note,
+    parse_checkpoint,
+    sign_note,
+    valid_name,
+)
 from referral_hub.contracts.audit import AuditCheckpoint, AuditConsistency, AuditEntry, AuditReceipt
+from referral_hub.contracts.base import UtcDatetime
 
 _encoder: Final = msgspec.json.Encoder()
 LEAF_PREFIX: Final = b"\x00"
 NODE_PREFIX: Final = b"\x01"
+DEFAULT_ORIGIN: Final = "referral-hub.local/audit"
+"""The log's origin (and its key's name) when the signing key file holds a bare seed."""
+ORIGIN_ENV: Final = "HUB_AUDIT_ORIGIN"
+"""Names the log's origin for a bare-seed signing key; a ``PRIVATE+KEY+...`` key names its own."""
+VERIFIER_KEY_FILE: Final = "audit-verifier.pub"
+"""Where ``hubctl up`` writes the hub's verifier key, in its credentials directory."""
+_SEED_HEX_LENGTH: Final = 64
 
 
 def _node(left: bytes, right: bytes) -> bytes:
@@ -158,13 +193,39 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
     return first == old_root and second == new_root and sn == 0
 
 
+class _CheckpointV1(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="audit.checkpoint"):
+    """A checkpoint as it was before it carried a note: what its JSON signature and its link cover.
+
+    Keeping these bytes exactly as they were means checkpoints written before notes still
+    verify and link, and readers that do not know ``note`` still verify new ones.
+    """
+
+    checkpoint_index: int
+    from_index: int
+    to_index: int
+    merkle_root: str
+    chain_head: str
+    prev_checkpoint_hash: str
+    created_at: UtcDatetime
+    public_key: str
+    signature: str = ""
+    tree_size: int = 0
+    frontier: tuple[str, ...] = ()
+
+
+def _v1_bytes(checkpoint: AuditCheckpoint, *, signature: str) -> bytes:
+    fields = {name: getattr(checkpoint, name) for name in _CheckpointV1.__struct_fields__}
+    fields["signature"] = signature
+    return _encoder.encode(_CheckpointV1(**fields))
+
+
 def checkpoint_hash(checkpoint: AuditCheckpoint) -> str:
-    """What the next checkpoint links to: SHA-256 of this one, signature included."""
-    return hashlib.sha256(_encoder.encode(checkpoint)).hexdigest()
+    """What the next checkpoint links to: SHA-256 of this one's JSON (signature included, note aside)."""
+    return hashlib.sha256(_v1_bytes(checkpoint, signature=checkpoint.signature)).hexdigest()
 
 
 def _signed_bytes(checkpoint: AuditCheckpoint) -> bytes:
-    return _encoder.encode(msgspec.structs.replace(checkpoint, signature=""))
+    return _v1_bytes(checkpoint, signature="")
 
 
 def extend(previous: AuditCheckpoint | None, entries: Sequence[AuditEntry]) -> Frontier:
@@ -178,36 +239,105 @@ def extend(previous: AuditCheckpoint | None, entries: Sequence[AuditEntry]) -> F
 def make_checkpoint(
     entries: Sequence[AuditEntry],
     previous: AuditCheckpoint | None,
-    key: Ed25519PrivateKey,
+    key: SignerKey,
     at: datetime,
+    *,
+    co_signers: Sequence[SignerKey] = (),
 ) -> AuditCheckpoint:
-    """Sign the log after ``entries`` (which follow ``previous`` without a gap)."""
+    """Sign the log after ``entries`` (which follow ``previous`` without a gap) with ``key``.
+
+    ``co_signers`` also sign its note: the key being rotated from, on the rotation checkpoint.
+    """
+    if any(signer.name != key.name for signer in co_signers):
+        msg = "a rotation keeps the log's origin: every signing key must have its name"
+        raise NoteError(msg)
     frontier = extend(previous, entries)
+    root = frontier_root(frontier)
+    size = entries[-1].index
     unsigned = AuditCheckpoint(
         checkpoint_index=(previous.checkpoint_index + 1) if previous else 1,
         from_index=entries[0].index,
         to_index=entries[-1].index,
-        tree_size=entries[-1].index,
-        merkle_root=frontier_root(frontier).hex(),
+        tree_size=size,
+        merkle_root=root.hex(),
         frontier=encode_frontier(frontier),
         chain_head=entries[-1].entry_hash,
         prev_checkpoint_hash=checkpoint_hash(previous) if previous else GENESIS_HASH,
         created_at=at,
-        public_key=key.public_key().public_bytes_raw().hex(),
+        public_key=key.verifier.public_key.hex(),
+        note=sign_note(CheckpointBody(key.name, size, root).text, [*co_signers, key]),
     )
     return msgspec.structs.replace(unsigned, signature=key.sign(_signed_bytes(unsigned)).hex())
 
 
-def signature_fault(checkpoint: AuditCheckpoint, trusted_key: str | None = None) -> str:
-    """Empty if the checkpoint is signed by its key (and that is ``trusted_key``, when given)."""
-    if trusted_key is not None and checkpoint.public_key != trusted_key:
-        return "signed by a key that is not the trusted one"
+class CheckpointSignatureError(NoteError):
+    """A checkpoint's own signatures do not hold (before asking whether its key is trusted)."""
+
+
+@dataclass(frozen=True)
+class Signatures:
+    """Who signed a checkpoint: its own key (``public_key``), and every key asked about whose signature holds."""
+
+    primary: VerifierKey
+    signers: tuple[VerifierKey, ...]
+
+
+def checkpoint_signatures(checkpoint: AuditCheckpoint, origin: str, others: Sequence[VerifierKey] = ()) -> Signatures:
+    """Check a checkpoint's signatures: by its own key, and by any of ``others`` that signed its note.
+
+    Its JSON signature must verify under ``public_key``; its note (if any) must be a checkpoint
+    of ``origin`` for exactly its tree size and root, signed by ``public_key`` under ``origin``.
+    Raises :class:`CheckpointSignatureError` saying what does not hold.
+    """
     try:
-        Ed25519PublicKey.from_public_bytes(bytes.fromhex(checkpoint.public_key)).verify(
-            bytes.fromhex(checkpoint.signature), _signed_bytes(checkpoint)
-        )
-    except (InvalidSignature, ValueError):
-        return "the signature does not verify"
+        primary = VerifierKey.of(origin, bytes.fromhex(checkpoint.public_key))
+    except (ValueError, NoteError) as exc:
+        msg = "its public_key is not an Ed25519 key"
+        raise CheckpointSignatureError(msg) from exc
+    if not primary.verify(_signed_bytes(checkpoint), _hex_or_empty(checkpoint.signature)):
+        msg = "the signature does not verify"
+        raise CheckpointSignatureError(msg)
+    if not checkpoint.note:
+        return Signatures(primary, (primary,))
+    known = [primary, *(key for key in others if key != primary)]
+    try:
+        note, verified = open_note(checkpoint.note, known)
+        body = parse_checkpoint(note.text)
+    except NoteError as exc:
+        msg = f"its signed note does not hold: {exc}"
+        raise CheckpointSignatureError(msg) from exc
+    if body.origin != origin:
+        msg = f"it is a checkpoint of {body.origin!r}, not of {origin!r} (the pinned key's name)"
+        raise CheckpointSignatureError(msg)
+    if body.tree_size != checkpoint.tree_size or body.root_hash.hex() != checkpoint.merkle_root:
+        msg = "its signed note states another tree size or root than the checkpoint"
+        raise CheckpointSignatureError(msg)
+    if primary not in verified:
+        msg = f"its signed note is not signed by its own key {primary.label}"
+        raise CheckpointSignatureError(msg)
+    return Signatures(primary, verified)
+
+
+def _hex_or_empty(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return b""
+
+
+def signature_fault(checkpoint: AuditCheckpoint, trusted: VerifierKey) -> str:
+    """Empty if the checkpoint is signed by ``trusted`` (the pinned key); else why not.
+
+    Signed by it means: its note carries ``trusted``'s valid signature (as the only key, or
+    beside the key it was rotated to), or, for a checkpoint from before notes, its own key
+    is ``trusted``.
+    """
+    try:
+        signatures = checkpoint_signatures(checkpoint, trusted.name, [trusted])
+    except CheckpointSignatureError as exc:
+        return str(exc)
+    if trusted not in signatures.signers:
+        return f"signed by {signatures.primary.label}, not by the pinned key {trusted.label}"
     return ""
 
 
@@ -219,16 +349,89 @@ class CheckpointFault:
     reason: str
 
 
+class KeyChain:
+    """Follows the log's signing key from checkpoint to checkpoint; the pinned key must be on the way.
+
+    Each checkpoint must be signed by its own key. That key may differ from the previous
+    checkpoint's only on a rotation: a checkpoint whose note the previous key signed too.
+    From then on the new key signs and the old one is retired (a checkpoint it signs alone
+    is refused). The keys the chain went through are trusted only if the pinned key is one
+    of them: each rotation was vouched for by the keys on both sides of it.
+    """
+
+    def __init__(self, pinned: VerifierKey) -> None:
+        """Nothing followed yet."""
+        self.pinned = pinned
+        self.keys: list[VerifierKey] = []
+        """Every key that signed, in the order the chain took them."""
+        self._current: VerifierKey | None = None
+        self._previous_index = 0
+        self._first_index = 0
+
+    def add(self, checkpoint: AuditCheckpoint) -> CheckpointFault | None:
+        """Check the next checkpoint's signatures and its place in the key chain."""
+        current = self._current
+        try:
+            signatures = checkpoint_signatures(checkpoint, self.pinned.name, [current] if current else [])
+        except CheckpointSignatureError as exc:
+            return CheckpointFault(checkpoint.checkpoint_index, str(exc))
+        key = signatures.primary
+        if current is not None and key != current and current not in signatures.signers:
+            pinned = " (the pinned key)" if current == self.pinned else ""
+            return CheckpointFault(
+                checkpoint.checkpoint_index,
+                f"signed by {key.label}, not by {current.label}{pinned}, which signed checkpoint "
+                f"{self._previous_index}: the signing key may change only on a checkpoint signed by both",
+            )
+        if not self.keys:
+            self._first_index = checkpoint.checkpoint_index
+        if key not in self.keys:
+            self.keys.append(key)
+        self._current, self._previous_index = key, checkpoint.checkpoint_index
+        return None
+
+    def finish(self) -> CheckpointFault | None:
+        """After the last checkpoint: the chain must have gone through the pinned key."""
+        if not self.keys or self.pinned in self.keys:
+            return None
+        signed_by = ", ".join(key.label for key in self.keys)
+        return CheckpointFault(
+            self._first_index,
+            f"signed by {signed_by}, not by the pinned key {self.pinned.label}: no checkpoint in the log is",
+        )
+
+
+def key_chain(
+    checkpoints: Sequence[AuditCheckpoint], pinned: VerifierKey
+) -> tuple[list[VerifierKey], CheckpointFault | None]:
+    """The keys that signed ``checkpoints``, and the first fault if they are not a chain from the pinned key."""
+    chain = KeyChain(pinned)
+    for checkpoint in checkpoints:
+        fault = chain.add(checkpoint)
+        if fault is not None:
+            return chain.keys, fault
+    return chain.keys, chain.finish()
+
+
 def verify_checkpoint(
     checkpoint: AuditCheckpoint,
     entries: Sequence[AuditEntry],
     previous: AuditCheckpoint | None,
-    trusted_key: str | None = None,
+    trusted: VerifierKey,
 ) -> CheckpointFault | None:
-    """Recompute one checkpoint from the entries it covers and the (verified) previous checkpoint."""
-    reason = _placement_fault(checkpoint, entries, previous) or _content_fault(
-        checkpoint, entries, previous, trusted_key
-    )
+    """Recompute one checkpoint from its entries and the previous checkpoint; it must be signed by ``trusted``."""
+    fault = content_fault(checkpoint, entries, previous)
+    if fault is not None:
+        return fault
+    reason = signature_fault(checkpoint, trusted)
+    return CheckpointFault(checkpoint.checkpoint_index, reason) if reason else None
+
+
+def content_fault(
+    checkpoint: AuditCheckpoint, entries: Sequence[AuditEntry], previous: AuditCheckpoint | None
+) -> CheckpointFault | None:
+    """What a checkpoint states that its entries and the previous checkpoint do not bear out (signatures aside)."""
+    reason = _placement_fault(checkpoint, entries, previous) or _content_fault(checkpoint, entries, previous)
     return CheckpointFault(checkpoint.checkpoint_index, reason) if reason else None
 
 
@@ -246,12 +449,7 @@ def _placement_fault(
     return ""
 
 
-def _content_fault(
-    checkpoint: AuditCheckpoint,
-    entries: Sequence[AuditEntry],
-    previous: AuditCheckpoint | None,
-    trusted_key: str | None,
-) -> str:
+def _content_fault(checkpoint: AuditCheckpoint, entries: Sequence[AuditEntry], previous: AuditCheckpoint | None) -> str:
     if entries[-1].entry_hash != checkpoint.chain_head:
         return "chain_head does not match the entry it names"
     frontier = extend(previous, entries)
@@ -259,7 +457,7 @@ def _content_fault(
         return "merkle_root does not match the entries it covers"
     if checkpoint.tree_size != checkpoint.to_index or encode_frontier(frontier) != checkpoint.frontier:
         return "tree_size or frontier does not match the log"
-    return signature_fault(checkpoint, trusted_key)
+    return ""
 
 
 def make_receipt(entries: Sequence[AuditEntry], index: int, checkpoint: AuditCheckpoint) -> AuditReceipt:
@@ -273,8 +471,8 @@ def make_receipt(entries: Sequence[AuditEntry], index: int, checkpoint: AuditChe
     )
 
 
-def receipt_fault(receipt: AuditReceipt, trusted_key: str | None = None) -> str:
-    """Empty if the receipt proves its entry is in the signed log; else why it does not."""
+def receipt_fault(receipt: AuditReceipt, trusted: VerifierKey) -> str:
+    """Empty if the receipt proves its entry is in the log ``trusted`` signed; else why it does not."""
     entry, checkpoint = receipt.entry, receipt.checkpoint
     if entry_hash(entry) != entry.entry_hash:
         return "the entry's content does not match its hash"
@@ -289,7 +487,7 @@ def receipt_fault(receipt: AuditReceipt, trusted_key: str | None = None) -> str:
     )
     if not proven:
         return "the inclusion proof does not lead to the checkpoint's root"
-    return signature_fault(checkpoint, trusted_key)
+    return signature_fault(checkpoint, trusted)
 
 
 def make_consistency(entries: Sequence[AuditEntry], old: AuditCheckpoint, new: AuditCheckpoint) -> AuditConsistency:
@@ -299,11 +497,11 @@ def make_consistency(entries: Sequence[AuditEntry], old: AuditCheckpoint, new: A
     return AuditConsistency(old=old, new=new, proof=tuple(node.hex() for node in proof))
 
 
-def consistency_fault(consistency: AuditConsistency, trusted_key: str | None = None) -> str:
-    """Empty if the newer signed log extends the older one; else why not."""
+def consistency_fault(consistency: AuditConsistency, trusted: VerifierKey) -> str:
+    """Empty if the newer log ``trusted`` signed extends the older one it signed; else why not."""
     old, new = consistency.old, consistency.new
     for checkpoint in (old, new):
-        problem = signature_fault(checkpoint, trusted_key)
+        problem = signature_fault(checkpoint, trusted)
         if problem:
             return f"checkpoint {checkpoint.checkpoint_index}: {problem}"
     consistent = verify_consistency(
@@ -317,33 +515,124 @@ def consistency_fault(consistency: AuditConsistency, trusted_key: str | None = N
 
 
 class CheckpointWalk:
-    """Verifies checkpoints while the log streams past, holding only the current one's entries."""
+    """Verifies checkpoints while the log streams past, holding only the current one's entries.
 
-    def __init__(self) -> None:
-        """No checkpoint verified yet."""
+    Their signatures and keys are checked first, all at once (there are few checkpoints):
+    :attr:`key_fault` is the first that is not signed by the pinned key or a key it rotated
+    to or from. The walk then recomputes each checkpoint from the entries it covers.
+    """
+
+    def __init__(self, checkpoints: Sequence[AuditCheckpoint], pinned: VerifierKey) -> None:
+        """Check every checkpoint's signatures against ``pinned``; no entry seen yet."""
+        self.checkpoints = list(checkpoints)
+        self.keys, self.key_fault = key_chain(self.checkpoints, pinned)
         self.verified = 0
         self._previous: AuditCheckpoint | None = None
         self._pending: list[AuditEntry] = []
 
-    def add(self, entry: AuditEntry, checkpoints: Sequence[AuditCheckpoint]) -> CheckpointFault | None:
+    def add(self, entry: AuditEntry) -> CheckpointFault | None:
         """Feed the next entry; verifies the checkpoint it completes, if any."""
-        if self.verified >= len(checkpoints):
+        if self.verified >= len(self.checkpoints):
             return None
         self._pending.append(entry)
-        current = checkpoints[self.verified]
+        current = self.checkpoints[self.verified]
         if entry.index < current.to_index:
             return None
-        fault = verify_checkpoint(current, self._pending, self._previous)
+        fault = content_fault(current, self._pending, self._previous)
         self._previous, self._pending = current, []
         self.verified += 1
         return fault
 
 
-def load_key(seed_hex: str) -> Ed25519PrivateKey:
-    """An Ed25519 key from its 32-byte seed in hex (as ``hubctl up`` writes it)."""
-    return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed_hex.strip()))
+@dataclass(frozen=True, repr=False)
+class SigningKeys:
+    """The checkpointer's key, and while a rotation is under way, the key it rotates from."""
+
+    current: SignerKey
+    previous: SignerKey | None = None
+
+    def __repr__(self) -> str:
+        """Names the keys by their public halves only."""
+        previous = f", previous={self.previous!r}" if self.previous else ""
+        return f"SigningKeys({self.current!r}{previous})"
+
+
+def _signer(line: str, origin: str) -> SignerKey:
+    if line.startswith("PRIVATE+KEY+"):
+        return SignerKey.parse(line)
+    if len(line) != _SEED_HEX_LENGTH:
+        msg = "an audit signing key is a 64-hex-digit Ed25519 seed or a PRIVATE+KEY+<name>+<id>+<key> signer key"
+        raise NoteError(msg)
+    try:
+        seed = bytes.fromhex(line)
+    except ValueError as exc:
+        msg = "an audit signing key's seed is not hex"
+        raise NoteError(msg) from exc
+    return SignerKey.from_seed(origin, seed)
+
+
+def load_key(text: str, origin: str | None = None) -> SigningKeys:
+    """The audit signing keys from their file's text (as ``hubctl up`` writes it, or by hand).
+
+    One line: the key, either a 32-byte Ed25519 seed in hex (named ``origin``, default
+    ``$HUB_AUDIT_ORIGIN`` or :data:`DEFAULT_ORIGIN`) or a signed-note signer key
+    ``PRIVATE+KEY+<name>+<id>+<base64>`` (named by itself). To rotate, put the new key on the
+    first line and the old one on the second: the next checkpoint is signed by both, and
+    after it the new key alone signs; then delete the old line (and the old key).
+    """
+    name = origin or os.environ.get(ORIGIN_ENV) or DEFAULT_ORIGIN
+    if not valid_name(name):
+        msg = f"the audit log's origin {name!r} is not a valid key name (empty, or holds a space or '+')"
+        raise NoteError(msg)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not 1 <= len(lines) <= 2:  # noqa: PLR2004 - the key, and the key it rotates from
+        msg = "the audit signing key file holds one key, or the new key and then the old one while rotating"
+        raise NoteError(msg)
+    keys = [_signer(line, name) for line in lines]
+    if len({key.name for key in keys}) > 1:
+        msg = "a rotation keeps the log's origin: both signing keys must have the same name"
+        raise NoteError(msg)
+    return SigningKeys(keys[0], keys[1] if len(keys) > 1 else None)
 
 
 def new_key_seed() -> str:
     """A fresh Ed25519 seed, hex."""
-    return Ed25519PrivateKey.generate().private_bytes_raw().hex()
+    return os.urandom(32).hex()
+
+
+def verifier_key(signing_key_text: str, origin: str | None = None) -> VerifierKey:
+    """The verifier key to pin for a signing key file's text: its current key's public half."""
+    return load_key(signing_key_text, origin).current.verifier
+
+
+def write_verifier_key(signing_key_file: Path, out: Path) -> VerifierKey:
+    """Write the verifier key of ``signing_key_file`` to ``out`` (public: mode 0644), and return it.
+
+    For ``hubctl up``: ``hubctl audit verify`` finds ``<credentials dir>/audit-verifier.pub``.
+    """
+    key = verifier_key(signing_key_file.read_text(encoding="utf-8"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"{key}\n", encoding="utf-8")
+    return key
+
+
+def chain_onto(previous: AuditCheckpoint | None, keys: SigningKeys) -> tuple[SignerKey, ...] | None:
+    """Who must co-sign the checkpoint after ``previous``: ``()`` (none), the old key (a rotation), or refuse.
+
+    ``None`` means ``previous`` is not signed by the checkpointer's own key nor by the key it
+    rotates from: the checkpointer must not chain onto it (a forged checkpoint, or a rotation
+    this checkpointer does not know of). The first checkpoint needs no predecessor.
+    """
+    if previous is None:
+        return ()
+    mine = keys.current.verifier
+    old = keys.previous.verifier if keys.previous else None
+    try:
+        signatures = checkpoint_signatures(previous, mine.name, [key for key in (mine, old) if key])
+    except CheckpointSignatureError:
+        return None
+    if signatures.primary == mine:
+        return ()
+    if old is not None and keys.previous is not None and signatures.primary == old:
+        return (keys.previous,)
+    return None

@@ -20,7 +20,7 @@ import msgspec
 import nats
 import nats.errors
 
-from referral_hub.cli import audit_proofs, audit_query, commands, dlq, natsconfig, paging
+from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dlq, natsconfig, paging
 from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
 from referral_hub.runtime import logs
@@ -306,26 +306,51 @@ def _add_audit(sub: Subparsers) -> None:
     _common(audit_log)
     audit_log.add_argument("--json", action="store_true", help="one JSON object per line")
     audit_log.set_defaults(run=commands.audit_log)
-    audit_verify = audit_sub.add_parser("verify", help="recompute the hash chain over the whole log")
+    audit_verify = audit_sub.add_parser(
+        "verify", help="recompute the hash chain and every checkpoint; trust only the pinned verifier key"
+    )
     _common(audit_verify)
+    audit_keys.add_verifier_key_option(audit_verify)
+    audit_verify.add_argument(
+        "--witness",
+        type=Path,
+        metavar="FILE",
+        help="checkpoints a clinic kept (signed notes, or JSON lines with a 'note', such as its "
+        "audit.checkpoint.witnessed inbox messages): the log must still extend every one",
+    )
     audit_verify.set_defaults(run=commands.audit_verify)
     prove = audit_sub.add_parser("prove", help="a receipt: an entry, its inclusion proof and a signed checkpoint")
     _common(prove)
+    audit_keys.add_verifier_key_option(prove)
     prove.add_argument("index", type=int, help="the entry's index in the log")
-    prove.add_argument("--checkpoint", type=int, help="against this checkpoint (default: the first covering it)")
+    prove.add_argument(
+        "--checkpoint", type=int, help="against this checkpoint (default: the first covering it the pinned key signed)"
+    )
     prove.add_argument("--out", type=Path, help="write the receipt here instead of printing it")
     prove.set_defaults(run=audit_proofs.prove)
     consistency = audit_sub.add_parser("consistency", help="prove the log only grew between two checkpoints")
     _common(consistency)
+    audit_keys.add_verifier_key_option(consistency)
     consistency.add_argument("old", type=int, help="the older checkpoint's number")
     consistency.add_argument("new", type=int, help="the newer checkpoint's number")
     consistency.add_argument("--out", type=Path, help="write the proof here instead of printing it")
     consistency.set_defaults(run=audit_proofs.consistency)
     check = audit_sub.add_parser("check-proof", help="check a receipt or consistency proof offline")
     _common(check)
+    audit_keys.add_verifier_key_option(check)
     check.add_argument("file", type=Path, help="a file from 'audit prove' or 'audit consistency'")
-    check.add_argument("--trusted-key", help="the hub's audit public key (hex) to insist on")
+    check.add_argument(
+        "--trusted-key", metavar="HEX", help="instead of --verifier-key: the hub's raw Ed25519 public key (hex)"
+    )
     check.set_defaults(sync_run=audit_proofs.check_proof)
+    verifier = audit_sub.add_parser("verifier-key", help="print the verifier key to pin, from the signing key")
+    verifier.add_argument(
+        "--signing-key-file", type=Path, help="the audit signing key (default: $HUB_AUDIT_SIGNING_KEY_FILE)"
+    )
+    verifier.add_argument(
+        "--origin", help="the log's origin, for a bare-seed key (default: $HUB_AUDIT_ORIGIN, else the built-in one)"
+    )
+    verifier.set_defaults(sync_run=audit_keys.show_verifier_key)
     query = audit_sub.add_parser("query", help="entries by referral, patient, clinic, member, type or time")
     _common(query)
     audit_query.add_filters(query)
