@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import msgspec
 import nats
 from nats.aio.client import Client
+from prometheus_client import REGISTRY
 
 from referral_hub.audit.adapters import read_chain
 from referral_hub.client import ClinicClient, new_id, utc_now
@@ -232,3 +233,52 @@ async def connect_as_clinic(url: str, clinic_id: str, errors: list[Exception]) -
         errors.append(error)
 
     return await nats.connect(url, error_cb=collect, **credentials.for_clinic(clinic_id).connect_options())
+
+
+# --- Proving that something ran, before asserting that it did nothing --------------------------
+#
+# A test that sleeps and then asserts that nothing happened passes just as well when the thing
+# never ran. These wait for positive evidence instead: a counter the code under test moves each
+# time it runs, or a durable consumer's acknowledgement floor passing a message.
+
+
+def metric_value(name: str, **labels: str) -> float:
+    """A metric's value in this process's registry (the services under test run in it); 0 if never set."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def counted(name: str, more: float = 1.0, timeout: float = 10.0, **labels: str) -> float:  # noqa: ASYNC109 - a polling helper's own deadline is its point
+    """Wait until the counter ``name`` has grown by ``more`` from its value at the call; return the new value.
+
+    For a periodic job, ``more=2`` proves a whole run began after the call: one run may have
+    been under way (with what it read before the call) when it was made.
+    """
+    target = metric_value(name, **labels) + more
+
+    async def grown() -> float:
+        value = metric_value(name, **labels)
+        return value if value >= target else 0.0
+
+    return await eventually(grown, timeout)
+
+
+async def stream_entries(connection: Client, stream: str, subject: str = ">") -> list[tuple[int, str, bytes]]:
+    """Like :func:`stream_messages`, with each message's stream sequence first."""
+    js = connection.jetstream()
+    info = await js.stream_info(stream)
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
+        message = await js.get_msg(stream, seq)
+        if subject in {">", message.subject}:
+            found.append((seq, message.subject or "", message.data or b""))
+    return found
+
+
+async def acked_through(connection: Client, spec: topology.ConsumerSpec, sequence: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - a polling helper's own deadline is its point
+    """Wait until ``spec``'s durable consumer has acknowledged (so handled) all it takes up to ``sequence``."""
+
+    async def acked() -> bool:
+        info = await connection.jetstream().consumer_info(spec.stream, spec.durable)
+        return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= sequence
+
+    await eventually(acked, timeout)

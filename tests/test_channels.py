@@ -20,6 +20,7 @@ from referral_hub.errors import HubError
 from referral_hub.notifications.channels import Attempt, Channels, ChannelSettings, Outbound
 from referral_hub.notifications.webhooks import WebhookSecrets
 
+from .helpers import eventually
 from .http_receiver import Handle, Request, answer, http_server, response
 
 CLINIC_A, CLINIC_B = "harbor-pt", "lotus-acu"
@@ -143,6 +144,15 @@ class SlowFirstReceiver:
         self.completed[webhook_id] += 1
 
 
+def both_answers_finished(slow: SlowFirstReceiver):
+    """A probe for ``eventually``: the receiver has seen two requests and finished answering both, either way."""
+
+    async def finished() -> bool:
+        return slow.requests >= 2 and slow.abandoned + sum(slow.completed.values()) == slow.requests
+
+    return finished
+
+
 async def test_a_timed_out_attempt_is_cancelled_so_the_retry_delivers_exactly_once() -> None:
     slow = SlowFirstReceiver()
     async with http_server(slow) as receiver:
@@ -156,7 +166,7 @@ async def test_a_timed_out_attempt_is_cancelled_so_the_retry_delivers_exactly_on
         started = time.monotonic()
         delivered, attempts = await deliver(channels, hook(f"{receiver.url}/hook"), page())
         took = time.monotonic() - started
-        await asyncio.sleep(SLOW_STEPS * SLOW_STEP_SECONDS + 0.5)  # long enough for a stray first attempt to finish
+        await eventually(both_answers_finished(slow))  # the slow first answer too, by abandoning or completing
 
     assert delivered
     assert sum(slow.completed.values()) == 1, f"delivered {dict(slow.completed)}"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -19,6 +20,7 @@ import msgspec
 import pytest
 from aiosmtpd.controller import Controller
 from nats.aio.client import Client
+from structlog.testing import capture_logs
 
 from referral_hub.audit import app as audit_app
 from referral_hub.client import new_id, utc_now
@@ -38,16 +40,28 @@ from referral_hub.contracts.registry import ChannelKind, Clinic, ContactChannel,
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.notifications import app as notifications_app
 from referral_hub.notifications.channels import Channels, ChannelSettings, Outbound, SmtpSettings
-from referral_hub.notifications.paging import EscalationPolicy
+from referral_hub.notifications.paging import EscalationPolicy, Page, PageStatus
 from referral_hub.notifications.webhooks import WebhookSecrets, new_secret, signed_headers, verify
 from referral_hub.referrals import app as referrals_app
-from referral_hub.runtime import topology
+from referral_hub.runtime import subjects, topology
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
 from referral_hub.runtime.registry import store_clinic
 from referral_hub.runtime.service import ServiceApp
 
 from .conftest import start_services
-from .helpers import RunningHub, alert_raise, eventually, hubctl, referral_request, stream_messages
+from .helpers import (
+    RunningHub,
+    acked_through,
+    alert_raise,
+    counted,
+    dead_letters,
+    eventually,
+    hubctl,
+    metric_value,
+    referral_request,
+    stream_entries,
+    stream_messages,
+)
 from .lifecycle_model import command
 
 PT, ACU, MASSAGE = "harbor-pt", "lotus-acu", "kneadwell-massage"
@@ -301,6 +315,37 @@ async def _async(value: object) -> object:
     return value
 
 
+SWEEPS = "hub_page_sweeps_total"
+
+
+async def swept_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109 - a polling helper's own deadline is its point
+    """Wait until a sweep that began after the call has run and ``condition`` (about what sweeps report) holds."""
+    start = metric_value(SWEEPS)
+
+    async def holds() -> bool:
+        return metric_value(SWEEPS) >= start + 2 and condition()
+
+    await eventually(holds, timeout)
+
+
+async def page_record(hub: RunningHub, page_id: UUID) -> Page:
+    """The page as stored: what a sweep or a handler wrote before anything it dispatched could be seen."""
+    entry = await (await hub.connection.jetstream().key_value(topology.PAGES_KV)).get(str(page_id))
+    assert entry.value is not None
+    return msgspec.json.decode(entry.value, type=Page)
+
+
+async def alert_events(hub: RunningHub, alert_id: UUID) -> list[tuple[int, AlertRaised]]:
+    """Each ``alert.raised`` for ``alert_id`` with its sequence in HUB_EVENTS, oldest first."""
+    found = []
+    for sequence, subject, data in await stream_entries(hub.connection, topology.HUB_EVENTS):
+        if subject == subjects.domain_event("alert.raised"):
+            event = decode_hub_message(data)
+            if isinstance(event, AlertRaised) and event.alert_id == alert_id:
+                found.append((sequence, event))
+    return found
+
+
 async def receipts_for(hub: RunningHub, page_id: UUID, status: str) -> list[DeliveryReceipt]:
     return [r for r in await events(hub, DeliveryReceipt) if r.page_id == page_id and r.status == status]
 
@@ -336,9 +381,11 @@ async def test_an_acknowledgement_stops_the_escalation_and_tells_the_team(paging
         "page", "ack", str(page.page_id), "--member", "ben.okafor", "--clinic", PT, "--nats-url", hub.url
     )
     paging_hub.clock.now += timedelta(minutes=30)
-    await asyncio.sleep(0.5)
+    await counted(SWEEPS, 2)  # a whole sweep ran on the new clock, past every level's deadline
 
     assert result.status == 0, result.stderr
+    stored = await page_record(hub, page.page_id)
+    assert (stored.status, stored.level, stored.cycle) == (PageStatus.ACKNOWLEDGED, 0, 0)
     assert len(await triggered(hub, PT, 1)) == 1
     for clinic in (PT, ACU):
         told = [i.message async for i in (await hub.clinic(clinic)).inbox() if isinstance(i.message, PageAcknowledged)]
@@ -372,11 +419,15 @@ async def test_a_re_raised_alert_does_not_page_again(paging_hub: PagingHub) -> N
     hub = paging_hub.hub
     await care_team(hub, (ACU, Modality.ACUPUNCTURE))
     alert_id = await raise_alert(hub, Severity.RELATIVE)
-    await eventually(lambda: triggered(hub, PT, 1))
+    [page] = await eventually(lambda: triggered(hub, PT, 1))
 
     await raise_alert(hub, Severity.RELATIVE, alert_id)
-    await asyncio.sleep(0.5)
+    sequence, again = (await alert_events(hub, alert_id))[-1]
+    await acked_through(hub.connection, topology.NOTIFICATIONS_EVENTS, sequence)
 
+    stored = await page_record(hub, page.page_id)
+    assert stored.intent.about_message_id == again.message_id  # the re-raise reached the page...
+    assert (stored.status, stored.generation, stored.level) == (PageStatus.OPEN, 0, 0)  # ...and did not page it again
     assert len(await triggered(hub, PT, 1)) == 1
 
 
@@ -408,7 +459,7 @@ async def test_a_silence_holds_relative_pages_but_never_an_absolute_one(paging_h
     )
     assert silenced.status == 0, silenced.stderr
     paging_hub.clock.now = datetime.now(UTC)  # hubctl starts the silence on the wall clock, not the fake one
-    await asyncio.sleep(0.3)
+    await swept_until(lambda: metric_value("hub_silences_active") >= 1)  # the service holds the silence
 
     await raise_alert(hub, Severity.RELATIVE)
     [suppressed] = await eventually(lambda: events(hub, PageSuppressed))
@@ -524,3 +575,205 @@ def test_a_replayed_webhook_signature_is_refused() -> None:
 
     assert not verify([SECRETS[PT]], body, signed_headers(signers, "msg_1", body, time.time() - 3600))
     assert verify([SECRETS[PT]], body, signed_headers(signers, "msg_1", body, time.time()))
+
+
+# --- A roster the service cannot follow: refused where it is set, paged around where it is stored --
+
+UNKNOWN_ZONE = "America/New_Yrok"
+
+
+async def store_unchecked(hub: RunningHub, clinic: Clinic) -> None:
+    """Write ``clinic`` straight into the registry bucket as the admin, past every check ``hubctl`` makes."""
+    kv = await hub.connection.jetstream().key_value(topology.REGISTRY_KV)
+    await kv.put(f"clinic.{clinic.id}", msgspec.json.encode(clinic))
+    await swept_until(lambda: metric_value("hub_rosters_invalid") >= 1)  # the service has read it
+
+
+def broken(clinic: Clinic, **changes: object) -> Clinic:
+    return msgspec.structs.replace(clinic, timezone=UNKNOWN_ZONE, **changes)
+
+
+async def test_a_broken_roster_still_pages_an_absolute_alert_to_every_member_on_every_channel(
+    paging_hub: PagingHub,
+) -> None:
+    hub = paging_hub.hub
+    harbor = roster(paging_hub.webhook)[PT]
+    mail = ContactChannel(kind=ChannelKind.EMAIL, address="ben.okafor@clinic.test")
+    members = tuple(
+        msgspec.structs.replace(m, channels=(*m.channels, mail)) if m.id == "ben.okafor" else m for m in harbor.members
+    )
+    await care_team(hub, (ACU, Modality.ACUPUNCTURE))
+    await store_unchecked(hub, broken(harbor, members=members))
+    before = metric_value("hub_roster_invalid_total", fallback="page_everyone")
+
+    with capture_logs() as logged:
+        alert_id = await raise_alert(hub, Severity.ABSOLUTE)
+        pages = await eventually(lambda: triggered(hub, PT, 3))
+        calls = {
+            path: await eventually(lambda path=path: _async(paging_hub.webhook.on(path)))
+            for path in ("/ana.ruiz", "/ben.okafor", "/front.harbor")
+        }
+        [(_, recipients, content)] = await eventually(lambda: _async(paging_hub.mail.messages))
+        [(sequence, _)] = await alert_events(hub, alert_id)
+        await acked_through(hub.connection, topology.NOTIFICATIONS_EVENTS, sequence)
+
+    assert sorted((p.member, p.escalation_level, p.severity) for p in pages) == [
+        ("ana.ruiz", 0, "critical"),
+        ("ben.okafor", 0, "critical"),
+        ("front.harbor", 0, "critical"),
+    ]
+    assert {path: [c.json["severity"] for c in got] for path, got in calls.items()} == {
+        "/ana.ruiz": ["critical"],
+        "/ben.okafor": ["critical"],
+        "/front.harbor": ["critical"],
+    }
+    assert recipients == ["ben.okafor@clinic.test"]
+    assert str(pages[0].page_id) in content
+    assert metric_value("hub_roster_invalid_total", fallback="page_everyone") >= before + 1
+    [line] = [e for e in logged if e.get("fallback") == "page_everyone"]
+    assert line["log_level"] == "error"
+    assert line["clinic"] == PT
+    assert any(UNKNOWN_ZONE in problem for problem in line["problems"])
+    assert await dead_letters(hub.connection) == []
+
+
+async def test_a_broken_roster_pages_a_relative_alert_to_the_clinical_leads(paging_hub: PagingHub) -> None:
+    hub = paging_hub.hub
+    await care_team(hub, (ACU, Modality.ACUPUNCTURE))
+    await store_unchecked(hub, broken(roster(paging_hub.webhook)[PT]))
+    before = metric_value("hub_roster_invalid_total", fallback="page_leads")
+
+    await raise_alert(hub, Severity.RELATIVE)
+    [page] = await eventually(lambda: triggered(hub, PT, 1))
+    [call] = await eventually(lambda: _async(paging_hub.webhook.on("/ana.ruiz")))
+
+    assert (page.member, page.escalation_level) == ("ana.ruiz", 0)
+    assert call.json["page_id"] == str(page.page_id)
+    assert metric_value("hub_roster_invalid_total", fallback="page_leads") >= before + 1
+
+
+async def test_a_broken_roster_sends_routine_notifications_at_once_instead_of_dead_lettering_them(
+    paging_hub: PagingHub,
+) -> None:
+    hub = paging_hub.hub
+    paging_hub.clock.now = datetime(2026, 11, 28, 17, 0, tzinfo=UTC)  # a Saturday: the digest, were hours known
+    await store_unchecked(hub, broken(roster(paging_hub.webhook)[ACU]))
+
+    await care_team(hub, (ACU, Modality.ACUPUNCTURE))
+    [notice] = await eventually(lambda: _async(paging_hub.webhook.on("/intake/lotus-acu")))
+    [queued] = await eventually(lambda: _queued_for(hub, ACU))
+    await acked_through(hub.connection, topology.NOTIFICATIONS_EVENTS, await last_sequence(hub, "referral.requested"))
+
+    assert notice.json["topic"] == "referral.inbound"
+    assert queued.deferred_until is None
+    assert await dead_letters(hub.connection) == []
+
+
+async def test_a_roster_broken_while_its_digest_waits_sends_the_digest_and_the_sweep_goes_on(
+    paging_hub: PagingHub,
+) -> None:
+    hub = paging_hub.hub
+    paging_hub.clock.now = datetime(2026, 11, 28, 17, 0, tzinfo=UTC)  # Saturday: routine notifications wait
+    await care_team(hub, (MASSAGE, Modality.MASSAGE))
+    [queued] = await eventually(lambda: _queued_for(hub, MASSAGE))
+    before = metric_value("hub_roster_invalid_total", fallback="digest_now")
+
+    await store_unchecked(hub, broken(roster(paging_hub.webhook)[MASSAGE]))
+    [digest] = await eventually(lambda: _async(paging_hub.webhook.on("/intake/kneadwell-massage")))
+    await counted(SWEEPS, 2)
+
+    assert queued.deferred_until == datetime(2026, 11, 30, 14, 0, tzinfo=UTC)
+    assert digest.json["topic"] == "digest"
+    assert metric_value("hub_roster_invalid_total", fallback="digest_now") == before + 1
+
+
+async def last_sequence(hub: RunningHub, event: str) -> int:
+    return max(seq for seq, subject, _ in await stream_entries(hub.connection, topology.HUB_EVENTS)
+               if subject == subjects.domain_event(event))  # fmt: skip
+
+
+def roster_file(tmp_path: Path, clinic: Clinic, **changes: object) -> Path:
+    fields = {
+        "members": clinic.members,
+        "oncall": clinic.oncall,
+        "working_hours": clinic.working_hours,
+        "intake_channels": clinic.intake_channels,
+        "timezone": clinic.timezone,
+        **changes,
+    }
+    path = tmp_path / "roster.json"
+    path.write_bytes(msgspec.json.encode(fields))
+    return path
+
+
+async def stored_clinic(hub: RunningHub, clinic_id: str) -> Clinic:
+    entry = await (await hub.connection.jetstream().key_value(topology.REGISTRY_KV)).get(f"clinic.{clinic_id}")
+    assert entry.value is not None
+    return msgspec.json.decode(entry.value, type=Clinic)
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("unknown time zone", f"unknown time zone '{UNKNOWN_ZONE}'"),
+        ("zone only this host has", "unknown time zone 'localtime'"),
+        ("hours that never begin", "working hours must begin before they end"),
+        ("no working day", "working hours name no weekday"),
+    ],
+)
+async def test_hubctl_refuses_a_roster_the_hub_could_not_page_with(
+    paging_hub: PagingHub, tmp_path: Path, case: str, expected: str
+) -> None:
+    hub = paging_hub.hub
+    harbor = roster(paging_hub.webhook)[PT]
+    changes: dict[str, object] = {
+        "unknown time zone": {"timezone": UNKNOWN_ZONE},
+        "zone only this host has": {"timezone": "localtime"},
+        "hours that never begin": {"working_hours": {"start": "18:00", "end": "08:00"}},
+        "no working day": {"working_hours": {"weekdays": []}},
+    }[case]
+
+    result = await hubctl("roster", "set", "--clinic", PT, "--file", str(roster_file(tmp_path, harbor, **changes)),
+                          "--nats-url", hub.url)  # fmt: skip
+
+    assert result.status == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert await stored_clinic(hub, PT) == harbor
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("silence", "add", "--for", "1e10d", "--reason", "typo"), "longer than the longest allowed, 30 days"),
+        (("silence", "add", "--for", "infh", "--reason", "typo"), "more than nothing"),
+        (("silence", "add", "--for=-5m", "--reason", "typo"), "more than nothing"),
+        (
+            ("oncall", "override", "--member", "ana.ruiz", "--from", "2026-11-25T16:00:00+00:00",
+             "--until", "2062-11-25T16:00:00+00:00"),
+            "an override may last at most 366 days",
+        ),
+    ],
+)  # fmt: skip
+async def test_hubctl_refuses_a_duration_or_range_that_would_break_paging(
+    paging_hub: PagingHub, args: tuple[str, ...], expected: str
+) -> None:
+    hub = paging_hub.hub
+
+    result = await hubctl(*args, "--clinic", PT, "--nats-url", hub.url)
+
+    assert result.status == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert await stored_clinic(hub, PT) == roster(paging_hub.webhook)[PT]
+
+
+async def test_hubctl_oncall_names_a_broken_roster_instead_of_failing(paging_hub: PagingHub) -> None:
+    hub = paging_hub.hub
+    await store_unchecked(hub, broken(roster(paging_hub.webhook)[PT]))
+
+    result = await hubctl("oncall", "--clinic", PT, "--nats-url", hub.url)
+
+    assert result.status == 1
+    assert f"unknown time zone '{UNKNOWN_ZONE}'" in result.stderr
+    assert "Traceback" not in result.stderr

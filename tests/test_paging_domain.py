@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
+import msgspec
 import pytest
 
 from referral_hub.client import new_id
 from referral_hub.contracts.alerts import AlertRaised, Severity, TriggerKind
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.paging import PageAck
-from referral_hub.contracts.registry import Clinic, Member, OnCallOverride, Role, Rotation, WorkingHours
+from referral_hub.contracts.registry import (
+    Clinic,
+    Member,
+    OnCallOverride,
+    Registry,
+    Role,
+    RosterError,
+    Rotation,
+    WorkingHours,
+    known_timezones,
+    roster_problems,
+    timezone_problem,
+)
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.notifications import oncall, paging
 from referral_hub.notifications.domain import NotifyIntent, route
@@ -23,6 +37,7 @@ from referral_hub.notifications.paging import (
     Silence,
     SilenceError,
 )
+from referral_hub.runtime.registry import RegistryFileError, load_registry_file
 from referral_hub.runtime.rejecting import Refusal
 
 NOON = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)  # 12:00 in New York
@@ -252,3 +267,138 @@ def test_a_caution_alert_only_notifies_intake() -> None:
 
     assert not [i for i in intents if isinstance(i, PageIntent)]
     assert sorted(i.clinic for i in intents if isinstance(i, NotifyIntent)) == ["harbor-pt", "kneadwell-massage"]
+
+
+# --- Rosters the hub can page with, and paging around one it cannot -----------------------------
+
+
+def with_(clinic: Clinic = CLINIC, **changes: object) -> Clinic:
+    return msgspec.structs.replace(clinic, **changes)
+
+
+def override(member: str = "ana.ruiz", starts: datetime = NOON, ends: datetime = NOON + timedelta(hours=4)):
+    return OnCallOverride(member=member, starts_at=starts, ends_at=ends)
+
+
+BROKEN = {
+    "unknown zone": (with_(timezone="America/New_Yrok"), "unknown time zone 'America/New_Yrok'"),
+    "a path as a zone": (with_(timezone="../../etc/passwd"), "unknown time zone '../../etc/passwd'"),
+    "a zone only some hosts have": (with_(timezone="localtime"), "unknown time zone 'localtime'"),
+    "hand-off past midnight": (
+        with_(oncall=msgspec.structs.replace(CLINIC.oncall, handoff="24:00")),
+        "hand-off time '24:00' is not a 24-hour HH:MM time",
+    ),
+    "no-day shifts": (with_(oncall=msgspec.structs.replace(CLINIC.oncall, shift_days=0)), "not 0"),
+    "a stranger on the rotation": (
+        with_(oncall=msgspec.structs.replace(CLINIC.oncall, members=("ben.okafor", "zed.x"))),
+        "the rotation names people who are not members: zed.x",
+    ),
+    "hours ending before they begin": (
+        with_(working_hours=WorkingHours(start="18:00", end="08:00")),
+        "working hours must begin before they end on the same day, not 18:00 to 08:00",
+    ),
+    "hours that are no time": (with_(working_hours=WorkingHours(end="8pm")), "working hours end '8pm'"),
+    "no working day": (with_(working_hours=WorkingHours(weekdays=())), "working hours name no weekday"),
+    "an eighth weekday": (with_(working_hours=WorkingHours(weekdays=(0, 7))), "not [0, 7]"),
+    "an override ending before it starts": (
+        with_(oncall_overrides=(override(ends=NOON - timedelta(hours=1)),)),
+        "the on-call override for 'ana.ruiz' ends before it starts",
+    ),
+    "an override without a zone": (
+        with_(oncall_overrides=(override(starts=NOON.replace(tzinfo=None)),)),
+        "has a time without a time zone",
+    ),
+    "a stranger covering": (with_(oncall_overrides=(override("zed.x"),)), "names 'zed.x', who is not a member"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_roster_the_hub_could_not_page_with_is_named_for_what_is_wrong(case: str) -> None:
+    clinic, expected = BROKEN[case]
+
+    problems = roster_problems(clinic)
+
+    assert roster_problems(CLINIC) == []
+    assert len(problems) == 1
+    assert expected in problems[0]
+
+
+def test_every_zone_the_hub_accepts_loads_and_comes_from_the_pinned_tzdata() -> None:
+    zones = known_timezones()
+
+    assert {"UTC", "America/New_York", "Europe/Berlin", "Asia/Kolkata"} <= zones
+    assert "localtime" not in zones
+    assert [zone for zone in sorted(zones) if timezone_problem(zone) is not None] == []
+
+
+def test_a_registry_file_with_a_broken_roster_is_refused_as_it_is_read(tmp_path: Path) -> None:
+    registry = {
+        "clinics": [msgspec.to_builtins(CLINIC), msgspec.to_builtins(with_(id="lotus-acu", timezone="Mars/Olympus"))]
+    }
+    path = tmp_path / "registry.json"
+    path.write_bytes(msgspec.json.encode(registry))
+
+    with pytest.raises(RosterError, match=r"clinic 'lotus-acu': unknown time zone 'Mars/Olympus'"):
+        msgspec.json.decode(path.read_bytes(), type=Registry)
+    with pytest.raises(RegistryFileError, match="is invalid: clinic 'lotus-acu': unknown time zone"):
+        load_registry_file(path)
+    assert issubclass(RosterError, msgspec.ValidationError)
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_roster_pages_an_absolute_alert_to_everyone_on_every_channel(case: str) -> None:
+    clinic, _ = BROKEN[case]
+
+    for level in range(3):
+        absolute = oncall.page_targets(clinic, level, NOON, absolute=True)
+        relative = oncall.page_targets(clinic, level, NOON, absolute=False)
+        assert ([m.id for m in absolute.members], absolute.every_channel) == (
+            ["ana.ruiz", "ben.okafor", "cy.diaz"],
+            True,
+        )
+        assert absolute.problems
+        assert [m.id for m in relative.members] == (
+            ["ana.ruiz"] if level < 2 else ["ana.ruiz", "ben.okafor", "cy.diaz"]
+        )
+        assert not relative.every_channel
+    assert oncall.routine_deferral(clinic, datetime(2026, 11, 28, 17, 0, tzinfo=UTC))[0] is None
+
+
+def test_a_sound_roster_is_paged_as_it_says() -> None:
+    saturday = datetime(2026, 11, 28, 17, 0, tzinfo=UTC)
+
+    assert oncall.page_targets(CLINIC, 0, NOON, absolute=True) == oncall.Targets(
+        oncall.escalation_targets(CLINIC, 0, NOON)
+    )
+    assert oncall.routine_deferral(CLINIC, saturday) == (new_york(30, 8), ())
+    assert oncall.routine_deferral(CLINIC, NOON) == (None, ())
+
+
+def test_a_silence_stored_without_a_time_zone_is_read_as_utc_not_a_crash() -> None:
+    naive = Silence(
+        silence_id=new_id(),
+        clinic="harbor-pt",
+        starts_at=(NOON - timedelta(hours=1)).replace(tzinfo=None),
+        ends_at=(NOON + timedelta(hours=1)).replace(tzinfo=None),
+        created_by="x",
+        reason="r",
+    )
+
+    assert naive.matches(intent(Severity.RELATIVE), NOON)
+    assert not naive.matches(intent(Severity.RELATIVE), NOON + timedelta(hours=2))
+    with pytest.raises(SilenceError, match="must name their time zone"):
+        paging.check_silence(naive, NOON)
+
+
+def test_a_silence_must_start_before_it_ends() -> None:
+    backwards = Silence(
+        silence_id=new_id(),
+        clinic="harbor-pt",
+        starts_at=NOON + timedelta(hours=2),
+        ends_at=NOON + timedelta(hours=1),
+        created_by="x",
+        reason="r",
+    )
+
+    with pytest.raises(SilenceError, match="must start before it ends"):
+        paging.check_silence(backwards, NOON)

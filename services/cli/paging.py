@@ -8,7 +8,9 @@ as an ``admin.changed`` domain event, so the audit log records who changed what.
 from __future__ import annotations
 
 import argparse
+import math
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 import msgspec
 from nats.js import JetStreamContext
@@ -20,16 +22,27 @@ from referral_hub.contracts.alerts import Severity
 from referral_hub.contracts.base import Modality
 from referral_hub.contracts.codec import encode
 from referral_hub.contracts.paging import AdminChanged, PageAck, PageAcknowledged
-from referral_hub.contracts.registry import Clinic, ContactChannel, Member, OnCallOverride, Rotation, WorkingHours
+from referral_hub.contracts.registry import (
+    Clinic,
+    ContactChannel,
+    Member,
+    OnCallOverride,
+    Rotation,
+    WorkingHours,
+    override_problems,
+    roster_problems,
+)
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.notifications import oncall
 from referral_hub.notifications.handlers import SILENCE_PREFIX
-from referral_hub.notifications.paging import Page, Silence, SilenceError, check_silence
+from referral_hub.notifications.paging import MAX_SILENCE, Page, Silence, SilenceError, check_silence
 from referral_hub.runtime import subjects, topology
 from referral_hub.runtime.registry import store_clinic
 from referral_hub.runtime.rejecting import HUB_SENDER
 
 OPERATOR = "hubctl"
+MAX_OVERRIDE: Final = timedelta(days=366)
+"""The longest on-call override: longer cover belongs in the rotation."""
 
 
 def parse_time(text: str | None) -> datetime:
@@ -44,14 +57,33 @@ def parse_time(text: str | None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def parse_duration(text: str) -> timedelta:
-    """``90m``, ``2h`` or ``1d``."""
-    units = {"m": "minutes", "h": "hours", "d": "days"}
+def parse_duration(text: str, longest: timedelta) -> timedelta:
+    """``90m``, ``2h`` or ``1d``: more than nothing, and no longer than ``longest``."""
+    units = {"m": 60.0, "h": 3600.0, "d": 86400.0}
     try:
-        return timedelta(**{units[text[-1]]: float(text[:-1])})
-    except (KeyError, ValueError) as exc:
+        seconds = float(text[:-1]) * units[text[-1]]
+    except (IndexError, KeyError, ValueError) as exc:
         msg = f"not a duration like 90m, 2h or 1d: {text!r}"
         raise UsageError(msg) from exc
+    if not math.isfinite(seconds) or seconds <= 0:
+        msg = f"a duration must be more than nothing, like 90m, 2h or 1d: {text!r}"
+        raise UsageError(msg)
+    if seconds > longest.total_seconds():
+        msg = f"{text!r} is longer than the longest allowed, {_days(longest)}"
+        raise UsageError(msg)
+    return timedelta(seconds=seconds)
+
+
+def _days(span: timedelta) -> str:
+    return f"{span.days} days" if span.days else str(span)
+
+
+def _refuse_roster(clinic: Clinic) -> None:
+    """A roster the hub could not page with is refused here, before it reaches the registry."""
+    problems = roster_problems(clinic)
+    if problems:
+        msg = f"the roster of {clinic.id} cannot be used: {'; '.join(problems)}"
+        raise UsageError(msg)
 
 
 async def _clinic(nats_url: str, clinic_id: str) -> Clinic:
@@ -96,6 +128,7 @@ async def oncall_show(args: argparse.Namespace) -> int:
     """``hubctl oncall --clinic X [--at TIME]``: who is on call then, and who escalation reaches."""
     clinic = await _clinic(args.nats_url, require_clinic(args))
     at = parse_time(args.at)
+    _refuse_roster(clinic)
     member = oncall.on_call(clinic, at)
     local = oncall.local_time(clinic, at)
     out(f"{clinic.id} at {local.isoformat(timespec='minutes')} ({clinic.timezone}): on call {member or 'nobody'}")
@@ -115,12 +148,20 @@ async def oncall_override(args: argparse.Namespace) -> int:
     if ends <= starts:
         msg = "--until must be later than --from"
         raise UsageError(msg)
+    if ends - starts > MAX_OVERRIDE:
+        msg = f"an override may last at most {_days(MAX_OVERRIDE)}; longer cover belongs in the rotation"
+        raise UsageError(msg)
     override = OnCallOverride(member=args.member, starts_at=starts, ends_at=ends, reason=args.reason)
+    problems = override_problems(clinic, override)
+    if problems:
+        raise UsageError("; ".join(problems))
     now = utc_now()
     kept = tuple(o for o in clinic.oncall_overrides if o.ends_at > now)
+    updated = msgspec.structs.replace(clinic, oncall_overrides=(*kept, override))
+    _refuse_roster(updated)
     await _store_clinic(
         args.nats_url,
-        msgspec.structs.replace(clinic, oncall_overrides=(*kept, override)),
+        updated,
         "oncall.override",
         f"{args.member} on call {starts.isoformat(timespec='minutes')}..{ends.isoformat(timespec='minutes')}",
     )
@@ -151,14 +192,17 @@ async def roster_set(args: argparse.Namespace) -> int:
     if unknown:
         msg = f"the rotation names people who are not members: {', '.join(unknown)}"
         raise UsageError(msg)
+    now = utc_now()
     updated = msgspec.structs.replace(
         clinic,
+        oncall_overrides=tuple(o for o in clinic.oncall_overrides if o.ends_at > now),
         members=roster.members,
         oncall=roster.oncall,
         working_hours=roster.working_hours,
         intake_channels=roster.intake_channels,
         timezone=roster.timezone or clinic.timezone,
     )
+    _refuse_roster(updated)
     await _store_clinic(args.nats_url, updated, "roster.set", f"{len(roster.members)} members")
     out(f"roster of {clinic.id}: {len(roster.members)} members, rotation {'set' if roster.oncall else 'none'}")
     return 0
@@ -172,7 +216,7 @@ async def silence_add(args: argparse.Namespace) -> int:
         silence_id=new_id(),
         clinic=clinic.id,
         starts_at=now,
-        ends_at=now + parse_duration(args.duration),
+        ends_at=now + parse_duration(args.duration, MAX_SILENCE),
         created_by=args.by,
         reason=args.reason,
         patient_ref=args.patient or "",

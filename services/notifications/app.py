@@ -15,7 +15,10 @@ from referral_hub.notifications.channels import Channels, ChannelSettings
 from referral_hub.notifications.domain import SERVICE
 from referral_hub.notifications.handlers import (
     DIGEST_PREFIX,
+    FALLBACKS,
+    OWN_METRICS,
     PATIENT_PREFIX,
+    ROSTER_INVALID,
     SILENCE_PREFIX,
     Digest,
     Notifier,
@@ -117,6 +120,8 @@ def create_app(
             await notifier[0].sweep_once()
 
     metrics.expose_service(SERVICE, handlers=(EVENTS, PAGE_ACKS))
+    metrics.expose(metrics.family_names(OWN_METRICS))
+    metrics.count_from_zero(ROSTER_INVALID, FALLBACKS)
     channels_known = [*(kind.value for kind in ChannelKind), NO_CHANNEL]
     metrics.count_from_zero(metrics.DELIVERY_ATTEMPTS, channels_known)
     metrics.count_from_zero(metrics.DELIVERY_FAILURES, channels_known)

@@ -20,6 +20,7 @@ from uuid import UUID
 
 import msgspec
 import structlog
+from prometheus_client import Counter
 
 from referral_hub.contracts.alerts import Severity
 from referral_hub.contracts.codec import SchemaViolationError, decode_hub_message, encode
@@ -32,7 +33,7 @@ from referral_hub.contracts.paging import (
     PageSuppressed,
     PageTriggered,
 )
-from referral_hub.contracts.registry import Member
+from referral_hub.contracts.registry import Clinic, ContactChannel, Member, roster_problems
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.notifications import oncall, paging
 from referral_hub.notifications.channels import Attempt, Channels, Outbound
@@ -66,6 +67,7 @@ from referral_hub.runtime.metrics import (
     ESCALATIONS,
     PAGE_ACK_SECONDS,
     PAGES,
+    LastValue,
 )
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import HUB_SENDER, Refusal, derived_id, refuse
@@ -78,6 +80,30 @@ REDELIVERY_GRACE: Final = timedelta(seconds=60)
 SILENCE_PREFIX: Final = "silence."
 DIGEST_PREFIX: Final = "digest."
 PATIENT_PREFIX: Final = "patient."
+
+ROSTER_INVALID: Final = Counter(
+    "hub_roster_invalid_total",
+    "Pages and notifications that had to work around a clinic roster the service cannot follow (unknown time "
+    "zone, hours that never begin, a rotation naming strangers), by what was done instead: page_everyone "
+    "(absolute: every member, every channel), page_leads, notify_now, digest_now. The log names the clinic.",
+    ["fallback"],
+)
+ROSTERS_INVALID: Final = LastValue(
+    "hub_rosters_invalid",
+    "Registered clinics whose roster the notifications service cannot follow, refreshed by each sweep.",
+)
+SWEEPS: Final = Counter(
+    "hub_page_sweeps_total",
+    "Escalation sweeps the notifications service completed (escalations, owed deliveries, due digests).",
+)
+SILENCES_ACTIVE: Final = LastValue(
+    "hub_silences_active",
+    "Silences in force, as the notifications service sees them, refreshed by each sweep.",
+)
+FALLBACKS: Final = ("page_everyone", "page_leads", "notify_now", "digest_now")
+"""The values of ``hub_roster_invalid_total``'s ``fallback`` label."""
+OWN_METRICS: Final = (ROSTER_INVALID, ROSTERS_INVALID, SWEEPS, SILENCES_ACTIVE)
+"""Families this module defines (beside ``runtime.metrics``' own); the service exposes them."""
 
 
 class DigestItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -217,6 +243,7 @@ class Notifier:
         self._clock = timing.clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._limiter = RateLimiter()
+        self._invalid_rosters: dict[str, tuple[str, ...]] = {}
 
     async def drain(self) -> None:
         """Wait for deliveries under way (tests, and a graceful stop)."""
@@ -307,18 +334,22 @@ class Notifier:
         """
         clinic = self._registry.get(page.intent.clinic)
         now = self._clock()
-        targets = oncall.escalation_targets(clinic, page.level, now) if clinic is not None else []
-        if not targets:
+        targets = (
+            oncall.page_targets(clinic, page.level, now, absolute=page.intent.severity is Severity.ABSOLUTE)
+            if clinic is not None
+            else oncall.Targets([])
+        )
+        if clinic is not None and targets.problems:
+            fallback = "page_everyone" if targets.every_channel else "page_leads"
+            self._roster_invalid(clinic, targets.problems, fallback, page_id=str(page.page_id), level=page.level)
+        if not targets.members:
             log.warning("page has nobody to reach", page_id=str(page.page_id), clinic=page.intent.clinic)
         outbound = render(page, page.level)
-        recorded = self._effects.apply([self._triggered(page, member) for member in targets])
+        recorded = self._effects.apply([self._triggered(page, member) for member in targets.members])
         first_attempt = asyncio.Event() if (page.level, page.cycle) == (0, 0) else None
 
-        async def reach(member: Member) -> None:
-            to = Addressee(
-                page.page_id, f"{page.page_id}/{page.step}/{member.id}", page.intent.clinic,
-                page.intent.about_message_id, member.id,
-            )  # fmt: skip
+        async def send(member: Member, seed: str, channels: tuple[ContactChannel, ...]) -> None:
+            to = Addressee(page.page_id, seed, page.intent.clinic, page.intent.about_message_id, member.id)
 
             async def report(attempt: Attempt) -> None:
                 if first_attempt is not None and not first_attempt.is_set():
@@ -326,13 +357,36 @@ class Notifier:
                     ALERT_TO_PAGE_SECONDS.observe(max((self._clock() - page.intent.source_at).total_seconds(), 0.0))
                 await self._receipt(to, attempt)
 
-            if not member.channels:
+            if not channels:
                 await self._receipt(to, Attempt("none", 0, DeliveryStatus.FAILED, "no contact channel"))
                 return
-            await self._channels.deliver(member.channels, outbound, report)
+            await self._channels.deliver(channels, outbound, report)
 
-        await asyncio.gather(recorded, *(reach(member) for member in targets))
+        async def reach(member: Member) -> None:
+            seed = f"{page.page_id}/{page.step}/{member.id}"
+            if not targets.every_channel or len(member.channels) < 2:  # noqa: PLR2004 - one channel needs no fan-out
+                await send(member, seed, member.channels)
+                return
+            await asyncio.gather(
+                *(
+                    send(member, seed if index == 0 else f"{seed}/{index}", (channel,))
+                    for index, channel in enumerate(member.channels)
+                )
+            )
+
+        await asyncio.gather(recorded, *(reach(member) for member in targets.members))
         await self._mark_delivered(page, revision)
+
+    def _roster_invalid(self, clinic: Clinic, problems: tuple[str, ...], fallback: str, **fields: object) -> None:
+        """Count and log a page or notification that had to work around ``clinic``'s roster."""
+        ROSTER_INVALID.labels(fallback).inc()
+        log.error(
+            "clinic roster cannot be followed; worked around it",
+            clinic=clinic.id,
+            problems=list(problems),
+            fallback=fallback,
+            **fields,
+        )
 
     def _triggered(self, page: Page, member: Member) -> Outgoing:
         intent = page.intent
@@ -396,13 +450,16 @@ class Notifier:
         clinic = self._registry.get(intent.clinic)
         if clinic is None:
             return []
-        if oncall.in_working_hours(clinic, now):
+        deferred_until, problems = oncall.routine_deferral(clinic, now)
+        if problems:
+            self._roster_invalid(clinic, problems, "notify_now", topic=intent.topic)
+        if deferred_until is None:
             notification = queued(intent, now, None)
             self._spawn(
                 self._deliver_routine(intent.clinic, intent.topic, intent.summary, notification.notification_id)
             )
         else:
-            notification = queued(intent, now, oncall.next_working_start(clinic, now))
+            notification = queued(intent, now, deferred_until)
             item = DigestItem(
                 notification_id=notification.notification_id, topic=intent.topic, summary=intent.summary, at=now
             )
@@ -527,9 +584,32 @@ class Notifier:
                 actions += 1
         for digest in self._stores.pending_digests.values():
             clinic = self._registry.get(digest.clinic)
-            if clinic is not None and oncall.in_working_hours(clinic, now):
-                actions += await self._send_digest(digest)
+            if clinic is None:
+                continue
+            deferred_until, problems = oncall.routine_deferral(clinic, now)
+            if deferred_until is None:
+                sent = await self._send_digest(digest)
+                if sent and problems:
+                    self._roster_invalid(clinic, problems, "digest_now")
+                actions += sent
+        self._check_rosters()
+        SILENCES_ACTIVE.set(sum(1 for silence in self._stores.silences.values() if silence.in_force(now)))
+        SWEEPS.inc()
         return actions
+
+    def _check_rosters(self) -> None:
+        """Count the clinics whose roster cannot be followed; log each as it breaks and as it is mended."""
+        invalid = {}
+        for clinic in self._registry.clinics():
+            problems = tuple(roster_problems(clinic))
+            if problems:
+                invalid[clinic.id] = problems
+                if self._invalid_rosters.get(clinic.id) != problems:
+                    log.error("clinic roster cannot be followed", clinic=clinic.id, problems=list(problems))
+        for mended in self._invalid_rosters.keys() - invalid.keys():
+            log.info("clinic roster can be followed again", clinic=mended)
+        self._invalid_rosters = invalid
+        ROSTERS_INVALID.set(len(invalid))
 
     async def _revision(self, page: Page) -> int | None:
         stored = await self._stores.pages.load(str(page.page_id))

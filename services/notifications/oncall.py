@@ -3,14 +3,21 @@
 Rotations hand off at a wall-clock time in the clinic's own time zone, so a daylight-saving
 change moves the hand-off with the clinic's clock rather than by an hour. An override
 covering the moment wins over the rotation; the latest-starting one wins over others.
+
+A roster that cannot be followed (a time zone the hub does not know, hours that never begin,
+a rotation naming strangers: :func:`~referral_hub.contracts.registry.roster_problems`) is
+refused where it is set, but one may be stored anyway. :func:`page_targets` and
+:func:`routine_deferral` then work around it rather than fail: an absolute page goes to every
+member on every channel, another page to the clinical leads, a routine notification at once.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from referral_hub.contracts.registry import Clinic, Member, Role
+from referral_hub.contracts.registry import Clinic, Member, Role, roster_problems
 
 
 def _clock(text: str) -> time:
@@ -69,3 +76,47 @@ def next_working_start(clinic: Clinic, at: datetime) -> datetime:
         if candidate > local and day.weekday() in clinic.working_hours.weekdays:
             return candidate.astimezone(at.tzinfo)
     return at
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Whom a page level reaches, and how."""
+
+    members: list[Member]
+    every_channel: bool = False
+    """Every one of each member's channels at once, rather than the first that works."""
+    problems: tuple[str, ...] = ()
+    """Why the roster could not be followed; empty when it was."""
+
+
+def page_targets(clinic: Clinic, level: int, at: datetime, *, absolute: bool) -> Targets:
+    """Whom escalation level ``level`` pages, even when the clinic's roster cannot be followed.
+
+    With a broken roster nobody can say who is on call: an absolute page goes to every member
+    on every channel (the safety floor), any other page to the clinical leads (level 1's
+    targets, which need no clock).
+    """
+    problems = tuple(roster_problems(clinic))
+    if not problems:
+        try:
+            return Targets(escalation_targets(clinic, level, at))
+        except Exception as exc:  # noqa: BLE001 - the floor must hold even for a problem the checks missed
+            problems = (f"on-call could not be worked out: {exc!r}",)
+    if absolute:
+        return Targets(list(clinic.members), every_channel=True, problems=problems)
+    return Targets(escalation_targets(clinic, max(level, 1), at), problems=problems)
+
+
+def routine_deferral(clinic: Clinic, at: datetime) -> tuple[datetime | None, tuple[str, ...]]:
+    """When a routine notification goes out (``None``: now), and why the roster was not followed, if it was not.
+
+    Outside working hours it waits for the next start; with hours or a time zone that cannot
+    be read it goes out at once, since late is worse than early.
+    """
+    problems = tuple(roster_problems(clinic))
+    if not problems:
+        try:
+            return (None if in_working_hours(clinic, at) else next_working_start(clinic, at)), ()
+        except Exception as exc:  # noqa: BLE001 - the floor must hold even for a problem the checks missed
+            problems = (f"working hours could not be worked out: {exc!r}",)
+    return None, problems

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 from uuid import UUID
 
@@ -123,12 +123,20 @@ class Silence(msgspec.Struct, frozen=True, kw_only=True):
     severities: tuple[Severity, ...] = (Severity.RELATIVE, Severity.LOCAL, Severity.CAUTION)
     starts_at: datetime | None = None
 
+    def in_force(self, at: datetime) -> bool:
+        """Whether the silence has begun and not yet ended at ``at``.
+
+        A time stored without a zone (a record written by hand, not by ``hubctl``) reads as
+        UTC rather than failing every page that consults the silences.
+        """
+        starts = _aware(self.starts_at) if self.starts_at is not None else None
+        return (starts is None or starts <= at) and at < _aware(self.ends_at)
+
     def matches(self, intent: PageIntent, at: datetime) -> bool:
         """Whether this silence covers ``intent`` at ``at``; never an absolute page."""
         return (
             intent.severity is not Severity.ABSOLUTE
-            and (self.starts_at is None or self.starts_at <= at)
-            and at < self.ends_at
+            and self.in_force(at)
             and self.clinic == intent.clinic
             and intent.severity in self.severities
             and (not self.patient_ref or self.patient_ref == intent.patient_ref)
@@ -136,14 +144,24 @@ class Silence(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 class SilenceError(ValueError):
     """A silence that cannot be accepted."""
 
 
 def check_silence(silence: Silence, now: datetime) -> None:
-    """A silence must expire, within 30 days, and may not name absolute severity."""
+    """A silence must expire, within 30 days, start before it ends, and may not name absolute severity."""
     if Severity.ABSOLUTE in silence.severities:
         msg = "absolute contraindication pages cannot be silenced"
+        raise SilenceError(msg)
+    if silence.ends_at.tzinfo is None or (silence.starts_at is not None and silence.starts_at.tzinfo is None):
+        msg = "a silence's start and end must name their time zone"
+        raise SilenceError(msg)
+    if silence.starts_at is not None and silence.starts_at >= silence.ends_at:
+        msg = "a silence must start before it ends"
         raise SilenceError(msg)
     if silence.ends_at <= now:
         msg = "a silence must end in the future"
