@@ -26,7 +26,7 @@ from typing import Any, Final
 from nats.js import api
 
 from referral_hub.audit.adapters import ForeignMessage, read_chain
-from referral_hub.audit.checkpoints import new_key_seed
+from referral_hub.audit.checkpoints import VERIFIER_KEY_FILE, new_key_seed, write_verifier_key
 from referral_hub.audit.domain import verify
 from referral_hub.cli.commands import SERVICES, connect, describe_item, out
 from referral_hub.client import InboxItem
@@ -352,6 +352,8 @@ def _banner(
         out(f"  {service.name:<15} metrics {service.metrics_url}{probes}  log {service.log_path}")
     out(f"  registry        {clinics} clinics (hubctl clinics --nats-url {server.url})")
     out(f"  credentials     {args.data_dir / 'auth'}: one nkey per clinic and hub user; hubctl finds them there")
+    verifier = write_verifier_key(args.data_dir / "audit-signing.key", args.data_dir / "auth" / VERIFIER_KEY_FILE)
+    out(f"  audit key       HUB_AUDIT_VERIFIER_KEY={verifier}  (pin it wherever the log is verified)")
     glass = break_glass_dir_for(args.data_dir / "auth")
     out(f"  break-glass     {glass}: stream upgrades only (hubctl provision --break-glass); never used by default")
     out(f"  try, in another terminal:  .venv/bin/hubctl inbox --clinic lotus-acu --nats-url {server.url}")
