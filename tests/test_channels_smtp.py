@@ -103,7 +103,7 @@ async def test_plain_smtp_carries_one_message_id_across_retries() -> None:
 async def test_smtp_over_implicit_tls_with_a_login(pki: tuple[ssl.SSLContext, Path]) -> None:
     context, ca = pki
     sink = MailSink()
-    # aiosmtpd counts only STARTTLS as TLS for AUTH; this session is TLS from its first byte.
+    # aiosmtpd counts only STARTTLS as TLS for AUTH; this SMTP connection is TLS from its first byte.
     options = {"authenticator": authenticate, "auth_required": True, "auth_require_tls": False}
     with serve(sink, ssl_context=context, **options) as port:
         env = {
