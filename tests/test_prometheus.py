@@ -4,8 +4,9 @@
 binary fails these tests rather than skipping them.
 
 One ``hubctl up`` (three services and the NATS exporter) runs for the whole module, scraped by
-a real Prometheus every second with ``deploy/prometheus/prometheus.yml``'s jobs and the alert
-rules exactly as deployed (no ``for:`` is shortened). In order:
+a real Prometheus every 2 s (rules evaluated every second) with ``deploy/prometheus/prometheus.yml``'s
+jobs and the alert rules exactly as deployed: no ``for:`` is shortened, since ``HubServiceDown``
+is pending at the first evaluation that sees a failed scrape. In order:
 - a healthy hub raises no alert, pending or firing, for two minutes;
 - every ``hub_`` family comes from the one job that owns it, and promtool, fed each job's
   real series held steady, finds no alert either;
@@ -243,7 +244,7 @@ def scraped_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapedHub
         # prometheus.yml's own jobs, each target moved from hubctl up's default ports to this run's.
         targets = {job: f"127.0.0.1:{metrics_base + ports[0] - DEFAULT_METRICS_BASE}" for job, ports in jobs.items()}
         config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": "2s", "scrape_timeout": "2s", "evaluation_interval": "1s"},
             "rule_files": [str(RULES)],
             "scrape_configs": [
                 {"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in targets.items()

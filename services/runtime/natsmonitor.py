@@ -34,8 +34,10 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 
 DEFAULT_PORT: Final = 9104
 """After ``hubctl up``'s three services (9101-9103)."""
-TIMEOUT_SECONDS: Final = 2.0
-"""Per request; a scrape reads all servers at once, so it takes about one of these at worst."""
+TIMEOUT_SECONDS: Final = 1.0
+"""Per request. A scrape sends every request (each server's ``/varz`` and ``/jsz``) at once, so
+it takes about one of these at worst, well inside Prometheus's scrape timeout."""
+ENDPOINTS: Final = ("/varz", "/jsz")
 MONITOR_URL_ENV: Final = "NATS_MONITOR_URL"
 """Comma-separated monitoring URLs, when no ``--nats-monitor-url`` is given."""
 
@@ -95,7 +97,7 @@ class NatsMonitor:
             raise ValueError(msg)
         self.urls = tuple(url.rstrip("/") for url in urls)
         self._timeout = timeout
-        self._pool = ThreadPoolExecutor(max_workers=len(self.urls), thread_name_prefix="nats-monitor")
+        self._pool = ThreadPoolExecutor(max_workers=len(self.urls) * len(ENDPOINTS), thread_name_prefix="nats-monitor")
 
     def _get(self, url: str) -> dict[str, Any]:
         with urllib.request.urlopen(url, timeout=self._timeout) as reply:  # noqa: S310 - the operator's own monitoring URL
@@ -105,15 +107,18 @@ class NatsMonitor:
             raise TypeError(msg)
         return data
 
-    def _read(self, url: str) -> Snapshot:
+    def _answer(self, url: str) -> dict[str, Any]:
+        """The endpoint's JSON, or ``{}`` if it did not answer with a JSON object in time."""
         try:
-            return Snapshot(server_label(url), self._get(f"{url}/varz"), self._get(f"{url}/jsz"))
+            return self._get(url)
         except (OSError, ValueError, TypeError):
-            return Snapshot(server_label(url), {}, {})
+            return {}
 
     def snapshots(self) -> list[Snapshot]:
-        """Every server's answers, read concurrently."""
-        return list(self._pool.map(self._read, self.urls))
+        """Every server's answers, all requests at once."""
+        requests = [(url, path) for url in self.urls for path in ENDPOINTS]
+        answers = dict(zip(requests, self._pool.map(self._answer, [url + path for url, path in requests]), strict=True))
+        return [Snapshot(server_label(url), answers[url, "/varz"], answers[url, "/jsz"]) for url in self.urls]
 
     def describe(self) -> Iterable[Metric]:
         """Nothing: the registry must not scrape NATS to learn the names when this is registered."""
