@@ -49,8 +49,9 @@ def create_app(
     The signing key may also be a signed-note ``PRIVATE+KEY+...`` key; while rotating, it is
     the new key and then the old one, one per line (``checkpoints.load_key``). A malformed
     key stops the service at once. With ``witness_inboxes`` every checkpoint is also delivered
-    to every clinic's inbox (``audit.witnessing``; from the audit account this needs the
-    imports its ``NEEDED_FROM_HUB`` names).
+    to every clinic's inbox (``audit.witnessing``; from the audit account it uses the imports
+    its ``NEEDED_FROM_HUB`` names, which ``runtime.natsauth`` grants). ``hubctl run audit``
+    always witnesses.
     """
     policy = checkpoints or CheckpointPolicy()
     broker = new_broker(nats_url, SERVICE)

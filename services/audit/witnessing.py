@@ -9,8 +9,9 @@ registry. Delivery is best effort: a checkpoint that did not reach an inbox is l
 the next one covers everything it did (a consistency proof from any later checkpoint
 covers the earlier tree).
 
-From the audit account, under authorization, this needs what ``runtime.natsauth`` must grant
-the ``audit`` user (see :data:`NEEDED_FROM_HUB`); without it, delivery fails and is logged.
+From the audit account, under authorization, this uses exactly what ``runtime.natsauth``
+grants the ``audit`` user for it (:data:`NEEDED_FROM_HUB`): storing that one message type in
+any inbox, and single-message reads of the inbox heads and the registry.
 """
 
 from __future__ import annotations

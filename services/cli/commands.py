@@ -147,7 +147,11 @@ def run_service(args: argparse.Namespace) -> int:
             seconds=float(os.environ.get("HUB_AUDIT_CHECKPOINT_SECONDS", "60")),
         )
         app = audit_app.create_app(
-            args.nats_url, nats_monitor_url=args.nats_monitor_url, signing_key=audit_signing_key(), checkpoints=policy
+            args.nats_url,
+            nats_monitor_url=args.nats_monitor_url,
+            signing_key=audit_signing_key(),
+            checkpoints=policy,
+            witness_inboxes=True,
         )
     else:
         app = SERVICES[args.service](args.nats_url)

@@ -263,6 +263,7 @@ def service_permissions(service: str) -> Permissions:
                 subjects.deadletter(service),
                 *hub_pulls,
                 *(f"{HUB_API_PREFIX}.STREAM.INFO.{stream}" for stream in _HUB_STREAMS),
+                *_witness_rights(),
                 f"{JS_API}.INFO",
                 *(right for stream in audit_streams for right in _stream_read_api(stream)),
                 *(f"$JS.ACK.{spec.stream}.{spec.durable}.>" for spec in service_consumers(service)),
@@ -400,7 +401,36 @@ def audit_links() -> tuple[Link, ...]:
         for stream in _HUB_STREAMS
     ]
     links.append(Link("service", subjects.deadletter("audit"), HUB_ACCOUNT, AUDIT_ACCOUNT))
+    links.append(Link("service", subjects.clinic_in("*", WITNESSED), HUB_ACCOUNT, AUDIT_ACCOUNT))
+    links += [
+        Link(
+            "service",
+            f"{JS_API}.STREAM.MSG.GET.{stream}",
+            HUB_ACCOUNT,
+            AUDIT_ACCOUNT,
+            f"{HUB_API_PREFIX}.STREAM.MSG.GET.{stream}",
+        )
+        for stream in _WITNESS_READS
+    ]
     return tuple(links)
+
+
+WITNESSED: Final = "audit.checkpoint.witnessed"
+"""The inbox message type of a signed checkpoint delivered to a clinic (``audit.witnessing``)."""
+_WITNESS_READS: Final = (topology.CLINIC_IN, f"KV_{topology.REGISTRY_KV}")
+"""What the audit service reads in the hub account to witness: inbox heads and the clinic list."""
+
+
+def _witness_rights() -> tuple[str, ...]:
+    """The audit user's rights to deliver checkpoints to inboxes: that one message type, and two reads.
+
+    It can store exactly ``clinic.<id>.in.audit.checkpoint.witnessed`` (a message that carries
+    nothing but a signed checkpoint) and read the inbox heads and registry it numbers by.
+    """
+    return (
+        subjects.clinic_in("*", WITNESSED),
+        *(f"{HUB_API_PREFIX}.STREAM.MSG.GET.{stream}" for stream in _WITNESS_READS),
+    )
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ async def secured_hub(request, tmp_path_factory, attacked_hubs) -> AsyncIterator
         hub.auditor = await nats.connect(server.url, **credentials.for_hub_user(natsauth.AUDITOR).connect_options())
         hub.audit = AuditLog(hub.auditor)
         try:
-            async with running_services(hub):
+            async with running_services(hub, getattr(request.module, "SERVICE_FACTORIES", None)):
                 yield hub
                 for client in hub.clients.values():
                     with contextlib.suppress(Exception):

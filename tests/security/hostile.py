@@ -414,10 +414,12 @@ def service_factories() -> dict[str, Callable[[str], ServiceApp]]:
 
 
 @contextlib.asynccontextmanager
-async def running_services(hub: AttackedHub) -> AsyncIterator[None]:
-    """Run the three services in this event loop until the generator is closed."""
+async def running_services(
+    hub: AttackedHub, factories: dict[str, Callable[[str], ServiceApp]] | None = None
+) -> AsyncIterator[None]:
+    """Run the three services (``factories``, by default :func:`service_factories`) until closed."""
     stop = asyncio.Event()
-    factories = service_factories()
+    factories = factories or service_factories()
     hub.metrics_ports = {name: free_port() for name in factories}
     tasks = [
         asyncio.create_task(serve(factory(hub.url), ServiceSettings(hub.url, hub.metrics_ports[name]), stop))
