@@ -3,7 +3,7 @@
 Provisioning and the services both read these declarations, so a consumer that a service
 binds to is always exactly the one ``hubctl provision`` created.
 
-Durability choices (see README, "Durability"):
+Durability choices (see docs/durability.md):
 - file storage everywhere; the inbox and out streams are store-and-forward buffers;
 - ``Nats-Msg-Id`` de-duplication windows long enough to cover a client's retries and a
   service's crash-and-restart;
