@@ -44,6 +44,7 @@ from referral_hub.notifications.paging import EscalationPolicy, Page, PageStatus
 from referral_hub.notifications.webhooks import WebhookSecrets, new_secret, signed_headers, verify
 from referral_hub.referrals import app as referrals_app
 from referral_hub.runtime import subjects, topology
+from referral_hub.runtime.ids import derived_id
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
 from referral_hub.runtime.registry import store_clinic
 from referral_hub.runtime.service import ServiceApp
@@ -309,6 +310,9 @@ async def test_an_alert_pages_the_on_call_member_by_a_signed_webhook(paging_hub:
     assert not verify([SECRETS[ACU]], call.body, call.headers), "another clinic's secret verified a page"
     receipts = await eventually(lambda: receipts_for(hub, page.page_id, "delivered"))
     assert [(r.member, r.channel) for r in receipts] == [("ben.okafor", "webhook")]
+    # The id names this page step for this member, so a step redelivered after a crash repeats it.
+    assert call.headers["webhook-id"] == str(receipts[0].notification_id)
+    assert receipts[0].notification_id == derived_id(f"{page.page_id}/0/0/0/ben.okafor", "notification")
 
 
 async def _async(value: object) -> object:

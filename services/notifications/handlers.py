@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -349,7 +350,13 @@ class Notifier:
         first_attempt = asyncio.Event() if (page.level, page.cycle) == (0, 0) else None
 
         async def send(member: Member, seed: str, channels: tuple[ContactChannel, ...]) -> None:
-            to = Addressee(page.page_id, seed, page.intent.clinic, page.intent.about_message_id, member.id)
+            # The id is derived from the page step and the member, so a redelivered step (after a
+            # crash) carries the same webhook-id / Message-ID / Idempotency-Key as the first try.
+            notification_id = derived_id(seed, "notification")
+            to = Addressee(
+                page.page_id, seed, page.intent.clinic, page.intent.about_message_id, member.id, notification_id
+            )
+            addressed = dataclasses.replace(outbound, notification_id=str(notification_id))
 
             async def report(attempt: Attempt) -> None:
                 if first_attempt is not None and not first_attempt.is_set():
@@ -360,7 +367,7 @@ class Notifier:
             if not channels:
                 await self._receipt(to, Attempt("none", 0, DeliveryStatus.FAILED, "no contact channel"))
                 return
-            await self._channels.deliver(channels, outbound, report)
+            await self._channels.deliver(channels, addressed, report)
 
         async def reach(member: Member) -> None:
             seed = f"{page.page_id}/{page.step}/{member.id}"
@@ -481,6 +488,7 @@ class Notifier:
             subject=f"Referral Hub: {topic}",
             text=text,
             payload={"type": "notification", "topic": topic, "clinic": clinic_id, "text": text},
+            notification_id=str(notification_id),
         )
 
         desk = Addressee(notification_id, str(notification_id), clinic_id, notification_id, None, notification_id)
