@@ -1,12 +1,20 @@
 """A referral as FHIR R4: a ServiceRequest (what was asked) and a Task (where it stands).
 
-Shaped after the HL7 BSeR profile: the Task's ``businessStatus`` carries the BSeR code,
-``status`` the FHIR Task status, and the Task has a placer (PLAC) and a filler (FILL)
-identifier. Plain dicts, so the output is exactly the JSON a FHIR server would accept.
+Shaped after the HL7 BSeR profile: the Task's ``businessStatus`` carries the BSeR code with
+its display from the IG's CodeSystem, ``status`` the FHIR Task status, and the Task has a
+placer (PLAC) and a filler (FILL) identifier. Plain dicts, so the output is exactly the JSON
+a FHIR server would accept.
+
+The Bundle stands on its own: each entry's ``fullUrl`` is a ``urn:uuid:`` with a name-based
+(version 5) UUID made from the referral id, so exporting a referral twice names its
+resources alike, and the Task's ``basedOn`` and ``focus`` point at the ServiceRequest's
+``fullUrl``, which resolves inside the Bundle. Clinics and the patient are logical
+references (identifiers), since the hub holds no Organization or Patient resources.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Final
 
 from referral_hub.contracts.referrals import ReferralState
@@ -14,9 +22,26 @@ from referral_hub.referrals import lifecycle
 from referral_hub.referrals.domain import Referral
 
 BSER_STATUS_SYSTEM: Final = "http://hl7.org/fhir/us/bser/CodeSystem/TaskBusinessStatusCS"
+BSER_DISPLAY: Final = {
+    "2.0": "Service Request Created",
+    "3.0": "Service Request Accepted",
+    "4.0": "Service Request Declined",
+    "5.1.1": "Service Request Event Scheduled",
+    "5.1.2": "Scheduled Service Request Event Unattended",
+    "5.1.3": "Scheduled Service Request Event Cancelled",
+    "5.1.4": "Service Request Event Completed",
+    "5.2": "Service Request Cancellation Requested",
+    "6.0": "Service Request Fulfillment Cancelled",
+    "7.0": "Service Request Fulfillment Completed",
+}
+"""The display of each code the hub uses, as the BSeR IG's CodeSystem (STU2) words it."""
 IDENTIFIER_TYPE_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v2-0203"
 ICD10_SYSTEM: Final = "http://hl7.org/fhir/sid/icd-10-cm"
 REFERRAL_ID_SYSTEM: Final = "urn:referral-hub:referral-id"
+CLINIC_SYSTEM: Final = "urn:referral-hub:clinic"
+PATIENT_REF_SYSTEM: Final = "urn:referral-hub:patient-ref"
+RESOURCE_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "urn:referral-hub:fhir")
+"""The namespace of the resources' name-based UUIDs."""
 SERVICE_REQUEST_STATUS: Final = {
     ReferralState.CLOSED: "completed",
     ReferralState.DECLINED: "revoked",
@@ -24,12 +49,39 @@ SERVICE_REQUEST_STATUS: Final = {
 }
 
 
+def resource_id(resource_type: str, referral: Referral) -> str:
+    """The UUID of one of a referral's resources: its ``id``, and its ``fullUrl`` after ``urn:uuid:``."""
+    return str(uuid.uuid5(RESOURCE_NAMESPACE, f"{resource_type}/{referral.referral_id}"))
+
+
+def business_status(referral: Referral) -> lifecycle.Status:
+    """The referral's BSeR status, as its last transition announced it.
+
+    A referral cancelled after an appointment was scheduled is "Scheduled Service Request
+    Event Cancelled" (5.1.3), not the plain 6.0, as ``domain`` says in its event.
+    """
+    if referral.state is ReferralState.CANCELLED and any(
+        item.state is ReferralState.SCHEDULED for item in referral.history
+    ):
+        return lifecycle.SCHEDULED_EVENT_CANCELLED
+    return lifecycle.STATUS[referral.state]
+
+
+def _clinic(clinic_id: str) -> dict[str, Any]:
+    return {"type": "Organization", "identifier": {"system": CLINIC_SYSTEM, "value": clinic_id}}
+
+
 def bundle(referral: Referral) -> dict[str, Any]:
     """A FHIR R4 collection Bundle holding the referral's ServiceRequest and Task."""
     request = referral.request
-    status = lifecycle.STATUS[referral.state]
-    service_request_id = f"sr-{referral.referral_id}"
+    status = business_status(referral)
+    service_request_id = resource_id("ServiceRequest", referral)
+    task_id = resource_id("Task", referral)
+    service_request_url = f"urn:uuid:{service_request_id}"
     identifier = {"system": REFERRAL_ID_SYSTEM, "value": str(referral.referral_id)}
+    reason: dict[str, Any] = {"text": request.reason}
+    if request.icd10_codes:
+        reason["coding"] = [{"system": ICD10_SYSTEM, "code": code} for code in request.icd10_codes]
     service_request = {
         "resourceType": "ServiceRequest",
         "id": service_request_id,
@@ -38,44 +90,41 @@ def bundle(referral: Referral) -> dict[str, Any]:
         "intent": "order",
         "priority": "urgent" if request.urgency.value == "urgent" else "routine",
         "code": {"text": f"Referral for {request.modality.value.replace('_', ' ')}"},
-        "subject": {"identifier": {"system": "urn:referral-hub:patient-ref", "value": referral.patient_ref}},
+        "subject": {"type": "Patient", "identifier": {"system": PATIENT_REF_SYSTEM, "value": referral.patient_ref}},
         "authoredOn": referral.history[0].at.isoformat(),
-        "requester": {"identifier": {"value": referral.referring_clinic}},
-        "performer": [{"identifier": {"value": referral.recipient_clinic}}],
-        "reasonCode": [
-            {
-                "coding": [{"system": ICD10_SYSTEM, "code": code} for code in request.icd10_codes],
-                "text": request.reason,
-            },
-        ],
+        "requester": _clinic(referral.referring_clinic),
+        "performer": [_clinic(referral.recipient_clinic)],
+        "reasonCode": [reason],
     }
     task = {
         "resourceType": "Task",
-        "id": f"task-{referral.referral_id}",
+        "id": task_id,
         "identifier": [
             {
                 **identifier,
                 "type": {"coding": [{"system": IDENTIFIER_TYPE_SYSTEM, "code": "PLAC"}]},
-                "assigner": {"identifier": {"value": referral.referring_clinic}},
+                "assigner": _clinic(referral.referring_clinic),
             },
             {
                 **identifier,
                 "type": {"coding": [{"system": IDENTIFIER_TYPE_SYSTEM, "code": "FILL"}]},
-                "assigner": {"identifier": {"value": referral.recipient_clinic}},
+                "assigner": _clinic(referral.recipient_clinic),
             },
         ],
-        "basedOn": [{"reference": f"ServiceRequest/{service_request_id}"}],
+        "basedOn": [{"reference": service_request_url, "type": "ServiceRequest"}],
         "status": status.fhir_task_status,
         "businessStatus": {
-            "coding": [{"system": BSER_STATUS_SYSTEM, "code": status.bser_code, "display": status.bser_display}]
+            "coding": [
+                {"system": BSER_STATUS_SYSTEM, "code": status.bser_code, "display": BSER_DISPLAY[status.bser_code]}
+            ]
         },
         "intent": "order",
-        "focus": {"reference": f"ServiceRequest/{service_request_id}"},
+        "focus": {"reference": service_request_url, "type": "ServiceRequest"},
         "for": service_request["subject"],
         "authoredOn": referral.history[0].at.isoformat(),
         "lastModified": referral.history[-1].at.isoformat(),
-        "requester": {"identifier": {"value": referral.referring_clinic}},
-        "owner": {"identifier": {"value": referral.recipient_clinic}},
+        "requester": _clinic(referral.referring_clinic),
+        "owner": _clinic(referral.recipient_clinic),
     }
     outcome = next((item.outcome for item in reversed(referral.history) if item.outcome is not None), None)
     if outcome is not None:
@@ -92,7 +141,7 @@ def bundle(referral: Referral) -> dict[str, Any]:
         "resourceType": "Bundle",
         "type": "collection",
         "entry": [
-            {"fullUrl": f"urn:uuid:{service_request_id}", "resource": service_request},
-            {"fullUrl": f"urn:uuid:task-{referral.referral_id}", "resource": task},
+            {"fullUrl": service_request_url, "resource": service_request},
+            {"fullUrl": f"urn:uuid:{task_id}", "resource": task},
         ],
     }
