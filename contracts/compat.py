@@ -3,6 +3,11 @@
 A published contract may gain optional fields, new enum values and new union members. It
 may never lose a field, change a field's schema, or gain a required field: any of those
 breaks a clinic that was built against the published version.
+
+The check compares component maps (each contract's schema by name, as the AsyncAPI
+document's ``components.schemas`` holds them), so the snapshot is independent of how the
+export is packaged. The export (:func:`schema_document`) is the same components, re-rooted
+as one self-contained JSON Schema 2020-12 document a validator needs nothing else for.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from typing import Any, Final
 
 import msgspec
 
-from referral_hub.contracts.audit import AuditEntry
-from referral_hub.contracts.codec import COMMAND_TYPES, HUB_MESSAGE_TYPES
+from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry
+from referral_hub.contracts.codec import COMMAND_TYPES, HUB_MESSAGE_TYPES, ClinicCommand, HubMessage
+from referral_hub.contracts.inbox import InboxPage, InboxRead
 from referral_hub.contracts.registry import Registry
 from referral_hub.contracts.rejections import DeadLetter
 
@@ -26,19 +32,80 @@ EXPORTED_TYPES: Final[tuple[type[msgspec.Struct], ...]] = (
     *HUB_MESSAGE_TYPES,
     DeadLetter,
     AuditEntry,
+    AuditCheckpoint,
+    InboxRead,
+    InboxPage,
     Registry,
 )
+COMPONENT_REF: Final = "#/components/schemas/"
+DEFS_REF: Final = "#/$defs/"
+SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_ID: Final = f"urn:referral-hub:contracts:{PUBLISHED_VERSION}"
+"""The export's ``$id``: a name, not a location, so nothing is ever fetched to resolve a ref."""
+WIRE_UNIONS: Final = {"ClinicCommand": ClinicCommand, "HubMessage": HubMessage}
+"""The tagged unions a reader decodes a subject's messages with, exported under these names."""
+WIRE_ROOTS: Final = ("ClinicCommand", "HubMessage", "DeadLetter", "AuditEntry", "AuditCheckpoint")
+"""What the export's root accepts: any message the hub stores on a stream subject."""
 _IGNORED_KEYS: Final = frozenset({"description", "title", "examples"})
 
 
 def current_components() -> dict[str, Schema]:
     """JSON Schema components of every exported contract, keyed by Struct name, as JSON sees them."""
-    _, components = msgspec.json.schema_components(
-        EXPORTED_TYPES,
-        ref_template="#/components/schemas/{name}",
-    )
+    _, components = msgspec.json.schema_components(EXPORTED_TYPES, ref_template=COMPONENT_REF + "{name}")
     normalised: dict[str, Schema] = json.loads(msgspec.json.encode(components))
     return normalised
+
+
+def union_components() -> dict[str, Schema]:
+    """The schemas of :data:`WIRE_UNIONS`: each an ``anyOf`` of its members, discriminated by ``type``."""
+    unions, _ = msgspec.json.schema_components(tuple(WIRE_UNIONS.values()), ref_template=COMPONENT_REF + "{name}")
+    named: dict[str, Schema] = json.loads(msgspec.json.encode(dict(zip(WIRE_UNIONS, unions, strict=True))))
+    return named
+
+
+def _defs_ref(ref: object) -> object:
+    if isinstance(ref, str) and ref.startswith(COMPONENT_REF):
+        return DEFS_REF + ref.removeprefix(COMPONENT_REF)
+    return ref
+
+
+def _rerooted(node: object) -> object:
+    """``node`` with every reference into ``components.schemas`` pointed at ``$defs`` instead.
+
+    References are the ``$ref`` values and the values of a ``discriminator``'s ``mapping``.
+    """
+    if isinstance(node, list):
+        return [_rerooted(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    rerooted = {key: _defs_ref(value) if key == "$ref" else _rerooted(value) for key, value in node.items()}
+    discriminator = rerooted.get("discriminator")
+    if isinstance(discriminator, dict) and isinstance(discriminator.get("mapping"), dict):
+        mapping = {tag: _defs_ref(ref) for tag, ref in discriminator["mapping"].items()}
+        rerooted["discriminator"] = {**discriminator, "mapping": mapping}
+    return rerooted
+
+
+def schema_document() -> Schema:
+    """Every contract as one self-contained JSON Schema 2020-12 document (``hubctl contracts export``).
+
+    Each contract is under ``$defs`` by its Struct name, with the two wire unions beside them;
+    every ``$ref`` points inside the document. The root accepts any message the hub stores
+    on a stream subject; validate one contract with ``{"$ref": "<$id>#/$defs/<Name>"}``.
+    """
+    definitions = _rerooted({**current_components(), **union_components()})
+    return {
+        "$schema": SCHEMA_DIALECT,
+        "$id": SCHEMA_ID,
+        "title": f"Referral Hub contracts {PUBLISHED_VERSION}",
+        "description": (
+            "Every message contract of the Referral Hub, by name under $defs. The root accepts any "
+            "message the hub stores on a stream subject; ClinicCommand is what a clinic may publish "
+            "on clinic.<clinic_id>.out.<type>, HubMessage what it reads from clinic.<clinic_id>.in.<type>."
+        ),
+        "anyOf": [{"$ref": DEFS_REF + name} for name in WIRE_ROOTS],
+        "$defs": definitions,
+    }
 
 
 def published_components() -> dict[str, Schema]:

@@ -21,7 +21,13 @@ from referral_hub.audit.adapters import read_chain
 from referral_hub.client import ClinicClient, InboxItem, new_id, silence_nats_error_log, utc_now
 from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised, AlertResolved
 from referral_hub.contracts.base import Modality
-from referral_hub.contracts.compat import breaking_changes, current_components, published_components, render
+from referral_hub.contracts.compat import (
+    breaking_changes,
+    current_components,
+    published_components,
+    render,
+    schema_document,
+)
 from referral_hub.contracts.paging import PageAcknowledged
 from referral_hub.contracts.plans import CareTeamChanged, PlanUpdated
 from referral_hub.contracts.referrals import (
@@ -458,7 +464,7 @@ def contracts_export(args: argparse.Namespace) -> int:
 
     directory: Path = args.out
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "contracts.schema.json").write_text(render(current_components()))
+    (directory / "contracts.schema.json").write_text(render(schema_document()))
     (directory / "asyncapi.json").write_text(json.dumps(asyncapi_document(), indent=2) + "\n")
     out(f"wrote {directory / 'contracts.schema.json'} and {directory / 'asyncapi.json'}")
     return 0
