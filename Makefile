@@ -1,5 +1,5 @@
 # The two commands (see README): `make up` starts the hub, `make test` runs every check.
-# Everything a test needs is installed here, into .venv, from the package registries.
+# Everything a test needs is installed here, into .venv and node_modules, from the package registries.
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HUBCTL_ARGS ?=
 
-.PHONY: up test lint typecheck contracts unit install tools clean
+.PHONY: up test lint typecheck contracts unit install tools node clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,18 @@ tools:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-unit: install tools
+# The official AsyncAPI parser (@asyncapi/parser, pinned in package-lock.json) that the contract
+# tests run through node. Reinstalled only when the lock file is newer than the installed tree.
+# No install scripts: the one dependency that has one (@scarf/scarf) only reports downloads.
+NODE_STAMP := node_modules/.package-lock.json
+
+$(NODE_STAMP): package-lock.json package.json
+	npm ci --no-audit --no-fund --silent --ignore-scripts
+	touch $(NODE_STAMP)
+
+node: $(NODE_STAMP)
+
+unit: install tools node
 	$(BIN)/pytest
 
 # pytest runs last, so its summary is the run's closing line.

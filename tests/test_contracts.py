@@ -144,8 +144,15 @@ def test_a_request_without_optional_fields_decodes_with_defaults() -> None:
 
 
 def test_the_asyncapi_document_describes_every_durable_consumer_with_its_payload() -> None:
-    channels = asyncapi_document()["channels"]
+    document = asyncapi_document()
 
     for spec in topology.CONSUMERS:
-        assert spec.durable in channels, f"{spec.durable} is missing from the AsyncAPI document"
-        assert channels[spec.durable]["address"] == spec.filter_subject
+        operation = document["operations"].get(spec.durable)
+        assert operation is not None, f"{spec.durable} is missing from the AsyncAPI document"
+        assert operation["x-jetstream"]["filterSubject"] == spec.filter_subject
+        assert operation["messages"], f"{spec.durable} names no message"
+        for ref in operation["messages"]:
+            channel, _, name = ref["$ref"].removeprefix("#/channels/").partition("/messages/")
+            component = document["channels"][channel]["messages"][name]["$ref"].rsplit("/", 1)[-1]
+            payload = document["components"]["messages"][component]["payload"]["$ref"]
+            assert payload.rsplit("/", 1)[-1] in document["components"]["schemas"]

@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 
 from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_chain
+from referral_hub.cli.asyncapi import asyncapi_document
 from referral_hub.client import ClinicClient, InboxItem, new_id, silence_nats_error_log, utc_now
 from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised, AlertResolved
 from referral_hub.contracts.base import Modality
@@ -460,8 +461,6 @@ async def audit_verify(args: argparse.Namespace) -> int:
 
 def contracts_export(args: argparse.Namespace) -> int:
     """``hubctl contracts export``: JSON Schema of every contract, plus AsyncAPI."""
-    from referral_hub.cli.asyncapi import asyncapi_document  # noqa: PLC0415 - loads every service's wiring
-
     directory: Path = args.out
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "contracts.schema.json").write_text(render(schema_document()))
