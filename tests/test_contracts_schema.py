@@ -30,7 +30,7 @@ from referencing.jsonschema import DRAFT202012
 from referral_hub.cli import commands
 from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry
 from referral_hub.contracts.codec import COMMAND_TYPES, HUB_MESSAGE_TYPES, encode
-from referral_hub.contracts.compat import EXPORTED_TYPES
+from referral_hub.contracts.compat import EXPORTED_TYPES, breaking_changes, current_components, published_components
 from referral_hub.contracts.inbox import InboxPage, InboxRead
 from referral_hub.contracts.registry import Clinic, Registry, WorkingHours, known_timezones
 from referral_hub.contracts.rejections import DeadLetter
@@ -283,3 +283,13 @@ def test_the_documents_root_refuses_what_is_no_stored_message(exported: dict[str
     assert not root.is_valid({"type": "referral.request"}), "a command without its fields"
     assert not root.is_valid({"type": "no.such.type", "schema_version": 1})
     assert not root.is_valid([])
+
+
+def test_what_the_compatibility_check_guards_is_what_is_exported(exported: dict[str, Any]) -> None:
+    """The snapshot check compares component maps; each is the export's $defs entry, refs aside."""
+    published = published_components()
+    as_components = json.loads(json.dumps(exported["$defs"]).replace('"#/$defs/', '"#/components/schemas/'))
+
+    assert set(published) <= set(as_components)
+    assert breaking_changes(published, as_components) == []
+    assert {name: as_components[name] for name in current_components()} == current_components()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """asyncapi.json exactly as a user's `hubctl contracts export --out DIR` writes it."""
     directory = tmp_path_factory.mktemp("export")
     finished = subprocess.run(  # noqa: S603 - this repository's CLI, as a user runs it
-        [str(ROOT / ".venv" / "bin" / "hubctl"), "contracts", "export", "--out", str(directory)],
+        [sys.executable, "-m", "referral_hub.cli", "contracts", "export", "--out", str(directory)],
         capture_output=True,
         text=True,
         timeout=120,
