@@ -27,7 +27,7 @@ from referral_hub.contracts.registry import Clinic
 from referral_hub.referrals import domain, fhir, lifecycle
 from referral_hub.runtime.registry import load_registry_file
 
-from .helpers import referral_request
+from .helpers import RunningHub, hubctl, referral_request
 from .lifecycle_model import command
 
 CLINICS = {clinic.id: clinic for clinic in load_registry_file().clinics}
@@ -254,3 +254,20 @@ def test_icd10_codes_become_codings_and_their_absence_no_empty_list() -> None:
     (reason,) = bare["entry"][0]["resource"]["reasonCode"]
     assert "coding" not in reason
     assert reason["text"]
+
+
+async def test_hubctl_prints_a_bundle_that_validates_and_resolves(hub: RunningHub) -> None:
+    request = referral_request(SENDER, RECIPIENT)
+    await (await hub.clinic(SENDER)).send_and_confirm(request)
+
+    shown = await hubctl("referral", "show", str(request.referral_id), "--fhir", "--nats-url", hub.url)
+
+    assert shown.status == 0, shown.stderr
+    bundle = json.loads(shown.stdout)
+    Bundle.model_validate(bundle)
+    full_urls = {entry["fullUrl"] for entry in bundle["entry"]}
+    assert {ref for entry in bundle["entry"] for ref in references(entry["resource"])} <= full_urls
+    for url in full_urls:
+        real_uuid(url.removeprefix("urn:uuid:"))
+    (coding,) = bundle["entry"][1]["resource"]["businessStatus"]["coding"]
+    assert (coding["code"], coding["display"]) == ("2.0", "Service Request Created")
