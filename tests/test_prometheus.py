@@ -349,12 +349,16 @@ def test_each_hub_family_comes_from_the_one_job_that_owns_it(scraped_hub: Scrape
 SERIES_STEPS = 60
 
 
+TIMER_COUNTERS = {"hub_page_sweeps_total": 12}
+"""Counters a healthy service's own timer advances, per minute (the escalation sweep runs every 5 s)."""
+
+
 def steady_series(job: str, target: str, text: str, scraped_at: float) -> list[dict[str, str]]:
     """One job's real series as promtool input, held at the scraped value for an hour.
 
     Times are moved onto promtool's clock, where "now" is 0: a process started that long
     before, and the newest checkpoint keeps up with time as the live one does (one every 2 s
-    here).
+    here). Counters a timer drives (:data:`TIMER_COUNTERS`) keep ticking as they do live.
     """
     series = [{"series": f'up{{job="{job}", instance="{target}"}}', "values": f"1x{SERIES_STEPS}"}]
     for family in text_string_to_metric_families(text):
@@ -369,6 +373,8 @@ def steady_series(job: str, target: str, text: str, scraped_at: float) -> list[d
                 values = f"{sample.value - scraped_at:.3f}+60x{SERIES_STEPS}"
             elif sample.name == "process_start_time_seconds":
                 values = f"{sample.value - scraped_at:.3f}x{SERIES_STEPS}"
+            elif sample.name in TIMER_COUNTERS:
+                values = f"{sample.value:.6f}+{TIMER_COUNTERS[sample.name]}x{SERIES_STEPS}"
             else:
                 values = f"{sample.value:.6f}x{SERIES_STEPS}"
             series.append({"series": f"{sample.name}{{{selector}}}", "values": values})
