@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +27,29 @@ from referral_hub.runtime.servers import server_urls
 from referral_hub.runtime.service import ServiceApp, ServiceSettings, serve
 
 from .helpers import RunningHub
+from .security.hostile import ROWS_DIR_ENV, reported_rows, summary_table
+
+_ROWS_DIR = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One folder per run where every test process (xdist worker or not) writes its hostile-suite rows."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        directory = Path(tempfile.mkdtemp(prefix="hub-hostile-rows-"))
+        os.environ[ROWS_DIR_ENV] = str(directory)
+        config.stash[_ROWS_DIR] = directory
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The hostile suite's table of attack, expected and observed, gathered from every worker."""
+    directory = config.stash.get(_ROWS_DIR, None)
+    if directory is None:
+        return
+    rows = reported_rows(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+    if rows:
+        terminalreporter.section("hostile clients: attack, expected, observed")
+        terminalreporter.write_line(summary_table(rows))
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,7 @@ from referral_hub.runtime.provision import provision_as_operator
 from referral_hub.runtime.registry import load_registry_file
 from tests.helpers import secure_server
 
-from .hostile import ROWS, AttackedHub, AuditLog, report, running_services, summary_table
+from .hostile import AttackedHub, AuditLog, report, running_services
 
 CLINICS = [clinic.id for clinic in load_registry_file().clinics]
 HUB_READER_SECONDS = 10.0
@@ -115,9 +115,3 @@ async def secured_hub(request, tmp_path_factory, attacked_hubs) -> AsyncIterator
             for connection in (hub.admin, hub.auditor):
                 with contextlib.suppress(nats.errors.Error):
                     await connection.close()
-
-
-def pytest_terminal_summary(terminalreporter) -> None:
-    if ROWS:
-        terminalreporter.section("hostile clients: attack, expected, observed")
-        terminalreporter.write_line(summary_table())

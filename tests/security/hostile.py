@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -65,15 +66,35 @@ class Row:
 ROWS: list[Row] = []
 
 
+ROWS_DIR_ENV: Final = "HUB_HOSTILE_ROWS_DIR"
+"""Where each test process appends its rows, so the run's one table gathers every worker's."""
+
+
 def report(attack: str, expected: str, observed: str) -> None:
     """Add a line to the summary table (before the test asserts, so failures are listed too)."""
-    ROWS.append(Row(attack, expected, observed))
+    row = Row(attack, expected, observed)
+    ROWS.append(row)
+    directory = os.environ.get(ROWS_DIR_ENV)
+    if directory:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with (Path(directory) / f"{worker}.jsonl").open("a") as rows:
+            rows.write(json.dumps([row.attack, row.expected, row.observed]) + "\n")
 
 
-def summary_table() -> str:
+def reported_rows(directory: Path) -> list[Row]:
+    """Every row any test process of this run reported, by worker."""
+    return [
+        Row(*json.loads(line))
+        for path in sorted(directory.glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+        if line
+    ]
+
+
+def summary_table(reported: list[Row] | None = None) -> str:
     """The table printed at the end of a run: attack, expected, observed."""
     header = Row("attack", "expected", "observed")
-    rows = [header, *ROWS]
+    rows = [header, *(ROWS if reported is None else reported)]
     width_attack = max(len(row.attack) for row in rows)
     width_expected = max(len(row.expected) for row in rows)
     lines = [f"{row.attack:<{width_attack}}  {row.expected:<{width_expected}}  {row.observed}" for row in rows]
