@@ -59,7 +59,9 @@ BREAK_GLASS: Final = "breakglass"
 AUDIT_BREAK_GLASS: Final = "audit-breakglass"
 """Every right in the audit account. Kept apart, never used by default."""
 SERVICE_USERS: Final = ("referrals", "notifications", "audit")
-HUB_USERS: Final = (*SERVICE_USERS, ADMIN, OPS, AUDITOR)
+GATEWAY: Final = "gateway"
+"""The FHIR gateway's hub user: its own buckets only (see :func:`gateway_permissions`)."""
+HUB_USERS: Final = (*SERVICE_USERS, ADMIN, OPS, AUDITOR, GATEWAY)
 """Users whose seeds live in the hub's credentials directory."""
 BREAK_GLASS_USERS: Final = (BREAK_GLASS, AUDIT_BREAK_GLASS)
 """Users whose seeds are written to a separate directory, outside the hub's data."""
@@ -340,6 +342,27 @@ def ops_permissions() -> Permissions:
     )
 
 
+# --- The FHIR gateway -------------------------------------------------------------------------
+
+
+def gateway_permissions() -> Permissions:
+    """The gateway's own state, and nothing of the hub's: its buckets, the client registrations read only.
+
+    It acts for a clinic only with that clinic's own credentials (the clinic's account), so
+    this key reads no stream, publishes on no clinic subject and pulls no durable; and it
+    cannot register a client key, so a stolen gateway key cannot mint a clinic's access.
+    """
+    owned = (topology.GATEWAY_REPLAY_KV, topology.GATEWAY_KEYS_KV, topology.GATEWAY_SUBSCRIPTIONS_KV)
+    return Permissions(
+        publish=(
+            *(right for bucket in owned for right in _kv_api(bucket, write=True)),
+            *_kv_api(topology.GATEWAY_CLIENTS_KV, write=False),
+            f"{JS_API}.INFO",
+        ),
+        subscribe=(f"{hub_inbox_prefix(GATEWAY)}.>",),
+    )
+
+
 def hub_permissions(user: str) -> Permissions:
     """The rights of one of :data:`HUB_USERS` or :data:`BREAK_GLASS_USERS`."""
     special = {
@@ -348,6 +371,7 @@ def hub_permissions(user: str) -> Permissions:
         AUDITOR: auditor_permissions,
         BREAK_GLASS: break_glass_permissions,
         AUDIT_BREAK_GLASS: break_glass_permissions,
+        GATEWAY: gateway_permissions,
     }
     return special[user]() if user in special else service_permissions(user)
 

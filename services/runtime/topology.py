@@ -196,4 +196,35 @@ def kv_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         api.KeyValueConfig(bucket=CARETEAMS_KV, history=16, storage=api.StorageType.FILE, replicas=replicas),
         api.KeyValueConfig(bucket=PAGES_KV, history=8, storage=api.StorageType.FILE, replicas=replicas),
         api.KeyValueConfig(bucket=NOTIFY_STATE_KV, history=8, storage=api.StorageType.FILE, replicas=replicas),
+        *gateway_kv_configs(replicas),
+    ]
+
+
+# --- The FHIR gateway's own state ---------------------------------------------------------------
+GATEWAY_CLIENTS_KV: Final = "gateway-clients"
+"""Registered clinic systems (public JWKS); written by operators, only read by the gateway."""
+GATEWAY_REPLAY_KV: Final = "gateway-replay"
+"""Client-assertion ids already used, each kept for :data:`GATEWAY_REPLAY_TTL_SECONDS`."""
+GATEWAY_KEYS_KV: Final = "gateway-keys"
+"""The key that signs bearer tokens, shared by every gateway replica."""
+GATEWAY_SUBSCRIPTIONS_KV: Final = "gateway-subscriptions"
+"""FHIR Subscriptions, and each one's delivery progress and delivery lease."""
+GATEWAY_REPLAY_TTL_SECONDS: Final = 10 * 60
+"""Twice the longest life of a client assertion (five minutes)."""
+GATEWAY_BUCKETS: Final = (GATEWAY_CLIENTS_KV, GATEWAY_REPLAY_KV, GATEWAY_KEYS_KV, GATEWAY_SUBSCRIPTIONS_KV)
+
+
+def gateway_kv_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
+    """The gateway's buckets; used assertion ids expire by the bucket's TTL."""
+
+    def bucket(name: str, history: int = 1, ttl: float | None = None) -> api.KeyValueConfig:
+        return api.KeyValueConfig(
+            bucket=name, history=history, ttl=ttl, storage=api.StorageType.FILE, replicas=replicas
+        )
+
+    return [
+        bucket(GATEWAY_CLIENTS_KV, history=4),
+        bucket(GATEWAY_REPLAY_KV, ttl=GATEWAY_REPLAY_TTL_SECONDS),
+        bucket(GATEWAY_KEYS_KV),
+        bucket(GATEWAY_SUBSCRIPTIONS_KV),
     ]

@@ -1,0 +1,223 @@
+"""The gateway's I/O: its own KV buckets (as the ``gateway`` hub user), and one connection per clinic.
+
+A clinic's connection uses that clinic's own credentials, opened the first time a token for
+it is used, so the NATS server, not this code, is what stops a token for clinic A from
+publishing or reading as clinic B. Each connection follows its clinic's inbox and folds it
+into a :class:`~referral_hub.gateway.domain.ClinicReferrals` view, and hands each hub answer
+(a confirmation or a rejection, matched by ``causation_id``) to the request waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
+
+import msgspec
+import nats
+import nats.errors
+import structlog
+from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from referral_hub.client import ClinicClient, InboxItem, silence_nats_error_log
+from referral_hub.contracts.base import Message
+from referral_hub.errors import HubError
+from referral_hub.gateway.auth import ClientRecord
+from referral_hub.gateway.domain import ClinicReferrals, FhirError, GatewayCode
+from referral_hub.runtime import credentials, natsauth, topology
+from referral_hub.runtime.credentials import NatsCredentials
+from referral_hub.runtime.servers import server_urls
+
+log = structlog.get_logger(__name__)
+ANSWER_TIMEOUT_SECONDS: Final = 10.0
+SIGNING_KEY: Final = "token-signing"
+FOLLOW_RETRY_SECONDS: Final = 1.0
+
+
+class ReplayError(HubError):
+    """A client assertion's ``jti`` was already used."""
+
+
+def jti_key(clinic: str, jti: str) -> str:
+    """A KV-safe key for one assertion id (any characters a client chose are hashed away)."""
+    return f"{clinic}.{uuid.uuid5(uuid.NAMESPACE_URL, jti).hex}"
+
+
+class GatewayStore:
+    """The gateway's buckets: registered clients (read only), used jtis, its token key, subscriptions."""
+
+    def __init__(self, connection: Client, buckets: dict[str, KeyValue]) -> None:
+        """Wrap an open ``gateway`` connection and its buckets; use :meth:`open`."""
+        self.connection = connection
+        self.buckets = buckets
+
+    @classmethod
+    async def open(cls, nats_url: str, auth: NatsCredentials | None = None) -> GatewayStore:
+        """Connect as the ``gateway`` hub user and bind its provisioned buckets."""
+        chosen = auth or credentials.for_hub_user(natsauth.GATEWAY)
+        connection = await nats.connect(
+            server_urls(nats_url),
+            name="gateway",
+            connect_timeout=5,
+            error_cb=silence_nats_error_log,
+            **chosen.connect_options(),
+        )
+        js = connection.jetstream()
+        buckets = {name: await js.key_value(name) for name in topology.GATEWAY_BUCKETS}
+        return cls(connection, buckets)
+
+    async def close(self) -> None:
+        """Drain the connection."""
+        await self.connection.drain()
+
+    async def client(self, clinic: str) -> ClientRecord | None:
+        """A clinic's registered system, if it has one."""
+        try:
+            entry = await self.buckets[topology.GATEWAY_CLIENTS_KV].get(clinic)
+        except KeyNotFoundError:
+            return None
+        return msgspec.json.decode(entry.value or b"", type=ClientRecord) if entry.value else None
+
+    async def spend_jti(self, clinic: str, jti: str) -> None:
+        """Record an assertion id with a create-only write; a second use, anywhere, raises :class:`ReplayError`.
+
+        The bucket's TTL outlives every assertion's five-minute life, so an id is remembered
+        for as long as its assertion could be presented.
+        """
+        try:
+            await self.buckets[topology.GATEWAY_REPLAY_KV].create(jti_key(clinic, jti), b"1")
+        except KeyWrongLastSequenceError as exc:
+            msg = "this client assertion's jti was already used"
+            raise ReplayError(msg) from exc
+
+    async def signing_key(self, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The token key every replica shares: the first replica's ``make()`` wins a create-only write."""
+        bucket = self.buckets[topology.GATEWAY_KEYS_KV]
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await bucket.create(SIGNING_KEY, msgspec.json.encode(make()))
+        entry = await bucket.get(SIGNING_KEY)
+        key: dict[str, Any] = msgspec.json.decode(entry.value or b"{}")
+        return key
+
+
+async def register_client(js: Any, record: ClientRecord) -> None:  # noqa: ANN401 - nats-py's JetStreamContext
+    """Store a clinic's public JWKS (``hubctl gateway client add``, with an operator's key)."""
+    bucket = await js.key_value(topology.GATEWAY_CLIENTS_KV)
+    await bucket.put(record.clinic, msgspec.json.encode(record))
+
+
+@dataclass
+class ClinicLink:
+    """One clinic's connection, its folded referrals, and the requests waiting for a hub answer."""
+
+    client: ClinicClient
+    referrals: ClinicReferrals
+    waiters: dict[uuid.UUID, asyncio.Future[InboxItem]] = field(default_factory=dict)
+    grown: asyncio.Condition = field(default_factory=asyncio.Condition)
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        """Follow the clinic's inbox for good; the caller cancels."""
+        while True:
+            try:
+                await self._follow()
+            except (HubError, nats.errors.Error, TimeoutError) as exc:
+                log.warning("gateway_inbox_follow_failed", clinic=self.client.clinic_id, error=str(exc))
+                await asyncio.sleep(FOLLOW_RETRY_SECONDS)
+
+    async def _follow(self) -> None:
+        target = await self.client.last_event_number()
+        if target <= self.referrals.last_event_number:
+            self.loaded.set()
+        async for item in self.client.inbox(since=self.referrals.last_event_number + 1, follow=True):
+            if item.event_number and item.event_number <= self.referrals.last_event_number:
+                continue
+            self.referrals.apply(item.message, item.event_number)
+            if item.event_number >= target:
+                self.loaded.set()
+            waiter = self.waiters.pop(item.message.causation_id, None) if item.message.causation_id else None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(item)
+            async with self.grown:
+                self.grown.notify_all()
+
+    async def wait_until(self, ready: Callable[[], bool], within: float = ANSWER_TIMEOUT_SECONDS) -> bool:
+        """Wait until ``ready()`` holds for the folded view; ``False`` if it did not within ``within``."""
+
+        async def reached() -> None:
+            async with self.grown:
+                await self.grown.wait_for(ready)
+
+        try:
+            await asyncio.wait_for(reached(), within)
+        except TimeoutError:
+            return False
+        return True
+
+    async def send_and_wait(self, message: Message) -> InboxItem | None:
+        """Publish as the clinic and wait for the hub's answer to it.
+
+        ``None`` when JetStream reports the message as a duplicate (a retry of one already
+        stored): the caller looks for its effect in the folded view instead.
+        """
+        future: asyncio.Future[InboxItem] = asyncio.get_running_loop().create_future()
+        self.waiters[message.message_id] = future
+        try:
+            receipt = await self.client.send(message)
+            if receipt.duplicate:
+                return None
+            return await asyncio.wait_for(future, ANSWER_TIMEOUT_SECONDS)
+        except TimeoutError as exc:
+            msg = "the hub did not answer in time; retry with the same identifier"
+            raise FhirError(503, GatewayCode.HUB_UNAVAILABLE, msg, {"Retry-After": "1"}) from exc
+        finally:
+            self.waiters.pop(message.message_id, None)
+
+
+class ClinicConnections:
+    """One :class:`ClinicLink` per clinic, opened lazily with that clinic's own credentials."""
+
+    def __init__(self, nats_url: str) -> None:
+        """Nothing opens until a clinic is first asked for."""
+        self._url = nats_url
+        self._links: dict[str, ClinicLink] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
+
+    async def link(self, clinic: str) -> ClinicLink:
+        """The clinic's link, with its inbox read up to what was stored when it opened."""
+        lock = self._opening.setdefault(clinic, asyncio.Lock())
+        async with lock:
+            link = self._links.get(clinic)
+            if link is None:
+                client = await ClinicClient.connect(self._url, clinic)
+                link = ClinicLink(client, ClinicReferrals(clinic))
+                link.task = asyncio.create_task(link.run(), name=f"gateway-inbox-{clinic}")
+                self._links[clinic] = link
+        try:
+            await asyncio.wait_for(link.loaded.wait(), 30)
+        except TimeoutError as exc:
+            msg = "the clinic's inbox could not be read"
+            raise FhirError(503, GatewayCode.HUB_UNAVAILABLE, msg, {"Retry-After": "1"}) from exc
+        return link
+
+    async def close(self) -> None:
+        """Stop every follower and close every clinic connection."""
+        for link in self._links.values():
+            if link.task is not None:
+                link.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await link.task
+            with contextlib.suppress(nats.errors.Error):
+                await link.client.close()
+        self._links.clear()
+
+
+REPLAY_TTL: Final = timedelta(minutes=10)
+"""How long a used ``jti`` is remembered: twice the longest an assertion may live."""

@@ -1,0 +1,526 @@
+"""The clinic gateway's wiring: a Litestar app serving FHIR R4 under ``/fhir`` and SMART's ``/auth/token``.
+
+Handlers are thin: they verify the bearer token, check its scope, parse the FHIR JSON, call
+the pure mapping (``domain``) and act as the token's clinic through that clinic's own NATS
+connection (``adapters``). Every refusal leaves as an ``OperationOutcome``.
+
+Litestar because it decodes and encodes with msgspec (the hub's contracts are msgspec
+Structs) and is an actively kept ASGI framework; uvicorn serves it, with TLS when the hub's
+certificate files are configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import msgspec
+import structlog
+import uvicorn
+from joserfc.jwk import ECKey
+from litestar import Litestar, Request, Response, get, patch, post, put
+from litestar.exceptions import HTTPException
+
+from referral_hub.contracts.referrals import ReferralRequested
+from referral_hub.contracts.rejections import Rejection, RejectionCode
+from referral_hub.errors import HubError
+from referral_hub.gateway import auth, domain
+from referral_hub.gateway.adapters import ClinicConnections, ClinicLink, GatewayStore, ReplayError
+from referral_hub.gateway.domain import Envelope, FhirError, GatewayCode, TaskView
+
+log = structlog.get_logger(__name__)
+FHIR_JSON: Final = "application/fhir+json"
+MAX_BODY_BYTES: Final = 1024 * 1024
+"""The largest FHIR JSON body accepted (documents have their own, larger limit)."""
+DEFAULT_PORT: Final = 8490
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Where the gateway listens, how it is reached, and where NATS is."""
+
+    nats_url: str
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    public_url: str = ""
+    """The base URL clients use (it is the token's audience); default ``http(s)://host:port``."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def base(self) -> str:
+        """The public base URL, without a trailing slash."""
+        scheme = "https" if self.tls_cert else "http"
+        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def token_url(self) -> str:
+        """The token endpoint's URL: the audience every client assertion must name."""
+        return f"{self.base}/auth/token"
+
+    @property
+    def fhir_base(self) -> str:
+        """The FHIR base URL."""
+        return f"{self.base}/fhir"
+
+
+def utc_now() -> datetime:
+    """Now, timezone-aware."""
+    return datetime.now(UTC)
+
+
+class Gateway:
+    """What the handlers share: the store, the clinic connections and the token key."""
+
+    def __init__(self, settings: GatewaySettings, clock: Callable[[], datetime] = utc_now) -> None:
+        """Nothing connects until :meth:`start`."""
+        self.settings = settings
+        self.clock = clock
+        self.connections = ClinicConnections(settings.nats_url)
+        self._store: GatewayStore | None = None
+        self._key: ECKey | None = None
+
+    async def start(self) -> None:
+        """Connect as the ``gateway`` user and load (or, first of all replicas, make) the token key."""
+        self._store = await GatewayStore.open(self.settings.nats_url)
+        self._key = auth.signing_key(await self._store.signing_key(auth.new_signing_key))
+
+    async def stop(self) -> None:
+        """Close every connection."""
+        await self.connections.close()
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                await self._store.close()
+
+    @property
+    def store(self) -> GatewayStore:
+        """The gateway's buckets (after :meth:`start`)."""
+        if self._store is None:
+            msg = "the gateway has not started"
+            raise HubError(msg)
+        return self._store
+
+    @property
+    def key(self) -> ECKey:
+        """The token key (after :meth:`start`)."""
+        if self._key is None:
+            msg = "the gateway has not started"
+            raise HubError(msg)
+        return self._key
+
+    def grant(self, request: Request[Any, Any, Any], resource: str, permission: str) -> auth.Grant:
+        """The request's verified grant, refused unless it allows ``permission`` on ``resource``."""
+        grant = auth.verify_token(request.headers.get("authorization"), self.key, self.settings.base, self.clock)
+        domain.require_scope(grant.scopes, resource, permission)
+        return grant
+
+    async def envelope(self, clinic: str) -> Envelope:
+        """The sender fields of a command this clinic sends now."""
+        client = await self.store.client(clinic)
+        if client is None:
+            raise FhirError(401, GatewayCode.INVALID_TOKEN, "the token's clinic has no registered client")
+        return Envelope(clinic, client.actor, self.clock())
+
+
+def gateway_of(request: Request[Any, Any, Any]) -> Gateway:
+    """The app's :class:`Gateway`."""
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def fhir(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response[bytes]:  # noqa: ANN401 - FHIR JSON
+    """A FHIR JSON response."""
+    return Response(msgspec.json.encode(content), status_code=status, media_type=FHIR_JSON, headers=dict(headers or {}))
+
+
+async def json_body(request: Request[Any, Any, Any]) -> Any:  # noqa: ANN401 - FHIR JSON
+    """The request's JSON body; 400 when it is not JSON."""
+    raw = await request.body()
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise FhirError(400, RejectionCode.MALFORMED_JSON, f"the body is not JSON: {exc}") from exc
+
+
+def task_response(view: TaskView, status: int = 200, base: str = "") -> Response[bytes]:
+    """A Task with its ETag (and Location, when created)."""
+    task = domain.task_resource(view)
+    headers = {"ETag": domain.etag(view.version)}
+    if status == 201:  # noqa: PLR2004 - HTTP status
+        headers["Location"] = f"{base}/Task/{task['id']}/_history/{view.version}"
+    return fhir(task, status, headers)
+
+
+# --- Authentication --------------------------------------------------------------------------
+
+
+@post("/auth/token", status_code=200)
+async def token(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """SMART Backend Services: a signed client assertion for a short-lived bearer token."""
+    gateway = gateway_of(request)
+    form = await request.form()
+    if form.get("grant_type") != "client_credentials":
+        return _oauth_error(400, "unsupported_grant_type", "grant_type must be client_credentials")
+    if form.get("client_assertion_type") != auth.ASSERTION_TYPE:
+        return _oauth_error(400, "invalid_request", f"client_assertion_type must be {auth.ASSERTION_TYPE}")
+    assertion = str(form.get("client_assertion") or "")
+    try:
+        clinic = auth.unverified_issuer(assertion)
+        client = await gateway.store.client(clinic)
+        if client is None:
+            return _oauth_error(401, "invalid_client", "no client is registered under this iss")
+        checked = auth.verify_assertion(assertion, client, gateway.settings.token_url, gateway.clock())
+        await gateway.store.spend_jti(checked.clinic, checked.jti)
+        scopes = domain.granted_scopes(str(form.get("scope") or ""))
+    except FhirError as exc:
+        return _oauth_error(exc.status, "invalid_client" if exc.status == 401 else "invalid_scope", exc.diagnostics)  # noqa: PLR2004 - HTTP status
+    except ReplayError as exc:
+        return _oauth_error(401, "invalid_client", str(exc))
+    bearer = auth.issue_token(gateway.key, gateway.settings.base, checked.clinic, scopes, gateway.clock())
+    log.info("gateway_token_issued", clinic=checked.clinic)
+    body = {
+        "access_token": bearer,
+        "token_type": "bearer",
+        "expires_in": int(auth.TOKEN_LIFETIME.total_seconds()),
+        "scope": " ".join(scopes),
+    }
+    return Response(
+        msgspec.json.encode(body), status_code=200, media_type="application/json", headers={"Cache-Control": "no-store"}
+    )
+
+
+def _oauth_error(status: int, error: str, description: str) -> Response[bytes]:
+    log.info("gateway_token_refused", error=error, reason=description)
+    return Response(
+        msgspec.json.encode({"error": error, "error_description": description}),
+        status_code=status,
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+# --- Capability ------------------------------------------------------------------------------
+
+
+@get("/fhir/metadata")
+async def metadata(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The CapabilityStatement: exactly the resources and interactions served."""
+    gateway = gateway_of(request)
+    return fhir(capability_statement(gateway.settings))
+
+
+def capability_statement(settings: GatewaySettings) -> dict[str, Any]:
+    """What this gateway serves, for ``GET /fhir/metadata``."""
+    search = [
+        {"name": name, "type": kind}
+        for name, kind in (
+            ("owner", "reference"),
+            ("requester", "reference"),
+            ("status", "token"),
+            ("patient", "reference"),
+            ("identifier", "token"),
+            ("_lastUpdated", "date"),
+        )
+    ]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-28",
+        "kind": "instance",
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "implementation": {"description": "Referral hub clinic gateway", "url": settings.fhir_base},
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "service": [
+                        {
+                            "coding": [
+                                {"system": "http://hl7.org/fhir/restful-security-service", "code": "SMART-on-FHIR"}
+                            ]
+                        }
+                    ],
+                    "extension": [
+                        {
+                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                            "extension": [{"url": "token", "valueUri": settings.token_url}],
+                        }
+                    ],
+                },
+                "resource": [
+                    {
+                        "type": "Task",
+                        "versioning": "versioned-update",
+                        "conditionalCreate": True,
+                        "interaction": [
+                            {"code": code} for code in ("read", "create", "update", "patch", "search-type")
+                        ],
+                        "searchParam": search,
+                    },
+                    {"type": "ServiceRequest", "interaction": [{"code": "read"}]},
+                ],
+                "interaction": [{"code": "transaction"}],
+            }
+        ],
+    }
+
+
+# --- Task ------------------------------------------------------------------------------------
+
+
+async def _create(
+    gateway: Gateway,
+    clinic: str,
+    task: dict[str, Any],
+    service_request: dict[str, Any] | None,
+    if_none_exist: str | None,
+) -> Response[bytes]:
+    """Create a referral, or answer with the one this identifier already made."""
+    envelope = await gateway.envelope(clinic)
+    command = domain.referral_request(envelope, task, service_request)
+    if if_none_exist is not None:
+        _check_if_none_exist(if_none_exist, task)
+    link = await gateway.connections.link(clinic)
+    existing = link.referrals.by_referral.get(command.referral_id)
+    if existing is not None:
+        return task_response(existing, 200)
+    answer = await link.send_and_wait(command)
+    if answer is None and not await link.wait_until(lambda: command.referral_id in link.referrals.by_referral):
+        raise FhirError(503, GatewayCode.HUB_UNAVAILABLE, "the referral was stored but not yet confirmed; retry")
+    if answer is not None and isinstance(answer.message, Rejection):
+        raise domain.from_rejection(answer.message)
+    if answer is not None and not isinstance(answer.message, ReferralRequested):
+        raise FhirError(500, RejectionCode.PROCESSING_FAILED, "the hub answered with an unexpected message")
+    view = link.referrals.by_referral[command.referral_id]
+    return task_response(view, 201, gateway.settings.fhir_base)
+
+
+def _check_if_none_exist(header: str, task: Mapping[str, Any]) -> None:
+    """``If-None-Exist`` must search by the Task's own identifier (the one the referral id comes from)."""
+    name, _, value = header.partition("=")
+    if name.strip() != "identifier":
+        raise FhirError(422, GatewayCode.UNSUPPORTED, "If-None-Exist supports identifier=system|value only")
+    system, code = domain.parse_token_search(value.strip())
+    first = (task.get("identifier") or [{}])[0]
+    if code != first.get("value") or (system and system != first.get("system")):
+        raise FhirError(422, GatewayCode.UNSUPPORTED, "If-None-Exist must name the Task's first identifier")
+
+
+@post("/fhir/Task", status_code=201)
+async def create_task(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """``POST /fhir/Task``: a new referral; with ``If-None-Exist``, a retry makes no second one."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Task", "c")
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a JSON object")
+    return await _create(gateway, grant.clinic, body, None, request.headers.get("if-none-exist"))
+
+
+@post("/fhir", status_code=200)
+async def transaction(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """A transaction Bundle of a ServiceRequest and a Task: one referral."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Task", "c")
+    body = await json_body(request)
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        raise FhirError(422, RejectionCode.SCHEMA_VIOLATION, "the base URL accepts a transaction Bundle")
+    task, service_request = domain.transaction_parts(body)
+    created = await _create(gateway, grant.clinic, task, service_request, None)
+    resource = msgspec.json.decode(created.content) if isinstance(created.content, bytes) else {}
+    status = f"{created.status_code} {'Created' if created.status_code == 201 else 'OK'}"  # noqa: PLR2004 - HTTP status
+    entry = {"response": {"status": status, "location": f"Task/{resource.get('id')}"}, "resource": resource}
+    service_entry = {"response": {"status": status}}
+    return fhir({"resourceType": "Bundle", "type": "transaction-response", "entry": [service_entry, entry]})
+
+
+async def _view(gateway: Gateway, clinic: str, task_id: str) -> tuple[ClinicLink, TaskView]:
+    link = await gateway.connections.link(clinic)
+    view = link.referrals.task(task_id)
+    if view is None:
+        raise domain.not_found("Task", task_id)  # noqa: EM101 - the resource's name, not a message
+    return link, view
+
+
+@get("/fhir/Task/{task_id:str}")
+async def read_task(request: Request[Any, Any, Any], task_id: str) -> Response[bytes]:
+    """One Task of the token's clinic; another clinic's is 404, exactly like a missing one."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Task", "r")
+    _, view = await _view(gateway, grant.clinic, task_id)
+    return task_response(view)
+
+
+@get("/fhir/ServiceRequest/{resource_id:str}")
+async def read_service_request(request: Request[Any, Any, Any], resource_id: str) -> Response[bytes]:
+    """The ServiceRequest of one of the clinic's referrals."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "ServiceRequest", "r")
+    link = await gateway.connections.link(grant.clinic)
+    for view in link.referrals.by_referral.values():
+        resource = domain.service_request_resource(view)
+        if resource["id"] == resource_id:
+            return fhir(resource, headers={"ETag": domain.etag(view.version)})
+    raise domain.not_found("ServiceRequest", resource_id)  # noqa: EM101 - the resource's name, not a message
+
+
+@get("/fhir/Task")
+async def search_task(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Search the clinic's Tasks by owner, requester, status, patient, identifier and ``_lastUpdated``."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Task", "s")
+    parameters = {name: request.query_params.getall(name) for name in request.query_params}
+    link = await gateway.connections.link(grant.clinic)
+    found = domain.search_tasks(list(link.referrals.by_referral.values()), parameters)
+    offset, count = domain.page_bounds(parameters)
+    page = found[offset : offset + count]
+    base = f"{gateway.settings.fhir_base}/Task"
+    plain = {k: v for k, v in parameters.items() if k not in {"_offset", "_count"}}
+
+    def link_to(start: int) -> str:
+        return f"{base}?{urlencode({**plain, '_count': [str(count)], '_offset': [str(start)]}, doseq=True)}"
+
+    links = {"self": link_to(offset)}
+    if offset + count < len(found):
+        links["next"] = link_to(offset + count)
+    if offset > 0:
+        links["previous"] = link_to(max(0, offset - count))
+    return fhir(
+        domain.searchset(gateway.settings.fhir_base, [domain.task_resource(v) for v in page], len(found), links)
+    )
+
+
+async def _transition(request: Request[Any, Any, Any], task_id: str, *, patching: bool) -> Response[bytes]:
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Task", "u")
+    body = await json_body(request)
+    link, view = await _view(gateway, grant.clinic, task_id)
+    domain.check_if_match(request.headers.get("if-match"), view.version)
+    current = domain.task_resource(view)
+    if patching:
+        wanted = domain.apply_patch(current, body)
+    elif isinstance(body, dict):
+        wanted = body
+        if body.get("id") not in {None, task_id}:
+            raise FhirError(400, RejectionCode.SCHEMA_VIOLATION, "the Task's id differs from the URL's")
+    else:
+        raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a Task")
+    transition = domain.transition_for(current, wanted, grant.clinic, view)
+    command = domain.transition_command(transition, await gateway.envelope(grant.clinic), view, wanted)
+    answer = await link.send_and_wait(command)
+    if answer is not None and isinstance(answer.message, Rejection):
+        raise domain.from_rejection(answer.message)
+    updated = link.referrals.by_referral.get(view.referral.referral_id)
+    if updated is None:
+        # Forwarded away: the referral is no longer this clinic's to read.
+        return fhir(domain.task_resource(view))
+    return task_response(updated)
+
+
+@put("/fhir/Task/{task_id:str}")
+async def update_task(request: Request[Any, Any, Any], task_id: str) -> Response[bytes]:
+    """A new status or businessStatus is a lifecycle transition; ``If-Match`` guards the version."""
+    return await _transition(request, task_id, patching=False)
+
+
+@patch("/fhir/Task/{task_id:str}")
+async def patch_task(request: Request[Any, Any, Any], task_id: str) -> Response[bytes]:
+    """The same, as a JSON Patch of the Task."""
+    return await _transition(request, task_id, patching=True)
+
+
+# --- Errors ----------------------------------------------------------------------------------
+
+
+def fhir_error(_request: Request[Any, Any, Any], exc: FhirError) -> Response[bytes]:
+    """Every refusal as an ``OperationOutcome``."""
+    log.info("gateway_refused", status=exc.status, code=str(exc.code))
+    headers = dict(exc.headers)
+    if exc.status == 401:  # noqa: PLR2004 - HTTP status
+        headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
+    return fhir(domain.operation_outcome(exc.status, str(exc.code), exc.diagnostics), exc.status, headers)
+
+
+HTTP_CODES: Final[Mapping[int, str]] = {
+    400: RejectionCode.MALFORMED_JSON,
+    404: GatewayCode.NOT_FOUND,
+    405: GatewayCode.UNSUPPORTED,
+    413: RejectionCode.MESSAGE_TOO_LARGE,
+    415: GatewayCode.UNSUPPORTED,
+}
+
+
+def http_error(_request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """The framework's own refusals (no route, body too large, ...) as ``OperationOutcome`` too."""
+    status = exc.status_code
+    code = HTTP_CODES.get(status, GatewayCode.UNSUPPORTED if status < 500 else RejectionCode.PROCESSING_FAILED)  # noqa: PLR2004 - HTTP status class
+    return fhir(domain.operation_outcome(status, str(code), str(exc.detail)), status)
+
+
+def internal_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """A failure of ours: logged with its type, answered without internals."""
+    log.error("gateway_failed", error=type(exc).__name__, detail=str(exc))
+    diagnostics = "the gateway failed to handle the request; nothing was changed, or retry with the same identifier"
+    return fhir(domain.operation_outcome(500, RejectionCode.PROCESSING_FAILED, diagnostics), 500)
+
+
+def create_app(settings: GatewaySettings) -> Litestar:
+    """The gateway app; its lifespan opens the store and closes every clinic connection."""
+    gateway = Gateway(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = Litestar(
+        route_handlers=[
+            token,
+            metadata,
+            create_task,
+            transaction,
+            read_task,
+            read_service_request,
+            search_task,
+            update_task,
+            patch_task,
+        ],
+        lifespan=[lifespan],
+        exception_handlers={FhirError: fhir_error, HTTPException: http_error, Exception: internal_error},
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=None,
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def run(settings: GatewaySettings) -> None:
+    """Serve the gateway with uvicorn until interrupted; HTTPS when a certificate is configured."""
+    started = time.monotonic()
+    log.info("gateway_starting", url=settings.fhir_base, tls=settings.tls_cert is not None, at=started)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+    )
+
+
+def new_request_id() -> str:
+    """An id for correlating one request's log lines."""
+    return uuid.uuid4().hex

@@ -1,0 +1,214 @@
+"""SMART Backend Services: a clinic's signed client assertion in, a short-lived bearer token out.
+
+All JOSE work is joserfc's; this module only decides which keys and claims are acceptable.
+The checks, in order: the assertion names a registered clinic (``iss``), is signed with RS384
+or ES384 by a key in that clinic's registered JWKS, has ``sub`` equal to ``iss``, ``aud`` equal
+to the token URL, an ``exp`` that has not passed and is at most five minutes ahead, and a
+``jti``. The caller then records the ``jti`` with a create-only write, so a replay, on this
+replica or another, is refused.
+
+The bearer token is itself a JWT, signed (ES256) with the gateway's key kept in its KV
+bucket, so every replica verifies every replica's tokens without a lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import msgspec
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet
+
+from referral_hub.gateway.domain import FhirError, GatewayCode
+
+ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+CLIENT_ALGORITHMS: Final = ("RS384", "ES384")
+"""The only algorithms a clinic may sign its assertion with (SMART Backend Services)."""
+TOKEN_ALGORITHM: Final = "ES256"  # noqa: S105 - an algorithm name, not a secret
+MAX_ASSERTION_LIFETIME: Final = timedelta(minutes=5)
+TOKEN_LIFETIME: Final = timedelta(minutes=5)
+JTI_MAX_LENGTH: Final = 200
+
+
+class ClientRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A registered clinic system: its public JWKS and the member the hub records as actor."""
+
+    clinic: str
+    jwks: dict[str, Any]
+    actor: str
+
+
+@dataclass(frozen=True)
+class Assertion:
+    """A client assertion that passed every check but the replay one."""
+
+    clinic: str
+    jti: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a verified bearer token allows: one clinic, some scopes."""
+
+    clinic: str
+    scopes: tuple[str, ...]
+
+
+def _invalid(reason: str) -> FhirError:
+    return FhirError(401, GatewayCode.INVALID_CLIENT, reason)
+
+
+def unverified_issuer(assertion: str) -> str:
+    """The ``iss`` claim, read before verification only to choose which clinic's keys to verify with."""
+    try:
+        payload = json.loads(jws.extract_compact(assertion.encode()).payload)
+    except (JoseError, ValueError) as exc:
+        msg = "the client assertion is not a compact JWS"
+        raise _invalid(msg) from exc
+    issuer = payload.get("iss") if isinstance(payload, dict) else None
+    if not isinstance(issuer, str) or not issuer:
+        msg = "the client assertion has no iss"
+        raise _invalid(msg)
+    return issuer
+
+
+def public_key_set(jwks: dict[str, Any]) -> KeySet:
+    """A registered JWKS, refused unless every key is an RS384 or ES384 public key."""
+    try:
+        keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        msg = f"not a JWKS: {exc}"
+        raise ValueError(msg) from exc
+    for key in keys.keys:
+        if key.is_private:
+            msg = "a registered JWKS holds public keys only"
+            raise ValueError(msg)
+        alg = key.get("alg")
+        if key.key_type not in {"RSA", "EC"} or (alg is not None and alg not in CLIENT_ALGORITHMS):
+            msg = f"key {key.kid}: only RS384 and ES384 keys are accepted"
+            raise ValueError(msg)
+        if key.key_type == "EC" and key.get("crv") != "P-384":
+            msg = f"key {key.kid}: an ES384 key is on curve P-384"
+            raise ValueError(msg)
+    return keys
+
+
+def verify_assertion(assertion: str, client: ClientRecord, token_url: str, now: datetime) -> Assertion:
+    """Check a clinic's client assertion against its registered keys; raise 401 on any failure."""
+    try:
+        token = jwt.decode(assertion, public_key_set(client.jwks), algorithms=list(CLIENT_ALGORITHMS))
+    except (JoseError, ValueError) as exc:
+        msg = f"the client assertion's signature does not verify with a registered key ({type(exc).__name__})"
+        raise _invalid(msg) from exc
+    claims = token.claims
+    if claims.get("iss") != client.clinic or claims.get("sub") != client.clinic:
+        msg = "iss and sub must both be the client id"
+        raise _invalid(msg)
+    audience = claims.get("aud")
+    if audience != token_url and not (isinstance(audience, list) and token_url in audience):
+        msg = f"aud must be the token URL {token_url}"
+        raise _invalid(msg)
+    expires = claims.get("exp")
+    if not isinstance(expires, int | float):
+        msg = "the client assertion has no exp"
+        raise _invalid(msg)
+    expires_at = datetime.fromtimestamp(expires, now.tzinfo)
+    if expires_at <= now:
+        msg = "the client assertion has expired"
+        raise _invalid(msg)
+    if expires_at > now + MAX_ASSERTION_LIFETIME:
+        msg = "the client assertion's exp is more than five minutes ahead"
+        raise _invalid(msg)
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti or len(jti) > JTI_MAX_LENGTH:
+        msg = "the client assertion needs a jti"
+        raise _invalid(msg)
+    return Assertion(client.clinic, jti, expires_at)
+
+
+def new_signing_key() -> dict[str, Any]:
+    """A fresh private JWK for signing bearer tokens."""
+    key = ECKey.generate_key("P-256", parameters={"kid": str(uuid.uuid4()), "alg": TOKEN_ALGORITHM}, private=True)
+    return dict(key.as_dict(private=True))
+
+
+def signing_key(jwk: dict[str, Any]) -> ECKey:
+    """The gateway's token key, from its stored JWK."""
+    return ECKey.import_key(jwk)
+
+
+def issue_token(key: ECKey, issuer: str, clinic: str, scopes: tuple[str, ...], now: datetime) -> str:
+    """A bearer token for ``clinic`` with ``scopes``, valid for :data:`TOKEN_LIFETIME`."""
+    claims = {
+        "iss": issuer,
+        "sub": clinic,
+        "aud": issuer,
+        "iat": int(now.timestamp()),
+        "exp": int((now + TOKEN_LIFETIME).timestamp()),
+        "jti": str(uuid.uuid4()),
+        "scope": " ".join(scopes),
+    }
+    return jwt.encode({"alg": TOKEN_ALGORITHM, "kid": key.kid}, claims, key, algorithms=[TOKEN_ALGORITHM])
+
+
+def verify_token(authorization: str | None, key: ECKey, issuer: str, clock: Callable[[], datetime]) -> Grant:
+    """The grant of a ``Bearer`` Authorization header; 401 for anything missing, forged or expired."""
+    scheme, _, value = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not value:
+        raise FhirError(401, GatewayCode.INVALID_TOKEN, "a Bearer token from /auth/token is required")
+    try:
+        claims = jwt.decode(value.strip(), key, algorithms=[TOKEN_ALGORITHM]).claims
+    except (JoseError, ValueError) as exc:
+        raise FhirError(401, GatewayCode.INVALID_TOKEN, "the bearer token is not one this gateway issued") from exc
+    now = clock()
+    if claims.get("iss") != issuer or claims.get("aud") != issuer:
+        raise FhirError(401, GatewayCode.INVALID_TOKEN, "the bearer token was issued for another gateway")
+    if not isinstance(claims.get("exp"), int) or claims["exp"] <= now.timestamp():
+        raise FhirError(401, GatewayCode.INVALID_TOKEN, "the bearer token has expired")
+    clinic = claims.get("sub")
+    if not isinstance(clinic, str):
+        raise FhirError(401, GatewayCode.INVALID_TOKEN, "the bearer token names no clinic")
+    return Grant(clinic, tuple(str(claims.get("scope", "")).split()))
+
+
+def client_assertion(
+    private_jwk: dict[str, Any],
+    clinic: str,
+    token_url: str,
+    now: datetime,
+    **overrides: Any,  # noqa: ANN401 - any claim value
+) -> str:
+    """A client assertion signed with ``private_jwk``, as a clinic's system makes one (tools and tests).
+
+    ``overrides`` replace claims (``exp``, ``aud``, ``jti``...), to show what the gateway refuses.
+    """
+    key = ECKey.import_key(private_jwk) if private_jwk.get("kty") == "EC" else None
+    if key is None:
+        from joserfc.jwk import RSAKey  # noqa: PLC0415 - only RSA clients need it
+
+        signer: Any = RSAKey.import_key(private_jwk)
+        alg = "RS384"
+    else:
+        signer, alg = key, "ES384"
+    claims = {
+        "iss": clinic,
+        "sub": clinic,
+        "aud": token_url,
+        "exp": int((now + timedelta(minutes=4)).timestamp()),
+        "jti": str(uuid.uuid4()),
+        **overrides,
+    }
+    return jwt.encode({"alg": alg, "kid": signer.kid, "typ": "JWT"}, claims, signer, algorithms=[alg])
+
+
+def generate_client_key(kid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new ES384 key pair for a clinic system: (private JWK, public JWKS)."""
+    key = ECKey.generate_key("P-384", parameters={"kid": kid, "alg": "ES384", "use": "sig"}, private=True)
+    return dict(key.as_dict(private=True)), {"keys": [dict(key.as_dict(private=False))]}
