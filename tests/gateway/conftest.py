@@ -31,8 +31,8 @@ from referral_hub.runtime.registry import load_registry_file
 from tests.helpers import RunningHub, secure_server
 
 CLINICS = [clinic.id for clinic in load_registry_file().clinics]
-SYSTEMS = ("harbor-pt", "lotus-acu")
-"""Clinics with a registered system; kneadwell-massage stays on plain NATS only."""
+SYSTEMS = ("harbor-pt", "lotus-acu", "kneadwell-massage")
+"""Clinics with a registered system (a clinic may use the gateway and plain NATS side by side)."""
 
 
 @pytest.fixture
