@@ -21,6 +21,9 @@ DCM: Final = "http://dicom.nema.org/resources/ontology/DCM"
 ENTITY_TYPE: Final = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 SOURCE_TYPE: Final = "http://terminology.hl7.org/CodeSystem/security-source-type"
 ACTION: Final = {"submit": "C", "deliver": "R", "event": "E", "deadletter": "E", SECURITY_ALERT: "E"}
+ACTION_BY_TYPE: Final = {"access.viewed": "R"}
+"""A portal's record of a member viewing patient data is a read, whatever path stored it."""
+FAILED_TYPES: Final = frozenset({"access.login_failed"})
 SECURITY_ALERT_TYPE: Final = {"system": DCM, "code": "110113", "display": "Security Alert"}
 
 
@@ -68,10 +71,10 @@ def to_audit_event(entry: AuditEntry) -> dict[str, Any]:
             "display": "Patient Record" if about_patient else "Application Activity",
         },
         "subtype": [{"system": "urn:referral-hub:message-type", "code": entry.message_type}],
-        "action": ACTION.get(entry.action, "E"),
+        "action": ACTION_BY_TYPE.get(entry.message_type) or ACTION.get(entry.action, "E"),
         "period": {"start": entry.occurred_at.isoformat()},
         "recorded": entry.recorded_at.isoformat(),
-        "outcome": "0" if entry.outcome is AuditOutcome.SUCCESS else "4",
+        "outcome": "0" if entry.outcome is AuditOutcome.SUCCESS and entry.message_type not in FAILED_TYPES else "4",
         "agent": agents,
         "source": {
             "observer": {"display": f"referral-hub {entry.service}"},

@@ -20,8 +20,9 @@ import msgspec
 import nats
 import nats.errors
 
-from referral_hub.cli import gateway as gateway_cli
 from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dlq, natsconfig, paging
+from referral_hub.cli import gateway as gateway_cli
+from referral_hub.cli import portal as portal_cli
 from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
 from referral_hub.runtime import logs
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_up, _add_operations, _add_clinic_commands, _add_paging, _add_audit, _add_contracts, _add_bench):
         add(sub)
+    portal_cli.add_commands(sub)
     gateway_cli.add_commands(sub)
     return parser
 
@@ -214,7 +216,8 @@ def _add_operations(sub: Subparsers) -> None:
 
     run = sub.add_parser("run", help="run one service against an existing NATS")
     _common(run)
-    run.add_argument("service", choices=sorted([*commands.SERVICES, "gateway"]), help="which service")
+    run.add_argument("service", choices=sorted([*commands.SERVICES, "portal", "gateway"]), help="which service")
+    portal_cli.add_run_options(run)
     gateway_cli.add_run_options(run)
     run.add_argument(
         "--metrics-port", type=int, default=9101, help="port for /metrics and /health (default: %(default)s)"
@@ -237,7 +240,7 @@ def _add_operations(sub: Subparsers) -> None:
         default=os.environ.get("NATS_MONITOR_URL", ""),
         help="audit: NATS monitoring URL (http://host:8222) to export /varz and /jsz as metrics",
     )
-    run.set_defaults(sync_run=gateway_cli.run_or_service(commands.run_service))
+    run.set_defaults(sync_run=gateway_cli.run_or_service(portal_cli.run_or_service(commands.run_service)))
 
 
 def _add_clinic_commands(sub: Subparsers) -> None:

@@ -35,7 +35,12 @@ from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import Refusal, refuse
 from referral_hub.screening.rules import load_rules
 
-HANDLED_ELSEWHERE: Final = {"page.ack": "notifications"}
+HANDLED_ELSEWHERE: Final = {
+    "page.ack": "notifications",
+    "access.viewed": "audit",
+    "access.login": "audit",
+    "access.login_failed": "audit",
+}
 """Submissions another service consumes from CLINIC_OUT (and admits, and rejects) itself."""
 TeamCommand = PlanUpdate | CareTeamLeave | AlertRaise | AlertAck | AlertResolve | ScreeningDispute
 

@@ -61,7 +61,9 @@ AUDIT_BREAK_GLASS: Final = "audit-breakglass"
 SERVICE_USERS: Final = ("referrals", "notifications", "audit")
 GATEWAY: Final = "gateway"
 """The FHIR gateway's hub user: its own buckets only (see :func:`gateway_permissions`)."""
-HUB_USERS: Final = (*SERVICE_USERS, ADMIN, OPS, AUDITOR, GATEWAY)
+PORTAL: Final = "portal"
+"""The clinic portal's hub user: its own buckets only (see :func:`portal_permissions`)."""
+HUB_USERS: Final = (*SERVICE_USERS, ADMIN, OPS, AUDITOR, PORTAL, GATEWAY)
 """Users whose seeds live in the hub's credentials directory."""
 BREAK_GLASS_USERS: Final = (BREAK_GLASS, AUDIT_BREAK_GLASS)
 """Users whose seeds are written to a separate directory, outside the hub's data."""
@@ -342,6 +344,28 @@ def ops_permissions() -> Permissions:
     )
 
 
+# --- The clinic portal ------------------------------------------------------------------------
+PORTAL_BUCKETS: Final = (
+    topology.PORTAL_MEMBERS_KV,
+    topology.PORTAL_INVITES_KV,
+    topology.PORTAL_SESSIONS_KV,
+    topology.PORTAL_LOGINS_KV,
+    topology.PORTAL_UNREAD_KV,
+)
+
+
+def portal_permissions() -> Permissions:
+    """The portal's own state, and nothing of the hub's: read and write its five buckets.
+
+    It acts for clinics only with each clinic's own credentials (its own account), so this
+    key reads no stream, publishes no clinic subject and pulls no durable.
+    """
+    return Permissions(
+        publish=(*(right for bucket in PORTAL_BUCKETS for right in _kv_api(bucket, write=True)), f"{JS_API}.INFO"),
+        subscribe=(f"{hub_inbox_prefix(PORTAL)}.>",),
+    )
+
+
 # --- The FHIR gateway -------------------------------------------------------------------------
 
 
@@ -371,6 +395,7 @@ def hub_permissions(user: str) -> Permissions:
         AUDITOR: auditor_permissions,
         BREAK_GLASS: break_glass_permissions,
         AUDIT_BREAK_GLASS: break_glass_permissions,
+        PORTAL: portal_permissions,
         GATEWAY: gateway_permissions,
     }
     return special[user]() if user in special else service_permissions(user)

@@ -41,6 +41,17 @@ REGISTRY_KV: Final = "hub-registry"
 CARETEAMS_KV: Final = "hub-careteams"
 PAGES_KV: Final = "hub-pages"
 NOTIFY_STATE_KV: Final = "hub-notify-state"
+# The clinic portal's own state (members, invites, sessions, login counters, unread marks);
+# only the ``portal`` hub user may touch these.
+PORTAL_MEMBERS_KV: Final = "portal-members"
+PORTAL_INVITES_KV: Final = "portal-invites"
+PORTAL_SESSIONS_KV: Final = "portal-sessions"
+PORTAL_LOGINS_KV: Final = "portal-logins"
+PORTAL_UNREAD_KV: Final = "portal-unread"
+PORTAL_INVITE_TTL_SECONDS: Final = 72 * 3600
+PORTAL_SESSION_TTL_SECONDS: Final = 12 * 3600
+"""A session ends 12 h after login at the latest, however active; the idle timeout is shorter."""
+PORTAL_LOGIN_WINDOW_SECONDS: Final = 15 * 60
 """Notifications' other state: silences, per-patient absolute alerts and pending digests."""
 
 CLINIC_OUT_MAX_MSG_BYTES: Final = 256 * 1024
@@ -196,7 +207,23 @@ def kv_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         api.KeyValueConfig(bucket=CARETEAMS_KV, history=16, storage=api.StorageType.FILE, replicas=replicas),
         api.KeyValueConfig(bucket=PAGES_KV, history=8, storage=api.StorageType.FILE, replicas=replicas),
         api.KeyValueConfig(bucket=NOTIFY_STATE_KV, history=8, storage=api.StorageType.FILE, replicas=replicas),
+        *portal_kv_configs(replicas),
         *gateway_kv_configs(replicas),
+    ]
+
+
+def portal_kv_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
+    """The portal's buckets; invites, sessions and login counters expire by the bucket's TTL."""
+
+    def bucket(name: str, ttl: float | None = None) -> api.KeyValueConfig:
+        return api.KeyValueConfig(bucket=name, history=1, ttl=ttl, storage=api.StorageType.FILE, replicas=replicas)
+
+    return [
+        bucket(PORTAL_MEMBERS_KV),
+        bucket(PORTAL_INVITES_KV, PORTAL_INVITE_TTL_SECONDS),
+        bucket(PORTAL_SESSIONS_KV, PORTAL_SESSION_TTL_SECONDS),
+        bucket(PORTAL_LOGINS_KV, PORTAL_LOGIN_WINDOW_SECONDS),
+        bucket(PORTAL_UNREAD_KV),
     ]
 
 

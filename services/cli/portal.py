@@ -1,0 +1,158 @@
+"""``hubctl portal …`` and ``hubctl run portal``: the clinic portal's commands.
+
+``hubctl portal invite`` prints a one-time, expiring enrolment link for one member;
+``hubctl run portal`` serves the portal; ``hubctl up`` calls :func:`demo_logins` to create
+demo members with known passwords and TOTP secrets, clearly marked as demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from referral_hub.errors import HubError
+from referral_hub.portal import accounts, domain
+from referral_hub.portal.adapters import PortalStore
+from referral_hub.runtime import logs
+from referral_hub.runtime.registry import load_registry_file
+
+DEFAULT_PORT: Final = 8480
+PORTAL_URL_ENV: Final = "HUB_PORTAL_URL"
+DEMO_PASSWORD: Final = "demo-password-{member}"  # noqa: S105 - published demo logins, marked as such
+"""Demo logins only: each demo member's password is this with its member id."""
+
+
+class PortalUsageError(HubError):
+    """A portal command was asked for something that does not exist."""
+
+
+def base_url(host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> str:
+    """Where the portal is reached, as links should name it."""
+    return os.environ.get(PORTAL_URL_ENV, f"http://{host}:{port}/portal")
+
+
+def add_run_options(run: argparse.ArgumentParser) -> None:
+    """``hubctl run portal``'s own options."""
+    run.add_argument("--portal-host", default="127.0.0.1", help="portal: listen address (default: %(default)s)")
+    run.add_argument("--portal-port", type=int, default=DEFAULT_PORT, help="portal: port (default: %(default)s)")
+    run.add_argument(
+        "--registry-file", type=Path, default=None, help="portal: clinic registry JSON (default: the demo registry)"
+    )
+
+
+def run_or_service(service_runner: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``hubctl run``: the portal here, every other service by ``service_runner``."""
+
+    def run(args: argparse.Namespace) -> int:
+        if args.service != "portal":
+            return service_runner(args)
+        from referral_hub.portal.app import PortalSettings  # noqa: PLC0415 - Litestar loads only for the portal
+        from referral_hub.portal.app import run as serve  # noqa: PLC0415 - as above
+
+        logs.configure("portal", json=args.log_json)
+        serve(
+            PortalSettings(
+                nats_url=args.nats_url,
+                host=args.portal_host,
+                port=args.portal_port,
+                registry_file=args.registry_file,
+            )
+        )
+        return 0
+
+    return run
+
+
+def add_commands(sub: Any) -> None:  # noqa: ANN401 - argparse's subparsers action has no public type
+    """``hubctl portal invite``."""
+    portal = sub.add_parser("portal", help="the clinic portal: invite members")
+    portal_sub = portal.add_subparsers(dest="portal_command", required=True, metavar="PORTAL_COMMAND")
+    invite = portal_sub.add_parser("invite", help="print a one-time, expiring link for a member to set up a login")
+    from referral_hub.cli.main import _common  # noqa: PLC0415 - shared options, imported late to avoid a cycle
+
+    _common(invite)
+    invite.add_argument("--member", required=True, help="the member's id in the clinic registry")
+    invite.add_argument("--url", default=None, help=f"the portal's public URL (default: ${PORTAL_URL_ENV} or local)")
+    invite.set_defaults(run=invite_command)
+
+
+async def invite_command(args: argparse.Namespace) -> int:
+    """Create the invite and print the link once; only its hash is kept."""
+    if not args.clinic:
+        msg = "'hubctl portal invite' needs --clinic (or HUB_CLINIC)"
+        raise PortalUsageError(msg)
+    registry = load_registry_file()
+    clinic = next((c for c in registry.clinics if c.id == args.clinic), None)
+    if clinic is None or not any(m.id == args.member for m in clinic.members):
+        msg = f"{args.member} is not a member of {args.clinic} in the registry"
+        raise PortalUsageError(msg)
+    store = await PortalStore.open(args.nats_url)
+    try:
+        token = await accounts.create_invite(store, clinic.id, args.member, domain.utc_now())
+    finally:
+        await store.close()
+    url = (args.url or base_url()).rstrip("/")
+    hours = int(accounts.INVITE_LIFETIME.total_seconds() // 3600)
+    print(f"{url}/invite/{token}")  # noqa: T201 - the command's output
+    print(f"one-time link for {args.member}@{clinic.id}; expires in {hours} h")  # noqa: T201 - as above
+    return 0
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    """One demo member's login, printed by ``hubctl up``."""
+
+    username: str
+    password: str
+    totp_secret: str
+
+
+DEMO_MEMBERS: Final = (
+    ("kneadwell-massage", "sam.lee"),
+    ("harbor-pt", "ben.okafor"),
+    ("harbor-pt", "ana.ruiz"),
+    ("lotus-acu", "raj.patel"),
+)
+DEMO_SECRETS: Final = {
+    "sam.lee": "JBSWY3DPEHPK3PXPSAMLEEDEMOAAAAAA",
+    "ben.okafor": "JBSWY3DPEHPK3PXPBENOKAFORDEMOAAA",
+    "ana.ruiz": "JBSWY3DPEHPK3PXPANARUIZDEMOAAAAA",
+    "raj.patel": "JBSWY3DPEHPK3PXPRAJPATELDEMOAAAA",
+}
+"""Fixed, published TOTP secrets: demo only, so a reader can log in from the README."""
+
+
+async def demo_logins(nats_url: str) -> list[DemoLogin]:
+    """Create (or reset) the demo members' logins; for ``hubctl up`` on a demo hub only."""
+    store = await PortalStore.open(nats_url)
+    try:
+        made = []
+        for clinic, member in DEMO_MEMBERS:
+            password = DEMO_PASSWORD.format(member=member)
+            secret = DEMO_SECRETS[member]
+            await accounts.set_demo_member(store, clinic, member, password, secret)
+            made.append(DemoLogin(f"{member}@{clinic}", password, secret))
+        return made
+    finally:
+        await store.close()
+
+
+def describe_demo_logins(logins: list[DemoLogin]) -> list[str]:
+    """Lines for ``hubctl up`` to print: DEMO logins with their current code."""
+    lines = ["DEMO portal logins (demo passwords and TOTP secrets; never use these for real patients):"]
+    lines.extend(
+        f"  {login.username:32} password {login.password:28} TOTP secret {login.totp_secret} "
+        f"(code now {accounts.current_code(login.totp_secret)})"
+        for login in logins
+    )
+    return lines
+
+
+def demo_logins_sync(nats_url: str) -> list[DemoLogin]:
+    """:func:`demo_logins` for callers outside an event loop."""
+    return asyncio.run(demo_logins(nats_url))

@@ -1,0 +1,295 @@
+"""The portal's I/O: its own KV buckets (as the ``portal`` hub user) and one clinic connection per clinic.
+
+Every clinic action and read goes through :class:`~referral_hub.client.ClinicClient`
+opened with that clinic's own credentials, so the NATS server itself refuses the portal
+acting for clinic A as clinic B. The portal's hub key reaches nothing but its buckets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client
+from nats.js.kv import KeyValue
+
+from referral_hub.client import ClinicClient, InboxItem, silence_nats_error_log
+from referral_hub.contracts.base import Message
+from referral_hub.errors import HubError
+from referral_hub.portal.domain import Invite, MemberAccount, Session
+from referral_hub.runtime import credentials, natsauth, topology
+from referral_hub.runtime.servers import server_urls
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+MIRROR_LIMIT: Final = 50_000
+"""The newest inbox messages a clinic's mirror keeps in memory; older ones are read on demand."""
+SUBSCRIBER_QUEUE: Final = 256
+"""Live updates buffered per open page; a page that falls this far behind is told to reload."""
+
+
+class PortalError(HubError):
+    """The portal's base error."""
+
+
+class ConcurrentChangeError(PortalError):
+    """Someone else changed the record first; read again and retry."""
+
+
+def token_key(token: str) -> str:
+    """The bucket key for a secret token: its SHA-256, so the bucket never holds a usable token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class PortalStore:
+    """Members, invites, sessions, login counters and read marks, in the portal's own buckets."""
+
+    def __init__(self, connection: Client, buckets: dict[str, KeyValue]) -> None:
+        """Use :meth:`open`."""
+        self.connection = connection
+        self._buckets = buckets
+
+    @classmethod
+    async def open(cls, nats_url: str) -> PortalStore:
+        """Connect as the ``portal`` hub user and bind its five buckets (provisioning made them)."""
+        connection = await nats.connect(
+            server_urls(nats_url),
+            name="portal",
+            connect_timeout=5,
+            max_reconnect_attempts=-1,
+            error_cb=silence_nats_error_log,
+            **credentials.for_hub_user(natsauth.PORTAL).connect_options(),
+        )
+        js = connection.jetstream()
+        buckets = {name: await js.key_value(name) for name in natsauth.PORTAL_BUCKETS}
+        return cls(connection, buckets)
+
+    async def close(self) -> None:
+        """Flush and close."""
+        with contextlib.suppress(nats.errors.Error):
+            await self.connection.drain()
+
+    async def _get(self, bucket: str, key: str, kind: type[T]) -> tuple[T, int] | None:
+        try:
+            entry = await self._buckets[bucket].get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if entry.value is None or not entry.value:
+            return None
+        return msgspec.json.decode(entry.value, type=kind), int(entry.revision or 0)
+
+    async def _put(self, bucket: str, key: str, value: object, revision: int | None) -> None:
+        """Create (``revision`` 0), update at ``revision``, or overwrite (``None``)."""
+        data = msgspec.json.encode(value)
+        try:
+            if revision is None:
+                await self._buckets[bucket].put(key, data)
+            elif revision == 0:
+                await self._buckets[bucket].create(key, data)
+            else:
+                await self._buckets[bucket].update(key, data, last=revision)
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError) as exc:
+            if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or exc.err_code == 10071:  # noqa: PLR2004 - wrong last sequence
+                raise ConcurrentChangeError(str(exc)) from exc
+            raise
+
+    async def account(self, clinic: str, member: str) -> tuple[MemberAccount, int] | None:
+        """A member's account and its revision."""
+        return await self._get(topology.PORTAL_MEMBERS_KV, f"{clinic}.{member}", MemberAccount)
+
+    async def save_account(self, account: MemberAccount, revision: int) -> None:
+        """Write an account; ``revision`` 0 creates it, otherwise compare-and-set."""
+        await self._put(topology.PORTAL_MEMBERS_KV, f"{account.clinic}.{account.member}", account, revision)
+
+    async def invite(self, token: str) -> tuple[Invite, int] | None:
+        """The invite a link's token names (the bucket's TTL removes stale ones)."""
+        return await self._get(topology.PORTAL_INVITES_KV, token_key(token), Invite)
+
+    async def save_invite(self, token: str, invite: Invite, revision: int) -> None:
+        """Create (0) or update an invite."""
+        await self._put(topology.PORTAL_INVITES_KV, token_key(token), invite, revision)
+
+    async def spend_invite(self, token: str, revision: int) -> None:
+        """Delete the invite, only if nobody used it meanwhile: a link works once."""
+        try:
+            await self._buckets[topology.PORTAL_INVITES_KV].delete(token_key(token), last=revision)
+        except nats.js.errors.APIError as exc:
+            raise ConcurrentChangeError(str(exc)) from exc
+
+    async def session(self, token: str) -> tuple[Session, int] | None:
+        """The session a cookie names."""
+        return await self._get(topology.PORTAL_SESSIONS_KV, token_key(token), Session)
+
+    async def save_session(self, token: str, session: Session) -> None:
+        """Write a session (last writer wins: only last-seen changes)."""
+        await self._put(topology.PORTAL_SESSIONS_KV, token_key(token), session, None)
+
+    async def end_session(self, token: str) -> None:
+        """Forget a session."""
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+            await self._buckets[topology.PORTAL_SESSIONS_KV].delete(token_key(token))
+
+    async def count_attempt(self, address: str) -> int:
+        """Count one login attempt from ``address`` in the bucket's window; returns the count."""
+        key = "addr." + hashlib.sha256(address.encode()).hexdigest()
+        bucket = self._buckets[topology.PORTAL_LOGINS_KV]
+        for _ in range(8):
+            found = await self._get(topology.PORTAL_LOGINS_KV, key, int)
+            count = (found[0] if found else 0) + 1
+            try:
+                if found is None:
+                    await bucket.create(key, msgspec.json.encode(count))
+                else:
+                    await bucket.update(key, msgspec.json.encode(count), last=found[1])
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
+                continue
+            return count
+        msg = "login counter kept changing"
+        raise ConcurrentChangeError(msg)
+
+    async def read_marks(self, clinic: str, member: str) -> frozenset[int]:
+        """The inbox numbers this member has read."""
+        found = await self._get(topology.PORTAL_UNREAD_KV, f"{clinic}.{member}", list[int])
+        return frozenset(found[0]) if found else frozenset()
+
+    async def mark_read(self, clinic: str, member: str, numbers: frozenset[int]) -> None:
+        """Add ``numbers`` to the member's read marks (compare-and-set, retried)."""
+        key = f"{clinic}.{member}"
+        for _ in range(8):
+            found = await self._get(topology.PORTAL_UNREAD_KV, key, list[int])
+            current = frozenset(found[0]) if found else frozenset()
+            if numbers <= current:
+                return
+            try:
+                await self._put(topology.PORTAL_UNREAD_KV, key, sorted(current | numbers), found[1] if found else 0)
+            except ConcurrentChangeError:
+                continue
+            return
+
+
+@dataclass
+class InboxMirror:
+    """A clinic's inbox as its own connection reads it, kept in memory, fanned out to open pages.
+
+    The follower reads what the hub stored (``hub.inbox.<id>.read``) whenever the clinic's
+    inbox subject shows activity, so pages render without a NATS round trip and every open
+    page of the clinic gets each new message once.
+    """
+
+    client: ClinicClient
+    items: list[InboxItem] = field(default_factory=list)
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    grown: asyncio.Condition = field(default_factory=asyncio.Condition)
+    subscribers: set[asyncio.Queue[InboxItem]] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def last_event_number(self) -> int:
+        """The newest number held."""
+        return self.items[-1].event_number if self.items else 0
+
+    async def run(self) -> None:
+        """Follow the inbox for good (the caller cancels)."""
+        since = 1
+        while True:
+            try:
+                await self._follow(since)
+            except (HubError, nats.errors.Error, TimeoutError) as exc:
+                log.warning("portal_inbox_follow_failed", clinic=self.client.clinic_id, error=str(exc))
+                await asyncio.sleep(1.0)
+            since = self.last_event_number + 1
+
+    async def _follow(self, since: int) -> None:
+        target = await self.client.last_event_number()
+        if target < since:
+            self.loaded.set()
+        async for item in self.client.inbox(since=since, follow=True):
+            if item.event_number <= self.last_event_number:
+                continue
+            self.items.append(item)
+            if len(self.items) > MIRROR_LIMIT:
+                del self.items[: len(self.items) - MIRROR_LIMIT]
+            if item.event_number >= target:
+                self.loaded.set()
+            for queue in list(self.subscribers):
+                if queue.full():
+                    # A page this far behind is dropped; its stream ends and the browser reconnects.
+                    self.subscribers.discard(queue)
+                    continue
+                queue.put_nowait(item)
+            async with self.grown:
+                self.grown.notify_all()
+
+    async def wait_for(self, event_number: int, within: float = 10.0) -> None:
+        """Until the mirror holds ``event_number`` (after an action, before the redirect)."""
+
+        async def reached() -> None:
+            async with self.grown:
+                await self.grown.wait_for(lambda: self.last_event_number >= event_number)
+
+        await asyncio.wait_for(reached(), within)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[InboxItem]]:
+        """A queue of new inbox messages for one open page."""
+        queue: asyncio.Queue[InboxItem] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self.subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self.subscribers.discard(queue)
+
+
+class ClinicConnections:
+    """One :class:`ClinicClient` and one inbox mirror per clinic, opened when a member of it first needs them."""
+
+    def __init__(self, nats_url: str) -> None:
+        """Connections open lazily, each with its clinic's own credentials."""
+        self._url = nats_url
+        self._mirrors: dict[str, InboxMirror] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
+
+    async def mirror(self, clinic: str) -> InboxMirror:
+        """The clinic's mirror, loaded (its first read done)."""
+        lock = self._opening.setdefault(clinic, asyncio.Lock())
+        async with lock:
+            mirror = self._mirrors.get(clinic)
+            if mirror is None:
+                client = await ClinicClient.connect(self._url, clinic)
+                mirror = InboxMirror(client)
+                mirror.task = asyncio.create_task(mirror.run(), name=f"portal-inbox-{clinic}")
+                self._mirrors[clinic] = mirror
+        await asyncio.wait_for(mirror.loaded.wait(), 30)
+        return mirror
+
+    async def send(self, clinic: str, message: Message) -> None:
+        """Publish as the clinic and wait for JetStream to store it."""
+        await (await self.mirror(clinic)).client.send(message)
+
+    async def send_and_confirm(self, clinic: str, message: Message) -> InboxItem:
+        """Publish as the clinic and wait for the hub's answer (a confirmation or a rejection)."""
+        mirror = await self.mirror(clinic)
+        answer = await mirror.client.send_and_confirm(message)
+        with contextlib.suppress(TimeoutError):
+            await mirror.wait_for(answer.event_number, within=5.0)
+        return answer
+
+    async def close(self) -> None:
+        """Stop every follower and close every clinic connection."""
+        for mirror in self._mirrors.values():
+            if mirror.task is not None:
+                mirror.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await mirror.task
+            with contextlib.suppress(nats.errors.Error):
+                await mirror.client.close()
+        self._mirrors.clear()

@@ -1,0 +1,644 @@
+"""The clinic portal's wiring: a Litestar app under ``/portal``, its lifespan, and thin handlers.
+
+Handlers read the session, call the pure rules (``domain``, ``forms``) and the adapters,
+and render. Every clinic action is a contract message sent with the member's own clinic's
+credentials; every view of patient data is recorded in the hub's audit log before the page
+is shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import secrets
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final
+from uuid import UUID, uuid4
+
+import jinja2
+import msgspec
+import structlog
+import uvicorn
+from litestar import Litestar, Request, Response, Router, get, post
+from litestar.config.csrf import CSRFConfig
+from litestar.connection import ASGIConnection
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import Cookie, ResponseHeader
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import Parameter
+from litestar.response import Redirect, ServerSentEvent, Template
+from litestar.response.sse import ServerSentEventMessage
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from referral_hub.client import InboxItem
+from referral_hub.contracts.access import AccessLogin, AccessLoginFailed, AccessViewed
+from referral_hub.contracts.base import Message
+from referral_hub.contracts.registry import Clinic, Registry
+from referral_hub.contracts.rejections import Rejection
+from referral_hub.errors import HubError
+from referral_hub.portal import accounts, domain, forms
+from referral_hub.portal.accounts import LoginOutcome
+from referral_hub.portal.adapters import ClinicConnections, PortalStore
+from referral_hub.portal.domain import InboxQuery, Session
+from referral_hub.runtime.registry import load_registry_file
+
+log = structlog.get_logger(__name__)
+HERE: Final = Path(__file__).parent
+PREFIX: Final = "/portal"
+SESSION_COOKIE: Final = "portal_session"
+CSRF_COOKIE: Final = "portal_csrf"
+SECRET_ENV: Final = "HUB_PORTAL_SECRET"  # noqa: S105 - the name of a variable, not a secret
+CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SSE_KEEPALIVE_SECONDS: Final = 15.0
+
+
+class LoginRequiredError(HubError):
+    """No valid session: the member is sent to the login page."""
+
+
+@dataclass(frozen=True)
+class PortalSettings:
+    """Where the portal listens and reaches NATS."""
+
+    nats_url: str
+    host: str = "127.0.0.1"
+    port: int = 8480
+    secure_cookies: bool | None = None
+    """``None``: Secure everywhere but on a loopback address (local development)."""
+    registry_file: Path | None = None
+
+    @property
+    def cookies_secure(self) -> bool:
+        """Whether cookies carry ``Secure``."""
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        with contextlib.suppress(ValueError):
+            return not ipaddress.ip_address(self.host).is_loopback
+        return self.host != "localhost"
+
+
+@dataclass(frozen=True)
+class Member:
+    """The logged-in member, as the session says."""
+
+    clinic: Clinic
+    member: str
+    token: str
+
+    @property
+    def actor(self) -> forms.Actor:
+        """The member as a command's sender."""
+        return forms.Actor(self.clinic.id, self.member, self.clinic.timezone)
+
+
+class Portal:
+    """Per-process state the handlers share: the store, the clinic connections, the registry."""
+
+    def __init__(self, settings: PortalSettings, registry: Registry) -> None:
+        """Nothing opens until the lifespan starts."""
+        self.settings = settings
+        self.clinics = {clinic.id: clinic for clinic in registry.clinics}
+        self.store: PortalStore | None = None
+        self.connections = ClinicConnections(settings.nats_url)
+
+    def storage(self) -> PortalStore:
+        """The open store."""
+        if self.store is None:
+            msg = "the portal store is not open"
+            raise HubError(msg)
+        return self.store
+
+    async def current(self, request: ASGIConnection[Any, Any, Any, Any]) -> Member:
+        """The session's member, refreshing its idle timer; raises when there is none."""
+        token = request.cookies.get(SESSION_COOKIE, "")
+        found = await self.storage().session(token) if token else None
+        now = domain.utc_now()
+        if found is None or domain.session_expired(found[0], now) or found[0].clinic not in self.clinics:
+            raise LoginRequiredError
+        session = found[0]
+        if domain.session_needs_touch(session, now):
+            await self.storage().save_session(
+                token,
+                Session(clinic=session.clinic, member=session.member, created_at=session.created_at, last_seen=now),
+            )
+        return Member(self.clinics[session.clinic], session.member, token)
+
+    async def record(self, member: Member, message: Message) -> None:
+        """Send an access record as the member's clinic; the page is shown only once it is stored."""
+        await self.connections.send(member.clinic.id, message)
+
+    async def viewed(self, member: Member, page: str, *, referral_id: str = "", patient_ref: str | None = None) -> None:
+        """Record that ``member`` viewed patient data."""
+        await self.record(
+            member,
+            AccessViewed(
+                message_id=uuid4(),
+                occurred_at=domain.utc_now(),
+                sender_clinic=member.clinic.id,
+                actor=member.member,
+                correlation_id=uuid4(),
+                page=page,
+                referral_id=referral_id,
+                patient_ref=patient_ref,
+            ),
+        )
+
+
+def see_other(path: str, **options: Any) -> Redirect:  # noqa: ANN401 - Redirect's own keyword options
+    """A 303: after a form post the browser GETs the next page, and a reload never re-posts."""
+    return Redirect(path, status_code=303, **options)
+
+
+def _portal(request: ASGIConnection[Any, Any, Any, Any]) -> Portal:
+    portal: Portal = request.app.state.portal
+    return portal
+
+
+def _context(member: Member, **values: object) -> dict[str, object]:
+    return {"member": member, "clinic": member.clinic, **values}
+
+
+async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
+    data = await request.form()
+    return {key: value for key, value in data.items() if isinstance(value, str)}
+
+
+# --- Login, enrolment, logout -----------------------------------------------------------------
+
+
+@get("/login", sync_to_thread=False)
+def login_page(error: str = "") -> Template:
+    """The login form."""
+    return Template("login.html", context={"error": error[:200]})
+
+
+def _address(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@post("/login", status_code=303)
+async def login_submit(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Both factors at once; every outcome is audited as the clinic the username names."""
+    portal = _portal(request)
+    form = await _form(request)
+    now = domain.utc_now()
+    result = await accounts.login(
+        portal.storage(),
+        form.get("username", ""),
+        form.get("password", ""),
+        form.get("code", ""),
+        address=_address(request),
+        now=now,
+    )
+    clinic = portal.clinics.get(result.clinic)
+    if clinic is not None and result.member:
+        record: Message = msgspec.convert(
+            {
+                "type": "access.login" if result.outcome is LoginOutcome.OK else "access.login_failed",
+                "message_id": uuid4(),
+                "occurred_at": now,
+                "sender_clinic": clinic.id,
+                "actor": result.member,
+                "correlation_id": uuid4(),
+                "address": _address(request)[:200],
+                **({} if result.outcome is LoginOutcome.OK else {"reason": result.outcome.value}),
+            },
+            AccessLogin | AccessLoginFailed,
+        )
+        await portal.connections.send(clinic.id, record)
+    log.info("portal_login", clinic=result.clinic, member=result.member, outcome=result.outcome.value)
+    if result.outcome is not LoginOutcome.OK:
+        message = {
+            LoginOutcome.BAD_CREDENTIALS: "The username, password or code is wrong.",
+            LoginOutcome.LOCKED: "This account is locked for 15 minutes after too many wrong attempts.",
+            LoginOutcome.RATE_LIMITED: "Too many attempts from this address; wait 15 minutes.",
+        }[result.outcome]
+        return Template("login.html", context={"error": message}, status_code=401)
+    token = secrets.token_urlsafe(32)
+    await portal.storage().save_session(
+        token, Session(clinic=result.clinic, member=result.member, created_at=now, last_seen=now)
+    )
+    return see_other(
+        f"{PREFIX}/inbox",
+        cookies=[
+            Cookie(
+                key=SESSION_COOKIE,
+                value=token,
+                path=PREFIX,
+                httponly=True,
+                secure=portal.settings.cookies_secure,
+                samesite="lax",
+            )
+        ],
+    )
+
+
+@post("/logout", status_code=303)
+async def logout(request: Request[Any, Any, Any]) -> Redirect:
+    """End the session here and in the bucket."""
+    token = request.cookies.get(SESSION_COOKIE, "")
+    if token:
+        await _portal(request).storage().end_session(token)
+    response = see_other(f"{PREFIX}/login")
+    response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+    return response
+
+
+@get("/invite/{token:str}")
+async def invite_page(request: Request[Any, Any, Any], token: str) -> Template:
+    """Set a password and enrol TOTP through a one-time link."""
+    invite = await accounts.open_invite(_portal(request).storage(), token, domain.utc_now())
+    if invite is None:
+        return Template("invite_gone.html", status_code=410)
+    return Template(
+        "invite.html",
+        context={"invite": invite, "uri": accounts.provisioning_uri(invite), "token": token, "error": ""},
+    )
+
+
+@post("/invite/{token:str}", status_code=303)
+async def invite_submit(request: Request[Any, Any, Any], token: str) -> Response[Any]:
+    """Check the password and the first code, then spend the link."""
+    store = _portal(request).storage()
+    form = await _form(request)
+    now = domain.utc_now()
+    invite = await accounts.open_invite(store, token, now)
+    if invite is None:
+        return Template("invite_gone.html", status_code=410)
+    problem = domain.password_problem(form.get("password", ""), form.get("confirm", ""))
+    problem = problem or await accounts.enrol(store, token, form.get("password", ""), form.get("code", ""), now)
+    if problem:
+        context = {"invite": invite, "uri": accounts.provisioning_uri(invite), "token": token, "error": problem}
+        return Template("invite.html", context=context, status_code=400)
+    return see_other(f"{PREFIX}/login?error=")
+
+
+# --- Inbox and live updates -------------------------------------------------------------------
+
+
+def _query(kind: str, state: str, page: int, unread: bool) -> InboxQuery:  # noqa: FBT001 - a query flag
+    kinds = set(domain.LABELS)
+    states = set(domain.STATE_WORDS)
+    return InboxQuery(
+        kind=kind if kind in kinds else "",
+        state=state if state in states else "",
+        page=max(page, 1),
+        unread_only=unread,
+    )
+
+
+@get("/inbox")
+async def inbox(
+    request: Request[Any, Any, Any],
+    kind: str = "",
+    state_filter: Annotated[str, Parameter(query="state")] = "",
+    page: int = 1,
+    unread: bool = False,  # noqa: FBT001, FBT002 - a query flag
+) -> Template:
+    """The clinic's inbox, newest first, filtered and paged, live while open."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    mirror = await portal.connections.mirror(member.clinic.id)
+    read = await portal.storage().read_marks(member.clinic.id, member.member)
+    query = _query(kind, state_filter, page, unread)
+    rows, pages = domain.inbox_rows(mirror.items, member.clinic.timezone, read, query)
+    return Template(
+        "inbox.html",
+        context=_context(
+            member,
+            rows=rows,
+            pages=pages,
+            query=query,
+            total=mirror.last_event_number,
+            kinds=domain.LABELS,
+            states=domain.STATE_WORDS,
+        ),
+    )
+
+
+@post("/inbox/read", status_code=303)
+async def mark_all_read(request: Request[Any, Any, Any]) -> Redirect:
+    """Mark everything in the inbox now as read, for this member only."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    mirror = await portal.connections.mirror(member.clinic.id)
+    await portal.storage().mark_read(member.clinic.id, member.member, frozenset(range(1, mirror.last_event_number + 1)))
+    return see_other(f"{PREFIX}/inbox")
+
+
+@get("/events")
+async def events(
+    request: Request[Any, Any, Any], kind: str = "", state_filter: Annotated[str, Parameter(query="state")] = ""
+) -> ServerSentEvent:
+    """New inbox rows as server-sent events, rendered as table rows for htmx to prepend."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    mirror = await portal.connections.mirror(member.clinic.id)
+    query = _query(kind, state_filter, 1, unread=False)
+    fragment = request.app.state.jinja.get_template("_row.html")
+
+    async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:
+        async with mirror.subscribe() as queue:
+            yield ServerSentEventMessage(comment="live")
+            while queue in mirror.subscribers or not queue.empty():
+                try:
+                    item: InboxItem = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield ServerSentEventMessage(comment="keepalive")
+                    continue
+                rows, _ = domain.inbox_rows([item], member.clinic.timezone, frozenset(), query)
+                for row in rows:
+                    html = fragment.render(row=row, prefix=PREFIX).replace("\n", " ")
+                    yield ServerSentEventMessage(data=html, event="inbox", id=row.event_number)
+
+    return ServerSentEvent(stream(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+# --- Referrals --------------------------------------------------------------------------------
+
+
+def _offers(portal: Portal) -> dict[str, tuple[str, ...]]:
+    return {clinic.id: tuple(m.value for m in clinic.modalities) for clinic in portal.clinics.values()}
+
+
+@get("/referrals/new")
+async def new_referral_page(request: Request[Any, Any, Any]) -> Template:
+    """The new-referral form."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    return Template(
+        "new_referral.html", context=_context(member, **_new_form_context(portal, member, forms.FormResult()))
+    )
+
+
+def _new_form_context(portal: Portal, member: Member, result: forms.FormResult) -> dict[str, object]:
+    choices = [
+        (f"{clinic.id}|{modality}", f"{clinic.name} — {modality.replace('_', ' ')}")
+        for clinic in portal.clinics.values()
+        if clinic.id != member.clinic.id
+        for modality in (m.value for m in clinic.modalities)
+    ]
+    return {"choices": choices, "errors": result.errors, "values": result.values}
+
+
+@post("/referrals/new", status_code=303)
+async def new_referral_submit(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Validate, send as the clinic, and show the hub's answer (a hold with its rules, or a refusal)."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    result = forms.new_referral(await _form(request), member.actor, _offers(portal))
+    if result.message is None:
+        context = _context(member, **_new_form_context(portal, member, result))
+        return Template("new_referral.html", context=context, status_code=400)
+    answer = await portal.connections.send_and_confirm(member.clinic.id, result.message)
+    if isinstance(answer.message, Rejection):
+        result.errors["form"] = domain.rejection_words(answer.message)
+        context = _context(member, **_new_form_context(portal, member, result))
+        return Template("new_referral.html", context=context, status_code=400)
+    return see_other(f"{PREFIX}/referrals/{getattr(result.message, 'referral_id', '')}")
+
+
+async def _referral_view(portal: Portal, member: Member, referral_id: UUID) -> domain.ReferralView:
+    mirror = await portal.connections.mirror(member.clinic.id)
+    view = domain.referral_view(mirror.items, referral_id, member.clinic.id, member.clinic.timezone)
+    if view is None:
+        raise NotFoundException
+    return view
+
+
+@get("/referrals/{referral_id:uuid}")
+async def referral_page(request: Request[Any, Any, Any], referral_id: UUID, refused: str = "") -> Template:
+    """A referral: state with its BSeR code, the timeline, the steps this clinic may take now."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    view = await _referral_view(portal, member, referral_id)
+    await portal.viewed(member, "referral", referral_id=view.referral_id, patient_ref=view.patient_ref)
+    await portal.storage().mark_read(member.clinic.id, member.member, view.event_numbers)
+    return Template("referral.html", context=_context(member, view=view, refused=refused[:2000], errors={}))
+
+
+@post("/referrals/{referral_id:uuid}/{step:str}", status_code=303)
+async def referral_step(request: Request[Any, Any, Any], referral_id: UUID, step: str) -> Response[Any]:
+    """One lifecycle step, sent as the clinic; a refusal comes back in plain words."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    view = await _referral_view(portal, member, referral_id)
+    result = forms.transition(step, await _form(request), member.actor, referral_id, view.patient_ref)
+    if result.message is None:
+        context = _context(member, view=view, refused="", errors=result.errors, step=step)
+        return Template("referral.html", context=context, status_code=400)
+    answer = await portal.connections.send_and_confirm(member.clinic.id, result.message)
+    if isinstance(answer.message, Rejection):
+        view = await _referral_view(portal, member, referral_id)
+        context = _context(member, view=view, refused=domain.rejection_words(answer.message), errors={})
+        return Template("referral.html", context=context, status_code=409)
+    return see_other(f"{PREFIX}/referrals/{referral_id}")
+
+
+# --- Patients and pages -----------------------------------------------------------------------
+
+
+@get("/patients/{patient_ref:str}")
+async def patient_page(request: Request[Any, Any, Any], patient_ref: str) -> Template:
+    """What this clinic knows of a patient: referrals and active alerts, most severe first."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    mirror = await portal.connections.mirror(member.clinic.id)
+    view = domain.patient_view(mirror.items, patient_ref, member.clinic.timezone)
+    if view is None:
+        raise NotFoundException
+    await portal.viewed(member, "patient", patient_ref=view.patient_ref)
+    return Template("patient.html", context=_context(member, view=view, errors={}, values={}))
+
+
+async def _known_patient(portal: Portal, member: Member, patient_ref: str) -> None:
+    mirror = await portal.connections.mirror(member.clinic.id)
+    if domain.patient_view(mirror.items, patient_ref, member.clinic.timezone) is None:
+        raise NotFoundException
+
+
+async def _send_or_refuse(portal: Portal, member: Member, message: Message, back: str) -> Redirect:
+    answer = await portal.connections.send_and_confirm(member.clinic.id, message)
+    if isinstance(answer.message, Rejection):
+        return see_other(back, query_params={"refused": domain.rejection_words(answer.message)[:500]})
+    return see_other(back)
+
+
+@post("/patients/{patient_ref:str}/alerts", status_code=303)
+async def raise_alert(request: Request[Any, Any, Any], patient_ref: str) -> Response[Any]:
+    """Raise a contraindication alert to the patient's care team."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    await _known_patient(portal, member, patient_ref)
+    result = forms.alert_raise(await _form(request), member.actor, patient_ref)
+    if result.message is None:
+        mirror = await portal.connections.mirror(member.clinic.id)
+        view = domain.patient_view(mirror.items, patient_ref, member.clinic.timezone)
+        context = _context(member, view=view, errors=result.errors, values=result.values)
+        return Template("patient.html", context=context, status_code=400)
+    return await _send_or_refuse(portal, member, result.message, f"{PREFIX}/patients/{patient_ref}")
+
+
+@post("/patients/{patient_ref:str}/alerts/{alert_id:uuid}/{action:str}", status_code=303)
+async def alert_action(request: Request[Any, Any, Any], patient_ref: str, alert_id: UUID, action: str) -> Redirect:
+    """Acknowledge or resolve an alert."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    await _known_patient(portal, member, patient_ref)
+    if action == "ack":
+        message = forms.alert_ack(member.actor, patient_ref, alert_id)
+    elif action == "resolve":
+        result = forms.alert_resolve(await _form(request), member.actor, patient_ref, alert_id)
+        if result.message is None:
+            raise HTTPException(status_code=400, detail="; ".join(result.errors.values()))
+        message = result.message
+    else:
+        raise NotFoundException
+    return await _send_or_refuse(portal, member, message, f"{PREFIX}/patients/{patient_ref}")
+
+
+@get("/pages")
+async def pages_page(request: Request[Any, Any, Any], refused: str = "") -> Template:
+    """The clinic's pages, newest first, with acknowledge buttons and the escalation level."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    mirror = await portal.connections.mirror(member.clinic.id)
+    return Template(
+        "pages.html",
+        context=_context(member, pages=domain.open_pages(mirror.items, member.clinic.timezone), refused=refused[:2000]),
+    )
+
+
+@post("/pages/{page_id:uuid}/ack", status_code=303)
+async def ack_page(request: Request[Any, Any, Any], page_id: UUID) -> Redirect:
+    """Acknowledge a page as this member: the escalation stops."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    return await _send_or_refuse(portal, member, forms.page_ack(member.actor, page_id), f"{PREFIX}/pages")
+
+
+@get("/", sync_to_thread=False)
+def home() -> Redirect:
+    """The inbox is the start page."""
+    return see_other(f"{PREFIX}/inbox")
+
+
+@get("/healthz", sync_to_thread=False)
+def healthz() -> dict[str, str]:
+    """Liveness."""
+    return {"status": "ok"}
+
+
+# --- Wiring -----------------------------------------------------------------------------------
+
+
+def _login_redirect(request: Request[Any, Any, Any], _exc: Exception) -> Response[Any]:
+    if request.url.path.endswith("/events"):
+        return Response(content="", status_code=401)
+    return see_other(f"{PREFIX}/login")
+
+
+def _not_found(_request: Request[Any, Any, Any], _exc: Exception) -> Response[Any]:
+    """The same plain 404 for a wrong id and for another clinic's id."""
+    return Template("not_found.html", status_code=404)
+
+
+def create_app(settings: PortalSettings) -> Litestar:
+    """The portal app; its lifespan opens the portal's store and closes every clinic connection."""
+    registry = load_registry_file(settings.registry_file)
+    portal = Portal(settings, registry)
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.globals["prefix"] = PREFIX
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        portal.store = await PortalStore.open(settings.nats_url)
+        try:
+            yield
+        finally:
+            await portal.connections.close()
+            await portal.store.close()
+
+    # Replicas behind one address must share the secret (HUB_PORTAL_SECRET); one process may make its own.
+    csrf_secret = os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32)
+    app = Litestar(
+        route_handlers=[
+            _router(),
+            create_static_files_router(path=f"{PREFIX}/static", directories=[HERE / "static"]),
+        ],
+        lifespan=[lifespan],
+        template_config=TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment)),
+        csrf_config=CSRFConfig(
+            secret=csrf_secret,
+            cookie_name=CSRF_COOKIE,
+            cookie_path=PREFIX,
+            cookie_secure=settings.cookies_secure,
+            cookie_httponly=True,
+            cookie_samesite="lax",
+        ),
+        response_headers=[
+            ResponseHeader(name="Content-Security-Policy", value=CSP),
+            ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
+            ResponseHeader(name="Referrer-Policy", value="no-referrer"),
+            ResponseHeader(name="Cache-Control", value="no-store"),
+        ],
+        exception_handlers={LoginRequiredError: _login_redirect, NotFoundException: _not_found},
+        state=None,
+    )
+    app.state.portal = portal
+    app.state.jinja = environment
+    return app
+
+
+def _router() -> Router:
+    return Router(
+        path=PREFIX,
+        route_handlers=[
+            home,
+            healthz,
+            login_page,
+            login_submit,
+            logout,
+            invite_page,
+            invite_submit,
+            inbox,
+            mark_all_read,
+            events,
+            new_referral_page,
+            new_referral_submit,
+            referral_page,
+            referral_step,
+            patient_page,
+            raise_alert,
+            alert_action,
+            pages_page,
+            ack_page,
+        ],
+    )
+
+
+def run(settings: PortalSettings) -> None:
+    """Serve the portal with uvicorn until interrupted."""
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
+
+
+__all__ = ["PortalSettings", "create_app", "run"]

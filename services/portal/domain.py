@@ -1,0 +1,513 @@
+"""The portal's pure rules: what a page shows, which buttons a clinic gets, when a login is refused.
+
+No I/O here. Everything a page shows is derived from the clinic's own inbox (the hub
+delivers every step of a referral to both parties), so what a member sees is exactly what
+the hub told the clinic, in the hub's own numbering.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Final
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from referral_hub.client import InboxItem
+from referral_hub.contracts.alerts import SEVERITY_RANK, AlertAcknowledged, AlertRaised, AlertResolved, Severity
+from referral_hub.contracts.base import Message, message_type
+from referral_hub.contracts.paging import PageAcknowledged, PageTriggered
+from referral_hub.contracts.referrals import (
+    ReferralCloseReminder,
+    ReferralEvent,
+    ReferralOverdue,
+    ReferralRequested,
+    ReferralState,
+    ReferralTransitioned,
+)
+from referral_hub.contracts.rejections import Rejection, RejectionCode
+from referral_hub.contracts.screening import ScreeningFlagged
+from referral_hub.referrals import lifecycle
+from referral_hub.referrals.lifecycle import Party
+
+PAGE_SIZE: Final = 50
+"""Inbox rows per page: long lists page."""
+IDLE_TIMEOUT: Final = timedelta(minutes=30)
+"""A session unused this long is over; the bucket's TTL bounds it absolutely."""
+SESSION_TOUCH_EVERY: Final = timedelta(seconds=60)
+"""A session's last-seen time is written at most this often (one KV write per minute, not per request)."""
+MAX_FAILED_LOGINS: Final = 5
+"""Consecutive wrong passwords or codes before an account locks."""
+LOCKOUT: Final = timedelta(minutes=15)
+MAX_ADDRESS_ATTEMPTS: Final = 20
+"""Login attempts from one address within the logins bucket's window (15 minutes)."""
+MIN_PASSWORD_LENGTH: Final = 12
+USERNAME: Final = re.compile(r"^(?P<member>[a-z0-9][a-z0-9._-]{0,62})@(?P<clinic>[a-z0-9][a-z0-9-]{1,62})$")
+
+
+class PortalRole(enum.StrEnum):
+    """Which side of a referral the viewing clinic is on."""
+
+    REFERRER = "referrer"
+    RECIPIENT = "recipient"
+
+
+# --- Accounts, sessions and logins ----------------------------------------------------------
+
+
+class MemberAccount(msgspec.Struct, frozen=True, kw_only=True):
+    """A portal login: one care-team member of one clinic, with both factors."""
+
+    clinic: str
+    member: str
+    password_hash: str
+    totp_secret: str
+    enrolled_at: datetime
+    failed_logins: int = 0
+    locked_until: datetime | None = None
+    last_totp_step: int = 0
+    """The newest TOTP time step accepted: a code is never accepted twice."""
+
+
+class Invite(msgspec.Struct, frozen=True, kw_only=True):
+    """A one-time enrolment link's record, keyed by the SHA-256 of its token (never the token)."""
+
+    clinic: str
+    member: str
+    expires_at: datetime
+    totp_secret: str = ""
+    """Chosen when the link is first opened, so the page and the enrolment agree."""
+
+
+class Session(msgspec.Struct, frozen=True, kw_only=True):
+    """A server-side session, keyed by the SHA-256 of the cookie's value."""
+
+    clinic: str
+    member: str
+    created_at: datetime
+    last_seen: datetime
+
+
+def account_key(clinic: str, member: str) -> str:
+    """The members bucket key of one member (both ids are subject-token safe)."""
+    return f"{clinic}.{member}"
+
+
+def parse_username(text: str) -> tuple[str, str] | None:
+    """``member@clinic`` as ``(clinic, member)``, or ``None`` when it is not shaped like one."""
+    found = USERNAME.match(text.strip().lower())
+    return (found["clinic"], found["member"]) if found else None
+
+
+def session_expired(session: Session, now: datetime) -> bool:
+    """Whether the session has been idle too long."""
+    return now - session.last_seen > IDLE_TIMEOUT
+
+
+def session_needs_touch(session: Session, now: datetime) -> bool:
+    """Whether last-seen is old enough to be worth a write."""
+    return now - session.last_seen > SESSION_TOUCH_EVERY
+
+
+def locked(account: MemberAccount, now: datetime) -> bool:
+    """Whether the account is in its lockout."""
+    return account.locked_until is not None and account.locked_until > now
+
+
+def after_failure(account: MemberAccount, now: datetime) -> MemberAccount:
+    """The account after one more wrong factor: locked once it reaches the limit."""
+    failed = account.failed_logins + 1
+    if failed >= MAX_FAILED_LOGINS:
+        return msgspec.structs.replace(account, failed_logins=0, locked_until=now + LOCKOUT)
+    return msgspec.structs.replace(account, failed_logins=failed)
+
+
+def after_success(account: MemberAccount, totp_step: int) -> MemberAccount:
+    """The account after a good login: counters cleared, the code's step spent."""
+    return msgspec.structs.replace(account, failed_logins=0, locked_until=None, last_totp_step=totp_step)
+
+
+def password_problem(password: str, confirm: str) -> str:
+    """Why a new password is refused, in plain words, or empty."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"Use at least {MIN_PASSWORD_LENGTH} characters."
+    if len(password) > 1024:  # noqa: PLR2004 - a bound on hashing work, stated once
+        return "Use at most 1024 characters."
+    if password != confirm:
+        return "The two passwords differ."
+    return ""
+
+
+# --- Inbox ------------------------------------------------------------------------------------
+
+LABELS: Final = {
+    "referral.requested": "New referral",
+    "referral.transitioned": "Referral update",
+    "referral.overdue": "Referral overdue",
+    "referral.close_reminder": "Close the loop",
+    "rejection": "Refused by the hub",
+    "alert.raised": "Alert raised",
+    "alert.acknowledged": "Alert acknowledged",
+    "alert.resolved": "Alert resolved",
+    "page.triggered": "Page",
+    "page.acknowledged": "Page acknowledged",
+    "screening.flagged": "Screening hold",
+}
+STATE_WORDS: Final = {state: state.value.replace("_", " ") for state in ReferralState}
+REJECTION_WORDS: Final = {
+    RejectionCode.INVALID_TRANSITION: "That step is not possible from the referral's current state.",
+    RejectionCode.WRONG_PARTY: "Only the other clinic may take that step.",
+    RejectionCode.REFERRAL_CLOSED: "This referral is closed; nothing more can happen to it.",
+    RejectionCode.UNKNOWN_REFERRAL: "The hub knows no such referral for this clinic.",
+    RejectionCode.INVALID_RECIPIENT: "That clinic cannot receive this referral.",
+    RejectionCode.UNKNOWN_CLINIC: "The hub does not know that clinic.",
+    RejectionCode.SCHEMA_VIOLATION: "A field was not filled in as the hub expects.",
+    RejectionCode.RATE_LIMITED: "The clinic is sending too fast; try again in a moment.",
+}
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    """One inbox line as the page shows it."""
+
+    event_number: int
+    kind: str
+    label: str
+    when: str
+    summary: str
+    state: str
+    referral_id: str
+    patient_ref: str
+    unread: bool
+
+
+def local_time(at: datetime | None, zone: str) -> str:
+    """A timestamp in the clinic's time zone, with the zone's abbreviation."""
+    if at is None:
+        return ""
+    return at.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def kind_of(message: Message) -> str:
+    """The message's wire type."""
+    return message_type(type(message))
+
+
+def _summary(message: Message) -> str:  # noqa: PLR0911 - one plain sentence per message kind
+    if isinstance(message, ReferralRequested):
+        return f"{message.referring_clinic} → {message.recipient_clinic}: {message.modality.value.replace('_', ' ')}"
+    if isinstance(message, ReferralTransitioned):
+        return f"{message.transition.replace('_', ' ')} by {message.sender_clinic}"
+    if isinstance(message, ReferralOverdue):
+        return "no answer within the urgency's window"
+    if isinstance(message, ReferralCloseReminder):
+        return "completed; the referrer has not closed the loop yet"
+    if isinstance(message, Rejection):
+        return rejection_words(message)
+    if isinstance(message, AlertRaised):
+        return f"{message.severity.value} alert on {message.trigger}"
+    if isinstance(message, PageTriggered):
+        return f"{message.severity.value} page for {message.member} (level {message.escalation_level})"
+    if isinstance(message, (AlertAcknowledged, PageAcknowledged)):
+        return f"by {message.member} of {message.member_clinic}"
+    return ""
+
+
+def rejection_words(rejection: Rejection) -> str:
+    """A refusal in plain words, then the hub's own reason."""
+    plain = REJECTION_WORDS.get(rejection.code, "The hub refused this.")
+    state = f" (the referral is {STATE_WORDS.get(ReferralState(rejection.current_state), rejection.current_state)})"
+    return f"{plain}{state if rejection.current_state in STATE_WORDS else ''} The hub said: {rejection.reason}"
+
+
+def row(item: InboxItem, zone: str, read: frozenset[int]) -> InboxRow:
+    """The inbox line of one delivery."""
+    message = item.message
+    kind = kind_of(message)
+    state = message.state.value if isinstance(message, ReferralEvent) else ""
+    return InboxRow(
+        event_number=item.event_number,
+        kind=kind,
+        label=LABELS.get(kind, kind),
+        when=local_time(message.occurred_at, zone),
+        summary=_summary(message),
+        state=state,
+        referral_id=str(getattr(message, "referral_id", "") or ""),
+        patient_ref=str(getattr(message, "patient_ref", "") or ""),
+        unread=item.event_number not in read,
+    )
+
+
+@dataclass(frozen=True)
+class InboxQuery:
+    """The inbox filters and page, as the query string gives them (already validated)."""
+
+    kind: str = ""
+    state: str = ""
+    page: int = 1
+    unread_only: bool = False
+
+
+def inbox_rows(
+    items: Sequence[InboxItem], zone: str, read: frozenset[int], query: InboxQuery
+) -> tuple[list[InboxRow], int]:
+    """The rows of one inbox page, newest first, and how many pages the filtered inbox has."""
+    chosen = [
+        item
+        for item in reversed(items)
+        if (not query.kind or kind_of(item.message) == query.kind)
+        and (not query.state or getattr(item.message, "state", None) == query.state)
+        and (not query.unread_only or item.event_number not in read)
+    ]
+    pages = max(1, -(-len(chosen) // PAGE_SIZE))
+    page = min(max(query.page, 1), pages)
+    window = chosen[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    return [row(item, zone, read) for item in window], pages
+
+
+# --- Referral ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineStep:
+    """One step of a referral's history, as both parties saw it."""
+
+    event_number: int
+    when: str
+    what: str
+    by: str
+    state: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ReferralView:
+    """Everything the referral page shows."""
+
+    referral_id: str
+    patient_ref: str
+    role: PortalRole
+    state: ReferralState
+    state_words: str
+    bser_code: str
+    bser_display: str
+    referring_clinic: str
+    recipient_clinic: str
+    request: ReferralRequested | None
+    timeline: list[TimelineStep]
+    transitions: list[str]
+    screening: list[ScreeningFlagged] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+    event_numbers: frozenset[int] = frozenset()
+
+
+def _step_detail(message: ReferralEvent) -> str:
+    if isinstance(message, ReferralTransitioned):
+        parts = [message.detail, message.reason_code]
+        if message.appointment_at is not None:
+            parts.append(f"appointment {message.appointment_at.isoformat()}")
+        if message.outcome is not None:
+            parts.append(f"{message.outcome.visits} visits; {message.outcome.response}")
+        if message.forwarded_to:
+            parts.append(f"forwarded to {message.forwarded_to}")
+        return "; ".join(part for part in parts if part)
+    if isinstance(message, ReferralRequested):
+        return message.reason
+    return ""
+
+
+def referral_view(items: Iterable[InboxItem], referral_id: UUID, clinic: str, zone: str) -> ReferralView | None:
+    """The referral as this clinic's inbox tells it, or ``None`` when its inbox never mentioned it.
+
+    ``None`` is what another clinic's referral id gives too: the page answers 404 for both.
+    """
+    events: list[tuple[int, ReferralEvent]] = []
+    flags: list[ScreeningFlagged] = []
+    refusals: list[str] = []
+    numbers: set[int] = set()
+    for item in items:
+        message = item.message
+        if getattr(message, "referral_id", None) != referral_id:
+            continue
+        numbers.add(item.event_number)
+        if isinstance(message, ReferralEvent):
+            events.append((item.event_number, message))
+        elif isinstance(message, ScreeningFlagged):
+            flags.append(message)
+    if not events:
+        return None
+    latest = events[-1][1]
+    role = PortalRole.REFERRER if latest.referring_clinic == clinic else PortalRole.RECIPIENT
+    status = lifecycle.STATUS[latest.state]
+    request = next((message for _, message in events if isinstance(message, ReferralRequested)), None)
+    timeline = [
+        TimelineStep(
+            event_number=number,
+            when=local_time(message.occurred_at, zone),
+            what=message.transition.replace("_", " ")
+            if isinstance(message, ReferralTransitioned)
+            else LABELS.get(kind_of(message), kind_of(message)),
+            by=f"{message.actor} ({message.sender_clinic})",
+            state=STATE_WORDS[message.state],
+            detail=_step_detail(message),
+        )
+        for number, message in events
+    ]
+    return ReferralView(
+        referral_id=str(referral_id),
+        patient_ref=latest.patient_ref,
+        role=role,
+        state=latest.state,
+        state_words=STATE_WORDS[latest.state],
+        bser_code=status.bser_code,
+        bser_display=f"Service Request {status.bser_display}",
+        referring_clinic=latest.referring_clinic,
+        recipient_clinic=latest.recipient_clinic,
+        request=request,
+        timeline=timeline,
+        transitions=permitted_transitions(latest.state, role),
+        screening=flags,
+        refusals=refusals,
+        event_numbers=frozenset(numbers),
+    )
+
+
+TRANSITION_ORDER: Final = (
+    "accept",
+    "override",
+    "decline",
+    "schedule",
+    "interim_note",
+    "no_show",
+    "complete",
+    "close",
+    "cancel",
+    "cancel_confirm",
+    "forward",
+)
+
+
+def permitted_transitions(state: ReferralState, role: PortalRole) -> list[str]:
+    """The steps this clinic may take now, from the hub's own transition table."""
+    party = Party.SENDER if role is PortalRole.REFERRER else Party.RECIPIENT
+    allowed = {
+        rule.transition
+        for rule in lifecycle.RULES.values()
+        if party in rule.by and lifecycle.permits(rule, party, state)
+    }
+    return [name for name in TRANSITION_ORDER if name in allowed]
+
+
+# --- Patient, alerts and pages ----------------------------------------------------------------
+
+
+@dataclass
+class AlertView:
+    """One alert on a patient, with who acknowledged it."""
+
+    alert_id: str
+    severity: str
+    trigger: str
+    raised_by: str
+    raised_at: str
+    note: str
+    acknowledged: list[str] = field(default_factory=list)
+    resolved: bool = False
+
+
+@dataclass(frozen=True)
+class PatientView:
+    """The patient page: referrals and alerts this clinic's inbox holds about the patient."""
+
+    patient_ref: str
+    referrals: list[tuple[str, str, str]]
+    alerts: list[AlertView]
+
+
+def patient_view(items: Iterable[InboxItem], patient_ref: str, zone: str) -> PatientView | None:
+    """What this clinic's inbox says about one patient, or ``None`` when it says nothing (404)."""
+    referrals: dict[str, tuple[str, str, str]] = {}
+    alerts: dict[str, AlertView] = {}
+    for item in items:
+        message = item.message
+        if getattr(message, "patient_ref", None) != patient_ref:
+            continue
+        if isinstance(message, ReferralEvent):
+            referrals[str(message.referral_id)] = (
+                str(message.referral_id),
+                STATE_WORDS[message.state],
+                f"{message.referring_clinic} → {message.recipient_clinic}",
+            )
+        elif isinstance(message, AlertRaised):
+            alerts[str(message.alert_id)] = AlertView(
+                alert_id=str(message.alert_id),
+                severity=message.severity.value,
+                trigger=message.trigger,
+                raised_by=message.raised_by,
+                raised_at=local_time(message.raised_at or message.occurred_at, zone),
+                note=message.note,
+            )
+        elif isinstance(message, AlertAcknowledged) and str(message.alert_id) in alerts:
+            alerts[str(message.alert_id)].acknowledged.append(
+                f"{message.member} ({message.member_clinic}) at {local_time(message.occurred_at, zone)}"
+            )
+        elif isinstance(message, AlertResolved) and str(message.alert_id) in alerts:
+            alerts[str(message.alert_id)].resolved = True
+    if not referrals and not alerts:
+        return None
+    active = sorted(
+        (alert for alert in alerts.values() if not alert.resolved),
+        key=lambda alert: (-SEVERITY_RANK[Severity(alert.severity)], alert.raised_at),
+    )
+    return PatientView(patient_ref, list(referrals.values()), active)
+
+
+@dataclass(frozen=True)
+class PageView:
+    """One page sent to a member of this clinic."""
+
+    page_id: str
+    member: str
+    severity: str
+    level: int
+    patient_ref: str
+    summary: str
+    when: str
+    acknowledged_by: str
+
+
+def open_pages(items: Iterable[InboxItem], zone: str) -> list[PageView]:
+    """Pages this clinic's inbox holds, newest first, with who acknowledged each."""
+    pages: dict[str, PageView] = {}
+    acks: dict[str, str] = {}
+    for item in items:
+        message = item.message
+        if isinstance(message, PageTriggered):
+            pages[str(message.page_id)] = PageView(
+                page_id=str(message.page_id),
+                member=message.member,
+                severity=message.severity.value,
+                level=message.escalation_level,
+                patient_ref=message.patient_ref,
+                summary=message.summary,
+                when=local_time(message.occurred_at, zone),
+                acknowledged_by="",
+            )
+        elif isinstance(message, PageAcknowledged):
+            acks[str(message.page_id)] = f"{message.member} ({message.member_clinic})"
+    return [_with_ack(page, acks) for page in reversed(pages.values())]
+
+
+def _with_ack(page: PageView, acks: Mapping[str, str]) -> PageView:
+    return dataclasses.replace(page, acknowledged_by=acks.get(page.page_id, ""))
+
+
+def utc_now() -> datetime:
+    """Now, timezone-aware."""
+    return datetime.now(UTC)
