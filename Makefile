@@ -36,13 +36,14 @@ typecheck: install
 contracts: install
 	$(BIN)/hubctl contracts check
 
-# Debian's prometheus package (Prometheus 2.42 and promtool) for the ops tests; installed,
+# Debian's prometheus package (Prometheus 2.42 and promtool) for the ops tests, and Debian's
+# chromium for the portal's browser tests (Playwright drives /usr/bin/chromium); installed,
 # never assumed. Needs root or sudo, as CI has.
 tools:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v chromium >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus chromium >/dev/null; }
 
 # The official AsyncAPI parser (@asyncapi/parser, pinned in package-lock.json) that the contract
 # tests run through node. Reinstalled only when the lock file is newer than the installed tree.

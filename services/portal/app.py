@@ -513,7 +513,11 @@ async def pages_page(request: Request[Any, Any, Any], refused: str = "") -> Temp
     mirror = await portal.connections.mirror(member.clinic.id)
     return Template(
         "pages.html",
-        context=_context(member, pages=domain.open_pages(mirror.items, member.clinic.timezone), refused=refused[:2000]),
+        context=_context(
+            member,
+            pages=domain.open_pages(mirror.items, member.clinic.id, member.clinic.timezone),
+            refused=refused[:2000],
+        ),
     )
 
 

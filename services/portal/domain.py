@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -33,6 +33,8 @@ from referral_hub.contracts.referrals import (
 )
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.contracts.screening import ScreeningFlagged
+from referral_hub.notifications.domain import PAGING_SEVERITIES
+from referral_hub.notifications.paging import page_id_for
 from referral_hub.referrals import lifecycle
 from referral_hub.referrals.lifecycle import Party
 
@@ -470,42 +472,48 @@ def patient_view(items: Iterable[InboxItem], patient_ref: str, zone: str) -> Pat
 
 @dataclass(frozen=True)
 class PageView:
-    """One page sent to a member of this clinic."""
+    """A page the hub sent this clinic for another clinic's alert, with who acknowledged it."""
 
     page_id: str
-    member: str
+    alert_id: str
     severity: str
-    level: int
+    trigger: str
     patient_ref: str
-    summary: str
+    raised_by: str
+    also_paged: str
     when: str
     acknowledged_by: str
 
 
-def open_pages(items: Iterable[InboxItem], zone: str) -> list[PageView]:
-    """Pages this clinic's inbox holds, newest first, with who acknowledged each."""
+def open_pages(items: Iterable[InboxItem], clinic: str, zone: str) -> list[PageView]:
+    """The pages this clinic got, newest first, from the alerts in its inbox.
+
+    The hub pages each care-team clinic but the raiser for an alert of a paging severity,
+    once per alert and clinic, under an id derived from both (``page_id_for``): the portal
+    finds the page from the alert without reading the hub's pages bucket.
+    """
     pages: dict[str, PageView] = {}
     acks: dict[str, str] = {}
     for item in items:
         message = item.message
-        if isinstance(message, PageTriggered):
-            pages[str(message.page_id)] = PageView(
-                page_id=str(message.page_id),
-                member=message.member,
+        if isinstance(message, AlertRaised) and message.severity in PAGING_SEVERITIES and message.raised_by != clinic:
+            page_id = str(page_id_for(f"alert:{message.alert_id}:{clinic}"))
+            others = [c for c in message.recipients if c not in {clinic, message.raised_by}]
+            pages[page_id] = PageView(
+                page_id=page_id,
+                alert_id=str(message.alert_id),
                 severity=message.severity.value,
-                level=message.escalation_level,
+                trigger=message.trigger,
                 patient_ref=message.patient_ref,
-                summary=message.summary,
-                when=local_time(message.occurred_at, zone),
+                raised_by=message.raised_by,
+                also_paged=", ".join(others) or "no other clinic",
+                when=local_time(message.raised_at or message.occurred_at, zone),
                 acknowledged_by="",
             )
         elif isinstance(message, PageAcknowledged):
-            acks[str(message.page_id)] = f"{message.member} ({message.member_clinic})"
-    return [_with_ack(page, acks) for page in reversed(pages.values())]
-
-
-def _with_ack(page: PageView, acks: Mapping[str, str]) -> PageView:
-    return dataclasses.replace(page, acknowledged_by=acks.get(page.page_id, ""))
+            when = local_time(message.occurred_at, zone)
+            acks[str(message.page_id)] = f"{message.member} ({message.member_clinic}) at {when}"
+    return [dataclasses.replace(page, acknowledged_by=acks.get(page.page_id, "")) for page in reversed(pages.values())]
 
 
 def utc_now() -> datetime:
