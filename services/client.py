@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Final, Self
 
 import msgspec
@@ -28,7 +30,7 @@ from referral_hub.contracts.codec import HubMessage, decode_hub_message, encode
 from referral_hub.contracts.inbox import InboxHeartbeat, InboxPage, InboxRead
 from referral_hub.errors import HubError
 from referral_hub.runtime import credentials, subjects, topology
-from referral_hub.runtime.credentials import NatsCredentials
+from referral_hub.runtime.credentials import CREDS_DIR_ENV, NKEY_FILE_ENV, NatsCredentials, clinic_seed_path
 from referral_hub.runtime.servers import server_urls
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
@@ -41,10 +43,19 @@ NO_RESPONDERS_PAUSE_SECONDS: Final = 0.05
 FOLLOW_POLL_SECONDS: Final = 1.0
 """A follower asks again at least this often, even when no wake-up arrived."""
 CONSUME_WAIT_SECONDS: Final = 5.0
+LOCAL_CREDS_DIR: Final = Path(".hub-data/auth")
+"""Where ``hubctl up`` keeps the local hub's credentials; used when the environment names none."""
+CONNECT_TIMEOUT_SECONDS: Final = 3.0
+CONNECT_ATTEMPTS: Final = 2
+"""Each server is tried this often before connecting gives up: a few seconds, never minutes."""
 NEWEST: Final = 2**62
 """An ``after`` above every event number: the answer carries only the newest number."""
 _read: Final = msgspec.json.Encoder()
 _page: Final = msgspec.json.Decoder(InboxPage)
+
+
+class HubUnreachableError(HubError):
+    """No NATS server answered: the hub is not running, or the URL is wrong."""
 
 
 class HubFullError(HubError):
@@ -91,6 +102,31 @@ class SendReceipt:
     duplicate: bool
 
 
+def clinic_credentials(clinic_id: str) -> NatsCredentials:
+    """A clinic's credentials: what the environment names, else the local hub's ``.hub-data/auth``.
+
+    ``hubctl`` looks in the same places, so a script using this client in the folder where
+    ``hubctl up`` runs connects just as ``hubctl`` does. A clinic with no seed there is
+    named in a one-line error instead of a refused connection.
+    """
+    chosen = credentials.for_clinic(clinic_id)
+    named = os.environ.get(CREDS_DIR_ENV) or os.environ.get(NKEY_FILE_ENV)
+    directory = Path(os.environ[CREDS_DIR_ENV]) if os.environ.get(CREDS_DIR_ENV) else None
+    if not named and LOCAL_CREDS_DIR.is_dir():
+        directory = LOCAL_CREDS_DIR.resolve()
+        ca_file = directory / "tls" / "ca.pem"
+        chosen = replace(
+            chosen,
+            nkey_file=clinic_seed_path(directory, clinic_id),
+            ca_file=chosen.ca_file or (ca_file if ca_file.exists() else None),
+        )
+    if chosen.nkey_file is not None and not chosen.nkey_file.is_file():
+        where = f" in {directory}" if directory is not None else f" ({chosen.nkey_file})"
+        msg = f"no credentials for clinic {clinic_id!r}{where}: is it registered? see 'hubctl clinics'"
+        raise credentials.CredentialsError(msg)
+    return chosen
+
+
 class ClinicClient:
     """A clinic's connection to the hub."""
 
@@ -107,15 +143,20 @@ class ClinicClient:
         The connection's reply inbox is the clinic's own (``_INBOX.clinic.<id>``): on a hub
         with authorization that is the only inbox the clinic may subscribe to.
         """
-        chosen = auth or credentials.for_clinic(clinic_id)
-        connection = await nats.connect(
-            server_urls(nats_url),
-            name=f"clinic-{clinic_id}",
-            connect_timeout=5,
-            max_reconnect_attempts=3,
-            error_cb=silence_nats_error_log,
-            **chosen.connect_options(),
-        )
+        chosen = auth or clinic_credentials(clinic_id)
+        try:
+            connection = await nats.connect(
+                server_urls(nats_url),
+                name=f"clinic-{clinic_id}",
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                max_reconnect_attempts=CONNECT_ATTEMPTS - 1,
+                reconnect_time_wait=0.5,
+                error_cb=silence_nats_error_log,
+                **chosen.connect_options(),
+            )
+        except nats.errors.NoServersError as exc:
+            msg = f"cannot reach NATS at {nats_url} (is the hub running? pass --nats-url or set NATS_URL)"
+            raise HubUnreachableError(msg) from exc
         return cls(connection, clinic_id)
 
     async def close(self) -> None:
@@ -270,14 +311,25 @@ class ClinicClient:
         The answer is the first inbox message caused by this one: the hub's confirmation
         (for example ``referral.requested``) or a typed ``rejection``.
         """
+        _, answer = await self.send_and_wait(message, within)
+        if answer is None:
+            msg = f"no answer from the hub within {within:.0f}s for message {message.message_id}"
+            raise HubError(msg)
+        return answer
+
+    async def send_and_wait(self, message: Message, within: float = 10.0) -> tuple[SendReceipt, InboxItem | None]:
+        """Send ``message``; return where it was stored and the hub's answer, or ``None`` if none came in time.
+
+        The send is stored either way: a missing answer means the hub has not processed it
+        yet (a service is down or behind), never that the message was lost.
+        """
         after = await self.last_event_number()
         deadline = asyncio.get_running_loop().time() + within
-        await self.send(message)
+        receipt = await self.send(message)
         async for item in self._inbox_until(after, deadline):
             if item.message.causation_id == message.message_id:
-                return item
-        msg = f"no answer from the hub within {within:.0f}s for message {message.message_id}"
-        raise HubError(msg)
+                return receipt, item
+        return receipt, None
 
     async def _inbox_until(self, after: int, deadline: float) -> AsyncIterator[InboxItem]:
         """Inbox messages numbered above ``after``, as they are stored, until ``deadline`` (loop time)."""

@@ -19,9 +19,8 @@ from nats.js import JetStreamContext
 from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_chain
 from referral_hub.cli.asyncapi import asyncapi_document
-from referral_hub.client import ClinicClient, InboxItem, new_id, silence_nats_error_log, utc_now
+from referral_hub.client import ClinicClient, InboxItem, silence_nats_error_log
 from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised, AlertResolved
-from referral_hub.contracts.base import Modality
 from referral_hub.contracts.compat import (
     breaking_changes,
     current_components,
@@ -32,11 +31,9 @@ from referral_hub.contracts.compat import (
 from referral_hub.contracts.paging import PageAcknowledged
 from referral_hub.contracts.plans import CareTeamChanged, PlanUpdated
 from referral_hub.contracts.referrals import (
-    ReferralRequest,
     ReferralRequested,
     ReferralState,
     ReferralTransitioned,
-    Urgency,
 )
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.contracts.rejections import Rejection
@@ -62,6 +59,10 @@ SERVICES: Final[dict[str, Callable[[str], ServiceApp]]] = {
 }
 
 
+FULL_ID_LENGTH: Final = 36
+"""Characters of a UUID as text: anything shorter is a prefix to resolve."""
+
+
 class UsageError(HubError):
     """A subcommand was called without what it needs."""
 
@@ -79,6 +80,10 @@ async def connect(nats_url: str, name: str = "hubctl", user: str = natsauth.ADMI
         name=name,
         connect_timeout=3,
         allow_reconnect=False,
+        # nats-py retries a first connection 60 times, 2 s apart, before giving up: two minutes
+        # to say nobody is there. Two tries, half a second apart, say it in seconds.
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.5,
         error_cb=silence_nats_error_log,
         **credentials.for_hub_user(user).connect_options(),
     )
@@ -166,44 +171,6 @@ def run_service(args: argparse.Namespace) -> int:
     return 0
 
 
-async def refer(args: argparse.Namespace) -> int:
-    """``hubctl refer``: send a referral and report the hub's answer."""
-    clinic_id = require_clinic(args)
-    client = await ClinicClient.connect(args.nats_url, clinic_id)
-    try:
-        actor = args.actor or await _first_member(client.connection, clinic_id)
-        request = ReferralRequest(
-            message_id=new_id(),
-            occurred_at=utc_now(),
-            sender_clinic=clinic_id,
-            actor=actor,
-            correlation_id=new_id(),
-            referral_id=new_id(),
-            patient_ref=args.patient,
-            recipient_clinic=args.to,
-            modality=Modality(args.modality),
-            urgency=Urgency(args.urgency),
-            reason=args.reason,
-            icd10_codes=tuple(args.icd10),
-        )
-        answer = await client.send_and_confirm(request, within=args.wait)
-    finally:
-        await client.close()
-    if isinstance(answer.message, Rejection):
-        msg = f"rejected ({answer.message.code}): {answer.message.reason}"
-        raise HubError(msg)
-    out(f"referral {request.referral_id} requested: {clinic_id} -> {args.to} (message {request.message_id})")
-    return 0
-
-
-async def _first_member(connection: Client, clinic_id: str) -> str:
-    for clinic in await fetch_registry(connection):
-        if clinic.id == clinic_id and clinic.members:
-            return clinic.members[0].id
-    msg = f"clinic {clinic_id!r} is not registered; see 'hubctl clinics'"
-    raise UsageError(msg)
-
-
 def _flag_detail(message: ScreeningFlagged) -> str:
     about = (
         f"referral {message.referral_id}"
@@ -289,9 +256,38 @@ async def load_one(
     return stored[0]
 
 
+async def resolve_key(nats_url: str, bucket: str, text: str, what: str) -> str:
+    """The one key of ``bucket`` starting with ``text`` (a short id the hub printed), or a clear error.
+
+    A full id is taken as given; a prefix must name exactly one key, and an ambiguous one
+    lists the candidates.
+    """
+    wanted = text.strip().lower()
+    if len(wanted) == FULL_ID_LENGTH:
+        return wanted
+    connection = await connect(nats_url)
+    try:
+        kv = await connection.jetstream().key_value(bucket)
+        try:
+            keys = await kv.keys()
+        except nats.js.errors.NoKeysError:
+            keys = []
+    finally:
+        await connection.drain()
+    matches = sorted(key for key in keys if key.startswith(wanted)) if wanted else []
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        msg = f"no {what} {text!r}"
+        raise UsageError(msg)
+    msg = f"{what} id {text!r} is ambiguous; it could be: {', '.join(matches)}"
+    raise UsageError(msg)
+
+
 async def referral_show(args: argparse.Namespace) -> int:
     """``hubctl referral show ID [--fhir]``: current state and full history."""
-    referral = await load_one(args.nats_url, referral_store, args.referral_id, f"no referral {args.referral_id}")
+    referral_id = await resolve_key(args.nats_url, topology.REFERRALS_KV, args.referral_id, "referral")
+    referral = await load_one(args.nats_url, referral_store, referral_id, f"no referral {args.referral_id}")
     if args.fhir:
         out(json.dumps(fhir.bundle(referral), indent=2))
         return 0

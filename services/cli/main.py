@@ -21,6 +21,7 @@ import nats
 import nats.errors
 
 from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dlq, natsconfig, paging
+from referral_hub.cli import clinic as clinic_cli
 from referral_hub.cli import gateway as gateway_cli
 from referral_hub.cli import portal as portal_cli
 from referral_hub.contracts.base import Modality
@@ -248,17 +249,22 @@ def _add_clinic_commands(sub: Subparsers) -> None:
     _common(refer)
     refer.add_argument("--to", required=True, help="recipient clinic id")
     refer.add_argument("--patient", required=True, help="pseudonymous patient_ref")
-    refer.add_argument(
-        "--modality", required=True, choices=["massage", "physical_therapy", "chiropractic", "acupuncture"]
-    )
+    refer.add_argument("--modality", required=True, choices=clinic_cli.MODALITIES, help=clinic_cli.MODALITY_HELP)
     refer.add_argument("--reason", required=True, help="clinical reason for referral")
-    refer.add_argument("--urgency", choices=["routine", "urgent"], default="routine")
-    refer.add_argument("--actor", help="member id sending it (default: the clinic's first member)")
+    refer.add_argument(
+        "--urgency",
+        choices=["routine", "urgent"],
+        default="routine",
+        help="how fast the recipient must answer: routine or urgent, which has shorter deadlines (default: routine)",
+    )
+    refer.add_argument(
+        "--actor", help=f"member id sending it (default: ${clinic_cli.ACTOR_ENV}, else the clinic's first member)"
+    )
     refer.add_argument("--icd10", nargs="*", default=[], help="ICD-10 codes")
     refer.add_argument(
-        "--wait", type=float, default=5.0, help="seconds to wait for a rejection before reporting success"
+        "--wait", type=float, default=10.0, help="seconds to wait for the hub's answer (default: %(default)s)"
     )
-    refer.set_defaults(run=commands.refer)
+    refer.set_defaults(run=clinic_cli.refer)
 
     inbox = sub.add_parser("inbox", help="list a clinic's inbox")
     _common(inbox)
@@ -271,9 +277,11 @@ def _add_clinic_commands(sub: Subparsers) -> None:
     referral_sub = referral.add_subparsers(dest="referral_command", required=True, metavar="REFERRAL_COMMAND")
     show = referral_sub.add_parser("show", help="current state and full history")
     _common(show)
-    show.add_argument("referral_id", help="the referral id")
+    show.add_argument("referral_id", help="the referral id, or any unambiguous prefix of it (like 5842930d)")
     show.add_argument("--fhir", action="store_true", help="print a FHIR R4 ServiceRequest + Task bundle")
     show.set_defaults(run=commands.referral_show)
+    clinic_cli.add_referral_steps(referral_sub, _common)
+    clinic_cli.add_commands(sub, _common)
 
     listing = sub.add_parser("referrals", help="a clinic's referrals, sent and received")
     _common(listing)

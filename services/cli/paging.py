@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -17,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NoKeysError
 
 from referral_hub.cli.commands import UsageError, connect, fetch_registry, out, require_clinic
+from referral_hub.cli.screen import page_severity
 from referral_hub.client import ClinicClient, new_id, utc_now
 from referral_hub.contracts.alerts import Severity
 from referral_hub.contracts.base import Modality
@@ -242,6 +244,7 @@ async def silence_add(args: argparse.Namespace) -> int:
 async def page_ack(args: argparse.Namespace) -> int:
     """``hubctl page ack PAGE_ID --member M --clinic X``: stops the escalation."""
     clinic_id = require_clinic(args)
+    page_id = await _page_id(args.nats_url, args.page_id, clinic_id)
     client = await ClinicClient.connect(args.nats_url, clinic_id)
     try:
         answer = await client.send_and_confirm(
@@ -251,7 +254,7 @@ async def page_ack(args: argparse.Namespace) -> int:
                 sender_clinic=clinic_id,
                 actor=args.member,
                 correlation_id=new_id(),
-                page_id=args.page_id,
+                page_id=page_id,
                 member=args.member,
             )
         )
@@ -261,22 +264,47 @@ async def page_ack(args: argparse.Namespace) -> int:
         msg = f"page ack refused: {answer.message.code}: {answer.message.reason}"
         raise UsageError(msg)
     assert isinstance(answer.message, PageAcknowledged)  # noqa: S101 - the only other answer the hub gives
-    out(f"page {args.page_id} acknowledged by {args.member}; escalation stopped")
+    out(f"page {page_id} acknowledged by {args.member}; escalation stopped")
     return 0
 
 
-async def pages_list(args: argparse.Namespace) -> int:
-    """``hubctl pages [--all] [--json]``: pages, newest first."""
-    connection = await connect(args.nats_url)
+async def _page_id(nats_url: str, text: str, clinic_id: str) -> uuid.UUID:
+    """A full page id, or the one open page of ``clinic_id`` whose id starts with ``text`` (as the hub prints it).
+
+    A short id is looked up in the pages bucket with the operator's key, which the machine
+    running the hub holds; a clinic elsewhere uses the full id from its page.
+    """
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    wanted = text.strip().lower()
+    pages = [p for p in await _pages(nats_url) if p.intent.clinic == clinic_id and str(p.page_id).startswith(wanted)]
+    if len(pages) == 1:
+        return pages[0].page_id
+    if not pages or not wanted:
+        msg = f"no page {text!r} for {clinic_id}; see 'hubctl pages --all'"
+        raise UsageError(msg)
+    msg = f"page id {text!r} is ambiguous for {clinic_id}; it could be: {', '.join(str(p.page_id) for p in pages)}"
+    raise UsageError(msg)
+
+
+async def _pages(nats_url: str) -> list[Page]:
+    connection = await connect(nats_url)
     try:
         kv = await connection.jetstream().key_value(topology.PAGES_KV)
         try:
             keys = await kv.keys()
         except NoKeysError:
             keys = []
-        pages = [msgspec.json.decode((await kv.get(key)).value or b"{}", type=Page) for key in keys]
+        return [msgspec.json.decode((await kv.get(key)).value or b"{}", type=Page) for key in keys]
     finally:
         await connection.drain()
+
+
+async def pages_list(args: argparse.Namespace) -> int:
+    """``hubctl pages [--all] [--json]``: pages, newest first."""
+    pages = await _pages(args.nats_url)
     shown = sorted((p for p in pages if args.all or p.status == "open"), key=lambda p: p.opened_at, reverse=True)
     for page in shown:
         if args.json:
@@ -284,7 +312,8 @@ async def pages_list(args: argparse.Namespace) -> int:
             continue
         acked = f" by {page.acked_by} {page.acked_at:%H:%M}" if page.acked_at else ""
         out(
-            f"{page.page_id}  {page.status:<12}{acked} {page.intent.severity:<8} {page.intent.clinic:<20} "
+            f"{page.page_id}  {page.status:<12}{acked} {page_severity(page.intent.severity):<27} "
+            f"{page.intent.clinic:<20} "
             f"level {page.level} cycle {page.cycle}  {page.intent.summary[:80]}"
         )
     if not shown and not args.json:

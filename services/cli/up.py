@@ -29,8 +29,11 @@ from referral_hub.audit.adapters import ForeignMessage, read_chain
 from referral_hub.audit.checkpoints import VERIFIER_KEY_FILE, new_key_seed, write_verifier_key
 from referral_hub.audit.domain import verify
 from referral_hub.cli.commands import SERVICES, connect, describe_item, out
+from referral_hub.cli.screen import LEGEND
 from referral_hub.client import InboxItem
+from referral_hub.contracts.alerts import AlertRaised
 from referral_hub.contracts.codec import SchemaViolationError, decode_hub_message
+from referral_hub.contracts.rejections import Rejection
 from referral_hub.demo.pager import DemoPager
 from referral_hub.demo.traffic import send_demo_referrals
 from referral_hub.errors import HubError
@@ -187,7 +190,8 @@ async def show_deliveries(nats_url: str) -> None:
             except SchemaViolationError:
                 continue
             clinic = raw.subject.split(".")[1]
-            out(f"<- {clinic:<19} {describe_item(InboxItem(raw.metadata.sequence.stream, raw.subject, message))}")
+            mark = "!!" if isinstance(message, Rejection | AlertRaised) else "<-"
+            out(f"{mark} {clinic:<19} {describe_item(InboxItem(raw.metadata.sequence.stream, raw.subject, message))}")
     finally:
         await connection.close()
 
@@ -358,4 +362,5 @@ def _banner(
     out(f"  break-glass     {glass}: stream upgrades only (hubctl provision --break-glass); never used by default")
     out(f"  try, in another terminal:  .venv/bin/hubctl inbox --clinic lotus-acu --nats-url {server.url}")
     out("  Ctrl-C stops everything; data is kept for the next start.")
+    out(f"  {LEGEND}")
     out("")

@@ -22,6 +22,7 @@ from typing import Final
 
 import msgspec
 
+from referral_hub.cli.screen import page_severity
 from referral_hub.client import ClinicClient, new_id, utc_now
 from referral_hub.contracts.paging import PageAck
 from referral_hub.contracts.registry import ChannelKind, ContactChannel, Registry
@@ -116,7 +117,7 @@ class DemoPager:
         verdict = "BAD SIGNATURE, refused" if not signed else "repeat, already shown" if repeat else "signature ok"
         self._say(
             f"** page {page.page_id[:8]} -> {member} ({clinic}), level {page.escalation_level}, "
-            f"{page.severity}: {page.summary[:90]} [{verdict}]"
+            f"{page_severity(page.severity)}: {page.summary[:90]} [{verdict}]"
         )
         if signed and not repeat and self._loop is not None and page.page_id:
             asyncio.run_coroutine_threadsafe(self._acknowledge(clinic, member, page.page_id), self._loop)
