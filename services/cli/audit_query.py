@@ -16,6 +16,7 @@ import msgspec
 
 from referral_hub.audit.fhir import to_audit_event
 from referral_hub.audit.index import AuditFilter, AuditIndex
+from referral_hub.cli import progress
 from referral_hub.cli.audit_proofs import warn_foreign
 from referral_hub.cli.commands import connect, out
 from referral_hub.cli.paging import parse_time
@@ -45,7 +46,9 @@ async def _selected(args: argparse.Namespace) -> tuple[list[AuditEntry], int, fl
     try:
         connection = await connect(args.nats_url, user=natsauth.AUDITOR)
         try:
-            added = await index.catch_up(connection.jetstream(), foreign=warn_foreign)
+            show = progress.wanted(as_json=getattr(args, "json", False)) and args.rebuild
+            with progress.counting("rebuilding the audit index", show=show):
+                added = await index.catch_up(connection.jetstream(), foreign=warn_foreign)
         finally:
             await connection.drain()
         started = time.perf_counter()

@@ -28,6 +28,7 @@ from referral_hub.audit.checkpoints import CheckpointWalk, leaf_hash
 from referral_hub.audit.domain import ChainVerifier
 from referral_hub.audit.note import NoteError, VerifierKey
 from referral_hub.audit.witness import Held, read_held, witness_faults
+from referral_hub.cli import progress
 from referral_hub.cli.audit_keys import pinned_key
 from referral_hub.cli.commands import UsageError, connect, out
 from referral_hub.errors import HubError
@@ -65,7 +66,8 @@ async def verify(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     foreign: list[ForeignMessage] = []
     leaves: list[bytes] = []
-    chain, checked = await _walk(args.nats_url, pinned, foreign, leaves if held else None)
+    with progress.counting("verifying the audit log", show=progress.wanted()) as tick:
+        chain, checked = await _walk(args.nats_url, pinned, foreign, leaves if held else None, tick)
     witnessed = _check_witnesses(held, leaves, checked, pinned)
     if foreign:
         kind = "audit entries or checkpoints"
@@ -75,7 +77,11 @@ async def verify(args: argparse.Namespace) -> int:
 
 
 async def _walk(
-    nats_url: str, pinned: VerifierKey, foreign: list[ForeignMessage], leaves: list[bytes] | None
+    nats_url: str,
+    pinned: VerifierKey,
+    foreign: list[ForeignMessage],
+    leaves: list[bytes] | None,
+    tick: progress.Tick,
 ) -> tuple[ChainVerifier, CheckpointWalk]:
     """Read the checkpoints and stream the log once, raising at the first thing that does not verify."""
     connection = await connect(nats_url, user=natsauth.AUDITOR)
@@ -98,6 +104,7 @@ async def _walk(
                 raise HubError(msg)
             if leaves is not None:
                 leaves.append(leaf_hash(entry.entry_hash))
+            tick(1)
     finally:
         await connection.drain()
     if checked.verified < len(checked.checkpoints):

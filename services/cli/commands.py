@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from nats.js import JetStreamContext
 
 from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_chain
+from referral_hub.cli import progress
 from referral_hub.cli.asyncapi import asyncapi_document
 from referral_hub.client import ClinicClient, InboxItem, silence_nats_error_log
 from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised, AlertResolved
@@ -218,20 +220,24 @@ async def inbox(args: argparse.Namespace) -> int:
     client = await ClinicClient.connect(args.nats_url, clinic_id)
     count = 0
     try:
-        async for item in client.inbox(since=args.since, follow=args.follow):
-            count += 1
-            if args.json:
-                out(
-                    json.dumps(
-                        {
-                            "sequence": item.sequence,
-                            "subject": item.subject,
-                            "message": json.loads(msgspec.json.encode(item.message)),
-                        }
+        # aclosing: when printing fails (a closed pipe), the reader ends before the
+        # connection drains, rather than unsubscribing from a draining connection later.
+        reader = contextlib.aclosing(client.inbox(since=args.since, follow=args.follow))
+        async with reader as items:
+            async for item in items:
+                count += 1
+                if args.json:
+                    out(
+                        json.dumps(
+                            {
+                                "sequence": item.sequence,
+                                "subject": item.subject,
+                                "message": json.loads(msgspec.json.encode(item.message)),
+                            }
+                        )
                     )
-                )
-            else:
-                out(describe_item(item))
+                else:
+                    out(describe_item(item))
     finally:
         await client.close()
     if count == 0 and not args.json:
@@ -498,7 +504,8 @@ async def bench(args: argparse.Namespace) -> int:
     """``hubctl bench referrals``: print the figures, as JSON with ``--json``."""
     from referral_hub.cli.bench import bench_referrals  # noqa: PLC0415 - benchmark code stays out of other commands
 
-    f = await bench_referrals(args.duration, args.sync)
+    async with progress.timed("bench referrals", args.duration, show=progress.wanted(as_json=args.json)):
+        f = await bench_referrals(args.duration, args.sync)
     return report(
         f,
         as_json=args.json,
@@ -525,7 +532,9 @@ async def bench_load(args: argparse.Namespace) -> int:
     from referral_hub.cli.bench_load import FLOWS  # noqa: PLC0415 - benchmark code stays out of other commands
     from referral_hub.cli.bench_load import bench_load as run  # noqa: PLC0415 - as above
 
-    report_ = await run(args.clinics, args.rate, args.duration, args.sync, args.cluster)
+    planned = args.duration * len(args.rate)
+    async with progress.timed("bench load", planned, show=progress.wanted(as_json=args.json)):
+        report_ = await run(args.clinics, args.rate, args.duration, args.sync, args.cluster)
     if args.json:
         out(json.dumps(report_.figures()))
         return 0
@@ -556,7 +565,8 @@ async def bench_pages(args: argparse.Namespace) -> int:
     """``hubctl bench pages``: alert-to-page latency, as JSON with ``--json``."""
     from referral_hub.cli.bench_pages import bench_pages as run  # noqa: PLC0415 - benchmark code stays out of other commands
 
-    f = await run(args.rate, args.duration, args.sync)
+    async with progress.timed("bench pages", args.duration, show=progress.wanted(as_json=args.json)):
+        f = await run(args.rate, args.duration, args.sync)
     return report(
         f,
         as_json=args.json,
@@ -575,7 +585,8 @@ async def bench_audit(args: argparse.Namespace) -> int:
     """``hubctl bench audit``: print the figures, as JSON with ``--json``."""
     from referral_hub.cli.bench_audit import bench_audit as run  # noqa: PLC0415 - benchmark code stays out of other commands
 
-    f = await run(args.entries, args.seconds, args.sync)
+    async with progress.timed("bench audit", args.seconds * 3, show=progress.wanted(as_json=args.json)):
+        f = await run(args.entries, args.seconds, args.sync)
     rows = (
         ("append /s", "append_per_s", "baseline_publish_per_s", "raw publish_async /s", "append_ratio"),
         ("verify /s", "verify_per_s", "baseline_read_hash_per_s", "raw read+sha256 /s", "verify_ratio"),

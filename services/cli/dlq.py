@@ -7,7 +7,9 @@ from typing import Final
 
 import msgspec
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
+from referral_hub.cli import progress
 from referral_hub.cli.commands import UsageError, connect, out
 from referral_hub.contracts.rejections import DeadLetter
 from referral_hub.runtime import topology
@@ -35,7 +37,11 @@ class DeadLetterView(msgspec.Struct, frozen=True, kw_only=True):
 
 async def read_dead_letter(js: JetStreamContext, sequence: int) -> DeadLetter:
     """The dead letter stored at ``sequence`` of ``HUB_DEADLETTER``."""
-    stored = await js.get_msg(topology.HUB_DEADLETTER, sequence)
+    try:
+        stored = await js.get_msg(topology.HUB_DEADLETTER, sequence)
+    except NotFoundError as exc:
+        msg = f"no dead letter #{sequence}; see 'hubctl dlq list'"
+        raise UsageError(msg) from exc
     return _dead_letter.decode(stored.data or b"")
 
 
@@ -47,7 +53,10 @@ async def dlq_list(args: argparse.Namespace) -> int:
         info = await js.stream_info(topology.HUB_DEADLETTER)
         stored = range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else range(0)
         for sequence in stored:
-            letter = await read_dead_letter(js, sequence)
+            try:
+                letter = await read_dead_letter(js, sequence)
+            except UsageError:
+                continue  # removed from the stream (by its limits or an operator)
             if args.code and letter.code != args.code:
                 continue
             view = DeadLetterView(
@@ -82,20 +91,27 @@ async def dlq_replay(args: argparse.Namespace) -> int:
     connection = await connect(args.nats_url)
     try:
         js = connection.jetstream()
-        for sequence in args.sequences:
-            letter = await read_dead_letter(js, sequence)
-            if letter.original_stream not in REPLAYABLE:
-                msg = f"dead letter #{sequence} came from {letter.original_stream}, which cannot be replayed"
-                raise UsageError(msg)
-            source = f"{topology.HUB_DEADLETTER}:{sequence}"
-            headers = {
-                **letter.original_headers,
-                MSG_ID_HEADER: f"replay/{source}",
-                REPLAYED_FROM_HEADER: source,
-            }
-            ack = await js.publish(letter.original_subject, letter.payload, headers=headers)
-            verdict = "already replayed" if ack.duplicate else "replayed"
-            out(f"#{sequence} {verdict}: {letter.original_subject} stored as {ack.stream} #{ack.seq}")
+        with progress.counting("replaying", len(args.sequences), show=progress.wanted()) as tick:
+            for sequence in args.sequences:
+                await _replay_one(js, sequence)
+                tick(1)
     finally:
         await connection.drain()
     return 0
+
+
+async def _replay_one(js: JetStreamContext, sequence: int) -> None:
+    """Publish one dead letter's original again, under a message id derived from the dead letter."""
+    letter = await read_dead_letter(js, sequence)
+    if letter.original_stream not in REPLAYABLE:
+        msg = f"dead letter #{sequence} came from {letter.original_stream}, which cannot be replayed"
+        raise UsageError(msg)
+    source = f"{topology.HUB_DEADLETTER}:{sequence}"
+    headers = {
+        **letter.original_headers,
+        MSG_ID_HEADER: f"replay/{source}",
+        REPLAYED_FROM_HEADER: source,
+    }
+    ack = await js.publish(letter.original_subject, letter.payload, headers=headers)
+    verdict = "already replayed" if ack.duplicate else "replayed"
+    out(f"#{sequence} {verdict}: {letter.original_subject} stored as {ack.stream} #{ack.seq}")

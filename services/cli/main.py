@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -508,10 +509,23 @@ def main(argv: Sequence[str] | None = None) -> None:
             status = asyncio.run(args.run(args))
     except KeyboardInterrupt:
         status = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        status = _reader_left()
     except (HubError, nats.errors.Error, OSError, TimeoutError, msgspec.ValidationError) as exc:
         print(f"hubctl: error: {_describe(exc)}", file=sys.stderr)  # noqa: T201 - the CLI's output
         status = EXIT_USER_ERROR
     sys.exit(status)
+
+
+def _reader_left() -> int:
+    """Whoever read stdout stopped (``hubctl inbox | head -2``): end quietly, as ``cat`` would.
+
+    stdout is pointed at /dev/null so the interpreter's own flush at exit does not fail again.
+    """
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
 
 
 def _describe(exc: BaseException) -> str:
