@@ -57,14 +57,11 @@ async def portal(hub: RunningHub, tmp_path: Path) -> AsyncIterator[RunningPortal
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "referral_hub.cli",
-        "run",
-        "portal",
+        "referral_hub.portal",
         "--nats-url",
         hub.url,
-        "--portal-port",
+        "--port",
         str(port),
-        "--no-log-json",
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
     )
