@@ -10,16 +10,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from referral_hub.errors import HubError
 from referral_hub.portal import accounts, domain
 from referral_hub.portal.adapters import PortalStore
 from referral_hub.runtime import logs
 from referral_hub.runtime.registry import load_registry_file
+
+if TYPE_CHECKING:
+    from referral_hub.cli.up import ServiceProcess
 
 DEFAULT_PORT: Final = 8480
 PORTAL_URL_ENV: Final = "HUB_PORTAL_URL"
@@ -101,6 +107,53 @@ async def invite_command(args: argparse.Namespace) -> int:
     print(f"{url}/invite/{token}")  # noqa: T201 - the command's output
     print(f"one-time link for {args.member}@{clinic.id}; expires in {hours} h")  # noqa: T201 - as above
     return 0
+
+
+def choose_port() -> int:
+    """The usual portal port when it is free, else any free one."""
+    from referral_hub.runtime.natsserver import free_port  # noqa: PLC0415 - only hubctl up needs it
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", DEFAULT_PORT))
+        except OSError:
+            return free_port()
+    return DEFAULT_PORT
+
+
+def start_portal(nats_url: str, port: int, log_dir: Path, env: dict[str, str]) -> ServiceProcess:
+    """``hubctl run portal`` as a child of ``hubctl up``, in its own session like every service."""
+    from referral_hub.cli.up import ServiceProcess  # noqa: PLC0415 - up imports this module
+
+    log_path = log_dir / "portal.log"
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable,
+                "-m",
+                "referral_hub.cli",
+                "run",
+                "portal",
+                "--nats-url",
+                nats_url,
+                "--portal-port",
+                str(port),
+                "--log-json",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **env},
+        )
+    return ServiceProcess("portal", port, log_path, process)
+
+
+async def announce(nats_url: str, port: int, out: Callable[[str], None]) -> None:
+    """Create the demo logins and print the portal's URL with them, clearly marked as demo."""
+    out(f"  portal          {base_url(port=port)}/login  (invite a member: hubctl portal invite --clinic X --member M)")
+    for line in describe_demo_logins(await demo_logins(nats_url)):
+        out(f"  {line}")
+    out("")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from nats.js import api
 from referral_hub.audit.adapters import ForeignMessage, read_chain
 from referral_hub.audit.checkpoints import VERIFIER_KEY_FILE, new_key_seed, write_verifier_key
 from referral_hub.audit.domain import verify
+from referral_hub.cli import portal as portal_cli
 from referral_hub.cli.commands import SERVICES, connect, describe_item, out
 from referral_hub.cli.screen import LEGEND
 from referral_hub.client import InboxItem
@@ -244,8 +245,11 @@ async def run_hub(args: argparse.Namespace) -> int:
             for (name, copy), port in zip(instances, ports, strict=True)
         ]
         services.append(start_nats_exporter(monitor_urls(server), exporter_port, log_dir))
+        portal = portal_cli.start_portal(server.url, portal_cli.choose_port(), log_dir, env)
+        services.append(portal)
         await asyncio.gather(*(wait_ready(service) for service in services))
         _banner(server, services, args, len(registry.clinics))
+        await portal_cli.announce(server.url, portal.port, out)
         background: list[Coroutine[Any, Any, None]] = [show_deliveries(server.url), report_audit(server.url)]
         if args.demo:
             background.append(send_demo_referrals(server.url, list(registry.clinics), args.demo_interval, out))

@@ -21,6 +21,7 @@ from uuid import UUID, uuid4
 
 import jinja2
 import msgspec
+import prometheus_client
 import structlog
 import uvicorn
 from litestar import Litestar, Request, Response, Router, get, post
@@ -541,6 +542,18 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@get("/health", sync_to_thread=False)
+def health() -> dict[str, str]:
+    """Readiness at the root, where ``hubctl up`` probes every service."""
+    return {"status": "ok"}
+
+
+@get("/metrics", sync_to_thread=False, media_type="text/plain; version=0.0.4")
+def metrics() -> bytes:
+    """Prometheus metrics of this process."""
+    return prometheus_client.generate_latest()
+
+
 # --- Wiring -----------------------------------------------------------------------------------
 
 
@@ -580,6 +593,8 @@ def create_app(settings: PortalSettings) -> Litestar:
     app = Litestar(
         route_handlers=[
             _router(),
+            health,
+            metrics,
             create_static_files_router(path=f"{PREFIX}/static", directories=[HERE / "static"]),
         ],
         lifespan=[lifespan],
