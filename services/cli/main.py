@@ -399,14 +399,16 @@ def _add_contracts(sub: Subparsers) -> None:
 def _add_paging(sub: Subparsers) -> None:
     on_call = sub.add_parser("oncall", help="who is on call at a time; on-call overrides")
     _common(on_call)
-    on_call.add_argument("--at", help="ISO 8601 time (default: now)")
+    on_call.add_argument("--at", help="ISO 8601 time (default: now); without a zone, the clinic's local time")
     on_call.set_defaults(run=paging.oncall_show)
     on_call_sub = on_call.add_subparsers(dest="oncall_command", metavar="OVERRIDE")
     override = on_call_sub.add_parser("override", help="someone covers the rotation for a while")
     _common(override)
     override.add_argument("--member", required=True, help="who covers")
-    override.add_argument("--from", dest="start", help="ISO 8601 start (default: now)")
-    override.add_argument("--until", required=True, help="ISO 8601 end")
+    override.add_argument(
+        "--from", dest="start", help="ISO 8601 start (default: now); without a zone, the clinic's local time"
+    )
+    override.add_argument("--until", required=True, help="ISO 8601 end; without a zone, the clinic's local time")
     override.add_argument("--reason", default="", help="why (shown to the team)")
     override.set_defaults(run=paging.oncall_override)
 

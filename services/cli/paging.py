@@ -12,6 +12,7 @@ import math
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Final
+from zoneinfo import ZoneInfo
 
 import msgspec
 from nats.js import JetStreamContext
@@ -47,8 +48,12 @@ MAX_OVERRIDE: Final = timedelta(days=366)
 """The longest on-call override: longer cover belongs in the rotation."""
 
 
-def parse_time(text: str | None) -> datetime:
-    """An ISO 8601 timestamp (UTC if it names no zone), or now."""
+def parse_time(text: str | None, zone: str = "UTC") -> datetime:
+    """An ISO 8601 timestamp, or now; one that names no zone is a wall-clock time in ``zone``.
+
+    On-call times are given as the clinic lives them: ``--until 2026-12-01T18:00`` for a
+    clinic in New York means 18:00 there, not 18:00 UTC.
+    """
     if not text:
         return datetime.now(UTC)
     try:
@@ -56,7 +61,13 @@ def parse_time(text: str | None) -> datetime:
     except ValueError as exc:
         msg = f"not an ISO 8601 time: {text!r}"
         raise UsageError(msg) from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo:
+        return parsed
+    try:
+        return parsed.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
+    except (LookupError, ValueError, OSError) as exc:
+        msg = f"cannot read {text!r} in time zone {zone!r}: {exc}"
+        raise UsageError(msg) from exc
 
 
 def parse_duration(text: str, longest: timedelta) -> timedelta:
@@ -129,7 +140,7 @@ async def _record_change(js: JetStreamContext, change: str, clinic: str, detail:
 async def oncall_show(args: argparse.Namespace) -> int:
     """``hubctl oncall --clinic X [--at TIME]``: who is on call then, and who escalation reaches."""
     clinic = await _clinic(args.nats_url, require_clinic(args))
-    at = parse_time(args.at)
+    at = parse_time(args.at, clinic.timezone)
     _refuse_roster(clinic)
     member = oncall.on_call(clinic, at)
     local = oncall.local_time(clinic, at)
@@ -146,7 +157,7 @@ async def oncall_override(args: argparse.Namespace) -> int:
     if not clinic.has_member(args.member):
         msg = f"{args.member!r} is not a member of {clinic.id!r}"
         raise UsageError(msg)
-    starts, ends = parse_time(args.start), parse_time(args.until)
+    starts, ends = parse_time(args.start, clinic.timezone), parse_time(args.until, clinic.timezone)
     if ends <= starts:
         msg = "--until must be later than --from"
         raise UsageError(msg)
@@ -167,7 +178,11 @@ async def oncall_override(args: argparse.Namespace) -> int:
         "oncall.override",
         f"{args.member} on call {starts.isoformat(timespec='minutes')}..{ends.isoformat(timespec='minutes')}",
     )
-    out(f"{args.member} covers on-call for {clinic.id} from {starts.isoformat()} until {ends.isoformat()}")
+    local = ZoneInfo(clinic.timezone)
+    out(
+        f"{args.member} covers on-call for {clinic.id} from {starts.astimezone(local).isoformat(timespec='minutes')} "
+        f"until {ends.astimezone(local).isoformat(timespec='minutes')} ({clinic.timezone})"
+    )
     return 0
 
 

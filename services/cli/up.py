@@ -29,11 +29,12 @@ from referral_hub.audit.adapters import ForeignMessage, read_chain
 from referral_hub.audit.checkpoints import VERIFIER_KEY_FILE, new_key_seed, write_verifier_key
 from referral_hub.audit.domain import verify
 from referral_hub.cli import portal as portal_cli
-from referral_hub.cli.commands import SERVICES, connect, describe_item, out
+from referral_hub.cli.commands import SERVICES, connect, describe_item, fetch_registry, out
 from referral_hub.cli.screen import LEGEND
 from referral_hub.client import InboxItem
 from referral_hub.contracts.alerts import AlertRaised
 from referral_hub.contracts.codec import SchemaViolationError, decode_hub_message
+from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.demo.pager import DemoPager
 from referral_hub.demo.traffic import send_demo_referrals
@@ -43,7 +44,7 @@ from referral_hub.runtime.credentials import CREDS_DIR_ENV, break_glass_dir_for,
 from referral_hub.runtime.natsconfig import generate
 from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, port_is_free
 from referral_hub.runtime.provision import provision_as_operator
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.registry import load_registry_file, store_clinic
 from referral_hub.runtime.service import cancel_and_wait
 
 READY_SECONDS: Final = 30.0
@@ -233,11 +234,11 @@ async def run_hub(args: argparse.Namespace) -> int:
         env: dict[str, str] = {
             "HUB_AUDIT_SIGNING_KEY_FILE": str(secret_file(args.data_dir / "audit-signing.key")),
         }
+        await provision_as_operator(server.url, replicas=stream_replicas(args.cluster))
+        clinics = await merge_registry(server.url, registry, pager)
         if pager is not None:
-            registry = pager.with_channels(registry)
             env["HUB_WEBHOOK_SECRET"] = pager.secret
             pager.start()
-        await provision_as_operator(server.url, replicas=stream_replicas(args.cluster), registry=registry)
         log_dir = args.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         services = [
@@ -248,11 +249,11 @@ async def run_hub(args: argparse.Namespace) -> int:
         portal = portal_cli.start_portal(server.url, portal_cli.choose_port(), log_dir, env)
         services.append(portal)
         await asyncio.gather(*(wait_ready(service) for service in services))
-        _banner(server, services, args, len(registry.clinics))
+        _banner(server, services, args, len(clinics))
         await portal_cli.announce(server.url, portal.port, out)
         background: list[Coroutine[Any, Any, None]] = [show_deliveries(server.url), report_audit(server.url)]
         if args.demo:
-            background.append(send_demo_referrals(server.url, list(registry.clinics), args.demo_interval, out))
+            background.append(send_demo_referrals(server.url, clinics, args.demo_interval, out))
         jobs = [asyncio.create_task(job) for job in background]
         await _wait_for_stop(args.duration, jobs)
     finally:
@@ -267,6 +268,30 @@ async def run_hub(args: argparse.Namespace) -> int:
             server.stop()
         tell(f"stopped; data kept in {args.data_dir} for the next start")
     return 0
+
+
+async def merge_registry(nats_url: str, registry: Registry, pager: DemoPager | None) -> list[Clinic]:
+    """Store the clinics the hub does not know yet; keep every clinic it knows as it is.
+
+    Rosters, rotations and on-call overrides are changed while the hub runs (``hubctl roster
+    set``, ``hubctl oncall override``): a restart must not put the file's version back. Only
+    the demo pager's own webhook addresses are brought up to date (its port is new each run).
+    Returns the registered clinics the file names, as now stored.
+    """
+    connection = await connect(nats_url, "hubctl-up-registry")
+    try:
+        js = connection.jetstream()
+        stored = {clinic.id: clinic for clinic in await fetch_registry(connection)}
+        clinics: list[Clinic] = []
+        for listed in registry.clinics:
+            current = stored.get(listed.id, listed)
+            wanted = pager.with_channel(current) if pager is not None else current
+            if listed.id not in stored or wanted != current:
+                await store_clinic(js, wanted)
+            clinics.append(wanted)
+    finally:
+        await connection.drain()
+    return clinics
 
 
 def local_nats(args: argparse.Namespace, auth_config: str) -> EmbeddedNats | EmbeddedCluster:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -25,7 +26,7 @@ import msgspec
 from referral_hub.cli.screen import page_severity
 from referral_hub.client import ClinicClient, new_id, utc_now
 from referral_hub.contracts.paging import PageAck
-from referral_hub.contracts.registry import ChannelKind, ContactChannel, Registry
+from referral_hub.contracts.registry import ChannelKind, Clinic, ContactChannel, Registry
 from referral_hub.notifications.webhooks import ID_HEADER, new_secret, verify
 
 ACK_AFTER_SECONDS: Final = 1.5
@@ -83,19 +84,28 @@ class DemoPager:
 
     def with_channels(self, registry: Registry) -> Registry:
         """Every member without a channel gets a webhook here, at ``/<clinic>/<member>``; each clinic a secret."""
-        clinics = []
-        for clinic in registry.clinics:
-            self._secrets.setdefault(clinic.id, new_secret())
-            members = tuple(
-                m
-                if m.channels
-                else msgspec.structs.replace(
-                    m, channels=(ContactChannel(kind=ChannelKind.WEBHOOK, address=f"{self.url}/{clinic.id}/{m.id}"),)
-                )
-                for m in clinic.members
-            )
-            clinics.append(msgspec.structs.replace(clinic, members=members))
-        return Registry(clinics=tuple(clinics))
+        return Registry(clinics=tuple(self.with_channel(clinic) for clinic in registry.clinics))
+
+    def with_channel(self, clinic: Clinic) -> Clinic:
+        """The clinic with its members' pages coming here, and nothing else about it changed.
+
+        A member without a channel gets a webhook here; a webhook an earlier run of the demo
+        pager gave (loopback, ``/<clinic>/<member>``, another port) is pointed at this one.
+        Every other channel, the rotation and any on-call override stay as stored.
+        """
+        self._secrets.setdefault(clinic.id, new_secret())
+        members = tuple(
+            msgspec.structs.replace(m, channels=self._channels(clinic.id, m.id, m.channels)) for m in clinic.members
+        )
+        return msgspec.structs.replace(clinic, members=members)
+
+    def _channels(
+        self, clinic_id: str, member_id: str, channels: tuple[ContactChannel, ...]
+    ) -> tuple[ContactChannel, ...]:
+        here = ContactChannel(kind=ChannelKind.WEBHOOK, address=f"{self.url}/{clinic_id}/{member_id}")
+        earlier = re.compile(rf"http://127\.0\.0\.1:\d+/{re.escape(clinic_id)}/{re.escape(member_id)}")
+        kept = tuple(here if c.kind == ChannelKind.WEBHOOK and earlier.fullmatch(c.address) else c for c in channels)
+        return kept or (here,)
 
     def start(self) -> None:
         """Serve in a thread; acknowledgements run on the calling event loop."""
