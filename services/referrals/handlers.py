@@ -170,32 +170,43 @@ class IntakeHandler:
 
         Only once they are stored: remembered earlier, a step whose inbox copy failed (a node
         killed mid-publish, fault scenario 3) let the referral's next step reach that inbox
-        first, with the failed copy arriving after it on redelivery.
+        first, with the failed copy arriving after it on redelivery. A remembered step's
+        predecessors were stored too (re-announced ahead of it if need be), which is what
+        lets :meth:`_unannounced_before` stop at it (decision 0002).
         """
         self._announced[step_id] = None
         if len(self._announced) > ANNOUNCED_MEMORY:
             del self._announced[next(iter(self._announced))]
 
     async def _unannounced_before(self, referral: Referral, step: domain.HistoryItem) -> list[Announcement]:
-        """The previous step's outputs again, unless this process published them itself.
+        """Every earlier step's outputs again, oldest first, back to the newest one this process stored.
 
-        A crash between saving a step and publishing its outputs is repaired when that
-        command is redelivered, but only after the ack wait; meanwhile the referral's next
-        command (valid on the saved state) would reach the inboxes first, out of order (found
-        by the kill -9 fault test). Re-publishing under the original ids is free inside the
+        A step's state write can succeed while its inbox copies fail (a crash between save and
+        publish, or a stream leader lost mid-publish), and its command is redelivered only
+        after a nak delay or the ack wait; meanwhile the parties, who act on the saved state,
+        send the referral's next commands, whose copies would reach the inboxes first.
+        Announcing every predecessor this process has not stored, not just the one before,
+        keeps them in lifecycle order even when several steps in a row failed to publish
+        (decision 0002). Re-publishing under the original ids is free inside the
         de-duplication window, and costs nothing in steady state, where the same process
-        handled the previous step.
+        stored the previous step.
         """
         position = next(index for index, item in enumerate(referral.history) if item.message_id == step.message_id)
-        if position == 0 or step.transition == "forward":
-            return []  # a forward changed the parties; the earlier step's copies are not the new recipient's
-        previous = referral.history[position - 1]
-        if previous.message_id in self._announced or not domain.reannounce(previous.at, datetime.now(UTC), 1):
-            return []
-        earlier = domain.announcements(referral, previous)
-        if previous.transition == "accept":
-            earlier += await self._join_care_team(referral, previous)
-        return earlier
+        now = datetime.now(UTC)
+        earlier: list[domain.HistoryItem] = []
+        for index in range(position - 1, -1, -1):
+            if referral.history[index + 1].transition == "forward":
+                break  # a forward changed the parties; the steps before it are not the new recipient's
+            previous = referral.history[index]
+            if previous.message_id in self._announced or not domain.reannounce(previous.at, now, 1):
+                break  # stored by this process, so its own predecessors were too (or beyond the window)
+            earlier.append(previous)
+        announcements: list[Announcement] = []
+        for previous in reversed(earlier):
+            announcements += domain.announcements(referral, previous)
+            if previous.transition == "accept":
+                announcements += await self._join_care_team(referral, previous)
+        return announcements
 
     async def _join_care_team(self, referral: Referral, step: domain.HistoryItem) -> list[Announcement]:
         """Put both clinics on the patient's team; idempotent, so a redelivery re-derives the same events.

@@ -107,7 +107,9 @@ class GroupCommit(Generic[Key, Item, Result]):
     """Per key, queue concurrent writes and commit them in batches, one batch at a time.
 
     ``commit(key, batch)`` must resolve every future in ``batch`` or raise; if it raises,
-    every caller of that batch hears of the failure (and retries through redelivery).
+    every caller of that batch, and of every write queued behind it, hears of the failure
+    (and retries through redelivery): a key's writes are stored in the order they were
+    queued, never with a gap left by a failed batch.
     """
 
     def __init__(self, commit: Callable[[Key, list[Pending[Item, Result]]], Awaitable[None]], max_batch: int) -> None:
@@ -134,6 +136,11 @@ class GroupCommit(Generic[Key, Item, Result]):
             try:
                 await self._commit(key, batch)
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure, not just one
+                # What queued behind a failed batch fails with it: a caller's writes to one key
+                # may span two batches, and the later half must not be stored without the
+                # earlier (a referral's re-announced step ahead of its successor, decision 0002).
+                batch += queue
+                del queue[:]
                 for pending in batch:
                     if not pending.done.done():
                         pending.done.set_exception(exc)

@@ -18,8 +18,8 @@ from .harness import SERVICES, assert_exactly_once, check, load_during, record, 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 REFERRAL_STATE_STREAM = f"KV_{topology.REFERRALS_KV}"
 """The stream behind the referral-state bucket: the referrals service's compare-and-set writes go to its leader."""
-REPEATS = 20
-"""Runs of scenario 3 under ``-m repeat``: a failure in one run of ten is missed by all twenty with probability 0.12."""
+REPEATS = 30
+"""Runs of scenario 3 under ``-m repeat``: a failure in one run of ten escapes all thirty with probability 0.04."""
 
 
 async def leader_of(admin: Client, stream: str) -> str:
