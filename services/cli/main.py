@@ -495,6 +495,7 @@ def _add_bench(sub: Subparsers) -> None:
     audit.add_argument("--json", action="store_true", help="print one JSON object")
     audit.add_argument("--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)")
     audit.set_defaults(run=commands.bench_audit)
+    portal_cli.add_bench(bench_sub)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -85,6 +86,32 @@ def add_commands(sub: Any) -> None:  # noqa: ANN401 - argparse's subparsers acti
     invite.add_argument("--member", required=True, help="the member's id in the clinic registry")
     invite.add_argument("--url", default=None, help=f"the portal's public URL (default: ${PORTAL_URL_ENV} or local)")
     invite.set_defaults(run=invite_command)
+
+
+def add_bench(bench_sub: Any) -> None:  # noqa: ANN401 - argparse's subparsers action has no public type
+    """``hubctl bench portal``."""
+    from referral_hub.cli.main import _common  # noqa: PLC0415 - shared options, imported late to avoid a cycle
+
+    bench = bench_sub.add_parser("portal", help="portal inbox render p99 (1,000 messages) and live-update latency")
+    _common(bench)
+    bench.add_argument("--duration", type=float, default=20.0, help="seconds of load (default: %(default)s)")
+    bench.add_argument("--members", type=int, default=8, help="simulated members over HTTP (default: %(default)s)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)")
+    bench.set_defaults(run=bench_command)
+
+
+async def bench_command(args: argparse.Namespace) -> int:
+    """Run the benchmark and print its figures."""
+    from referral_hub.cli.bench_portal import bench_portal  # noqa: PLC0415 - only this command needs it
+
+    figures = await bench_portal(args.duration, args.members, args.sync)
+    if args.json:
+        print(json.dumps(figures))  # noqa: T201 - the command's output
+    else:
+        for name, value in figures.items():
+            print(f"{name:24} {value}")  # noqa: T201 - as above
+    return 0
 
 
 async def invite_command(args: argparse.Namespace) -> int:
