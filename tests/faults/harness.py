@@ -374,6 +374,7 @@ class Row:
     lost: int
     duplicated: int
     recover_seconds: float
+    out_of_order: int = 0
 
 
 SUMMARY: list[Row] = []
@@ -382,10 +383,10 @@ SUMMARY: list[Row] = []
 def summary_table() -> str:
     """One line per scenario, as the issue asks."""
     lines = [
-        f"{'scenario':<44} {'sent':>6} {'effects':>8} {'lost':>5} {'dup':>5} {'recover s':>10}",
+        f"{'scenario':<44} {'sent':>6} {'effects':>8} {'lost':>5} {'dup':>5} {'order':>5} {'recover s':>10}",
         *(
             f"{row.scenario:<44} {row.sent:>6} {row.effects:>8} {row.lost:>5} {row.duplicated:>5} "
-            f"{row.recover_seconds:>10.1f}"
+            f"{row.out_of_order:>5} {row.recover_seconds:>10.1f}"
             for row in SUMMARY
         ),
     ]
@@ -420,6 +421,7 @@ def record(scenario: str, ledger: Ledger, verdict: Verdict, recover_seconds: flo
             len(verdict.lost),
             len(verdict.duplicated),
             recover_seconds,
+            sum("out of order" in problem for problem in verdict.problems),
         )
     )
 
