@@ -11,6 +11,7 @@ certificate files are configured.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -25,15 +26,19 @@ import msgspec
 import structlog
 import uvicorn
 from joserfc.jwk import ECKey
-from litestar import Litestar, Request, Response, get, patch, post, put
+from litestar import Litestar, Request, Response, delete, get, patch, post, put
 from litestar.exceptions import HTTPException
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from referral_hub.contracts.referrals import ReferralRequested
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.errors import HubError
-from referral_hub.gateway import auth, domain
+from referral_hub.gateway import auth, domain, subscriptions
 from referral_hub.gateway.adapters import ClinicConnections, ClinicLink, GatewayStore, ReplayError
+from referral_hub.gateway.delivery import Deliverer, focus_resources
 from referral_hub.gateway.domain import Envelope, FhirError, GatewayCode, TaskView
+from referral_hub.gateway.subscriptions import SubscriptionRecord
+from referral_hub.runtime import topology
 
 log = structlog.get_logger(__name__)
 FHIR_JSON: Final = "application/fhir+json"
@@ -86,14 +91,24 @@ class Gateway:
         self.connections = ClinicConnections(settings.nats_url)
         self._store: GatewayStore | None = None
         self._key: ECKey | None = None
+        self._deliverer: Deliverer | None = None
+        self._delivering: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Connect as the ``gateway`` user and load (or, first of all replicas, make) the token key."""
+        """Connect as the ``gateway`` user, load (or, first of all replicas, make) the token key, start delivering."""
         self._store = await GatewayStore.open(self.settings.nats_url)
         self._key = auth.signing_key(await self._store.signing_key(auth.new_signing_key))
+        self._deliverer = Deliverer(
+            self._store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV], self.connections, self.settings.fhir_base
+        )
+        self._delivering = asyncio.create_task(self._deliverer.run(), name="gateway-delivery")
 
     async def stop(self) -> None:
-        """Close every connection."""
+        """Stop delivering and close every connection."""
+        if self._delivering is not None:
+            self._delivering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._delivering
         await self.connections.close()
         if self._store is not None:
             with contextlib.suppress(Exception):
@@ -114,6 +129,14 @@ class Gateway:
             msg = "the gateway has not started"
             raise HubError(msg)
         return self._key
+
+    @property
+    def deliverer(self) -> Deliverer:
+        """The rest-hook deliverer (after :meth:`start`)."""
+        if self._deliverer is None:
+            msg = "the gateway has not started"
+            raise HubError(msg)
+        return self._deliverer
 
     def grant(self, request: Request[Any, Any, Any], resource: str, permission: str) -> auth.Grant:
         """The request's verified grant, refused unless it allows ``permission`` on ``resource``."""
@@ -437,6 +460,145 @@ async def patch_task(request: Request[Any, Any, Any], task_id: str) -> Response[
     return await _transition(request, task_id, patching=True)
 
 
+# --- Subscriptions -----------------------------------------------------------------------------
+
+
+async def _subscription(gateway: Gateway, clinic: str, subscription_id: str) -> tuple[SubscriptionRecord, int]:
+    """A subscription of this clinic and its revision; another clinic's is 404."""
+    bucket = gateway.store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV]
+    try:
+        entry = await bucket.get(subscriptions.key(subscription_id))
+    except (KeyNotFoundError, ValueError):
+        entry = None
+    record = msgspec.json.decode(entry.value, type=SubscriptionRecord) if entry and entry.value else None
+    if record is None or record.clinic != clinic or entry is None:
+        raise domain.not_found("Subscription", subscription_id)  # noqa: EM101 - the resource's name, not a message
+    return record, entry.revision or 0
+
+
+def subscription_response(gateway: Gateway, record: SubscriptionRecord, status: int = 200) -> Response[bytes]:
+    """A Subscription with its ETag."""
+    return fhir(
+        subscriptions.resource(record, gateway.settings.fhir_base), status, {"ETag": domain.etag(record.version)}
+    )
+
+
+@post("/fhir/Subscription", status_code=201)
+async def create_subscription(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """A rest-hook subscription to the clinic's inbox topic; delivery starts with a handshake."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Subscription", "c")
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a Subscription")
+    link = await gateway.connections.link(grant.clinic)
+    start_after = await link.client.last_event_number()
+    record = subscriptions.parse(body, grant.clinic, str(uuid.uuid4()), start_after)
+    bucket = gateway.store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV]
+    await bucket.create(subscriptions.key(record.id), msgspec.json.encode(record))
+    gateway.deliverer.kick(record)
+    log.info("gateway_subscription_created", clinic=grant.clinic, subscription=record.id, start_after=start_after)
+    return subscription_response(gateway, record, 201)
+
+
+@get("/fhir/Subscription/{subscription_id:str}")
+async def read_subscription(request: Request[Any, Any, Any], subscription_id: str) -> Response[bytes]:
+    """One of the clinic's subscriptions, with its status (``requested``, ``active``, ``error``, ``off``)."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Subscription", "r")
+    record, _ = await _subscription(gateway, grant.clinic, subscription_id)
+    return subscription_response(gateway, record)
+
+
+@put("/fhir/Subscription/{subscription_id:str}")
+async def update_subscription(request: Request[Any, Any, Any], subscription_id: str) -> Response[bytes]:
+    """Change a subscription; ``status`` ``off`` stops it, ``requested`` (or ``active``) starts it again.
+
+    A restarted subscription carries on from the last event delivered, after a new handshake.
+    """
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Subscription", "u")
+    body = await json_body(request)
+    record, revision = await _subscription(gateway, grant.clinic, subscription_id)
+    domain.check_if_match(request.headers.get("if-match"), record.version)
+    if not isinstance(body, dict):
+        raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a Subscription")
+    changed = subscriptions.parse(body, grant.clinic, record.id, record.start_after)
+    wanted = body.get("status")
+    if wanted not in {"requested", "active", "off"}:
+        raise FhirError(422, RejectionCode.SCHEMA_VIOLATION, "status must be requested, active or off")
+    restart = wanted != "off" and record.status in {"off", "error"}
+    updated = msgspec.structs.replace(
+        record,
+        endpoint=changed.endpoint,
+        headers=changed.headers,
+        payload=changed.payload,
+        message_types=changed.message_types,
+        heartbeat_seconds=changed.heartbeat_seconds,
+        reason=changed.reason,
+        status="off" if wanted == "off" else ("requested" if restart else record.status),
+        failures=0 if restart else record.failures,
+        retry_at=0.0 if restart else record.retry_at,
+        error="" if restart else record.error,
+        version=record.version + 1,
+    )
+    bucket = gateway.store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV]
+    try:
+        await bucket.update(subscriptions.key(record.id), msgspec.json.encode(updated), last=revision)
+    except KeyWrongLastSequenceError as exc:
+        raise FhirError(412, GatewayCode.STALE_VERSION, "the subscription changed meanwhile; read it again") from exc
+    gateway.deliverer.kick(updated)
+    return subscription_response(gateway, updated)
+
+
+@delete("/fhir/Subscription/{subscription_id:str}", status_code=200)
+async def delete_subscription(request: Request[Any, Any, Any], subscription_id: str) -> Response[bytes]:
+    """Stop and forget a subscription."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Subscription", "d")
+    record, _ = await _subscription(gateway, grant.clinic, subscription_id)
+    await gateway.store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV].delete(subscriptions.key(record.id))
+    deleted = {"severity": "information", "code": "informational", "diagnostics": f"Subscription/{record.id} deleted"}
+    return fhir({"resourceType": "OperationOutcome", "issue": [deleted]})
+
+
+@get("/fhir/Subscription/{subscription_id:str}/$status")
+async def subscription_status(request: Request[Any, Any, Any], subscription_id: str) -> Response[bytes]:
+    """``$status``: where delivery stands, as a ``query-status`` Bundle."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Subscription", "r")
+    record, _ = await _subscription(gateway, grant.clinic, subscription_id)
+    return fhir(subscriptions.notification(record, gateway.settings.fhir_base, "query-status", gateway.clock()))
+
+
+@get("/fhir/Subscription/{subscription_id:str}/$events")
+async def subscription_events(request: Request[Any, Any, Any], subscription_id: str) -> Response[bytes]:
+    """``$events?eventsSinceNumber=N&eventsUntilNumber=M``: the events in that range again, from the inbox."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Subscription", "r")
+    record, _ = await _subscription(gateway, grant.clinic, subscription_id)
+    parameters = {name: request.query_params.getall(name) for name in request.query_params}
+    link = await gateway.connections.link(grant.clinic)
+    since, until = subscriptions.events_range(parameters, record, link.referrals.last_event_number)
+    items = []
+    if since <= until:
+        async for item in link.client.inbox(since=since):
+            if item.event_number > until:
+                break
+            if subscriptions.matches(record, item):
+                items.append(item)
+    resources = focus_resources(link, items, gateway.settings.fhir_base) if record.payload == "full-resource" else None
+    bundle = subscriptions.notification(
+        record,
+        gateway.settings.fhir_base,
+        "query-event",
+        gateway.clock(),
+        events=[(item, item.message.occurred_at) for item in items],
+        resources=resources,
+    )
+    return fhir(bundle)
+
+
 # --- Errors ----------------------------------------------------------------------------------
 
 
@@ -495,6 +657,12 @@ def create_app(settings: GatewaySettings) -> Litestar:
             search_task,
             update_task,
             patch_task,
+            create_subscription,
+            read_subscription,
+            update_subscription,
+            delete_subscription,
+            subscription_status,
+            subscription_events,
         ],
         lifespan=[lifespan],
         exception_handlers={FhirError: fhir_error, HTTPException: http_error, Exception: internal_error},

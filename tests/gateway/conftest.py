@@ -67,17 +67,7 @@ class GatewayProcess:
     def start(self) -> None:
         handle = self.log.open("ab")
         self.process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
-            [
-                sys.executable,
-                "-m",
-                "referral_hub.cli",
-                "run",
-                "gateway",
-                "--nats-url",
-                self.nats_url,
-                "--gateway-port",
-                str(self.port),
-            ],
+            [sys.executable, "-m", "referral_hub.gateway", "--nats-url", self.nats_url, "--port", str(self.port)],
             stdout=handle,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),

@@ -1,0 +1,295 @@
+"""Topic-based Subscriptions (the R5 Backport IG on R4): the records and the Bundles, no I/O.
+
+One topic, :data:`~referral_hub.gateway.domain.TOPIC_URL`: every message stored in the
+subscribing clinic's inbox, optionally filtered by message type. A notification's
+``event-number`` is the inbox's own gap-free event number, so a clinic can compare it with
+``hubctl inbox`` and ask ``$events`` for exactly what it missed.
+
+A subscription's record holds its settings and its delivery progress together, so one
+compare-and-set write moves both: ``delivered_through`` (the last inbox number handled),
+``events_since_start``, the failure count and the delivery lease.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import msgspec
+
+from referral_hub.client import InboxItem
+from referral_hub.contracts.base import message_type
+from referral_hub.contracts.referrals import ReferralEvent
+from referral_hub.contracts.rejections import RejectionCode
+from referral_hub.gateway.domain import (
+    FILTER_EXTENSION,
+    HEARTBEAT_EXTENSION,
+    PAYLOAD_EXTENSION,
+    PAYLOADS,
+    STATUS_PROFILE,
+    TOPIC_URL,
+    FhirError,
+    GatewayCode,
+    schema,
+)
+from referral_hub.referrals import fhir as referral_fhir
+
+FILTER_PARAMETER: Final = "message-type"
+"""The topic's one filter: ``message-type=referral.requested,referral.transitioned``."""
+DEFAULT_HEARTBEAT_SECONDS: Final = 60
+MIN_HEARTBEAT_SECONDS: Final = 1
+MAX_FAILURES: Final = 8
+"""Consecutive failed deliveries after which a subscription is turned ``off``."""
+MAX_BACKOFF_SECONDS: Final = 30.0
+FIRST_BACKOFF_SECONDS: Final = 0.5
+MAX_HEADERS: Final = 8
+MAX_EVENTS_PER_QUERY: Final = 100
+
+
+class SubscriptionRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A Subscription, with where its delivery stands and who is delivering it."""
+
+    id: str
+    clinic: str
+    endpoint: str
+    headers: tuple[str, ...] = ()
+    payload: str = "id-only"
+    message_types: tuple[str, ...] = ()
+    heartbeat_seconds: int = DEFAULT_HEARTBEAT_SECONDS
+    status: str = "requested"
+    reason: str = ""
+    start_after: int = 0
+    """The inbox's last event number when the subscription was made: delivery starts above it."""
+    delivered_through: int = 0
+    events_since_start: int = 0
+    failures: int = 0
+    retry_at: float = 0.0
+    error: str = ""
+    lease_owner: str = ""
+    lease_until: float = 0.0
+    version: int = 1
+
+
+def key(subscription_id: str) -> str:
+    """The record's KV key."""
+    return f"sub.{subscription_id}"
+
+
+def _extension(element: Any, url: str) -> Any:  # noqa: ANN401 - FHIR JSON
+    for extension in (element or {}).get("extension", []) if isinstance(element, dict) else []:
+        if isinstance(extension, dict) and extension.get("url") == url:
+            return next((v for k, v in extension.items() if k.startswith("value")), None)
+    return None
+
+
+def _hook_url(endpoint: Any) -> str:  # noqa: ANN401 - FHIR JSON
+    """An https endpoint, or http on a loopback address (local development and tests)."""
+    if not isinstance(endpoint, str):
+        msg = "channel.endpoint is required"
+        raise schema(msg)
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if parts.scheme == "https" or (parts.scheme == "http" and loopback):
+        return endpoint
+    msg = "channel.endpoint must be https (http only to a loopback address)"
+    raise schema(msg)
+
+
+def parse(resource: Mapping[str, Any], clinic: str, subscription_id: str, start_after: int) -> SubscriptionRecord:
+    """A new Subscription resource as a record; anything the gateway does not offer is refused."""
+    if resource.get("resourceType") != "Subscription":
+        msg = "the resource must be a Subscription"
+        raise schema(msg)
+    if resource.get("criteria") != TOPIC_URL:
+        msg = f"criteria must be the topic {TOPIC_URL}"
+        raise FhirError(422, GatewayCode.UNSUPPORTED, msg)
+    channel = resource.get("channel")
+    if not isinstance(channel, dict) or channel.get("type") != "rest-hook":
+        msg = "only a rest-hook channel is offered"
+        raise FhirError(422, GatewayCode.UNSUPPORTED, msg)
+    payload = _extension(channel.get("_payload"), PAYLOAD_EXTENSION) or "id-only"
+    if payload not in PAYLOADS:
+        msg = f"payload content must be one of {', '.join(sorted(PAYLOADS))}"
+        raise schema(msg)
+    headers = channel.get("header") or []
+    if not isinstance(headers, list) or len(headers) > MAX_HEADERS or not all(":" in str(h) for h in headers):
+        msg = f"channel.header is up to {MAX_HEADERS} 'Name: value' strings"
+        raise schema(msg)
+    heartbeat = _extension(channel, HEARTBEAT_EXTENSION) or DEFAULT_HEARTBEAT_SECONDS
+    if not isinstance(heartbeat, int) or heartbeat < MIN_HEARTBEAT_SECONDS:
+        msg = "the heartbeat period is a whole number of seconds, at least 1"
+        raise schema(msg)
+    types: list[str] = []
+    for criterion in (resource.get("_criteria") or {}).get("extension", []):
+        if criterion.get("url") != FILTER_EXTENSION:
+            continue
+        name, _, values = str(criterion.get("valueString", "")).partition("=")
+        if name != FILTER_PARAMETER:
+            msg = f"the topic's only filter is {FILTER_PARAMETER}"
+            raise FhirError(422, GatewayCode.UNSUPPORTED, msg)
+        types.extend(v for v in values.split(",") if v)
+    return SubscriptionRecord(
+        id=subscription_id,
+        clinic=clinic,
+        endpoint=_hook_url(channel.get("endpoint")),
+        headers=tuple(str(h) for h in headers),
+        payload=str(payload),
+        message_types=tuple(types),
+        heartbeat_seconds=heartbeat,
+        reason=str(resource.get("reason", "")),
+        start_after=start_after,
+        delivered_through=start_after,
+    )
+
+
+def resource(record: SubscriptionRecord, fhir_base: str) -> dict[str, Any]:
+    """The record as a FHIR R4 Subscription with the backport extensions. Header values are not echoed."""
+    criteria: dict[str, Any] = {}
+    if record.message_types:
+        filters = f"{FILTER_PARAMETER}={','.join(record.message_types)}"
+        criteria = {"_criteria": {"extension": [{"url": FILTER_EXTENSION, "valueString": filters}]}}
+    subscription: dict[str, Any] = {
+        "resourceType": "Subscription",
+        "id": record.id,
+        "meta": {"versionId": str(record.version)},
+        "status": record.status,
+        "reason": record.reason or "clinic inbox",
+        "criteria": TOPIC_URL,
+        **criteria,
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": record.endpoint,
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": PAYLOAD_EXTENSION, "valueCode": record.payload}]},
+            "extension": [{"url": HEARTBEAT_EXTENSION, "valueUnsignedInt": record.heartbeat_seconds}],
+        },
+    }
+    if record.error:
+        subscription["error"] = record.error
+    del fhir_base
+    return subscription
+
+
+def matches(record: SubscriptionRecord, item: InboxItem) -> bool:
+    """Whether an inbox message is an event of this subscription (its filter, if any)."""
+    return not record.message_types or message_type(type(item.message)) in record.message_types
+
+
+def focus(item: InboxItem, fhir_base: str) -> str | None:
+    """The Task an inbox message is about, if it is about a referral."""
+    message = item.message
+    if isinstance(message, ReferralEvent):
+        task_id = uuid.uuid5(referral_fhir.RESOURCE_NAMESPACE, f"Task/{message.referral_id}")
+        return f"{fhir_base}/Task/{task_id}"
+    return None
+
+
+def status_parameters(
+    record: SubscriptionRecord,
+    fhir_base: str,
+    kind: str,
+    events: Sequence[tuple[InboxItem, datetime]] = (),
+    events_since_start: int | None = None,
+) -> dict[str, Any]:
+    """The SubscriptionStatus ``Parameters`` of a notification: its type, count and events."""
+    parameters: list[dict[str, Any]] = [
+        {"name": "subscription", "valueReference": {"reference": f"{fhir_base}/Subscription/{record.id}"}},
+        {"name": "topic", "valueCanonical": TOPIC_URL},
+        {"name": "status", "valueCode": record.status},
+        {"name": "type", "valueCode": kind},
+        {
+            "name": "events-since-subscription-start",
+            "valueString": str(record.events_since_start if events_since_start is None else events_since_start),
+        },
+    ]
+    for item, at in events:
+        parts: list[dict[str, Any]] = [
+            {"name": "event-number", "valueString": str(item.event_number)},
+            {"name": "timestamp", "valueInstant": at.isoformat()},
+        ]
+        target = focus(item, fhir_base)
+        if target is not None:
+            parts.append({"name": "focus", "valueReference": {"reference": target}})
+        parts.append({"name": "additional-context", "valueReference": {"display": message_type(type(item.message))}})
+        parameters.append({"name": "notification-event", "part": parts})
+    if record.error:
+        parameters.append({"name": "error", "valueCodeableConcept": {"text": record.error}})
+    return {"resourceType": "Parameters", "meta": {"profile": [STATUS_PROFILE]}, "parameter": parameters}
+
+
+def notification(  # noqa: PLR0913 - the parts of one Bundle, all but the first four optional
+    record: SubscriptionRecord,
+    fhir_base: str,
+    kind: str,
+    now: datetime,
+    *,
+    events: Sequence[tuple[InboxItem, datetime]] = (),
+    resources: Mapping[str, dict[str, Any]] | None = None,
+    events_since_start: int | None = None,
+) -> dict[str, Any]:
+    """A notification Bundle (type ``history``): the status first, then the focus resources.
+
+    ``resources`` (focus URL to resource) are included for ``full-resource`` payloads; an
+    ``id-only`` payload lists the focus URLs as entries without a resource; ``empty`` has none.
+    """
+    status = status_parameters(record, fhir_base, kind, events, events_since_start)
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+            "resource": status,
+            "request": {"method": "GET", "url": f"Subscription/{record.id}/$status"},
+            "response": {"status": "200"},
+        }
+    ]
+    if record.payload != "empty":
+        for item, _ in events:
+            target = focus(item, fhir_base)
+            if target is None:
+                continue
+            entry: dict[str, Any] = {
+                "fullUrl": target,
+                "request": {"method": "PUT", "url": target.removeprefix(f"{fhir_base}/")},
+                "response": {"status": "200"},
+            }
+            if record.payload == "full-resource" and resources and target in resources:
+                entry["resource"] = resources[target]
+            entries.append(entry)
+    return {"resourceType": "Bundle", "type": "history", "timestamp": now.isoformat(), "entry": entries}
+
+
+def backoff(failures: int) -> float:
+    """Seconds before the next attempt after ``failures`` consecutive failures."""
+    return float(min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2 ** max(0, failures - 1)))
+
+
+def after_failure(record: SubscriptionRecord, error: str, now: float) -> SubscriptionRecord:
+    """One more failure: ``error`` with a backoff, and ``off`` after :data:`MAX_FAILURES`."""
+    failures = record.failures + 1
+    status = "off" if failures >= MAX_FAILURES else "error"
+    return msgspec.structs.replace(
+        record, failures=failures, status=status, error=error[:200], retry_at=now + backoff(failures)
+    )
+
+
+def events_range(parameters: Mapping[str, Sequence[str]], record: SubscriptionRecord, last: int) -> tuple[int, int]:
+    """``eventsSinceNumber`` and ``eventsUntilNumber`` of ``$events`` (inclusive).
+
+    Within the subscription's life (above ``start_after``) and the inbox's ``last`` number,
+    delivered or not: a clinic whose receiver was ``off`` catches up here too.
+    """
+    try:
+        since = int((parameters.get("eventsSinceNumber") or [str(record.start_after + 1)])[0])
+        until = int((parameters.get("eventsUntilNumber") or [str(last)])[0])
+    except ValueError as exc:
+        msg = "eventsSinceNumber and eventsUntilNumber are integers"
+        raise FhirError(400, RejectionCode.MALFORMED_JSON, msg) from exc
+    since = max(since, record.start_after + 1)
+    return since, min(until, last, since + MAX_EVENTS_PER_QUERY - 1)
