@@ -20,19 +20,25 @@ import nats.errors
 import nats.js.errors
 import structlog
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from referral_hub.client import ClinicClient, InboxItem, silence_nats_error_log
-from referral_hub.contracts.base import Message
+from referral_hub.contracts.base import ContractError, Message, message_type
+from referral_hub.contracts.codec import decode_hub_message
 from referral_hub.errors import HubError
 from referral_hub.portal.domain import Invite, MemberAccount, Session
-from referral_hub.runtime import credentials, natsauth, topology
+from referral_hub.runtime import credentials, natsauth, subjects, topology
 from referral_hub.runtime.servers import server_urls
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 MIRROR_LIMIT: Final = 50_000
 """The newest inbox messages a clinic's mirror keeps in memory; older ones are read on demand."""
+FOLLOW_POLL_SECONDS: Final = 1.0
+"""A quiet mirror reads the store at least this often, so a missed push costs at most this."""
+READ_PAGE: Final = 200
+"""The most messages the hub answers one inbox read with."""
 SUBSCRIBER_QUEUE: Final = 256
 """Live updates buffered per open page; a page that falls this far behind is told to reload."""
 
@@ -199,35 +205,76 @@ class InboxMirror:
 
     async def run(self) -> None:
         """Follow the inbox for good (the caller cancels)."""
-        since = 1
         while True:
             try:
-                await self._follow(since)
-            except (HubError, nats.errors.Error, TimeoutError) as exc:
+                await self._follow()
+            except (HubError, ContractError, nats.errors.Error, TimeoutError) as exc:
                 log.warning("portal_inbox_follow_failed", clinic=self.client.clinic_id, error=str(exc))
                 await asyncio.sleep(1.0)
-            since = self.last_event_number + 1
 
-    async def _follow(self, since: int) -> None:
-        target = await self.client.last_event_number()
-        if target < since:
+    async def _follow(self) -> None:
+        """Read what is stored, then take each pushed inbox message that is exactly the next number.
+
+        The hub numbers a clinic's inbox without gaps, so a pushed message numbered one above
+        the newest held is what the store holds next, and is shown at once, without a read.
+        Anything else (a gap, a duplicate, an unnumbered message, a quiet second) makes the
+        mirror read the store again, so it never shows less or other than the store.
+        """
+        pushed: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def on_message(raw: Msg) -> None:
+            pushed.put_nowait(raw)
+
+        subscription = await self.client.connection.subscribe(
+            subjects.clinic_inbox(self.client.clinic_id), cb=on_message
+        )
+        try:
+            await self._catch_up()
             self.loaded.set()
-        async for item in self.client.inbox(since=since, follow=True):
-            if item.event_number <= self.last_event_number:
-                continue
-            self.items.append(item)
-            if len(self.items) > MIRROR_LIMIT:
-                del self.items[: len(self.items) - MIRROR_LIMIT]
-            if item.event_number >= target:
-                self.loaded.set()
-            for queue in list(self.subscribers):
-                if queue.full():
-                    # A page this far behind is dropped; its stream ends and the browser reconnects.
-                    self.subscribers.discard(queue)
+            while True:
+                try:
+                    raw = await asyncio.wait_for(pushed.get(), FOLLOW_POLL_SECONDS)
+                except TimeoutError:
+                    await self._catch_up()
                     continue
-                queue.put_nowait(item)
-            async with self.grown:
-                self.grown.notify_all()
+                try:
+                    message = decode_hub_message(raw.data)
+                except ContractError:
+                    await self._catch_up()  # the store's copy decides what is shown
+                    continue
+                number = int(getattr(message, "event_number", 0))
+                if number == self.last_event_number + 1:
+                    await self._add(InboxItem(0, raw.subject, message))
+                elif number > self.last_event_number + 1 or number == 0:
+                    await self._catch_up()
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+
+    async def _catch_up(self) -> None:
+        """Read every stored message above the newest held."""
+        while True:
+            page = await self.client.read_page(after=self.last_event_number, limit=READ_PAGE)
+            for stored in page.messages:
+                message = decode_hub_message(bytes(stored.message))
+                if int(getattr(message, "event_number", 0)) > self.last_event_number:
+                    subject = subjects.clinic_in(self.client.clinic_id, message_type(type(message)))
+                    await self._add(InboxItem(stored.sequence, subject, message))
+            if not page.messages or self.last_event_number >= page.last_event_number:
+                return
+
+    async def _add(self, item: InboxItem) -> None:
+        self.items.append(item)
+        if len(self.items) > MIRROR_LIMIT:
+            del self.items[: len(self.items) - MIRROR_LIMIT]
+        for queue in list(self.subscribers):
+            if queue.full():
+                # A page this far behind is dropped; its stream ends and the browser reconnects.
+                self.subscribers.discard(queue)
+                continue
+            queue.put_nowait(item)
+        async with self.grown:
+            self.grown.notify_all()
 
     async def wait_for(self, event_number: int, within: float = 10.0) -> None:
         """Until the mirror holds ``event_number`` (after an action, before the redirect)."""
