@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import nats
 
@@ -26,7 +29,11 @@ from referral_hub.runtime import credentials, logs, natsauth
 from referral_hub.runtime.credentials import write_secret
 from referral_hub.runtime.servers import server_urls
 
+if TYPE_CHECKING:
+    from referral_hub.cli.up import ServiceProcess
+
 DEFAULT_PORT: Final = 8490
+DEMO_CLINIC: Final = "harbor-pt"
 GATEWAY_URL_ENV: Final = "HUB_GATEWAY_URL"
 
 
@@ -96,30 +103,93 @@ async def client_add(args: argparse.Namespace) -> int:
     if not args.clinic:
         msg = "'hubctl gateway client add' needs --clinic (or HUB_CLINIC)"
         raise GatewayUsageError(msg)
+    print(await register(args.nats_url, args.clinic, jwks_file=args.jwks, generate=args.generate, actor=args.actor))  # noqa: T201 - the command's output
+    return 0
+
+
+async def register(
+    nats_url: str, clinic_id: str, *, jwks_file: Path | None, generate: Path | None, actor: str | None
+) -> str:
+    """Store a clinic's public JWKS with the operator's key; with ``generate``, make the key pair first."""
     connection = await nats.connect(
-        server_urls(args.nats_url), connect_timeout=5, **credentials.for_hub_user(natsauth.ADMIN).connect_options()
+        server_urls(nats_url), connect_timeout=5, **credentials.for_hub_user(natsauth.ADMIN).connect_options()
     )
     try:
-        clinic = next((c for c in await fetch_registry(connection) if c.id == args.clinic), None)
+        clinic = next((c for c in await fetch_registry(connection) if c.id == clinic_id), None)
         if clinic is None or not clinic.members:
-            msg = f"clinic {args.clinic!r} is not registered (with members); see 'hubctl clinics'"
+            msg = f"clinic {clinic_id!r} is not registered (with members); see 'hubctl clinics'"
             raise GatewayUsageError(msg)
-        actor = args.actor or clinic.members[0].id
-        if not clinic.has_member(actor):
-            msg = f"{actor} is not a member of {clinic.id}"
+        member = actor or clinic.members[0].id
+        if not clinic.has_member(member):
+            msg = f"{member} is not a member of {clinic.id}"
             raise GatewayUsageError(msg)
-        if args.generate is not None:
+        if generate is not None:
             private, jwks = auth.generate_client_key(f"{clinic.id}-{os.urandom(4).hex()}")
-            write_secret(args.generate, json.dumps(private, indent=2).encode())
+            write_secret(generate, json.dumps(private, indent=2).encode())
+        elif jwks_file is not None:
+            jwks = json.loads(jwks_file.read_text())  # noqa: ASYNC240 - one small file, read once by a CLI command
         else:
-            jwks = json.loads(args.jwks.read_text())
+            msg = "give --jwks FILE or --generate KEY_FILE"
+            raise GatewayUsageError(msg)
         try:
             auth.public_key_set(jwks)
         except ValueError as exc:
             raise GatewayUsageError(str(exc)) from exc
-        await register_client(connection.jetstream(), auth.ClientRecord(clinic=clinic.id, jwks=jwks, actor=actor))
+        await register_client(connection.jetstream(), auth.ClientRecord(clinic=clinic.id, jwks=jwks, actor=member))
     finally:
         await connection.drain()
-    where = f"; private key written to {args.generate}" if args.generate else ""
-    print(f"registered {len(jwks['keys'])} key(s) for {clinic.id} (actor {actor}){where}")  # noqa: T201 - the command's output
-    return 0
+    where = f"; private key written to {generate}" if generate else ""
+    return f"registered {len(jwks['keys'])} key(s) for {clinic.id} (actor {member}){where}"
+
+
+# --- hubctl up ---------------------------------------------------------------------------------
+
+
+def choose_port() -> int:
+    """The usual gateway port when it is free, else any free one."""
+    from referral_hub.runtime.natsserver import free_port  # noqa: PLC0415 - only hubctl up needs it
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", DEFAULT_PORT))
+        except OSError:
+            return free_port()
+    return DEFAULT_PORT
+
+
+def start_gateway(nats_url: str, port: int, log_dir: Path, env: dict[str, str]) -> ServiceProcess:
+    """``hubctl run gateway`` as a child of ``hubctl up`` (plain HTTP on loopback, for local use)."""
+    from referral_hub.cli.up import ServiceProcess  # noqa: PLC0415 - up imports this module
+
+    log_path = log_dir / "gateway.log"
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable,
+                "-m",
+                "referral_hub.cli",
+                "run",
+                "gateway",
+                "--nats-url",
+                nats_url,
+                "--gateway-port",
+                str(port),
+                "--log-json",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **env},
+        )
+    return ServiceProcess("gateway", port, log_path, process)
+
+
+async def announce(nats_url: str, port: int, data_dir: Path, out: Callable[[str], None]) -> None:
+    """Register a DEMO client for one clinic (a new key each start) and print the FHIR base URL and its key file."""
+    key_file = data_dir / "gateway" / f"{DEMO_CLINIC}.jwk.json"
+    await register(nats_url, DEMO_CLINIC, jwks_file=None, generate=key_file, actor=None)
+    base = f"http://127.0.0.1:{port}"
+    out(f"  FHIR gateway    {base}/fhir  (token: {base}/auth/token; see docs/gateway.md)")
+    out(f"  DEMO client     {DEMO_CLINIC}: private ES384 key in {key_file} (demo only; register yours with")
+    out("                  hubctl gateway client add --clinic X --jwks FILE)")
+    out("")

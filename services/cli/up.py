@@ -28,6 +28,7 @@ from nats.js import api
 from referral_hub.audit.adapters import ForeignMessage, read_chain
 from referral_hub.audit.checkpoints import VERIFIER_KEY_FILE, new_key_seed, write_verifier_key
 from referral_hub.audit.domain import verify
+from referral_hub.cli import gateway as gateway_cli
 from referral_hub.cli import portal as portal_cli
 from referral_hub.cli.commands import SERVICES, connect, describe_item, fetch_registry, out
 from referral_hub.cli.screen import LEGEND
@@ -248,9 +249,11 @@ async def run_hub(args: argparse.Namespace) -> int:
         services.append(start_nats_exporter(monitor_urls(server), exporter_port, log_dir))
         portal = portal_cli.start_portal(server.url, portal_cli.choose_port(), log_dir, env)
         services.append(portal)
+        services.append(gateway := gateway_cli.start_gateway(server.url, gateway_cli.choose_port(), log_dir, env))
         await asyncio.gather(*(wait_ready(service) for service in services))
         _banner(server, services, args, len(clinics))
         await portal_cli.announce(server.url, portal.port, out)
+        await gateway_cli.announce(server.url, gateway.port, args.data_dir, out)
         background: list[Coroutine[Any, Any, None]] = [show_deliveries(server.url), report_audit(server.url)]
         if args.demo:
             background.append(send_demo_referrals(server.url, clinics, args.demo_interval, out))

@@ -229,6 +229,12 @@ def _oauth_error(status: int, error: str, description: str) -> Response[bytes]:
     )
 
 
+@get("/health")
+async def health() -> Response[bytes]:
+    """Readiness for ``hubctl up`` and load balancers: the app started (its store is open)."""
+    return Response(b"ok", media_type="text/plain")
+
+
 # --- Capability ------------------------------------------------------------------------------
 
 
@@ -648,6 +654,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
 
     app = Litestar(
         route_handlers=[
+            health,
             token,
             metadata,
             create_task,
