@@ -309,11 +309,11 @@ class ReferralView:
     event_numbers: frozenset[int] = frozenset()
 
 
-def _step_detail(message: ReferralEvent) -> str:
+def _step_detail(message: ReferralEvent, zone: str) -> str:
     if isinstance(message, ReferralTransitioned):
         parts = [message.detail, message.reason_code]
         if message.appointment_at is not None:
-            parts.append(f"appointment {message.appointment_at.isoformat()}")
+            parts.append(f"appointment {local_time(message.appointment_at, zone)}")
         if message.outcome is not None:
             parts.append(f"{message.outcome.visits} visits; {message.outcome.response}")
         if message.forwarded_to:
@@ -357,7 +357,7 @@ def referral_view(items: Iterable[InboxItem], referral_id: UUID, clinic: str, zo
             else LABELS.get(kind_of(message), kind_of(message)),
             by=f"{message.actor} ({message.sender_clinic})",
             state=STATE_WORDS[message.state],
-            detail=_step_detail(message),
+            detail=_step_detail(message, zone),
         )
         for number, message in events
     ]
