@@ -38,7 +38,6 @@ from referral_hub.notifications.paging import (
     SilenceError,
 )
 from referral_hub.runtime.registry import RegistryFileError, load_registry_file
-from referral_hub.runtime.rejecting import Refusal
 
 NOON = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)  # 12:00 in New York
 CLINIC = Clinic(
@@ -217,7 +216,7 @@ def test_an_acknowledgement_stops_the_escalation() -> None:
 
     acked = paging.acknowledge(page, ack(), CLINIC, NOON + timedelta(minutes=2))
 
-    assert not isinstance(acked, Refusal)
+    assert not isinstance(acked, paging.AckRefused)
     assert (acked.status, acked.acked_by, acked.next_at) == (PageStatus.ACKNOWLEDGED, "ben.okafor", None)
     assert paging.escalate(acked, NOON + timedelta(hours=1), POLICY) is None
 
@@ -230,11 +229,11 @@ def test_only_the_paged_clinics_members_acknowledge() -> None:
     stranger = paging.acknowledge(page, ack(member="raj.patel"), CLINIC, NOON)
     missing = paging.acknowledge(None, theirs, CLINIC, NOON)
 
-    assert isinstance(other_clinic, Refusal)
-    assert isinstance(missing, Refusal)
+    assert isinstance(other_clinic, paging.AckRefused)
+    assert isinstance(missing, paging.AckRefused)
     assert (other_clinic.code, other_clinic.reason) == (missing.code, missing.reason)
     assert CLINIC.id not in other_clinic.reason
-    assert isinstance(stranger, Refusal)
+    assert isinstance(stranger, paging.AckRefused)
     assert stranger.code == RejectionCode.UNKNOWN_MEMBER
 
 

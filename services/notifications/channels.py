@@ -55,7 +55,19 @@ import msgspec
 from referral_hub.contracts.paging import DeliveryStatus
 from referral_hub.contracts.registry import ChannelKind, ContactChannel
 from referral_hub.errors import HubError
+from referral_hub.notifications.rendering import Attempt, Outbound
 from referral_hub.notifications.webhooks import WebhookSecrets, signed_headers
+
+__all__ = [
+    "Attempt",
+    "ChannelSettings",
+    "Channels",
+    "DeliveryError",
+    "Outbound",
+    "Report",
+    "SmtpSettings",
+    "new_notification_id",
+]
 
 IMPLICIT_TLS_PORT: Final = 465
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
@@ -67,24 +79,6 @@ _TRUE: Final = frozenset({"1", "true", "yes"})
 
 class DeliveryError(HubError):
     """One delivery attempt failed; the message says why, for the receipt."""
-
-
-@dataclass(frozen=True)
-class Outbound:
-    """What a page or notification says, rendered once for every channel."""
-
-    subject: str
-    text: str
-    payload: dict[str, object]
-    notification_id: str = ""
-    """Receivers' de-duplication key, the same across retries; empty: each delivery draws one."""
-    clinic: str = ""
-    """Whose webhook secrets sign it; empty: the payload's ``clinic``."""
-
-    @property
-    def signing_clinic(self) -> str:
-        """The clinic whose webhook secrets sign this message."""
-        return self.clinic or str(self.payload.get("clinic", ""))
 
 
 @dataclass(frozen=True)
@@ -234,17 +228,6 @@ async def _send_email(
     finally:
         # Accepted is accepted: no QUIT that could outlast the deadline and turn it into a failure.
         smtp.close()
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One delivery attempt's outcome, for a ``delivery.receipt``."""
-
-    channel: str
-    """A :class:`ChannelKind`, or ``none`` when the member has no channel at all."""
-    attempt: int
-    status: DeliveryStatus
-    error: str = ""
 
 
 Report = Callable[[Attempt], Awaitable[None]]

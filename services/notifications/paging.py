@@ -11,6 +11,7 @@ never silenced, inhibited, quiet-houred or de-duplicated into silence.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -23,7 +24,7 @@ from referral_hub.contracts.base import Modality
 from referral_hub.contracts.paging import PageAck, PageSeverity
 from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.runtime.rejecting import Refusal, derived_id
+from referral_hub.runtime.ids import derived_id
 
 PAGE_SEVERITY: Final = {
     Severity.ABSOLUTE: PageSeverity.CRITICAL,
@@ -200,6 +201,27 @@ class Opened:
     """``paged``, ``repaged``, ``deduplicated``, ``silenced`` or ``inhibited``: the metric label."""
 
 
+def suppression(
+    intent: PageIntent, silences: Iterable[Silence], record: PatientRecord | None, now: datetime
+) -> tuple[str, UUID | None] | None:
+    """Why ``intent`` must not page now, as ``(reason, silence_id)``; ``None``: it pages.
+
+    A silence, or an absolute alert in force for the same patient and modality, suppresses a
+    relative page; an absolute intent is never suppressed.
+    """
+    if intent.severity is Severity.ABSOLUTE:
+        return None
+    silence = next((s for s in silences if s.matches(intent, now)), None)
+    if silence is not None:
+        return (
+            f"silenced until {silence.ends_at.isoformat(timespec='minutes')}: {silence.reason}",
+            silence.silence_id,
+        )
+    if record is not None and record.inhibits(intent):
+        return "inhibited by an absolute alert in force for the same patient and modality", None
+    return None
+
+
 def open_page(
     existing: Page | None,
     intent: PageIntent,
@@ -259,18 +281,26 @@ def escalate(page: Page, now: datetime, policy: EscalationPolicy) -> Page | None
     return msgspec.structs.replace(page, level=level, cycle=cycle, next_at=now + policy.delays[level], changed_at=now)
 
 
-def acknowledge(page: Page | None, command: PageAck, sender: Clinic, at: datetime) -> Page | Refusal:
+@dataclass(frozen=True)
+class AckRefused:
+    """Why a ``page.ack`` cannot stand; the handler refuses the command with this code and reason."""
+
+    code: RejectionCode
+    reason: str
+
+
+def acknowledge(page: Page | None, command: PageAck, sender: Clinic, at: datetime) -> Page | AckRefused:
     """A member of the paged clinic acknowledges: escalation stops.
 
     Another clinic's page answers exactly as a page that does not exist: page ids can be
     derived from a flag or alert id, and the answer must not say which clinic was paged.
     """
     if page is None or command.sender_clinic != page.intent.clinic:
-        return Refusal(RejectionCode.UNKNOWN_PAGE, f"no page {command.page_id}")
+        return AckRefused(RejectionCode.UNKNOWN_PAGE, f"no page {command.page_id}")
     if not sender.has_member(command.member):
-        return Refusal(RejectionCode.UNKNOWN_MEMBER, f"{command.member!r} is not a member of {sender.id!r}")
+        return AckRefused(RejectionCode.UNKNOWN_MEMBER, f"{command.member!r} is not a member of {sender.id!r}")
     if page.status is not PageStatus.OPEN:
-        return Refusal(RejectionCode.PAGE_NOT_OPEN, f"page {command.page_id} is {page.status}")
+        return AckRefused(RejectionCode.PAGE_NOT_OPEN, f"page {command.page_id} is {page.status}")
     return msgspec.structs.replace(
         page,
         status=PageStatus.ACKNOWLEDGED,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Final, Generic, Protocol, TypeVar
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
@@ -18,6 +19,9 @@ from nats.js.kv import KeyValue
 from referral_hub.errors import HubError
 
 T = TypeVar("T", bound=msgspec.Struct)
+R = TypeVar("R")
+ATTEMPTS: Final = 5
+"""Compare-and-set rounds before a write gives up and the message is redelivered."""
 
 
 class ConcurrentUpdateError(HubError):
@@ -26,6 +30,85 @@ class ConcurrentUpdateError(HubError):
     The handler lets this propagate, so the command is redelivered and decided again
     against the state that won: two replicas never silently overwrite each other.
     """
+
+
+class Records(Protocol[T]):
+    """What a compare-and-set read-modify-write needs of a store: the seam fakes stand in at."""
+
+    async def load(self, key: str, *, fresh: bool = True) -> tuple[T, int] | None:
+        """The record and its revision, or ``None``."""
+        ...
+
+    async def save(self, key: str, record: T, revision: int | None) -> int:
+        """Create (``revision=None``) or compare-and-set update; returns the new revision."""
+        ...
+
+
+@dataclass(frozen=True)
+class Decided(Generic[T, R]):
+    """What one round of :func:`update_with_retry` decided: the record to write, and its result.
+
+    ``record=None`` writes nothing; ``result`` is handed back to the caller either way, so a
+    decision that refuses or finds a replay returns without a write.
+    """
+
+    record: T | None
+    result: R
+
+
+@dataclass(frozen=True)
+class Updated(Generic[R]):
+    """The decision that stood, and the revision its write made (``None``: nothing written)."""
+
+    result: R
+    revision: int | None
+
+
+async def update_with_retry(  # noqa: PLR0913 - keyword-only knobs of the one CAS loop
+    store: Records[T],
+    key: str,
+    decide: Callable[[T | None], Decided[T, R]],
+    *,
+    attempts: int = ATTEMPTS,
+    known: tuple[T, int] | None = None,
+    fresh: bool = True,
+) -> Updated[R]:
+    """Read, decide, compare-and-set write; decide again against the winner after a lost race.
+
+    The one read-modify-write loop of the hub: ``decide`` is pure and may run several times.
+    ``known`` (a record and revision the caller already holds) spares the first read;
+    ``fresh=False`` lets the first read come from the store's cache (the write still
+    compares revisions, so a stale copy only costs a round). After ``attempts`` lost races
+    it raises :class:`ConcurrentUpdateError`, so the message is redelivered.
+    """
+    for round_ in range(attempts):
+        stored = known if round_ == 0 and known is not None else await store.load(key, fresh=fresh or round_ > 0)
+        current, revision = stored if stored is not None else (None, None)
+        decided = decide(current)
+        if decided.record is None:
+            return Updated(decided.result, None)
+        try:
+            saved = await store.save(key, decided.record, revision)
+        except ConcurrentUpdateError:
+            continue
+        return Updated(decided.result, saved)
+    msg = f"{key} kept changing under us"
+    raise ConcurrentUpdateError(msg)
+
+
+def changing(update: Callable[[T | None], T | None]) -> Callable[[T | None], Decided[T, T | None]]:
+    """A decision for :func:`update_with_retry` from a plain update: the record as it then stands.
+
+    ``update`` returning ``None`` or an equal record writes nothing.
+    """
+
+    def decide(current: T | None) -> Decided[T, T | None]:
+        updated = update(current)
+        if updated is None or updated == current:
+            return Decided(None, current)
+        return Decided(updated, updated)
+
+    return decide
 
 
 class KvStore(Generic[T]):
@@ -85,25 +168,13 @@ class KvStore(Generic[T]):
         self._remember(key, (record, new_revision))
         return new_revision
 
-    async def change(self, key: str, update: Callable[[T | None], T | None], attempts: int = 5) -> T | None:
+    async def change(self, key: str, update: Callable[[T | None], T | None], attempts: int = ATTEMPTS) -> T | None:
         """Apply ``update`` to the stored record with compare-and-set, re-reading after a lost race.
 
         ``update`` gets the record (``None`` if there is none) and returns the record to store;
         returning ``None`` or an equal record writes nothing. Returns the record as it stands.
         """
-        for _ in range(attempts):
-            stored = await self.load(key)
-            current, revision = stored if stored is not None else (None, None)
-            updated = update(current)
-            if updated is None or updated == current:
-                return current
-            try:
-                await self.save(key, updated, revision)
-            except ConcurrentUpdateError:
-                continue
-            return updated
-        msg = f"{key} kept changing under us"
-        raise ConcurrentUpdateError(msg)
+        return (await update_with_retry(self, key, changing(update), attempts=attempts)).result
 
     async def keys(self) -> list[str]:
         """Every key in the bucket. A full scan: fine for thousands of records, not millions."""
