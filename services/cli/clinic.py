@@ -38,7 +38,7 @@ from referral_hub.contracts.alerts import (
     TriggerKind,
 )
 from referral_hub.contracts.base import Message, Modality
-from referral_hub.contracts.plans import PlanUpdate, PlanUpdated
+from referral_hub.contracts.plans import PlanUpdate
 from referral_hub.contracts.referrals import (
     ConsultNote,
     ReferralAccept,
@@ -73,6 +73,8 @@ SHORT: Final = 8
 MIN_PREFIX: Final = 4
 DEFAULT_WAIT: Final = 10.0
 REGISTRY_SECONDS: Final = 3.0
+PLAN_WAIT: Final = 3.0
+"""A plan's author gets no confirmation, only a rejection: how long to wait for one by default."""
 MODALITIES: Final = [m.value for m in Modality]
 MODALITY_HELP: Final = "the kind of care: " + ", ".join(MODALITIES)
 
@@ -474,7 +476,7 @@ def add_commands(sub: Subparsers, common: Common) -> None:
     update.add_argument("--technique", action="append", default=[], help="a technique (repeatable)")
     update.add_argument("--precaution", action="append", default=[], help="a precaution (repeatable)")
     update.add_argument("--effective", help="ISO 8601 date the plan takes effect (default: today, UTC)")
-    update.set_defaults(run=plan_update)
+    update.set_defaults(run=plan_update, wait=PLAN_WAIT)
 
     alert = sub.add_parser("alert", help="contraindication alerts to a patient's care team")
     alert_sub = alert.add_subparsers(dest="alert_command", required=True, metavar="ALERT_COMMAND")
@@ -536,13 +538,18 @@ async def plan_update(args: argparse.Namespace) -> int:
     )
     client = await ClinicClient.connect(args.nats_url, clinic_id)
     try:
-        answer = await exchange(client, message, args.wait)
+        receipt, answer = await client.send_and_wait(message, args.wait)
     finally:
         await client.close()
-    if isinstance(answer.message, PlanUpdated):
-        out(f"plan v{answer.message.plan_version} of {clinic_id} for {args.patient} sent to the care team")
-    else:
-        out(f"plan v{args.version} of {clinic_id} for {args.patient}: the hub answered {type(answer.message).__name__}")
+    if answer is not None and isinstance(answer.message, Rejection):
+        raise RejectedError(plain_rejection(answer.message))
+    # The hub tells the other care-team clinics (plan.updated), not the plan's author: only a
+    # rejection comes back, so the absence of one within --wait is what is reported.
+    out(
+        f"plan v{args.version} of {clinic_id} for {args.patient} sent to the care team "
+        f"(stored as #{receipt.sequence}); "
+        f"no rejection within {args.wait:g}s (one would arrive in the inbox of {clinic_id})"
+    )
     print_next(
         [
             (

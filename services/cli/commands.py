@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -21,6 +22,7 @@ from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_chain
 from referral_hub.cli import progress
 from referral_hub.cli.asyncapi import asyncapi_document
+from referral_hub.cli.servicelogs import quiet_expected_timeouts
 from referral_hub.client import ClinicClient, InboxItem, silence_nats_error_log
 from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised, AlertResolved
 from referral_hub.contracts.compat import (
@@ -148,6 +150,7 @@ def audit_signing_key() -> str:
 def run_service(args: argparse.Namespace) -> int:
     """``hubctl run SERVICE``: blocks until SIGINT or SIGTERM."""
     logs.configure(args.service, json=args.log_json)
+    quiet_expected_timeouts(args.service)
     if args.service == "referrals":
         sla = SlaPolicy(
             urgent=timedelta(hours=args.sla_urgent_hours),
@@ -240,9 +243,34 @@ async def inbox(args: argparse.Namespace) -> int:
                     out(describe_item(item))
     finally:
         await client.close()
-    if count == 0 and not args.json:
-        out(f"inbox of {clinic_id} is empty")
+    if count == 0:
+        await refuse_unregistered(args.nats_url, clinic_id)
+        if not args.json:
+            out(f"inbox of {clinic_id} is empty")
     return 0
+
+
+async def refuse_unregistered(nats_url: str, clinic_id: str) -> None:
+    """Raise if the registry, where it can be read here, does not name ``clinic_id``.
+
+    An empty inbox and an unknown clinic look alike to the clinic's own read; the operator's
+    key (on the machine running the hub, or a hub without authorization) tells them apart.
+    Where the registry cannot be read, nothing is said.
+    """
+    operator = credentials.for_hub_user(natsauth.ADMIN)
+    if operator.nkey_file is not None and not operator.nkey_file.is_file():
+        return
+    try:
+        connection = await connect(nats_url, "hubctl-registry")
+        try:
+            registered = {clinic.id for clinic in await asyncio.wait_for(fetch_registry(connection), 3.0)}
+        finally:
+            await connection.close()
+    except (nats.errors.Error, OSError, TimeoutError):
+        return
+    if registered and clinic_id not in registered:
+        msg = f"clinic {clinic_id!r} is not registered; see 'hubctl clinics'"
+        raise UsageError(msg)
 
 
 async def load_one(

@@ -25,6 +25,7 @@ from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dl
 from referral_hub.cli import clinic as clinic_cli
 from referral_hub.cli import gateway as gateway_cli
 from referral_hub.cli import portal as portal_cli
+from referral_hub.cli import status as status_cli
 from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
 from referral_hub.runtime import logs
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_up, _add_operations, _add_clinic_commands, _add_paging, _add_audit, _add_contracts, _add_bench):
         add(sub)
+    status_cli.add_command(sub, _common)
     portal_cli.add_commands(sub)
     gateway_cli.add_commands(sub)
     return parser
@@ -496,6 +498,7 @@ def _add_bench(sub: Subparsers) -> None:
     audit.add_argument("--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)")
     audit.set_defaults(run=commands.bench_audit)
     portal_cli.add_bench(bench_sub)
+    gateway_cli.add_bench(bench_sub)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -15,6 +15,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 import msgspec
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NoKeysError
 
@@ -307,14 +308,19 @@ async def _page_id(nats_url: str, text: str, clinic_id: str) -> uuid.UUID:
 async def _pages(nats_url: str) -> list[Page]:
     connection = await connect(nats_url)
     try:
-        kv = await connection.jetstream().key_value(topology.PAGES_KV)
-        try:
-            keys = await kv.keys()
-        except NoKeysError:
-            keys = []
-        return [msgspec.json.decode((await kv.get(key)).value or b"{}", type=Page) for key in keys]
+        return await all_pages(connection)
     finally:
         await connection.drain()
+
+
+async def all_pages(connection: Client) -> list[Page]:
+    """Every page in the pages bucket, read with the operator's connection."""
+    kv = await connection.jetstream().key_value(topology.PAGES_KV)
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        keys = []
+    return [msgspec.json.decode((await kv.get(key)).value or b"{}", type=Page) for key in keys]
 
 
 async def pages_list(args: argparse.Namespace) -> int:

@@ -35,6 +35,15 @@ from referral_hub.runtime.metrics import (
 from referral_hub.runtime.topology import ConsumerSpec
 
 REFRESH_SECONDS: Final = 2.0
+INDEX: Final = (
+    b"<!doctype html><html><head><title>Referral Hub service</title></head><body>"
+    b"<h1>Referral Hub service</h1><ul>"
+    b'<li><a href="/metrics">/metrics</a>: Prometheus metrics</li>'
+    b'<li><a href="/health">/health</a>: readiness (503 until ready), with each check</li>'
+    b'<li><a href="/health/live">/health/live</a>: liveness</li>'
+    b"</ul></body></html>\n"
+)
+"""What ``/`` answers: someone who opens the port in a browser finds the two endpoints."""
 log = structlog.get_logger(__name__)
 
 
@@ -51,7 +60,7 @@ class Readiness:
 
 
 class HealthServer:
-    """Serves ``/metrics``, ``/health`` (readiness, 503 until ready) and ``/health/live``.
+    """Serves ``/`` (links), ``/metrics``, ``/health`` (readiness, 503 until ready) and ``/health/live``.
 
     ``/metrics`` shows the families of the services this process runs (``metrics.expose_service``).
     """
@@ -63,7 +72,9 @@ class HealthServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path == "/metrics":
+                if self.path == "/":
+                    self._reply(200, "text/html; charset=utf-8", INDEX)
+                elif self.path == "/metrics":
                     self._reply(200, CONTENT_TYPE_LATEST, generate_latest(EXPOSITION))
                 elif self.path == "/health":
                     snapshot = owner.readiness
