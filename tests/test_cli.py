@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from referral_hub.audit.checkpoints import load_key, new_key_seed
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
 
-from .helpers import Result, RunningHub, hubctl, wait_idle
+from .helpers import Result, RunningHub, hubctl, referral_request, wait_idle
 
 
 async def refer(hub: RunningHub, *args: str) -> Result:
@@ -147,3 +151,75 @@ async def test_careteam_show_for_an_unknown_patient_is_one_line(hub: RunningHub)
     result = await hubctl("careteam", "show", "pt-nobody", "--nats-url", hub.url)
 
     assert_one_line_error(result, "pt-nobody has no care team")
+
+
+async def test_operator_commands_fail_fast_when_no_hub_answers() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    any_pin = str(load_key(new_key_seed()).current.verifier)
+    started = time.monotonic()
+
+    results = await asyncio.gather(
+        hubctl("clinics", "--nats-url", url),
+        hubctl("pages", "--nats-url", url),
+        hubctl("audit", "verify", "--verifier-key", any_pin, "--nats-url", url),
+        hubctl("status", "--nats-url", url, "--metrics-port", str(free_port())),
+    )
+    elapsed = time.monotonic() - started
+
+    for result in results:
+        assert_one_line_error(result, "cannot reach NATS")
+    assert elapsed < 40, f"took {elapsed:.0f}s; nats-py's own default retries for two minutes"
+
+
+async def test_inbox_into_a_reader_that_stops_early_ends_quietly(hub: RunningHub) -> None:
+    client = await hub.clinic("harbor-pt")
+    for number in range(3):
+        await client.send_and_confirm(referral_request(patient_ref=f"pt-pipe-{number}"))
+    command = f"{sys.executable} -m referral_hub.cli inbox --clinic lotus-acu --nats-url {hub.url} | head -2"
+    started = time.monotonic()
+
+    process = await asyncio.create_subprocess_shell(
+        command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    elapsed = time.monotonic() - started
+
+    assert len(stdout.decode().splitlines()) == 2
+    assert stderr.decode() == ""
+    assert elapsed < 25, f"took {elapsed:.0f}s"
+
+
+async def test_contracts_export_says_nothing_about_signing_keys(tmp_path: Path) -> None:
+    result = await hubctl("contracts", "export", "--out", str(tmp_path))
+
+    assert result.status == 0, result.stderr
+    assert result.stderr == ""
+    assert (tmp_path / "contracts.schema.json").exists()
+
+
+async def test_refer_explains_modality_and_urgency() -> None:
+    result = await hubctl("refer", "--help")
+
+    flat = " ".join(result.stdout.split())
+    assert "--modality {massage,physical_therapy,chiropractic,acupuncture} the kind of care:" in flat
+    assert "--urgency {routine,urgent} how fast the recipient must answer" in flat
+
+
+async def test_the_example_roster_is_accepted_and_override_times_are_the_clinics_own(hub: RunningHub) -> None:
+    roster = Path(__file__).parent.parent / "docs" / "examples" / "roster.json"
+
+    stored = await hubctl("roster", "set", "--clinic", "harbor-pt", "--file", str(roster), "--nats-url", hub.url)
+    override = await hubctl(
+        *("oncall", "override", "--clinic", "harbor-pt", "--member", "cara.lind"),
+        *("--from", "2030-01-07T09:00", "--until", "2030-01-07T18:00", "--nats-url", hub.url),
+    )
+    clinics = json.loads((await hubctl("clinics", "--json", "--nats-url", hub.url)).stdout)["clinics"]
+
+    assert stored.status == 0, stored.stderr
+    assert "roster of harbor-pt: 4 members, rotation set" in stored.stdout
+    assert override.status == 0, override.stderr
+    assert "from 2030-01-07T09:00-05:00 until 2030-01-07T18:00-05:00 (America/New_York)" in override.stdout
+    [harbor] = [clinic for clinic in clinics if clinic["id"] == "harbor-pt"]
+    assert "cara.lind" in [member["id"] for member in harbor["members"]]
+    [kept] = harbor["oncall_overrides"]
+    assert (kept["starts_at"], kept["ends_at"]) == ("2030-01-07T14:00:00Z", "2030-01-07T23:00:00Z")
