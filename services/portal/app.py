@@ -47,6 +47,7 @@ from referral_hub.portal.accounts import LoginOutcome
 from referral_hub.portal.adapters import ClinicConnections, PortalStore
 from referral_hub.portal.domain import InboxQuery, Session
 from referral_hub.runtime.registry import load_registry_file
+from referral_hub.screening.rules import load_rules
 
 log = structlog.get_logger(__name__)
 HERE: Final = Path(__file__).parent
@@ -578,6 +579,15 @@ def create_app(settings: PortalSettings) -> Litestar:
         undefined=jinja2.StrictUndefined,
     )
     environment.globals["prefix"] = PREFIX
+    pack = load_rules()
+    rules = {rule.id: rule for rule in pack.rules}
+
+    def rule_source(rule_id: str) -> str:
+        """The public source a rule cites, from the rule pack (matches sent to outsiders carry only the id)."""
+        rule = rules.get(rule_id)
+        return f"{rule.source}: {pack.sources.get(rule.source, '')}" if rule else ""
+
+    environment.globals["rule_source"] = rule_source
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
