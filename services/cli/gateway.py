@@ -193,3 +193,29 @@ async def announce(nats_url: str, port: int, data_dir: Path, out: Callable[[str]
     out(f"  DEMO client     {DEMO_CLINIC}: private ES384 key in {key_file} (demo only; register yours with")
     out("                  hubctl gateway client add --clinic X --jwks FILE)")
     out("")
+
+
+# --- hubctl bench gateway ----------------------------------------------------------------------
+
+
+def add_bench(bench_sub: Any) -> None:  # noqa: ANN401 - argparse's subparsers action has no public type
+    """``hubctl bench gateway``."""
+    bench = bench_sub.add_parser("gateway", help="referral lifecycles over HTTP/FHIR beside the same over NATS")
+    bench.add_argument("--duration", type=float, default=10.0, help="seconds per phase (default: %(default)s)")
+    bench.add_argument("--workers", type=int, default=4, help="concurrent lifecycles (default: %(default)s)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)")
+    bench.set_defaults(run=bench_command)
+
+
+async def bench_command(args: argparse.Namespace) -> int:
+    """Run the benchmark and print its figures."""
+    from referral_hub.cli.bench_gateway import bench_gateway  # noqa: PLC0415 - only this command needs it
+
+    figures = await bench_gateway(args.duration, args.workers, args.sync)
+    if args.json:
+        print(json.dumps(figures))  # noqa: T201 - the command's output
+    else:
+        for name, value in figures.items():
+            print(f"{name:24} {value}")  # noqa: T201 - the command's output
+    return 0

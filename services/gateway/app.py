@@ -372,8 +372,17 @@ async def transaction(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 async def _view(gateway: Gateway, clinic: str, task_id: str) -> tuple[ClinicLink, TaskView]:
+    """The clinic's Task, as of everything its inbox held when the request came.
+
+    The folded view follows the inbox a moment behind; before answering 404 it catches up
+    to the inbox's newest number, so a Task whose event is already stored is always found.
+    """
     link = await gateway.connections.link(clinic)
     view = link.referrals.task(task_id)
+    if view is None:
+        newest = await link.client.last_event_number()
+        await link.wait_until(lambda: link.referrals.last_event_number >= newest, 5.0)
+        view = link.referrals.task(task_id)
     if view is None:
         raise domain.not_found("Task", task_id)  # noqa: EM101 - the resource's name, not a message
     return link, view
