@@ -264,6 +264,9 @@ def capability_statement(settings: GatewaySettings) -> dict[str, Any]:
         "date": "2026-11-28",
         "kind": "instance",
         "fhirVersion": "4.0.1",
+        "instantiates": [
+            "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4"
+        ],
         "format": ["json"],
         "implementation": {"description": "Referral hub clinic gateway", "url": settings.fhir_base},
         "rest": [
@@ -295,6 +298,20 @@ def capability_statement(settings: GatewaySettings) -> dict[str, Any]:
                         "searchParam": search,
                     },
                     {"type": "ServiceRequest", "interaction": [{"code": "read"}]},
+                    {
+                        "type": "Subscription",
+                        "interaction": [{"code": code} for code in ("read", "create", "update", "delete")],
+                        "operation": [
+                            {
+                                "name": "status",
+                                "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status",
+                            },
+                            {
+                                "name": "events",
+                                "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events",
+                            },
+                        ],
+                    },
                 ],
                 "interaction": [{"code": "transaction"}],
             }
