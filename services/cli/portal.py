@@ -175,10 +175,14 @@ def start_portal(nats_url: str, port: int, log_dir: Path, env: dict[str, str]) -
     return ServiceProcess("portal", port, log_path, process)
 
 
-async def announce(nats_url: str, port: int, out: Callable[[str], None]) -> None:
-    """Create the demo logins and print the portal's URL with them, clearly marked as demo."""
+def announce(port: int, logins: list[DemoLogin], out: Callable[[str], None]) -> None:
+    """Print the portal's URL and the demo logins, clearly marked as demo.
+
+    The logins are made before the banner (:func:`demo_logins` hashes passwords for
+    seconds), so that once the banner is out, Ctrl-C always finds the hub's own stop path.
+    """
     out(f"  portal          {base_url(port=port)}/login  (invite a member: hubctl portal invite --clinic X --member M)")
-    for line in describe_demo_logins(await demo_logins(nats_url)):
+    for line in describe_demo_logins(logins):
         out(f"  {line}")
     out("")
 

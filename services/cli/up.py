@@ -247,12 +247,12 @@ async def run_hub(args: argparse.Namespace) -> int:
             for (name, copy), port in zip(instances, ports, strict=True)
         ]
         services.append(start_nats_exporter(monitor_urls(server), exporter_port, log_dir))
-        portal = portal_cli.start_portal(server.url, portal_cli.choose_port(), log_dir, env)
-        services.append(portal)
+        services.append(portal := portal_cli.start_portal(server.url, portal_cli.choose_port(), log_dir, env))
         services.append(gateway := gateway_cli.start_gateway(server.url, gateway_cli.choose_port(), log_dir, env))
         await asyncio.gather(*(wait_ready(service) for service in services))
+        portal_logins = await portal_cli.demo_logins(server.url)
         _banner(server, services, args, len(clinics))
-        await portal_cli.announce(server.url, portal.port, out)
+        portal_cli.announce(portal.port, portal_logins, out)
         await gateway_cli.announce(server.url, gateway.port, args.data_dir, out)
         background: list[Coroutine[Any, Any, None]] = [show_deliveries(server.url), report_audit(server.url)]
         if args.demo:
