@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from referral_hub.client import ClinicClient
 from referral_hub.runtime import natsauth
-from referral_hub.runtime.credentials import CREDS_DIR_ENV, break_glass_dir_for
+from referral_hub.runtime.credentials import CREDS_DIR_ENV, CredentialsError, break_glass_dir_for
 from referral_hub.runtime.natsserver import free_port, free_ports, port_is_free
 
 pytestmark = pytest.mark.slow
@@ -210,3 +215,84 @@ def test_up_runs_a_three_node_cluster_with_r3_streams_and_two_replicas_of_each_s
     assert sum(" health http://127.0.0.1:" in line for line in banner) == 6
     assert {stream["config"]["num_replicas"] for stream in streams} == {3}
     assert verified.returncode == 0, verified.stderr
+
+
+EXAMPLE_ROSTER = Path(__file__).parent.parent / "docs" / "examples" / "roster.json"
+
+
+def test_up_keeps_roster_changes_across_restarts_and_clinics_connect_as_hubctl_does(  # noqa: PLR0915 - each hub start costs most of a minute, so one restart is checked for all it must keep
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = tmp_path / ".hub-data"
+    keys_dir = data_dir / "auth"
+    first = launch_up(data_dir, "--no-demo")
+    banner = read_until(first.process, "legend:")
+    keys = ("--nats-url", first.url, "--creds-dir", str(keys_dir))
+    roster = hubctl("roster", "set", "--clinic", "harbor-pt", "--file", str(EXAMPLE_ROSTER), *keys)
+    until_day = (datetime.now(UTC) + timedelta(days=2)).date()
+    override = hubctl(
+        "oncall", "override", "--clinic", "harbor-pt", "--member", "cara.lind", "--until", f"{until_day}T18:00", *keys
+    )
+    new_york_six_pm = datetime(until_day.year, until_day.month, until_day.day, 18, tzinfo=ZoneInfo("America/New_York"))
+    with urllib.request.urlopen(f"http://127.0.0.1:{first.metrics_base}/", timeout=5) as reply:
+        index = reply.read().decode()
+    status = hubctl("status", "--metrics-port", str(first.metrics_base), *keys)
+    first.process.send_signal(signal.SIGINT)
+    read_until(first.process, "stopped; data kept")
+    assert first.process.wait(30) == 0
+
+    second = launch_up(data_dir, "--no-demo")
+    read_until(second.process, "Ctrl-C stops everything")
+    clinics = json.loads(hubctl("clinics", "--json", "--nats-url", second.url, "--creds-dir", str(keys_dir)).stdout)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(CREDS_DIR_ENV, raising=False)
+    newest = asyncio.run(newest_event(second.url, "harbor-pt"))
+    with pytest.raises(CredentialsError, match=r"no credentials for clinic 'nowhere-clinic' in .*\.hub-data/auth"):
+        asyncio.run(newest_event(second.url, "nowhere-clinic"))
+    only = tmp_path / "harbor-only"
+    (only / "clinics").mkdir(parents=True)
+    shutil.copy(keys_dir / "clinics" / "harbor-pt.nk", only / "clinics" / "harbor-pt.nk")
+    refer = (
+        *("refer", "--clinic", "harbor-pt", "--to", "summit-chiro", "--patient", "pt-4711"),
+        *("--modality", "chiropractic", "--reason", "Mechanical low back pain"),
+        *("--nats-url", second.url, "--creds-dir", str(only)),
+    )
+    started = time.monotonic()
+    without_actor = hubctl(*refer)
+    asked_at_once = time.monotonic() - started
+    with_actor = hubctl(*refer, "--actor", "ana.ruiz")
+    second.process.send_signal(signal.SIGINT)
+    read_until(second.process, "stopped; data kept")
+    assert second.process.wait(30) == 0
+    service_logs = "".join((data_dir / "logs" / f"{name}.log").read_text() for name in ("referrals", "notifications"))
+
+    assert any("** a page goes out" in line and "!! a contraindication alert" in line for line in banner)
+    assert roster.returncode == 0, roster.stderr
+    assert override.returncode == 0, override.stderr
+    assert 'href="/metrics"' in index
+    assert 'href="/health"' in index
+    assert status.returncode == 0, status.stderr
+    assert all(f"  {name}" in status.stdout and "ready" in status.stdout for name in ("referrals", "audit"))
+    assert "dead letters     0" in status.stdout
+    assert "open pages       0" in status.stdout
+    [harbor] = [clinic for clinic in clinics["clinics"] if clinic["id"] == "harbor-pt"]
+    assert [m["id"] for m in harbor["members"]] == ["ana.ruiz", "ben.okafor", "cara.lind", "front.harbor"]
+    assert harbor["oncall"]["members"] == ["ben.okafor", "cara.lind"]
+    [kept] = harbor["oncall_overrides"]
+    assert (kept["member"], datetime.fromisoformat(kept["ends_at"])) == ("cara.lind", new_york_six_pm)
+    assert newest >= 0  # it connected and read the inbox with no credentials named
+    assert without_actor.returncode == 1
+    assert without_actor.stderr.startswith("hubctl: error: name the member acting for harbor-pt with --actor MEMBER")
+    assert asked_at_once < 30
+    assert with_actor.returncode == 0, with_actor.stderr
+    assert " requested: harbor-pt -> summit-chiro" in with_actor.stdout
+    assert "Traceback" not in service_logs
+
+
+async def newest_event(url: str, clinic_id: str) -> int:
+    """What a clinic's script gets, run in the folder ``hubctl up`` ran in: no credentials named."""
+    client = await ClinicClient.connect(url, clinic_id)
+    try:
+        return await client.last_event_number()
+    finally:
+        await client.close()
