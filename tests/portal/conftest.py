@@ -19,7 +19,6 @@ from referral_hub.cli.portal import DemoLogin, demo_logins
 from referral_hub.runtime.natsserver import free_port
 from tests.helpers import RunningHub
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
 CSRF_INPUT = re.compile(r'name="_csrf_token" value="([^"]+)"')
 
 
@@ -86,12 +85,6 @@ def csrf_of(page: str) -> str:
     found = CSRF_INPUT.search(page)
     assert found, "the form carries no CSRF token"
     return html.unescape(found[1])
-
-
-def code_for(login: DemoLogin, *, previous: bool = False) -> str:
-    """The member's authenticator code now (or of the step before, for a second login within 30 s)."""
-    totp = pyotp.TOTP(login.totp_secret)
-    return totp.at(totp.timecode(__import__("datetime").datetime.now()) * 30 - (30 if previous else 0))
 
 
 async def log_in(client: httpx.AsyncClient, login: DemoLogin, *, code: str | None = None) -> httpx.Response:
