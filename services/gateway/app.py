@@ -299,6 +299,11 @@ def capability_statement(settings: GatewaySettings) -> dict[str, Any]:
                     },
                     {"type": "ServiceRequest", "interaction": [{"code": "read"}]},
                     {
+                        "type": "Communication",
+                        "interaction": [{"code": "create"}, {"code": "search-type"}],
+                        "searchParam": [{"name": "based-on", "type": "reference"}],
+                    },
+                    {
                         "type": "Subscription",
                         "interaction": [{"code": code} for code in ("read", "create", "update", "delete")],
                         "operation": [
@@ -490,6 +495,53 @@ async def update_task(request: Request[Any, Any, Any], task_id: str) -> Response
 async def patch_task(request: Request[Any, Any, Any], task_id: str) -> Response[bytes]:
     """The same, as a JSON Patch of the Task."""
     return await _transition(request, task_id, patching=True)
+
+
+# --- Communication ---------------------------------------------------------------------------
+
+
+@post("/fhir/Communication", status_code=201)
+async def create_communication(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """An interim consult note about one of the clinic's referrals (``referral.interim_note``)."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Communication", "c")
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a Communication")
+    link, view = await _view(gateway, grant.clinic, domain.task_reference(body))
+    command = domain.interim_note(await gateway.envelope(grant.clinic), view, body)
+    answer = await link.send_and_wait(command)
+    if answer is not None and isinstance(answer.message, Rejection):
+        raise domain.from_rejection(answer.message)
+    current = link.referrals.by_referral.get(view.referral.referral_id, view)
+    made = (
+        next(
+            (c for c in domain.communications(current) if c["sent"] == answer.message.occurred_at.isoformat()),
+            None,
+        )
+        if answer is not None
+        else None
+    )
+    return fhir(made or domain.communications(current)[-1], 201)
+
+
+@get("/fhir/Communication")
+async def search_communication(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The interim notes of the clinic's referrals, optionally ``based-on=Task/<id>``."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Communication", "s")
+    link = await gateway.connections.link(grant.clinic)
+    based_on = request.query_params.get("based-on")
+    unknown = set(request.query_params) - {"based-on"}
+    if unknown:
+        raise FhirError(400, GatewayCode.UNSUPPORTED, f"unsupported search parameters: {', '.join(sorted(unknown))}")
+    views = list(link.referrals.by_referral.values())
+    if based_on:
+        chosen = link.referrals.task(based_on.rpartition("/")[2])
+        views = [chosen] if chosen is not None else []
+    found = [c for v in views for c in domain.communications(v)]
+    links = {"self": f"{gateway.settings.fhir_base}/Communication"}
+    return fhir(domain.searchset(gateway.settings.fhir_base, found, len(found), links))
 
 
 # --- Subscriptions -----------------------------------------------------------------------------
@@ -690,6 +742,8 @@ def create_app(settings: GatewaySettings) -> Litestar:
             search_task,
             update_task,
             patch_task,
+            create_communication,
+            search_communication,
             create_subscription,
             read_subscription,
             update_subscription,

@@ -7,6 +7,7 @@ from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from fhir.resources.R4B.communication import Communication
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.parameters import Parameters
 from fhir.resources.R4B.servicerequest import ServiceRequest
@@ -21,6 +22,7 @@ MODELS = {
     "ServiceRequest": ServiceRequest,
     "Parameters": Parameters,
     "Subscription": Subscription,
+    "Communication": Communication,
 }
 LOCAL_ID_SYSTEM = "urn:example:harbor-pt:referral"
 

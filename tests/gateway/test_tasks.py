@@ -204,3 +204,46 @@ async def test_a_transaction_bundle_creates_one_referral(gateway: Systems) -> No
     read = valid(service.json())
     assert read["priority"] == "urgent"
     assert read["reasonCode"][0]["coding"][0]["code"] == "M54.2"
+
+
+async def test_interim_notes_are_communications_both_parties_see(gateway: Systems) -> None:
+    harbor = await gateway.token("harbor-pt")
+    lotus = await gateway.token("lotus-acu")
+    knead = await gateway.token("kneadwell-massage")
+    task = valid((await create(gateway, harbor, new_task())).json())
+    bser = "http://hl7.org/fhir/us/bser/CodeSystem/TaskBusinessStatusCS"
+    accept = [
+        {"op": "replace", "path": "/status", "value": "accepted"},
+        {"op": "replace", "path": "/businessStatus", "value": {"coding": [{"system": bser, "code": "3.0"}]}},
+    ]
+    note = {
+        "resourceType": "Communication",
+        "status": "completed",
+        "basedOn": [{"reference": f"Task/{task['id']}"}],
+        "payload": [{"contentString": "Second session: headache frequency halved."}],
+    }
+    async with httpx.AsyncClient() as http:
+        url = f"{gateway.gateway.fhir}/Task/{task['id']}"
+        assert (await http.patch(url, json=accept, headers=headers(lotus))).status_code == 200
+        made = await http.post(f"{gateway.gateway.fhir}/Communication", json=note, headers=headers(lotus))
+        assert made.status_code == 201, made.text
+        assert valid(made.json())["payload"][0]["contentString"] == note["payload"][0]["contentString"]
+        found = await http.get(
+            f"{gateway.gateway.fhir}/Communication", params={"based-on": f"Task/{task['id']}"}, headers=headers(harbor)
+        )
+        bundle = valid(found.json())
+        assert [e["resource"]["sender"]["identifier"]["value"] for e in bundle["entry"]] == ["lotus-acu"]
+        assert valid((await http.get(url, headers=headers(harbor))).json())["meta"]["versionId"] == "3"
+        # Not a party: the Task is not known to it.
+        stranger = await http.post(f"{gateway.gateway.fhir}/Communication", json=note, headers=headers(knead))
+        assert stranger.status_code == 404
+        assert rejection_code(stranger.json()) == "not_found"
+
+
+async def test_the_capability_statement_lists_what_is_served(gateway: Systems) -> None:
+    async with httpx.AsyncClient() as http:
+        statement = valid((await http.get(f"{gateway.gateway.fhir}/metadata")).json())
+    resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    assert set(resources) == {"Task", "ServiceRequest", "Communication", "Subscription"}
+    assert {i["code"] for i in resources["Task"]["interaction"]} == {"read", "create", "update", "patch", "search-type"}
+    assert {o["name"] for o in resources["Subscription"]["operation"]} == {"status", "events"}
