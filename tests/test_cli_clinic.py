@@ -182,9 +182,11 @@ async def harbor_pages(hub: RunningHub) -> list[Page]:
 
 
 async def test_an_unknown_clinic_is_a_clear_error_not_an_empty_inbox(hub: RunningHub) -> None:
-    result = await as_clinic(hub, "no-such-clinic", "inbox")
+    inbox = await as_clinic(hub, "no-such-clinic", "inbox", "--json")
+    listing = await as_clinic(hub, "no-such-clinic", "referrals")
 
-    assert_one_line_error(result, "clinic 'no-such-clinic' is not registered")
+    assert_one_line_error(inbox, "clinic 'no-such-clinic' is not registered")
+    assert_one_line_error(listing, "clinic 'no-such-clinic' is not registered")
 
 
 @pytest.mark.usefixtures("provisioned")

@@ -362,6 +362,8 @@ async def referrals_list(args: argparse.Namespace) -> int:
         found = [r async for _, r, _ in store.scan() if clinic_id in {r.referring_clinic, r.recipient_clinic}]
     finally:
         await connection.drain()
+    if not found:
+        await refuse_unregistered(args.nats_url, clinic_id)
     wanted = {
         "open": {s for s in ReferralState if s not in lifecycle.TERMINAL},
         "all": set(ReferralState),
