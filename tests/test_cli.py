@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from referral_hub.audit.checkpoints import load_key, new_key_seed
+from referral_hub.cli.servicelogs import EXPECTED, quiet_expected_timeouts
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
 
 from .helpers import Result, RunningHub, hubctl, referral_request, wait_idle
@@ -223,3 +225,22 @@ async def test_the_example_roster_is_accepted_and_override_times_are_the_clinics
     assert "cara.lind" in [member["id"] for member in harbor["members"]]
     [kept] = harbor["oncall_overrides"]
     assert (kept["starts_at"], kept["ends_at"]) == ("2030-01-07T14:00:00Z", "2030-01-07T23:00:00Z")
+
+
+def test_a_fetch_timeout_in_a_service_log_is_one_warning_line(caplog: pytest.LogCaptureFixture) -> None:
+    quiet_expected_timeouts("referrals")
+    logger = logging.getLogger("referral_hub.faststream.referrals")
+
+    with caplog.at_level(logging.INFO, logger="referral_hub.faststream.referrals"):
+        # What faststream's supervisor logs when nats-py's fetch raised asyncio's TimeoutError, and a real fault.
+        logger.error(
+            "Task-24 raised an exception, retrying...\nIf this behavior causes issues", exc_info=TimeoutError()
+        )
+        logger.error("Task-25 raised an exception, retrying...", exc_info=ValueError("a real fault"))
+
+    expected, fault = caplog.records
+    assert (expected.levelname, expected.exc_info) == ("WARNING", None)
+    assert expected.getMessage() == f"Task-24: {EXPECTED}"
+    assert "\n" not in expected.getMessage()
+    assert fault.levelname == "ERROR"
+    assert fault.exc_info is not None

@@ -61,15 +61,15 @@ async def status(args: argparse.Namespace) -> int:
     connection = await connect(args.nats_url, "hubctl-status")
     try:
         js = connection.jetstream()
-        out("consumers        fetching  undelivered  unacknowledged")
+        out("consumers                  fetching  undelivered  unacknowledged")
         for spec in topology.CONSUMERS:
             try:
                 info = await js.consumer_info(spec.stream, spec.durable, timeout=READ_SECONDS)
             except UNREADABLE:
-                out(f"  {spec.durable:<22} cannot be read")
+                out(f"  {spec.durable:<24} cannot be read")
                 continue
             fetching = "yes" if (info.num_waiting or 0) > 0 else "no"
-            out(f"  {spec.durable:<22} {fetching:<9} {info.num_pending or 0:>11}  {info.num_ack_pending or 0:>14}")
+            out(f"  {spec.durable:<24} {fetching:<9} {info.num_pending or 0:>11}  {info.num_ack_pending or 0:>14}")
         try:
             dead = (await asyncio.wait_for(js.stream_info(topology.HUB_DEADLETTER), READ_SECONDS)).state.messages
             out(f"dead letters     {dead}" + ("  (hubctl dlq list)" if dead else ""))
