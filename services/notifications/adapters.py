@@ -18,10 +18,12 @@ from uuid import UUID
 
 from nats.js import JetStreamContext
 
+from referral_hub.errors import HubError
 from referral_hub.notifications.digests import Digest
 from referral_hub.notifications.paging import Page, PageStatus, PatientRecord, Silence
 from referral_hub.runtime import topology
 from referral_hub.runtime.kvstore import KvStore, KvView, Records
+from referral_hub.runtime.registry import RegistryCache
 
 SILENCE_PREFIX: Final = "silence."
 DIGEST_PREFIX: Final = "digest."
@@ -94,6 +96,15 @@ class Stores:
     patients: Records[PatientRecord]
     digests: Records[Digest]
     views: Views
+
+
+async def wait_loaded(registry: RegistryCache, views: Views, seconds: float) -> None:
+    """Wait until the registry and every view have read their buckets through."""
+    try:
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in (registry.loaded, *views.loaded()))), seconds)
+    except TimeoutError as exc:
+        msg = "notifications state did not load; is the hub provisioned (hubctl provision)?"
+        raise HubError(msg) from exc
 
 
 async def open_stores(js: JetStreamContext, views: Views) -> Stores:

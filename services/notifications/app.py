@@ -10,7 +10,6 @@ from typing import Final
 
 from nats.aio.client import Client
 
-from referral_hub.errors import HubError
 from referral_hub.notifications import adapters, handlers, metrics
 from referral_hub.notifications.channels import Channels, ChannelSettings
 from referral_hub.notifications.delivery import Deliverer
@@ -57,12 +56,7 @@ def create_app(
         await asyncio.gather(registry.follow(connection.jetstream()), views.follow(connection.jetstream()))
 
     async def prepare(connection: Client) -> None:
-        try:
-            loaded = (registry.loaded, *views.loaded())
-            await asyncio.wait_for(asyncio.gather(*(view.wait() for view in loaded)), LOAD_SECONDS)
-        except TimeoutError as exc:
-            msg = "notifications state did not load; is the hub provisioned (hubctl provision)?"
-            raise HubError(msg) from exc
+        await adapters.wait_loaded(registry, views, LOAD_SECONDS)
         stores = await adapters.open_stores(connection.jetstream(), views)
         deliverer = Deliverer(stores.pages, registry, Channels(channels or ChannelSettings.from_env()), effects, clock)
         hub = handlers.Hub(stores, registry, deliverer, timing)
