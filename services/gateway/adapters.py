@@ -24,6 +24,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from referral_hub.client import ClinicClient, InboxItem, silence_nats_error_log
 from referral_hub.contracts.base import Message
@@ -52,10 +53,11 @@ def jti_key(clinic: str, jti: str) -> str:
 class GatewayStore:
     """The gateway's buckets: registered clients (read only), used jtis, its token key, subscriptions."""
 
-    def __init__(self, connection: Client, buckets: dict[str, KeyValue]) -> None:
-        """Wrap an open ``gateway`` connection and its buckets; use :meth:`open`."""
+    def __init__(self, connection: Client, buckets: dict[str, KeyValue], documents: ObjectStore) -> None:
+        """Wrap an open ``gateway`` connection, its buckets and its object store; use :meth:`open`."""
         self.connection = connection
         self.buckets = buckets
+        self.documents = documents
 
     @classmethod
     async def open(cls, nats_url: str, auth: NatsCredentials | None = None) -> GatewayStore:
@@ -70,7 +72,7 @@ class GatewayStore:
         )
         js = connection.jetstream()
         buckets = {name: await js.key_value(name) for name in topology.GATEWAY_BUCKETS}
-        return cls(connection, buckets)
+        return cls(connection, buckets, await js.object_store(topology.GATEWAY_DOCUMENTS))
 
     async def close(self) -> None:
         """Drain the connection."""

@@ -13,6 +13,7 @@ rendered as an ``OperationOutcome``.
 
 from __future__ import annotations
 
+import base64
 import enum
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -189,6 +190,8 @@ SUPPORTED_SCOPES: Final = (
     "system/Task.cruds",
     "system/ServiceRequest.rs",
     "system/Communication.crs",
+    "system/DocumentReference.crs",
+    "system/Binary.r",
     "system/Subscription.cruds",
 )
 """What a token may carry: SMART v2 ``system/<Resource>.<c r u d s>``."""
@@ -825,3 +828,87 @@ def communications(view: TaskView) -> list[dict[str, Any]]:
             }
         )
     return found
+
+
+# --- DocumentReference and Binary --------------------------------------------------------------
+
+
+class DocumentMeta(msgspec.Struct, frozen=True, kw_only=True):
+    """What the object store keeps beside a document's bytes (as the object's description)."""
+
+    id: str
+    referral_id: uuid.UUID
+    task_id: str
+    patient_ref: str
+    title: str
+    content_type: str
+    size: int
+    sha256: str
+    author: str
+    created: datetime
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A DocumentReference's parts, decoded and checked."""
+
+    task_id: str
+    title: str
+    content_type: str
+    data: bytes
+
+
+def document_upload(resource: Mapping[str, Any], max_bytes: int) -> Upload:
+    """The Task, title, type and bytes of a new DocumentReference (one base64 attachment)."""
+    if resource.get("resourceType") != "DocumentReference":
+        msg = "the resource must be a DocumentReference"
+        raise schema(msg)
+    related = ((resource.get("context") or {}).get("related")) or []
+    task_id = task_reference({"basedOn": related})
+    content = resource.get("content") or []
+    attachment = content[0].get("attachment") if content and isinstance(content[0], dict) else None
+    if not isinstance(attachment, dict) or not isinstance(attachment.get("data"), str):
+        msg = "content[0].attachment.data (base64) is required"
+        raise schema(msg)
+    try:
+        data = base64.b64decode(attachment["data"], validate=True)
+    except ValueError as exc:
+        msg = "attachment.data is not base64"
+        raise schema(msg) from exc
+    if len(data) > max_bytes:
+        msg = f"the document is {len(data)} bytes; at most {max_bytes} are accepted"
+        raise FhirError(413, RejectionCode.MESSAGE_TOO_LARGE, msg)
+    content_type = str(attachment.get("contentType") or "application/octet-stream")
+    title = str(attachment.get("title") or resource.get("description") or "document")[:120]
+    return Upload(task_id, title, content_type, data)
+
+
+def document_resource(meta: DocumentMeta, fhir_base: str) -> dict[str, Any]:
+    """A stored document as a DocumentReference whose attachment URL is its Binary."""
+    return {
+        "resourceType": "DocumentReference",
+        "id": meta.id,
+        "status": "current",
+        "identifier": [{"system": "urn:ietf:rfc:6920", "value": f"ni:///sha-256;{meta.sha256}"}],
+        "subject": {
+            "type": "Patient",
+            "identifier": {"system": referral_fhir.PATIENT_REF_SYSTEM, "value": meta.patient_ref},
+        },
+        "date": meta.created.isoformat(),
+        "author": [
+            {"type": "Organization", "identifier": {"system": referral_fhir.CLINIC_SYSTEM, "value": meta.author}}
+        ],
+        "description": meta.title,
+        "content": [
+            {
+                "attachment": {
+                    "contentType": meta.content_type,
+                    "url": f"{fhir_base}/Binary/{meta.id}",
+                    "size": meta.size,
+                    "title": meta.title,
+                    "creation": meta.created.isoformat(),
+                }
+            }
+        ],
+        "context": {"related": [{"reference": f"Task/{meta.task_id}"}]},
+    }

@@ -369,6 +369,21 @@ def portal_permissions() -> Permissions:
 # --- The FHIR gateway -------------------------------------------------------------------------
 
 
+def _object_api(bucket: str) -> tuple[str, ...]:
+    """Put and get objects in one object store (its chunks and metadata, read by an ordered consumer)."""
+    stream = f"OBJ_{bucket}"
+    return (
+        *_stream_read_api(stream),
+        f"{JS_API}.CONSUMER.CREATE.{stream}",
+        f"{JS_API}.CONSUMER.CREATE.{stream}.>",
+        f"{JS_API}.CONSUMER.INFO.{stream}.*",
+        f"$JS.FC.{stream}.>",
+        f"$O.{bucket}.>",
+        # nats-py's object get looks its stream up by subject first: stream names, never contents.
+        f"{JS_API}.STREAM.NAMES",
+    )
+
+
 def gateway_permissions() -> Permissions:
     """The gateway's own state, and nothing of the hub's: its buckets, the client registrations read only.
 
@@ -381,6 +396,7 @@ def gateway_permissions() -> Permissions:
         publish=(
             *(right for bucket in owned for right in _kv_api(bucket, write=True)),
             *_kv_api(topology.GATEWAY_CLIENTS_KV, write=False),
+            *_object_api(topology.GATEWAY_DOCUMENTS),
             f"{JS_API}.INFO",
         ),
         subscribe=(f"{hub_inbox_prefix(GATEWAY)}.>",),

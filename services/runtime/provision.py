@@ -144,6 +144,9 @@ async def _provision_once(
         await _ensure_stream(target, config, upgrade=upgrade)
     for kv_config in topology.kv_configs(replicas):
         await js.create_key_value(config=kv_config)
+    for object_config in topology.gateway_object_configs(replicas):
+        # nats-py sets config.bucket from its first argument, so the name is passed twice.
+        await js.create_object_store(object_config.bucket or "", config=object_config)
     for spec in topology.CONSUMERS:
         await js.add_consumer(spec.stream, config=spec.config())
     if replicas > 1:

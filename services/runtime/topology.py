@@ -239,6 +239,9 @@ GATEWAY_SUBSCRIPTIONS_KV: Final = "gateway-subscriptions"
 GATEWAY_REPLAY_TTL_SECONDS: Final = 10 * 60
 """Twice the longest life of a client assertion (five minutes)."""
 GATEWAY_BUCKETS: Final = (GATEWAY_CLIENTS_KV, GATEWAY_REPLAY_KV, GATEWAY_KEYS_KV, GATEWAY_SUBSCRIPTIONS_KV)
+GATEWAY_DOCUMENTS: Final = "gateway-documents"
+"""Clinical documents attached to referrals, in JetStream's own object store."""
+GATEWAY_DOCUMENT_MAX_BYTES: Final = 20 * 1024 * 1024
 
 
 def gateway_kv_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
@@ -255,3 +258,8 @@ def gateway_kv_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         bucket(GATEWAY_KEYS_KV),
         bucket(GATEWAY_SUBSCRIPTIONS_KV),
     ]
+
+
+def gateway_object_configs(replicas: int = 1) -> list[api.ObjectStoreConfig]:
+    """The gateway's object store for documents."""
+    return [api.ObjectStoreConfig(bucket=GATEWAY_DOCUMENTS, storage=api.StorageType.FILE, replicas=replicas)]

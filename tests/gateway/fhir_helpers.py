@@ -8,6 +8,7 @@ from typing import Any
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.communication import Communication
+from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.parameters import Parameters
 from fhir.resources.R4B.servicerequest import ServiceRequest
@@ -23,6 +24,7 @@ MODELS = {
     "Parameters": Parameters,
     "Subscription": Subscription,
     "Communication": Communication,
+    "DocumentReference": DocumentReference,
 }
 LOCAL_ID_SYSTEM = "urn:example:harbor-pt:referral"
 
