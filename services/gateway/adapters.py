@@ -14,7 +14,6 @@ import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Final
 
 import msgspec
@@ -219,7 +218,3 @@ class ClinicConnections:
             with contextlib.suppress(nats.errors.Error):
                 await link.client.close()
         self._links.clear()
-
-
-REPLAY_TTL: Final = timedelta(minutes=10)
-"""How long a used ``jti`` is remembered: twice the longest an assertion may live."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -399,6 +398,13 @@ async def transaction(request: Request[Any, Any, Any]) -> Response[bytes]:
     return fhir({"resourceType": "Bundle", "type": "transaction-response", "entry": [service_entry, entry]})
 
 
+async def _caught_up(link: ClinicLink) -> ClinicLink:
+    """The link, once its folded view holds everything the clinic's inbox held when asked."""
+    newest = await link.client.last_event_number()
+    await link.wait_until(lambda: link.referrals.last_event_number >= newest, 5.0)
+    return link
+
+
 async def _view(gateway: Gateway, clinic: str, task_id: str) -> tuple[ClinicLink, TaskView]:
     """The clinic's Task, as of everything its inbox held when the request came.
 
@@ -408,8 +414,7 @@ async def _view(gateway: Gateway, clinic: str, task_id: str) -> tuple[ClinicLink
     link = await gateway.connections.link(clinic)
     view = link.referrals.task(task_id)
     if view is None:
-        newest = await link.client.last_event_number()
-        await link.wait_until(lambda: link.referrals.last_event_number >= newest, 5.0)
+        await _caught_up(link)
         view = link.referrals.task(task_id)
     if view is None:
         raise domain.not_found("Task", task_id)  # noqa: EM101 - the resource's name, not a message
@@ -444,7 +449,7 @@ async def search_task(request: Request[Any, Any, Any]) -> Response[bytes]:
     gateway = gateway_of(request)
     grant = gateway.grant(request, "Task", "s")
     parameters = {name: request.query_params.getall(name) for name in request.query_params}
-    link = await gateway.connections.link(grant.clinic)
+    link = await _caught_up(await gateway.connections.link(grant.clinic))
     found = domain.search_tasks(list(link.referrals.by_referral.values()), parameters)
     offset, count = domain.page_bounds(parameters)
     page = found[offset : offset + count]
@@ -536,7 +541,7 @@ async def search_communication(request: Request[Any, Any, Any]) -> Response[byte
     """The interim notes of the clinic's referrals, optionally ``based-on=Task/<id>``."""
     gateway = gateway_of(request)
     grant = gateway.grant(request, "Communication", "s")
-    link = await gateway.connections.link(grant.clinic)
+    link = await _caught_up(await gateway.connections.link(grant.clinic))
     based_on = request.query_params.get("based-on")
     unknown = set(request.query_params) - {"based-on"}
     if unknown:
@@ -859,8 +864,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
 
 def run(settings: GatewaySettings) -> None:
     """Serve the gateway with uvicorn until interrupted; HTTPS when a certificate is configured."""
-    started = time.monotonic()
-    log.info("gateway_starting", url=settings.fhir_base, tls=settings.tls_cert is not None, at=started)
+    log.info("gateway_starting", url=settings.fhir_base, tls=settings.tls_cert is not None)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -871,8 +875,3 @@ def run(settings: GatewaySettings) -> None:
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
     )
-
-
-def new_request_id() -> str:
-    """An id for correlating one request's log lines."""
-    return uuid.uuid4().hex

@@ -26,7 +26,6 @@ import msgspec
 from referral_hub.contracts.base import Message, Modality
 from referral_hub.contracts.codec import HubMessage
 from referral_hub.contracts.referrals import (
-    ConsultNote,
     ReferralAccept,
     ReferralCancel,
     ReferralCancelConfirm,
@@ -648,11 +647,6 @@ def transition_command(
         )
     kind, extra = kinds[transition]
     return convert({**base, **extra}, kind)
-
-
-def consult_note(visits: int, response: str) -> ConsultNote:
-    """A short outcome, for tools that complete a referral."""
-    return ConsultNote(visits=visits, response=response)
 
 
 def apply_patch(task: Mapping[str, Any], operations: Any) -> dict[str, Any]:  # noqa: ANN401 - JSON Patch body

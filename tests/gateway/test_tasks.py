@@ -228,11 +228,17 @@ async def test_interim_notes_are_communications_both_parties_see(gateway: System
         made = await http.post(f"{gateway.gateway.fhir}/Communication", json=note, headers=headers(lotus))
         assert made.status_code == 201, made.text
         assert valid(made.json())["payload"][0]["contentString"] == note["payload"][0]["contentString"]
-        found = await http.get(
-            f"{gateway.gateway.fhir}/Communication", params={"based-on": f"Task/{task['id']}"}, headers=headers(harbor)
-        )
-        bundle = valid(found.json())
-        assert [e["resource"]["sender"]["identifier"]["value"] for e in bundle["entry"]] == ["lotus-acu"]
+
+        async def seen_by_harbor() -> list[str]:
+            found = await http.get(
+                f"{gateway.gateway.fhir}/Communication",
+                params={"based-on": f"Task/{task['id']}"},
+                headers=headers(harbor),
+            )
+            return [e["resource"]["sender"]["identifier"]["value"] for e in valid(found.json())["entry"]]
+
+        # harbor-pt's copy reaches its inbox a moment after lotus-acu's answer.
+        assert await eventually(seen_by_harbor) == ["lotus-acu"]
         assert valid((await http.get(url, headers=headers(harbor))).json())["meta"]["versionId"] == "3"
         # Not a party: the Task is not known to it.
         stranger = await http.post(f"{gateway.gateway.fhir}/Communication", json=note, headers=headers(knead))
@@ -244,6 +250,6 @@ async def test_the_capability_statement_lists_what_is_served(gateway: Systems) -
     async with httpx.AsyncClient() as http:
         statement = valid((await http.get(f"{gateway.gateway.fhir}/metadata")).json())
     resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
-    assert set(resources) == {"Task", "ServiceRequest", "Communication", "Subscription"}
+    assert set(resources) == {"Task", "ServiceRequest", "Communication", "DocumentReference", "Binary", "Subscription"}
     assert {i["code"] for i in resources["Task"]["interaction"]} == {"read", "create", "update", "patch", "search-type"}
     assert {o["name"] for o in resources["Subscription"]["operation"]} == {"status", "events"}
