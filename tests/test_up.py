@@ -226,7 +226,7 @@ def test_up_keeps_roster_changes_across_restarts_and_clinics_connect_as_hubctl_d
     data_dir = tmp_path / ".hub-data"
     keys_dir = data_dir / "auth"
     first = launch_up(data_dir, "--no-demo")
-    banner = read_until(first.process, "legend:")
+    banner = read_until(first.process, "Ctrl-C stops everything")
     keys = ("--nats-url", first.url, "--creds-dir", str(keys_dir))
     roster = hubctl("roster", "set", "--clinic", "harbor-pt", "--file", str(EXAMPLE_ROSTER), *keys)
     until_day = (datetime.now(UTC) + timedelta(days=2)).date()

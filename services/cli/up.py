@@ -393,6 +393,6 @@ def _banner(
     glass = break_glass_dir_for(args.data_dir / "auth")
     out(f"  break-glass     {glass}: stream upgrades only (hubctl provision --break-glass); never used by default")
     out(f"  try, in another terminal:  .venv/bin/hubctl inbox --clinic lotus-acu --nats-url {server.url}")
-    out("  Ctrl-C stops everything; data is kept for the next start.")
     out(f"  {LEGEND}")
+    out("  Ctrl-C stops everything; data is kept for the next start.")
     out("")
