@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import pty
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -244,3 +247,39 @@ def test_a_fetch_timeout_in_a_service_log_is_one_warning_line(caplog: pytest.Log
     assert "\n" not in expected.getMessage()
     assert fault.levelname == "ERROR"
     assert fault.exc_info is not None
+
+
+async def test_audit_verify_shows_a_progress_bar_on_a_terminal_and_plain_lines_in_a_pipe(hub: RunningHub) -> None:
+    await (await hub.clinic("harbor-pt")).send_and_confirm(referral_request(patient_ref="pt-bar"))
+    await wait_idle(hub.connection)
+    pin = str(load_key(new_key_seed()).current.verifier)
+    arguments = ["audit", "verify", "--verifier-key", pin, "--nats-url", hub.url]
+    command = [sys.executable, "-m", "referral_hub.cli", *arguments]
+
+    on_terminal = await asyncio.to_thread(run_on_terminal, command)
+    piped = await hubctl(*arguments)
+
+    assert "verifying the audit log" in on_terminal
+    assert "audit chain OK" in on_terminal
+    assert piped.stdout.startswith("audit chain OK")
+    assert piped.stderr == ""
+    assert "\x1b[" not in piped.stdout
+
+
+def run_on_terminal(command: list[str]) -> str:
+    """Everything ``command`` writes to stdout and stderr when both are a terminal."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(command, stdout=terminal, stderr=terminal, stdin=subprocess.DEVNULL)  # noqa: S603 - our own CLI
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the process has ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    process.wait(60)
+    os.close(controller)
+    return b"".join(chunks).decode(errors="replace")
