@@ -194,3 +194,33 @@ async def test_dlq_replay_of_a_missing_dead_letter_is_one_line(nats_server: Embe
     result = await hubctl("dlq", "replay", "999", "--nats-url", nats_server.url)
 
     assert_one_line_error(result, "no dead letter #999; see 'hubctl dlq list'")
+
+
+async def test_decline_no_show_cancel_handshake_and_forward_through_the_cli(hub: RunningHub) -> None:
+    async def refer(patient: str) -> str:
+        sent = await as_clinic(
+            hub, HARBOR, "refer", "--to", LOTUS, "--patient", patient, "--modality", "acupuncture", "--reason", "x"
+        )
+        assert sent.status == 0, sent.stderr
+        return short_id(sent)
+
+    declined_id, cancelled_id, forwarded_id = [await refer(p) for p in ("pt-d", "pt-c", "pt-f")]
+    declined = await as_clinic(hub, LOTUS, "referral", "decline", declined_id, "--reason-code", "no_capacity")
+    await as_clinic(hub, LOTUS, "referral", "accept", cancelled_id)
+    await as_clinic(hub, LOTUS, "referral", "schedule", cancelled_id, "--at", "2030-01-02T10:00+00:00")
+    missed = await as_clinic(hub, LOTUS, "referral", "no-show", cancelled_id)
+    await as_clinic(hub, LOTUS, "referral", "schedule", cancelled_id, "--at", "2030-01-09T10:00+00:00")
+    requested = await as_clinic(hub, HARBOR, "referral", "cancel", cancelled_id, "--reason-code", "patient_request")
+    confirmed = await as_clinic(hub, LOTUS, "referral", "cancel-confirm", cancelled_id)
+    forwarded = await as_clinic(hub, LOTUS, "referral", "forward", forwarded_id, "--to", "riverside-wellness")
+    third = await as_clinic(hub, "riverside-wellness", "inbox")
+
+    assert f"referral {declined_id} is now declined" in declined.stdout
+    assert f"referral {cancelled_id} is now no_show" in missed.stdout
+    assert f"referral {cancelled_id} is now cancel_requested" in requested.stdout
+    assert f"hubctl referral cancel-confirm {cancelled_id} --clinic lotus-acu" not in requested.stdout
+    assert f"referral {cancelled_id} is now cancelled" in confirmed.stdout
+    assert forwarded.status == 0, forwarded.stderr
+    assert f"referral {forwarded_id}" in forwarded.stdout
+    assert "(forward by lotus-acu" in forwarded.stdout
+    assert "pt-f" in third.stdout
