@@ -393,6 +393,7 @@ def _banner(
     glass = break_glass_dir_for(args.data_dir / "auth")
     out(f"  break-glass     {glass}: stream upgrades only (hubctl provision --break-glass); never used by default")
     out(f"  try, in another terminal:  .venv/bin/hubctl inbox --clinic lotus-acu --nats-url {server.url}")
+    out(f"  status          .venv/bin/hubctl status --nats-url {server.url} --metrics-port {args.metrics_port}")
     out(f"  {LEGEND}")
     out("  Ctrl-C stops everything; data is kept for the next start.")
     out("")
