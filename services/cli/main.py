@@ -186,7 +186,11 @@ def _add_operations(sub: Subparsers) -> None:
     _common(replay)
     replay.add_argument("sequences", type=int, nargs="+", metavar="SEQ", help="dead-letter sequence numbers")
     replay.set_defaults(run=dlq.dlq_replay)
+    _add_nats_config(sub)
+    _add_run(sub)
 
+
+def _add_nats_config(sub: Subparsers) -> None:
     config = sub.add_parser(
         "nats-config", help="nats-server configuration with one nkey per clinic and hub user (and TLS, cluster)"
     )
@@ -218,6 +222,8 @@ def _add_operations(sub: Subparsers) -> None:
     config.add_argument("--cluster-port", type=int, default=6222, help="route port (default: %(default)s)")
     config.set_defaults(sync_run=natsconfig.nats_config)
 
+
+def _add_run(sub: Subparsers) -> None:
     run = sub.add_parser("run", help="run one service against an existing NATS")
     _common(run)
     run.add_argument("service", choices=sorted([*commands.SERVICES, "portal", "gateway"]), help="which service")
