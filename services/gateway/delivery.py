@@ -187,7 +187,7 @@ class Deliverer:
                 continue
             handled = True
             if subscriptions.matches(record, item):
-                failure = await self._post(record, self._event_bundle(link, record, item))
+                failure = await self._post(record, await self._event_bundle(link, record, item))
                 if failure:
                     await self._save(subscriptions.after_failure(record, failure, time.time()), revision)
                     return True
@@ -198,9 +198,13 @@ class Deliverer:
             record, revision = await self._save(record, revision)
         return handled
 
-    def _event_bundle(self, link: ClinicLink, record: SubscriptionRecord, item: InboxItem) -> dict[str, Any]:
+    async def _event_bundle(self, link: ClinicLink, record: SubscriptionRecord, item: InboxItem) -> dict[str, Any]:
         numbered = msgspec.structs.replace(record, events_since_start=record.events_since_start + 1, status="active")
-        resources = focus_resources(link, [item], self.fhir_base) if record.payload == "full-resource" else None
+        resources = None
+        if record.payload == "full-resource":
+            # The Task as of this event at least: the folded view may be a moment behind this read.
+            await link.wait_until(_grown_past(link, item.event_number - 1))
+            resources = focus_resources(link, [item], self.fhir_base)
         return subscriptions.notification(
             numbered,
             self.fhir_base,
