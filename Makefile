@@ -57,8 +57,12 @@ $(NODE_STAMP): package-lock.json package.json
 
 node: $(NODE_STAMP)
 
+# Most tests wait on real servers, timers and processes rather than the CPU, so three
+# workers on two cores roughly halve the run; a module stays on one worker (its fixtures
+# are module-scoped). PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 3
 unit: install tools node
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # pytest runs last, so its summary is the run's closing line.
 test: lint typecheck contracts unit

@@ -54,29 +54,23 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--tls-key", type=Path, default=None, help="gateway: the certificate's private key (PEM)")
 
 
-def run_or_service(service_runner: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``hubctl run``: the gateway here, every other service by ``service_runner``."""
+def serve(args: argparse.Namespace) -> int:
+    """``hubctl run gateway``: serve until stopped."""
+    from referral_hub.gateway.app import GatewaySettings  # noqa: PLC0415 - Litestar loads only for the gateway
+    from referral_hub.gateway.app import run as serve_app  # noqa: PLC0415 - as above
 
-    def run(args: argparse.Namespace) -> int:
-        if args.service != "gateway":
-            return service_runner(args)
-        from referral_hub.gateway.app import GatewaySettings  # noqa: PLC0415 - Litestar loads only for the gateway
-        from referral_hub.gateway.app import run as serve  # noqa: PLC0415 - as above
-
-        logs.configure("gateway", json=args.log_json)
-        serve(
-            GatewaySettings(
-                nats_url=args.nats_url,
-                host=args.gateway_host,
-                port=args.gateway_port,
-                public_url=args.gateway_url,
-                tls_cert=args.tls_cert,
-                tls_key=args.tls_key,
-            )
+    logs.configure("gateway", json=args.log_json)
+    serve_app(
+        GatewaySettings(
+            nats_url=args.nats_url,
+            host=args.gateway_host,
+            port=args.gateway_port,
+            public_url=args.gateway_url,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
-        return 0
-
-    return run
+    )
+    return 0
 
 
 def add_commands(sub: Any) -> None:  # noqa: ANN401 - argparse's subparsers action has no public type

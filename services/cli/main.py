@@ -250,7 +250,8 @@ def _add_run(sub: Subparsers) -> None:
         default=os.environ.get("NATS_MONITOR_URL", ""),
         help="audit: NATS monitoring URL (http://host:8222) to export /varz and /jsz as metrics",
     )
-    run.set_defaults(sync_run=gateway_cli.run_or_service(portal_cli.run_or_service(commands.run_service)))
+    web = {"gateway": gateway_cli.serve, "portal": portal_cli.serve}
+    run.set_defaults(sync_run=lambda args: web.get(args.service, commands.run_service)(args))
 
 
 def _add_clinic_commands(sub: Subparsers) -> None:

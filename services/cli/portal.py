@@ -52,27 +52,21 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     )
 
 
-def run_or_service(service_runner: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``hubctl run``: the portal here, every other service by ``service_runner``."""
+def serve(args: argparse.Namespace) -> int:
+    """``hubctl run portal``: serve until stopped."""
+    from referral_hub.portal.app import PortalSettings  # noqa: PLC0415 - Litestar loads only for the portal
+    from referral_hub.portal.app import run as serve_app  # noqa: PLC0415 - as above
 
-    def run(args: argparse.Namespace) -> int:
-        if args.service != "portal":
-            return service_runner(args)
-        from referral_hub.portal.app import PortalSettings  # noqa: PLC0415 - Litestar loads only for the portal
-        from referral_hub.portal.app import run as serve  # noqa: PLC0415 - as above
-
-        logs.configure("portal", json=args.log_json)
-        serve(
-            PortalSettings(
-                nats_url=args.nats_url,
-                host=args.portal_host,
-                port=args.portal_port,
-                registry_file=args.registry_file,
-            )
+    logs.configure("portal", json=args.log_json)
+    serve_app(
+        PortalSettings(
+            nats_url=args.nats_url,
+            host=args.portal_host,
+            port=args.portal_port,
+            registry_file=args.registry_file,
         )
-        return 0
-
-    return run
+    )
+    return 0
 
 
 def add_commands(sub: Any) -> None:  # noqa: ANN401 - argparse's subparsers action has no public type
