@@ -52,6 +52,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(summary_table(rows))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow modules first, the longest first, so parallel workers do not end on one long module.
+
+    ``make test`` hands whole modules to its workers in this order; a long module drawn last
+    would leave the other workers idle while it runs. The order within a module is kept.
+    """
+    weight: dict[str, int] = {}
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            name = item.module.__name__
+            weight[name] = weight.get(name, 0) - _SLOW_WEIGHT.get(name, 1)
+    items.sort(key=lambda item: weight.get(item.module.__name__, 0))
+
+
+_SLOW_WEIGHT = {"tests.test_fuzz_hostile": 1000, "tests.test_prometheus": 20, "tests.test_up": 100}
+"""Modules whose few tests are each minutes long, weighted like that many ordinary slow tests."""
+
+
 @pytest.fixture(autouse=True)
 def reset_structlog() -> Iterator[None]:
     """Tests that configure logging must not leave it pointing at a closed capture stream."""

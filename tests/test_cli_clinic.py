@@ -15,6 +15,8 @@ from referral_hub.runtime.natsserver import EmbeddedNats
 from .helpers import Result, RunningHub, eventually, hubctl, referral_request
 from .test_cli import assert_one_line_error
 
+pytestmark = pytest.mark.slow
+
 HARBOR, LOTUS, SUMMIT = "harbor-pt", "lotus-acu", "summit-chiro"
 
 

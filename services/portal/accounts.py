@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import secrets
 import time
 from dataclasses import dataclass
@@ -26,7 +27,14 @@ from referral_hub.runtime import topology
 
 HASHER: Final = PasswordHasher()
 """argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile."""
-_DUMMY_HASH: Final = HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to check unknown logins against, so they take as long as known ones (made once, on first use)."""
+    return HASHER.hash(secrets.token_urlsafe(16))
+
+
 TOTP_STEP: Final = 30
 INVITE_LIFETIME: Final = timedelta(seconds=topology.PORTAL_INVITE_TTL_SECONDS)
 
@@ -84,7 +92,7 @@ async def login(  # noqa: PLR0913 - the typed form plus where it came from and w
         return LoginResult(LoginOutcome.RATE_LIMITED, clinic, member)
     found = await store.account(clinic, member) if parsed else None
     if found is None:
-        await asyncio.to_thread(_password_ok, _DUMMY_HASH, password)
+        await asyncio.to_thread(_password_ok, _dummy_hash(), password)
         return LoginResult(LoginOutcome.BAD_CREDENTIALS, clinic, member)
     account, revision = found
     if domain.locked(account, now):
