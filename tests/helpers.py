@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 import nats
+import nats.errors
 from nats.aio.client import Client
 from prometheus_client import REGISTRY
 
@@ -282,3 +283,22 @@ async def acked_through(connection: Client, spec: topology.ConsumerSpec, sequenc
         return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= sequence
 
     await eventually(acked, timeout)
+
+
+async def refusal(url: str, **options: object) -> str:
+    """The server's reason for refusing a connection, or "" if it was accepted.
+
+    The server may close the socket before nats-py reads its ``-ERR`` line, which shows as
+    a reset connection; that attempt says nothing, so it is made again.
+    """
+    for _ in range(10):
+        try:
+            connection = await nats.connect(url, allow_reconnect=False, connect_timeout=2, **options)
+        except nats.errors.Error as exc:
+            return str(exc)
+        except ConnectionResetError:
+            await asyncio.sleep(0.05)
+            continue
+        await connection.close()
+        return ""
+    return "reset every time"

@@ -13,8 +13,6 @@ import asyncio
 import stat
 
 import msgspec
-import nats
-import nats.errors
 import pytest
 from nats.js.errors import APIError
 
@@ -36,6 +34,7 @@ from .helpers import (
     dead_letters,
     eventually,
     referral_request,
+    refusal,
     secure_server,
     stream_messages,
     wait_idle,
@@ -53,25 +52,6 @@ def nats_server(tmp_path, monkeypatch):
     server.start()
     yield server
     server.stop()
-
-
-async def refusal(url: str, **options: object) -> str:
-    """The server's reason for refusing a connection, or "" if it was accepted.
-
-    The server may close the socket before nats-py reads its ``-ERR`` line, which shows as
-    a reset connection; that attempt says nothing, so it is made again.
-    """
-    for _ in range(10):
-        try:
-            connection = await nats.connect(url, allow_reconnect=False, connect_timeout=2, **options)
-        except nats.errors.Error as exc:
-            return str(exc)
-        except ConnectionResetError:
-            await asyncio.sleep(0.05)
-            continue
-        await connection.close()
-        return ""
-    return "reset every time"
 
 
 @pytest.mark.usefixtures("nats_server")

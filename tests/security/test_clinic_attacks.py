@@ -26,7 +26,7 @@ from referral_hub.contracts.codec import decode_hub_message
 from referral_hub.contracts.inbox import InboxHeartbeat
 from referral_hub.contracts.referrals import ReferralRequested
 from referral_hub.runtime import credentials, natsauth, subjects, topology
-from tests.helpers import eventually, referral_request
+from tests.helpers import eventually, referral_request, refusal
 
 from .hostile import (
     AttackedHub,
@@ -263,25 +263,6 @@ async def test_a_clinic_cannot_create_consumers_in_bulk(hub):
     )
     assert all(outcome.refused for outcome in outcomes)
     assert not added
-
-
-async def refusal(url: str, **options: object) -> str:
-    """The server's reason for refusing a connection, or "" if it was accepted.
-
-    The server may close the socket before nats-py reads its ``-ERR`` line, which shows as
-    a reset connection; that attempt says nothing, so it is made again.
-    """
-    for _ in range(10):
-        try:
-            connection = await nats.connect(url, allow_reconnect=False, connect_timeout=2, **options)
-        except nats.errors.Error as exc:
-            return str(exc)
-        except ConnectionResetError:
-            await asyncio.sleep(0.05)
-            continue
-        await connection.close()
-        return ""
-    return "reset every time"
 
 
 async def test_a_clinic_cannot_open_more_connections_than_its_account_allows(hub):
