@@ -84,6 +84,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Started:
+    """What :meth:`Gateway.start` connects and loads: the buckets, the token key, the deliverer."""
+
+    store: GatewayStore
+    key: ECKey
+    deliverer: Deliverer
+
+
 class Gateway:
     """What the handlers share: the store, the clinic connections and the token key."""
 
@@ -92,19 +101,23 @@ class Gateway:
         self.settings = settings
         self.clock = clock
         self.connections = ClinicConnections(settings.nats_url)
-        self._store: GatewayStore | None = None
-        self._key: ECKey | None = None
-        self._deliverer: Deliverer | None = None
+        self._started: Started | None = None
         self._delivering: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Connect as the ``gateway`` user, load (or, first of all replicas, make) the token key, start delivering."""
-        self._store = await GatewayStore.open(self.settings.nats_url)
-        self._key = auth.signing_key(await self._store.signing_key(auth.new_signing_key))
-        self._deliverer = Deliverer(
-            self._store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV], self.connections, self.settings.fhir_base
+        store = await GatewayStore.open(self.settings.nats_url)
+        try:
+            key = auth.signing_key(await store.signing_key(auth.new_signing_key))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await store.close()
+            raise
+        deliverer = Deliverer(
+            store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV], self.connections, self.settings.fhir_base
         )
-        self._delivering = asyncio.create_task(self._deliverer.run(), name="gateway-delivery")
+        self._started = Started(store, key, deliverer)
+        self._delivering = asyncio.create_task(deliverer.run(), name="gateway-delivery")
 
     async def stop(self) -> None:
         """Stop delivering and close every connection."""
@@ -113,33 +126,32 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._delivering
         await self.connections.close()
-        if self._store is not None:
+        if self._started is not None:
             with contextlib.suppress(Exception):
-                await self._store.close()
+                await self._started.store.close()
+
+    @property
+    def started(self) -> Started:
+        """The buckets, token key and deliverer (after :meth:`start`)."""
+        if self._started is None:
+            msg = "the gateway has not started"
+            raise HubError(msg)
+        return self._started
 
     @property
     def store(self) -> GatewayStore:
         """The gateway's buckets (after :meth:`start`)."""
-        if self._store is None:
-            msg = "the gateway has not started"
-            raise HubError(msg)
-        return self._store
+        return self.started.store
 
     @property
     def key(self) -> ECKey:
         """The token key (after :meth:`start`)."""
-        if self._key is None:
-            msg = "the gateway has not started"
-            raise HubError(msg)
-        return self._key
+        return self.started.key
 
     @property
     def deliverer(self) -> Deliverer:
         """The rest-hook deliverer (after :meth:`start`)."""
-        if self._deliverer is None:
-            msg = "the gateway has not started"
-            raise HubError(msg)
-        return self._deliverer
+        return self.started.deliverer
 
     def grant(self, request: Request[Any, Any, Any], resource: str, permission: str) -> auth.Grant:
         """The request's verified grant, refused unless it allows ``permission`` on ``resource``."""
