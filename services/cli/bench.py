@@ -191,6 +191,11 @@ async def drive(nats_url: str, clinics: list[Clinic], duration: float, seed: int
     return LoadResult(transitions, elapsed, latencies)
 
 
+def significant(value: float, digits: int = 3) -> float:
+    """``value`` to ``digits`` significant figures: a ratio of 0.0375 keeps its third digit, as 3.75 does."""
+    return float(f"{value:.{digits}g}")
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """The ``fraction`` quantile (inclusive method), 0 for no values."""
     if len(values) < 2:  # noqa: PLR2004 - quantiles needs two points
@@ -327,7 +332,7 @@ def figures(load: LoadResult, baseline: Baseline, cost: ServerCost, sync_interva
         "p99_ms": round(percentile(load.request_to_inbox_ms, 0.99), 2),
         "baseline_kv_put_per_s": round(baseline.kv_put_per_s, 1),
         "baseline_js_publish_per_s": round(baseline.js_publish_per_s, 1),
-        "ratio_vs_kv_put": round(rate / baseline.kv_put_per_s, 3),
+        "ratio_vs_kv_put": significant(rate / baseline.kv_put_per_s),
         "referrals": len(load.request_to_inbox_ms),
         "seconds": round(load.seconds, 2),
         "sync_interval": sync_interval,
@@ -336,5 +341,5 @@ def figures(load: LoadResult, baseline: Baseline, cost: ServerCost, sync_interva
         "server_cpu_ms_per_transition": round(cpu_per_transition * 1000, 3),
         "cores": os.cpu_count() or 1,
         "server_ceiling_transitions_per_s": round(ceiling, 1),
-        "ceiling_ratio_vs_kv_put": round(ceiling / baseline.kv_put_per_s, 3),
+        "ceiling_ratio_vs_kv_put": significant(ceiling / baseline.kv_put_per_s),
     }
