@@ -62,7 +62,7 @@ node: $(NODE_STAMP)
 # are module-scoped). PYTEST_WORKERS=0 runs in one process.
 PYTEST_WORKERS ?= 3
 unit: install tools node
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # pytest runs last, so its summary is the run's closing line.
 test: lint typecheck contracts unit

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass, field
 
@@ -168,6 +170,17 @@ class Result:
     status: int
     stdout: str
     stderr: str
+
+
+def interrupt(process: subprocess.Popen[str], timeout: float = 60.0) -> tuple[int, str]:
+    """Ctrl-C a long-running hub command, then read all it prints until it exits.
+
+    Reading to the end matters: a process still printing into a full pipe blocks on the
+    write and never exits, which would look like a hang on shutdown.
+    """
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output or ""
 
 
 async def hubctl(*args: str) -> Result:

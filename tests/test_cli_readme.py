@@ -12,13 +12,13 @@ import json
 import os
 import re
 import shlex
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from .helpers import interrupt
 from .test_up import launch_up, read_until
 
 pytestmark = pytest.mark.slow
@@ -74,8 +74,7 @@ class Reader:
             assert process.stdout is not None
             return process.stdout.readline()
         finally:
-            process.send_signal(signal.SIGINT)
-            process.wait(30)
+            interrupt(process, 30)
 
 
 def short_id(output: str, what: str) -> str:
@@ -123,8 +122,7 @@ def test_readme_commands_then_a_whole_care_loop_alert_and_page_through_the_cli(t
         pages_after = [json.loads(line) for line in reader.ok(f"{HUBCTL} pages --all --json").splitlines()]
         verified = reader.ok(f"{HUBCTL} audit verify")
     finally:
-        up.process.send_signal(signal.SIGINT)
-        up.process.wait(60)
+        interrupt(up.process, 60)
 
     assert " requested: harbor-pt -> summit-chiro" in refer
     inbox, follow = (said[f"{HUBCTL} inbox --clinic lotus-acu{tail}"] for tail in ("", " --follow"))

@@ -43,6 +43,7 @@ from referral_hub.runtime.credentials import NatsCredentials, clinic_seed_path
 from referral_hub.runtime.natsauth import clinic_inbox_prefix
 from referral_hub.runtime.natsserver import free_port, free_ports
 
+from .helpers import interrupt
 from .test_up import read_until
 
 pytestmark = pytest.mark.slow
@@ -269,8 +270,7 @@ def scraped_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapedHub
         if prometheus is not None:
             prometheus.terminate()
             prometheus.wait(timeout=30)
-        up.send_signal(signal.SIGINT)
-        up.wait(timeout=60)
+        interrupt(up, 60)
 
 
 def eventually_data(

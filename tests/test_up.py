@@ -24,6 +24,8 @@ from referral_hub.runtime import natsauth
 from referral_hub.runtime.credentials import CREDS_DIR_ENV, CredentialsError, break_glass_dir_for
 from referral_hub.runtime.natsserver import free_port, free_ports, port_is_free
 
+from .helpers import interrupt
+
 pytestmark = pytest.mark.slow
 
 
@@ -97,10 +99,10 @@ def test_up_shows_traffic_stops_on_ctrl_c_and_keeps_its_data(tmp_path: Path) -> 
     first, url = start_up(data_dir, "--demo-interval", "0.2")
     banner = read_until(first, "Ctrl-C stops everything")
     traffic = read_until(first, "<- ")
-    first.send_signal(signal.SIGINT)
-    ending = read_until(first, "stopped; data kept")
+    stopped, ending = interrupt(first, 30)
 
-    assert first.wait(30) == 0
+    assert stopped == 0, ending
+    assert "stopped; data kept" in ending
     assert any("/metrics" in line and "/health" in line for line in banner)
     assert any(line.startswith("-> ") and " refers " in line for line in traffic)
     assert "stopping services ..." in ending
@@ -111,9 +113,9 @@ def test_up_shows_traffic_stops_on_ctrl_c_and_keeps_its_data(tmp_path: Path) -> 
     clinics = json.loads(hubctl("clinics", "--json", *keys).stdout)["clinics"]
     inboxes = [hubctl("inbox", "--clinic", clinic["id"], "--json", *keys).stdout for clinic in clinics]
     verified = hubctl("audit", "verify", *keys)
-    second.send_signal(signal.SIGINT)
+    stopped, ending = interrupt(second, 30)
 
-    assert second.wait(30) == 0
+    assert stopped == 0, ending
     assert sum(len(text.splitlines()) for text in inboxes) >= 2
     assert verified.returncode == 0
     assert verified.stdout.startswith("audit chain OK")
@@ -133,9 +135,9 @@ def test_up_runs_with_authorization_on(tmp_path: Path) -> None:
         env={name: value for name, value in os.environ.items() if name != CREDS_DIR_ENV},
     )
     with_keys = hubctl("clinics", "--nats-url", url, "--creds-dir", str(data_dir / "auth"))
-    up.send_signal(signal.SIGINT)
+    stopped, ending = interrupt(up, 30)
 
-    assert up.wait(30) == 0
+    assert stopped == 0, ending
     assert anonymous.returncode == 1
     assert "Authorization Violation" in anonymous.stderr
     assert with_keys.returncode == 0
@@ -210,9 +212,9 @@ def test_up_runs_a_three_node_cluster_with_r3_streams_and_two_replicas_of_each_s
     verified = hubctl("audit", "verify", "--nats-url", url, "--creds-dir", str(data_dir / "auth"))
     with urllib.request.urlopen(f"http://127.0.0.1:{monitor + 2}/jsz?streams=true&config=true", timeout=5) as reply:
         streams = json.load(reply)["account_details"][0]["stream_detail"]
-    up.send_signal(signal.SIGINT)
+    stopped, ending = interrupt(up, 60)
 
-    assert up.wait(60) == 0
+    assert stopped == 0, ending
     probed = Counter(line.split()[0].split("-")[0] for line in banner if " health http://127.0.0.1:" in line)
     assert probed == {"referrals": 2, "notifications": 2, "audit": 2, "gateway": 1, "portal": 1}
     assert {stream["config"]["num_replicas"] for stream in streams} == {3}
@@ -239,9 +241,8 @@ def test_up_keeps_roster_changes_across_restarts_and_clinics_connect_as_hubctl_d
     with urllib.request.urlopen(f"http://127.0.0.1:{first.metrics_base}/", timeout=5) as reply:
         index = reply.read().decode()
     status = hubctl("status", "--metrics-port", str(first.metrics_base), *keys)
-    first.process.send_signal(signal.SIGINT)
-    read_until(first.process, "stopped; data kept")
-    assert first.process.wait(30) == 0
+    stopped, ending = interrupt(first.process, 30)
+    assert (stopped, "stopped; data kept" in ending) == (0, True), ending
 
     second = launch_up(data_dir, "--no-demo")
     read_until(second.process, "Ctrl-C stops everything")
@@ -263,9 +264,8 @@ def test_up_keeps_roster_changes_across_restarts_and_clinics_connect_as_hubctl_d
     without_actor = hubctl(*refer)
     asked_at_once = time.monotonic() - started
     with_actor = hubctl(*refer, "--actor", "ana.ruiz")
-    second.process.send_signal(signal.SIGINT)
-    read_until(second.process, "stopped; data kept")
-    assert second.process.wait(30) == 0
+    stopped, ending = interrupt(second.process, 30)
+    assert (stopped, "stopped; data kept" in ending) == (0, True), ending
     service_logs = "".join((data_dir / "logs" / f"{name}.log").read_text() for name in ("referrals", "notifications"))
 
     assert any("** a page goes out" in line and "!! a contraindication alert" in line for line in banner)

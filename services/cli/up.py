@@ -168,13 +168,18 @@ def is_ready(url: str) -> bool:
 
 
 def stop_services(services: list[ServiceProcess]) -> None:
-    """SIGTERM every service (they drain in-flight messages), then wait; kill stragglers."""
+    """SIGTERM every service (they drain in-flight messages), then wait; kill stragglers.
+
+    One deadline serves all services, so Ctrl-C never takes longer than ``STOP_SECONDS``
+    however many replicas run.
+    """
     for service in services:
         if service.process.poll() is None:
             service.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS
     for service in services:
         try:
-            service.process.wait(STOP_SECONDS)
+            service.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             service.process.kill()
             service.process.wait()

@@ -58,9 +58,11 @@ class DemoPager:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 path = self.path.strip("/")
                 signed = pager.verify(path, body, dict(self.headers))
+                # Shown before the answer: the hub sends the next page only after this one is
+                # answered, so the screen lists pages in the order they were delivered.
+                pager.received(path, body, signed=signed, webhook_id=self.headers.get(ID_HEADER, ""))
                 self.send_response(204 if signed else 401)
                 self.end_headers()
-                pager.received(path, body, signed=signed, webhook_id=self.headers.get(ID_HEADER, ""))
 
             def log_message(self, *_: object) -> None:
                 return
