@@ -11,14 +11,13 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_chain
 from referral_hub.cli import progress
 from referral_hub.cli.asyncapi import asyncapi_document
@@ -43,9 +42,7 @@ from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.contracts.screening import ScreeningDisputed, ScreeningFlagged
 from referral_hub.errors import HubError
-from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import alerting, fhir, lifecycle
-from referral_hub.referrals import app as referrals_app
 from referral_hub.referrals.adapters import KvStore, careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.referrals.domain import SlaPolicy
@@ -53,14 +50,13 @@ from referral_hub.runtime import credentials, logs, natsauth, topology
 from referral_hub.runtime.provision import provision_as_operator
 from referral_hub.runtime.registry import RegistryCache, load_registry_file
 from referral_hub.runtime.servers import server_urls
-from referral_hub.runtime.service import ServiceApp, ServiceSettings, run_until_signalled
+
+if TYPE_CHECKING:
+    from referral_hub.runtime.service import ServiceApp
 
 Record = TypeVar("Record", bound=msgspec.Struct)
-SERVICES: Final[dict[str, Callable[[str], ServiceApp]]] = {
-    "referrals": referrals_app.create_app,
-    "notifications": notifications_app.create_app,
-    "audit": audit_app.create_app,
-}
+SERVICES: Final = ("referrals", "notifications", "audit")
+"""The hub's core services, in the order ``hubctl up`` starts them and numbers their metrics ports."""
 
 
 FULL_ID_LENGTH: Final = 36
@@ -149,31 +145,48 @@ def audit_signing_key() -> str:
 
 def run_service(args: argparse.Namespace) -> int:
     """``hubctl run SERVICE``: blocks until SIGINT or SIGTERM."""
+    from referral_hub.runtime.service import ServiceSettings, run_until_signalled  # noqa: PLC0415 - as _service_app
+
     logs.configure(args.service, json=args.log_json)
     quiet_expected_timeouts(args.service)
+    app = _service_app(args)
+    run_until_signalled(app, ServiceSettings(args.nats_url, args.metrics_port, args.metrics_host))
+    return 0
+
+
+def _service_app(args: argparse.Namespace) -> ServiceApp:
+    """The service ``hubctl run`` asked for, its modules imported only now.
+
+    Every ``hubctl`` call would otherwise pay for importing all three services and their
+    broker library, about a second of CPU, to print one line.
+    """
+    # Deferred imports: only the process that runs a service needs its code.
     if args.service == "referrals":
+        from referral_hub.referrals import app as referrals_app  # noqa: PLC0415 - see above
+
         sla = SlaPolicy(
             urgent=timedelta(hours=args.sla_urgent_hours),
             routine=timedelta(hours=args.sla_routine_hours),
             close_within=timedelta(days=args.sla_close_days),
         )
-        app = referrals_app.create_app(args.nats_url, sla=sla, timer_interval=args.timer_interval)
-    elif args.service == "audit":
+        return referrals_app.create_app(args.nats_url, sla=sla, timer_interval=args.timer_interval)
+    if args.service == "audit":
+        from referral_hub.audit import app as audit_app  # noqa: PLC0415 - see above
+
         policy = audit_app.CheckpointPolicy(
             entries=int(os.environ.get("HUB_AUDIT_CHECKPOINT_ENTRIES", "1000")),
             seconds=float(os.environ.get("HUB_AUDIT_CHECKPOINT_SECONDS", "60")),
         )
-        app = audit_app.create_app(
+        return audit_app.create_app(
             args.nats_url,
             nats_monitor_url=args.nats_monitor_url,
             signing_key=audit_signing_key(),
             checkpoints=policy,
             witness_inboxes=True,
         )
-    else:
-        app = SERVICES[args.service](args.nats_url)
-    run_until_signalled(app, ServiceSettings(args.nats_url, args.metrics_port, args.metrics_host))
-    return 0
+    from referral_hub.notifications import app as notifications_app  # noqa: PLC0415 - see above
+
+    return notifications_app.create_app(args.nats_url)
 
 
 def _flag_detail(message: ScreeningFlagged) -> str:
