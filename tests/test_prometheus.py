@@ -229,7 +229,7 @@ def scraped_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapedHub
             "--metrics-port",
             str(metrics_base),
             "--demo-interval",
-            "0.2",
+            "1.0",  # steady traffic through the soak at a fifth of the demo's CPU
             "--duration",
             "600",
         ],
