@@ -21,6 +21,7 @@ import nats
 import structlog
 from nats.aio.client import Client
 
+from referral_hub.cli import plots
 from referral_hub.cli.bench import Answers, RejectedError, bench_server, measure_baseline, percentile, start_hub
 from referral_hub.cli.up import stop_services, stream_replicas
 from referral_hub.client import ClinicClient
@@ -243,6 +244,26 @@ class LoadReport:
             ],
         }
 
+    def plot(self) -> plots.LatencyPlot:
+        """p50 and p99 per flow against the offered rates, beside this run's raw baseline."""
+        return plots.LatencyPlot(
+            heading=(
+                f"hubctl bench load: {self.clinics} clinics, {self.nats_nodes} NATS node(s), sync {self.sync_interval}"
+            ),
+            offered_per_s=tuple(r.offered_per_s for r in self.results),
+            achieved_per_s=tuple(r.achieved_per_s for r in self.results),
+            curves=tuple(
+                plots.Curve(
+                    label=flow,
+                    p50_ms=tuple(r.quantile_ms(flow, 0.5) for r in self.results),
+                    p99_ms=tuple(r.quantile_ms(flow, 0.99) for r in self.results),
+                )
+                for flow in FLOWS
+            ),
+            baseline_js_publish_per_s=self.baseline_js_publish_per_s,
+            baseline_kv_put_per_s=self.baseline_kv_put_per_s,
+        )
+
 
 async def bench_load(
     clinics: int, rates: list[float], duration: float, sync_interval: str, cluster: int = 1
@@ -260,4 +281,6 @@ async def bench_load(
             results = [await offer(url, list(registry.clinics), rate, duration) for rate in rates]
         finally:
             stop_services(services)
-    return LoadReport(cluster, clinics, sync_interval, baseline.js_publish_per_s, baseline.kv_put_per_s, results)
+    report = LoadReport(cluster, clinics, sync_interval, baseline.js_publish_per_s, baseline.kv_put_per_s, results)
+    plots.draw_if_asked(report.plot)
+    return report

@@ -20,8 +20,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Final
 
 import msgspec
+import nats
 
-from referral_hub.cli.bench import bench_server, percentile, start_hub
+from referral_hub.cli import plots
+from referral_hub.cli.bench import bench_server, measure_baseline, percentile, start_hub
 from referral_hub.cli.up import stop_services
 from referral_hub.client import ClinicClient
 from referral_hub.contracts.alerts import AlertRaise
@@ -32,9 +34,12 @@ from referral_hub.demo.traffic import demo_alert, demo_referral, lifecycle_comma
 from referral_hub.notifications.webhooks import SECRET_ENV, new_secret, verify
 from referral_hub.runtime.natsserver import SYNC_ALWAYS
 from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.servers import server_urls
 
 PATIENTS: Final = 40
 DRAIN_SECONDS: Final = 15.0
+BASELINE_SECONDS: Final = 2.0
+"""Seconds of each raw nats-py measurement (publish+ack, then KV put) before the hub starts."""
 
 
 @dataclass
@@ -155,6 +160,9 @@ async def bench_pages(rate: float, duration: float, sync_interval: str = SYNC_AL
     try:
         async with bench_server(sync_interval) as server:
             url, scratch = server.url, server.scratch
+            connection = await nats.connect(server_urls(url))
+            baseline = await measure_baseline(connection, BASELINE_SECONDS)
+            await connection.drain()
             registry = paged_registry(f"http://127.0.0.1:{http.server_address[1]}/page")
             arrivals.secrets.update({clinic.id: new_secret() for clinic in registry.clinics})
             services = await start_hub(url, scratch, registry, {SECRET_ENV: arrivals.table()})
@@ -169,7 +177,7 @@ async def bench_pages(rate: float, duration: float, sync_interval: str = SYNC_AL
     finally:
         http.shutdown()
     latencies = [(arrivals.at[a] - t) * 1000 for a, t in sent.items() if a in arrivals.at]
-    return {
+    figures: dict[str, float | str] = {
         "offered_per_s": rate,
         "alerts": len(sent),
         "pages_delivered": len(latencies),
@@ -179,4 +187,24 @@ async def bench_pages(rate: float, duration: float, sync_interval: str = SYNC_AL
         "p99_ms": round(percentile(latencies, 0.99), 2),
         "max_ms": round(max(latencies, default=0.0), 2),
         "sync_interval": sync_interval,
+        "baseline_js_publish_per_s": round(baseline.js_publish_per_s, 1),
+        "baseline_kv_put_per_s": round(baseline.kv_put_per_s, 1),
     }
+    plots.draw_if_asked(lambda: pages_plot(figures, duration))
+    return figures
+
+
+def pages_plot(figures: dict[str, float | str], duration: float) -> plots.LatencyPlot:
+    """The run's one offered rate: alert-to-page p50 and p99 beside the raw baseline of the same server."""
+
+    def number(name: str) -> float:
+        return float(figures[name])
+
+    return plots.LatencyPlot(
+        heading=f"hubctl bench pages: alert to signed webhook page, sync {figures['sync_interval']}",
+        offered_per_s=(number("offered_per_s"),),
+        achieved_per_s=(number("pages_delivered") / duration,),
+        curves=(plots.Curve("alert to page", (number("p50_ms"),), (number("p99_ms"),)),),
+        baseline_js_publish_per_s=number("baseline_js_publish_per_s"),
+        baseline_kv_put_per_s=number("baseline_kv_put_per_s"),
+    )

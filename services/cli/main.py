@@ -21,7 +21,7 @@ import msgspec
 import nats
 import nats.errors
 
-from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dlq, natsconfig, paging
+from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dlq, natsconfig, paging, plots
 from referral_hub.cli import clinic as clinic_cli
 from referral_hub.cli import gateway as gateway_cli
 from referral_hub.cli import portal as portal_cli
@@ -461,6 +461,15 @@ def _add_paging(sub: Subparsers) -> None:
     pages.set_defaults(run=paging.pages_list)
 
 
+def _plot_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="also draw p50/p99 against offered load, beside raw NATS, as a PNG (needs the bench extra: matplotlib)",
+    )
+
+
 def _add_bench(sub: Subparsers) -> None:
     bench = sub.add_parser("bench", help="benchmarks against raw nats-py, same run")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH_COMMAND")
@@ -487,14 +496,16 @@ def _add_bench(sub: Subparsers) -> None:
     load.add_argument("--cluster", type=int, default=1, help="NATS nodes: 1, or 3 for an R3 cluster (default: 1)")
     load.add_argument("--json", action="store_true", help="print one JSON object")
     load.add_argument("--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)")
-    load.set_defaults(run=commands.bench_load)
+    _plot_option(load)
+    load.set_defaults(run=plots.plotting(commands.bench_load))
     pages = bench_sub.add_parser("pages", help="alert-to-page latency through the whole chain at a steady load")
     _common(pages)
     pages.add_argument("--rate", type=float, default=200.0, help="alerts offered per second (default: %(default)s)")
     pages.add_argument("--duration", type=float, default=10.0, help="seconds of load (default: %(default)s)")
     pages.add_argument("--json", action="store_true", help="print one JSON object")
     pages.add_argument("--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)")
-    pages.set_defaults(run=commands.bench_pages)
+    _plot_option(pages)
+    pages.set_defaults(run=plots.plotting(commands.bench_pages))
     audit = bench_sub.add_parser("audit", help="append, verify and query rates beside raw nats-py")
     _common(audit)
     audit.add_argument(
