@@ -19,8 +19,8 @@ from referral_hub.contracts.paging import DeliveryStatus
 from referral_hub.contracts.registry import ContactChannel
 from referral_hub.notifications.channels import Report
 from referral_hub.notifications.rendering import Attempt, Outbound
-from referral_hub.runtime.inbox import InboxDelivery, Outgoing
 from referral_hub.runtime.kvstore import ConcurrentUpdateError, KvView
+from referral_hub.runtime.outputs import InboxDelivery, Outgoing
 
 T = TypeVar("T", bound=msgspec.Struct)
 

@@ -25,8 +25,8 @@ from referral_hub.contracts.rejections import DeadLetter
 from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.referrals.handlers import IntakeHandler
-from referral_hub.runtime import credentials, natsauth, topology
-from referral_hub.runtime.handling import Delivery
+from referral_hub.runtime import credentials, natsauth, streams, topology
+from referral_hub.runtime.delivery import Delivery
 from referral_hub.runtime.natsconfig import generate
 from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, free_port, free_ports
 from referral_hub.runtime.registry import RegistryCache, load_registry_file
@@ -50,7 +50,7 @@ async def stream_messages(connection: Client, stream: str, subject: str = ">") -
 async def dead_letters(connection: Client) -> list[DeadLetter]:
     return [
         msgspec.json.decode(data, type=DeadLetter)
-        for _, data in await stream_messages(connection, topology.HUB_DEADLETTER)
+        for _, data in await stream_messages(connection, streams.HUB_DEADLETTER)
     ]
 
 

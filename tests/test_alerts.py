@@ -25,7 +25,7 @@ from referral_hub.contracts.paging import PageSeverity, PageTriggered
 from referral_hub.contracts.referrals import ReferralRequest, ReferralRequested, ReferralState, ReferralTransitioned
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.contracts.screening import ScreeningDispute, ScreeningDisputed, ScreeningFlagged
-from referral_hub.runtime import topology
+from referral_hub.runtime import streams
 from referral_hub.screening.rules import Rule, load_rules
 
 from .helpers import (
@@ -118,7 +118,7 @@ async def all_alerts(hub: RunningHub) -> list[AlertRaised]:
 async def pages_for(hub: RunningHub, alert_id: UUID, expected: int) -> list[PageTriggered]:
     alert_ids = {a.message_id for a in await all_alerts(hub) if a.alert_id == alert_id}
     found = []
-    for subject, data in await stream_messages(hub.connection, topology.HUB_EVENTS):
+    for subject, data in await stream_messages(hub.connection, streams.HUB_EVENTS):
         if subject.endswith("page.triggered"):
             message = decode_hub_message(data)
             assert isinstance(message, PageTriggered)

@@ -17,8 +17,10 @@ from referral_hub.contracts.referrals import ReferralCommand
 from referral_hub.referrals.handlers import IntakeHandler
 from referral_hub.runtime import subjects
 from referral_hub.runtime.batching import GroupCommit, Pending
-from referral_hub.runtime.handling import Delivery, Effects
-from referral_hub.runtime.inbox import InboxDelivery, InboxWriter
+from referral_hub.runtime.delivery import Delivery
+from referral_hub.runtime.handling import Effects
+from referral_hub.runtime.inbox import InboxWriter
+from referral_hub.runtime.outputs import InboxDelivery
 
 from .helpers import intake_delivery, intake_handler, referral_request
 from .lifecycle_model import command

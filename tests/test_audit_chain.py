@@ -8,7 +8,7 @@ import msgspec
 
 from referral_hub.audit.domain import GENESIS_HASH, ChainFault, chain, describe, verify
 from referral_hub.contracts.audit import AuditEntry, AuditOutcome
-from referral_hub.runtime.handling import Delivery
+from referral_hub.runtime.delivery import Delivery
 
 AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 

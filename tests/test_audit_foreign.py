@@ -19,8 +19,8 @@ from prometheus_client import REGISTRY
 from referral_hub.audit.adapters import ChainWriter, Checkpointer, read_chain, read_checkpoints
 from referral_hub.audit.checkpoints import load_key, new_key_seed
 from referral_hub.audit.domain import describe, verify
-from referral_hub.runtime import subjects, topology
-from referral_hub.runtime.handling import Delivery
+from referral_hub.runtime import streams, subjects
+from referral_hub.runtime.delivery import Delivery
 from referral_hub.runtime.natsserver import EmbeddedNats
 
 from .helpers import hubctl
@@ -50,8 +50,8 @@ def foreign_counted(stream: str) -> float:
 async def consumers(connection: Client) -> tuple[int, int]:
     js = connection.jetstream()
     return (
-        (await js.stream_info(topology.AUDIT)).state.consumer_count,
-        (await js.stream_info(topology.AUDIT_CHECKPOINTS)).state.consumer_count,
+        (await js.stream_info(streams.AUDIT)).state.consumer_count,
+        (await js.stream_info(streams.AUDIT_CHECKPOINTS)).state.consumer_count,
     )
 
 
@@ -59,7 +59,7 @@ async def test_a_foreign_message_in_the_audit_stream_does_not_stop_the_writer_an
     nats_server: EmbeddedNats, provisioned: Client, tmp_path: Path
 ) -> None:
     js = provisioned.jetstream()
-    counted = foreign_counted(topology.AUDIT)
+    counted = foreign_counted(streams.AUDIT)
     writer = ChainWriter(provisioned)
     await append(writer, range(1, 6))
     await js.publish(subjects.AUDIT_ENTRY, b"not an audit entry")  # sequence 6
@@ -78,10 +78,10 @@ async def test_a_foreign_message_in_the_audit_stream_does_not_stop_the_writer_an
 
     assert verify(entries) == (12, None)
     assert [entry.source_sequence for entry in entries] == list(range(1, 13))
-    assert (await js.stream_info(topology.AUDIT)).state.last_seq == 14
+    assert (await js.stream_info(streams.AUDIT)).state.last_seq == 14
     assert middle == [6, 7, 8]
     assert [message.sequence for message in skipped] == [6, 12, 6]
-    assert foreign_counted(topology.AUDIT) - counted == 2  # each writer logged and counted the one it met
+    assert foreign_counted(streams.AUDIT) - counted == 2  # each writer logged and counted the one it met
     assert verified.status == 1
     assert "foreign" in verified.stderr
     assert "AUDIT sequence 6 (audit.entry, 18 bytes)" in verified.stderr
@@ -99,7 +99,7 @@ async def test_a_foreign_checkpoint_does_not_stop_checkpoints_and_verify_and_pro
     nats_server: EmbeddedNats, provisioned: Client, tmp_path: Path
 ) -> None:
     js = provisioned.jetstream()
-    counted = foreign_counted(topology.AUDIT_CHECKPOINTS)
+    counted = foreign_counted(streams.AUDIT_CHECKPOINTS)
     writer = ChainWriter(provisioned)
     checkpointer = Checkpointer(js, KEY, every_entries=1)
     await append(writer, range(1, 6))
@@ -123,7 +123,7 @@ async def test_a_foreign_checkpoint_does_not_stop_checkpoints_and_verify_and_pro
     assert (second.checkpoint_index, second.from_index, second.to_index) == (2, 6, 8)
     assert published == [first, second]
     assert [message.sequence for message in skipped] == [2]
-    assert foreign_counted(topology.AUDIT_CHECKPOINTS) - counted == 1  # by the checkpointer that stepped over it
+    assert foreign_counted(streams.AUDIT_CHECKPOINTS) - counted == 1  # by the checkpointer that stepped over it
     assert verified.status == 1
     assert "AUDIT_CHECKPOINTS sequence 2 (audit.checkpoint, 16 bytes)" in verified.stderr
     assert "Traceback" not in verified.stderr + proved.stderr

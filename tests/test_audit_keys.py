@@ -38,7 +38,7 @@ from referral_hub.audit.note import SignerKey, open_note, sign_note
 from referral_hub.contracts.audit import AuditCheckpoint
 from referral_hub.contracts.base import UtcDatetime
 from referral_hub.runtime import subjects
-from referral_hub.runtime.handling import Delivery
+from referral_hub.runtime.delivery import Delivery
 from referral_hub.runtime.natsserver import EmbeddedNats
 from referral_hub.runtime.provision import provision_as_operator
 

@@ -9,7 +9,7 @@ from nats.js import api
 
 from referral_hub.audit.adapters import read_chain
 from referral_hub.contracts.codec import encode
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime import streams, subjects
 
 from .test_audit_chain import build_chain
 
@@ -34,12 +34,12 @@ async def test_the_chain_is_read_around_deleted_and_expired_sequences(nats_serve
     connection = await nats.connect(nats_server.url)
     js = connection.jetstream()
     try:
-        await js.add_stream(api.StreamConfig(name=topology.AUDIT, subjects=[subjects.AUDIT_ENTRY], allow_direct=True))
+        await js.add_stream(api.StreamConfig(name=streams.AUDIT, subjects=[subjects.AUDIT_ENTRY], allow_direct=True))
         for entry in build_chain(40):
             await js.publish(subjects.AUDIT_ENTRY, encode(entry))
         gaps = (1, 2, 9, 16, 17, 18, 39, 40)
         for sequence in gaps:
-            await js.delete_msg(topology.AUDIT, sequence)
+            await js.delete_msg(streams.AUDIT, sequence)
         read = [entry.index async for entry in read_chain(js, batch=7)]
         counted = [entry.index async for entry in read_chain(js, start=10, count=5)]
     finally:

@@ -19,7 +19,7 @@ from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_chain
 from referral_hub.audit.checkpoints import load_key, new_key_seed
 from referral_hub.audit.domain import entry_hash
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime import streams, subjects, topology
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
 from referral_hub.runtime.provision import provision
 
@@ -104,7 +104,7 @@ async def test_a_crashed_audit_service_loses_and_duplicates_nothing(
         await asyncio.gather(*restarted)
         entries = [entry async for entry in read_chain(provisioned.jetstream())]
         stored = 0
-        for stream in (topology.CLINIC_OUT, topology.CLINIC_IN, topology.HUB_EVENTS, topology.HUB_DEADLETTER):
+        for stream in (streams.CLINIC_OUT, streams.CLINIC_IN, streams.HUB_EVENTS, streams.HUB_DEADLETTER):
             stored += (await provisioned.jetstream().stream_info(stream)).state.messages
     finally:
         for client in hub.clients.values():

@@ -32,8 +32,8 @@ from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry, Checkpoint
 from referral_hub.contracts.codec import decode_hub_message, encode
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import app as referrals_app
-from referral_hub.runtime import natsauth, subjects, topology
-from referral_hub.runtime.handling import Delivery
+from referral_hub.runtime import natsauth, streams, subjects
+from referral_hub.runtime.delivery import Delivery
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
 
 from .audit_logs import AT, chained, store
@@ -293,11 +293,11 @@ async def test_every_signed_checkpoint_is_delivered_to_every_clinic_s_inbox_and_
         await sender.send_and_confirm(referral_request())
         await wait_idle(hub.connection)
         published = await read_checkpoints(hub.connection.jetstream())
-        copies = [s for s, _ in await stream_messages(hub.connection, topology.CLINIC_IN) if s.endswith(WITNESSED)]
+        copies = [s for s, _ in await stream_messages(hub.connection, streams.CLINIC_IN) if s.endswith(WITNESSED)]
         return published if len(published) >= 2 and len(copies) >= 2 * len(clinics) else []
 
     published = await eventually(two_checkpoints_delivered, timeout=30)
-    copies = await stream_messages(hub.connection, topology.CLINIC_IN, subjects.clinic_in("lotus-acu", WITNESSED))
+    copies = await stream_messages(hub.connection, streams.CLINIC_IN, subjects.clinic_in("lotus-acu", WITNESSED))
     inbox = [decode_hub_message(data) for _, data in copies]
     witness_file = tmp_path / "lotus-acu.jsonl"
     witness_file.write_text("\n".join(json.dumps({"message": json.loads(data)}) for _, data in copies) + "\n")

@@ -10,7 +10,7 @@ from nats.aio.client import Client
 
 from referral_hub.audit.adapters import ChainWriter
 from referral_hub.audit.domain import describe, verify
-from referral_hub.runtime.handling import Delivery
+from referral_hub.runtime.delivery import Delivery
 from referral_hub.runtime.natsserver import EmbeddedNats
 
 from .helpers import audit_entries

@@ -17,7 +17,7 @@ from nats.js.errors import BadRequestError
 
 from referral_hub.audit.adapters import ChainWriter, read_chain
 from referral_hub.audit.domain import describe, verify
-from referral_hub.runtime import topology
+from referral_hub.runtime import streams, topology
 from referral_hub.runtime.natsserver import EmbeddedCluster
 from referral_hub.runtime.provision import provision, while_settling
 from referral_hub.runtime.servers import server_urls
@@ -96,7 +96,7 @@ async def test_a_killed_node_rejoins_and_catches_up(nats_cluster: EmbeddedCluste
     js = connection.jetstream()
     try:
         await provision(js, replicas=3)
-        leader = (await js.stream_info(topology.AUDIT)).cluster
+        leader = (await js.stream_info(streams.AUDIT)).cluster
         connected_port = connection.connected_url.port if connection.connected_url else None
         follower = next(
             node

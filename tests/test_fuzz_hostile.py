@@ -28,7 +28,7 @@ from referral_hub.contracts.base import CONTRACT_VERSION, message_type
 from referral_hub.contracts.codec import ClinicCommand
 from referral_hub.contracts.referrals import ReferralRequested
 from referral_hub.contracts.rejections import Rejection
-from referral_hub.runtime import credentials, natsauth, topology
+from referral_hub.runtime import credentials, natsauth, streams
 from referral_hub.runtime.admission import BURST_ENV, MAX_COMMAND_BYTES, RATE_ENV
 from referral_hub.runtime.registry import load_registry_file
 
@@ -211,7 +211,7 @@ async def test_thousands_of_hostile_messages_each_get_a_typed_refusal(nats_serve
     stored = await send_all(nats_server.url, items)
     await wait_idle(provisioned, timeout=600)
 
-    letters = [letter for letter in await dead_letters(provisioned) if letter.original_stream == topology.CLINIC_OUT]
+    letters = [letter for letter in await dead_letters(provisioned) if letter.original_stream == streams.CLINIC_OUT]
     assert sorted(letter.original_sequence for letter in letters) == sorted(stored)
     assert "processing_failed" not in {letter.code for letter in letters}
 
@@ -224,7 +224,7 @@ async def test_thousands_of_hostile_messages_each_get_a_typed_refusal(nats_serve
     count, fault = verify(entries)
     assert fault is None
     assert [entry.index for entry in entries] == list(range(1, count + 1))
-    assert {entry.source_sequence for entry in entries if entry.source_stream == topology.CLINIC_OUT} == set(stored)
+    assert {entry.source_sequence for entry in entries if entry.source_stream == streams.CLINIC_OUT} == set(stored)
 
     assert all(healthy(port) for port in hub.metrics_ports.values())
     answer = await (await hub.clinic(CLINICS[0])).send_and_confirm(referral_request(CLINICS[0], CLINICS[1]))

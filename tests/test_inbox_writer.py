@@ -12,8 +12,9 @@ from nats.aio.client import Client
 from referral_hub.client import new_id
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.runtime import subjects
-from referral_hub.runtime.inbox import MIN_ATOMIC_BATCH, InboxDelivery, InboxWriter
+from referral_hub.runtime.inbox import MIN_ATOMIC_BATCH, InboxWriter
 from referral_hub.runtime.natsserver import EmbeddedNats
+from referral_hub.runtime.outputs import InboxDelivery
 
 CLINIC = "harbor-pt"
 AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

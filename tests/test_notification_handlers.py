@@ -49,8 +49,8 @@ from referral_hub.notifications.paging import (
     page_id_for,
 )
 from referral_hub.notifications.sweeping import Sweeper
-from referral_hub.runtime import rejecting
-from referral_hub.runtime.handling import Delivery
+from referral_hub.runtime import refusals
+from referral_hub.runtime.delivery import Delivery
 from referral_hub.runtime.registry import RegistryCache
 
 from .fakes import FakeChannels, FakeKv, FakePublisher
@@ -286,4 +286,4 @@ async def test_routine_notifications_after_hours_wait_for_one_digest_in_the_morn
 
 
 def test_the_routing_tables_sender_is_the_hubs() -> None:
-    assert domain.HUB_SENDER == rejecting.HUB_SENDER
+    assert domain.HUB_SENDER == refusals.HUB_SENDER

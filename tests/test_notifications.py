@@ -43,7 +43,7 @@ from referral_hub.notifications.channels import Channels, ChannelSettings, Outbo
 from referral_hub.notifications.paging import EscalationPolicy, Page, PageStatus
 from referral_hub.notifications.webhooks import WebhookSecrets, new_secret, signed_headers, verify
 from referral_hub.referrals import app as referrals_app
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime import streams, subjects, topology
 from referral_hub.runtime.ids import derived_id
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
 from referral_hub.runtime.registry import store_clinic
@@ -281,7 +281,7 @@ async def raise_alert(hub: RunningHub, severity: Severity, alert_id: UUID | None
 
 async def events(hub: RunningHub, kind: type) -> list:
     found = []
-    for subject, data in await stream_messages(hub.connection, topology.HUB_EVENTS):
+    for subject, data in await stream_messages(hub.connection, streams.HUB_EVENTS):
         if subject.startswith("hub.event."):
             message = decode_hub_message(data)
             if isinstance(message, kind):
@@ -342,7 +342,7 @@ async def page_record(hub: RunningHub, page_id: UUID) -> Page:
 async def alert_events(hub: RunningHub, alert_id: UUID) -> list[tuple[int, AlertRaised]]:
     """Each ``alert.raised`` for ``alert_id`` with its sequence in HUB_EVENTS, oldest first."""
     found = []
-    for sequence, subject, data in await stream_entries(hub.connection, topology.HUB_EVENTS):
+    for sequence, subject, data in await stream_entries(hub.connection, streams.HUB_EVENTS):
         if subject == subjects.domain_event("alert.raised"):
             event = decode_hub_message(data)
             if isinstance(event, AlertRaised) and event.alert_id == alert_id:
@@ -692,7 +692,7 @@ async def test_a_roster_broken_while_its_digest_waits_sends_the_digest_and_the_s
 
 
 async def last_sequence(hub: RunningHub, event: str) -> int:
-    return max(seq for seq, subject, _ in await stream_entries(hub.connection, topology.HUB_EVENTS)
+    return max(seq for seq, subject, _ in await stream_entries(hub.connection, streams.HUB_EVENTS)
                if subject == subjects.domain_event(event))  # fmt: skip
 
 

@@ -7,14 +7,15 @@ import asyncio
 from referral_hub.contracts.audit import AuditOutcome
 from referral_hub.contracts.codec import encode
 from referral_hub.contracts.rejections import Rejection, RejectionCode
-from referral_hub.runtime import topology
-from referral_hub.runtime.handling import Delivery, Effects, Handled, subscriber
+from referral_hub.runtime import streams, topology
+from referral_hub.runtime.delivery import Delivery
+from referral_hub.runtime.handling import Effects, Handled, subscriber
 from referral_hub.runtime.natsserver import free_port
 from referral_hub.runtime.service import ServiceApp, ServiceSettings, attach, lazy_connection, new_broker, serve
 
 from .helpers import RunningHub, audit_entries, dead_letters, eventually, referral_request
 
-POISON = topology.ConsumerSpec(topology.CLINIC_OUT, "poison-test", "clinic.harbor-pt.out.>", max_deliver=2)
+POISON = topology.ConsumerSpec(streams.CLINIC_OUT, "poison-test", "clinic.harbor-pt.out.>", max_deliver=2)
 
 
 async def always_fails(_delivery: Delivery) -> Handled:

@@ -7,7 +7,7 @@ from nats.aio.client import Client
 from nats.js import api
 from nats.js.errors import BadRequestError, ServerError
 
-from referral_hub.runtime import topology
+from referral_hub.runtime import streams, topology
 from referral_hub.runtime.natsserver import EmbeddedNats
 from referral_hub.runtime.provision import ProvisionError, provision
 
@@ -26,7 +26,7 @@ async def test_provisioning_twice_changes_nothing(provisioned: Client) -> None:
 
 
 async def test_audit_stream_is_configured_append_only(provisioned: Client) -> None:
-    config = (await provisioned.jetstream().stream_info(topology.AUDIT)).config
+    config = (await provisioned.jetstream().stream_info(streams.AUDIT)).config
 
     assert config.deny_delete is True
     assert config.deny_purge is True
@@ -40,7 +40,7 @@ async def test_server_refuses_to_delete_an_audit_entry(provisioned: Client) -> N
     await js.publish("audit.entry", b"{}")
 
     with pytest.raises((BadRequestError, ServerError)):
-        await js.delete_msg(topology.AUDIT, 1)
+        await js.delete_msg(streams.AUDIT, 1)
 
 
 async def test_server_refuses_to_purge_the_audit_stream(provisioned: Client) -> None:
@@ -48,8 +48,8 @@ async def test_server_refuses_to_purge_the_audit_stream(provisioned: Client) -> 
     await js.publish("audit.entry", b"{}")
 
     with pytest.raises((BadRequestError, ServerError)):
-        await js.purge_stream(topology.AUDIT)
-    assert (await js.stream_info(topology.AUDIT)).state.messages == 1
+        await js.purge_stream(streams.AUDIT)
+    assert (await js.stream_info(streams.AUDIT)).state.messages == 1
 
 
 def test_embedded_server_fsyncs_every_write(nats_server: EmbeddedNats) -> None:
@@ -59,10 +59,10 @@ def test_embedded_server_fsyncs_every_write(nats_server: EmbeddedNats) -> None:
 async def test_a_budget_caps_a_stream_and_provisioning_without_it_lifts_it(provisioned: Client) -> None:
     js = provisioned.jetstream()
 
-    await provision(js, budgets={topology.CLINIC_OUT: 1 << 20}, upgrade=True)
-    capped = (await js.stream_info(topology.CLINIC_OUT)).config.max_bytes
+    await provision(js, budgets={streams.CLINIC_OUT: 1 << 20}, upgrade=True)
+    capped = (await js.stream_info(streams.CLINIC_OUT)).config.max_bytes
     await provision(js, upgrade=True)
-    lifted = (await js.stream_info(topology.CLINIC_OUT)).config.max_bytes
+    lifted = (await js.stream_info(streams.CLINIC_OUT)).config.max_bytes
 
     assert (capped, lifted) == (1 << 20, -1)
 
@@ -73,9 +73,9 @@ async def test_changing_an_existing_stream_without_an_upgrade_is_refused_and_cha
     js = provisioned.jetstream()
 
     with pytest.raises(ProvisionError, match="hubctl provision --break-glass"):
-        await provision(js, budgets={topology.CLINIC_OUT: 1 << 20})
+        await provision(js, budgets={streams.CLINIC_OUT: 1 << 20})
 
-    assert (await js.stream_info(topology.CLINIC_OUT)).config.max_bytes == -1
+    assert (await js.stream_info(streams.CLINIC_OUT)).config.max_bytes == -1
 
 
 def test_a_budget_for_a_stream_the_hub_lacks_is_refused() -> None:

@@ -26,7 +26,7 @@ from referral_hub.contracts.referrals import ReferralRequested, ReferralState, R
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.contracts.screening import FlagAudience, ScreeningFlagged
 from referral_hub.notifications.paging import page_id_for
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime import streams, subjects, topology
 
 from .helpers import RunningHub, alert_raise, referral_request, stream_messages, wait_idle
 from .lifecycle_model import MEMBERS, command
@@ -43,9 +43,7 @@ async def stored_inbox(hub: RunningHub, clinic: str) -> list[bytes]:
     """Everything the hub stored for ``clinic``'s inbox, as stored."""
     prefix = subjects.clinic_inbox(clinic).removesuffix(">")
     return [
-        data
-        for subject, data in await stream_messages(hub.connection, topology.CLINIC_IN)
-        if subject.startswith(prefix)
+        data for subject, data in await stream_messages(hub.connection, streams.CLINIC_IN) if subject.startswith(prefix)
     ]
 
 
@@ -108,7 +106,7 @@ async def test_clinics_off_the_care_team_get_rule_ids_and_whom_to_ask_never_the_
         assert {m.rule_id for m in notices[0].matches} == {f"alert:{alert_id}", "anticoag-deep-massage"}
     queued = [
         decode_hub_message(data)
-        for subject, data in await stream_messages(hub.connection, topology.HUB_EVENTS)
+        for subject, data in await stream_messages(hub.connection, streams.HUB_EVENTS)
         if subject == subjects.domain_event("notification.queued")
     ]
     told = {(q.clinic, q.topic) for q in queued if isinstance(q, NotificationQueued)}

@@ -24,7 +24,7 @@ from referral_hub.contracts.base import Modality
 from referral_hub.contracts.plans import PlanUpdated
 from referral_hub.contracts.referrals import ReferralRequested
 from referral_hub.contracts.rejections import Rejection, RejectionCode
-from referral_hub.runtime import credentials, natsauth, topology
+from referral_hub.runtime import credentials, natsauth, streams, topology
 from referral_hub.runtime.admission import BURST_ENV, MAX_COMMAND_BYTES, RATE_ENV
 from referral_hub.runtime.natsconfig import generate
 from referral_hub.runtime.registry import load_registry_file
@@ -119,7 +119,7 @@ async def test_a_submission_over_the_stream_limit_is_refused_at_publish(nats_ser
     sender = await ClinicClient.connect(nats_server.url, A)
     with pytest.raises(APIError, match="message size exceeds maximum allowed"):
         await sender.publish_raw("referral.request", b"{" + b" " * (topology.CLINIC_OUT_MAX_MSG_BYTES + 1) + b"}")
-    assert await stream_messages(provisioned, topology.CLINIC_OUT) == []
+    assert await stream_messages(provisioned, streams.CLINIC_OUT) == []
     await sender.close()
 
 

@@ -7,7 +7,7 @@ from nats.aio.client import Client
 from referral_hub.contracts.referrals import ReferralCommand
 from referral_hub.referrals.handlers import IntakeHandler
 from referral_hub.runtime.handling import Handled
-from referral_hub.runtime.inbox import InboxDelivery
+from referral_hub.runtime.outputs import InboxDelivery
 
 from .helpers import intake_delivery, intake_handler, referral_request
 from .lifecycle_model import command

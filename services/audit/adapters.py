@@ -46,7 +46,7 @@ from referral_hub.audit.domain import GENESIS_HASH, chain, entry_hash
 from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry, CheckpointWitnessed
 from referral_hub.contracts.base import message_type
 from referral_hub.errors import HubError
-from referral_hub.runtime import directget, subjects, topology
+from referral_hub.runtime import directget, streams, subjects
 from referral_hub.runtime.batching import (
     WRONG_LAST_SEQUENCE,
     GroupCommit,
@@ -200,7 +200,7 @@ def _chainable(sequence: int, subject: str, data: bytes) -> tuple[int, str] | No
 
 async def read_head(js: JetStreamContext, on_foreign: OnForeign) -> ChainHead:
     """The chain's head as the stream's leader holds it, foreign messages at the end stepped over."""
-    sequence, found = await _last_valid(js, topology.AUDIT, _chainable, on_foreign)
+    sequence, found = await _last_valid(js, streams.AUDIT, _chainable, on_foreign)
     index, head_hash = found or (0, GENESIS_HASH)
     return ChainHead(sequence, index, head_hash)
 
@@ -315,12 +315,12 @@ async def read_chain(
     skip = foreign or found.append
     yielded, started = 0, start <= 1
     size = batch if count is None else min(batch, count)
-    entries = directget.read_stream(js, topology.AUDIT, start, subject=subjects.AUDIT_ENTRY, batch=size)
+    entries = directget.read_stream(js, streams.AUDIT, start, subject=subjects.AUDIT_ENTRY, batch=size)
     async with contextlib.aclosing(entries) as stored:
         async for sequence, subject, data in stored:
             entry = _entry(subject, data)
             if entry is None:
-                skip(ForeignMessage(topology.AUDIT, sequence, subject, len(data)))
+                skip(ForeignMessage(streams.AUDIT, sequence, subject, len(data)))
                 continue
             if not started and entry.index < start:
                 continue
@@ -341,12 +341,12 @@ async def read_checkpoints(js: JetStreamContext, *, foreign: OnForeign | None = 
     found: list[ForeignMessage] = []
     skip = foreign or found.append
     checkpoints = []
-    published = directget.read_stream(js, topology.AUDIT_CHECKPOINTS, subject=subjects.AUDIT_CHECKPOINT)
+    published = directget.read_stream(js, streams.AUDIT_CHECKPOINTS, subject=subjects.AUDIT_CHECKPOINT)
     async with contextlib.aclosing(published) as stored:
         async for sequence, subject, data in stored:
             checkpoint = _checkpoint(subject, data)
             if checkpoint is None:
-                skip(ForeignMessage(topology.AUDIT_CHECKPOINTS, sequence, subject, len(data)))
+                skip(ForeignMessage(streams.AUDIT_CHECKPOINTS, sequence, subject, len(data)))
             else:
                 checkpoints.append(checkpoint)
     if found:
@@ -405,7 +405,7 @@ class Checkpointer:
 
     async def _last(self) -> tuple[AuditCheckpoint | None, int]:
         """The last checkpoint and the checkpoint stream's last sequence (the next one's expectation)."""
-        sequence, previous = await _last_valid(self._js, topology.AUDIT_CHECKPOINTS, _checkpoint_at, self._foreign)
+        sequence, previous = await _last_valid(self._js, streams.AUDIT_CHECKPOINTS, _checkpoint_at, self._foreign)
         return previous, sequence
 
     def _refuse(self, previous: AuditCheckpoint) -> None:

@@ -18,18 +18,18 @@ import msgspec
 from referral_hub.contracts.audit import AuditEntry, AuditOutcome
 from referral_hub.contracts.codec import lenient_decode
 from referral_hub.contracts.rejections import SECURITY_CODES
-from referral_hub.runtime import topology
-from referral_hub.runtime.handling import Delivery
+from referral_hub.runtime import streams
+from referral_hub.runtime.delivery import Delivery
 from referral_hub.runtime.subjects import parse_clinic_out
 
 GENESIS_HASH: Final = "0" * 64
 _encoder: Final = msgspec.json.Encoder()
 
 ACTION_BY_STREAM: Final = {
-    topology.CLINIC_OUT: "submit",
-    topology.CLINIC_IN: "deliver",
-    topology.HUB_EVENTS: "event",
-    topology.HUB_DEADLETTER: "deadletter",
+    streams.CLINIC_OUT: "submit",
+    streams.CLINIC_IN: "deliver",
+    streams.HUB_EVENTS: "event",
+    streams.HUB_DEADLETTER: "deadletter",
 }
 SECURITY_ALERT: Final = "security_alert"
 """The action of a dead letter whose refusal says something about the sender's identity or
@@ -75,7 +75,7 @@ def _subject_clinic(subject: str) -> str:
 
 
 def _action(stream: str, rejection_code: str) -> str:
-    if stream == topology.HUB_DEADLETTER and rejection_code in SECURITY_CODES:
+    if stream == streams.HUB_DEADLETTER and rejection_code in SECURITY_CODES:
         return SECURITY_ALERT
     return ACTION_BY_STREAM.get(stream, "observe")
 
@@ -87,10 +87,10 @@ def describe(delivery: Delivery, recorded_at: datetime) -> AuditEntry:
     kind = facts.get("type")
     rejected = kind in {"rejection", "dead_letter"}
     out = parse_clinic_out(delivery.subject)
-    if stream == topology.HUB_DEADLETTER:
+    if stream == streams.HUB_DEADLETTER:
         clinic, service = _subject_clinic(facts.get("original_subject")), facts.get("service")
         source_message_id = facts.get("offending_message_id")
-    elif stream == topology.CLINIC_OUT:
+    elif stream == streams.CLINIC_OUT:
         clinic, service = (out.clinic_id if out is not None else ""), "clinic"
         source_message_id = facts.get("message_id")
     else:

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from referral_hub.audit import domain
 from referral_hub.audit.adapters import ChainWriter
-from referral_hub.runtime.handling import Delivery, Handled
+from referral_hub.runtime.delivery import Delivery
+from referral_hub.runtime.handling import Handled
 from referral_hub.runtime.metrics import AUDIT_APPEND_LAG, AUDIT_ENTRIES
 
 

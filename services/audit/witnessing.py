@@ -25,10 +25,11 @@ from nats.aio.client import Client
 from referral_hub.audit.checkpoints import checkpoint_hash
 from referral_hub.contracts.audit import AuditCheckpoint, CheckpointWitnessed
 from referral_hub.contracts.base import message_type
-from referral_hub.runtime import credentials, directget, subjects, topology
+from referral_hub.runtime import credentials, directget, streams, subjects, topology
 from referral_hub.runtime.ids import derived_id
-from referral_hub.runtime.inbox import InboxDelivery, InboxWriter
-from referral_hub.runtime.rejecting import HUB_SENDER
+from referral_hub.runtime.inbox import InboxWriter
+from referral_hub.runtime.outputs import InboxDelivery
+from referral_hub.runtime.refusals import HUB_SENDER
 
 WITNESSED: Final = message_type(CheckpointWitnessed)
 """The inbox message type (and subject suffix) of a witnessed checkpoint."""
@@ -37,7 +38,7 @@ REGISTRY_STREAM: Final = f"KV_{topology.REGISTRY_KV}"
 _REGISTRY_KEYS: Final = f"$KV.{topology.REGISTRY_KV}.clinic."
 NEEDED_FROM_HUB: Final = (
     subjects.clinic_in("*", WITNESSED),
-    f"STREAM.MSG.GET.{topology.CLINIC_IN}",
+    f"STREAM.MSG.GET.{streams.CLINIC_IN}",
     f"STREAM.MSG.GET.{REGISTRY_STREAM}",
 )
 """What the audit account must import from the hub account (the last two under ``$JS.HUB.API``)."""

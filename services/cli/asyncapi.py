@@ -28,7 +28,7 @@ from referral_hub.contracts.compat import COMPONENT_REF, current_components
 from referral_hub.contracts.inbox import InboxHeartbeat, InboxPage, InboxRead
 from referral_hub.contracts.paging import PageAck
 from referral_hub.contracts.rejections import DeadLetter
-from referral_hub.runtime import inboxread, subjects, topology
+from referral_hub.runtime import inboxread, streams, subjects, topology
 from referral_hub.runtime.topology import ConsumerSpec
 
 Document = dict[str, Any]
@@ -117,7 +117,7 @@ CHANNELS: Final = (
         key="clinicOut",
         address=subjects.clinic_out(CLINIC, TYPE),
         wildcard=subjects.CLINIC_OUT_ALL,
-        stream=topology.CLINIC_OUT,
+        stream=streams.CLINIC_OUT,
         description=(
             "What a clinic submits: one ClinicCommand per message, on the subject of its own type. "
             "Stored in CLINIC_OUT until the hub has handled it."
@@ -129,7 +129,7 @@ CHANNELS: Final = (
         key="clinicIn",
         address=subjects.clinic_in(CLINIC, TYPE),
         wildcard=subjects.CLINIC_IN_ALL,
-        stream=topology.CLINIC_IN,
+        stream=streams.CLINIC_IN,
         description=(
             "A clinic's inbox: every HubMessage for it, numbered by event_number. Stored in CLINIC_IN; the "
             "clinic reads it through the durable the hub makes for it "
@@ -173,7 +173,7 @@ CHANNELS: Final = (
         key="hubEvents",
         address=subjects.domain_event(TYPE),
         wildcard=subjects.EVENTS_ALL,
-        stream=topology.HUB_EVENTS,
+        stream=streams.HUB_EVENTS,
         description="Domain events, after the hub accepted a command (internal). Stored in HUB_EVENTS.",
         messages=HUB_MESSAGE_TYPES,
         parameters={"messageType": _types_parameter(HUB_MESSAGE_TYPES, "event")},
@@ -182,7 +182,7 @@ CHANNELS: Final = (
         key="deadLetters",
         address=subjects.deadletter("{service}"),
         wildcard=subjects.DEADLETTER_ALL,
-        stream=topology.HUB_DEADLETTER,
+        stream=streams.HUB_DEADLETTER,
         description=(
             "Refused or unprocessable messages, kept whole (the original bytes in base64) for operators "
             "(internal). Stored in HUB_DEADLETTER."
@@ -194,7 +194,7 @@ CHANNELS: Final = (
         key="maxDeliveriesAdvisories",
         address=subjects.MAX_DELIVERIES_ADVISORIES.removesuffix(">") + "{stream}.{consumer}",
         wildcard=subjects.MAX_DELIVERIES_ADVISORIES,
-        stream=topology.HUB_ADVISORIES,
+        stream=streams.HUB_ADVISORIES,
         description=(
             "nats-server's announcement that a message used up its consumer's MaxDeliver. Captured in "
             "HUB_ADVISORIES so that a service that was down still sees it; each becomes a dead letter."
@@ -202,7 +202,7 @@ CHANNELS: Final = (
         messages=(),
         foreign_messages=(ADVISORY,),
         parameters={
-            "stream": {"description": "The stream holding the message.", "examples": [topology.CLINIC_OUT]},
+            "stream": {"description": "The stream holding the message.", "examples": [streams.CLINIC_OUT]},
             "consumer": {"description": "The durable that gave up.", "examples": [topology.REFERRALS_INTAKE.durable]},
         },
     ),
@@ -210,7 +210,7 @@ CHANNELS: Final = (
         key="auditEntries",
         address=subjects.AUDIT_ENTRY,
         wildcard=subjects.AUDIT_ENTRY,
-        stream=topology.AUDIT,
+        stream=streams.AUDIT,
         description=(
             "The hash-chained audit log, one subject for one chain (audit account). Stored in AUDIT: "
             "append-only, deny delete, deny purge."
@@ -221,7 +221,7 @@ CHANNELS: Final = (
         key="auditCheckpoints",
         address=subjects.AUDIT_CHECKPOINT,
         wildcard=subjects.AUDIT_CHECKPOINT,
-        stream=topology.AUDIT_CHECKPOINTS,
+        stream=streams.AUDIT_CHECKPOINTS,
         description=(
             "Signed tree heads of the audit log (audit account). Stored in AUDIT_CHECKPOINTS, append-only; "
             "each is also delivered to every clinic's inbox as audit.checkpoint.witnessed."

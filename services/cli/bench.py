@@ -33,7 +33,7 @@ from referral_hub.contracts.referrals import (
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.demo.traffic import LIFECYCLE, demo_referral, lifecycle_command
 from referral_hub.errors import HubError
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime import streams, subjects, topology
 from referral_hub.runtime.admission import BURST_ENV, RATE_ENV
 from referral_hub.runtime.natsserver import SYNC_ALWAYS, EmbeddedCluster, EmbeddedNats, free_port, free_ports
 from referral_hub.runtime.provision import provision
@@ -114,7 +114,7 @@ class Answers:
         listener = await nats.connect(server_urls(nats_url))
         await listener.jetstream().subscribe(
             subjects.CLINIC_IN_ALL,
-            stream=topology.CLINIC_IN,
+            stream=streams.CLINIC_IN,
             cb=self.on_inbox,
             ordered_consumer=True,
             deliver_policy=api.DeliverPolicy.NEW,

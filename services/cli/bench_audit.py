@@ -31,7 +31,7 @@ from referral_hub.audit.domain import GENESIS_HASH, ChainVerifier, chain
 from referral_hub.audit.index import AuditFilter, AuditIndex
 from referral_hub.cli.bench import bench_server, percentile
 from referral_hub.contracts.audit import AuditEntry
-from referral_hub.runtime import directget, subjects, topology
+from referral_hub.runtime import directget, streams, subjects
 from referral_hub.runtime.natsserver import SYNC_ALWAYS
 from referral_hub.runtime.provision import provision
 
@@ -93,7 +93,7 @@ async def append_rate(connection: Client, seconds: float, rng: random.Random) ->
 
 async def fill(js: JetStreamContext, start: int, total: int, rng: random.Random) -> None:
     """Grow the chain to ``total`` entries fast: chained here, published pipelined (setup, not measured)."""
-    last = await js.get_last_msg(topology.AUDIT, subjects.AUDIT_ENTRY)
+    last = await js.get_last_msg(streams.AUDIT, subjects.AUDIT_ENTRY)
     prev = msgspec.json.decode(last.data or b"", type=AuditEntry).entry_hash if last.data else GENESIS_HASH
     for index in range(start + 1, total + 1):
         entry = chain(synthetic(index, rng), index, prev)
@@ -121,7 +121,7 @@ async def raw_read_hash_rate(js: JetStreamContext, total: int) -> float:
 async def direct_read_hash_rate(js: JetStreamContext, total: int) -> float:
     """The reader alone: batched direct gets of every stored entry, SHA-256 chaining the raw bytes."""
     digest, read, started = b"", 0, time.perf_counter()
-    async for _, _, data in directget.read_stream(js, topology.AUDIT, subject=subjects.AUDIT_ENTRY, batch=VERIFY_BATCH):
+    async for _, _, data in directget.read_stream(js, streams.AUDIT, subject=subjects.AUDIT_ENTRY, batch=VERIFY_BATCH):
         digest = hashlib.sha256(digest + data).digest()
         read += 1
     elapsed = time.perf_counter() - started

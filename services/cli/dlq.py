@@ -12,11 +12,11 @@ from nats.js.errors import NotFoundError
 from referral_hub.cli import progress
 from referral_hub.cli.commands import UsageError, connect, out
 from referral_hub.contracts.rejections import DeadLetter
-from referral_hub.runtime import topology
+from referral_hub.runtime import streams
 from referral_hub.runtime.handling import MSG_ID_HEADER
 
 REPLAYED_FROM_HEADER: Final = "Hub-Replayed-From"
-REPLAYABLE: Final = frozenset({topology.CLINIC_OUT, topology.HUB_EVENTS})
+REPLAYABLE: Final = frozenset({streams.CLINIC_OUT, streams.HUB_EVENTS})
 """Streams whose messages are re-driven by publishing them again; consumers of each are idempotent."""
 _dead_letter: Final = msgspec.json.Decoder(DeadLetter)
 
@@ -38,7 +38,7 @@ class DeadLetterView(msgspec.Struct, frozen=True, kw_only=True):
 async def read_dead_letter(js: JetStreamContext, sequence: int) -> DeadLetter:
     """The dead letter stored at ``sequence`` of ``HUB_DEADLETTER``."""
     try:
-        stored = await js.get_msg(topology.HUB_DEADLETTER, sequence)
+        stored = await js.get_msg(streams.HUB_DEADLETTER, sequence)
     except NotFoundError as exc:
         msg = f"no dead letter #{sequence}; see 'hubctl dlq list'"
         raise UsageError(msg) from exc
@@ -50,7 +50,7 @@ async def dlq_list(args: argparse.Namespace) -> int:
     connection = await connect(args.nats_url)
     try:
         js = connection.jetstream()
-        info = await js.stream_info(topology.HUB_DEADLETTER)
+        info = await js.stream_info(streams.HUB_DEADLETTER)
         stored = range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else range(0)
         for sequence in stored:
             try:
@@ -106,7 +106,7 @@ async def _replay_one(js: JetStreamContext, sequence: int) -> None:
     if letter.original_stream not in REPLAYABLE:
         msg = f"dead letter #{sequence} came from {letter.original_stream}, which cannot be replayed"
         raise UsageError(msg)
-    source = f"{topology.HUB_DEADLETTER}:{sequence}"
+    source = f"{streams.HUB_DEADLETTER}:{sequence}"
     headers = {
         **letter.original_headers,
         MSG_ID_HEADER: f"replay/{source}",

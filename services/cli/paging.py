@@ -41,8 +41,8 @@ from referral_hub.notifications import oncall
 from referral_hub.notifications.adapters import SILENCE_PREFIX
 from referral_hub.notifications.paging import MAX_SILENCE, Page, Silence, SilenceError, check_silence
 from referral_hub.runtime import subjects, topology
+from referral_hub.runtime.refusals import HUB_SENDER
 from referral_hub.runtime.registry import store_clinic
-from referral_hub.runtime.rejecting import HUB_SENDER
 
 OPERATOR = "hubctl"
 MAX_OVERRIDE: Final = timedelta(days=366)

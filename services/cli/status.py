@@ -29,7 +29,7 @@ from referral_hub.audit.adapters import read_checkpoints
 from referral_hub.cli.commands import SERVICES, connect, out
 from referral_hub.cli.paging import all_pages
 from referral_hub.cli.screen import page_severity
-from referral_hub.runtime import natsauth, topology
+from referral_hub.runtime import natsauth, streams, topology
 
 HEALTH_SECONDS: Final = 1.0
 READ_SECONDS: Final = 3.0
@@ -71,7 +71,7 @@ async def status(args: argparse.Namespace) -> int:
             fetching = "yes" if (info.num_waiting or 0) > 0 else "no"
             out(f"  {spec.durable:<24} {fetching:<9} {info.num_pending or 0:>11}  {info.num_ack_pending or 0:>14}")
         try:
-            dead = (await asyncio.wait_for(js.stream_info(topology.HUB_DEADLETTER), READ_SECONDS)).state.messages
+            dead = (await asyncio.wait_for(js.stream_info(streams.HUB_DEADLETTER), READ_SECONDS)).state.messages
             out(f"dead letters     {dead}" + ("  (hubctl dlq list)" if dead else ""))
         except UNREADABLE:
             out("dead letters     cannot be read")

@@ -32,9 +32,9 @@ from referral_hub.notifications.paging import Page
 from referral_hub.notifications.rendering import Addressee, Attempt, Outbound
 from referral_hub.runtime import subjects
 from referral_hub.runtime.ids import derived_id
-from referral_hub.runtime.inbox import InboxDelivery, Outgoing
 from referral_hub.runtime.kvstore import ConcurrentUpdateError, Records, changing, update_with_retry
 from referral_hub.runtime.metrics import ALERT_TO_PAGE_SECONDS, DELIVERY_ATTEMPTS, DELIVERY_FAILURES
+from referral_hub.runtime.outputs import InboxDelivery, Outgoing
 
 log = structlog.get_logger(__name__)
 

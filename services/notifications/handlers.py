@@ -46,11 +46,13 @@ from referral_hub.notifications.paging import (
     PatientRecord,
 )
 from referral_hub.runtime.admission import RateLimiter, admit_delivery
-from referral_hub.runtime.handling import Delivery, Handled
-from referral_hub.runtime.inbox import Announcement, Outgoing, announce, echo
+from referral_hub.runtime.delivery import Delivery
+from referral_hub.runtime.handling import Handled
 from referral_hub.runtime.kvstore import Decided, changing, update_with_retry
 from referral_hub.runtime.metrics import PAGE_ACK_SECONDS, PAGES
-from referral_hub.runtime.rejecting import Refusal, refuse
+from referral_hub.runtime.outputs import Announcement, Outgoing, announce, echo
+from referral_hub.runtime.refusals import Refusal
+from referral_hub.runtime.rejecting import refuse
 
 __all__ = ["COMMAND_HANDLERS", "INTENT_HANDLERS", "SILENCE_PREFIX", "Hub", "Timing", "on_ack", "on_event"]
 

@@ -18,10 +18,11 @@ from referral_hub.referrals.handlers import SERVICE, IntakeHandler, TimerSweeper
 from referral_hub.runtime import metrics, subjects, topology
 from referral_hub.runtime.exhausted import ExhaustedHandler
 from referral_hub.runtime.handling import Effects, LateHandler, subscriber
+from referral_hub.runtime.ids import derived_id
 from referral_hub.runtime.inboxread import serve_inbox_reads
 from referral_hub.runtime.pulling import Pulled, order_by_referral
+from referral_hub.runtime.refusals import HUB_SENDER
 from referral_hub.runtime.registry import RegistryCache
-from referral_hub.runtime.rejecting import HUB_SENDER, derived_id
 from referral_hub.runtime.service import ServiceApp, attach, lazy_connection, lazy_jetstream, new_broker
 
 REGISTRY_LOAD_SECONDS: Final = 10.0

@@ -21,8 +21,9 @@ from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.plans import CareTeamChanged, CareTeamLeave, PlanUpdate, PlanUpdated
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningFlagged
-from referral_hub.runtime.inbox import Announcement, echo
-from referral_hub.runtime.rejecting import Refusal, derived_id
+from referral_hub.runtime.ids import derived_id
+from referral_hub.runtime.outputs import Announcement, echo
+from referral_hub.runtime.refusals import Refusal
 
 RECENT_COMMANDS: Final = 256
 """How many applied message ids a team remembers, to recognise redeliveries."""

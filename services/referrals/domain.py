@@ -36,10 +36,11 @@ from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningFlagged
 from referral_hub.referrals import lifecycle, screening
 from referral_hub.referrals.lifecycle import Party
-from referral_hub.runtime import topology
+from referral_hub.runtime import streams
 from referral_hub.runtime.admission import Admitted, ClinicLookup, admit
-from referral_hub.runtime.inbox import Announcement
-from referral_hub.runtime.rejecting import HUB_SENDER, Refusal, derived_id
+from referral_hub.runtime.ids import derived_id
+from referral_hub.runtime.outputs import Announcement
+from referral_hub.runtime.refusals import HUB_SENDER, Refusal
 
 __all__ = ["Admitted", "admit"]
 
@@ -125,7 +126,7 @@ class AlreadyApplied:
 
 Decision = Changed | AlreadyApplied | Refusal
 
-REANNOUNCE_WITHIN: Final = timedelta(seconds=topology.OUTPUT_DEDUPE_SECONDS - 600)
+REANNOUNCE_WITHIN: Final = timedelta(seconds=streams.OUTPUT_DEDUPE_SECONDS - 600)
 """How long after a command was applied its outputs can be published again for free: the
 inbox and event streams still hold their ids (``Nats-Msg-Id``) and de-duplicate them, with
 ten minutes to spare."""

@@ -21,8 +21,8 @@ from referral_hub.referrals.careteam import CareTeam, TeamChanged, team_key
 from referral_hub.referrals.domain import Referral, SlaPolicy
 from referral_hub.runtime import subjects
 from referral_hub.runtime.admission import RateLimiter, admit_delivery
-from referral_hub.runtime.handling import Delivery, Effects, Handled
-from referral_hub.runtime.inbox import Announcement, announce
+from referral_hub.runtime.delivery import Delivery
+from referral_hub.runtime.handling import Effects, Handled
 from referral_hub.runtime.metrics import (
     CONTRAINDICATION_ALERTS,
     OPEN_REFERRALS,
@@ -31,8 +31,10 @@ from referral_hub.runtime.metrics import (
     SCREENING_FLAGS,
     SCREENING_HOLDS,
 )
+from referral_hub.runtime.outputs import Announcement, announce
+from referral_hub.runtime.refusals import Refusal
 from referral_hub.runtime.registry import RegistryCache
-from referral_hub.runtime.rejecting import Refusal, refuse
+from referral_hub.runtime.rejecting import refuse
 from referral_hub.screening.rules import load_rules
 
 HANDLED_ELSEWHERE: Final = {

@@ -25,8 +25,8 @@ from referral_hub.contracts.codec import (
 )
 from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.runtime.handling import Delivery
-from referral_hub.runtime.rejecting import Refusal
+from referral_hub.runtime.delivery import Delivery
+from referral_hub.runtime.refusals import Refusal
 from referral_hub.runtime.subjects import OutSubject, parse_clinic_out
 
 MAX_COMMAND_BYTES: Final = 64 * 1024

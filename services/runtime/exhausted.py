@@ -18,9 +18,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.runtime import topology
-from referral_hub.runtime.handling import Delivery, Handled
-from referral_hub.runtime.rejecting import Refusal, offender_of, refusal_outputs
+from referral_hub.runtime import streams
+from referral_hub.runtime.delivery import Delivery
+from referral_hub.runtime.handling import Handled
+from referral_hub.runtime.refusals import Refusal
+from referral_hub.runtime.rejecting import offender_of, refusal_outputs
 from referral_hub.runtime.subjects import parse_clinic_out
 
 
@@ -63,7 +65,7 @@ class ExhaustedHandler:
         out = parse_clinic_out(original.subject)
         sender = (
             out.clinic_id
-            if out is not None and advisory.stream == topology.CLINIC_OUT and self._is_registered_clinic(out.clinic_id)
+            if out is not None and advisory.stream == streams.CLINIC_OUT and self._is_registered_clinic(out.clinic_id)
             else None
         )
         refusal = Refusal(

@@ -19,7 +19,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Final
 
 import structlog
@@ -28,44 +27,28 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from referral_hub.errors import HubError
-from referral_hub.runtime.inbox import InboxDelivery, InboxWriter, Outgoing
+from referral_hub.runtime.delivery import Delivery
+from referral_hub.runtime.inbox import InboxWriter
 from referral_hub.runtime.metrics import HANDLING_SECONDS, MESSAGES_HANDLED
+from referral_hub.runtime.outputs import InboxDelivery, Outgoing
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 MAX_NAK_DELAY_SECONDS: Final = 30.0
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One stored message, as a handler sees it: bytes, where it was stored, and when."""
-
-    subject: str
-    data: bytes
-    headers: Mapping[str, str]
-    stream: str
-    sequence: int
-    stored_at: datetime
-    attempt: int
-
-    @classmethod
-    def from_nats(cls, raw: Msg) -> Delivery:
-        """Wrap a JetStream message."""
-        meta = raw.metadata
-        return cls(
-            subject=raw.subject,
-            data=raw.data,
-            headers=dict(raw.headers or {}),
-            stream=meta.stream,
-            sequence=meta.sequence.stream,
-            stored_at=meta.timestamp,
-            attempt=meta.num_delivered,
-        )
-
-    @property
-    def source_key(self) -> str:
-        """Stable identity of this stored message, the same on every redelivery."""
-        return f"{self.stream}:{self.sequence}"
+def delivery_from_nats(raw: Msg) -> Delivery:
+    """A JetStream message as the plain record handlers and the pure core read."""
+    meta = raw.metadata
+    return Delivery(
+        subject=raw.subject,
+        data=raw.data,
+        headers=dict(raw.headers or {}),
+        stream=meta.stream,
+        sequence=meta.sequence.stream,
+        stored_at=meta.timestamp,
+        attempt=meta.num_delivered,
+    )
 
 
 @dataclass(frozen=True)
@@ -148,7 +131,7 @@ async def handle_one(
     raw: Msg,
 ) -> bool:
     """Process, apply effects, then ack; on failure nak with back-off. True if acknowledged."""
-    delivery = Delivery.from_nats(raw)
+    delivery = delivery_from_nats(raw)
     started = time.perf_counter()
     structlog.contextvars.bind_contextvars(
         subject=delivery.subject,

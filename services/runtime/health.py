@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from referral_hub.runtime import credentials, topology
+from referral_hub.runtime import credentials
 from referral_hub.runtime.metrics import (
     CONSUMER_ACK_PENDING,
     CONSUMER_PENDING,
@@ -32,6 +32,7 @@ from referral_hub.runtime.metrics import (
     STREAM_BYTES,
     STREAM_MESSAGES,
 )
+from referral_hub.runtime.streams import AUDIT_STREAMS
 from referral_hub.runtime.topology import ConsumerSpec
 
 REFRESH_SECONDS: Final = 2.0
@@ -138,7 +139,7 @@ async def refresh_readiness(
             CONSUMER_REDELIVERED.labels(spec.stream, spec.durable).set(info.num_redelivered or 0)
         for stream in watched:
             with contextlib.suppress(NotFoundError, nats.errors.Error, TimeoutError):
-                reader = own if stream in topology.AUDIT_STREAMS else js
+                reader = own if stream in AUDIT_STREAMS else js
                 state = (await reader.stream_info(stream)).state
                 STREAM_MESSAGES.labels(stream).set(state.messages)
                 STREAM_BYTES.labels(stream).set(state.bytes)

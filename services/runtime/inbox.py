@@ -15,21 +15,17 @@ number.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Final, TypedDict
-from uuid import UUID
+from typing import Final
 
 import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from referral_hub.contracts.base import Message
 from referral_hub.contracts.codec import encode
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime import streams, subjects
 from referral_hub.runtime.batching import GroupCommit, Pending, Publish, publish_atomic, store_in_order
-from referral_hub.runtime.ids import derived_id
+from referral_hub.runtime.outputs import InboxDelivery
 
 MAX_BATCH: Final = 64
 """Deliveries per atomic batch; the server's own limit is 1,000."""
@@ -55,25 +51,6 @@ def event_number_of(data: bytes) -> int:
         return _numbered.decode(data or b"{}").event_number
     except msgspec.DecodeError:
         return 0
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """A message a handler wants published, with the id JetStream de-duplicates it by."""
-
-    subject: str
-    payload: bytes
-    msg_id: str
-
-
-@dataclass(frozen=True)
-class InboxDelivery:
-    """A message for one clinic's inbox; the writer fills in ``event_number``."""
-
-    clinic: str
-    message_type: str
-    message: Message
-    msg_id: str
 
 
 class InboxWriter:
@@ -103,7 +80,7 @@ class InboxWriter:
     async def head(self, clinic: str) -> tuple[int, int]:
         """(stream sequence, event number) of the newest message in ``clinic``'s inbox."""
         try:
-            last = await self._js.get_last_msg(topology.CLINIC_IN, subjects.clinic_inbox(clinic))
+            last = await self._js.get_last_msg(streams.CLINIC_IN, subjects.clinic_inbox(clinic))
         except NotFoundError:
             return 0, 0
         return last.seq or 0, event_number_of(last.data or b"")
@@ -164,55 +141,3 @@ def _after(clinic: str, sequence: int) -> dict[str, str]:
 def _numbered_publish(delivery: InboxDelivery, number: int) -> Publish:
     numbered = msgspec.structs.replace(delivery.message, event_number=number)
     return Publish(subjects.clinic_in(delivery.clinic, delivery.message_type), encode(numbered), delivery.msg_id)
-
-
-class Echo(TypedDict):
-    """The envelope of an event that a command caused."""
-
-    message_id: UUID
-    occurred_at: datetime
-    sender_clinic: str
-    actor: str
-    correlation_id: UUID
-    causation_id: UUID | None
-
-
-def echo(command: Message, role: str) -> Echo:
-    """Same sender, actor, time and correlation as ``command``; caused by it; an id derived per ``role``.
-
-    Deriving the id makes the event identical however often it is derived, so a redelivered
-    command's events are de-duplicated by JetStream.
-    """
-    return {
-        "message_id": derived_id(str(command.message_id), role),
-        "occurred_at": command.occurred_at,
-        "sender_clinic": command.sender_clinic,
-        "actor": command.actor,
-        "correlation_id": command.correlation_id,
-        "causation_id": command.message_id,
-    }
-
-
-@dataclass(frozen=True)
-class Announcement:
-    """An event, recorded once as a domain event and delivered to each clinic's inbox."""
-
-    event: Message
-    event_type: str
-    clinics: tuple[str, ...]
-
-
-def announce(announcements: list[Announcement]) -> list[Outgoing | InboxDelivery]:
-    """The domain event plus one numbered inbox copy per clinic, for each announcement.
-
-    Each stored copy has its own ``Nats-Msg-Id``: copies in one stream sharing an id would
-    be de-duplicated into a single message, silently starving all but one inbox.
-    """
-    outputs: list[Outgoing | InboxDelivery] = []
-    for item in announcements:
-        event_id = str(item.event.message_id)
-        outputs.append(Outgoing(subjects.domain_event(item.event_type), encode(item.event), f"{event_id}/event"))
-        outputs.extend(
-            InboxDelivery(clinic, item.event_type, item.event, f"{event_id}/inbox/{clinic}") for clinic in item.clinics
-        )
-    return outputs

@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from referral_hub.contracts.inbox import InboxPage, InboxRead, InboxStored
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime import streams, subjects
 from referral_hub.runtime.inbox import event_number_of
 
 MAX_PAGE_MESSAGES: Final = 200
@@ -50,7 +50,7 @@ class InboxReader:
         """The clinic's first stored message at or after ``sequence``: (sequence, data)."""
         try:
             raw = await self._js.get_msg(
-                topology.CLINIC_IN, seq=sequence, subject=subjects.clinic_inbox(clinic), next=True, direct=True
+                streams.CLINIC_IN, seq=sequence, subject=subjects.clinic_inbox(clinic), next=True, direct=True
             )
         except NotFoundError:
             return None
@@ -58,14 +58,14 @@ class InboxReader:
 
     async def _head(self, clinic: str) -> tuple[int, int] | None:
         try:
-            last = await self._js.get_last_msg(topology.CLINIC_IN, subjects.clinic_inbox(clinic), direct=True)
+            last = await self._js.get_last_msg(streams.CLINIC_IN, subjects.clinic_inbox(clinic), direct=True)
         except NotFoundError:
             return None
         return last.seq or 0, event_number_of(last.data or b"")
 
     async def _first_after(self, clinic: str, after: int, head_sequence: int) -> int:
         """The stream sequence of the clinic's first message numbered above ``after`` (one exists)."""
-        first = (await self._js.stream_info(topology.CLINIC_IN)).state.first_seq
+        first = (await self._js.stream_info(streams.CLINIC_IN)).state.first_seq
         best, low, high = head_sequence, first, head_sequence
         while low <= high:
             middle = (low + high) // 2

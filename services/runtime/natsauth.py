@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from referral_hub.errors import HubError
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime import streams, subjects, topology
 
 HUB_ACCOUNT: Final = "HUB"
 """The hub's own account: every stream and bucket but the audit log, the referrals and
@@ -233,11 +233,11 @@ _SERVICE_KV: Final[dict[str, tuple[tuple[str, bool], ...]]] = {
     ),
 }
 _HUB_STREAMS: Final = (
-    topology.CLINIC_OUT,
-    topology.CLINIC_IN,
-    topology.HUB_EVENTS,
-    topology.HUB_DEADLETTER,
-    topology.HUB_ADVISORIES,
+    streams.CLINIC_OUT,
+    streams.CLINIC_IN,
+    streams.HUB_EVENTS,
+    streams.HUB_DEADLETTER,
+    streams.HUB_ADVISORIES,
 )
 
 
@@ -259,7 +259,7 @@ def service_permissions(service: str) -> Permissions:
     pulls = tuple(right for spec in service_consumers(service) for right in _pull_api(spec))
     if service == "audit":
         hub_pulls = tuple(right for spec in service_consumers(service) for right in _pull_api(spec, HUB_API_PREFIX))
-        audit_streams = (topology.AUDIT, topology.AUDIT_CHECKPOINTS)
+        audit_streams = (streams.AUDIT, streams.AUDIT_CHECKPOINTS)
         return Permissions(
             publish=(
                 subjects.AUDIT_ENTRY,
@@ -286,7 +286,7 @@ def service_permissions(service: str) -> Permissions:
             subjects.EVENTS_ALL,
             subjects.CLINIC_IN_ALL,
             subjects.deadletter(service),
-            *_stream_read_api(topology.CLINIC_IN),
+            *_stream_read_api(streams.CLINIC_IN),
         ),
     }
     buckets = tuple(right for bucket, write in _SERVICE_KV[service] for right in _kv_api(bucket, write=write))
@@ -311,7 +311,7 @@ def auditor_permissions() -> Permissions:
     Creating is safe: the streams' deny-delete and deny-purge flags are fixed at creation,
     and a second create with another configuration is refused. Updating is break-glass.
     """
-    audit_streams = (topology.AUDIT, topology.AUDIT_CHECKPOINTS)
+    audit_streams = (streams.AUDIT, streams.AUDIT_CHECKPOINTS)
     return Permissions(
         publish=(
             f"{JS_API}.INFO",
@@ -482,7 +482,7 @@ def audit_links() -> tuple[Link, ...]:
 
 WITNESSED: Final = "audit.checkpoint.witnessed"
 """The inbox message type of a signed checkpoint delivered to a clinic (``audit.witnessing``)."""
-_WITNESS_READS: Final = (topology.CLINIC_IN, f"KV_{topology.REGISTRY_KV}")
+_WITNESS_READS: Final = (streams.CLINIC_IN, f"KV_{topology.REGISTRY_KV}")
 """What the audit service reads in the hub account to witness: inbox heads and the clinic list."""
 
 

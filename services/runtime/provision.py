@@ -18,6 +18,7 @@ from referral_hub.errors import HubError
 from referral_hub.runtime import credentials, natsauth, topology
 from referral_hub.runtime.registry import store_registry
 from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.streams import AUDIT_STREAMS
 
 NO_SUITABLE_PEERS: Final = 10005
 """'no suitable peers for placement': a new cluster whose meta leader has not met every peer yet."""
@@ -140,7 +141,7 @@ async def _provision_once(
 ) -> None:
     streams = topology.stream_configs(replicas, budgets)
     for config in streams:
-        target = audit_js if config.name in topology.AUDIT_STREAMS else js
+        target = audit_js if config.name in AUDIT_STREAMS else js
         await _ensure_stream(target, config, upgrade=upgrade)
     for kv_config in topology.kv_configs(replicas):
         await js.create_key_value(config=kv_config)
@@ -150,9 +151,9 @@ async def _provision_once(
     for spec in topology.CONSUMERS:
         await js.add_consumer(spec.stream, config=spec.config())
     if replicas > 1:
-        hub_streams = [config.name or "" for config in streams if config.name not in topology.AUDIT_STREAMS]
+        hub_streams = [config.name or "" for config in streams if config.name not in AUDIT_STREAMS]
         await _wait_for_leaders(js, [*hub_streams, *(f"KV_{config.bucket}" for config in topology.kv_configs())])
-        await _wait_for_leaders(audit_js, list(topology.AUDIT_STREAMS))
+        await _wait_for_leaders(audit_js, list(AUDIT_STREAMS))
     log.info(
         "provisioned",
         streams=len(streams),

@@ -25,7 +25,8 @@ from nats.js import JetStreamContext
 
 from referral_hub.contracts.codec import lenient_decode
 from referral_hub.runtime import credentials
-from referral_hub.runtime.handling import Delivery, Effects, Handled, handle_one, nak_delay
+from referral_hub.runtime.delivery import Delivery
+from referral_hub.runtime.handling import Effects, Handled, delivery_from_nats, handle_one, nak_delay
 from referral_hub.runtime.topology import ConsumerSpec
 
 FIRST_WAIT_SECONDS: Final = 5.0
@@ -150,7 +151,7 @@ async def pull_forever(
             with contextlib.suppress(TimeoutError):
                 batch += await subscription.fetch(BATCH - 1, timeout=SWEEP_SECONDS)
             for raw in sorted(batch, key=lambda m: m.metadata.sequence.stream):
-                await pipeline.submit(order_key(Delivery.from_nats(raw)), raw)
+                await pipeline.submit(order_key(delivery_from_nats(raw)), raw)
     finally:
         await pipeline.cancel()
         await subscription.unsubscribe()

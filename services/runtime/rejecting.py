@@ -9,31 +9,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
 
 import msgspec
 
 from referral_hub.contracts.codec import encode, lenient_decode
-from referral_hub.contracts.rejections import DeadLetter, Rejection, RejectionCode
+from referral_hub.contracts.rejections import DeadLetter, Rejection
 from referral_hub.runtime import subjects
-from referral_hub.runtime.handling import MSG_ID_HEADER, Delivery, Handled
+from referral_hub.runtime.delivery import Delivery
+from referral_hub.runtime.handling import MSG_ID_HEADER, Handled
 from referral_hub.runtime.ids import derived_id
-from referral_hub.runtime.inbox import InboxDelivery, Outgoing
 from referral_hub.runtime.metrics import REJECTIONS
-
-__all__ = ["HUB_SENDER", "Offender", "Refusal", "derived_id", "offender_of", "refusal_outputs", "refuse"]
-
-HUB_SENDER: Final = "hub"
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why a message was refused; ``current_state`` names the state it ran into, if any."""
-
-    code: RejectionCode
-    reason: str
-    current_state: str = ""
-    current_version: int = 0
+from referral_hub.runtime.outputs import InboxDelivery, Outgoing
+from referral_hub.runtime.refusals import HUB_SENDER, Refusal
 
 
 @dataclass(frozen=True)

@@ -20,21 +20,11 @@ from typing import Final
 from nats.js import api
 
 from referral_hub.errors import HubError
-from referral_hub.runtime import subjects
+from referral_hub.runtime import streams, subjects
 
 DAY: Final = 24 * 60 * 60.0
 AUDIT_RETENTION_DAYS: Final = 6 * 366 + 30
 """Six years (HIPAA 164.316(b)(2)) plus a month of slack for the retention boundary."""
-
-CLINIC_OUT: Final = "CLINIC_OUT"
-CLINIC_IN: Final = "CLINIC_IN"
-HUB_EVENTS: Final = "HUB_EVENTS"
-HUB_DEADLETTER: Final = "HUB_DEADLETTER"
-AUDIT: Final = "AUDIT"
-AUDIT_CHECKPOINTS: Final = "AUDIT_CHECKPOINTS"
-HUB_ADVISORIES: Final = "HUB_ADVISORIES"
-AUDIT_STREAMS: Final = (AUDIT, AUDIT_CHECKPOINTS)
-"""The streams of the audit account (``runtime.natsauth.AUDIT_ACCOUNT``)."""
 
 REFERRALS_KV: Final = "hub-referrals"
 REGISTRY_KV: Final = "hub-registry"
@@ -59,9 +49,6 @@ CLINIC_OUT_MAX_MSG_BYTES: Final = 256 * 1024
 (``admission.MAX_COMMAND_BYTES``), so a message refused for its size is still kept whole and
 dead-lettered (base64 in a dead letter stays under the server's 1 MB ``max_payload``); the
 server refuses anything larger at publish time, so the sender knows at once."""
-
-OUTPUT_DEDUPE_SECONDS: Final = 3600.0
-"""The de-duplication window of the streams handlers publish to (inbox, events, dead letters)."""
 
 ACK_WAIT_SECONDS: Final = 30.0
 MAX_DELIVER: Final = 50
@@ -98,9 +85,9 @@ class ConsumerSpec:
         )
 
 
-REFERRALS_INTAKE: Final = ConsumerSpec(CLINIC_OUT, "referrals-intake", subjects.CLINIC_OUT_ALL)
+REFERRALS_INTAKE: Final = ConsumerSpec(streams.CLINIC_OUT, "referrals-intake", subjects.CLINIC_OUT_ALL)
 NOTIFICATIONS_EVENTS: Final = ConsumerSpec(
-    HUB_EVENTS,
+    streams.HUB_EVENTS,
     "notifications-events",
     subjects.EVENTS_ALL,
     only=tuple(
@@ -115,17 +102,19 @@ NOTIFICATIONS_EVENTS: Final = ConsumerSpec(
     ),
 )
 """Only the events that page or notify: notifications never reads its own pages and receipts back."""
-NOTIFICATIONS_ACKS: Final = ConsumerSpec(CLINIC_OUT, "notifications-page-acks", subjects.clinic_out("*", "page.ack"))
+NOTIFICATIONS_ACKS: Final = ConsumerSpec(
+    streams.CLINIC_OUT, "notifications-page-acks", subjects.clinic_out("*", "page.ack")
+)
 """``page.ack`` is the one clinic submission notifications handles; the referrals intake skips it."""
-EXHAUSTED: Final = ConsumerSpec(HUB_ADVISORIES, "referrals-exhausted", subjects.MAX_DELIVERIES_ADVISORIES)
+EXHAUSTED: Final = ConsumerSpec(streams.HUB_ADVISORIES, "referrals-exhausted", subjects.MAX_DELIVERIES_ADVISORIES)
 """Turns every MAX_DELIVERIES advisory into a dead letter; the advisories are captured in a
 stream because the server publishes them on core NATS, where a service that is down would
 miss them."""
 AUDIT_CONSUMERS: Final = (
-    ConsumerSpec(CLINIC_OUT, "audit-clinic-out", subjects.CLINIC_OUT_ALL),
-    ConsumerSpec(CLINIC_IN, "audit-clinic-in", subjects.CLINIC_IN_ALL),
-    ConsumerSpec(HUB_EVENTS, "audit-events", subjects.EVENTS_ALL),
-    ConsumerSpec(HUB_DEADLETTER, "audit-deadletter", subjects.DEADLETTER_ALL),
+    ConsumerSpec(streams.CLINIC_OUT, "audit-clinic-out", subjects.CLINIC_OUT_ALL),
+    ConsumerSpec(streams.CLINIC_IN, "audit-clinic-in", subjects.CLINIC_IN_ALL),
+    ConsumerSpec(streams.HUB_EVENTS, "audit-events", subjects.EVENTS_ALL),
+    ConsumerSpec(streams.HUB_DEADLETTER, "audit-deadletter", subjects.DEADLETTER_ALL),
 )
 
 
@@ -137,7 +126,7 @@ def clinic_inbox_consumer(clinic_id: str) -> ConsumerSpec:
     registered, and the clinic's account imports exactly its ``MSG.NEXT`` and ``ACK`` subjects.
     It never gives up on a message (no ``max_deliver``): an inbox copy waits for its clinic.
     """
-    return ConsumerSpec(CLINIC_IN, f"inbox-{clinic_id}", subjects.clinic_inbox(clinic_id), max_deliver=-1)
+    return ConsumerSpec(streams.CLINIC_IN, f"inbox-{clinic_id}", subjects.clinic_inbox(clinic_id), max_deliver=-1)
 
 
 CONSUMERS: Final = (REFERRALS_INTAKE, EXHAUSTED, NOTIFICATIONS_EVENTS, NOTIFICATIONS_ACKS, *AUDIT_CONSUMERS)
@@ -163,9 +152,9 @@ def stream_configs(replicas: int = 1, budgets: Mapping[str, int] | None = None) 
             num_replicas=replicas,
         )
 
-    audit = stream(AUDIT, subjects.AUDIT_ENTRY, max_age_days=AUDIT_RETENTION_DAYS, dedupe_seconds=DAY)
+    audit = stream(streams.AUDIT, subjects.AUDIT_ENTRY, max_age_days=AUDIT_RETENTION_DAYS, dedupe_seconds=DAY)
     checkpoints = stream(
-        AUDIT_CHECKPOINTS, subjects.AUDIT_CHECKPOINT, max_age_days=AUDIT_RETENTION_DAYS, dedupe_seconds=DAY
+        streams.AUDIT_CHECKPOINTS, subjects.AUDIT_CHECKPOINT, max_age_days=AUDIT_RETENTION_DAYS, dedupe_seconds=DAY
     )
     audit.allow_atomic = True  # the chain writer's atomic batches (audit.adapters.ChainWriter)
     for append_only in (audit, checkpoints):
@@ -175,17 +164,24 @@ def stream_configs(replicas: int = 1, budgets: Mapping[str, int] | None = None) 
         append_only.deny_delete = True
         append_only.deny_purge = True
         append_only.allow_rollup_hdrs = False
-    clinic_out = stream(CLINIC_OUT, subjects.CLINIC_OUT_ALL, max_age_days=30, dedupe_seconds=3600)
+    clinic_out = stream(streams.CLINIC_OUT, subjects.CLINIC_OUT_ALL, max_age_days=30, dedupe_seconds=3600)
     clinic_out.max_msg_size = CLINIC_OUT_MAX_MSG_BYTES
-    clinic_in = stream(CLINIC_IN, subjects.CLINIC_IN_ALL, max_age_days=90, dedupe_seconds=OUTPUT_DEDUPE_SECONDS)
+    clinic_in = stream(
+        streams.CLINIC_IN, subjects.CLINIC_IN_ALL, max_age_days=90, dedupe_seconds=streams.OUTPUT_DEDUPE_SECONDS
+    )
     clinic_in.allow_atomic = True  # the inbox writer's per-clinic atomic batches (runtime.inbox.InboxWriter)
     clinic_in.allow_direct = True  # inbox reads by event number (runtime.inboxread) use direct gets
     configs = [
         clinic_out,
         clinic_in,
-        stream(HUB_EVENTS, subjects.EVENTS_ALL, max_age_days=90, dedupe_seconds=OUTPUT_DEDUPE_SECONDS),
-        stream(HUB_DEADLETTER, subjects.DEADLETTER_ALL, max_age_days=365, dedupe_seconds=OUTPUT_DEDUPE_SECONDS),
-        stream(HUB_ADVISORIES, subjects.MAX_DELIVERIES_ADVISORIES, max_age_days=30, dedupe_seconds=120),
+        stream(streams.HUB_EVENTS, subjects.EVENTS_ALL, max_age_days=90, dedupe_seconds=streams.OUTPUT_DEDUPE_SECONDS),
+        stream(
+            streams.HUB_DEADLETTER,
+            subjects.DEADLETTER_ALL,
+            max_age_days=365,
+            dedupe_seconds=streams.OUTPUT_DEDUPE_SECONDS,
+        ),
+        stream(streams.HUB_ADVISORIES, subjects.MAX_DELIVERIES_ADVISORIES, max_age_days=30, dedupe_seconds=120),
         audit,
         checkpoints,
     ]

@@ -32,7 +32,7 @@ from referral_hub.contracts.codec import encode
 from referral_hub.contracts.inbox import InboxPage, InboxRead
 from referral_hub.contracts.referrals import ReferralAccept
 from referral_hub.referrals import app as referrals_app
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime import streams, subjects
 from referral_hub.runtime.natsserver import EmbeddedNats
 from referral_hub.runtime.service import ServiceApp
 from tests.conftest import SERVICE_FACTORIES, start_services
@@ -41,12 +41,12 @@ from tests.helpers import eventually, referral_request, stream_messages, wait_id
 SENDER, RECIPIENT = "harbor-pt", "lotus-acu"
 DOCUMENT_URI = "urn:referral-hub:asyncapi"
 HUB_STREAMS = (
-    topology.CLINIC_OUT,
-    topology.CLINIC_IN,
-    topology.HUB_EVENTS,
-    topology.HUB_DEADLETTER,
-    topology.AUDIT,
-    topology.AUDIT_CHECKPOINTS,
+    streams.CLINIC_OUT,
+    streams.CLINIC_IN,
+    streams.HUB_EVENTS,
+    streams.HUB_DEADLETTER,
+    streams.AUDIT,
+    streams.AUDIT_CHECKPOINTS,
 )
 
 
@@ -136,7 +136,7 @@ async def test_everything_a_running_hub_stores_and_sends_matches_the_document(
         await recipient.send_and_confirm(accept)
         malformed = str(new_id())
         await sender.publish_raw("referral.request", b'{"type": "referral.request", "reason": 7}', msg_id=malformed)
-        await eventually(lambda: stream_messages(connection, topology.HUB_DEADLETTER))
+        await eventually(lambda: stream_messages(connection, streams.HUB_DEADLETTER))
         await wait_idle(connection)
 
         wire: list[tuple[str, bytes]] = []

@@ -32,7 +32,7 @@ from referral_hub.contracts.rejections import Rejection
 from referral_hub.notifications.paging import page_id_for
 from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
-from referral_hub.runtime import credentials, topology
+from referral_hub.runtime import credentials, streams, topology
 from referral_hub.runtime.kvstore import KvStore
 from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, free_port
 from referral_hub.runtime.servers import server_urls
@@ -359,7 +359,7 @@ async def _check_audit(admin: Client, verdict: Verdict) -> None:
         verdict.problems.append("audit indexes have a gap")
     sources = Counter((entry.source_stream, entry.source_sequence) for entry in entries)
     verdict.duplicated.extend(f"audit: {source} recorded {n} times" for source, n in sources.items() if n > 1)
-    for stream in (topology.CLINIC_OUT, topology.CLINIC_IN, topology.HUB_EVENTS, topology.HUB_DEADLETTER):
+    for stream in (streams.CLINIC_OUT, streams.CLINIC_IN, streams.HUB_EVENTS, streams.HUB_DEADLETTER):
         stored = (await admin.jetstream().stream_info(stream)).state.messages
         audited = sum(1 for source_stream, _ in sources if source_stream == stream)
         if audited != stored:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from referral_hub.runtime import topology
+from referral_hub.runtime import streams
 from referral_hub.runtime.provision import provision_as_operator
 
 from .harness import assert_exactly_once, check, flood_requests, load_during, record, until
@@ -24,9 +24,9 @@ async def test_a_stalled_consumer_and_a_full_stream_refuse_senders_and_lose_noth
         await asyncio.sleep(1.5)
         referrals = hub.processes["referrals"].process
         referrals.send_signal(signal.SIGSTOP)
-        used = (await admin.jetstream().stream_info(topology.CLINIC_OUT)).state.bytes
+        used = (await admin.jetstream().stream_info(streams.CLINIC_OUT)).state.bytes
         await provision_as_operator(
-            hub.server.url, budgets={topology.CLINIC_OUT: used + HEADROOM_BYTES}, break_glass=True
+            hub.server.url, budgets={streams.CLINIC_OUT: used + HEADROOM_BYTES}, break_glass=True
         )
         relief = asyncio.Event()
         flood = asyncio.create_task(flood_requests(hub.server.url, ledger, relief))

@@ -11,8 +11,9 @@ import pytest
 
 from referral_hub.contracts.referrals import ReferralRequest
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.runtime import topology
-from referral_hub.runtime.handling import Delivery, Effects, Handled, subscriber
+from referral_hub.runtime import streams, topology
+from referral_hub.runtime.delivery import Delivery
+from referral_hub.runtime.handling import Effects, Handled, subscriber
 from referral_hub.runtime.natsserver import free_port
 from referral_hub.runtime.service import ServiceApp, ServiceSettings, attach, lazy_connection, new_broker, serve
 from tests.helpers import audit_entries, dead_letters, eventually, hubctl, referral_request, wait_idle
@@ -20,7 +21,7 @@ from tests.helpers import audit_entries, dead_letters, eventually, hubctl, refer
 from .harness import SUMMARY, Row
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-DRILL = topology.ConsumerSpec(topology.CLINIC_OUT, "poison-drill", "clinic.harbor-pt.out.>", max_deliver=3)
+DRILL = topology.ConsumerSpec(streams.CLINIC_OUT, "poison-drill", "clinic.harbor-pt.out.>", max_deliver=3)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from referral_hub.client import ClinicClient
-from referral_hub.runtime import credentials, natsauth, subjects, topology
+from referral_hub.runtime import credentials, natsauth, streams, subjects, topology
 from referral_hub.runtime.natsserver import EmbeddedNats
 from tests.helpers import referral_request
 from tests.security.hostile import Hostile
@@ -28,15 +28,15 @@ async def test_the_gateway_user_reaches_its_own_buckets_and_nothing_else(nats_se
         mine = await hostile.attempt(f"{JS}.STREAM.INFO.KV_{topology.GATEWAY_REPLAY_KV}")
         assert not mine.refused, mine.describe()
         for subject in (
-            f"{JS}.STREAM.INFO.{topology.CLINIC_IN}",
-            f"{JS}.STREAM.MSG.GET.{topology.CLINIC_IN}",
-            f"{JS}.DIRECT.GET.{topology.CLINIC_IN}",
-            f"{JS}.STREAM.INFO.{topology.CLINIC_OUT}",
-            f"{JS}.STREAM.MSG.GET.{topology.HUB_EVENTS}",
+            f"{JS}.STREAM.INFO.{streams.CLINIC_IN}",
+            f"{JS}.STREAM.MSG.GET.{streams.CLINIC_IN}",
+            f"{JS}.DIRECT.GET.{streams.CLINIC_IN}",
+            f"{JS}.STREAM.INFO.{streams.CLINIC_OUT}",
+            f"{JS}.STREAM.MSG.GET.{streams.HUB_EVENTS}",
             f"{JS}.STREAM.INFO.KV_{topology.REFERRALS_KV}",
-            f"{JS}.CONSUMER.CREATE.{topology.CLINIC_IN}",
-            f"{natsauth.HUB_API_PREFIX}.STREAM.INFO.{topology.AUDIT}",
-            f"{JS}.STREAM.INFO.{topology.AUDIT}",
+            f"{JS}.CONSUMER.CREATE.{streams.CLINIC_IN}",
+            f"{natsauth.HUB_API_PREFIX}.STREAM.INFO.{streams.AUDIT}",
+            f"{JS}.STREAM.INFO.{streams.AUDIT}",
             subjects.inbox_read("harbor-pt"),
         ):
             outcome = await hostile.attempt(subject, {"seq": 1})

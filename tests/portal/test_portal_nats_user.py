@@ -14,7 +14,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
-from referral_hub.runtime import credentials, natsauth, topology
+from referral_hub.runtime import credentials, natsauth, streams, topology
 from referral_hub.runtime.natsserver import EmbeddedNats
 from referral_hub.runtime.provision import provision_as_operator
 from referral_hub.runtime.registry import load_registry_file
@@ -59,11 +59,11 @@ async def test_the_portal_key_reads_and_writes_its_own_buckets(portal_key: tuple
 @pytest.mark.parametrize(
     "subject",
     [
-        f"$JS.API.DIRECT.GET.{topology.CLINIC_IN}",
-        f"$JS.API.STREAM.MSG.GET.{topology.CLINIC_IN}",
-        f"$JS.API.STREAM.INFO.{topology.AUDIT}",
+        f"$JS.API.DIRECT.GET.{streams.CLINIC_IN}",
+        f"$JS.API.STREAM.MSG.GET.{streams.CLINIC_IN}",
+        f"$JS.API.STREAM.INFO.{streams.AUDIT}",
         f"$JS.API.DIRECT.GET.KV_{topology.REFERRALS_KV}",
-        f"$JS.API.CONSUMER.CREATE.{topology.CLINIC_IN}",
+        f"$JS.API.CONSUMER.CREATE.{streams.CLINIC_IN}",
         "hub.inbox.harbor-pt.read",
     ],
 )

@@ -34,7 +34,7 @@ from referral_hub.client import ClinicClient
 from referral_hub.contracts.audit import AuditEntry
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals.app import create_app as referrals_app
-from referral_hub.runtime import credentials, natsauth, topology
+from referral_hub.runtime import credentials, natsauth, streams
 from referral_hub.runtime.credentials import NatsCredentials
 from referral_hub.runtime.natsserver import EmbeddedNats, free_port
 from referral_hub.runtime.registry import load_registry_file
@@ -314,10 +314,10 @@ class AuditLog:
 
     async def refresh(self) -> int:
         """Read what was appended since the last call; returns how many messages the stream holds."""
-        last = (await self._js.stream_info(topology.AUDIT)).state.last_seq
+        last = (await self._js.stream_info(streams.AUDIT)).state.last_seq
         for sequence in range(self.read_to + 1, last + 1):
             try:
-                raw = await self._js.get_msg(topology.AUDIT, sequence, direct=True)
+                raw = await self._js.get_msg(streams.AUDIT, sequence, direct=True)
             except NotFoundError:
                 self.foreign.append(f"sequence {sequence} missing")
                 continue

@@ -25,7 +25,7 @@ from referral_hub.client import ClinicClient
 from referral_hub.contracts.codec import decode_hub_message
 from referral_hub.contracts.inbox import InboxHeartbeat
 from referral_hub.contracts.referrals import ReferralRequested
-from referral_hub.runtime import credentials, natsauth, subjects, topology
+from referral_hub.runtime import credentials, natsauth, streams, subjects, topology
 from tests.helpers import eventually, referral_request, refusal
 
 from .hostile import (
@@ -108,10 +108,10 @@ async def _true(value: bool) -> bool:  # noqa: FBT001 - a probe for eventually
 
 DELIVER_TARGETS = {
     "audit.entry": (None, ""),
-    "audit.checkpoint": (topology.AUDIT_CHECKPOINTS, "audit.checkpoint"),
+    "audit.checkpoint": (streams.AUDIT_CHECKPOINTS, "audit.checkpoint"),
     f"clinic.{B}.heartbeat": (None, ""),
-    f"clinic.{B}.out.x": (topology.CLINIC_OUT, f"clinic.{B}.out.x"),
-    "hub.event.x": (topology.HUB_EVENTS, "hub.event.x"),
+    f"clinic.{B}.out.x": (streams.CLINIC_OUT, f"clinic.{B}.out.x"),
+    "hub.event.x": (streams.HUB_EVENTS, "hub.event.x"),
     f"$KV.{topology.REGISTRY_KV}.x": (f"KV_{topology.REGISTRY_KV}", f"$KV.{topology.REGISTRY_KV}.x"),
 }
 
@@ -121,7 +121,7 @@ async def stored_at(hub: AttackedHub, target: str) -> int:
     stream, subject = DELIVER_TARGETS[target]
     if stream is None:
         return 0
-    if stream == topology.AUDIT_CHECKPOINTS:
+    if stream == streams.AUDIT_CHECKPOINTS:
         return (await stream_state(hub.auditor, stream)).get("messages", 0)
     return await messages_on(hub.admin, stream, subject) + sum((await strays(hub.admin, stream)).values())
 
@@ -139,22 +139,22 @@ def push_consumer(name: str, target: str) -> dict[str, Any]:
 @pytest.mark.parametrize("target", DELIVER_TARGETS)
 async def test_a_clinic_cannot_aim_a_push_consumer_at_a_hub_subject(hub, taps, target):
     attacker = await hub.hostile_clinic(A)
-    consumers = await consumer_names(hub.admin, topology.CLINIC_IN)
+    consumers = await consumer_names(hub.admin, streams.CLINIC_IN)
     length, metric, stored = await hub.audit.refresh(), hub.audit_metric(), await stored_at(hub, target)
     name = f"tap-{list(DELIVER_TARGETS).index(target)}"
     config = push_consumer(name, target)
-    body = {"stream_name": topology.CLINIC_IN, "config": config}
-    durable = {"stream_name": topology.CLINIC_IN, "config": {**config, "durable_name": name}}
+    body = {"stream_name": streams.CLINIC_IN, "config": config}
+    durable = {"stream_name": streams.CLINIC_IN, "config": {**config, "durable_name": name}}
     outcomes = [
         # The form the old per-clinic permission admitted: the clinic's own filter in the API subject.
-        await attacker.attempt(f"$JS.API.CONSUMER.CREATE.{topology.CLINIC_IN}.{name}.clinic.{A}.in.>", body),
-        await attacker.attempt(f"$JS.API.CONSUMER.CREATE.{topology.CLINIC_IN}", body),
-        await attacker.attempt(f"$JS.API.CONSUMER.DURABLE.CREATE.{topology.CLINIC_IN}.{name}", durable),
+        await attacker.attempt(f"$JS.API.CONSUMER.CREATE.{streams.CLINIC_IN}.{name}.clinic.{A}.in.>", body),
+        await attacker.attempt(f"$JS.API.CONSUMER.CREATE.{streams.CLINIC_IN}", body),
+        await attacker.attempt(f"$JS.API.CONSUMER.DURABLE.CREATE.{streams.CLINIC_IN}.{name}", durable),
     ]
     beats = len(taps.beats)
     control = await hub.positive_control(B, A)  # A's inbox grows: a consumer would have pushed this too
     await eventually(lambda: _true(len(taps.beats) > beats + 1))  # B's heartbeat subscription is live
-    added = await consumer_names(hub.admin, topology.CLINIC_IN) - consumers
+    added = await consumer_names(hub.admin, streams.CLINIC_IN) - consumers
     grown, delta = hub.audit.read_to - length, hub.audit_metric() - metric
     foreign = [*hub.audit.foreign, *(f"heartbeat {data[:50]!r}" for data in taps.foreign_beats())]
     landed = await stored_at(hub, target) - stored
@@ -187,32 +187,32 @@ def hijacked(spec: topology.ConsumerSpec, **changes: Any) -> dict[str, Any]:
     return config
 
 
-AUDIT_CLINIC_IN = next(spec for spec in topology.AUDIT_CONSUMERS if spec.stream == topology.CLINIC_IN)
+AUDIT_CLINIC_IN = next(spec for spec in topology.AUDIT_CONSUMERS if spec.stream == streams.CLINIC_IN)
 INBOX_B = topology.clinic_inbox_consumer(B)
 HUB_DURABLES = {
     "audit-clinic-in, filtered create": (
         AUDIT_CLINIC_IN,
-        f"$JS.API.CONSUMER.CREATE.{topology.CLINIC_IN}.{AUDIT_CLINIC_IN.durable}.clinic.{A}.in.>",
+        f"$JS.API.CONSUMER.CREATE.{streams.CLINIC_IN}.{AUDIT_CLINIC_IN.durable}.clinic.{A}.in.>",
         hijacked(AUDIT_CLINIC_IN, filter_subject=subjects.clinic_inbox(A)),
     ),
     "audit-clinic-in, durable create": (
         AUDIT_CLINIC_IN,
-        f"$JS.API.CONSUMER.DURABLE.CREATE.{topology.CLINIC_IN}.{AUDIT_CLINIC_IN.durable}",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{streams.CLINIC_IN}.{AUDIT_CLINIC_IN.durable}",
         hijacked(AUDIT_CLINIC_IN, max_ack_pending=1),
     ),
     "referrals-intake, filtered create": (
         topology.REFERRALS_INTAKE,
-        f"$JS.API.CONSUMER.CREATE.{topology.CLINIC_OUT}.referrals-intake.clinic.{A}.out.>",
+        f"$JS.API.CONSUMER.CREATE.{streams.CLINIC_OUT}.referrals-intake.clinic.{A}.out.>",
         hijacked(topology.REFERRALS_INTAKE, filter_subject=subjects.clinic_out(A, ">")),
     ),
     "referrals-intake, durable create": (
         topology.REFERRALS_INTAKE,
-        f"$JS.API.CONSUMER.DURABLE.CREATE.{topology.CLINIC_OUT}.referrals-intake",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{streams.CLINIC_OUT}.referrals-intake",
         hijacked(topology.REFERRALS_INTAKE, max_deliver=1),
     ),
     f"inbox-{B} retargeted at A's inbox": (
         INBOX_B,
-        f"$JS.API.CONSUMER.CREATE.{topology.CLINIC_IN}.{INBOX_B.durable}.clinic.{A}.in.>",
+        f"$JS.API.CONSUMER.CREATE.{streams.CLINIC_IN}.{INBOX_B.durable}.clinic.{A}.in.>",
         hijacked(INBOX_B, filter_subject=subjects.clinic_inbox(A)),
     ),
 }
@@ -241,13 +241,13 @@ async def test_a_clinic_cannot_create_or_update_a_hub_durable(hub, spec, subject
 
 async def test_a_clinic_cannot_create_consumers_in_bulk(hub):
     attacker = await hub.hostile_clinic(A)
-    before = {stream: await consumer_names(hub.admin, stream) for stream in (topology.CLINIC_IN, topology.CLINIC_OUT)}
+    before = {stream: await consumer_names(hub.admin, stream) for stream in (streams.CLINIC_IN, streams.CLINIC_OUT)}
     outcomes = await asyncio.gather(
         *(
             attacker.attempt(
-                f"$JS.API.CONSUMER.CREATE.{topology.CLINIC_IN}.flood-{n}.clinic.{A}.in.>",
+                f"$JS.API.CONSUMER.CREATE.{streams.CLINIC_IN}.flood-{n}.clinic.{A}.in.>",
                 {
-                    "stream_name": topology.CLINIC_IN,
+                    "stream_name": streams.CLINIC_IN,
                     "config": {"name": f"flood-{n}", "filter_subject": f"clinic.{A}.in.>"},
                 },
             )
@@ -431,11 +431,11 @@ async def test_a_clinic_cannot_read_streams_directly(hub, subject, body):
 async def test_a_clinic_cannot_publish_on_another_clinics_out_subjects(hub):
     attacker = await hub.hostile_clinic(A)
     spoof = referral_request(B, A, patient_ref="pt-spoof")
-    before = await messages_on(hub.admin, topology.CLINIC_OUT, subjects.clinic_out(B, ">"))
+    before = await messages_on(hub.admin, streams.CLINIC_OUT, subjects.clinic_out(B, ">"))
     stored = await attacker.attempt(subjects.clinic_out(B, "referral.request"), msgspec.json.encode(spoof))
     core = await attacker.publish_refused(subjects.clinic_out(B, "referral.request"), msgspec.json.encode(spoof))
     control = await hub.positive_control(B, A)  # B's own submission is stored: exactly one more
-    after = await messages_on(hub.admin, topology.CLINIC_OUT, subjects.clinic_out(B, ">"))
+    after = await messages_on(hub.admin, streams.CLINIC_OUT, subjects.clinic_out(B, ">"))
     report(
         f"clinic {A}: publish on clinic.{B}.out.referral.request",
         "refused; only B's own message stored",
@@ -458,10 +458,10 @@ INTERNAL_SUBJECTS = [
     subjects.AUDIT_CHECKPOINT,
     f"$KV.{topology.REGISTRY_KV}.{A}",
     f"$KV.{topology.CARETEAMS_KV}.anything",
-    f"$JS.API.STREAM.DELETE.{topology.AUDIT}",
-    f"$JS.API.STREAM.PURGE.{topology.CLINIC_IN}",
-    f"$JS.API.CONSUMER.DELETE.{topology.CLINIC_IN}.inbox-{A}",
-    f"$JS.ACK.{topology.CLINIC_OUT}.referrals-intake.1.1.1.0.0",
+    f"$JS.API.STREAM.DELETE.{streams.AUDIT}",
+    f"$JS.API.STREAM.PURGE.{streams.CLINIC_IN}",
+    f"$JS.API.CONSUMER.DELETE.{streams.CLINIC_IN}.inbox-{A}",
+    f"$JS.ACK.{streams.CLINIC_OUT}.referrals-intake.1.1.1.0.0",
 ]
 
 

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
 
-from referral_hub.runtime import natsauth, subjects, topology
+from referral_hub.runtime import natsauth, streams, subjects, topology
 from tests.helpers import referral_request
 
 from .hostile import (
@@ -207,7 +207,7 @@ async def test_a_service_cannot_create_a_new_durable(hub):
                 {"stream_name": "CLINIC_IN", "config": config},
             )
         )
-    names = await consumer_names(hub.admin, topology.CLINIC_IN)
+    names = await consumer_names(hub.admin, streams.CLINIC_IN)
     report(
         "referrals, notifications: a new durable on CLINIC_IN",
         "refused; none created",
@@ -269,7 +269,7 @@ async def test_a_service_cannot_restore_a_stream(hub, user, stream):
 
 async def _stream_names(hub: AttackedHub) -> tuple[set[str], dict[str, Any]]:
     hub_streams = set((await js_request(hub.admin, "$JS.API.STREAM.NAMES")).get("streams") or [])
-    audit = await stream_state(hub.auditor, topology.AUDIT)
+    audit = await stream_state(hub.auditor, streams.AUDIT)
     return hub_streams, {"config": audit.get("config"), "created": audit.get("created")}
 
 
@@ -391,12 +391,12 @@ async def test_a_services_kv_watch_aimed_at_audit_entry_stays_in_the_hub_account
 async def test_only_the_audit_service_publishes_on_the_audit_subjects(hub, user, subject):
     attacker = await hub.hostile_user(user)
     length, metric = await hub.audit.refresh(), hub.audit_metric()
-    checkpoints = (await stream_state(hub.auditor, topology.AUDIT_CHECKPOINTS)).get("messages", 0)
+    checkpoints = (await stream_state(hub.auditor, streams.AUDIT_CHECKPOINTS)).get("messages", 0)
     forged = b'{"type":"audit.entry","index":1}'
     stored = await attacker.attempt(subject, forged)
     core = await attacker.publish_refused(subject, forged)
     verdict, problems = await audit_untouched(hub, length, metric)
-    added = (await stream_state(hub.auditor, topology.AUDIT_CHECKPOINTS)).get("messages", 0) - checkpoints
+    added = (await stream_state(hub.auditor, streams.AUDIT_CHECKPOINTS)).get("messages", 0) - checkpoints
     report(
         f"{user}: publish on {subject}",
         "refused; AUDIT holds only the chain",
@@ -415,10 +415,10 @@ async def test_only_the_audit_service_publishes_on_the_audit_subjects(hub, user,
 async def test_no_hub_service_can_speak_for_a_clinic_or_destroy_a_stream(hub, service):
     attacker = await hub.hostile_user(service)
     spoofed = await attacker.publish_refused(f"clinic.{A}.out.referral.request")
-    before = await stream_state(hub.admin, topology.CLINIC_IN)
+    before = await stream_state(hub.admin, streams.CLINIC_IN)
     prefix = HUB_PREFIX if service == "audit" else "$JS.API"
     purge = await attacker.attempt(f"{prefix}.STREAM.PURGE.CLINIC_IN")
-    after = await stream_state(hub.admin, topology.CLINIC_IN)
+    after = await stream_state(hub.admin, streams.CLINIC_IN)
     report(
         f"{service}: publish on clinic.{A}.out.>, {prefix}.STREAM.PURGE.CLINIC_IN",
         REFUSED,
@@ -470,13 +470,13 @@ AUDITOR_ATTACKS = {
 @pytest.mark.parametrize(("subject", "body"), AUDITOR_ATTACKS.values(), ids=AUDITOR_ATTACKS.keys())
 async def test_the_auditor_reads_the_audit_log_and_changes_nothing(hub, subject, body):
     attacker = await hub.hostile_user(natsauth.AUDITOR)
-    before = await stream_state(hub.auditor, topology.AUDIT)
+    before = await stream_state(hub.auditor, streams.AUDIT)
     if body is None:  # an update that would allow deletes and shorten the retention
         body = {**before["config"], "deny_delete": False, "deny_purge": False, "max_age": 1_000_000_000}
     length, metric = await hub.audit.refresh(), hub.audit_metric()
     outcome = await attacker.attempt(subject, body)
     verdict, problems = await audit_untouched(hub, length, metric)
-    after = await stream_state(hub.auditor, topology.AUDIT)
+    after = await stream_state(hub.auditor, streams.AUDIT)
     same = after.get("config") == before.get("config") and after.get("created") == before.get("created")
     report(
         f"auditor: {subject}",
@@ -506,11 +506,11 @@ ADMIN_AUDIT = {
 @pytest.mark.parametrize(("subject", "body"), ADMIN_AUDIT.values(), ids=ADMIN_AUDIT.keys())
 async def test_admin_cannot_reach_the_audit_log(hub, subject, body):
     attacker = await hub.hostile_user(natsauth.ADMIN)
-    before = await stream_state(hub.auditor, topology.AUDIT)
+    before = await stream_state(hub.auditor, streams.AUDIT)
     length, metric = await hub.audit.refresh(), hub.audit_metric()
     outcome = await attacker.attempt(subject, body)
     verdict, problems = await audit_untouched(hub, length, metric)
-    after = await stream_state(hub.auditor, topology.AUDIT)
+    after = await stream_state(hub.auditor, streams.AUDIT)
     same = after.get("config") == before.get("config") and after.get("created") == before.get("created")
     report(
         f"admin: {subject}",
@@ -525,15 +525,15 @@ async def test_admin_cannot_reach_the_audit_log(hub, subject, body):
 async def test_admin_cannot_update_a_stream_and_break_glass_can(hub):
     admin = await hub.hostile_user(natsauth.ADMIN)
     glass = await hub.break_glass()
-    before = await stream_state(hub.admin, topology.HUB_ADVISORIES)
+    before = await stream_state(hub.admin, streams.HUB_ADVISORIES)
     changed = {**before["config"], "description": "changed by break-glass"}
-    refused = await admin.attempt(f"$JS.API.STREAM.UPDATE.{topology.HUB_ADVISORIES}", changed)
-    unchanged = await stream_state(hub.admin, topology.HUB_ADVISORIES)
-    allowed = await glass.attempt(f"$JS.API.STREAM.UPDATE.{topology.HUB_ADVISORIES}", changed)
-    updated = await stream_state(hub.admin, topology.HUB_ADVISORIES)
-    restored = await glass.attempt(f"$JS.API.STREAM.UPDATE.{topology.HUB_ADVISORIES}", before["config"])
+    refused = await admin.attempt(f"$JS.API.STREAM.UPDATE.{streams.HUB_ADVISORIES}", changed)
+    unchanged = await stream_state(hub.admin, streams.HUB_ADVISORIES)
+    allowed = await glass.attempt(f"$JS.API.STREAM.UPDATE.{streams.HUB_ADVISORIES}", changed)
+    updated = await stream_state(hub.admin, streams.HUB_ADVISORIES)
+    restored = await glass.attempt(f"$JS.API.STREAM.UPDATE.{streams.HUB_ADVISORIES}", before["config"])
     report(
-        f"admin, then break-glass: STREAM.UPDATE.{topology.HUB_ADVISORIES}",
+        f"admin, then break-glass: STREAM.UPDATE.{streams.HUB_ADVISORIES}",
         "admin refused; break-glass updates",
         f"admin: {refused.describe()}; break-glass: {allowed.describe()}, "
         f"description {updated['config'].get('description', '')!r}",
@@ -549,18 +549,18 @@ ADMIN_DESTRUCTIVE = {
     **{
         f"delete {stream}": (f"$JS.API.STREAM.DELETE.{stream}", b"", stream)
         for stream in (
-            topology.CLINIC_OUT,
-            topology.CLINIC_IN,
-            topology.HUB_EVENTS,
-            topology.HUB_DEADLETTER,
-            topology.HUB_ADVISORIES,
+            streams.CLINIC_OUT,
+            streams.CLINIC_IN,
+            streams.HUB_EVENTS,
+            streams.HUB_DEADLETTER,
+            streams.HUB_ADVISORIES,
             *(f"KV_{config.bucket}" for config in topology.kv_configs()),
         )
     },
-    "update CLINIC_IN": ("$JS.API.STREAM.UPDATE.CLINIC_IN", None, topology.CLINIC_IN),
-    "purge CLINIC_OUT": ("$JS.API.STREAM.PURGE.CLINIC_OUT", b"", topology.CLINIC_OUT),
+    "update CLINIC_IN": ("$JS.API.STREAM.UPDATE.CLINIC_IN", None, streams.CLINIC_IN),
+    "purge CLINIC_OUT": ("$JS.API.STREAM.PURGE.CLINIC_OUT", b"", streams.CLINIC_OUT),
     "purge the registry": (f"$JS.API.STREAM.PURGE.{REGISTRY_STREAM}", b"", REGISTRY_STREAM),
-    "delete a message": ("$JS.API.STREAM.MSG.DELETE.CLINIC_IN", {"seq": 1}, topology.CLINIC_IN),
+    "delete a message": ("$JS.API.STREAM.MSG.DELETE.CLINIC_IN", {"seq": 1}, streams.CLINIC_IN),
     "snapshot CLINIC_IN": ("$JS.API.STREAM.SNAPSHOT.CLINIC_IN", {"deliver_subject": "_INBOX.hub.admin.snap"}, None),
     "restore CLINIC_IN": ("$JS.API.STREAM.RESTORE.CLINIC_IN", {"config": {"name": "CLINIC_IN"}}, None),
     "delete referrals-intake": ("$JS.API.CONSUMER.DELETE.CLINIC_OUT.referrals-intake", b"", None),
@@ -571,14 +571,14 @@ ADMIN_DESTRUCTIVE = {
 @pytest.mark.parametrize(("subject", "body", "stream"), ADMIN_DESTRUCTIVE.values(), ids=ADMIN_DESTRUCTIVE.keys())
 async def test_admin_cannot_destroy_or_reconfigure(hub, subject, body, stream):
     attacker = await hub.hostile_user(natsauth.ADMIN)
-    watched = stream or topology.CLINIC_OUT
+    watched = stream or streams.CLINIC_OUT
     before = await stream_state(hub.admin, watched)
-    durable = await consumer_state(hub.admin, topology.CLINIC_OUT, REFERRALS_INTAKE.durable)
+    durable = await consumer_state(hub.admin, streams.CLINIC_OUT, REFERRALS_INTAKE.durable)
     if body is None:  # an update that would expire every inbox message within a second
         body = {**before["config"], "max_age": 1_000_000_000}
     outcome = await attacker.attempt(subject, body)
     after = await stream_state(hub.admin, watched)
-    durable_after = await consumer_state(hub.admin, topology.CLINIC_OUT, REFERRALS_INTAKE.durable)
+    durable_after = await consumer_state(hub.admin, streams.CLINIC_OUT, REFERRALS_INTAKE.durable)
     report(
         f"admin: {subject}",
         REFUSED,
