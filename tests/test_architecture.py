@@ -1,7 +1,7 @@
 """The pure core does no I/O: the import-linter contract in ``.importlinter`` holds, and bites.
 
 The contract is checked on the installed tree, then on a copy of it in which one pure module
-imports nats, directly or through a runtime module that does: each copy must fail the check,
+imports nats or structlog, directly or through a runtime module that does: each copy must fail the check,
 naming the module and the forbidden import.
 """
 
@@ -54,8 +54,20 @@ def test_the_installed_tree_keeps_the_pure_core_contract() -> None:
             "inbox -> nats",
         ),
         ("contracts/paging.py", "import httpx", "referral_hub.contracts", "contracts.paging -> httpx"),
+        (
+            "referrals/domain.py",
+            "from referral_hub.runtime import topology",
+            "referral_hub.referrals.domain",
+            "topology -> nats",
+        ),
+        (
+            "audit/domain.py",
+            "from referral_hub.runtime import handling",
+            "referral_hub.audit.domain",
+            "handling -> structlog",
+        ),
     ],
-    ids=["direct", "indirect", "contracts"],
+    ids=["direct", "indirect", "contracts", "domain-through-topology", "audit-through-handling-logs"],
 )
 def test_a_pure_module_that_imports_io_breaks_the_contract(
     tmp_path: Path, module: str, line: str, source: str, last_link: str
