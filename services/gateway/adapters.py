@@ -29,6 +29,7 @@ from referral_hub.client import ClinicClient, InboxItem, silence_nats_error_log
 from referral_hub.contracts.base import Message
 from referral_hub.errors import HubError
 from referral_hub.gateway.auth import ClientRecord
+from referral_hub.gateway.care import CareRecords
 from referral_hub.gateway.domain import ClinicReferrals, FhirError, GatewayCode
 from referral_hub.runtime import credentials, natsauth, topology
 from referral_hub.runtime.credentials import NatsCredentials
@@ -119,6 +120,7 @@ class ClinicLink:
 
     client: ClinicClient
     referrals: ClinicReferrals
+    care: CareRecords
     waiters: dict[uuid.UUID, asyncio.Future[InboxItem]] = field(default_factory=dict)
     grown: asyncio.Condition = field(default_factory=asyncio.Condition)
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
@@ -141,6 +143,7 @@ class ClinicLink:
             if item.event_number and item.event_number <= self.referrals.last_event_number:
                 continue
             self.referrals.apply(item.message, item.event_number)
+            self.care.apply(item.message)
             if item.event_number >= target:
                 self.loaded.set()
             waiter = self.waiters.pop(item.message.causation_id, None) if item.message.causation_id else None
@@ -161,6 +164,22 @@ class ClinicLink:
         except TimeoutError:
             return False
         return True
+
+    async def send_and_watch(self, message: Message, within: float) -> InboxItem | None:
+        """Publish as the clinic and wait up to ``within`` for an answer; ``None`` if none came.
+
+        For a command whose author the hub answers only when it refuses (``plan.update``):
+        no answer within ``within`` is taken as accepted.
+        """
+        future: asyncio.Future[InboxItem] = asyncio.get_running_loop().create_future()
+        self.waiters[message.message_id] = future
+        try:
+            await self.client.send(message)
+            return await asyncio.wait_for(future, within)
+        except TimeoutError:
+            return None
+        finally:
+            self.waiters.pop(message.message_id, None)
 
     async def send_and_wait(self, message: Message) -> InboxItem | None:
         """Publish as the clinic and wait for the hub's answer to it.
@@ -198,7 +217,7 @@ class ClinicConnections:
             link = self._links.get(clinic)
             if link is None:
                 client = await ClinicClient.connect(self._url, clinic)
-                link = ClinicLink(client, ClinicReferrals(clinic))
+                link = ClinicLink(client, ClinicReferrals(clinic), CareRecords(clinic))
                 link.task = asyncio.create_task(link.run(), name=f"gateway-inbox-{clinic}")
                 self._links[clinic] = link
         try:

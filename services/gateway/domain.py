@@ -192,6 +192,10 @@ SUPPORTED_SCOPES: Final = (
     "system/DocumentReference.crs",
     "system/Binary.r",
     "system/Subscription.cruds",
+    "system/CarePlan.crus",
+    "system/CareTeam.rs",
+    "system/Flag.crus",
+    "system/DetectedIssue.rs",
 )
 """What a token may carry: SMART v2 ``system/<Resource>.<c r u d s>``."""
 

@@ -7,8 +7,12 @@ from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from fhir.resources.R4B.careplan import CarePlan
+from fhir.resources.R4B.careteam import CareTeam
 from fhir.resources.R4B.communication import Communication
+from fhir.resources.R4B.detectedissue import DetectedIssue
 from fhir.resources.R4B.documentreference import DocumentReference
+from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.parameters import Parameters
 from fhir.resources.R4B.servicerequest import ServiceRequest
@@ -25,6 +29,10 @@ MODELS = {
     "Subscription": Subscription,
     "Communication": Communication,
     "DocumentReference": DocumentReference,
+    "CarePlan": CarePlan,
+    "CareTeam": CareTeam,
+    "Flag": Flag,
+    "DetectedIssue": DetectedIssue,
 }
 LOCAL_ID_SYSTEM = "urn:example:harbor-pt:referral"
 

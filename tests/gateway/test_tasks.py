@@ -250,6 +250,17 @@ async def test_the_capability_statement_lists_what_is_served(gateway: Systems) -
     async with httpx.AsyncClient() as http:
         statement = valid((await http.get(f"{gateway.gateway.fhir}/metadata")).json())
     resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
-    assert set(resources) == {"Task", "ServiceRequest", "Communication", "DocumentReference", "Binary", "Subscription"}
+    assert set(resources) == {
+        "Task",
+        "ServiceRequest",
+        "Communication",
+        "DocumentReference",
+        "Binary",
+        "Subscription",
+        "CarePlan",
+        "CareTeam",
+        "Flag",
+        "DetectedIssue",
+    }
     assert {i["code"] for i in resources["Task"]["interaction"]} == {"read", "create", "update", "patch", "search-type"}
     assert {o["name"] for o in resources["Subscription"]["operation"]} == {"status", "events"}
