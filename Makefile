@@ -7,17 +7,29 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HUBCTL_ARGS ?=
 
-.PHONY: up test lint typecheck contracts unit install tools node clean
+.PHONY: up test lint typecheck contracts unit install lock tools node clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Strict editable install: a link tree of the sources under build/, so the one import
-# root `referral_hub` maps onto services/ and contracts/, and mypy can follow it.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev]" --config-settings editable_mode=strict
+# Every dependency from the lock file, each checked against its hash (runtime, the embedded
+# nats-server, dev and bench extras), then the project alone. Strict editable install: a link
+# tree of the sources under build/, so the one import root `referral_hub` maps onto services/
+# and contracts/, and mypy can follow it.
+$(STAMP): requirements/dev.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps -e . --config-settings editable_mode=strict
 	touch $(STAMP)
+
+# Both lock files from pyproject.toml's pins, with hashes, for Python 3.11 on linux x86_64
+# whatever machine runs it: requirements/dev.txt for make up and make test, requirements/prod.txt
+# (runtime only) for the Dockerfile. After editing a pin: make lock, commit all three files.
+LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock"
+lock: | $(STAMP)
+	$(LOCK) pyproject.toml --extra dev -o requirements/dev.txt
+	$(LOCK) pyproject.toml -o requirements/prod.txt
 
 # Re-link on every run so files added since the last install are importable.
 install: $(STAMP)

