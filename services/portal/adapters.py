@@ -330,6 +330,19 @@ class ClinicConnections:
             await mirror.wait_for(answer.event_number, within=5.0)
         return answer
 
+    async def send_and_wait(self, clinic: str, message: Message, within: float) -> InboxItem | None:
+        """Publish as the clinic; the hub's answer if one comes within ``within`` seconds.
+
+        For commands whose author gets only a refusal (a plan update): no answer in time
+        means the hub has not refused it.
+        """
+        mirror = await self.mirror(clinic)
+        _, answer = await mirror.client.send_and_wait(message, within)
+        if answer is not None:
+            with contextlib.suppress(TimeoutError):
+                await mirror.wait_for(answer.event_number, within=5.0)
+        return answer
+
     async def close(self) -> None:
         """Stop every follower and close every clinic connection."""
         for mirror in self._mirrors.values():

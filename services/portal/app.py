@@ -42,7 +42,7 @@ from referral_hub.contracts.base import Message
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.errors import HubError
-from referral_hub.portal import accounts, domain, forms
+from referral_hub.portal import accounts, domain, forms, receipts
 from referral_hub.portal.accounts import LoginOutcome
 from referral_hub.portal.adapters import ClinicConnections, PortalStore
 from referral_hub.portal.domain import InboxQuery, Session
@@ -110,6 +110,7 @@ class Portal:
         self.clinics = {clinic.id: clinic for clinic in registry.clinics}
         self.store: PortalStore | None = None
         self.connections = ClinicConnections(settings.nats_url)
+        self.verifier_key = receipts.portal_verifier_key()
 
     def storage(self) -> PortalStore:
         """The open store."""
@@ -223,6 +224,10 @@ async def login_submit(request: Request[Any, Any, Any]) -> Response[Any]:
             LoginOutcome.LOCKED: "This account is locked for 15 minutes after too many wrong attempts.",
             LoginOutcome.RATE_LIMITED: "Too many attempts from this address; wait 15 minutes.",
         }[result.outcome]
+        if result.outcome is LoginOutcome.RATE_LIMITED:
+            # 429 with the window to wait, so clients and proxies see a rate limit, not a wrong password.
+            headers = {"Retry-After": str(int(domain.LOCKOUT.total_seconds()))}
+            return Template("login.html", context={"error": message}, status_code=429, headers=headers)
         return Template("login.html", context={"error": message}, status_code=401)
     token = secrets.token_urlsafe(32)
     await portal.storage().save_session(
@@ -448,23 +453,136 @@ async def referral_step(request: Request[Any, Any, Any], referral_id: UUID, step
 # --- Patients and pages -----------------------------------------------------------------------
 
 
-@get("/patients/{patient_ref:str}")
-async def patient_page(request: Request[Any, Any, Any], patient_ref: str) -> Template:
-    """What this clinic knows of a patient: referrals and active alerts, most severe first."""
-    portal = _portal(request)
-    member = await portal.current(request)
+async def _patient(portal: Portal, member: Member, patient_ref: str) -> domain.PatientView:
+    """The patient as this clinic's inbox tells it; 404 when it never mentioned the patient."""
     mirror = await portal.connections.mirror(member.clinic.id)
-    view = domain.patient_view(mirror.items, patient_ref, member.clinic.timezone)
+    view = domain.patient_view(mirror.items, patient_ref, member.clinic.timezone, member.clinic.id)
     if view is None:
         raise NotFoundException
+    return view
+
+
+def _patient_context(member: Member, view: domain.PatientView, **values: object) -> dict[str, object]:
+    defaults: dict[str, object] = {
+        "errors": {},
+        "values": {},
+        "plan_errors": {},
+        "plan_values": {"plan_version": "1", "effective_date": domain.utc_now().date().isoformat()},
+        "refused": "",
+        "sent": "",
+    }
+    return _context(member, view=view, **{**defaults, **values})
+
+
+@get("/patients/{patient_ref:str}")
+async def patient_page(
+    request: Request[Any, Any, Any], patient_ref: str, refused: str = "", plan_sent: int = 0
+) -> Template:
+    """What this clinic knows of a patient: care team, plans by version, screening, referrals, alerts."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    view = await _patient(portal, member, patient_ref)
     await portal.viewed(member, "patient", patient_ref=view.patient_ref)
-    return Template("patient.html", context=_context(member, view=view, errors={}, values={}))
+    extra: dict[str, object] = {"refused": refused[:2000]}
+    if plan_sent > 0:
+        extra["sent"] = f"Version {plan_sent} of this clinic's plan went to the care team; the hub did not refuse it."
+        today = domain.utc_now().date().isoformat()
+        extra["plan_values"] = {"plan_version": str(plan_sent + 1), "effective_date": today}
+    return Template("patient.html", context=_patient_context(member, view, **extra))
 
 
 async def _known_patient(portal: Portal, member: Member, patient_ref: str) -> None:
-    mirror = await portal.connections.mirror(member.clinic.id)
-    if domain.patient_view(mirror.items, patient_ref, member.clinic.timezone) is None:
+    await _patient(portal, member, patient_ref)
+
+
+PLAN_REFUSAL_WAIT: Final = 3.0
+"""A plan's author gets no confirmation, only a refusal: how long to wait for one."""
+
+
+@post("/patients/{patient_ref:str}/plan", status_code=303)
+async def plan_update(request: Request[Any, Any, Any], patient_ref: str) -> Response[Any]:
+    """Publish a new version of this clinic's plan to the care team; a stale version shows the hub's refusal."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    view = await _patient(portal, member, patient_ref)
+    if not view.on_team:
         raise NotFoundException
+    form = await _form(request)
+    result = forms.plan_update(form, member.actor, view.patient_ref, view.own_modality)
+    if result.message is None:
+        context = _patient_context(member, view, plan_errors=result.errors, plan_values=result.values)
+        return Template("patient.html", context=context, status_code=400)
+    answer = await portal.connections.send_and_wait(member.clinic.id, result.message, PLAN_REFUSAL_WAIT)
+    if answer is not None and isinstance(answer.message, Rejection):
+        values = dict(result.values)
+        if answer.message.current_version:
+            values["plan_version"] = str(answer.message.current_version + 1)
+        view = await _patient(portal, member, patient_ref)
+        words = domain.rejection_words(answer.message)
+        context = _patient_context(member, view, plan_errors={"form": words}, plan_values=values)
+        return Template("patient.html", context=context, status_code=409)
+    version = getattr(result.message, "plan_version", 0)
+    return see_other(f"{PREFIX}/patients/{patient_ref}", query_params={"plan_sent": str(version)})
+
+
+@post("/patients/{patient_ref:str}/flags/{flag_id:uuid}/dispute", status_code=303)
+async def dispute_match(request: Request[Any, Any, Any], patient_ref: str, flag_id: UUID) -> Response[Any]:
+    """Dispute one match of a screening flag this clinic received; the hub tells every clinic that got the flag."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    form = await _form(request)
+    mirror = await portal.connections.mirror(member.clinic.id)
+    flag = domain.screening_match(mirror.items, patient_ref, flag_id, form.get("rule_id", ""))
+    if flag is None:
+        raise NotFoundException
+    back = (
+        f"{PREFIX}/referrals/{flag.referral_id}"
+        if form.get("back") == "referral" and flag.referral_id is not None
+        else f"{PREFIX}/patients/{patient_ref}"
+    )
+    result = forms.dispute(form, member.actor, patient_ref, flag_id)
+    if result.message is None:
+        why = "Say why the match does not apply: " + "; ".join(result.errors.values())
+        return see_other(back, query_params={"refused": why})
+    return await _send_or_refuse(portal, member, result.message, back)
+
+
+@get("/receipts/{message_id:uuid}")
+async def audit_receipt(request: Request[Any, Any, Any], message_id: UUID) -> Response[Any]:
+    """The audit receipt of one message in this clinic's inbox, as a JSON download.
+
+    The same receipt ``hubctl audit prove`` writes, for the entry recording the message's
+    delivery to this clinic; ``hubctl audit check-proof`` checks it offline. Another
+    clinic's message is not in this inbox, so it answers 404 like an unknown id.
+    """
+    portal = _portal(request)
+    member = await portal.current(request)
+    mirror = await portal.connections.mirror(member.clinic.id)
+    item = domain.inbox_message(mirror.items, message_id)
+    if item is None:
+        raise NotFoundException
+    pinned = portal.verifier_key
+    if pinned is None:
+        words = "The portal has no pinned audit verifier key, so it cannot vouch for a receipt; ask the operator."
+        return Template("receipt_unavailable.html", context=_context(member, reason=words), status_code=503)
+    try:
+        receipt = await receipts.receipt_for(portal.settings.nats_url, member.clinic.id, message_id, pinned)
+    except receipts.ReceiptUnavailableError as exc:
+        return Template("receipt_unavailable.html", context=_context(member, reason=str(exc)), status_code=409)
+    message = item.message
+    await portal.viewed(
+        member,
+        "receipt",
+        referral_id=str(getattr(message, "referral_id", "") or ""),
+        patient_ref=getattr(message, "patient_ref", None),
+    )
+    body = msgspec.json.format(msgspec.json.encode(receipt), indent=2) + b"\n"
+    name = f"receipt-{member.clinic.id}-{item.event_number}.json"
+    return Response(
+        content=body,
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 async def _send_or_refuse(portal: Portal, member: Member, message: Message, back: str) -> Redirect:
@@ -479,12 +597,10 @@ async def raise_alert(request: Request[Any, Any, Any], patient_ref: str) -> Resp
     """Raise a contraindication alert to the patient's care team."""
     portal = _portal(request)
     member = await portal.current(request)
-    await _known_patient(portal, member, patient_ref)
+    view = await _patient(portal, member, patient_ref)
     result = forms.alert_raise(await _form(request), member.actor, patient_ref)
     if result.message is None:
-        mirror = await portal.connections.mirror(member.clinic.id)
-        view = domain.patient_view(mirror.items, patient_ref, member.clinic.timezone)
-        context = _context(member, view=view, errors=result.errors, values=result.values)
+        context = _patient_context(member, view, errors=result.errors, values=result.values)
         return Template("patient.html", context=context, status_code=400)
     return await _send_or_refuse(portal, member, result.message, f"{PREFIX}/patients/{patient_ref}")
 
@@ -652,6 +768,9 @@ def _router() -> Router:
             patient_page,
             raise_alert,
             alert_action,
+            plan_update,
+            dispute_match,
+            audit_receipt,
             pages_page,
             ack_page,
         ],

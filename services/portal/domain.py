@@ -23,6 +23,7 @@ from referral_hub.client import InboxItem
 from referral_hub.contracts.alerts import SEVERITY_RANK, AlertAcknowledged, AlertRaised, AlertResolved, Severity
 from referral_hub.contracts.base import Message, message_type
 from referral_hub.contracts.paging import PageAcknowledged, PageTriggered
+from referral_hub.contracts.plans import CareTeamChanged, PlanUpdated
 from referral_hub.contracts.referrals import (
     ReferralCloseReminder,
     ReferralEvent,
@@ -32,7 +33,7 @@ from referral_hub.contracts.referrals import (
     ReferralTransitioned,
 )
 from referral_hub.contracts.rejections import Rejection, RejectionCode
-from referral_hub.contracts.screening import ScreeningFlagged
+from referral_hub.contracts.screening import ScreeningDisputed, ScreeningFlagged
 from referral_hub.notifications.domain import PAGING_SEVERITIES
 from referral_hub.notifications.paging import page_id_for
 from referral_hub.referrals import lifecycle
@@ -171,6 +172,11 @@ REJECTION_WORDS: Final = {
     RejectionCode.UNKNOWN_CLINIC: "The hub does not know that clinic.",
     RejectionCode.SCHEMA_VIOLATION: "A field was not filled in as the hub expects.",
     RejectionCode.RATE_LIMITED: "The clinic is sending too fast; try again in a moment.",
+    RejectionCode.STALE_PLAN_VERSION: "Someone changed this clinic's plan first: the version is not the next one.",
+    RejectionCode.NOT_ON_CARE_TEAM: "This clinic is not on the patient's care team.",
+    RejectionCode.NO_CARE_TEAM: "The patient has no care team yet (a referral must be accepted first).",
+    RejectionCode.UNKNOWN_FLAG: "The hub knows no such screening match for this clinic.",
+    RejectionCode.PATIENT_MISMATCH: "The patient does not match.",
 }
 
 
@@ -187,6 +193,8 @@ class InboxRow:
     referral_id: str
     patient_ref: str
     unread: bool
+    message_id: str = ""
+    """For the audit receipt link: the delivered message's id."""
 
 
 def local_time(at: datetime | None, zone: str) -> str:
@@ -224,8 +232,11 @@ def _summary(message: Message) -> str:  # noqa: PLR0911 - one plain sentence per
 def rejection_words(rejection: Rejection) -> str:
     """A refusal in plain words, then the hub's own reason."""
     plain = REJECTION_WORDS.get(rejection.code, "The hub refused this.")
-    state = f" (the referral is {STATE_WORDS.get(ReferralState(rejection.current_state), rejection.current_state)})"
-    return f"{plain}{state if rejection.current_state in STATE_WORDS else ''} The hub said: {rejection.reason}"
+    known = {state.value: words for state, words in STATE_WORDS.items()}
+    state = f" (the referral is {known[rejection.current_state]})" if rejection.current_state in known else ""
+    if rejection.code is RejectionCode.STALE_PLAN_VERSION:
+        plain += f" The hub holds version {rejection.current_version}; send version {rejection.current_version + 1}."
+    return f"{plain}{state} The hub said: {rejection.reason}"
 
 
 def row(item: InboxItem, zone: str, read: frozenset[int]) -> InboxRow:
@@ -243,6 +254,7 @@ def row(item: InboxItem, zone: str, read: frozenset[int]) -> InboxRow:
         referral_id=str(getattr(message, "referral_id", "") or ""),
         patient_ref=str(getattr(message, "patient_ref", "") or ""),
         unread=item.event_number not in read,
+        message_id=str(message.message_id),
     )
 
 
@@ -286,6 +298,7 @@ class TimelineStep:
     by: str
     state: str
     detail: str
+    message_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -307,6 +320,7 @@ class ReferralView:
     screening: list[ScreeningFlagged] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
     event_numbers: frozenset[int] = frozenset()
+    disputes: list[str] = field(default_factory=list)
 
 
 def _step_detail(message: ReferralEvent, zone: str) -> str:
@@ -332,6 +346,7 @@ def referral_view(items: Iterable[InboxItem], referral_id: UUID, clinic: str, zo
     events: list[tuple[int, ReferralEvent]] = []
     flags: list[ScreeningFlagged] = []
     refusals: list[str] = []
+    disputes: list[str] = []
     numbers: set[int] = set()
     for item in items:
         message = item.message
@@ -342,6 +357,8 @@ def referral_view(items: Iterable[InboxItem], referral_id: UUID, clinic: str, zo
             events.append((item.event_number, message))
         elif isinstance(message, ScreeningFlagged):
             flags.append(message)
+        elif isinstance(message, ScreeningDisputed):
+            disputes.append(dispute_words(message, zone))
     if not events:
         return None
     latest = events[-1][1]
@@ -358,6 +375,7 @@ def referral_view(items: Iterable[InboxItem], referral_id: UUID, clinic: str, zo
             by=f"{message.actor} ({message.sender_clinic})",
             state=STATE_WORDS[message.state],
             detail=_step_detail(message, zone),
+            message_id=str(message.message_id),
         )
         for number, message in events
     ]
@@ -377,7 +395,14 @@ def referral_view(items: Iterable[InboxItem], referral_id: UUID, clinic: str, zo
         screening=flags,
         refusals=refusals,
         event_numbers=frozenset(numbers),
+        disputes=disputes,
     )
+
+
+def dispute_words(message: ScreeningDisputed, zone: str) -> str:
+    """One dispute of a screening match, as a line."""
+    when = local_time(message.occurred_at, zone)
+    return f"{message.disputed_by} ({message.actor}) disputed rule {message.rule_id} at {when}: {message.reason}"
 
 
 TRANSITION_ORDER: Final = (
@@ -424,18 +449,105 @@ class AlertView:
 
 
 @dataclass(frozen=True)
+class TeamMemberView:
+    """One clinic on the patient's care team, as the care-team changes in this inbox tell it."""
+
+    clinic: str
+    modality: str
+    since: str
+    left: str = ""
+
+
+@dataclass(frozen=True)
+class PlanVersionView:
+    """One version of a care-team clinic's treatment plan."""
+
+    version: int
+    modality: str
+    effective: str
+    goals: tuple[str, ...]
+    frequency: str
+    techniques: tuple[str, ...]
+    precautions: tuple[str, ...]
+    sent: str
+    by: str
+
+
+@dataclass(frozen=True)
+class PlanHistory:
+    """A clinic's plan for the patient: the newest version first, then the older ones."""
+
+    clinic: str
+    versions: list[PlanVersionView]
+
+
+@dataclass(frozen=True)
 class PatientView:
-    """The patient page: referrals and alerts this clinic's inbox holds about the patient."""
+    """The patient page: what this clinic's inbox holds about the patient.
+
+    The care team and plans come from ``careteam.changed`` and ``plan.updated``. The hub
+    tells a clinic who joins the team only about the clinics joining with it, and sends a
+    plan to the team's other clinics, never back to its author: so the page shows what this
+    clinic was told, which is what the hub delivered to it.
+    """
 
     patient_ref: str
     referrals: list[tuple[str, str, str]]
     alerts: list[AlertView]
+    team: list[TeamMemberView] = field(default_factory=list)
+    plans: list[PlanHistory] = field(default_factory=list)
+    flags: list[ScreeningFlagged] = field(default_factory=list)
+    disputes: list[str] = field(default_factory=list)
+    own_modality: str = ""
+    """This clinic's modality on the team; empty when the inbox does not show it on the team."""
+
+    @property
+    def on_team(self) -> bool:
+        """Whether this clinic's inbox shows it on the patient's care team now."""
+        return bool(self.own_modality)
 
 
-def patient_view(items: Iterable[InboxItem], patient_ref: str, zone: str) -> PatientView | None:
+def _team(changes: Iterable[CareTeamChanged], zone: str) -> list[TeamMemberView]:
+    members: dict[str, TeamMemberView] = {}
+    for change in changes:
+        when = local_time(change.occurred_at, zone)
+        if change.change == "joined":
+            members[change.clinic] = TeamMemberView(change.clinic, change.modality.value, when)
+        elif change.change == "left" and change.clinic in members:
+            members[change.clinic] = dataclasses.replace(members[change.clinic], left=when)
+    return list(members.values())
+
+
+def _plans(updates: Iterable[PlanUpdated], zone: str) -> list[PlanHistory]:
+    by_clinic: dict[str, dict[int, PlanVersionView]] = {}
+    for update in updates:
+        by_clinic.setdefault(update.plan_clinic, {})[update.plan_version] = PlanVersionView(
+            version=update.plan_version,
+            modality=update.modality.value,
+            effective=update.effective_date.isoformat(),
+            goals=update.goals,
+            frequency=update.frequency,
+            techniques=update.techniques,
+            precautions=update.precautions,
+            sent=local_time(update.occurred_at, zone),
+            by=update.actor,
+        )
+    return [
+        PlanHistory(clinic, sorted(versions.values(), key=lambda v: -v.version))
+        for clinic, versions in sorted(by_clinic.items())
+    ]
+
+
+def patient_view(  # noqa: C901 - one branch per kind of message the page shows
+    items: Iterable[InboxItem], patient_ref: str, zone: str, clinic: str = ""
+) -> PatientView | None:
     """What this clinic's inbox says about one patient, or ``None`` when it says nothing (404)."""
     referrals: dict[str, tuple[str, str, str]] = {}
     alerts: dict[str, AlertView] = {}
+    changes: list[CareTeamChanged] = []
+    updates: list[PlanUpdated] = []
+    flags: dict[str, ScreeningFlagged] = {}
+    disputes: list[str] = []
     for item in items:
         message = item.message
         if getattr(message, "patient_ref", None) != patient_ref:
@@ -461,13 +573,53 @@ def patient_view(items: Iterable[InboxItem], patient_ref: str, zone: str) -> Pat
             )
         elif isinstance(message, AlertResolved) and str(message.alert_id) in alerts:
             alerts[str(message.alert_id)].resolved = True
-    if not referrals and not alerts:
+        elif isinstance(message, CareTeamChanged):
+            changes.append(message)
+        elif isinstance(message, PlanUpdated):
+            updates.append(message)
+        elif isinstance(message, ScreeningFlagged):
+            flags[str(message.flag_id)] = message
+        elif isinstance(message, ScreeningDisputed):
+            disputes.append(dispute_words(message, zone))
+    if not (referrals or alerts or changes or updates or flags):
         return None
     active = sorted(
         (alert for alert in alerts.values() if not alert.resolved),
         key=lambda alert: (-SEVERITY_RANK[Severity(alert.severity)], alert.raised_at),
     )
-    return PatientView(patient_ref, list(referrals.values()), active)
+    team = _team(changes, zone)
+    own = next((m.modality for m in team if m.clinic == clinic and not m.left), "")
+    return PatientView(
+        patient_ref,
+        list(referrals.values()),
+        active,
+        team=team,
+        plans=_plans(updates, zone),
+        flags=list(reversed(flags.values())),
+        disputes=disputes,
+        own_modality=own,
+    )
+
+
+def screening_match(
+    items: Iterable[InboxItem], patient_ref: str, flag_id: UUID, rule_id: str
+) -> ScreeningFlagged | None:
+    """The flag ``flag_id`` on ``patient_ref`` in this clinic's inbox, if one of its matches is ``rule_id``."""
+    for item in items:
+        message = item.message
+        if (
+            isinstance(message, ScreeningFlagged)
+            and message.flag_id == flag_id
+            and message.patient_ref == patient_ref
+            and any(match.rule_id == rule_id for match in message.matches)
+        ):
+            return message
+    return None
+
+
+def inbox_message(items: Iterable[InboxItem], message_id: UUID) -> InboxItem | None:
+    """The delivery of ``message_id`` in this clinic's inbox (another clinic's message is never here)."""
+    return next((item for item in items if item.message.message_id == message_id), None)
 
 
 @dataclass(frozen=True)

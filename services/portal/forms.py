@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
@@ -19,6 +19,7 @@ import msgspec
 from referral_hub.contracts.alerts import AlertAck, AlertRaise, AlertResolve, Severity, TriggerKind
 from referral_hub.contracts.base import Message, Modality
 from referral_hub.contracts.paging import PageAck
+from referral_hub.contracts.plans import PlanUpdate
 from referral_hub.contracts.referrals import (
     ConsultNote,
     ReferralAccept,
@@ -35,6 +36,7 @@ from referral_hub.contracts.referrals import (
     ReferralSchedule,
     Urgency,
 )
+from referral_hub.contracts.screening import ScreeningDispute
 
 ICD10: Final = re.compile(r"^[A-TV-Z][0-9][0-9AB](\.[0-9A-Z]{1,4})?$")
 PATIENT_REF: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{3,63}$")
@@ -245,3 +247,52 @@ def alert_resolve(form: Mapping[str, str], actor: Actor, patient_ref: str, alert
 def page_ack(actor: Actor, page_id: UUID) -> Message:
     """Acknowledge a page as this member: it stops the escalation."""
     return PageAck(**_envelope(actor), page_id=page_id, member=actor.member)
+
+
+def plan_update(form: Mapping[str, str], actor: Actor, patient_ref: str, modality: str) -> FormResult:
+    """A new version of this clinic's plan; ``version`` is the one the member expects to publish.
+
+    The hub accepts it only as the successor of the version it holds (optimistic
+    concurrency), and otherwise refuses with the version it holds.
+    """
+    result = FormResult(values=dict(form))
+    errors = result.errors
+    version = form.get("plan_version", "").strip()
+    if not version.isdigit() or not 1 <= int(version) <= 1_000_000:  # noqa: PLR2004 - a sane bound on a counter
+        errors["plan_version"] = "A whole number: 1 for a first plan, else the current version plus 1."
+    try:
+        effective = date.fromisoformat(form.get("effective_date", "").strip())
+    except ValueError:
+        errors["effective_date"] = "Give the date the plan takes effect."
+        effective = None
+    frequency = _text(form, "frequency", errors)
+    if len(frequency) > 200:  # noqa: PLR2004 - the contract's ShortText
+        errors["frequency"] = "Use at most 200 characters."
+    goals = tuple(line.strip() for line in form.get("goals", "").splitlines() if line.strip())
+    if not goals:
+        errors["goals"] = "Give at least one goal, one per line."
+    fields = {
+        **_envelope(actor),
+        "patient_ref": patient_ref,
+        "modality": modality,
+        "plan_version": int(version) if version.isdigit() else 0,
+        "goals": goals,
+        "frequency": frequency,
+        "techniques": _lines(form.get("techniques", "")),
+        "precautions": tuple(line.strip() for line in form.get("precautions", "").splitlines() if line.strip()),
+        "effective_date": effective,
+    }
+    return _build(PlanUpdate, fields, result)
+
+
+def dispute(form: Mapping[str, str], actor: Actor, patient_ref: str, flag_id: UUID) -> FormResult:
+    """A dispute of one match of a screening flag this clinic received."""
+    result = FormResult(values=dict(form))
+    fields = {
+        **_envelope(actor),
+        "flag_id": flag_id,
+        "patient_ref": patient_ref,
+        "rule_id": form.get("rule_id", "").strip()[:200],
+        "reason": _text(form, "reason", result.errors, required=True),
+    }
+    return _build(ScreeningDispute, fields, result)
