@@ -23,6 +23,12 @@ def main() -> None:
     parser.add_argument("--public-url", default=os.environ.get("HUB_GATEWAY_URL", ""))
     parser.add_argument("--tls-cert", type=Path, default=None)
     parser.add_argument("--tls-key", type=Path, default=None)
+    parser.add_argument(
+        "--audit-index",
+        type=Path,
+        default=os.environ.get("HUB_GATEWAY_AUDIT_INDEX") or None,
+        help="serve AuditEvent search from this index file, reading the audit log as the auditor user",
+    )
     parser.add_argument("--log-json", action="store_true")
     args = parser.parse_args()
     logs.configure("gateway", json=args.log_json)
@@ -34,6 +40,7 @@ def main() -> None:
             public_url=args.public_url,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            audit_index=args.audit_index,
         )
     )
 

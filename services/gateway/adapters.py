@@ -14,6 +14,8 @@ import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -25,7 +27,9 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from referral_hub.audit.index import AuditFilter, AuditIndex
 from referral_hub.client import ClinicClient, InboxItem, silence_nats_error_log
+from referral_hub.contracts.audit import AuditEntry
 from referral_hub.contracts.base import Message
 from referral_hub.errors import HubError
 from referral_hub.gateway.auth import ClientRecord
@@ -237,3 +241,49 @@ class ClinicConnections:
             with contextlib.suppress(nats.errors.Error):
                 await link.client.close()
         self._links.clear()
+
+
+class AuditSearch:
+    """A clinic's own audit entries, read as the hub's read-only ``auditor`` through a local index.
+
+    Served only when the operator gives the gateway an index file (and so the ``auditor``
+    key): the gateway's own user reads no audit stream. The rule is ``hubctl audit query
+    --clinic``'s: an entry is the clinic's when its ``clinic`` is that clinic (what it sent,
+    what was delivered to it, what was refused of it).
+    """
+
+    def __init__(self, connection: Client, index: AuditIndex) -> None:
+        """Wrap an open ``auditor`` connection and the index; use :meth:`open`."""
+        self._connection = connection
+        self._index = index
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, nats_url: str, index_path: Path) -> AuditSearch:
+        """Connect as ``auditor`` and open (or create) the index file."""
+        connection = await nats.connect(
+            server_urls(nats_url),
+            name="gateway-audit",
+            connect_timeout=5,
+            error_cb=silence_nats_error_log,
+            **credentials.for_hub_user(natsauth.AUDITOR).connect_options(),
+        )
+        return cls(connection, AuditIndex(index_path))
+
+    async def close(self) -> None:
+        """Drain the connection and release the index."""
+        with contextlib.suppress(nats.errors.Error):
+            await self._connection.drain()
+        self._index.close()
+
+    async def entries(
+        self, clinic: str, since: datetime | None, until: datetime | None, limit: int
+    ) -> list[AuditEntry]:
+        """The clinic's entries in ``[since, until)``, oldest first, at most ``limit``, after catching up."""
+        if not clinic:
+            msg = "an audit search needs the clinic it is for"
+            raise HubError(msg)
+        async with self._lock:
+            await self._index.catch_up(self._connection.jetstream())
+            where = AuditFilter(clinic=clinic, since=since, until=until, limit=limit)
+            return list(self._index.query(where))

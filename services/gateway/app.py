@@ -32,12 +32,13 @@ from litestar.exceptions import HTTPException
 from nats.js.api import ObjectMeta
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, ObjectNotFoundError
 
+from referral_hub.audit.fhir import to_audit_event
 from referral_hub.contracts.access import AccessViewed
 from referral_hub.contracts.referrals import ReferralRequested
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.errors import HubError
 from referral_hub.gateway import auth, care, domain, subscriptions
-from referral_hub.gateway.adapters import ClinicConnections, ClinicLink, GatewayStore, ReplayError
+from referral_hub.gateway.adapters import AuditSearch, ClinicConnections, ClinicLink, GatewayStore, ReplayError
 from referral_hub.gateway.delivery import Deliverer, focus_resources
 from referral_hub.gateway.domain import Envelope, FhirError, GatewayCode, TaskView
 from referral_hub.gateway.subscriptions import SubscriptionRecord
@@ -61,6 +62,10 @@ class GatewaySettings:
     """The base URL clients use (it is the token's audience); default ``http(s)://host:port``."""
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    audit_index: Path | None = None
+    """Where the index of the clinic-own AuditEvent search lives; ``None``: AuditEvent is not served.
+
+    Set, the gateway also holds the hub's read-only ``auditor`` key (see docs/gateway.md)."""
 
     @property
     def base(self) -> str:
@@ -91,6 +96,7 @@ class Started:
     store: GatewayStore
     key: ECKey
     deliverer: Deliverer
+    audit: AuditSearch | None = None
 
 
 class Gateway:
@@ -116,7 +122,15 @@ class Gateway:
         deliverer = Deliverer(
             store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV], self.connections, self.settings.fhir_base
         )
-        self._started = Started(store, key, deliverer)
+        audit = None
+        if self.settings.audit_index is not None:
+            try:
+                audit = await AuditSearch.open(self.settings.nats_url, self.settings.audit_index)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await store.close()
+                raise
+        self._started = Started(store, key, deliverer, audit)
         self._delivering = asyncio.create_task(deliverer.run(), name="gateway-delivery")
 
     async def stop(self) -> None:
@@ -129,6 +143,8 @@ class Gateway:
         if self._started is not None:
             with contextlib.suppress(Exception):
                 await self._started.store.close()
+            if self._started.audit is not None:
+                await self._started.audit.close()
 
     @property
     def started(self) -> Started:
@@ -274,6 +290,17 @@ def capability_statement(settings: GatewaySettings) -> dict[str, Any]:
         )
     ]
     care_search = [{"name": "patient", "type": "reference"}, {"name": "subject", "type": "reference"}]
+    audit_events = (
+        [
+            {
+                "type": "AuditEvent",
+                "interaction": [{"code": "search-type"}],
+                "searchParam": [{"name": "date", "type": "date"}],
+            }
+        ]
+        if settings.audit_index is not None
+        else []
+    )
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -360,6 +387,7 @@ def capability_statement(settings: GatewaySettings) -> dict[str, Any]:
                         "interaction": [{"code": "read"}, {"code": "search-type"}],
                         "searchParam": care_search[:1],
                     },
+                    *audit_events,
                 ],
                 "interaction": [{"code": "transaction"}],
             }
@@ -1042,6 +1070,44 @@ async def search_detected_issue(request: Request[Any, Any, Any]) -> Response[byt
     return _bundle(gateway, "DetectedIssue", [_issue(link, v) for v in care.issues_of(link.care, patient)])
 
 
+# --- AuditEvent ------------------------------------------------------------------------------
+
+AUDIT_MAX_OFFSET: Final = 10_000
+"""How deep ``_offset`` pages reach; narrow the ``date`` range for older entries."""
+
+
+@get("/fhir/AuditEvent")
+async def search_audit_event(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The clinic's own audit entries (``date=ge…&date=lt…&_count=``) as AuditEvents, oldest first, paged."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "AuditEvent", "s")
+    audit = gateway.started.audit
+    if audit is None:
+        raise domain.not_found("AuditEvent", "")  # noqa: EM101 - the resource's name, not a message
+    parameters = _parameters(request)
+    since, until = domain.audit_date_bounds(parameters)
+    offset, count = domain.page_bounds(parameters)
+    if offset > AUDIT_MAX_OFFSET:
+        msg = f"_offset reaches at most {AUDIT_MAX_OFFSET}; narrow the date range instead"
+        raise FhirError(400, GatewayCode.UNSUPPORTED, msg)
+    entries = await audit.entries(grant.clinic, since, until, offset + count + 1)
+    page = entries[offset : offset + count]
+    base = f"{gateway.settings.fhir_base}/AuditEvent"
+    plain = {k: v for k, v in parameters.items() if k not in {"_offset", "_count"}}
+
+    def link_to(start: int) -> str:
+        return f"{base}?{urlencode({**plain, '_count': [str(count)], '_offset': [str(start)]}, doseq=True)}"
+
+    links = {"self": link_to(offset)}
+    if len(entries) > offset + count:
+        links["next"] = link_to(offset + count)
+    if offset > 0:
+        links["previous"] = link_to(max(0, offset - count))
+    bundle = domain.searchset(gateway.settings.fhir_base, [to_audit_event(e) for e in page], 0, links)
+    del bundle["total"]
+    return fhir(bundle)
+
+
 # --- Errors ----------------------------------------------------------------------------------
 
 
@@ -1089,8 +1155,10 @@ def create_app(settings: GatewaySettings) -> Litestar:
         finally:
             await gateway.stop()
 
+    audit_handlers = [search_audit_event] if settings.audit_index is not None else []
     app = Litestar(
         route_handlers=[
+            *audit_handlers,
             health,
             token,
             metadata,

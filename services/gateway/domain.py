@@ -18,7 +18,7 @@ import enum
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -196,6 +196,7 @@ SUPPORTED_SCOPES: Final = (
     "system/CareTeam.rs",
     "system/Flag.crus",
     "system/DetectedIssue.rs",
+    "system/AuditEvent.rs",
 )
 """What a token may carry: SMART v2 ``system/<Resource>.<c r u d s>``."""
 
@@ -734,6 +735,40 @@ def search_tasks(views: Iterable[TaskView], parameters: Mapping[str, Sequence[st
             found.append(view)
     found.sort(key=lambda v: v.referral.history[-1].at, reverse=True)
     return found
+
+
+AUDIT_SEARCH_PARAMETERS: Final = frozenset({"date", "_count", "_offset"})
+_INSTANT: Final = timedelta(microseconds=1)
+
+
+def audit_date_bounds(parameters: Mapping[str, Sequence[str]]) -> tuple[datetime | None, datetime | None]:
+    """``date=ge…`` / ``gt…`` / ``le…`` / ``lt…`` as an inclusive start and an exclusive end.
+
+    ``date`` is when the audited message occurred (``AuditEvent.period.start``); ``eq`` and
+    other parameters are refused rather than ignored.
+    """
+    unknown = set(parameters) - AUDIT_SEARCH_PARAMETERS
+    if unknown:
+        raise FhirError(400, GatewayCode.UNSUPPORTED, f"unsupported search parameters: {', '.join(sorted(unknown))}")
+    since: datetime | None = None
+    until: datetime | None = None
+    for criterion in parameters.get("date", ()):
+        prefix, text = criterion[:2], criterion[2:]
+        if prefix not in {"ge", "gt", "le", "lt"}:
+            raise FhirError(400, GatewayCode.UNSUPPORTED, f"date {criterion!r}: use the prefixes ge, gt, le or lt")
+        try:
+            bound = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise FhirError(400, RejectionCode.MALFORMED_JSON, f"date {criterion!r} is not a date") from exc
+        if bound.tzinfo is None:
+            bound = bound.replace(tzinfo=UTC)
+        if prefix in {"ge", "gt"}:
+            start = bound + _INSTANT if prefix == "gt" else bound
+            since = start if since is None else max(since, start)
+        else:
+            end = bound + _INSTANT if prefix == "le" else bound
+            until = end if until is None else min(until, end)
+    return since, until
 
 
 def page_bounds(parameters: Mapping[str, Sequence[str]]) -> tuple[int, int]:

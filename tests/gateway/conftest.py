@@ -51,6 +51,8 @@ class GatewayProcess:
     port: int
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    options: tuple[str, ...] = ()
+    """More ``python -m referral_hub.gateway`` options, for example ``--audit-index``."""
 
     @property
     def base(self) -> str:
@@ -67,7 +69,16 @@ class GatewayProcess:
     def start(self) -> None:
         handle = self.log.open("ab")
         self.process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
-            [sys.executable, "-m", "referral_hub.gateway", "--nats-url", self.nats_url, "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "referral_hub.gateway",
+                "--nats-url",
+                self.nats_url,
+                "--port",
+                str(self.port),
+                *self.options,
+            ],
             stdout=handle,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),

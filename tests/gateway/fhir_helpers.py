@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.careplan import CarePlan
@@ -33,6 +34,7 @@ MODELS = {
     "CareTeam": CareTeam,
     "Flag": Flag,
     "DetectedIssue": DetectedIssue,
+    "AuditEvent": AuditEvent,
 }
 LOCAL_ID_SYSTEM = "urn:example:harbor-pt:referral"
 

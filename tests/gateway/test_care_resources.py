@@ -1,4 +1,4 @@
-"""Care-team resources over FHIR: CarePlan, CareTeam, Flag and DetectedIssue, against one hub and one gateway.
+"""Care-team resources and audit over FHIR: CarePlan, CareTeam, Flag, DetectedIssue, AuditEvent; one hub, one gateway.
 
 The module shares one secured hub, its services and one gateway process: harbor-pt refers
 a patient to lotus-acu, which accepts, so both are on the patient's care team;
@@ -108,7 +108,8 @@ async def care(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Care]:
                 actor = next(c for c in load_registry_file().clinics if c.id == clinic).members[0].id
                 await register_client(admin.jetstream(), auth.ClientRecord(clinic=clinic, jwks=jwks, actor=actor))
                 keys[clinic] = private
-            process = GatewayProcess(server.url, free_port(), tmp / "gateway.log")
+            options = ("--audit-index", str(tmp / "audit-index.sqlite"))
+            process = GatewayProcess(server.url, free_port(), tmp / "gateway.log", options=options)
             await asyncio.to_thread(process.start)
             systems = Systems(process, keys)
             tokens = {clinic: await systems.token(clinic) for clinic in SYSTEMS}
@@ -349,3 +350,59 @@ async def test_care_scopes_and_capability(care: Care) -> None:
     assert {i["code"] for i in resources["CarePlan"]["interaction"]} == {"read", "create", "update", "search-type"}
     assert {i["code"] for i in resources["Flag"]["interaction"]} == {"read", "create", "update", "patch", "search-type"}
     assert {i["code"] for i in resources["DetectedIssue"]["interaction"]} == {"read", "search-type"}
+    assert {i["code"] for i in resources["AuditEvent"]["interaction"]} == {"search-type"}
+
+
+CLINIC_SYSTEM = "urn:referral-hub:clinic"
+
+
+def clinics_of(event: dict[str, Any]) -> set[str]:
+    return {
+        a["who"]["identifier"]["value"] for a in event["agent"] if a["who"]["identifier"]["system"] == CLINIC_SYSTEM
+    }
+
+
+def types_of(events: list[dict[str, Any]]) -> set[str]:
+    return {e["subtype"][0]["code"] for e in events}
+
+
+async def test_audit_event_search_returns_the_clinics_own_entries_only(care: Care) -> None:
+    async def audit_events(clinic: str, count: int = 4, **search: str) -> list[dict[str, Any]]:
+        """Every page, following the gateway's next links."""
+        found = await care.fhir(clinic).resources("AuditEvent").search(**search).limit(count).fetch_all()
+        return [valid(plain(event)) for event in found]
+
+    async def with_accept() -> list[dict[str, Any]] | None:
+        events = await audit_events(LOTUS, date="ge2020-01-01")
+        return events if "referral.accept" in types_of(events) else None
+
+    lotus = await eventually(with_accept)
+    harbor = await audit_events(HARBOR, date="ge2020-01-01")
+    assert "referral.request" in types_of(harbor)
+    assert "referral.transitioned" in types_of(harbor)
+    # lotus-acu's accept is lotus-acu's entry, never harbor-pt's; each sees only its own.
+    assert "referral.accept" not in types_of(harbor)
+    assert all(clinics_of(e) == {HARBOR} for e in harbor)
+    assert all(clinics_of(e) == {LOTUS} for e in lotus)
+
+    # Pages of 4 with next links hold what one page of 100 holds, oldest first.
+    one_page = await care.call("GET", HARBOR, "AuditEvent?date=ge2020-01-01&_count=100")
+    assert one_page.status_code == 200, one_page.text
+    bundle = valid(one_page.json())
+    ids = [e["resource"]["id"] for e in bundle["entry"]]
+    assert len(ids) > 4
+    assert ids[: len(harbor)] == [e["id"] for e in harbor][: len(ids)]
+    assert ids == sorted(ids, key=int)
+    paged = await care.call("GET", HARBOR, "AuditEvent?date=ge2020-01-01&_count=2")
+    assert {link["relation"] for link in paged.json()["link"]} == {"self", "next"}
+
+    # A date range excludes what is outside it; eq and unknown parameters are refused.
+    assert await audit_events(HARBOR, date="ge2099-01-01") == []
+    assert (await care.call("GET", HARBOR, "AuditEvent?date=eq2026-01-01")).status_code == 400
+    assert (await care.call("GET", HARBOR, "AuditEvent?clinic=lotus-acu")).status_code == 400
+    no_scope = await care.systems.token(HARBOR, scope="system/Task.rs")
+    async with httpx.AsyncClient() as http:
+        refused = await http.get(
+            f"{care.systems.gateway.fhir}/AuditEvent", headers={"Authorization": f"Bearer {no_scope}"}
+        )
+    assert refused.status_code == 403
