@@ -111,9 +111,12 @@ def test_compose_mounts_files_that_exist() -> None:
     assert [path for path in mounted if not (compose_dir / path).exists()] == []
 
 
-def test_the_image_runs_hubctl() -> None:
-    dockerfile = (DEPLOY / "Dockerfile").read_text()
+def test_compose_builds_the_one_locked_production_image() -> None:
+    built = {spec["build"]["dockerfile"] for spec in COMPOSE["services"].values() if "build" in spec}
+    dockerfile = (ROOT / "Dockerfile").read_text()
 
+    assert built == {"Dockerfile"}
+    assert "--require-hashes -r requirements/prod.txt" in dockerfile
     assert 'ENTRYPOINT ["hubctl"]' in dockerfile
     assert 'hubctl = "referral_hub.cli.main:main"' in (ROOT / "pyproject.toml").read_text()
 
