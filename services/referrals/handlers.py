@@ -23,6 +23,7 @@ from referral_hub.runtime import subjects
 from referral_hub.runtime.admission import RateLimiter, admit_delivery
 from referral_hub.runtime.delivery import Delivery
 from referral_hub.runtime.handling import Effects, Handled
+from referral_hub.runtime.kvstore import Decided, update_with_retry
 from referral_hub.runtime.metrics import (
     CONTRAINDICATION_ALERTS,
     OPEN_REFERRALS,
@@ -108,29 +109,30 @@ class IntakeHandler:
         """
         key = str(command.referral_id)
         flag = await self._screen(command, delivery.stored_at)
-        for attempt in range(DECIDE_ATTEMPTS):
-            fresh = attempt > 0
-            if not fresh and isinstance(command, ReferralRequest) and self._referrals.cached(key) is None:
-                stored = None
-            else:
-                stored = await self._referrals.load(key, fresh=fresh)
-            existing, revision = stored if stored is not None else (None, None)
+
+        def decide(existing: Referral | None) -> Decided[Referral, domain.Decision]:
             decision = domain.screened(
                 domain.decide(command, existing, self._registry.get, delivery.stored_at, self._sla), flag
             )
-            if isinstance(decision, Refusal) and not fresh:
-                continue
             if isinstance(decision, domain.Changed):
-                try:
-                    await self._referrals.save(key, decision.referral, None if decision.created else revision)
-                except ConcurrentUpdateError:
-                    continue
-                REFERRAL_TRANSITIONS.labels(decision.step.transition).inc()
-                if decision.created and decision.referral.screening is not None:
-                    count_flag(decision.referral.screening)
-            return decision
-        msg = f"referral {key} kept changing under us"
-        raise ConcurrentUpdateError(msg)
+                return Decided(decision.referral, decision)
+            return Decided(None, decision, confirm=isinstance(decision, Refusal))
+
+        decision = (
+            await update_with_retry(
+                self._referrals,
+                key,
+                decide,
+                attempts=DECIDE_ATTEMPTS,
+                fresh=False,
+                assume_new=isinstance(command, ReferralRequest) and self._referrals.cached(key) is None,
+            )
+        ).result
+        if isinstance(decision, domain.Changed):
+            REFERRAL_TRANSITIONS.labels(decision.step.transition).inc()
+            if decision.created and decision.referral.screening is not None:
+                count_flag(decision.referral.screening)
+        return decision
 
     async def _screen(self, command: ReferralCommand, at: datetime) -> ScreeningFlagged | None:
         """Screen a new referral against the patient's record; other commands are not screened."""
@@ -281,30 +283,27 @@ class IntakeHandler:
         A refusal decided on the cache, or a write that loses the compare-and-set, is decided
         again on a fresh read: a stale cache can cost a retry, never a wrong answer.
         """
-        key = team_key(command.patient_ref)
-        for attempt in range(DECIDE_ATTEMPTS):
-            fresh = attempt > 0
-            stored = await self._teams.load(key, fresh=fresh)
-            team, revision = stored if stored is not None else (None, None)
+
+        def decide(team: CareTeam | None) -> Decided[CareTeam, Handled | TeamChanged | Refusal]:
             if team is not None and command.message_id in team.applied:
                 # The team keeps no time per applied id; this copy's storage time stands in for
                 # it (exact for a redelivery, a little late for a resend under another id).
                 if not domain.reannounce(delivery.stored_at, datetime.now(UTC), delivery.attempt):
-                    return Handled(outcome="duplicate")
-                return Handled(outcome="replayed", outgoing=announce(self._replay(team, command)))
+                    return Decided(None, Handled(outcome="duplicate"))
+                return Decided(None, Handled(outcome="replayed", outgoing=announce(self._replay(team, command))))
             decision = self._decide_team(team, command, delivery.stored_at, sender)
             if isinstance(decision, Refusal):
-                if not fresh:
-                    continue
-                return self._refuse(delivery, decision, command.message_id)
-            try:
-                await self._teams.save(key, decision.team, revision)
-            except ConcurrentUpdateError:
-                continue
-            count_safety(decision.announcements)
-            return Handled(outcome="accepted", outgoing=announce(decision.announcements))
-        msg = f"care team {key} kept changing under us"
-        raise ConcurrentUpdateError(msg)
+                return Decided(None, decision, confirm=True)
+            return Decided(decision.team, decision)
+
+        key = team_key(command.patient_ref)
+        outcome = (await update_with_retry(self._teams, key, decide, attempts=DECIDE_ATTEMPTS, fresh=False)).result
+        if isinstance(outcome, Refusal):
+            return self._refuse(delivery, outcome, command.message_id)
+        if isinstance(outcome, TeamChanged):
+            count_safety(outcome.announcements)
+            return Handled(outcome="accepted", outgoing=announce(outcome.announcements))
+        return outcome
 
     def _refuse(self, delivery: Delivery, refusal: Refusal, message_id: uuid.UUID | None) -> Handled:
         return refuse(SERVICE, delivery, refusal, message_id, lambda clinic: self._registry.get(clinic) is not None)
@@ -359,12 +358,19 @@ class TimerSweeper:
                 continue
             await self._effects.apply(announce([timer.announcement]))
             try:
-                await self._referrals.save(key, timer.referral, revision)
+                await update_with_retry(
+                    self._referrals, key, _flag_set(timer.referral), attempts=1, known=(referral, revision)
+                )
             except ConcurrentUpdateError:
-                continue
+                continue  # changed since the scan (another replica's flag, or a step): the next sweep decides again
             fired += 1
             log.info("sla timer fired", timer=timer.announcement.event_type, referral_id=key)
         for state, count in open_by_state.items():
             OPEN_REFERRALS.labels(state).set(count)
         OVERDUE_REFERRALS.set(overdue)
         return fired
+
+
+def _flag_set(fired: Referral) -> Callable[[Referral | None], Decided[Referral, None]]:
+    """Write ``fired`` (the referral with its timer flag set) over the revision the sweep read, or lose the race."""
+    return lambda _stored: Decided(fired, None)

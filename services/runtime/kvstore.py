@@ -54,6 +54,9 @@ class Decided(Generic[T, R]):
 
     record: T | None
     result: R
+    confirm: bool = False
+    """A result without a write that must stand on a fresh read (a refusal): decided on a copy
+    that was not read fresh (the cache, ``known``, or ``assume_new``), it is decided again on one."""
 
 
 @dataclass(frozen=True)
@@ -72,20 +75,33 @@ async def update_with_retry(  # noqa: PLR0913 - keyword-only knobs of the one CA
     attempts: int = ATTEMPTS,
     known: tuple[T, int] | None = None,
     fresh: bool = True,
+    assume_new: bool = False,
 ) -> Updated[R]:
     """Read, decide, compare-and-set write; decide again against the winner after a lost race.
 
     The one read-modify-write loop of the hub: ``decide`` is pure and may run several times.
     ``known`` (a record and revision the caller already holds) spares the first read;
     ``fresh=False`` lets the first read come from the store's cache (the write still
-    compares revisions, so a stale copy only costs a round). After ``attempts`` lost races
-    it raises :class:`ConcurrentUpdateError`, so the message is redelivered.
+    compares revisions, so a stale copy only costs a round). ``assume_new`` decides the first
+    round as if there were no record, without a read: for records that are almost always new,
+    since the create fails if one exists and the next round reads it. Each lost race, and
+    each ``confirm`` result decided on a copy that was not read fresh, costs a round; after
+    ``attempts`` rounds it raises :class:`ConcurrentUpdateError`, so the message is redelivered.
     """
     for round_ in range(attempts):
-        stored = known if round_ == 0 and known is not None else await store.load(key, fresh=fresh or round_ > 0)
+        first = round_ == 0
+        stored: tuple[T, int] | None
+        if first and known is not None:
+            stored, read_fresh = known, False
+        elif first and assume_new:
+            stored, read_fresh = None, False
+        else:
+            stored, read_fresh = await store.load(key, fresh=fresh or not first), fresh or not first
         current, revision = stored if stored is not None else (None, None)
         decided = decide(current)
         if decided.record is None:
+            if decided.confirm and not read_fresh:
+                continue
             return Updated(decided.result, None)
         try:
             saved = await store.save(key, decided.record, revision)
