@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import sys
@@ -59,43 +58,72 @@ def test_figures_that_do_not_line_up_are_refused(figures: plots.LatencyPlot, rea
         plots.render_png(figures)
 
 
-@pytest.mark.parametrize("command", [["bench", "load"], ["bench", "pages"]])
+BENCHMARKS = {"load": "referral_hub.cli.bench_load.bench_load", "pages": "referral_hub.cli.bench_pages.bench_pages"}
+
+
+def refuse_to_run(monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    async def benchmark(*_: object) -> object:
+        msg = "the benchmark ran"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(BENCHMARKS[which], benchmark)
+
+
+@pytest.mark.parametrize("which", ["load", "pages"])
 def test_without_matplotlib_plot_fails_in_one_line_before_the_benchmark(
-    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    args = build_parser().parse_args([*command, "--plot", str(tmp_path / "p.png")])
-    ran: list[argparse.Namespace] = []
-
-    async def benchmark(parsed: argparse.Namespace) -> int:
-        ran.append(parsed)
-        return 0
-
+    args = build_parser().parse_args(["bench", which, "--plot", str(tmp_path / "p.png")])
+    refuse_to_run(monkeypatch, which)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
+
     with pytest.raises(plots.PlotError) as refused:
-        asyncio.run(plots.plotting(benchmark)(args))
+        asyncio.run(args.run(args))
     assert str(refused.value) == "--plot needs matplotlib: pip install 'referral-hub[bench]' (make up installs it)"
-    assert ran == []
 
 
-def test_plot_into_a_missing_directory_is_refused_before_the_benchmark(tmp_path: Path) -> None:
+def test_plot_into_a_missing_directory_is_refused_before_the_benchmark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = build_parser().parse_args(["bench", "load", "--plot", str(tmp_path / "nowhere" / "p.png")])
-
-    async def benchmark(_: argparse.Namespace) -> int:
-        raise AssertionError
+    refuse_to_run(monkeypatch, "load")
 
     with pytest.raises(plots.PlotError, match="does not exist"):
-        asyncio.run(plots.plotting(benchmark)(args))
+        asyncio.run(args.run(args))
 
 
-def test_the_benchmark_draws_where_the_command_asked(tmp_path: Path) -> None:
+PAGES_FIGURES: dict[str, float | str] = {
+    "offered_per_s": 50.0,
+    "alerts": 100,
+    "pages_delivered": 100,
+    "lost": 0,
+    "bad_signatures": 0,
+    "p50_ms": 12.5,
+    "p99_ms": 40.1,
+    "max_ms": 51.0,
+    "sync_interval": "always",
+    "baseline_js_publish_per_s": 2_950.0,
+    "baseline_kv_put_per_s": 2_800.0,
+}
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_bench_pages_draws_its_figures_only_where_asked(
+    asked: bool,  # noqa: FBT001 - a parametrized flag
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     target = tmp_path / "asked.png"
-    args = build_parser().parse_args(["bench", "pages", "--plot", str(target)])
+    args = build_parser().parse_args(["bench", "pages", "--json", *(["--plot", str(target)] if asked else [])])
 
-    async def benchmark(_: argparse.Namespace) -> int:
-        plots.draw_if_asked(lambda: FIGURES)
-        return 0
+    async def benchmark(*_: object) -> dict[str, float | str]:
+        return PAGES_FIGURES
 
-    assert asyncio.run(plots.plotting(benchmark)(args)) == 0
-    assert target.read_bytes().startswith(plots.PNG_MAGIC)
-    plots.draw_if_asked(lambda: FIGURES)  # outside a --plot command nothing is drawn
-    assert [p.name for p in tmp_path.iterdir()] == ["asked.png"]
+    monkeypatch.setattr(BENCHMARKS["pages"], benchmark)
+
+    assert asyncio.run(args.run(args)) == 0
+    assert '"p99_ms": 40.1' in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == (["asked.png"] if asked else [])
+    if asked:
+        assert target.read_bytes().startswith(plots.PNG_MAGIC)

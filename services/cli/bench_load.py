@@ -281,6 +281,4 @@ async def bench_load(
             results = [await offer(url, list(registry.clinics), rate, duration) for rate in rates]
         finally:
             stop_services(services)
-    report = LoadReport(cluster, clinics, sync_interval, baseline.js_publish_per_s, baseline.kv_put_per_s, results)
-    plots.draw_if_asked(report.plot)
-    return report
+    return LoadReport(cluster, clinics, sync_interval, baseline.js_publish_per_s, baseline.kv_put_per_s, results)

@@ -190,7 +190,6 @@ async def bench_pages(rate: float, duration: float, sync_interval: str = SYNC_AL
         "baseline_js_publish_per_s": round(baseline.js_publish_per_s, 1),
         "baseline_kv_put_per_s": round(baseline.kv_put_per_s, 1),
     }
-    plots.draw_if_asked(lambda: pages_plot(figures, duration))
     return figures
 
 

@@ -19,7 +19,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from referral_hub.audit.adapters import read_chain
-from referral_hub.cli import progress
+from referral_hub.cli import plots, progress
 from referral_hub.cli.asyncapi import asyncapi_document
 from referral_hub.cli.servicelogs import quiet_expected_timeouts
 from referral_hub.client import ClinicClient, InboxItem, silence_nats_error_log
@@ -575,9 +575,13 @@ async def bench_load(args: argparse.Namespace) -> int:
     from referral_hub.cli.bench_load import FLOWS  # noqa: PLC0415 - benchmark code stays out of other commands
     from referral_hub.cli.bench_load import bench_load as run  # noqa: PLC0415 - as above
 
+    if args.plot is not None:
+        plots.check_target(args.plot)
     planned = args.duration * len(args.rate)
     async with progress.timed("bench load", planned, show=progress.wanted(as_json=args.json)):
         report_ = await run(args.clinics, args.rate, args.duration, args.sync, args.cluster)
+    if args.plot is not None:
+        plots.write_png(report_.plot(), args.plot)
     if args.json:
         out(json.dumps(report_.figures()))
         return 0
@@ -607,9 +611,14 @@ async def bench_load(args: argparse.Namespace) -> int:
 async def bench_pages(args: argparse.Namespace) -> int:
     """``hubctl bench pages``: alert-to-page latency, as JSON with ``--json``."""
     from referral_hub.cli.bench_pages import bench_pages as run  # noqa: PLC0415 - benchmark code stays out of other commands
+    from referral_hub.cli.bench_pages import pages_plot  # noqa: PLC0415 - as above
 
+    if args.plot is not None:
+        plots.check_target(args.plot)
     async with progress.timed("bench pages", args.duration, show=progress.wanted(as_json=args.json)):
         f = await run(args.rate, args.duration, args.sync)
+    if args.plot is not None:
+        plots.write_png(pages_plot(f, args.duration), args.plot)
     return report(
         f,
         as_json=args.json,

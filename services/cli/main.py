@@ -21,7 +21,7 @@ import msgspec
 import nats
 import nats.errors
 
-from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dlq, natsconfig, paging, plots
+from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dlq, natsconfig, paging
 from referral_hub.cli import clinic as clinic_cli
 from referral_hub.cli import gateway as gateway_cli
 from referral_hub.cli import portal as portal_cli
@@ -497,7 +497,7 @@ def _add_bench(sub: Subparsers) -> None:
     load.add_argument("--json", action="store_true", help="print one JSON object")
     load.add_argument("--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)")
     _plot_option(load)
-    load.set_defaults(run=plots.plotting(commands.bench_load))
+    load.set_defaults(run=commands.bench_load)
     pages = bench_sub.add_parser("pages", help="alert-to-page latency through the whole chain at a steady load")
     _common(pages)
     pages.add_argument("--rate", type=float, default=200.0, help="alerts offered per second (default: %(default)s)")
@@ -505,7 +505,7 @@ def _add_bench(sub: Subparsers) -> None:
     pages.add_argument("--json", action="store_true", help="print one JSON object")
     pages.add_argument("--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)")
     _plot_option(pages)
-    pages.set_defaults(run=plots.plotting(commands.bench_pages))
+    pages.set_defaults(run=commands.bench_pages)
     audit = bench_sub.add_parser("audit", help="append, verify and query rates beside raw nats-py")
     _common(audit)
     audit.add_argument(

@@ -15,9 +15,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import math
-from argparse import Namespace
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -30,13 +27,6 @@ WIDTH_INCHES: Final = 10.0
 HEIGHT_INCHES: Final = 4.4
 DPI: Final = 100
 COMPARE_NOTE: Final = "absolute figures are this machine's; the ratio to raw NATS (same server, same run) compares"
-
-PLOT_FILE: ContextVar[Path | None] = ContextVar("PLOT_FILE", default=None)
-"""Where the running benchmark draws its plot, if ``--plot`` asked for one.
-
-The command handlers print figures in a shape of their own; the plot request travels beside
-them, so the benchmark that holds the figures draws them, once, whatever the handler prints.
-"""
 
 
 class PlotError(HubError):
@@ -156,28 +146,9 @@ def write_png(plot: LatencyPlot, path: Path) -> None:
     partial.replace(path)
 
 
-def draw_if_asked(plot: Callable[[], LatencyPlot]) -> None:
-    """Called by a benchmark with its figures: draw them if the running command asked for ``--plot``."""
-    path = PLOT_FILE.get()
-    if path is not None:
-        write_png(plot(), path)
-
-
-def plotting(command: Callable[[Namespace], Awaitable[int]]) -> Callable[[Namespace], Awaitable[int]]:
-    """``command`` with ``--plot FILE``: matplotlib and the directory are checked first, then it runs."""
-
-    async def run(args: Namespace) -> int:
-        path: Path | None = args.plot
-        if path is None:
-            return await command(args)
-        require_matplotlib()
-        if not path.parent.is_dir():
-            msg = f"--plot {path}: directory {path.parent} does not exist"
-            raise PlotError(msg)
-        token = PLOT_FILE.set(path)
-        try:
-            return await command(args)
-        finally:
-            PLOT_FILE.reset(token)
-
-    return run
+def check_target(path: Path) -> None:
+    """Refuse ``--plot FILE`` in one line before a benchmark runs: no matplotlib, or nowhere to write."""
+    require_matplotlib()
+    if not path.parent.is_dir():
+        msg = f"--plot {path}: directory {path.parent} does not exist"
+        raise PlotError(msg)
