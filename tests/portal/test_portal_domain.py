@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from uuid import UUID, uuid4
 
 import pytest
 
+from referral_hub.audit.checkpoints import load_key, make_checkpoint, new_key_seed, receipt_fault
+from referral_hub.audit.domain import GENESIS_HASH, chain
+from referral_hub.client import InboxItem
+from referral_hub.contracts.audit import AuditEntry
+from referral_hub.contracts.base import Message, Modality
+from referral_hub.contracts.plans import CareTeamChanged, PlanUpdate, PlanUpdated
 from referral_hub.contracts.referrals import ReferralRequest, ReferralSchedule, ReferralState
+from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.portal import domain, forms
 from referral_hub.portal.domain import MemberAccount, PortalRole, Session
+from referral_hub.portal.receipts import ReceiptUnavailableError, choose_receipt
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 ACTOR = forms.Actor("kneadwell-massage", "sam.lee", "America/Chicago")
@@ -103,3 +112,133 @@ def test_an_appointment_is_read_in_the_clinics_time_zone() -> None:
     result = forms.transition("schedule", {"appointment_at": "2026-12-03T10:30"}, ACTOR, referral_id, "pt-0001")
     assert isinstance(result.message, ReferralSchedule)
     assert result.message.appointment_at == datetime(2026, 12, 3, 16, 30, tzinfo=UTC)
+
+
+def _delivered(number: int, message: Message) -> InboxItem:
+    return InboxItem(number, "clinic.harbor-pt.in.x", message)
+
+
+def _envelope(clinic: str, at: datetime) -> dict[str, object]:
+    return {
+        "message_id": uuid4(),
+        "occurred_at": at,
+        "sender_clinic": clinic,
+        "actor": "m",
+        "correlation_id": uuid4(),
+    }
+
+
+def _plan(version: int, at: datetime) -> PlanUpdated:
+    return PlanUpdated(
+        **_envelope("kneadwell-massage", at),  # type: ignore[arg-type]
+        patient_ref="pt-0001",
+        plan_clinic="kneadwell-massage",
+        modality=Modality.MASSAGE,
+        plan_version=version,
+        goals=(f"goal {version}",),
+        effective_date=date(2026, 12, 1),
+    )
+
+
+def _joined(clinic: str, modality: Modality, change: str, at: datetime) -> CareTeamChanged:
+    return CareTeamChanged(
+        **_envelope(clinic, at),  # type: ignore[arg-type]
+        patient_ref="pt-0001",
+        clinic=clinic,
+        change=change,
+        modality=modality,
+    )
+
+
+def test_the_patient_page_shows_the_team_with_since_dates_and_plans_newest_version_first() -> None:
+    items = [
+        _delivered(1, _joined("harbor-pt", Modality.PHYSICAL_THERAPY, "joined", NOW)),
+        _delivered(2, _joined("kneadwell-massage", Modality.MASSAGE, "joined", NOW)),
+        _delivered(3, _plan(1, NOW)),
+        _delivered(4, _plan(2, NOW + timedelta(days=1))),
+        _delivered(5, _joined("kneadwell-massage", Modality.MASSAGE, "left", NOW + timedelta(days=2))),
+    ]
+    view = domain.patient_view(items, "pt-0001", "UTC", "harbor-pt")
+    assert view is not None
+    assert [(m.clinic, m.modality, m.since, m.left) for m in view.team] == [
+        ("harbor-pt", "physical_therapy", "2026-11-28 09:00 UTC", ""),
+        ("kneadwell-massage", "massage", "2026-11-28 09:00 UTC", "2026-11-30 09:00 UTC"),
+    ]
+    assert [v.version for v in view.plans[0].versions] == [2, 1]
+    assert view.own_modality == "physical_therapy"
+    assert domain.patient_view(items, "pt-0001", "UTC", "kneadwell-massage").own_modality == ""  # type: ignore[union-attr]
+    assert domain.patient_view(items, "pt-other", "UTC", "harbor-pt") is None
+
+
+def test_a_refusal_without_a_referral_state_is_worded_and_a_stale_plan_names_the_next_version() -> None:
+    stale = Rejection(
+        **_envelope("hub", NOW),  # type: ignore[arg-type]
+        code=RejectionCode.STALE_PLAN_VERSION,
+        reason="plan_version 2 does not follow the current version 2",
+        offending_message_id="x",
+        offending_subject="clinic.harbor-pt.out.plan.update",
+        current_version=2,
+    )
+    words = domain.rejection_words(stale)
+    assert "The hub holds version 2; send version 3." in words
+    assert words.endswith("The hub said: plan_version 2 does not follow the current version 2")
+
+
+def test_a_plan_form_names_each_bad_field_and_a_good_one_is_the_contract_message() -> None:
+    bad = forms.plan_update({"plan_version": "0", "effective_date": "soon", "goals": " "}, ACTOR, "pt-0001", "massage")
+    assert bad.message is None
+    assert set(bad.errors) == {"plan_version", "effective_date", "goals"}
+    good = forms.plan_update(
+        {"plan_version": "3", "effective_date": "2026-12-01", "goals": "Sleep through\nLift grandchild"},
+        ACTOR,
+        "pt-0001",
+        "massage",
+    )
+    assert isinstance(good.message, PlanUpdate)
+    assert (good.message.plan_version, good.message.goals) == (3, ("Sleep through", "Lift grandchild"))
+
+
+def _log(count: int, delivered: dict[int, tuple[str, UUID]]) -> list[AuditEntry]:
+    """A chained log; entry ``i`` in ``delivered`` records the delivery of a message id to a clinic's inbox."""
+    chained, prev = [], GENESIS_HASH
+    for index in range(1, count + 1):
+        clinic, message_id = delivered.get(index, ("", uuid4()))
+        entry = AuditEntry(
+            index=0,
+            recorded_at=NOW,
+            occurred_at=NOW,
+            service="hub",
+            action="deliver" if clinic else "event",
+            message_type="referral.requested",
+            subject=f"clinic.{clinic}.in.referral.requested" if clinic else "hub.event.referral.requested",
+            clinic=clinic,
+            source_message_id=str(message_id),
+            source_stream="CLINIC_IN" if clinic else "HUB_EVENTS",
+            source_sequence=index,
+            payload_sha256="0" * 64,
+            prev_hash="",
+        )
+        chained.append(chain(entry, index, prev))
+        prev = chained[-1].entry_hash
+    return chained
+
+
+def test_a_receipt_is_cut_for_this_clinics_delivery_against_the_first_trusted_checkpoint_covering_it() -> None:
+    key = load_key(new_key_seed()).current
+    message_id = uuid4()
+    log = _log(6, {2: ("lotus-acu", message_id), 5: ("harbor-pt", message_id)})
+    first = make_checkpoint(log[:3], None, key, NOW)
+    second = make_checkpoint(log[3:6], first, key, NOW)
+
+    receipt = choose_receipt(log, [first, second], "harbor-pt", message_id, key.verifier)
+    assert (receipt.entry.index, receipt.checkpoint.checkpoint_index) == (5, 2)
+    assert receipt_fault(receipt, key.verifier) == ""
+    assert choose_receipt(log, [first, second], "lotus-acu", message_id, key.verifier).checkpoint == first
+
+    with pytest.raises(ReceiptUnavailableError, match="No signed audit checkpoint covers"):
+        choose_receipt(log, [first], "harbor-pt", message_id, key.verifier)
+    with pytest.raises(ReceiptUnavailableError, match="No signed audit checkpoint covers"):
+        choose_receipt(log, [first, second], "kneadwell-massage", message_id, key.verifier)
+    other = load_key(new_key_seed()).current.verifier
+    with pytest.raises(ReceiptUnavailableError, match="not signed by the hub's pinned key"):
+        choose_receipt(log, [first, second], "harbor-pt", message_id, other)
