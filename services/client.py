@@ -32,8 +32,8 @@ from referral_hub.errors import HubError
 from referral_hub.runtime import credentials, subjects, topology
 from referral_hub.runtime.credentials import CREDS_DIR_ENV, NKEY_FILE_ENV, NatsCredentials, clinic_seed_path
 from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.streams import MSG_ID_HEADER
 
-MSG_ID_HEADER: Final = "Nats-Msg-Id"
 STREAM_FULL_CODES: Final = frozenset({10077, 10023})
 """JetStream's refusals of a store that is at its limit: a stream's byte or message budget
 (``maximum bytes exceeded``), or the server's own storage (insufficient resources)."""

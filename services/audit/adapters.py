@@ -56,6 +56,7 @@ from referral_hub.runtime.batching import (
     store_in_order,
 )
 from referral_hub.runtime.metrics import AUDIT_FOREIGN_MESSAGES, AUDIT_LAST_CHECKPOINT
+from referral_hub.runtime.streams import MSG_ID_HEADER
 
 MAX_BATCH: Final = 256
 """Entries per atomic batch; the server's own limit is 1,000."""
@@ -281,7 +282,7 @@ class ChainWriter:
             entry = self._seal([pending], self._head)[0]
             headers = {
                 "Nats-Expected-Last-Sequence": str(self._head.sequence),
-                "Nats-Msg-Id": pending.item.dedupe_key,
+                MSG_ID_HEADER: pending.item.dedupe_key,
             }
             ack = await self._js.publish(subjects.AUDIT_ENTRY, _encoder.encode(entry), headers=headers)
             pending.done.set_result(entry)
@@ -448,7 +449,7 @@ class Checkpointer:
                 _encoder.encode(checkpoint),
                 headers={
                     "Nats-Expected-Last-Sequence": str(sequence),
-                    "Nats-Msg-Id": f"checkpoint-{checkpoint.checkpoint_index}",
+                    MSG_ID_HEADER: f"checkpoint-{checkpoint.checkpoint_index}",
                 },
             )
         except APIError as exc:

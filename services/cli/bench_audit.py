@@ -34,6 +34,7 @@ from referral_hub.contracts.audit import AuditEntry
 from referral_hub.runtime import directget, streams, subjects
 from referral_hub.runtime.natsserver import SYNC_ALWAYS
 from referral_hub.runtime.provision import provision
+from referral_hub.runtime.streams import MSG_ID_HEADER
 
 IN_FLIGHT: Final = 512
 VERIFY_BATCH: Final = 10_000
@@ -99,7 +100,7 @@ async def fill(js: JetStreamContext, start: int, total: int, rng: random.Random)
         entry = chain(synthetic(index, rng), index, prev)
         prev = entry.entry_hash
         await js.publish_async(
-            subjects.AUDIT_ENTRY, msgspec.json.encode(entry), headers={"Nats-Msg-Id": f"fill:{index}"}
+            subjects.AUDIT_ENTRY, msgspec.json.encode(entry), headers={MSG_ID_HEADER: f"fill:{index}"}
         )
         if index % 4000 == 0:
             await js.publish_async_completed()

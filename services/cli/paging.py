@@ -43,6 +43,7 @@ from referral_hub.notifications.paging import MAX_SILENCE, Page, Silence, Silenc
 from referral_hub.runtime import subjects, topology
 from referral_hub.runtime.refusals import HUB_SENDER
 from referral_hub.runtime.registry import store_clinic
+from referral_hub.runtime.streams import MSG_ID_HEADER
 
 OPERATOR = "hubctl"
 MAX_OVERRIDE: Final = timedelta(days=366)
@@ -134,7 +135,7 @@ async def _record_change(js: JetStreamContext, change: str, clinic: str, detail:
         detail=detail[:200],
     )
     await js.publish(
-        subjects.domain_event("admin.changed"), encode(event), headers={"Nats-Msg-Id": str(event.message_id)}
+        subjects.domain_event("admin.changed"), encode(event), headers={MSG_ID_HEADER: str(event.message_id)}
     )
 
 

@@ -28,6 +28,7 @@ from nats.aio.client import Client
 from nats.js.errors import APIError
 
 from referral_hub.errors import HubError
+from referral_hub.runtime.streams import MSG_ID_HEADER
 
 WRONG_LAST_SEQUENCE: Final = 10071
 BATCH_HAS_DUPLICATE: Final = 10201
@@ -68,7 +69,7 @@ async def publish_atomic(connection: Client, messages: Sequence[Publish], expect
     batch_id = uuid.uuid4().hex
     last = len(messages) - 1
     for position, message in enumerate(messages):
-        headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(position + 1), "Nats-Msg-Id": message.msg_id}
+        headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(position + 1), MSG_ID_HEADER: message.msg_id}
         if position == 0:
             headers.update(expect)
         if position < last:

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import nkeys
-from faststream.nats.security import NatsNKey, NatsSecurity
 
 from referral_hub.errors import HubError
 from referral_hub.runtime import natsauth
@@ -171,7 +170,8 @@ class NatsCredentials:
             context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
         return context
 
-    def _seed_file(self) -> str | None:
+    def seed_file(self) -> str | None:
+        """The nkey seed file to sign with, if any; a configured file that is gone is an error, not anonymity."""
         if self.nkey_file is None:
             return None
         if not self.nkey_file.is_file():
@@ -182,22 +182,12 @@ class NatsCredentials:
     def connect_options(self) -> dict[str, Any]:
         """Keyword arguments for ``nats.connect``."""
         options: dict[str, Any] = {"inbox_prefix": self.inbox_prefix}
-        seed = self._seed_file()
+        seed = self.seed_file()
         if seed is not None:
             options["nkeys_seed"] = seed
         context = self.tls_context()
         if context is not None:
             options["tls"] = context
-        return options
-
-    def broker_options(self) -> dict[str, Any]:
-        """Keyword arguments for faststream's ``NatsBroker``, which takes credentials as ``security=``."""
-        options: dict[str, Any] = {"inbox_prefix": self.inbox_prefix}
-        seed, context = self._seed_file(), self.tls_context()
-        if seed is not None:
-            options["security"] = NatsNKey(seed, ssl_context=context)
-        elif context is not None:
-            options["security"] = NatsSecurity(ssl_context=context)
         return options
 
 

@@ -31,8 +31,8 @@ from referral_hub.runtime.delivery import Delivery
 from referral_hub.runtime.inbox import InboxWriter
 from referral_hub.runtime.metrics import HANDLING_SECONDS, MESSAGES_HANDLED
 from referral_hub.runtime.outputs import InboxDelivery, Outgoing
+from referral_hub.runtime.streams import MSG_ID_HEADER
 
-MSG_ID_HEADER: Final = "Nats-Msg-Id"
 MAX_NAK_DELAY_SECONDS: Final = 30.0
 log = structlog.get_logger(__name__)
 

@@ -26,6 +26,7 @@ from referral_hub.contracts.codec import encode
 from referral_hub.runtime import streams, subjects
 from referral_hub.runtime.batching import GroupCommit, Pending, Publish, publish_atomic, store_in_order
 from referral_hub.runtime.outputs import InboxDelivery
+from referral_hub.runtime.streams import MSG_ID_HEADER
 
 MAX_BATCH: Final = 64
 """Deliveries per atomic batch; the server's own limit is 1,000."""
@@ -123,7 +124,7 @@ class InboxWriter:
             sequence, number = self._heads.get(clinic) or await self.head(clinic)
             message = _numbered_publish(pending.item, number + 1)
             ack = await self._js.publish(
-                message.subject, message.payload, headers={"Nats-Msg-Id": message.msg_id, **_after(clinic, sequence)}
+                message.subject, message.payload, headers={MSG_ID_HEADER: message.msg_id, **_after(clinic, sequence)}
             )
             if ack.duplicate:
                 self._heads.pop(clinic, None)

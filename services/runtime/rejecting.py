@@ -16,11 +16,12 @@ from referral_hub.contracts.codec import encode, lenient_decode
 from referral_hub.contracts.rejections import DeadLetter, Rejection
 from referral_hub.runtime import subjects
 from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.handling import MSG_ID_HEADER, Handled
+from referral_hub.runtime.handling import Handled
 from referral_hub.runtime.ids import derived_id
 from referral_hub.runtime.metrics import REJECTIONS
 from referral_hub.runtime.outputs import InboxDelivery, Outgoing
 from referral_hub.runtime.refusals import HUB_SENDER, Refusal
+from referral_hub.runtime.streams import MSG_ID_HEADER
 
 
 @dataclass(frozen=True)

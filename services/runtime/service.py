@@ -13,6 +13,7 @@ import structlog
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
+from faststream.nats.security import NatsNKey, NatsSecurity
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -83,8 +84,23 @@ def new_broker(nats_url: str, service: str) -> NatsBroker:
         log_level=logging.DEBUG,
         graceful_timeout=GRACEFUL_SECONDS,
         max_reconnect_attempts=-1,
-        **credentials.for_hub_user(service).broker_options(),
+        **broker_options(credentials.for_hub_user(service)),
     )
+
+
+def broker_options(creds: credentials.NatsCredentials) -> dict[str, Any]:
+    """Keyword arguments for faststream's ``NatsBroker``, which takes credentials as ``security=``.
+
+    Here and not in ``runtime.credentials``: only service processes load faststream, and every
+    ``hubctl`` command reads credentials.
+    """
+    options: dict[str, Any] = {"inbox_prefix": creds.inbox_prefix}
+    seed, context = creds.seed_file(), creds.tls_context()
+    if seed is not None:
+        options["security"] = NatsNKey(seed, ssl_context=context)
+    elif context is not None:
+        options["security"] = NatsSecurity(ssl_context=context)
+    return options
 
 
 def lazy_connection(broker: NatsBroker) -> Callable[[], Client]:

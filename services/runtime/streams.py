@@ -19,5 +19,8 @@ HUB_ADVISORIES: Final = "HUB_ADVISORIES"
 AUDIT_STREAMS: Final = (AUDIT, AUDIT_CHECKPOINTS)
 """The streams of the audit account (``runtime.natsauth.AUDIT_ACCOUNT``)."""
 
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+"""The header JetStream de-duplicates a stored message by, within its stream's window."""
+
 OUTPUT_DEDUPE_SECONDS: Final = 3600.0
 """The de-duplication window of the streams handlers publish to (inbox, events, dead letters)."""
