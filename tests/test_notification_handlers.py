@@ -49,7 +49,6 @@ from referral_hub.notifications.paging import (
     page_id_for,
 )
 from referral_hub.notifications.sweeping import Sweeper
-from referral_hub.runtime import refusals
 from referral_hub.runtime.delivery import Delivery
 from referral_hub.runtime.registry import RegistryCache
 
@@ -283,7 +282,3 @@ async def test_routine_notifications_after_hours_wait_for_one_digest_in_the_morn
     assert "1 notifications:" in digest.text
     assert "new referral from lotus-acu" in digest.text
     assert world.digests.records[digest_key(CLINIC.id)][0].items == ()
-
-
-def test_the_routing_tables_sender_is_the_hubs() -> None:
-    assert domain.HUB_SENDER == refusals.HUB_SENDER

@@ -38,11 +38,9 @@ from referral_hub.contracts.referrals import ReferralOverdue, ReferralRequested
 from referral_hub.contracts.screening import FlagAudience, ScreeningFlagged, ScreeningMatch
 from referral_hub.notifications.paging import PageIntent
 from referral_hub.runtime.ids import derived_id
+from referral_hub.runtime.refusals import HUB_SENDER
 
 SERVICE = "notifications"
-HUB_SENDER: Final = "hub"
-"""The sender of what the hub says itself; ``runtime.rejecting.HUB_SENDER``, kept here so the
-routing table imports nothing that does I/O (a test holds the two equal)."""
 PAGING_SEVERITIES: Final = frozenset({Severity.ABSOLUTE, Severity.RELATIVE})
 
 
