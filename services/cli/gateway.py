@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 DEFAULT_PORT: Final = 8490
 DEMO_CLINIC: Final = "harbor-pt"
 GATEWAY_URL_ENV: Final = "HUB_GATEWAY_URL"
+AUDIT_INDEX_ENV: Final = "HUB_GATEWAY_AUDIT_INDEX"
 
 
 class GatewayUsageError(HubError):
@@ -52,6 +53,13 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--tls-cert", type=Path, default=None, help="gateway: serve HTTPS with this certificate (PEM)")
     run.add_argument("--tls-key", type=Path, default=None, help="gateway: the certificate's private key (PEM)")
+    run.add_argument(
+        "--audit-index",
+        type=Path,
+        default=os.environ.get(AUDIT_INDEX_ENV) or None,
+        help=f"gateway: serve AuditEvent search from this index file, reading the audit log as the auditor user "
+        f"(default: ${AUDIT_INDEX_ENV}; off when unset)",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -68,6 +76,7 @@ def serve(args: argparse.Namespace) -> int:
             public_url=args.gateway_url,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            audit_index=args.audit_index,
         )
     )
     return 0
@@ -151,11 +160,15 @@ def choose_port() -> int:
     return DEFAULT_PORT
 
 
-def start_gateway(nats_url: str, port: int, log_dir: Path, env: dict[str, str]) -> ServiceProcess:
-    """``hubctl run gateway`` as a child of ``hubctl up`` (plain HTTP on loopback, for local use)."""
+def start_gateway(nats_url: str, port: int, data_dir: Path, env: dict[str, str]) -> ServiceProcess:
+    """``hubctl run gateway`` as a child of ``hubctl up`` (plain HTTP on loopback, for local use).
+
+    It serves AuditEvent search from an index in the data directory, so it holds the read-only
+    ``auditor`` key as well as the clinics' (SECURITY.md, the gateway).
+    """
     from referral_hub.cli.up import ServiceProcess  # noqa: PLC0415 - up imports this module
 
-    log_path = log_dir / "gateway.log"
+    log_path = data_dir / "logs" / "gateway.log"
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [
@@ -168,6 +181,8 @@ def start_gateway(nats_url: str, port: int, log_dir: Path, env: dict[str, str]) 
                 nats_url,
                 "--gateway-port",
                 str(port),
+                "--audit-index",
+                str(data_dir / "gateway-audit-index.sqlite"),
                 "--log-json",
             ],
             stdout=log_file,

@@ -253,7 +253,7 @@ async def run_hub(args: argparse.Namespace) -> int:
         ]
         services.append(start_nats_exporter(monitor_urls(server), exporter_port, log_dir))
         services.append(portal := portal_cli.start_portal(server.url, portal_cli.choose_port(), log_dir, env))
-        services.append(gateway := gateway_cli.start_gateway(server.url, gateway_cli.choose_port(), log_dir, env))
+        services.append(gateway := gateway_cli.start_gateway(server.url, gateway_cli.choose_port(), args.data_dir, env))
         await asyncio.gather(*(wait_ready(service) for service in services))
         portal_logins = await portal_cli.demo_logins(server.url)
         _banner(server, services, args, len(clinics))

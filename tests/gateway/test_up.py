@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import httpx
 import pytest
 
 from referral_hub.gateway import auth
+from tests.helpers import interrupt
 from tests.test_up import launch_up, read_until
 
 from .fhir_helpers import valid
@@ -41,8 +41,12 @@ def test_up_prints_the_fhir_url_and_a_working_demo_key(tmp_path: Path) -> None:
         token = httpx.post(token_url, data=form, timeout=10).json()["access_token"]
         metadata = httpx.get(f"{base.group(1)}/fhir/metadata", timeout=10).json()
         assert valid(metadata)["fhirVersion"] == "4.0.1"
-        tasks = httpx.get(f"{base.group(1)}/fhir/Task", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        bearer = {"Authorization": f"Bearer {token}"}
+        tasks = httpx.get(f"{base.group(1)}/fhir/Task", headers=bearer, timeout=10)
+        audit = httpx.get(f"{base.group(1)}/fhir/AuditEvent", headers=bearer, timeout=30)
         assert valid(tasks.json())["type"] == "searchset"
+        assert audit.status_code == 200, audit.text
+        assert valid(audit.json())["type"] == "searchset"
+        assert "AuditEvent" in {entry["type"] for entry in metadata["rest"][0]["resource"]}
     finally:
-        up.process.send_signal(signal.SIGINT)
-        up.process.wait(60)
+        interrupt(up.process, 60)
