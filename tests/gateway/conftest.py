@@ -52,7 +52,7 @@ class GatewayProcess:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     options: tuple[str, ...] = ()
-    """More ``python -m referral_hub.gateway`` options, for example ``--audit-index``."""
+    """More ``hubctl run gateway`` options, for example ``--audit-index``."""
 
     @property
     def base(self) -> str:
@@ -70,13 +70,8 @@ class GatewayProcess:
         handle = self.log.open("ab")
         self.process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
             [
-                sys.executable,
-                "-m",
-                "referral_hub.gateway",
-                "--nats-url",
-                self.nats_url,
-                "--port",
-                str(self.port),
+                *(sys.executable, "-m", "referral_hub.cli", "run", "gateway"),
+                *("--nats-url", self.nats_url, "--gateway-port", str(self.port)),
                 *self.options,
             ],
             stdout=handle,

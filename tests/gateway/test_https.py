@@ -32,7 +32,8 @@ async def test_https_with_the_hubs_certificates(hub: RunningHub, provisioned: Cl
     log = (tmp_path / "gateway.log").open("wb")
     process = subprocess.Popen(  # noqa: S603, ASYNC220 - our own module, fixed arguments; stopped below
         [
-            *(sys.executable, "-m", "referral_hub.gateway", "--nats-url", hub.url, "--port", str(port)),
+            *(sys.executable, "-m", "referral_hub.cli", "run", "gateway", "--nats-url", hub.url),
+            *("--gateway-port", str(port)),
             *("--tls-cert", str(cert), "--tls-key", str(key)),
         ],
         stdout=log,
