@@ -198,26 +198,46 @@ def plan(clinic: str, version: int, patient_ref: str = "pt-team") -> PlanUpdate:
     )
 
 
-async def test_plan_update_fans_out_to_every_other_care_team_clinic(hub: RunningHub) -> None:
-    for recipient, modality in [(RECIPIENT, Modality.ACUPUNCTURE), ("kneadwell-massage", Modality.MASSAGE)]:
-        referral_id = await requested(hub, recipient_clinic=recipient, modality=modality, patient_ref="pt-team")
-        await step(hub, "accept", recipient, referral_id, "pt-team")
+async def test_a_plan_reaches_every_member_its_author_included_and_a_joiner_learns_the_whole_team(
+    hub: RunningHub,
+) -> None:
+    massage = "kneadwell-massage"
+    first = await requested(hub, patient_ref="pt-team")
+    await step(hub, "accept", RECIPIENT, first, "pt-team")
+    answers = [
+        await (await hub.clinic(clinic)).send_and_confirm(plan(clinic, version))
+        for clinic, version in [(SENDER, 1), (RECIPIENT, 1), (RECIPIENT, 2)]
+    ]
+    confirmed = [(a.message.plan_clinic, a.message.plan_version) for a in answers if isinstance(a.message, PlanUpdated)]
+    assert confirmed == [(SENDER, 1), (RECIPIENT, 1), (RECIPIENT, 2)]
+    stale = await (await hub.clinic(RECIPIENT)).send_and_confirm(plan(RECIPIENT, 2))
+    assert isinstance(stale.message, Rejection)
+    assert stale.message.code == RejectionCode.STALE_PLAN_VERSION
 
-    update = plan(RECIPIENT, 1)
-    await (await hub.clinic(RECIPIENT)).send(update)
+    second = await requested(hub, recipient_clinic=massage, modality=Modality.MASSAGE, patient_ref="pt-team")
+    await step(hub, "accept", massage, second, "pt-team")
     await wait_idle(hub.connection)
 
-    for clinic in (SENDER, "kneadwell-massage"):
-        updates = [i.message for i in await inbox(hub, clinic) if isinstance(i.message, PlanUpdated)]
-        assert [(u.plan_clinic, u.plan_version) for u in updates] == [(RECIPIENT, 1)], clinic
-    assert not [i for i in await inbox(hub, RECIPIENT) if isinstance(i.message, PlanUpdated)]
     team = await (await careteam_store(hub.connection.jetstream())).load(team_key("pt-team"))
     assert team is not None
-    assert set(team[0].active_clinics()) == {SENDER, RECIPIENT, "kneadwell-massage"}
-    late_joiner = [i.message for i in await inbox(hub, "kneadwell-massage") if isinstance(i.message, CareTeamChanged)]
-    founder = [i.message for i in await inbox(hub, SENDER) if isinstance(i.message, CareTeamChanged)]
-    assert [m.clinic for m in late_joiner] == ["kneadwell-massage"]
-    assert sorted(m.clinic for m in founder) == sorted([SENDER, RECIPIENT, "kneadwell-massage"])
+    since = {m.clinic: m.since for m in team[0].members}
+    assert set(since) == {SENDER, RECIPIENT, massage}
+    assert since[SENDER] == since[RECIPIENT] < since[massage]
+
+    def team_changes(items: list[InboxItem]) -> list[tuple[str, str, datetime | None]]:
+        return [(m.clinic, m.change, m.since) for m in (i.message for i in items) if isinstance(m, CareTeamChanged)]
+
+    def plans(items: list[InboxItem]) -> list[tuple[str, int]]:
+        return [(m.plan_clinic, m.plan_version) for m in (i.message for i in items) if isinstance(m, PlanUpdated)]
+
+    joiner = await inbox(hub, massage)
+    assert team_changes(joiner) == [(c, "joined", since[c]) for c in (massage, SENDER, RECIPIENT)]
+    assert plans(joiner) == [(SENDER, 1), (RECIPIENT, 2)]
+    assert [i.event_number for i in joiner] == list(range(1, len(joiner) + 1))
+    for clinic in (SENDER, RECIPIENT):
+        items = await inbox(hub, clinic)
+        assert team_changes(items) == [(c, "joined", since[c]) for c in (SENDER, RECIPIENT, massage)], clinic
+        assert plans(items) == [(SENDER, 1), (RECIPIENT, 1), (RECIPIENT, 2)], clinic
 
 
 async def test_stale_plan_version_is_rejected_naming_the_current_one(hub: RunningHub) -> None:

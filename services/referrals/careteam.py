@@ -2,8 +2,10 @@
 
 A patient's care team is the set of clinics treating them, keyed by ``patient_ref``. An
 accepted referral puts both clinics on it. A member clinic's ``plan.update`` reaches every
-other active member; plan versions are optimistic concurrency, so two therapists editing
-at once cannot silently overwrite each other.
+active member, its author included (its confirmation); plan versions are optimistic
+concurrency, so two therapists editing at once cannot silently overwrite each other. A
+clinic joining a team that already has members is told who they are and sent their current
+plans, so it starts with the whole team rather than waiting for their next versions.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from referral_hub.contracts.plans import CareTeamChanged, CareTeamLeave, PlanUpd
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningFlagged
 from referral_hub.runtime.ids import derived_id
-from referral_hub.runtime.outputs import Announcement, echo
+from referral_hub.runtime.outputs import Announcement, InboxDelivery, echo
 from referral_hub.runtime.refusals import Refusal
 
 RECENT_COMMANDS: Final = 256
@@ -197,7 +199,11 @@ def remember(team: CareTeam, message_id: UUID) -> tuple[UUID, ...]:
 
 
 def update_plan(team: CareTeam | None, command: PlanUpdate) -> TeamChanged | Refusal:
-    """Apply a plan update from a member clinic, fanning it out to the other members."""
+    """Apply a plan update from a member clinic, fanning it out to every member, the author included.
+
+    The author's copy is its confirmation: without it, a client could only wait for a
+    rejection that might not come and guess success.
+    """
     member = team.member(command.sender_clinic) if team is not None else None
     if team is None or member is None:
         return Refusal(RejectionCode.NOT_ON_CARE_TEAM, f"{command.sender_clinic!r} is not on this patient's care team")
@@ -209,9 +215,7 @@ def update_plan(team: CareTeam | None, command: PlanUpdate) -> TeamChanged | Ref
         )
     members = tuple(msgspec.structs.replace(m, plan=command) if m is member else m for m in team.members)
     updated = msgspec.structs.replace(team, members=members, applied=remember(team, command.message_id))
-    return TeamChanged(
-        updated, [Announcement(plan_updated_event(command), "plan.updated", _others(updated, command.sender_clinic))]
-    )
+    return TeamChanged(updated, [Announcement(plan_updated_event(command), "plan.updated", updated.active_clinics())])
 
 
 def plan_updated_event(command: PlanUpdate) -> PlanUpdated:
@@ -268,13 +272,14 @@ def team_changed_event(cause: Cause, team: CareTeam, member: Member, change: str
         clinic=member.clinic,
         change=change,
         modality=member.modality,
+        since=member.since if change == "joined" else None,
     )
 
 
 def replay(team: CareTeam, command: PlanUpdate | CareTeamLeave) -> list[Announcement]:
     """The announcements of a team command that was already applied (for a redelivery)."""
     if isinstance(command, PlanUpdate):
-        return [Announcement(plan_updated_event(command), "plan.updated", _others(team, command.sender_clinic))]
+        return [Announcement(plan_updated_event(command), "plan.updated", team.active_clinics())]
     left = next((m for m in reversed(team.members) if m.clinic == command.sender_clinic and not m.active), None)
     if left is None or left.left_at is None:
         return []
@@ -295,5 +300,34 @@ def joined_announcements(team: CareTeam, referral_id: UUID, cause: Cause) -> lis
     ]
 
 
-def _others(team: CareTeam, clinic: str) -> tuple[str, ...]:
-    return tuple(c for c in team.active_clinics() if c != clinic)
+def catch_up(team: CareTeam, referral_id: UUID, cause: Cause) -> list[InboxDelivery]:
+    """What the clinics that joined through ``referral_id`` are owed about the members already there.
+
+    For each existing member, a ``joined`` carrying its original ``since``, then its current
+    plan, if it has one; sent to the joiners alone (the others know their team), and only
+    this patient's team. They are inbox copies without a domain event: nobody joined or
+    changed a plan, the hub only tells a newcomer what is already so. Ids are derived from
+    the accept and the joiner, so a redelivered accept re-derives the same copies.
+    """
+    joiners = [m.clinic for m in team.members if m.referral_id == referral_id and m.active]
+    existing = [m for m in team.members if m.active and m.referral_id != referral_id and m.since <= cause.at]
+    deliveries: list[InboxDelivery] = []
+    for joiner in joiners:
+        for member in existing:
+            joined = msgspec.structs.replace(
+                team_changed_event(cause, team, member, "joined"),
+                message_id=derived_id(str(cause.message_id), f"careteam-member-{member.clinic}-for-{joiner}"),
+            )
+            deliveries.append(_delivery(joiner, "careteam.changed", joined))
+            if member.plan is not None:
+                plan = msgspec.structs.replace(
+                    plan_updated_event(member.plan),
+                    message_id=derived_id(str(cause.message_id), f"plan-current-{member.clinic}-for-{joiner}"),
+                    causation_id=cause.message_id,
+                )
+                deliveries.append(_delivery(joiner, "plan.updated", plan))
+    return deliveries
+
+
+def _delivery(clinic: str, message_type: str, event: CareTeamChanged | PlanUpdated) -> InboxDelivery:
+    return InboxDelivery(clinic, message_type, event, f"{event.message_id}/inbox/{clinic}")

@@ -32,7 +32,7 @@ from referral_hub.runtime.metrics import (
     SCREENING_FLAGS,
     SCREENING_HOLDS,
 )
-from referral_hub.runtime.outputs import Announcement, announce
+from referral_hub.runtime.outputs import Announcement, InboxDelivery, Outgoing, announce
 from referral_hub.runtime.refusals import Refusal
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import refuse
@@ -156,15 +156,15 @@ class IntakeHandler:
         ):
             return Handled(outcome="duplicate", log_fields={"transition": decision.step.transition})
         referral, step = decision.referral, decision.step
-        announcements = await self._unannounced_before(referral, step)
-        announcements += domain.announcements(referral, step)
+        outgoing = await self._unannounced_before(referral, step)
+        outgoing += announce(domain.announcements(referral, step))
         if step.transition == "request" and (flag := referral.screening) is not None:
             await self._change_team(referral.patient_ref, lambda team: screening.record_flag(team, flag))
         if step.transition == "accept":
-            announcements += await self._join_care_team(referral, step)
+            outgoing += await self._join_care_team(referral, step)
         return Handled(
             outcome="accepted" if isinstance(decision, domain.Changed) else "replayed",
-            outgoing=announce(announcements),
+            outgoing=outgoing,
             log_fields={"transition": step.transition, "state": str(referral.state)},
             published=lambda: self._remember_announced(step.message_id),
         )
@@ -182,7 +182,7 @@ class IntakeHandler:
         if len(self._announced) > ANNOUNCED_MEMORY:
             del self._announced[next(iter(self._announced))]
 
-    async def _unannounced_before(self, referral: Referral, step: domain.HistoryItem) -> list[Announcement]:
+    async def _unannounced_before(self, referral: Referral, step: domain.HistoryItem) -> list[Outgoing | InboxDelivery]:
         """Every earlier step's outputs again, oldest first, back to the newest one this process stored.
 
         A step's state write can succeed while its inbox copies fail (a crash between save and
@@ -205,17 +205,18 @@ class IntakeHandler:
             if previous.message_id in self._announced or not domain.reannounce(previous.at, now, 1):
                 break  # stored by this process, so its own predecessors were too (or beyond the window)
             earlier.append(previous)
-        announcements: list[Announcement] = []
+        outgoing: list[Outgoing | InboxDelivery] = []
         for previous in reversed(earlier):
-            announcements += domain.announcements(referral, previous)
+            outgoing += announce(domain.announcements(referral, previous))
             if previous.transition == "accept":
-                announcements += await self._join_care_team(referral, previous)
-        return announcements
+                outgoing += await self._join_care_team(referral, previous)
+        return outgoing
 
-    async def _join_care_team(self, referral: Referral, step: domain.HistoryItem) -> list[Announcement]:
+    async def _join_care_team(self, referral: Referral, step: domain.HistoryItem) -> list[Outgoing | InboxDelivery]:
         """Put both clinics on the patient's team; idempotent, so a redelivery re-derives the same events.
 
-        Joiners also get every alert in force that they have not seen.
+        Joiners also learn the members already there, with their current plans, and get
+        every alert in force that they have not seen.
         """
         sender = self._registry.get(referral.referring_clinic)
         joiners = [(referral.recipient_clinic, referral.request.modality)]
@@ -235,8 +236,9 @@ class IntakeHandler:
             step.at,
         )
         return [
-            *careteam.joined_announcements(team, referral.referral_id, cause),
-            *alerting.late_joiner_announcements(team, referral.referral_id),
+            *announce(careteam.joined_announcements(team, referral.referral_id, cause)),
+            *careteam.catch_up(team, referral.referral_id, cause),
+            *announce(alerting.late_joiner_announcements(team, referral.referral_id)),
         ]
 
     def _decide_team(
