@@ -151,7 +151,10 @@ async def test_plan_update_reaches_the_team_and_a_stale_version_is_explained(hub
     team = await hubctl("careteam", "show", "pt-plan", "--nats-url", hub.url)
 
     assert first.status == 0, first.stderr
-    assert "plan v1 of lotus-acu for pt-plan sent to the care team" in first.stdout
+    assert first.stdout.splitlines()[0].startswith(
+        "plan v1 of lotus-acu for pt-plan stored by the hub and sent to the care team (inbox #"
+    ), first.stdout
+    assert first.stdout.splitlines()[0].endswith("): Sleep through the night")
     assert_one_line_error(stale, "rejected (stale_plan_version)")
     assert "the hub holds version 1" in stale.stderr
     assert "plan v1" in team.stdout

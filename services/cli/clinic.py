@@ -38,7 +38,7 @@ from referral_hub.contracts.alerts import (
     TriggerKind,
 )
 from referral_hub.contracts.base import Message, Modality
-from referral_hub.contracts.plans import PlanUpdate
+from referral_hub.contracts.plans import PlanUpdate, PlanUpdated
 from referral_hub.contracts.referrals import (
     ConsultNote,
     ReferralAccept,
@@ -73,8 +73,6 @@ SHORT: Final = 8
 MIN_PREFIX: Final = 4
 DEFAULT_WAIT: Final = 10.0
 REGISTRY_SECONDS: Final = 3.0
-PLAN_WAIT: Final = 3.0
-"""A plan's author gets no confirmation, only a rejection: how long to wait for one by default."""
 MODALITIES: Final = [m.value for m in Modality]
 MODALITY_HELP: Final = "the kind of care: " + ", ".join(MODALITIES)
 
@@ -476,7 +474,7 @@ def add_commands(sub: Subparsers, common: Common) -> None:
     update.add_argument("--technique", action="append", default=[], help="a technique (repeatable)")
     update.add_argument("--precaution", action="append", default=[], help="a precaution (repeatable)")
     update.add_argument("--effective", help="ISO 8601 date the plan takes effect (default: today, UTC)")
-    update.set_defaults(run=plan_update, wait=PLAN_WAIT)
+    update.set_defaults(run=plan_update)
 
     alert = sub.add_parser("alert", help="contraindication alerts to a patient's care team")
     alert_sub = alert.add_subparsers(dest="alert_command", required=True, metavar="ALERT_COMMAND")
@@ -538,17 +536,18 @@ async def plan_update(args: argparse.Namespace) -> int:
     )
     client = await ClinicClient.connect(args.nats_url, clinic_id)
     try:
-        receipt, answer = await client.send_and_wait(message, args.wait)
+        answer = await exchange(client, message, args.wait)
     finally:
         await client.close()
-    if answer is not None and isinstance(answer.message, Rejection):
-        raise RejectedError(plain_rejection(answer.message))
-    # The hub tells the other care-team clinics (plan.updated), not the plan's author: only a
-    # rejection comes back, so the absence of one within --wait is what is reported.
+    # The hub confirms to the author with the team's own plan.updated, as it stored it.
+    stored = answer.message
+    if not isinstance(stored, PlanUpdated):
+        msg = f"the hub answered the plan update with {type(stored).__name__}, not plan.updated"
+        raise HubError(msg)
+    goals = "; ".join(stored.goals) or "no goals"
     out(
-        f"plan v{args.version} of {clinic_id} for {args.patient} sent to the care team "
-        f"(stored as #{receipt.sequence}); "
-        f"no rejection within {args.wait:g}s (one would arrive in the inbox of {clinic_id})"
+        f"plan v{stored.plan_version} of {stored.plan_clinic} for {stored.patient_ref} stored by the hub "
+        f"and sent to the care team (inbox #{answer.event_number}): {goals}"
     )
     print_next(
         [
