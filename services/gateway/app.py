@@ -850,8 +850,8 @@ async def subscription_events(request: Request[Any, Any, Any], subscription_id: 
 
 # --- Care team resources: CarePlan, CareTeam, Flag, DetectedIssue ----------------------------
 
-PLAN_ANSWER_SECONDS: Final = 2.0
-"""The hub answers a plan's author only to refuse it: how long a ``plan.update`` waits for a refusal."""
+PLAN_ANSWER_SECONDS: Final = 10.0
+"""How long a ``plan.update`` waits for the hub's answer (its ``plan.updated`` or a refusal) before 503."""
 CARE_SEARCH: Final = frozenset({"patient", "subject"})
 
 
@@ -876,14 +876,17 @@ def _object(body: Any, kind: str) -> dict[str, Any]:  # noqa: ANN401 - FHIR JSON
 
 
 async def _send_plan(gateway: Gateway, clinic: str, body: dict[str, Any], version: int, status: int) -> Response[bytes]:
-    """Send version ``version`` of the clinic's plan; the hub refuses a version that does not follow its own."""
+    """Send version ``version`` of the clinic's plan; success only once the hub confirms it stored it.
+
+    The hub refuses a version that does not follow its own. Its ``plan.updated`` is folded
+    into the clinic's view before the answer resolves, so the plan reads back at once.
+    """
     command = care.plan_update(await gateway.envelope(clinic), body, version)
     link = await gateway.connections.link(clinic)
     answer = await link.send_and_watch(command, PLAN_ANSWER_SECONDS)
-    if answer is not None and isinstance(answer.message, Rejection):
-        raise domain.from_rejection(answer.message)
-    log.info("gateway_plan_sent", clinic=clinic, version=version)
-    resource = care.care_plan_resource(command, clinic)
+    stored = care.plan_confirmation(answer.message if answer is not None else None, PLAN_ANSWER_SECONDS)
+    log.info("gateway_plan_stored", clinic=clinic, version=stored.plan_version)
+    resource = care.care_plan_resource(stored, clinic)
     headers = {"ETag": domain.etag(version)}
     if status == 201:  # noqa: PLR2004 - HTTP status
         headers["Location"] = f"{gateway.settings.fhir_base}/CarePlan/{resource['id']}/_history/{version}"
@@ -919,7 +922,7 @@ async def update_care_plan(request: Request[Any, Any, Any], plan_id: str) -> Res
 
 @get("/fhir/CarePlan/{plan_id:str}")
 async def read_care_plan(request: Request[Any, Any, Any], plan_id: str) -> Response[bytes]:
-    """Another care-team clinic's current plan, as its ``plan.updated`` reached this clinic."""
+    """A care-team clinic's current plan (this clinic's own too), as its ``plan.updated`` reached this clinic."""
     gateway = gateway_of(request)
     grant = gateway.grant(request, "CarePlan", "r")
     link = await _care_link(gateway, grant.clinic)

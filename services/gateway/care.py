@@ -4,10 +4,11 @@ No I/O here. Everything a clinic reads is folded from its own inbox (:class:`Car
 so it sees exactly what the hub delivered to it, and nothing the hub kept from it:
 
 - ``careteam.changed`` (joined, left) gives the members the clinic was told about, with
-  their modality and since-date; ``alert.raised`` (its recipients) and ``screening.flagged``
+  their modality and since-date (``since``: a clinic joining a team is told each existing
+  member's original join time); ``alert.raised`` (its recipients) and ``screening.flagged``
   (the care team when screened) name members too, without a since-date;
-- ``plan.updated`` gives the other members' current plans (the hub does not echo a plan to
-  its own author);
+- ``plan.updated`` gives every member's current plan, the clinic's own included (the hub
+  confirms a plan to its author with it, and sends a joining clinic the plans already there);
 - ``alert.raised``, ``alert.acknowledged`` and ``alert.resolved`` give the alerts (Flag);
 - ``screening.flagged``, ``screening.disputed`` and a referral's ``override`` step give the
   screening matches (DetectedIssue).
@@ -38,8 +39,17 @@ from referral_hub.contracts.base import Modality
 from referral_hub.contracts.codec import HubMessage
 from referral_hub.contracts.plans import CareTeamChanged, PlanUpdate, PlanUpdated
 from referral_hub.contracts.referrals import ReferralTransitioned
+from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.contracts.screening import FlagAudience, ScreeningDisputed, ScreeningFlagged
-from referral_hub.gateway.domain import MODALITY_SYSTEM, Envelope, FhirError, GatewayCode, convert, schema
+from referral_hub.gateway.domain import (
+    MODALITY_SYSTEM,
+    Envelope,
+    FhirError,
+    GatewayCode,
+    convert,
+    from_rejection,
+    schema,
+)
 from referral_hub.referrals import fhir as referral_fhir
 
 CARE_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "urn:referral-hub:gateway:care")
@@ -156,7 +166,7 @@ class CareRecords:
     def _team_changed(self, event: CareTeamChanged) -> None:
         team = self.teams.setdefault(event.patient_ref, {})
         if event.change == "joined":
-            team[event.clinic] = MemberView(event.clinic, event.modality, event.occurred_at)
+            team[event.clinic] = MemberView(event.clinic, event.modality, event.since or event.occurred_at)
             return
         member = team.setdefault(event.clinic, MemberView(event.clinic, event.modality))
         member.active = False
@@ -354,8 +364,33 @@ def if_match_version(header: str | None) -> int:
     return int(text)
 
 
+PLAN_RETRY_AFTER_SECONDS: Final = 5
+"""What a 503 for an unconfirmed plan tells the client to wait before it reads the plan and retries."""
+
+
+def plan_confirmation(answer: HubMessage | None, within: float) -> PlanUpdated:
+    """The plan as the hub stored it, from its answer to the author; anything else is refused.
+
+    The hub answers a ``plan.update`` with the team's ``plan.updated`` (stored) or a
+    ``rejection`` (not). No answer within ``within`` seconds is 503: the update may still be
+    stored or refused later, so success is never assumed; reading the plan back, then
+    retrying with the version it shows, is safe (a repeat of a stored version is 412).
+    """
+    if answer is None:
+        msg = (
+            f"the hub did not confirm the plan within {within:g}s; nothing is known to have changed: "
+            "read the CarePlan, then retry"
+        )
+        raise FhirError(503, GatewayCode.HUB_UNAVAILABLE, msg, {"Retry-After": str(PLAN_RETRY_AFTER_SECONDS)})
+    if isinstance(answer, Rejection):
+        raise from_rejection(answer)
+    if not isinstance(answer, PlanUpdated):
+        raise FhirError(500, RejectionCode.PROCESSING_FAILED, "the hub answered with an unexpected message")
+    return answer
+
+
 def plans_of(records: CareRecords, patient_ref: str | None) -> list[PlanUpdated]:
-    """The other members' current plans this clinic may read, for one patient or all."""
+    """The members' current plans (its own too) this clinic may read, for one patient or all."""
     return [
         plan
         for (patient, _), plan in sorted(records.plans.items())

@@ -25,13 +25,16 @@ from referral_hub.client import new_id, utc_now
 from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.referrals import ReferralAccept, ReferralRequest
 from referral_hub.gateway import auth
+from referral_hub.gateway import care as care_rules
 from referral_hub.gateway.adapters import register_client
+from referral_hub.gateway.domain import FhirError, GatewayCode
 from referral_hub.runtime import credentials, natsauth
 from referral_hub.runtime.natsserver import free_port
 from referral_hub.runtime.provision import provision_as_operator
 from referral_hub.runtime.registry import load_registry_file
 from tests.conftest import SERVICE_FACTORIES, start_services
 from tests.helpers import RunningHub, eventually, referral_request, secure_server
+from tests.lifecycle_model import command
 
 from .conftest import CLINICS, SYSTEMS, GatewayProcess, Systems
 from .fhir_helpers import rejection_code, valid
@@ -172,6 +175,10 @@ async def test_care_plan_versions_reach_the_care_team_and_a_stale_version_is_412
     plan = valid(created.json())
     assert created.headers["etag"] == 'W/"1"'
     plan_id = plan["id"]
+    # Answered only once the hub confirmed it: the author reads its own plan back at once.
+    own = await care.call("GET", HARBOR, f"CarePlan/{plan_id}")
+    assert own.status_code == 200, own.text
+    assert valid(own.json())["meta"]["versionId"] == "1"
 
     # lotus-acu, on the care team, reads harbor-pt's plan from its own inbox.
     first = await eventually(lambda: lotus_sees_plan(care, plan_id, "1"))
@@ -183,6 +190,8 @@ async def test_care_plan_versions_reach_the_care_team_and_a_stale_version_is_412
     updated = await care.call("PUT", HARBOR, f"CarePlan/{plan_id}", care_plan("walk 5 km"), **{"If-Match": 'W/"1"'})
     assert updated.status_code == 200, updated.text
     assert valid(updated.json())["meta"]["versionId"] == "2"
+    own = await care.call("GET", HARBOR, f"CarePlan/{plan_id}")
+    assert valid(own.json())["contained"][0]["description"]["text"] == "walk 5 km"
     await eventually(lambda: lotus_sees_plan(care, plan_id, "2"))
 
     # Another writer still holding version 1: refused by the hub, and the plan stays as it was.
@@ -227,6 +236,37 @@ async def test_care_team_is_read_only_and_only_for_its_members(care: Care) -> No
         refused = await care.call(method, HARBOR, path, team)
         assert refused.status_code == 405, (method, refused.text)
         assert rejection_code(refused.json()) == "unsupported"
+
+
+async def test_a_clinic_joining_a_team_sees_every_member_since_they_joined_and_their_plans(care: Care) -> None:
+    patient = "pt-care-0003"
+    founders = referral_request(HARBOR, LOTUS, patient_ref=patient)
+    await (await care.hub.clinic(HARBOR)).send_and_confirm(founders)
+    await accept(care.hub, founders)
+    created = await care.call("POST", HARBOR, "CarePlan", care_plan("walk 2 km", patient))
+    assert created.status_code == 201, created.text
+    before = await care.fhir(HARBOR).resources("CareTeam").search(patient=patient).fetch_all()
+    founded = {p["member"]["identifier"]["value"]: p["period"]["start"] for p in valid(plain(before[0]))["participant"]}
+
+    joining = referral_request(LOTUS, KNEAD, patient_ref=patient, modality=Modality.MASSAGE)
+    await (await care.hub.clinic(LOTUS)).send_and_confirm(joining)
+    await (await care.hub.clinic(KNEAD)).send_and_confirm(command("accept", KNEAD, joining.referral_id, patient))
+
+    [team] = await care.fhir(KNEAD).resources("CareTeam").search(patient=patient).fetch_all()
+    since = {p["member"]["identifier"]["value"]: p["period"]["start"] for p in valid(plain(team))["participant"]}
+    assert set(since) == {HARBOR, LOTUS, KNEAD}
+    assert (since[HARBOR], since[LOTUS]) == (founded[HARBOR], founded[LOTUS])
+    assert since[KNEAD] > since[HARBOR]
+    [plan] = await care.fhir(KNEAD).resources("CarePlan").search(patient=patient).fetch_all()
+    assert valid(plain(plan))["id"] == created.json()["id"]
+
+
+async def test_a_plan_the_hub_does_not_confirm_is_503_never_a_guessed_success() -> None:
+    with pytest.raises(FhirError) as unanswered:
+        care_rules.plan_confirmation(None, 10)
+    assert (unanswered.value.status, unanswered.value.code) == (503, GatewayCode.HUB_UNAVAILABLE)
+    assert unanswered.value.headers == {"Retry-After": str(care_rules.PLAN_RETRY_AFTER_SECONDS)}
+    assert "nothing is known to have changed" in str(unanswered.value)
 
 
 def new_flag(severity: str = "relative") -> dict[str, Any]:
