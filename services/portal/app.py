@@ -39,6 +39,7 @@ from litestar.template.config import TemplateConfig
 from referral_hub.client import InboxItem
 from referral_hub.contracts.access import AccessLogin, AccessLoginFailed, AccessViewed
 from referral_hub.contracts.base import Message
+from referral_hub.contracts.plans import PlanUpdated
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.errors import HubError
@@ -485,7 +486,7 @@ async def patient_page(
     await portal.viewed(member, "patient", patient_ref=view.patient_ref)
     extra: dict[str, object] = {"refused": refused[:2000]}
     if plan_sent > 0:
-        extra["sent"] = f"Version {plan_sent} of this clinic's plan went to the care team; the hub did not refuse it."
+        extra["sent"] = f"Version {plan_sent} of this clinic's plan is stored by the hub and went to the care team."
         today = domain.utc_now().date().isoformat()
         extra["plan_values"] = {"plan_version": str(plan_sent + 1), "effective_date": today}
     return Template("patient.html", context=_patient_context(member, view, **extra))
@@ -495,13 +496,18 @@ async def _known_patient(portal: Portal, member: Member, patient_ref: str) -> No
     await _patient(portal, member, patient_ref)
 
 
-PLAN_REFUSAL_WAIT: Final = 3.0
-"""A plan's author gets no confirmation, only a refusal: how long to wait for one."""
+PLAN_ANSWER_WAIT: Final = 10.0
+"""How long the plan form waits for the hub's answer: its ``plan.updated`` (stored) or a refusal."""
+PLAN_UNANSWERED: Final = "The hub did not answer; nothing is known to have changed — retry."
 
 
 @post("/patients/{patient_ref:str}/plan", status_code=303)
 async def plan_update(request: Request[Any, Any, Any], patient_ref: str) -> Response[Any]:
-    """Publish a new version of this clinic's plan to the care team; a stale version shows the hub's refusal."""
+    """Publish a new version of this clinic's plan; "sent" only once the hub confirms it stored it.
+
+    The hub answers the author with the plan's ``plan.updated`` or a refusal (a stale version
+    names the current one). No answer in time is said as such, never taken for success.
+    """
     portal = _portal(request)
     member = await portal.current(request)
     view = await _patient(portal, member, patient_ref)
@@ -512,17 +518,19 @@ async def plan_update(request: Request[Any, Any, Any], patient_ref: str) -> Resp
     if result.message is None:
         context = _patient_context(member, view, plan_errors=result.errors, plan_values=result.values)
         return Template("patient.html", context=context, status_code=400)
-    answer = await portal.connections.send_and_wait(member.clinic.id, result.message, PLAN_REFUSAL_WAIT)
+    answer = await portal.connections.send_and_wait(member.clinic.id, result.message, PLAN_ANSWER_WAIT)
+    if answer is not None and isinstance(answer.message, PlanUpdated):
+        version = answer.message.plan_version
+        return see_other(f"{PREFIX}/patients/{patient_ref}", query_params={"plan_sent": str(version)})
+    values = dict(result.values)
+    words, status = PLAN_UNANSWERED, 503
     if answer is not None and isinstance(answer.message, Rejection):
-        values = dict(result.values)
         if answer.message.current_version:
             values["plan_version"] = str(answer.message.current_version + 1)
-        view = await _patient(portal, member, patient_ref)
-        words = domain.rejection_words(answer.message)
-        context = _patient_context(member, view, plan_errors={"form": words}, plan_values=values)
-        return Template("patient.html", context=context, status_code=409)
-    version = getattr(result.message, "plan_version", 0)
-    return see_other(f"{PREFIX}/patients/{patient_ref}", query_params={"plan_sent": str(version)})
+        words, status = domain.rejection_words(answer.message), 409
+    view = await _patient(portal, member, patient_ref)
+    context = _patient_context(member, view, plan_errors={"form": words}, plan_values=values)
+    return Template("patient.html", context=context, status_code=status)
 
 
 @post("/patients/{patient_ref:str}/flags/{flag_id:uuid}/dispute", status_code=303)

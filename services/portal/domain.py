@@ -485,10 +485,10 @@ class PlanHistory:
 class PatientView:
     """The patient page: what this clinic's inbox holds about the patient.
 
-    The care team and plans come from ``careteam.changed`` and ``plan.updated``. The hub
-    tells a clinic who joins the team only about the clinics joining with it, and sends a
-    plan to the team's other clinics, never back to its author: so the page shows what this
-    clinic was told, which is what the hub delivered to it.
+    The care team and plans come from ``careteam.changed`` and ``plan.updated``, as the hub
+    delivered them to this clinic: a clinic joining a team is told of every member already
+    there (with the time it joined, ``since``) and sent their current plans, and every plan
+    reaches its author too. So the page shows the whole team and every member's plan.
     """
 
     patient_ref: str
@@ -512,7 +512,8 @@ def _team(changes: Iterable[CareTeamChanged], zone: str) -> list[TeamMemberView]
     for change in changes:
         when = local_time(change.occurred_at, zone)
         if change.change == "joined":
-            members[change.clinic] = TeamMemberView(change.clinic, change.modality.value, when)
+            since = local_time(change.since, zone) if change.since is not None else when
+            members[change.clinic] = TeamMemberView(change.clinic, change.modality.value, since)
         elif change.change == "left" and change.clinic in members:
             members[change.clinic] = dataclasses.replace(members[change.clinic], left=when)
     return list(members.values())

@@ -140,13 +140,16 @@ def _plan(version: int, at: datetime) -> PlanUpdated:
     )
 
 
-def _joined(clinic: str, modality: Modality, change: str, at: datetime) -> CareTeamChanged:
+def _joined(
+    clinic: str, modality: Modality, change: str, at: datetime, since: datetime | None = None
+) -> CareTeamChanged:
     return CareTeamChanged(
         **_envelope(clinic, at),  # type: ignore[arg-type]
         patient_ref="pt-0001",
         clinic=clinic,
         change=change,
         modality=modality,
+        since=since,
     )
 
 
@@ -157,12 +160,15 @@ def test_the_patient_page_shows_the_team_with_since_dates_and_plans_newest_versi
         _delivered(3, _plan(1, NOW)),
         _delivered(4, _plan(2, NOW + timedelta(days=1))),
         _delivered(5, _joined("kneadwell-massage", Modality.MASSAGE, "left", NOW + timedelta(days=2))),
+        # An existing member, as the hub announces it to a clinic joining later: since is when it joined.
+        _delivered(6, _joined("lotus-acu", Modality.ACUPUNCTURE, "joined", NOW + timedelta(days=3), NOW)),
     ]
     view = domain.patient_view(items, "pt-0001", "UTC", "harbor-pt")
     assert view is not None
     assert [(m.clinic, m.modality, m.since, m.left) for m in view.team] == [
         ("harbor-pt", "physical_therapy", "2026-11-28 09:00 UTC", ""),
         ("kneadwell-massage", "massage", "2026-11-28 09:00 UTC", "2026-11-30 09:00 UTC"),
+        ("lotus-acu", "acupuncture", "2026-11-28 09:00 UTC", ""),
     ]
     assert [v.version for v in view.plans[0].versions] == [2, 1]
     assert view.own_modality == "physical_therapy"

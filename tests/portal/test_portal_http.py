@@ -139,6 +139,10 @@ async def test_the_patient_page_shows_the_care_team_and_plans_by_version_and_a_s
     assert first.headers["location"].endswith("plan_sent=1")
     second = await ben.post(f"/patients/{patient}/plan", data=_plan_form(token, 2, "Run 5 km"))
     assert second.status_code == 303, second.text
+    # Redirected only once the hub confirmed it: the author's own page shows the stored version.
+    own = (await ben.get(f"/patients/{patient}?plan_sent=2")).text
+    assert "Version 2 of this clinic&#39;s plan is stored by the hub" in own
+    assert "Version 2</strong> (current)" in own.split('id="plan-harbor-pt"', 1)[1].split("</article>", 1)[0]
     stale = await ben.post(f"/patients/{patient}/plan", data=_plan_form(token, 2, "Someone else's edit"))
     assert stale.status_code == 409
     assert "The hub holds version 2; send version 3." in stale.text
