@@ -8,8 +8,13 @@ expired and carries on from the record's ``delivered_through``.
 
 Progress is written after each notification the receiver acknowledged (2xx), in the same
 write that renews the lease. A crash between the receiver's 2xx and that write sends that
-one notification again, with the same event number: at least once, never a gap, and the
-receiver can drop the repeat by its number.
+one notification again: at least once, never a gap, never out of order. No write order can
+close that window (the POST and the KV write cannot be one step, and a record saved before
+the POST would lose the event when the POST then fails), so a resend is made identical to
+the first sending instead: same event number, same status parameters, same status entry
+``fullUrl``; only ``Bundle.timestamp`` differs. A receiver that keeps the highest number it
+has processed and drops anything at or below it sees each event exactly once
+(docs/decisions/0004-rest-hook-at-least-once.md).
 """
 
 from __future__ import annotations
@@ -199,7 +204,11 @@ class Deliverer:
         return handled
 
     async def _event_bundle(self, link: ClinicLink, record: SubscriptionRecord, item: InboxItem) -> dict[str, Any]:
-        numbered = msgspec.structs.replace(record, events_since_start=record.events_since_start + 1, status="active")
+        # As the record stands once this event is acknowledged: a resend after a failure or a
+        # crash carries the same status (no leftover error), so it repeats the first sending.
+        numbered = msgspec.structs.replace(
+            record, events_since_start=record.events_since_start + 1, status="active", error=""
+        )
         resources = None
         if record.payload == "full-resource":
             # The Task as of this event at least: the folded view may be a moment behind this read.

@@ -48,6 +48,8 @@ MAX_BACKOFF_SECONDS: Final = 30.0
 FIRST_BACKOFF_SECONDS: Final = 0.5
 MAX_HEADERS: Final = 8
 MAX_EVENTS_PER_QUERY: Final = 100
+STATUS_NAMESPACE: Final = uuid.UUID("5f0c8a34-6f44-5b39-9d0e-1b8e2f7c4a61")
+"""Names an event notification's status entry from its subscription and event numbers."""
 
 
 class SubscriptionRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -243,7 +245,7 @@ def notification(  # noqa: PLR0913 - the parts of one Bundle, all but the first 
     status = status_parameters(record, fhir_base, kind, events, events_since_start)
     entries: list[dict[str, Any]] = [
         {
-            "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+            "fullUrl": _status_url(record, kind, events),
             "resource": status,
             "request": {"method": "GET", "url": f"Subscription/{record.id}/$status"},
             "response": {"status": "200"},
@@ -263,6 +265,18 @@ def notification(  # noqa: PLR0913 - the parts of one Bundle, all but the first 
                 entry["resource"] = resources[target]
             entries.append(entry)
     return {"resourceType": "Bundle", "type": "history", "timestamp": now.isoformat(), "entry": entries}
+
+
+def _status_url(record: SubscriptionRecord, kind: str, events: Sequence[tuple[InboxItem, datetime]]) -> str:
+    """The status entry's ``fullUrl``: the same for every sending of one event's notification.
+
+    Delivery is at least once, so a receiver may get an event's notification twice; its
+    Bundle is then the same apart from ``Bundle.timestamp`` (when it was assembled).
+    """
+    if kind != "event-notification" or not events:
+        return f"urn:uuid:{uuid.uuid4()}"
+    numbers = ",".join(str(item.event_number) for item, _ in events)
+    return f"urn:uuid:{uuid.uuid5(STATUS_NAMESPACE, f'{record.id}/{numbers}')}"
 
 
 def backoff(failures: int) -> float:
