@@ -43,6 +43,7 @@ from referral_hub.gateway.delivery import Deliverer, focus_resources
 from referral_hub.gateway.domain import Envelope, FhirError, GatewayCode, TaskView
 from referral_hub.gateway.subscriptions import SubscriptionRecord
 from referral_hub.runtime import topology
+from referral_hub.runtime.kvstore import KvView
 
 log = structlog.get_logger(__name__)
 FHIR_JSON: Final = "application/fhir+json"
@@ -96,6 +97,8 @@ class Started:
     store: GatewayStore
     key: ECKey
     deliverer: Deliverer
+    tokens: auth.VerifiedTokens
+    clients: KvView[auth.ClientRecord]
     audit: AuditSearch | None = None
 
 
@@ -109,6 +112,7 @@ class Gateway:
         self.connections = ClinicConnections(settings.nats_url)
         self._started: Started | None = None
         self._delivering: asyncio.Task[None] | None = None
+        self._following: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Connect as the ``gateway`` user, load (or, first of all replicas, make) the token key, start delivering."""
@@ -130,15 +134,21 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await store.close()
                 raise
-        self._started = Started(store, key, deliverer, audit)
+        tokens = auth.VerifiedTokens(key, self.settings.base, self.clock)
+        clients: KvView[auth.ClientRecord] = KvView(auth.ClientRecord)
+        self._started = Started(store, key, deliverer, tokens, clients, audit)
         self._delivering = asyncio.create_task(deliverer.run(), name="gateway-delivery")
+        self._following = asyncio.create_task(
+            clients.follow(store.buckets[topology.GATEWAY_CLIENTS_KV]), name="gateway-clients-watch"
+        )
 
     async def stop(self) -> None:
         """Stop delivering and close every connection."""
-        if self._delivering is not None:
-            self._delivering.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._delivering
+        for task in (self._delivering, self._following):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.connections.close()
         if self._started is not None:
             with contextlib.suppress(Exception):
@@ -171,13 +181,15 @@ class Gateway:
 
     def grant(self, request: Request[Any, Any, Any], resource: str, permission: str) -> auth.Grant:
         """The request's verified grant, refused unless it allows ``permission`` on ``resource``."""
-        grant = auth.verify_token(request.headers.get("authorization"), self.key, self.settings.base, self.clock)
+        grant = self.started.tokens.grant(request.headers.get("authorization"))
         domain.require_scope(grant.scopes, resource, permission)
         return grant
 
     async def envelope(self, clinic: str) -> Envelope:
         """The sender fields of a command this clinic sends now."""
-        client = await self.store.client(clinic)
+        # The watched copy of the clients bucket, read without a round trip; a clinic not in it
+        # (registered a moment ago, or removed) is looked up in the bucket itself.
+        client = self.started.clients.get(clinic) or await self.store.client(clinic)
         if client is None:
             raise FhirError(401, GatewayCode.INVALID_TOKEN, "the token's clinic has no registered client")
         return Envelope(clinic, client.actor, self.clock())

@@ -160,22 +160,68 @@ def issue_token(key: ECKey, issuer: str, clinic: str, scopes: tuple[str, ...], n
 
 def verify_token(authorization: str | None, key: ECKey, issuer: str, clock: Callable[[], datetime]) -> Grant:
     """The grant of a ``Bearer`` Authorization header; 401 for anything missing, forged or expired."""
+    grant, _ = _verified(_bearer(authorization), key, issuer, clock())
+    return grant
+
+
+def _bearer(authorization: str | None) -> str:
     scheme, _, value = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not value:
+    if scheme.lower() != "bearer" or not value.strip():
         raise FhirError(401, GatewayCode.INVALID_TOKEN, "a Bearer token from /auth/token is required")
+    return value.strip()
+
+
+def _verified(token: str, key: ECKey, issuer: str, now: datetime) -> tuple[Grant, int]:
+    """The token's grant and its ``exp``, after checking its signature and claims."""
     try:
-        claims = jwt.decode(value.strip(), key, algorithms=[TOKEN_ALGORITHM]).claims
+        claims = jwt.decode(token, key, algorithms=[TOKEN_ALGORITHM]).claims
     except (JoseError, ValueError) as exc:
         raise FhirError(401, GatewayCode.INVALID_TOKEN, "the bearer token is not one this gateway issued") from exc
-    now = clock()
     if claims.get("iss") != issuer or claims.get("aud") != issuer:
         raise FhirError(401, GatewayCode.INVALID_TOKEN, "the bearer token was issued for another gateway")
-    if not isinstance(claims.get("exp"), int) or claims["exp"] <= now.timestamp():
+    expires = claims.get("exp")
+    if not isinstance(expires, int) or expires <= now.timestamp():
         raise FhirError(401, GatewayCode.INVALID_TOKEN, "the bearer token has expired")
     clinic = claims.get("sub")
     if not isinstance(clinic, str):
         raise FhirError(401, GatewayCode.INVALID_TOKEN, "the bearer token names no clinic")
-    return Grant(clinic, tuple(str(claims.get("scope", "")).split()))
+    return Grant(clinic, tuple(str(claims.get("scope", "")).split())), expires
+
+
+class VerifiedTokens:
+    """Bearer tokens whose signature and claims were checked, kept with their grant until ``exp``.
+
+    A clinic's system sends the same token on every request for its five-minute life, and
+    an ES256 verification costs more than the rest of a Task read. A token is trusted again
+    only as the exact same string, and only while its ``exp`` has not passed (checked on each
+    use); nothing else about it can change, since the gateway keeps no revocation list. At
+    most ``limit`` tokens are held: past that, expired ones are dropped, then all.
+    """
+
+    def __init__(self, key: ECKey, issuer: str, clock: Callable[[], datetime], limit: int = 10_000) -> None:
+        """Verify with the gateway's ``key`` for tokens it issued as ``issuer``."""
+        self._key = key
+        self._issuer = issuer
+        self._clock = clock
+        self._limit = limit
+        self._grants: dict[str, tuple[Grant, int]] = {}
+
+    def grant(self, authorization: str | None) -> Grant:
+        """As :func:`verify_token`, without verifying a token seen before again."""
+        token = _bearer(authorization)
+        now = self._clock()
+        known = self._grants.get(token)
+        if known is not None:
+            if known[1] > now.timestamp():
+                return known[0]
+            del self._grants[token]
+        grant, expires = _verified(token, self._key, self._issuer, now)
+        if len(self._grants) >= self._limit:
+            self._grants = {t: g for t, g in self._grants.items() if g[1] > now.timestamp()}
+            if len(self._grants) >= self._limit:
+                self._grants.clear()
+        self._grants[token] = (grant, expires)
+        return grant
 
 
 def client_assertion(
