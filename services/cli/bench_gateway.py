@@ -5,7 +5,10 @@ lifecycle is request, accept, schedule, complete, close (five transitions), driv
 ``--workers`` concurrent clinics' systems: over HTTP through the gateway (token first, then
 ``POST /fhir/Task`` and JSON Patches of the Task), then over NATS with ``ClinicClient``
 (``send_and_confirm``, as ``hubctl`` does). A transition's latency is from the request to
-the hub's answer (the HTTP response, or the confirmation in the inbox).
+the hub's answer (the HTTP response, or the confirmation in the inbox). Both sides run on the
+same hub with the same JetStream sync setting and the same number of workers, in alternating
+slices of about five seconds each; the HTTP client keeps its connections open, as a clinic's
+system would.
 
 ``notify_p99_ms``: during the HTTP phase harbor-pt has a rest-hook subscription to a receiver
 in this process; for each transition lotus-acu makes, the time from lotus-acu's HTTP
@@ -20,7 +23,7 @@ import json
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -161,13 +164,15 @@ class HttpClinics:
     async def call(self, clinic: str, method: str, path: str, body: Any, content_type: str) -> dict[str, Any]:  # noqa: ANN401 - JSON
         """One FHIR request; a refusal stops the benchmark."""
         headers = {"Authorization": f"Bearer {self.tokens[clinic]}", "Content-Type": content_type}
-        answer = await self.http.request(method, f"{self.base}/fhir{path}", content=json.dumps(body), headers=headers)
+        answer = await self.http.request(
+            method, f"{self.base}/fhir{path}", content=msgspec.json.encode(body), headers=headers
+        )
         if answer.status_code == 404:  # noqa: PLR2004 - HTTP status
             raise NotYetError(answer.text)
         if answer.status_code >= 300:  # noqa: PLR2004 - HTTP status class
             msg = f"{method} {path}: {answer.status_code} {answer.text[:300]}"
             raise BenchError(msg)
-        result: dict[str, Any] = answer.json()
+        result: dict[str, Any] = msgspec.json.decode(answer.content)
         return result
 
 
@@ -249,10 +254,11 @@ async def _nats_lifecycle(clients: dict[str, ClinicClient], n: int, latencies: l
         latencies.append(time.perf_counter() - started)
 
 
-async def _drive(seconds: float, workers: int, lifecycle: Callable[[int], Awaitable[None]]) -> float:
+async def _drive(
+    seconds: float, workers: int, lifecycle: Callable[[int], Awaitable[None]], counter: Iterator[int]
+) -> float:
     """Run lifecycles from ``workers`` loops until ``seconds`` have passed; the elapsed time."""
     deadline = time.perf_counter() + seconds
-    counter = iter(range(10**9))
 
     async def worker() -> None:
         while time.perf_counter() < deadline:
@@ -261,6 +267,24 @@ async def _drive(seconds: float, workers: int, lifecycle: Callable[[int], Awaita
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(workers)))
     return time.perf_counter() - started
+
+
+def _rounds(seconds: float) -> int:
+    """Rounds of the two phases: one per five seconds of each, at least one."""
+    return max(1, round(seconds / 5))
+
+
+def _schedule(seconds: float) -> list[str]:
+    """The phases in turn, HTTP-NATS then NATS-HTTP, so both meet the same machine.
+
+    On a shared machine the load of everything else drifts over a run; one phase after
+    the other would give that drift to one side. Alternating short slices, in mirrored
+    order, spreads it (and any warm-up) over both.
+    """
+    order: list[str] = []
+    for round_ in range(_rounds(seconds)):
+        order.extend(("http", "nats") if round_ % 2 == 0 else ("nats", "http"))
+    return order
 
 
 async def bench_gateway(seconds: float, workers: int = 4, sync: str = "always") -> dict[str, float]:
@@ -284,24 +308,30 @@ async def bench_gateway(seconds: float, workers: int = 4, sync: str = "always") 
             await receiver.start()
             await clinics.call(SENDER, "POST", "/Subscription", _subscription(receiver.url), "application/fhir+json")
 
+            clients = {c: await ClinicClient.connect(server.url, c) for c in (SENDER, RECIPIENT)}
             http_latencies: list[float] = []
+            nats_latencies: list[float] = []
             sent: dict[str, list[float]] = defaultdict(list)
-            http_seconds = await _drive(seconds, workers, lambda n: _http_lifecycle(clinics, n, http_latencies, sent))
-            await asyncio.sleep(1.0)  # the last notifications in flight
+            numbers = iter(range(10**9))
+            phases = {
+                "http": lambda n: _http_lifecycle(clinics, n, http_latencies, sent),
+                "nats": lambda n: _nats_lifecycle(clients, n, nats_latencies),
+            }
+            elapsed = dict.fromkeys(phases, 0.0)
+            try:
+                for kind in _schedule(seconds):
+                    elapsed[kind] += await _drive(seconds / _rounds(seconds), workers, phases[kind], numbers)
+                await asyncio.sleep(1.0)  # the last notifications in flight
+            finally:
+                for client in clients.values():
+                    await client.close()
+                await clinics.http.aclose()
             notify = [
                 (arrived - made) * 1000
                 for task_id, made_at in sent.items()
                 for made, arrived in zip(made_at, receiver.arrivals.get(task_id, [])[1:], strict=False)
             ]
-            await clinics.http.aclose()
-
-            clients = {c: await ClinicClient.connect(server.url, c) for c in (SENDER, RECIPIENT)}
-            nats_latencies: list[float] = []
-            try:
-                nats_seconds = await _drive(seconds, workers, lambda n: _nats_lifecycle(clients, n, nats_latencies))
-            finally:
-                for client in clients.values():
-                    await client.close()
+            http_seconds, nats_seconds = elapsed["http"], elapsed["nats"]
         finally:
             await receiver.stop()
             stop_services(services)
