@@ -188,8 +188,10 @@ class Gateway:
     async def envelope(self, clinic: str) -> Envelope:
         """The sender fields of a command this clinic sends now."""
         # The watched copy of the clients bucket, read without a round trip; a clinic not in it
-        # (registered a moment ago, or removed) is looked up in the bucket itself.
-        client = self.started.clients.get(clinic) or await self.store.client(clinic)
+        # (registered a moment ago, or removed) is looked up in the bucket itself, and so is
+        # every clinic once the watch has stopped (its copy would no longer see a removal).
+        watching = self._following is not None and not self._following.done()
+        client = (self.started.clients.get(clinic) if watching else None) or await self.store.client(clinic)
         if client is None:
             raise FhirError(401, GatewayCode.INVALID_TOKEN, "the token's clinic has no registered client")
         return Envelope(clinic, client.actor, self.clock())
