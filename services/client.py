@@ -41,6 +41,13 @@ READ_TIMEOUT: Final = 5.0
 """How long an inbox read waits for the hub's answer."""
 NO_RESPONDERS_PAUSE_SECONDS: Final = 0.05
 FOLLOW_POLL_SECONDS: Final = 1.0
+WAKE_REREADS: Final = 5
+"""Re-reads, 5 ms apart and growing, after a wake-up that found nothing new yet.
+
+The wake-up is the inbox message crossing its subject, which can come moments before the
+hub's inbox read answers with it; without these a follower waited for the next second's poll.
+"""
+WAKE_REREAD_SECONDS: Final = 0.005
 """A follower asks again at least this often, even when no wake-up arrived."""
 CONSUME_WAIT_SECONDS: Final = 5.0
 LOCAL_CREDS_DIR: Final = Path(".hub-data/auth")
@@ -247,10 +254,12 @@ class ClinicClient:
 
         Without ``follow`` it stops once it has read what is stored now. Following, it asks
         again whenever this clinic's inbox subject shows activity (a wake-up only: what it
-        yields is always what the store holds), and at least every second.
+        yields is always what the store holds), a few more times shortly after a wake-up
+        that found nothing new yet, and at least every second.
         """
         after = since - 1
         wake = asyncio.Event()
+        woken_reads = 0
 
         async def woken(_raw: Msg) -> None:
             wake.set()
@@ -261,6 +270,7 @@ class ClinicClient:
         try:
             while True:
                 wake.clear()
+                before = after
                 page = await self.read_page(after=after)
                 for item in self._items(page):
                     after = max(after, item.event_number)
@@ -269,8 +279,14 @@ class ClinicClient:
                     continue
                 if not follow:
                     return
+                if woken_reads and after == before and woken_reads <= WAKE_REREADS:
+                    await asyncio.sleep(WAKE_REREAD_SECONDS * woken_reads)
+                    woken_reads += 1
+                    continue
+                woken_reads = 0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), FOLLOW_POLL_SECONDS)
+                    woken_reads = 1
         finally:
             if subscription is not None:
                 with contextlib.suppress(nats.errors.Error):
