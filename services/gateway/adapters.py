@@ -172,8 +172,8 @@ class ClinicLink:
     async def send_and_watch(self, message: Message, within: float) -> InboxItem | None:
         """Publish as the clinic and wait up to ``within`` for an answer; ``None`` if none came.
 
-        For a command whose author the hub answers only when it refuses (``plan.update``):
-        no answer within ``within`` is taken as accepted.
+        For a command whose answer the caller judges itself (``plan.update``: the author's
+        ``plan.updated`` or a rejection); no answer is never taken as success.
         """
         future: asyncio.Future[InboxItem] = asyncio.get_running_loop().create_future()
         self.waiters[message.message_id] = future
