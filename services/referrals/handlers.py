@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -36,7 +37,7 @@ from referral_hub.runtime.outputs import Announcement, InboxDelivery, Outgoing, 
 from referral_hub.runtime.refusals import Refusal
 from referral_hub.runtime.registry import RegistryCache
 from referral_hub.runtime.rejecting import refuse
-from referral_hub.screening.rules import load_rules
+from referral_hub.screening.rules import RulePack, load_rules
 
 HANDLED_ELSEWHERE: Final = {
     "page.ack": "notifications",
@@ -54,8 +55,31 @@ DECIDE_ATTEMPTS = 4
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class Stores:
+    """What every intake handler reads and writes: the two stores and the registry view."""
+
+    referrals: KvStore[Referral]
+    teams: KvStore[CareTeam]
+    registry: RegistryCache
+
+    async def change_team(self, patient_ref: str, change: Callable[[CareTeam | None], CareTeam]) -> CareTeam:
+        """Apply ``change`` to the stored team with compare-and-set, re-reading after a lost race."""
+        team = await self.teams.change(team_key(patient_ref), change, DECIDE_ATTEMPTS)
+        assert team is not None  # noqa: S101 - change always returns a team
+        return team
+
+    def refuse(self, delivery: Delivery, refusal: Refusal, message_id: uuid.UUID | None) -> Handled:
+        """The sender's typed rejection (or a dead letter when there is no sender to tell)."""
+        return refuse(SERVICE, delivery, refusal, message_id, lambda clinic: self.registry.get(clinic) is not None)
+
+
 class IntakeHandler:
-    """Handles everything clinics publish on ``clinic.*.out.>``."""
+    """Everything clinics publish on ``clinic.*.out.>``: admit it, then hand it to its kind's handler.
+
+    Referral lifecycle commands and care-team commands have their own state (a referral, a
+    patient's team) and their own handler; this class only admits and routes.
+    """
 
     def __init__(
         self,
@@ -65,23 +89,20 @@ class IntakeHandler:
         sla: SlaPolicy,
     ) -> None:
         """Depend on the two stores, the registry view and the SLA policy, nothing else."""
-        self._referrals = referrals
-        self._teams = teams
-        self._registry = registry
-        self._sla = sla
-        self._rules = load_rules()
+        self._stores = Stores(referrals, teams, registry)
+        rules = load_rules()
         self._limiter = RateLimiter()
-        self._announced: dict[uuid.UUID, None] = {}
-        """Steps whose outputs this process stored, newest last (bounded)."""
+        self._referral_commands = ReferralCommands(self._stores, sla, rules)
+        self._team_commands = TeamCommands(self._stores, rules)
 
     async def __call__(self, delivery: Delivery) -> Handled:
         """Admit, decide and return the outputs; raises only for infrastructure failures."""
         out = subjects.parse_clinic_out(delivery.subject)
         if out is not None and out.message_type in HANDLED_ELSEWHERE:
             return Handled(outcome="handled_elsewhere", log_fields={"by": HANDLED_ELSEWHERE[out.message_type]})
-        admitted = admit_delivery(delivery, self._registry.get, self._limiter)
+        admitted = admit_delivery(delivery, self._stores.registry.get, self._limiter)
         if isinstance(admitted, Refusal):
-            return self._refuse(delivery, admitted, None)
+            return self._stores.refuse(delivery, admitted, None)
         command = admitted.command
         structlog.contextvars.bind_contextvars(
             message_id=str(command.message_id),
@@ -90,14 +111,51 @@ class IntakeHandler:
             clinic=command.sender_clinic,
         )
         if isinstance(command, ReferralCommand):
-            return await self._referral(delivery, command)
+            return await self._referral_commands(delivery, command)
         if isinstance(command, TeamCommand):
-            return await self._team(delivery, command, admitted.sender)
+            return await self._team_commands(delivery, command, admitted.sender)
         refusal = Refusal(
             RejectionCode.UNSUPPORTED_MESSAGE_TYPE,
             f"{type(command).__name__} is a valid contract this hub version does not process yet",
         )
-        return self._refuse(delivery, refusal, command.message_id)
+        return self._stores.refuse(delivery, refusal, command.message_id)
+
+
+class ReferralCommands:
+    """Lifecycle commands: decide on the referral, save it, announce the step.
+
+    Also re-announces earlier steps this process did not store (decision 0002), and puts the
+    parties on the patient's care team when the recipient accepts.
+    """
+
+    def __init__(self, stores: Stores, sla: SlaPolicy, rules: RulePack) -> None:
+        """The stores, the SLA policy and the screening rules a new referral is checked against."""
+        self._stores = stores
+        self._sla = sla
+        self._rules = rules
+        self._announced: dict[uuid.UUID, None] = {}
+        """Steps whose outputs this process stored, newest last (bounded)."""
+
+    async def __call__(self, delivery: Delivery, command: ReferralCommand) -> Handled:
+        """Decide and save, then the step's outputs (after any earlier ones still unstored)."""
+        decision = await self._decide_and_save(delivery, command)
+        if isinstance(decision, Refusal):
+            return self._stores.refuse(delivery, decision, command.message_id)
+        if isinstance(decision, domain.AlreadyApplied) and not domain.reannounce(
+            decision.step.at, datetime.now(UTC), delivery.attempt
+        ):
+            return Handled(outcome="duplicate", log_fields={"transition": decision.step.transition})
+        referral, step = decision.referral, decision.step
+        outgoing = await self._unannounced_before(referral, step)
+        if step.transition == "request" and (flag := referral.screening) is not None:
+            await self._stores.change_team(referral.patient_ref, lambda team: screening.record_flag(team, flag))
+        outgoing += await self._step_outputs(referral, step)
+        return Handled(
+            outcome="accepted" if isinstance(decision, domain.Changed) else "replayed",
+            outgoing=outgoing,
+            log_fields={"transition": step.transition, "state": str(referral.state)},
+            published=lambda: self._remember_announced(step.message_id),
+        )
 
     async def _decide_and_save(self, delivery: Delivery, command: ReferralCommand) -> domain.Decision:
         """Decide on the cached state when there is one, and confirm anything unusual afresh.
@@ -109,23 +167,25 @@ class IntakeHandler:
         """
         key = str(command.referral_id)
         flag = await self._screen(command, delivery.stored_at)
+        registry = self._stores.registry
 
         def decide(existing: Referral | None) -> Decided[Referral, domain.Decision]:
             decision = domain.screened(
-                domain.decide(command, existing, self._registry.get, delivery.stored_at, self._sla), flag
+                domain.decide(command, existing, registry.get, delivery.stored_at, self._sla), flag
             )
             if isinstance(decision, domain.Changed):
                 return Decided(decision.referral, decision)
             return Decided(None, decision, confirm=isinstance(decision, Refusal))
 
+        referrals = self._stores.referrals
         decision = (
             await update_with_retry(
-                self._referrals,
+                referrals,
                 key,
                 decide,
                 attempts=DECIDE_ATTEMPTS,
                 fresh=False,
-                assume_new=isinstance(command, ReferralRequest) and self._referrals.cached(key) is None,
+                assume_new=isinstance(command, ReferralRequest) and referrals.cached(key) is None,
             )
         ).result
         if isinstance(decision, domain.Changed):
@@ -138,36 +198,15 @@ class IntakeHandler:
         """Screen a new referral against the patient's record; other commands are not screened."""
         if not isinstance(command, ReferralRequest):
             return None
-        stored = await self._teams.load(team_key(command.patient_ref))
+        stored = await self._stores.teams.load(team_key(command.patient_ref))
         return screening.screen_referral(self._rules, command, stored[0] if stored else None, at)
 
-    async def _change_team(self, patient_ref: str, change: Callable[[CareTeam | None], CareTeam]) -> CareTeam:
-        """Apply ``change`` to the stored team with compare-and-set, re-reading after a lost race."""
-        team = await self._teams.change(team_key(patient_ref), change, DECIDE_ATTEMPTS)
-        assert team is not None  # noqa: S101 - change always returns a team
-        return team
-
-    async def _referral(self, delivery: Delivery, command: ReferralCommand) -> Handled:
-        decision = await self._decide_and_save(delivery, command)
-        if isinstance(decision, Refusal):
-            return self._refuse(delivery, decision, command.message_id)
-        if isinstance(decision, domain.AlreadyApplied) and not domain.reannounce(
-            decision.step.at, datetime.now(UTC), delivery.attempt
-        ):
-            return Handled(outcome="duplicate", log_fields={"transition": decision.step.transition})
-        referral, step = decision.referral, decision.step
-        outgoing = await self._unannounced_before(referral, step)
-        outgoing += announce(domain.announcements(referral, step))
-        if step.transition == "request" and (flag := referral.screening) is not None:
-            await self._change_team(referral.patient_ref, lambda team: screening.record_flag(team, flag))
+    async def _step_outputs(self, referral: Referral, step: domain.HistoryItem) -> list[Outgoing | InboxDelivery]:
+        """What one step tells the parties, and, for an accept, the care team it forms."""
+        outgoing: list[Outgoing | InboxDelivery] = list(announce(domain.announcements(referral, step)))
         if step.transition == "accept":
             outgoing += await self._join_care_team(referral, step)
-        return Handled(
-            outcome="accepted" if isinstance(decision, domain.Changed) else "replayed",
-            outgoing=outgoing,
-            log_fields={"transition": step.transition, "state": str(referral.state)},
-            published=lambda: self._remember_announced(step.message_id),
-        )
+        return outgoing
 
     def _remember_announced(self, step_id: uuid.UUID) -> None:
         """Every output of ``step_id`` is stored by this process: the next step need not announce it again.
@@ -207,9 +246,7 @@ class IntakeHandler:
             earlier.append(previous)
         outgoing: list[Outgoing | InboxDelivery] = []
         for previous in reversed(earlier):
-            outgoing += announce(domain.announcements(referral, previous))
-            if previous.transition == "accept":
-                outgoing += await self._join_care_team(referral, previous)
+            outgoing += await self._step_outputs(referral, previous)
         return outgoing
 
     async def _join_care_team(self, referral: Referral, step: domain.HistoryItem) -> list[Outgoing | InboxDelivery]:
@@ -218,7 +255,7 @@ class IntakeHandler:
         Joiners also learn the members already there, with their current plans, and get
         every alert in force that they have not seen.
         """
-        sender = self._registry.get(referral.referring_clinic)
+        sender = self._stores.registry.get(referral.referring_clinic)
         joiners = [(referral.recipient_clinic, referral.request.modality)]
         if sender is not None and sender.modalities:
             joiners.insert(0, (referral.referring_clinic, sender.modalities[0]))
@@ -227,7 +264,7 @@ class IntakeHandler:
             joined, _ = careteam.join(team, referral.patient_ref, joiners, step.at, referral.referral_id)
             return careteam.with_clinical_flags(joined, referral.request.clinical_flags)
 
-        team = await self._change_team(referral.patient_ref, join)
+        team = await self._stores.change_team(referral.patient_ref, join)
         cause = careteam.Cause(
             step.message_id,
             step.correlation_id or referral.request.correlation_id,
@@ -241,7 +278,46 @@ class IntakeHandler:
             *announce(alerting.late_joiner_announcements(team, referral.referral_id)),
         ]
 
-    def _decide_team(
+
+class TeamCommands:
+    """Care-team commands (plans, leaving, alerts, screening disputes), decided on the patient's stored team."""
+
+    def __init__(self, stores: Stores, rules: RulePack) -> None:
+        """The stores and the screening rules a new plan is checked against."""
+        self._stores = stores
+        self._rules = rules
+
+    async def __call__(self, delivery: Delivery, command: TeamCommand, sender: Clinic) -> Handled:
+        """Decide on the cached team first (one KV write on the common path), as referrals do.
+
+        A refusal decided on the cache, or a write that loses the compare-and-set, is decided
+        again on a fresh read: a stale cache can cost a retry, never a wrong answer.
+        """
+
+        def decide(team: CareTeam | None) -> Decided[CareTeam, Handled | TeamChanged | Refusal]:
+            if team is not None and command.message_id in team.applied:
+                # The team keeps no time per applied id; this copy's storage time stands in for
+                # it (exact for a redelivery, a little late for a resend under another id).
+                if not domain.reannounce(delivery.stored_at, datetime.now(UTC), delivery.attempt):
+                    return Decided(None, Handled(outcome="duplicate"))
+                return Decided(None, Handled(outcome="replayed", outgoing=announce(self._replay(team, command))))
+            decision = self._decide(team, command, delivery.stored_at, sender)
+            if isinstance(decision, Refusal):
+                return Decided(None, decision, confirm=True)
+            return Decided(decision.team, decision)
+
+        key = team_key(command.patient_ref)
+        outcome = (
+            await update_with_retry(self._stores.teams, key, decide, attempts=DECIDE_ATTEMPTS, fresh=False)
+        ).result
+        if isinstance(outcome, Refusal):
+            return self._stores.refuse(delivery, outcome, command.message_id)
+        if isinstance(outcome, TeamChanged):
+            count_safety(outcome.announcements)
+            return Handled(outcome="accepted", outgoing=announce(outcome.announcements))
+        return outcome
+
+    def _decide(
         self, team: CareTeam | None, command: TeamCommand, at: datetime, sender: Clinic
     ) -> TeamChanged | Refusal:
         if isinstance(command, PlanUpdate):
@@ -278,37 +354,6 @@ class IntakeHandler:
         if isinstance(command, ScreeningDispute):
             return screening.replay_dispute(team, command)
         return alerting.replay(team, command)
-
-    async def _team(self, delivery: Delivery, command: TeamCommand, sender: Clinic) -> Handled:
-        """Decide on the cached team first (one KV write on the common path), as referrals do.
-
-        A refusal decided on the cache, or a write that loses the compare-and-set, is decided
-        again on a fresh read: a stale cache can cost a retry, never a wrong answer.
-        """
-
-        def decide(team: CareTeam | None) -> Decided[CareTeam, Handled | TeamChanged | Refusal]:
-            if team is not None and command.message_id in team.applied:
-                # The team keeps no time per applied id; this copy's storage time stands in for
-                # it (exact for a redelivery, a little late for a resend under another id).
-                if not domain.reannounce(delivery.stored_at, datetime.now(UTC), delivery.attempt):
-                    return Decided(None, Handled(outcome="duplicate"))
-                return Decided(None, Handled(outcome="replayed", outgoing=announce(self._replay(team, command))))
-            decision = self._decide_team(team, command, delivery.stored_at, sender)
-            if isinstance(decision, Refusal):
-                return Decided(None, decision, confirm=True)
-            return Decided(decision.team, decision)
-
-        key = team_key(command.patient_ref)
-        outcome = (await update_with_retry(self._teams, key, decide, attempts=DECIDE_ATTEMPTS, fresh=False)).result
-        if isinstance(outcome, Refusal):
-            return self._refuse(delivery, outcome, command.message_id)
-        if isinstance(outcome, TeamChanged):
-            count_safety(outcome.announcements)
-            return Handled(outcome="accepted", outgoing=announce(outcome.announcements))
-        return outcome
-
-    def _refuse(self, delivery: Delivery, refusal: Refusal, message_id: uuid.UUID | None) -> Handled:
-        return refuse(SERVICE, delivery, refusal, message_id, lambda clinic: self._registry.get(clinic) is not None)
 
 
 def count_flag(flag: ScreeningFlagged) -> None:
