@@ -1,0 +1,243 @@
+"""Task and ServiceRequest (referrals, BSeR/360X) and Communication (interim notes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import msgspec
+import structlog
+from litestar import Request, Response, get, patch, post, put
+
+from referral_hub.contracts.referrals import ReferralRequested
+from referral_hub.contracts.rejections import Rejection, RejectionCode
+from referral_hub.gateway import domain
+from referral_hub.gateway.domain import FhirError, GatewayCode
+from referral_hub.gateway.web import (
+    Gateway,
+    caught_up,
+    fhir,
+    gateway_of,
+    json_body,
+    task_response,
+    task_view,
+)
+
+log = structlog.get_logger(__name__)
+
+
+# --- Task ------------------------------------------------------------------------------------
+
+
+async def _create(
+    gateway: Gateway,
+    clinic: str,
+    task: dict[str, Any],
+    service_request: dict[str, Any] | None,
+    if_none_exist: str | None,
+) -> Response[bytes]:
+    """Create a referral, or answer with the one this identifier already made."""
+    envelope = await gateway.envelope(clinic)
+    command = domain.referral_request(envelope, task, service_request)
+    if if_none_exist is not None:
+        _check_if_none_exist(if_none_exist, task)
+    link = await gateway.connections.link(clinic)
+    existing = link.referrals.by_referral.get(command.referral_id)
+    if existing is not None:
+        return task_response(existing, 200)
+    answer = await link.send_and_wait(command)
+    if answer is None and not await link.wait_until(lambda: command.referral_id in link.referrals.by_referral):
+        raise FhirError(503, GatewayCode.HUB_UNAVAILABLE, "the referral was stored but not yet confirmed; retry")
+    if answer is not None and isinstance(answer.message, Rejection):
+        raise domain.from_rejection(answer.message)
+    if answer is not None and not isinstance(answer.message, ReferralRequested):
+        raise FhirError(500, RejectionCode.PROCESSING_FAILED, "the hub answered with an unexpected message")
+    view = link.referrals.by_referral[command.referral_id]
+    return task_response(view, 201, gateway.settings.fhir_base)
+
+
+def _check_if_none_exist(header: str, task: Mapping[str, Any]) -> None:
+    """``If-None-Exist`` must search by the Task's own identifier (the one the referral id comes from)."""
+    name, _, value = header.partition("=")
+    if name.strip() != "identifier":
+        raise FhirError(422, GatewayCode.UNSUPPORTED, "If-None-Exist supports identifier=system|value only")
+    system, code = domain.parse_token_search(value.strip())
+    first = (task.get("identifier") or [{}])[0]
+    if code != first.get("value") or (system and system != first.get("system")):
+        raise FhirError(422, GatewayCode.UNSUPPORTED, "If-None-Exist must name the Task's first identifier")
+
+
+@post("/fhir/Task", status_code=201)
+async def create_task(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """``POST /fhir/Task``: a new referral; with ``If-None-Exist``, a retry makes no second one."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Task", "c")
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a JSON object")
+    return await _create(gateway, grant.clinic, body, None, request.headers.get("if-none-exist"))
+
+
+@post("/fhir", status_code=200)
+async def transaction(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """A transaction Bundle of a ServiceRequest and a Task: one referral."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Task", "c")
+    body = await json_body(request)
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        raise FhirError(422, RejectionCode.SCHEMA_VIOLATION, "the base URL accepts a transaction Bundle")
+    task, service_request = domain.transaction_parts(body)
+    created = await _create(gateway, grant.clinic, task, service_request, None)
+    resource = msgspec.json.decode(created.content) if isinstance(created.content, bytes) else {}
+    status = f"{created.status_code} {'Created' if created.status_code == 201 else 'OK'}"  # noqa: PLR2004 - HTTP status
+    entry = {"response": {"status": status, "location": f"Task/{resource.get('id')}"}, "resource": resource}
+    service_entry = {"response": {"status": status}}
+    return fhir({"resourceType": "Bundle", "type": "transaction-response", "entry": [service_entry, entry]})
+
+
+@get("/fhir/Task/{task_id:str}")
+async def read_task(request: Request[Any, Any, Any], task_id: str) -> Response[bytes]:
+    """One Task of the token's clinic; another clinic's is 404, exactly like a missing one."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Task", "r")
+    _, view = await task_view(gateway, grant.clinic, task_id)
+    return task_response(view)
+
+
+@get("/fhir/ServiceRequest/{resource_id:str}")
+async def read_service_request(request: Request[Any, Any, Any], resource_id: str) -> Response[bytes]:
+    """The ServiceRequest of one of the clinic's referrals."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "ServiceRequest", "r")
+    link = await gateway.connections.link(grant.clinic)
+    for view in link.referrals.by_referral.values():
+        resource = domain.service_request_resource(view)
+        if resource["id"] == resource_id:
+            return fhir(resource, headers={"ETag": domain.etag(view.version)})
+    raise domain.not_found("ServiceRequest", resource_id)  # noqa: EM101 - the resource's name, not a message
+
+
+@get("/fhir/Task")
+async def search_task(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Search the clinic's Tasks by owner, requester, status, patient, identifier and ``_lastUpdated``."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Task", "s")
+    parameters = {name: request.query_params.getall(name) for name in request.query_params}
+    link = await caught_up(await gateway.connections.link(grant.clinic))
+    found = domain.search_tasks(list(link.referrals.by_referral.values()), parameters)
+    offset, count = domain.page_bounds(parameters)
+    page = found[offset : offset + count]
+    base = f"{gateway.settings.fhir_base}/Task"
+    plain = {k: v for k, v in parameters.items() if k not in {"_offset", "_count"}}
+
+    def link_to(start: int) -> str:
+        return f"{base}?{urlencode({**plain, '_count': [str(count)], '_offset': [str(start)]}, doseq=True)}"
+
+    links = {"self": link_to(offset)}
+    if offset + count < len(found):
+        links["next"] = link_to(offset + count)
+    if offset > 0:
+        links["previous"] = link_to(max(0, offset - count))
+    return fhir(
+        domain.searchset(gateway.settings.fhir_base, [domain.task_resource(v) for v in page], len(found), links)
+    )
+
+
+async def _transition(request: Request[Any, Any, Any], task_id: str, *, patching: bool) -> Response[bytes]:
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Task", "u")
+    body = await json_body(request)
+    link, view = await task_view(gateway, grant.clinic, task_id)
+    domain.check_if_match(request.headers.get("if-match"), view.version)
+    current = domain.task_resource(view)
+    if patching:
+        wanted = domain.apply_patch(current, body)
+    elif isinstance(body, dict):
+        wanted = body
+        if body.get("id") not in {None, task_id}:
+            raise FhirError(400, RejectionCode.SCHEMA_VIOLATION, "the Task's id differs from the URL's")
+    else:
+        raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a Task")
+    transition = domain.transition_for(current, wanted, grant.clinic, view)
+    command = domain.transition_command(transition, await gateway.envelope(grant.clinic), view, wanted)
+    answer = await link.send_and_wait(command)
+    if answer is not None and isinstance(answer.message, Rejection):
+        raise domain.from_rejection(answer.message)
+    updated = link.referrals.by_referral.get(view.referral.referral_id)
+    if updated is None:
+        # Forwarded away: the referral is no longer this clinic's to read.
+        return fhir(domain.task_resource(view))
+    return task_response(updated)
+
+
+@put("/fhir/Task/{task_id:str}")
+async def update_task(request: Request[Any, Any, Any], task_id: str) -> Response[bytes]:
+    """A new status or businessStatus is a lifecycle transition; ``If-Match`` guards the version."""
+    return await _transition(request, task_id, patching=False)
+
+
+@patch("/fhir/Task/{task_id:str}")
+async def patch_task(request: Request[Any, Any, Any], task_id: str) -> Response[bytes]:
+    """The same, as a JSON Patch of the Task."""
+    return await _transition(request, task_id, patching=True)
+
+
+# --- Communication ---------------------------------------------------------------------------
+
+
+@post("/fhir/Communication", status_code=201)
+async def create_communication(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """An interim consult note about one of the clinic's referrals (``referral.interim_note``)."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Communication", "c")
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a Communication")
+    link, view = await task_view(gateway, grant.clinic, domain.task_reference(body))
+    command = domain.interim_note(await gateway.envelope(grant.clinic), view, body)
+    answer = await link.send_and_wait(command)
+    if answer is not None and isinstance(answer.message, Rejection):
+        raise domain.from_rejection(answer.message)
+    current = link.referrals.by_referral.get(view.referral.referral_id, view)
+    made = (
+        next(
+            (c for c in domain.communications(current) if c["sent"] == answer.message.occurred_at.isoformat()),
+            None,
+        )
+        if answer is not None
+        else None
+    )
+    return fhir(made or domain.communications(current)[-1], 201)
+
+
+@get("/fhir/Communication")
+async def search_communication(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The interim notes of the clinic's referrals, optionally ``based-on=Task/<id>``."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Communication", "s")
+    link = await caught_up(await gateway.connections.link(grant.clinic))
+    based_on = request.query_params.get("based-on")
+    unknown = set(request.query_params) - {"based-on"}
+    if unknown:
+        raise FhirError(400, GatewayCode.UNSUPPORTED, f"unsupported search parameters: {', '.join(sorted(unknown))}")
+    views = list(link.referrals.by_referral.values())
+    if based_on:
+        chosen = link.referrals.task(based_on.rpartition("/")[2])
+        views = [chosen] if chosen is not None else []
+    found = [c for v in views for c in domain.communications(v)]
+    links = {"self": f"{gateway.settings.fhir_base}/Communication"}
+    return fhir(domain.searchset(gateway.settings.fhir_base, found, len(found), links))
+
+
+HANDLERS: Final = (
+    create_task,
+    transaction,
+    read_task,
+    read_service_request,
+    search_task,
+    update_task,
+    patch_task,
+    create_communication,
+    search_communication,
+)
