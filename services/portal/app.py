@@ -351,7 +351,7 @@ async def events(
     member = await portal.current(request)
     mirror = await portal.connections.mirror(member.clinic.id)
     query = _query(kind, state_filter, 1, unread=False)
-    fragment = request.app.state.jinja.get_template("_row.html")
+    inbox_row = request.app.state.jinja.get_template("_row.html").module.inbox_row
 
     async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:
         async with mirror.subscribe() as queue:
@@ -364,7 +364,7 @@ async def events(
                     continue
                 rows, _ = domain.inbox_rows([item], member.clinic.timezone, frozenset(), query)
                 for row in rows:
-                    html = fragment.render(row=row, prefix=PREFIX).replace("\n", " ")
+                    html = str(inbox_row(row)).replace("\n", " ")
                     yield ServerSentEventMessage(data=html, event="inbox", id=row.event_number)
 
     return ServerSentEvent(stream(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -701,6 +701,8 @@ def create_app(settings: PortalSettings) -> Litestar:
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        # Templates ship with the code: compiled once, never stat-ed again on a render.
+        auto_reload=False,
     )
     environment.globals["prefix"] = PREFIX
     pack = load_rules()

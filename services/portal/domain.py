@@ -271,7 +271,17 @@ class InboxQuery:
 def inbox_rows(
     items: Sequence[InboxItem], zone: str, read: frozenset[int], query: InboxQuery
 ) -> tuple[list[InboxRow], int]:
-    """The rows of one inbox page, newest first, and how many pages the filtered inbox has."""
+    """The rows of one inbox page, newest first, and how many pages the filtered inbox has.
+
+    Unfiltered, the page is a slice of ``items`` (oldest first), so a render touches one
+    page of rows whatever the inbox's size; a filter has to look at every message.
+    """
+    if not (query.kind or query.state or query.unread_only):
+        pages = max(1, -(-len(items) // PAGE_SIZE))
+        page = min(max(query.page, 1), pages)
+        end = len(items) - (page - 1) * PAGE_SIZE
+        window = items[max(end - PAGE_SIZE, 0) : end]
+        return [row(item, zone, read) for item in reversed(window)], pages
     chosen = [
         item
         for item in reversed(items)

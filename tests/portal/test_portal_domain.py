@@ -248,3 +248,31 @@ def test_a_receipt_is_cut_for_this_clinics_delivery_against_the_first_trusted_ch
     other = load_key(new_key_seed()).current.verifier
     with pytest.raises(ReceiptUnavailableError, match="not signed by the hub's pinned key"):
         choose_receipt(log, [first, second], "harbor-pt", message_id, other)
+
+
+def _refusal(number: int, code: RejectionCode) -> InboxItem:
+    message = Rejection(
+        **_envelope("hub", NOW),  # type: ignore[arg-type]
+        code=code,
+        reason="r",
+        offending_message_id="x",
+        offending_subject="clinic.harbor-pt.out.x",
+        event_number=number,
+    )
+    return _delivered(number, message)
+
+
+def test_an_unfiltered_inbox_page_is_the_same_slice_a_filter_matching_everything_gives() -> None:
+    items = [_refusal(number, RejectionCode.STALE_PLAN_VERSION) for number in range(1, 121)]
+    read = frozenset({120, 3})
+    every = domain.InboxQuery(kind="rejection")
+    for page in (0, 1, 2, 3, 9):
+        plain = domain.inbox_rows(items, "UTC", read, domain.InboxQuery(page=page))
+        assert plain == domain.inbox_rows(items, "UTC", read, domain.InboxQuery(kind="rejection", page=page))
+    first, pages = domain.inbox_rows(items, "UTC", read, every)
+    last, _ = domain.inbox_rows(items, "UTC", read, domain.InboxQuery(page=3))
+    assert pages == 3
+    assert [row.event_number for row in first] == list(range(120, 70, -1))
+    assert [row.event_number for row in last] == list(range(20, 0, -1))
+    assert [row.unread for row in first[:2]] == [False, True]
+    assert domain.inbox_rows([], "UTC", read, domain.InboxQuery(page=2)) == ([], 1)
