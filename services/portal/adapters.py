@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -63,6 +63,10 @@ class PortalStore:
         """Use :meth:`open`."""
         self.connection = connection
         self._buckets = buckets
+        self._marks: dict[str, tuple[frozenset[int], int]] = {}
+        """Every member's read marks and their revision, as the bucket's watch last told them."""
+        self._marks_current = asyncio.Event()
+        self._marks_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, nats_url: str) -> PortalStore:
@@ -77,10 +81,47 @@ class PortalStore:
         )
         js = connection.jetstream()
         buckets = {name: await js.key_value(name) for name in natsauth.PORTAL_BUCKETS}
-        return cls(connection, buckets)
+        store = cls(connection, buckets)
+        store._marks_task = asyncio.create_task(store._follow_marks(), name="portal-read-marks")
+        return store
+
+    async def _follow_marks(self) -> None:
+        """Keep a copy of the read-marks bucket current, so an inbox render reads no KV.
+
+        Every replica writes its members' marks to the bucket and watches it, so a mark made
+        on one replica shows on all. Until the watch has delivered what the bucket held, and
+        again while it is broken, :meth:`read_marks` reads the bucket itself.
+        """
+        while True:
+            self._marks_current.clear()
+            try:
+                watcher = await self._buckets[topology.PORTAL_UNREAD_KV].watchall()
+                self._marks.clear()
+                async for entry in watcher:
+                    if entry is None:
+                        self._marks_current.set()
+                    elif entry.operation in {"DEL", "PURGE"} or not entry.value:
+                        self._marks.pop(entry.key, None)
+                    else:
+                        self._remember_marks(
+                            entry.key, msgspec.json.decode(entry.value, type=list[int]), entry.revision
+                        )
+            except (nats.errors.Error, msgspec.DecodeError, TimeoutError) as exc:
+                log.warning("portal_read_marks_watch_failed", error=str(exc))
+            await asyncio.sleep(1.0)
+
+    def _remember_marks(self, key: str, numbers: Iterable[int], revision: int | None) -> None:
+        """Hold ``numbers`` unless a newer revision is held already (a write and its watch echo race)."""
+        held = self._marks.get(key)
+        if held is None or (revision or 0) > held[1]:
+            self._marks[key] = (frozenset(numbers), revision or 0)
 
     async def close(self) -> None:
-        """Flush and close."""
+        """Stop the read-marks watch, flush and close."""
+        if self._marks_task is not None:
+            self._marks_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._marks_task
         with contextlib.suppress(nats.errors.Error):
             await self.connection.drain()
 
@@ -93,16 +134,15 @@ class PortalStore:
             return None
         return msgspec.json.decode(entry.value, type=kind), int(entry.revision or 0)
 
-    async def _put(self, bucket: str, key: str, value: object, revision: int | None) -> None:
-        """Create (``revision`` 0), update at ``revision``, or overwrite (``None``)."""
+    async def _put(self, bucket: str, key: str, value: object, revision: int | None) -> int:
+        """Create (``revision`` 0), update at ``revision``, or overwrite (``None``); the new revision."""
         data = msgspec.json.encode(value)
         try:
             if revision is None:
-                await self._buckets[bucket].put(key, data)
-            elif revision == 0:
-                await self._buckets[bucket].create(key, data)
-            else:
-                await self._buckets[bucket].update(key, data, last=revision)
+                return int(await self._buckets[bucket].put(key, data))
+            if revision == 0:
+                return int(await self._buckets[bucket].create(key, data))
+            return int(await self._buckets[bucket].update(key, data, last=revision))
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError) as exc:
             if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or exc.err_code == 10071:  # noqa: PLR2004 - wrong last sequence
                 raise ConcurrentChangeError(str(exc)) from exc
@@ -163,8 +203,12 @@ class PortalStore:
         raise ConcurrentChangeError(msg)
 
     async def read_marks(self, clinic: str, member: str) -> frozenset[int]:
-        """The inbox numbers this member has read."""
-        found = await self._get(topology.PORTAL_UNREAD_KV, f"{clinic}.{member}", list[int])
+        """The inbox numbers this member has read: from the watched copy once it is current."""
+        key = f"{clinic}.{member}"
+        if self._marks_current.is_set():
+            held = self._marks.get(key)
+            return held[0] if held else frozenset()
+        found = await self._get(topology.PORTAL_UNREAD_KV, key, list[int])
         return frozenset(found[0]) if found else frozenset()
 
     async def mark_read(self, clinic: str, member: str, numbers: frozenset[int]) -> None:
@@ -175,10 +219,13 @@ class PortalStore:
             current = frozenset(found[0]) if found else frozenset()
             if numbers <= current:
                 return
+            marks = sorted(current | numbers)
             try:
-                await self._put(topology.PORTAL_UNREAD_KV, key, sorted(current | numbers), found[1] if found else 0)
+                revision = await self._put(topology.PORTAL_UNREAD_KV, key, marks, found[1] if found else 0)
             except ConcurrentChangeError:
                 continue
+            # This replica's next render shows the marks at once, not when the watch echoes them.
+            self._remember_marks(key, marks, revision)
             return
 
 

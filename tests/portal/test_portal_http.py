@@ -24,6 +24,7 @@ from referral_hub.client import new_id, utc_now
 from referral_hub.contracts.audit import AuditReceipt
 from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.referrals import ReferralAccept
+from referral_hub.runtime import topology
 from tests.helpers import audit_entries, eventually, referral_request
 
 from .conftest import AUDIT_SIGNING_SEED, RunningPortal, csrf_of, log_in
@@ -300,3 +301,39 @@ async def test_many_failed_logins_from_one_address_across_accounts_are_refused_w
     assert "Too many attempts from this address" in over.text
     assert right_but_limited.status_code == 429
     assert elsewhere.status_code == 303
+
+
+def _rows_of(page: str, patient_ref: str) -> dict[int, str]:
+    """The inbox rows about ``patient_ref``: event number to ``read`` or ``unread``."""
+    rows = re.findall(r'<tr id="event-(\d+)" class="(read|unread)">(.*?)</tr>', page, re.DOTALL)
+    return {int(number): state for number, state, cells in rows if f"/patients/{patient_ref}" in cells}
+
+
+async def test_read_marks_made_on_another_replica_show_here_and_mark_all_read_shows_at_once(
+    shared_portal: RunningPortal, members: dict
+) -> None:
+    """Each replica renders read marks from its watched copy of the bucket, and writes through it."""
+    patient = "pt-marks-0001"
+    ben, _ = members[BEN]
+    kneadwell = await shared_portal.hub.clinic("kneadwell-massage")
+    await kneadwell.send_and_confirm(
+        referral_request(
+            sender="kneadwell-massage", recipient="harbor-pt", modality=Modality.PHYSICAL_THERAPY, patient_ref=patient
+        )
+    )
+
+    async def rows(state: str) -> dict[int, str] | None:
+        found = _rows_of((await ben.get("/inbox")).text, patient)
+        return found if found and set(found.values()) == {state} else None
+
+    (number,) = await eventually(lambda: rows("unread"))
+    bucket = await shared_portal.hub.connection.jetstream().key_value(topology.PORTAL_UNREAD_KV)
+    await bucket.put("harbor-pt.ben.okafor", msgspec.json.encode(list(range(1, number + 1))))
+    await eventually(lambda: rows("read"))
+    await bucket.delete("harbor-pt.ben.okafor")
+    await eventually(lambda: rows("unread"))
+
+    token = csrf_of((await ben.get("/inbox")).text)
+    marked = await ben.post("/inbox/read", data={"_csrf_token": token})
+    assert marked.status_code == 303
+    assert set(_rows_of((await ben.get("/inbox")).text, patient).values()) == {"read"}
