@@ -2,8 +2,8 @@
 
 A throwaway hub (nats-server and the three services as processes) and the portal as its own
 process. One clinic's inbox is filled with 1,000 messages; N simulated members, logged in
-with password and TOTP, fetch the inbox page over HTTP for half the run
-(``inbox_render_p99_ms``). For the other half the clinic takes lifecycle steps one after
+with password and TOTP, fetch the inbox page over HTTP for half the run, each pausing
+between loads as a person does (``inbox_render_p99_ms``). For the other half the clinic takes lifecycle steps one after
 another; each step's latency is measured twice on one clock, from the publish to the
 inbox message reaching a plain NATS subscriber of the clinic (``nats_inbox_p99_ms``), and to
 the portal's server-sent event reaching an open HTTP connection (``live_update_p99_ms``).
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from typing import Final
 
@@ -38,6 +39,8 @@ CLINIC: Final = "harbor-pt"
 MEMBERS: Final = ("ana.ruiz", "ben.okafor", "front.harbor")
 PASSWORD: Final = "bench-password-not-real"  # noqa: S105 - a throwaway hub's throwaway login
 STEP_TIMEOUT: Final = 10.0
+THINK_SECONDS: Final = (0.05, 0.25)
+"""A member's pause between two inbox loads: far quicker than a person, so members still overlap."""
 
 
 def _request(index: int) -> ReferralRequest:
@@ -102,18 +105,29 @@ async def sessions(url: str, base: str) -> list[httpx.Cookies]:
     return jars
 
 
-async def render_latencies(base: str, jars: list[httpx.Cookies], members: int, seconds: float) -> list[float]:
-    """``members`` concurrent readers fetch the inbox's first page for ``seconds``; latencies in ms."""
+async def render_latencies(
+    base: str, jars: list[httpx.Cookies], members: int, seconds: float, think: tuple[float, float] = THINK_SECONDS
+) -> list[float]:
+    """``members`` readers fetch the inbox's first page for ``seconds``, each pausing ``think``; latencies in ms.
+
+    Each member waits a random time in ``think`` after each page, as a person does before
+    reloading, so members overlap at random instead of all requesting again the instant a
+    page arrives: with no pause, N members on one 2-core machine measure N renders queued
+    behind each other (and the bench's own client starved of CPU), not one render.
+    """
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
 
     async def member(index: int) -> None:
+        pauses = random.Random(index)  # noqa: S311 - think times, not secrets
         async with httpx.AsyncClient(base_url=base, cookies=jars[index % len(jars)], timeout=30) as client:
+            await asyncio.sleep(pauses.uniform(0, think[1]))
             while time.perf_counter() < stop:
                 started = time.perf_counter()
                 response = await client.get("/inbox")
                 if response.status_code == 200:  # noqa: PLR2004 - HTTP OK
                     latencies.append((time.perf_counter() - started) * 1000)
+                await asyncio.sleep(pauses.uniform(*think))
 
     await asyncio.gather(*(member(index) for index in range(members)))
     return latencies
@@ -197,7 +211,7 @@ async def bench_portal(duration: float, members: int = 8, sync_interval: str = S
             base = f"http://127.0.0.1:{port}/portal"
             requests = await fill_inbox(server.url)
             jars = await sessions(server.url, base)
-            await render_latencies(base, jars, 1, 1.0)  # the mirror's first load and warm-up
+            await render_latencies(base, jars, 1, 1.0, (0.0, 0.0))  # the mirror's first load and warm-up
             rendered = await render_latencies(base, jars, members, duration / 2)
             live, direct = await live_latencies(server.url, base, jars[0], requests, duration / 2)
         finally:
@@ -207,6 +221,7 @@ async def bench_portal(duration: float, members: int = 8, sync_interval: str = S
         "inbox_messages": INBOX_SIZE,
         "members": members,
         "inbox_renders": len(rendered),
+        "inbox_renders_per_second": round(len(rendered) / (duration / 2), 1),
         "inbox_render_p50_ms": round(percentile(rendered, 0.50), 2),
         "inbox_render_p99_ms": round(percentile(rendered, 0.99), 2),
         "live_updates": len(live),
