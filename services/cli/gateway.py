@@ -64,8 +64,8 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """``hubctl run gateway``: serve until stopped."""
-    from referral_hub.gateway.web import GatewaySettings  # noqa: PLC0415 - Litestar loads only for the gateway
-    from referral_hub.gateway.app import run as serve_app  # noqa: PLC0415 - as above
+    from referral_hub.gateway.app import run as serve_app  # noqa: PLC0415 - Litestar loads only for the gateway
+    from referral_hub.gateway.web import GatewaySettings  # noqa: PLC0415 - as above
 
     logs.configure("gateway", json=args.log_json)
     serve_app(
