@@ -67,13 +67,8 @@ async def portal_process(
     port = free_port()
     log = log_path.open("wb")
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "referral_hub.portal",
-        "--nats-url",
-        hub.url,
-        "--port",
-        str(port),
+        *(sys.executable, "-m", "referral_hub.cli", "run", "portal"),
+        *("--nats-url", hub.url, "--portal-port", str(port)),
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, **(env or {})},
