@@ -135,6 +135,15 @@ class Portal:
             )
         return Member(self.clinics[session.clinic], session.member, token)
 
+    async def session_alive(self, member: Member) -> bool:
+        """Whether the member's session still stands, without refreshing its idle timer.
+
+        An open live page is not activity: a session that idles out, or is logged out on
+        another tab, ends the page's stream rather than feeding it patient data.
+        """
+        found = await self.storage().session(member.token)
+        return found is not None and not domain.session_expired(found[0], domain.utc_now())
+
     async def record(self, member: Member, message: Message) -> None:
         """Send an access record as the member's clinic; the page is shown only once it is stored."""
         await self.connections.send(member.clinic.id, message)
@@ -360,8 +369,12 @@ async def events(
                 try:
                     item: InboxItem = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_SECONDS)
                 except TimeoutError:
+                    if not await portal.session_alive(member):
+                        return
                     yield ServerSentEventMessage(comment="keepalive")
                     continue
+                if not await portal.session_alive(member):
+                    return
                 rows, _ = domain.inbox_rows([item], member.clinic.timezone, frozenset(), query)
                 for row in rows:
                     html = str(inbox_row(row)).replace("\n", " ")

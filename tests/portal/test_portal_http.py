@@ -7,6 +7,7 @@ patients. Members log in once, in ``members``: a TOTP code is accepted only once
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import re
 from collections.abc import AsyncIterator
@@ -337,3 +338,33 @@ async def test_read_marks_made_on_another_replica_show_here_and_mark_all_read_sh
     marked = await ben.post("/inbox/read", data={"_csrf_token": token})
     assert marked.status_code == 303
     assert set(_rows_of((await ben.get("/inbox")).text, patient).values()) == {"read"}
+
+
+async def test_a_live_inbox_stream_ends_with_its_session_and_sends_nothing_after(
+    shared_portal: RunningPortal, members: dict
+) -> None:
+    """Last in the module: it logs Sam out."""
+    sam, _ = members[SAM]
+    harbor = await shared_portal.hub.clinic("harbor-pt")
+
+    async def after_logout() -> list[str]:
+        async with sam.stream("GET", "/events") as live:
+            lines = live.aiter_lines()
+            async for line in lines:
+                if "live" in line:
+                    break
+            token = csrf_of((await sam.get("/inbox")).text)
+            assert (await sam.post("/logout", data={"_csrf_token": token})).status_code == 303
+            await harbor.send_and_confirm(
+                referral_request(
+                    sender="harbor-pt",
+                    recipient="kneadwell-massage",
+                    modality=Modality.MASSAGE,
+                    patient_ref="pt-after-logout",
+                )
+            )
+            return [line async for line in lines]
+
+    rest = await asyncio.wait_for(after_logout(), 20)
+
+    assert not [line for line in rest if line.startswith("event:") or line.removeprefix("data:").strip()], rest
