@@ -67,7 +67,7 @@ async def test_the_client_reads_the_whole_inbox_across_pages_from_any_number(hub
 
 
 async def test_a_malformed_read_gets_an_error_page_not_silence(hub) -> None:
-    await hub.clinic(CLINIC)
+    await (await hub.clinic(CLINIC)).read_page()  # the hub's reader is up (it retries until it answers)
     reply = await hub.connection.request(subjects.inbox_read(CLINIC), b'{"after": "many"}', timeout=5)
     page = msgspec.json.decode(reply.data, type=InboxPage)
     assert page.error.startswith("malformed read request")

@@ -59,6 +59,8 @@ SERVICES: Final = ("referrals", "notifications", "audit")
 """The hub's core services, in the order ``hubctl up`` starts them and numbers their metrics ports."""
 
 
+REGISTRY_READ_SECONDS: Final = 10.0
+"""How long a command waits for the registry from a server that answered: a busy hub is slow, not absent."""
 FULL_ID_LENGTH: Final = 36
 """Characters of a UUID as text: anything shorter is a prefix to resolve."""
 
@@ -276,7 +278,9 @@ async def refuse_unregistered(nats_url: str, clinic_id: str) -> None:
     try:
         connection = await connect(nats_url, "hubctl-registry")
         try:
-            registered = {clinic.id for clinic in await asyncio.wait_for(fetch_registry(connection), 3.0)}
+            registered = {
+                clinic.id for clinic in await asyncio.wait_for(fetch_registry(connection), REGISTRY_READ_SECONDS)
+            }
         finally:
             await connection.close()
     except (nats.errors.Error, OSError, TimeoutError):
