@@ -25,7 +25,7 @@ from typing import Final, TypeAlias, TypeVar
 
 import nats.errors
 
-from referral_hub.cli.commands import UsageError, connect, fetch_registry, out, require_clinic
+from referral_hub.cli.commands import REGISTRY_READ_SECONDS, UsageError, connect, fetch_registry, out, require_clinic
 from referral_hub.client import ClinicClient, InboxItem, new_id, utc_now
 from referral_hub.contracts.alerts import (
     AlertAck,
@@ -72,7 +72,6 @@ SHORT: Final = 8
 """Characters of an id the CLI prints, as the hub's own screens do."""
 MIN_PREFIX: Final = 4
 DEFAULT_WAIT: Final = 10.0
-REGISTRY_SECONDS: Final = 3.0
 MODALITIES: Final = [m.value for m in Modality]
 MODALITY_HELP: Final = "the kind of care: " + ", ".join(MODALITIES)
 
@@ -194,7 +193,7 @@ async def actor_of(args: argparse.Namespace, clinic_id: str) -> str:
         with contextlib.suppress(HubError, nats.errors.Error, OSError, TimeoutError):
             connection = await connect(args.nats_url, "hubctl-actor")
             try:
-                registered = await asyncio.wait_for(fetch_registry(connection), REGISTRY_SECONDS)
+                registered = await asyncio.wait_for(fetch_registry(connection), REGISTRY_READ_SECONDS)
             finally:
                 await connection.close()
             for clinic in registered:
