@@ -10,11 +10,13 @@ key that would let it mint a clinic's access.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -30,12 +32,16 @@ from referral_hub.runtime.credentials import write_secret
 from referral_hub.runtime.servers import server_urls
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
+
     from referral_hub.cli.up import ServiceProcess
+    from referral_hub.contracts.registry import Clinic
 
 DEFAULT_PORT: Final = 8490
 DEMO_CLINIC: Final = "harbor-pt"
 GATEWAY_URL_ENV: Final = "HUB_GATEWAY_URL"
 AUDIT_INDEX_ENV: Final = "HUB_GATEWAY_AUDIT_INDEX"
+REGISTRY_SETTLE_SECONDS: Final = 5.0
 
 
 class GatewayUsageError(HubError):
@@ -118,7 +124,7 @@ async def register(
         server_urls(nats_url), connect_timeout=5, **credentials.for_hub_user(natsauth.ADMIN).connect_options()
     )
     try:
-        clinic = next((c for c in await fetch_registry(connection) if c.id == clinic_id), None)
+        clinic = await _registered(connection, clinic_id)
         if clinic is None or not clinic.members:
             msg = f"clinic {clinic_id!r} is not registered (with members); see 'hubctl clinics'"
             raise GatewayUsageError(msg)
@@ -143,6 +149,20 @@ async def register(
         await connection.drain()
     where = f"; private key written to {generate}" if generate else ""
     return f"registered {len(jwks['keys'])} key(s) for {clinic.id} (actor {member}){where}"
+
+
+async def _registered(connection: Client, clinic_id: str) -> Clinic | None:
+    """The clinic's registry record, asked again for a few seconds while it is missing.
+
+    On a cluster just provisioned (``hubctl up --cluster 3``), a registry written a moment
+    ago can be missing from a read served by a replica that has not caught up yet.
+    """
+    deadline = time.monotonic() + REGISTRY_SETTLE_SECONDS
+    while True:
+        clinic = next((c for c in await fetch_registry(connection) if c.id == clinic_id), None)
+        if (clinic is not None and clinic.members) or time.monotonic() > deadline:
+            return clinic
+        await asyncio.sleep(0.2)
 
 
 # --- hubctl up ---------------------------------------------------------------------------------
