@@ -41,6 +41,8 @@ READ_PAGE: Final = 200
 """The most messages the hub answers one inbox read with."""
 SUBSCRIBER_QUEUE: Final = 256
 """Live updates buffered per open page; a page that falls this far behind is told to reload."""
+MIRROR_CATCH_UP_SECONDS: Final = 5.0
+"""How long a sender waits for its own answer to reach the mirror before rendering anyway."""
 
 
 class PortalError(HubError):
@@ -373,21 +375,19 @@ class ClinicConnections:
         """Publish as the clinic and wait for the hub's answer (a confirmation or a rejection)."""
         mirror = await self.mirror(clinic)
         answer = await mirror.client.send_and_confirm(message)
-        with contextlib.suppress(TimeoutError):
-            await mirror.wait_for(answer.event_number, within=5.0)
+        await _mirrored(mirror, answer)
         return answer
 
     async def send_and_wait(self, clinic: str, message: Message, within: float) -> InboxItem | None:
-        """Publish as the clinic; the hub's answer if one comes within ``within`` seconds.
+        """Publish as the clinic; the hub's answer if one comes within ``within`` seconds, else ``None``.
 
-        For commands whose author gets only a refusal (a plan update): no answer in time
-        means the hub has not refused it.
+        The caller says what no answer means: for a plan update, that nothing is known to
+        have changed (the hub confirms a stored plan to its author).
         """
         mirror = await self.mirror(clinic)
         _, answer = await mirror.client.send_and_wait(message, within)
         if answer is not None:
-            with contextlib.suppress(TimeoutError):
-                await mirror.wait_for(answer.event_number, within=5.0)
+            await _mirrored(mirror, answer)
         return answer
 
     async def close(self) -> None:
@@ -400,3 +400,9 @@ class ClinicConnections:
             with contextlib.suppress(nats.errors.Error):
                 await mirror.client.close()
         self._mirrors.clear()
+
+
+async def _mirrored(mirror: InboxMirror, answer: InboxItem) -> None:
+    """Give the mirror a moment to hold ``answer``, so the page rendered next shows it."""
+    with contextlib.suppress(TimeoutError):
+        await mirror.wait_for(answer.event_number, within=MIRROR_CATCH_UP_SECONDS)
