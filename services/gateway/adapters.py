@@ -175,15 +175,8 @@ class ClinicLink:
         For a command whose answer the caller judges itself (``plan.update``: the author's
         ``plan.updated`` or a rejection); no answer is never taken as success.
         """
-        future: asyncio.Future[InboxItem] = asyncio.get_running_loop().create_future()
-        self.waiters[message.message_id] = future
-        try:
-            await self.client.send(message)
-            return await asyncio.wait_for(future, within)
-        except TimeoutError:
-            return None
-        finally:
-            self.waiters.pop(message.message_id, None)
+        _, answer = await self._send(message, within)
+        return answer
 
     async def send_and_wait(self, message: Message) -> InboxItem | None:
         """Publish as the clinic and wait for the hub's answer to it.
@@ -191,16 +184,23 @@ class ClinicLink:
         ``None`` when JetStream reports the message as a duplicate (a retry of one already
         stored): the caller looks for its effect in the folded view instead.
         """
+        duplicate, answer = await self._send(message, ANSWER_TIMEOUT_SECONDS)
+        if answer is None and not duplicate:
+            msg = "the hub did not answer in time; retry with the same identifier"
+            raise FhirError(503, GatewayCode.HUB_UNAVAILABLE, msg, {"Retry-After": "1"})
+        return answer
+
+    async def _send(self, message: Message, within: float) -> tuple[bool, InboxItem | None]:
+        """Publish as the clinic: whether JetStream called it a duplicate (no answer will come), and the answer."""
         future: asyncio.Future[InboxItem] = asyncio.get_running_loop().create_future()
         self.waiters[message.message_id] = future
         try:
             receipt = await self.client.send(message)
             if receipt.duplicate:
-                return None
-            return await asyncio.wait_for(future, ANSWER_TIMEOUT_SECONDS)
-        except TimeoutError as exc:
-            msg = "the hub did not answer in time; retry with the same identifier"
-            raise FhirError(503, GatewayCode.HUB_UNAVAILABLE, msg, {"Retry-After": "1"}) from exc
+                return True, None
+            return False, await asyncio.wait_for(future, within)
+        except TimeoutError:
+            return False, None
         finally:
             self.waiters.pop(message.message_id, None)
 
