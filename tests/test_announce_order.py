@@ -44,12 +44,8 @@ class OutageEffects(Effects):
     """The real effects over an inbox writer that can be taken down."""
 
     def __init__(self, connection: Client) -> None:
-        super().__init__(lambda: connection)
-        self.writer = InboxOutage(connection)
-
-    @property
-    def inbox(self) -> InboxWriter:
-        return self.writer
+        super().__init__(connection)
+        self.inbox = self.writer = InboxOutage(connection)
 
 
 class _Transition(msgspec.Struct):
@@ -84,8 +80,8 @@ async def handle(intake: IntakeHandler, effects: Effects, delivery: Delivery) ->
         await effects.apply(handled.outgoing)
     except nats.errors.TimeoutError:
         return False
-    if handled.published is not None:
-        handled.published()
+    if handled.on_stored is not None:
+        handled.on_stored()
     return True
 
 

@@ -268,7 +268,7 @@ async def test_overdue_timer_fires_once_with_an_injected_clock(hub: RunningHub) 
     referral_id = await requested(hub)
     js = hub.connection.jetstream()
     later = datetime.now(UTC) + timedelta(hours=73)
-    sweeper = TimerSweeper(await referral_store(js), Effects(lambda: hub.connection), SlaPolicy(), lambda: later)
+    sweeper = TimerSweeper(await referral_store(js), Effects(hub.connection), SlaPolicy(), lambda: later)
 
     assert await sweeper.sweep_once() == 1
     assert await sweeper.sweep_once() == 0
@@ -284,11 +284,11 @@ async def test_timers_survive_a_restart_because_they_live_in_the_referral(hub: R
     js = hub.connection.jetstream()
     later = datetime.now(UTC) + timedelta(hours=73)
     first = TimerSweeper(
-        await referral_store(js), Effects(lambda: hub.connection), SlaPolicy(), lambda: datetime.now(UTC)
+        await referral_store(js), Effects(hub.connection), SlaPolicy(), lambda: datetime.now(UTC)
     )
     assert await first.sweep_once() == 0
 
-    restarted = TimerSweeper(await referral_store(js), Effects(lambda: hub.connection), SlaPolicy(), lambda: later)
+    restarted = TimerSweeper(await referral_store(js), Effects(hub.connection), SlaPolicy(), lambda: later)
 
     assert await restarted.sweep_once() == 1
     stored = await (await referral_store(js)).load(str(referral_id))
@@ -332,7 +332,7 @@ async def test_heartbeat_reports_the_newest_event_number(hub: RunningHub) -> Non
         registry.apply(f"clinic.{clinic.id}", msgspec.json.encode(clinic))
     subscription = await hub.connection.subscribe("clinic.harbor-pt.heartbeat")
 
-    await referrals_app.send_heartbeats(hub.connection, registry, Effects(lambda: hub.connection), utc_now())
+    await referrals_app.send_heartbeats(hub.connection, registry, Effects(hub.connection), utc_now())
 
     beat = decode_hub_message((await subscription.next_msg(timeout=5)).data)
     assert isinstance(beat, InboxHeartbeat)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
+from nats.aio.client import Client
+
 from referral_hub.contracts.audit import AuditOutcome
 from referral_hub.contracts.codec import encode
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.runtime import streams, topology
 from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.handling import Effects, Handled, subscriber
+from referral_hub.runtime.handling import Effects, Handled
 from referral_hub.runtime.natsserver import free_port
-from referral_hub.runtime.service import ServiceApp, ServiceSettings, attach, lazy_connection, new_broker, serve
+from referral_hub.runtime.pulling import Job, Pulled, unordered
+from referral_hub.runtime.service import ServiceApp, ServiceSettings, new_broker, serve
 
 from .helpers import RunningHub, audit_entries, dead_letters, eventually, referral_request
 
@@ -25,18 +28,13 @@ async def always_fails(_delivery: Delivery) -> Handled:
 
 async def test_a_message_that_exhausts_its_deliveries_is_dead_lettered_and_the_sender_told(hub: RunningHub) -> None:
     await hub.connection.jetstream().add_consumer(POISON.stream, config=POISON.config())
-    broker = new_broker(hub.url, "poison")
-    attach(
-        "poison",
-        broker,
-        POISON,
-        subscriber("poison", "always-fails", Effects(lazy_connection(broker)), always_fails),
-        "test",
-    )
+
+    async def build(connection: Client) -> list[Job]:
+        return [Pulled("poison", "always-fails", POISON, unordered).job(Effects(connection), always_fails)]
+
+    app = ServiceApp("poison", new_broker(hub.url, "poison"), (POISON,), build)
     stop = asyncio.Event()
-    task = asyncio.create_task(
-        serve(ServiceApp("poison", broker, (POISON,)), ServiceSettings(hub.url, free_port()), stop)
-    )
+    task = asyncio.create_task(serve(app, ServiceSettings(hub.url, free_port()), stop))
     try:
         request = referral_request()
         await (await hub.clinic("harbor-pt")).send(request)

@@ -30,8 +30,8 @@ async def scheduled_then_completed(intake: IntakeHandler) -> tuple[ReferralComma
     ]
     for sequence, step in enumerate(steps, start=1):
         handled = await intake(intake_delivery(step, sequence))
-        assert handled.published is not None
-        handled.published()
+        assert handled.on_stored is not None
+        handled.on_stored()
     complete = command("complete", RECIPIENT, request.referral_id)
     completed = await intake(intake_delivery(complete, len(steps) + 1))
     return complete, completed, command("close", SENDER, request.referral_id)
@@ -51,8 +51,8 @@ async def test_a_step_whose_outputs_were_not_all_stored_is_announced_again_befor
 async def test_a_step_whose_outputs_were_all_stored_is_not_announced_again(provisioned: Client) -> None:
     intake = await intake_handler(provisioned)
     _complete, completed, close = await scheduled_then_completed(intake)
-    assert completed.published is not None
-    completed.published()
+    assert completed.on_stored is not None
+    completed.on_stored()
 
     closed = await intake(intake_delivery(close, 5))
 

@@ -14,9 +14,9 @@ from referral_hub.audit.checkpoints import load_key
 from referral_hub.audit.handlers import AuditHandler
 from referral_hub.audit.witnessing import InboxWitnesses
 from referral_hub.runtime import metrics, topology
-from referral_hub.runtime.handling import Effects, LateHandler
+from referral_hub.runtime.handling import Effects
 from referral_hub.runtime.pulling import Job, Pulled, unordered
-from referral_hub.runtime.service import ServiceApp, lazy_connection, new_broker
+from referral_hub.runtime.service import ServiceApp, new_broker
 
 SERVICE = "audit"
 log = structlog.get_logger(__name__)
@@ -54,21 +54,6 @@ def create_app(
     always witnesses.
     """
     policy = checkpoints or CheckpointPolicy()
-    broker = new_broker(nats_url, SERVICE)
-    handler = LateHandler(SERVICE)
-
-    effects = Effects(lazy_connection(broker))
-    started = asyncio.Event()
-
-    async def prepare(connection: Client) -> None:
-        handler.bind(AuditHandler(ChainWriter(connection)))
-        started.set()
-
-    background: list[Job] = [
-        Pulled(SERVICE, spec.durable, spec, unordered).job(effects, handler, started)
-        for spec in topology.AUDIT_CONSUMERS
-    ]
-
     keys = load_key(signing_key) if signing_key else None
 
     async def checkpoint_forever(connection: Client) -> None:
@@ -84,16 +69,21 @@ def create_app(
             "NATS metrics come from the NATS exporter (python -m referral_hub.runtime.natsmonitor), "
             "not the audit service; its monitoring URL is not used here"
         )
-    if keys is not None:
-        background.append(checkpoint_forever)
-    else:
+    if keys is None:
         log.warning("no audit signing key (HUB_AUDIT_SIGNING_KEY_FILE): checkpoints are not published")
+
+    async def build(connection: Client) -> list[Job]:
+        effects, handler = Effects(connection), AuditHandler(ChainWriter(connection))
+        jobs = [
+            Pulled(SERVICE, spec.durable, spec, unordered).job(effects, handler) for spec in topology.AUDIT_CONSUMERS
+        ]
+        return [*jobs, checkpoint_forever] if keys is not None else jobs
+
     metrics.expose_service(SERVICE, handlers=[spec.durable for spec in topology.AUDIT_CONSUMERS])
     return ServiceApp(
         name=SERVICE,
-        broker=broker,
+        broker=new_broker(nats_url, SERVICE),
         consumers=topology.AUDIT_CONSUMERS,
-        before_start=(prepare,),
-        background=background,
+        build=build,
         watched_streams=tuple(config.name for config in topology.stream_configs() if config.name),
     )

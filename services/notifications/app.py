@@ -17,10 +17,10 @@ from referral_hub.notifications.domain import SERVICE
 from referral_hub.notifications.paging import EscalationPolicy
 from referral_hub.notifications.sweeping import Sweeper
 from referral_hub.runtime import topology
-from referral_hub.runtime.handling import Effects, LateHandler, subscriber
-from referral_hub.runtime.pulling import Pulled, order_by_patient
+from referral_hub.runtime.handling import Effects
+from referral_hub.runtime.pulling import Job, Pulled, order_by_patient, unordered
 from referral_hub.runtime.registry import RegistryCache
-from referral_hub.runtime.service import ServiceApp, attach, lazy_connection, new_broker
+from referral_hub.runtime.service import ServiceApp, new_broker
 
 SWEEP_INTERVAL_SECONDS: Final = 5.0
 LOAD_SECONDS: Final = 10.0
@@ -41,54 +41,42 @@ def create_app(
 ) -> ServiceApp:
     """The notifications service: domain events in, pages and notifications out, acks, escalation.
 
-    The events run on ``runtime.pulling`` (a batch pull loop, in order per patient): the hot
-    path of the alert-to-page chain, where faststream's per-message subscriber costs most.
+    Events are handled in order per patient (an alert before its resolution); page acks in any order.
     """
     timing = handlers.Timing(policy or EscalationPolicy(), clock)
-    broker = new_broker(nats_url, SERVICE)
-    effects = Effects(lazy_connection(broker))
     registry, views = RegistryCache(), adapters.Views()
-    events, acks = LateHandler(SERVICE), LateHandler(SERVICE)
-    sweepers: list[Sweeper] = []
-    started = asyncio.Event()
 
     async def follow(connection: Client) -> None:
         await asyncio.gather(registry.follow(connection.jetstream()), views.follow(connection.jetstream()))
 
-    async def prepare(connection: Client) -> None:
+    async def build(connection: Client) -> list[Job]:
         await adapters.wait_loaded(registry, views, LOAD_SECONDS)
+        effects = Effects(connection)
         stores = await adapters.open_stores(connection.jetstream(), views)
         deliverer = Deliverer(stores.pages, registry, Channels(channels or ChannelSettings.from_env()), effects, clock)
         hub = handlers.Hub(stores, registry, deliverer, timing)
-        events.bind(partial(handlers.on_event, hub))
-        acks.bind(partial(handlers.on_ack, hub))
-        sweepers.append(Sweeper(hub))
-        started.set()
+        sweeper = Sweeper(hub)
 
-    async def sweep(_connection: Client) -> None:
-        await started.wait()
-        while True:
-            await asyncio.sleep(sweep_interval)
-            await sweepers[0].sweep_once()
+        async def sweep(_connection: Client) -> None:
+            while True:
+                await asyncio.sleep(sweep_interval)
+                await sweeper.sweep_once()
 
-    metrics.expose(timing.policy)
-    attach(
-        SERVICE,
-        broker,
-        topology.NOTIFICATIONS_ACKS,
-        subscriber(SERVICE, metrics.PAGE_ACKS, effects, acks),
-        "Members acknowledge pages (page.ack); escalation stops and the care team is told who.",
-    )
-    return ServiceApp(
-        name=SERVICE,
-        broker=broker,
-        consumers=(topology.NOTIFICATIONS_EVENTS, topology.NOTIFICATIONS_ACKS),
-        background=(
-            follow,
+        return [
             Pulled(SERVICE, metrics.EVENTS, topology.NOTIFICATIONS_EVENTS, order_by_patient).job(
-                effects, events, started
+                effects, partial(handlers.on_event, hub)
+            ),
+            Pulled(SERVICE, metrics.PAGE_ACKS, topology.NOTIFICATIONS_ACKS, unordered).job(
+                effects, partial(handlers.on_ack, hub)
             ),
             sweep,
-        ),
-        before_start=(prepare,),
+        ]
+
+    metrics.expose(timing.policy)
+    return ServiceApp(
+        name=SERVICE,
+        broker=new_broker(nats_url, SERVICE),
+        consumers=(topology.NOTIFICATIONS_EVENTS, topology.NOTIFICATIONS_ACKS),
+        build=build,
+        follow=follow,
     )

@@ -17,13 +17,13 @@ from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.referrals.handlers import SERVICE, IntakeHandler, TimerSweeper
 from referral_hub.runtime import metrics, subjects, topology
 from referral_hub.runtime.exhausted import ExhaustedHandler
-from referral_hub.runtime.handling import Effects, LateHandler, subscriber
+from referral_hub.runtime.handling import Effects
 from referral_hub.runtime.ids import derived_id
 from referral_hub.runtime.inboxread import serve_inbox_reads
-from referral_hub.runtime.pulling import Pulled, order_by_referral
+from referral_hub.runtime.pulling import Job, Pulled, order_by_referral, unordered
 from referral_hub.runtime.refusals import HUB_SENDER
 from referral_hub.runtime.registry import RegistryCache
-from referral_hub.runtime.service import ServiceApp, attach, lazy_connection, lazy_jetstream, new_broker
+from referral_hub.runtime.service import ServiceApp, new_broker
 
 REGISTRY_LOAD_SECONDS: Final = 10.0
 TIMER_INTERVAL_SECONDS: Final = 30.0
@@ -48,71 +48,52 @@ def create_app(
     heartbeat_interval: float = HEARTBEAT_INTERVAL_SECONDS,
     clock: Callable[[], datetime] = utc_now,
 ) -> ServiceApp:
-    """The referrals service: every clinic submission, SLA timers and inbox heartbeats.
-
-    The intake runs on ``runtime.pulling`` rather than a faststream subscriber, for
-    per-referral order with concurrency across referrals (see that module).
-    """
+    """The referrals service: every clinic submission, dead letters, SLA timers and inbox heartbeats."""
     policy = sla or SlaPolicy()
-    broker = new_broker(nats_url, SERVICE)
     registry = RegistryCache()
-    handler = LateHandler(SERVICE)
-    effects = Effects(lazy_connection(broker))
-    started = asyncio.Event()
 
     async def follow_registry(connection: Client) -> None:
         await registry.follow(connection.jetstream())
 
-    async def prepare(connection: Client) -> None:
+    async def build(connection: Client) -> list[Job]:
         try:
             await asyncio.wait_for(registry.loaded.wait(), REGISTRY_LOAD_SECONDS)
         except TimeoutError as exc:
             msg = "the clinic registry did not load; is the hub provisioned (hubctl provision)?"
             raise HubError(msg) from exc
-        js = connection.jetstream()
-        handler.bind(
-            IntakeHandler(
-                await referral_store(js, REFERRAL_CACHE), await careteam_store(js, REFERRAL_CACHE), registry, policy
-            )
-        )
-        started.set()
+        js, effects = connection.jetstream(), Effects(connection)
+        referrals, careteams = await referral_store(js, REFERRAL_CACHE), await careteam_store(js, REFERRAL_CACHE)
+        sweeper = TimerSweeper(await referral_store(js), effects, policy, clock)
 
-    async def fire_timers(connection: Client) -> None:
-        sweeper = TimerSweeper(await referral_store(connection.jetstream()), effects, policy, clock)
-        while True:
-            await sweeper.sweep_once()
-            await asyncio.sleep(timer_interval)
+        async def fire_timers(_connection: Client) -> None:
+            while True:
+                await sweeper.sweep_once()
+                await asyncio.sleep(timer_interval)
 
-    async def heartbeats(connection: Client) -> None:
-        while True:
-            await asyncio.sleep(heartbeat_interval)
-            await send_heartbeats(connection, registry, effects, clock())
+        async def heartbeats(_connection: Client) -> None:
+            while True:
+                await asyncio.sleep(heartbeat_interval)
+                await send_heartbeats(connection, registry, effects, clock())
 
-    metrics.expose_service(SERVICE, handlers=(INTAKE, EXHAUSTED))
-    attach(
-        SERVICE,
-        broker,
-        topology.EXHAUSTED,
-        subscriber(
-            SERVICE,
-            EXHAUSTED,
-            effects,
-            ExhaustedHandler(lazy_jetstream(broker), lambda c: registry.get(c) is not None),
-        ),
-        "MAX_DELIVERIES advisories: the named message becomes a processing_failed dead letter.",
-    )
-    return ServiceApp(
-        name=SERVICE,
-        broker=broker,
-        consumers=(topology.REFERRALS_INTAKE, topology.EXHAUSTED),
-        background=(
-            follow_registry,
-            Pulled(SERVICE, INTAKE, topology.REFERRALS_INTAKE, order_by_referral).job(effects, handler, started),
+        return [
+            Pulled(SERVICE, INTAKE, topology.REFERRALS_INTAKE, order_by_referral).job(
+                effects, IntakeHandler(referrals, careteams, registry, policy)
+            ),
+            Pulled(SERVICE, EXHAUSTED, topology.EXHAUSTED, unordered).job(
+                effects, ExhaustedHandler(js, lambda clinic: registry.get(clinic) is not None)
+            ),
             fire_timers,
             heartbeats,
             serve_inbox_reads,
-        ),
-        before_start=(prepare,),
+        ]
+
+    metrics.expose_service(SERVICE, handlers=(INTAKE, EXHAUSTED))
+    return ServiceApp(
+        name=SERVICE,
+        broker=new_broker(nats_url, SERVICE),
+        consumers=(topology.REFERRALS_INTAKE, topology.EXHAUSTED),
+        build=build,
+        follow=follow_registry,
     )
 
 

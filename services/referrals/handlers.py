@@ -154,7 +154,7 @@ class ReferralCommands:
             outcome="accepted" if isinstance(decision, domain.Changed) else "replayed",
             outgoing=outgoing,
             log_fields={"transition": step.transition, "state": str(referral.state)},
-            published=lambda: self._remember_announced(step.message_id),
+            on_stored=lambda: self._remember_announced(step.message_id),
         )
 
     async def _decide_and_save(self, delivery: Delivery, command: ReferralCommand) -> domain.Decision:

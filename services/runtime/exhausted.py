@@ -38,7 +38,7 @@ class _Advisory(msgspec.Struct):
 class ExhaustedHandler:
     """Dead-letters the message a MAX_DELIVERIES advisory names."""
 
-    def __init__(self, js: Callable[[], JetStreamContext], is_registered_clinic: Callable[[str], bool]) -> None:
+    def __init__(self, js: JetStreamContext, is_registered_clinic: Callable[[str], bool]) -> None:
         """Read originals through ``js``; tell a sender only if it is a registered clinic."""
         self._js = js
         self._is_registered_clinic = is_registered_clinic
@@ -50,7 +50,7 @@ class ExhaustedHandler:
         except msgspec.DecodeError as exc:
             return Handled(outcome="undecodable", log_fields={"error": str(exc)[:300]})
         try:
-            raw = await self._js().get_msg(advisory.stream, advisory.stream_seq)
+            raw = await self._js.get_msg(advisory.stream, advisory.stream_seq)
         except NotFoundError:
             return Handled(outcome="gone", log_fields={"stream": advisory.stream, "stream_seq": advisory.stream_seq})
         original = Delivery(

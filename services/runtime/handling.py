@@ -1,6 +1,6 @@
-"""The thin-subscriber contract every service handler follows.
+"""The acknowledgement policy every service handler runs under.
 
-A subscriber turns the JetStream message into a :class:`Delivery`, hands it to a plain
+:func:`handle_one` turns the JetStream message into a :class:`Delivery`, hands it to a plain
 async function, publishes what that function returns, and only then acknowledges.
 
 Acknowledgement policy, decided deliberately (faststream's default REJECT_ON_ERROR would
@@ -22,11 +22,9 @@ from dataclasses import dataclass
 from typing import Final
 
 import structlog
-from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from referral_hub.errors import HubError
 from referral_hub.runtime.delivery import Delivery
 from referral_hub.runtime.inbox import InboxWriter
 from referral_hub.runtime.metrics import HANDLING_SECONDS, MESSAGES_HANDLED
@@ -58,24 +56,16 @@ class Handled:
     outcome: str
     outgoing: Sequence[Outgoing | InboxDelivery] = ()
     log_fields: Mapping[str, object] | None = None
-    published: Callable[[], None] | None = None
+    on_stored: Callable[[], None] | None = None
     """Called once every outgoing message is stored, and only then (never after a failure)."""
 
 
 class Effects:
     """Carries out a handler's effects: stream publishes and numbered inbox deliveries."""
 
-    def __init__(self, connection: Callable[[], Client]) -> None:
-        """``connection`` is called once it exists (subscribers are declared before)."""
-        self._connection = connection
-        self._inbox: InboxWriter | None = None
-
-    @property
-    def inbox(self) -> InboxWriter:
-        """The inbox writer, shared by every handler of the service."""
-        if self._inbox is None:
-            self._inbox = InboxWriter(self._connection())
-        return self._inbox
+    def __init__(self, connection: Client) -> None:
+        """Built once the service is connected; every handler of the service shares it."""
+        self.inbox = InboxWriter(connection)
 
     async def apply(self, outgoing: Sequence[Outgoing | InboxDelivery]) -> None:
         """Publish everything concurrently and wait for every ack.
@@ -92,30 +82,6 @@ class Effects:
                 for item in outgoing
             ),
         )
-
-
-class LateHandler:
-    """A handler that can only be built once NATS is connected, but must be attached before.
-
-    faststream needs the callback when the subscriber is declared; the handler's store or
-    writer needs a live connection. This bridges the two and fails loudly if misused.
-    """
-
-    def __init__(self, name: str) -> None:
-        """Unbound until :meth:`bind`."""
-        self._name = name
-        self._handler: Callable[[Delivery], Awaitable[Handled]] | None = None
-
-    def bind(self, handler: Callable[[Delivery], Awaitable[Handled]]) -> None:
-        """Install the real handler; called from the service's start-up hook."""
-        self._handler = handler
-
-    async def __call__(self, delivery: Delivery) -> Handled:
-        """Delegate to the bound handler."""
-        if self._handler is None:
-            msg = f"{self._name} handler used before start-up finished"
-            raise HubError(msg)
-        return await self._handler(delivery)
 
 
 def nak_delay(attempt: int) -> float:
@@ -141,8 +107,8 @@ async def handle_one(
     try:
         handled = await process(delivery)
         await effects.apply(handled.outgoing)
-        if handled.published is not None:
-            handled.published()
+        if handled.on_stored is not None:
+            handled.on_stored()
     except Exception:
         delay = nak_delay(delivery.attempt)
         log.exception("handling failed; will redeliver", handler=handler, retry_in_seconds=delay)
@@ -165,17 +131,3 @@ async def handle_one(
             "causation_id",
             "clinic",
         )
-
-
-def subscriber(
-    service: str,
-    handler: str,
-    effects: Effects,
-    process: Callable[[Delivery], Awaitable[Handled]],
-) -> Callable[[NatsMessage], Awaitable[None]]:
-    """The faststream callback: one message, handled under the acknowledgement policy."""
-
-    async def on_message(msg: NatsMessage) -> None:
-        await handle_one(service, handler, effects, process, msg.raw_message)
-
-    return on_message

@@ -1,8 +1,9 @@
-"""An ordered, pipelined pull loop for the hot path: concurrent across keys, in order within one.
+"""How every durable consumer is read: a pipelined pull loop, concurrent across keys, in order within one.
 
-Used where a handler needs both throughput and per-key order (the referrals intake:
-one referral's commands must apply in the order they were stored). faststream could not
-give both, as verified against a real server (see ``service.PULL_LINGER_SECONDS``):
+Every service consumer runs on it (decision 0005), the hot ones for throughput with per-key
+order (one referral's commands apply in the order they were stored), the cold ones (page
+acks, max-deliveries advisories) because one path is one acknowledgement policy to reason
+about. faststream's pull subscriber could not give both, as verified against a real server:
 its batch mode waits out the whole fetch timeout under light load and drops fetched
 messages when nats-py raises a plain ``asyncio.TimeoutError``; its per-message mode runs
 a fetched batch as tasks whose order is not the stream's. This loop sees the whole batch
@@ -39,6 +40,7 @@ IN_FLIGHT: Final = 256
 
 HandleOne = Callable[[Msg], Awaitable[bool]]
 Job = Callable[[Client], Coroutine[Any, Any, None]]
+"""A long-running piece of a service (a pull loop, a timer, a watch), given the connection."""
 Item = TypeVar("Item")
 
 
@@ -145,11 +147,14 @@ async def pull_forever(
     try:
         while True:
             try:
-                batch = await subscription.fetch(1, timeout=FIRST_WAIT_SECONDS)
+                first = await subscription.fetch(1, timeout=FIRST_WAIT_SECONDS)
             except TimeoutError:  # nats.errors.TimeoutError subclasses it; nats-py raises both kinds
                 continue
+            for raw in first:  # under way before the sweep, which waits SWEEP_SECONDS when nothing follows
+                await pipeline.submit(order_key(delivery_from_nats(raw)), raw)
+            batch = []
             with contextlib.suppress(TimeoutError):
-                batch += await subscription.fetch(BATCH - 1, timeout=SWEEP_SECONDS)
+                batch = await subscription.fetch(BATCH - 1, timeout=SWEEP_SECONDS)
             for raw in sorted(batch, key=lambda m: m.metadata.sequence.stream):
                 await pipeline.submit(order_key(delivery_from_nats(raw)), raw)
     finally:
@@ -166,18 +171,13 @@ class Pulled:
     spec: ConsumerSpec
     order_key: Callable[[Delivery], str]
 
-    def job(self, effects: Effects, process: Callable[[Delivery], Awaitable[Handled]], ready: asyncio.Event) -> Job:
-        """A background job: once ``ready`` (the handler is bound), pull forever.
+    def job(self, effects: Effects, process: Callable[[Delivery], Awaitable[Handled]]) -> Job:
+        """A service job that pulls forever, every message under ``handling.handle_one``'s acknowledgement policy."""
 
-        Every message goes through ``handling.handle_one``, the one acknowledgement policy.
-        """
+        async def one(raw: Msg) -> bool:
+            return await handle_one(self.service, self.handler, effects, process, raw)
 
         async def pull(connection: Client) -> None:
-            await ready.wait()
-
-            async def one(raw: Msg) -> bool:
-                return await handle_one(self.service, self.handler, effects, process, raw)
-
             js = connection.jetstream(prefix=credentials.hub_api_prefix(self.service))
             await pull_forever(js, self.spec, one, self.order_key)
 

@@ -1,45 +1,30 @@
-"""Running one service: connect, start handlers, serve metrics and health, stop cleanly."""
+"""Running one service: connect, build it, start its jobs, serve metrics and health, stop cleanly.
+
+faststream's broker holds the connection (credentials, reconnects, graceful stop). Every
+durable consumer is read by the hub's own pull loop (``runtime.pulling``), not by a faststream
+subscriber: decision 0005 gives the measurements and the traps that decided it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, PullSub
-from faststream.nats.annotations import NatsMessage
+from faststream.nats import NatsBroker
 from faststream.nats.security import NatsNKey, NatsSecurity
 from nats.aio.client import Client
-from nats.js import JetStreamContext
 
 from referral_hub.runtime import credentials
 from referral_hub.runtime.health import HealthServer, refresh_readiness
+from referral_hub.runtime.pulling import Job
 from referral_hub.runtime.servers import server_urls
 from referral_hub.runtime.topology import ConsumerSpec
 
-PULL_BATCH: Final = 32
-"""Messages per fetch. faststream's pull subscriber handles a fetched batch concurrently
-(an anyio task group), not in stream order, and fetches again only when the whole batch
-is done, so only the cold consumers use it (page acks, max-deliveries advisories). The
-hot ones (referrals intake, notifications events, audit) use ``runtime.pulling``."""
-PULL_LINGER_SECONDS: Final = 0.05
-"""How long one fetch may wait. nats-py's fetch(batch>1), when nothing is waiting, sends a
-lingering pull that keeps collecting until this timeout, so it bounds idle latency.
-
-Two traps decided here, both verified against a real server:
-- faststream's batch mode (``PullSub(batch=True)``) keeps fetching until the batch is full
-  or the timeout passes, so every lightly loaded message waited the full timeout;
-- nats-py 2.16 raises a plain ``asyncio.TimeoutError`` when a fetch's deadline runs out
-  before its lingering pull is sent, while faststream 0.7.8 suppresses only
-  ``nats.errors.TimeoutError``. In batch mode the escaping error dropped messages already
-  fetched (they came back only after ack_wait); in per-message mode it is raised only
-  when nothing was fetched, and faststream's supervisor restarts the loop, losing
-  nothing (one logged traceback)."""
 GRACEFUL_SECONDS: Final = 10.0
 SUPERVISOR_RESTART_SECONDS: Final = 1.0
 CANCEL_AGAIN_SECONDS: Final = 1.0
@@ -56,17 +41,26 @@ class ServiceSettings:
     metrics_host: str = "127.0.0.1"
 
 
+async def _nothing_to_follow(_connection: Client) -> None:
+    return None
+
+
 @dataclass
 class ServiceApp:
-    """A service's wiring: its broker, the consumers it needs, and its start-up work."""
+    """A service's wiring: its broker, the consumers it pulls, and how it is built once connected.
+
+    ``build`` runs after the connection exists, so handlers, stores and writers are built with
+    it and never hold a placeholder; it returns the jobs that run the service (each consumer's
+    pull loop among them), which start only then. ``follow`` starts first, for what ``build``
+    waits on (the registry watch that must have read its bucket before a handler may use it).
+    """
 
     name: str
     broker: NatsBroker
     consumers: tuple[ConsumerSpec, ...]
-    background: Sequence[Callable[[Client], Coroutine[Any, Any, None]]] = ()
-    """Long-running jobs (registry watch, timers), started as soon as NATS is connected."""
-    before_start: Sequence[Callable[[Client], Awaitable[None]]] = ()
-    """Run after the background jobs start and before any handler receives a message."""
+    """The durable consumers the service pulls (``hubctl provision`` creates them); readiness checks them."""
+    build: Callable[[Client], Awaitable[Sequence[Job]]]
+    follow: Job = _nothing_to_follow
     watched_streams: tuple[str, ...] = ()
     """Streams whose depth this service reports (one service reports each, so series don't repeat)."""
 
@@ -103,65 +97,7 @@ def broker_options(creds: credentials.NatsCredentials) -> dict[str, Any]:
     return options
 
 
-def lazy_connection(broker: NatsBroker) -> Callable[[], Client]:
-    """A connection getter for objects built before the broker connects."""
-
-    def connection() -> Client:
-        return broker.connection
-
-    return connection
-
-
-def lazy_jetstream(broker: NatsBroker) -> Callable[[], JetStreamContext]:
-    """A JetStream context getter for objects built before the broker connects."""
-
-    def jetstream() -> JetStreamContext:
-        return broker.connection.jetstream()
-
-    return jetstream
-
-
-async def undecoded(message: NatsMessage) -> bytes:
-    """A stand-in for faststream's decoder: the handlers read the raw message themselves.
-
-    faststream decodes every JSON body with Python's ``json`` before the handler runs, and a
-    document nested a few thousand levels deep makes that raise ``RecursionError`` outside our
-    handler: the message was never acknowledged and came back until MAX_DELIVER, unaudited
-    meanwhile (found by the hostile-input fuzz test). Our handlers decode with the contracts'
-    codec, which refuses such a document with a typed rejection.
-    """
-    return message.body
-
-
-def attach(
-    service: str,
-    broker: NatsBroker,
-    spec: ConsumerSpec,
-    callback: Callable[[NatsMessage], Awaitable[None]],
-    description: str,
-) -> None:
-    """Bind ``callback`` to the durable pull consumer ``spec`` with manual acknowledgement.
-
-    ``declare=False``: streams are provisioned by ``hubctl provision``, never implicitly by a
-    service with whatever defaults faststream would choose. ``inbox_prefix``: faststream
-    passes nats-py the default ``_INBOX.`` for pull replies instead of the connection's own
-    prefix, and a hub user may subscribe only under its own (``runtime.natsauth``).
-    """
-    broker.subscriber(
-        spec.filter_subject,
-        stream=JStream(spec.stream, declare=False),
-        durable=spec.durable,
-        config=spec.config(),
-        pull_sub=PullSub(batch_size=PULL_BATCH, timeout=PULL_LINGER_SECONDS),
-        ack_policy=AckPolicy.MANUAL,
-        decoder=undecoded,
-        inbox_prefix=f"{credentials.for_hub_user(service).inbox_prefix}.".encode(),
-        title=spec.durable,
-        description=description,
-    )(callback)
-
-
-async def supervise(job: Callable[[Client], Coroutine[Any, Any, None]], connection: Client) -> None:
+async def supervise(job: Job, connection: Client) -> None:
     """Run a background job forever: if it fails, log it and start it again after a pause.
 
     Without this a transient NATS error would end the timer sweep or the registry watch
@@ -206,9 +142,8 @@ async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event)
     tasks: list[asyncio.Task[None]] = []
     try:
         connection = await app.broker.connect()
-        tasks.extend(asyncio.create_task(supervise(job, connection)) for job in app.background)
-        for prepare in app.before_start:
-            await prepare(connection)
+        tasks.append(asyncio.create_task(supervise(app.follow, connection)))
+        tasks.extend(asyncio.create_task(supervise(job, connection)) for job in await app.build(connection))
         await app.broker.start()
         tasks.append(
             asyncio.create_task(refresh_readiness(health, app.name, connection, app.consumers, app.watched_streams))

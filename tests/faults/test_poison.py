@@ -8,14 +8,16 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
+from nats.aio.client import Client
 
 from referral_hub.contracts.referrals import ReferralRequest
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.runtime import streams, topology
 from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.handling import Effects, Handled, subscriber
+from referral_hub.runtime.handling import Effects, Handled
 from referral_hub.runtime.natsserver import free_port
-from referral_hub.runtime.service import ServiceApp, ServiceSettings, attach, lazy_connection, new_broker, serve
+from referral_hub.runtime.pulling import Job, Pulled, unordered
+from referral_hub.runtime.service import ServiceApp, ServiceSettings, new_broker, serve
 from tests.helpers import audit_entries, dead_letters, eventually, hubctl, referral_request, wait_idle
 
 from .harness import SUMMARY, Row
@@ -46,12 +48,13 @@ async def test_a_poison_message_is_dead_lettered_listed_and_replayed_once(hub):
     poison = referral_request(patient_ref="pt-poison")
     handler = FailsOnOne(str(poison.message_id))
     await hub.connection.jetstream().add_consumer(DRILL.stream, config=DRILL.config())
-    broker = new_broker(hub.url, "drill")
-    attach("drill", broker, DRILL, subscriber("drill", "fails-on-one", Effects(lazy_connection(broker)), handler), "x")
+
+    async def build(connection: Client) -> list[Job]:
+        return [Pulled("drill", "fails-on-one", DRILL, unordered).job(Effects(connection), handler)]
+
+    app = ServiceApp("drill", new_broker(hub.url, "drill"), (DRILL,), build)
     stop = asyncio.Event()
-    task = asyncio.create_task(
-        serve(ServiceApp("drill", broker, (DRILL,)), ServiceSettings(hub.url, free_port()), stop)
-    )
+    task = asyncio.create_task(serve(app, ServiceSettings(hub.url, free_port()), stop))
     try:
         sender = await hub.clinic("harbor-pt")
         for message in (*good[:3], poison, *good[3:]):
