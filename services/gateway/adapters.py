@@ -25,12 +25,12 @@ import structlog
 from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
 
 from referral_hub.audit.index import AuditFilter, AuditIndex
 from referral_hub.client import ClinicClient, InboxItem, silence_nats_error_log
 from referral_hub.contracts.audit import AuditEntry
 from referral_hub.contracts.base import Message
+from referral_hub.documents.store import DocumentStore
 from referral_hub.errors import HubError
 from referral_hub.gateway.auth import ClientRecord
 from referral_hub.gateway.care import CareRecords
@@ -55,10 +55,13 @@ def jti_key(clinic: str, jti: str) -> str:
 
 
 class GatewayStore:
-    """The gateway's buckets: registered clients (read only), used jtis, its token key, subscriptions."""
+    """The gateway's buckets: registered clients (read only), used jtis, its token key, subscriptions.
 
-    def __init__(self, connection: Client, buckets: dict[str, KeyValue], documents: ObjectStore) -> None:
-        """Wrap an open ``gateway`` connection, its buckets and its object store; use :meth:`open`."""
+    And the document store it shares with the portal (``referral_hub.documents``).
+    """
+
+    def __init__(self, connection: Client, buckets: dict[str, KeyValue], documents: DocumentStore) -> None:
+        """Wrap an open ``gateway`` connection, its buckets and the document store; use :meth:`open`."""
         self.connection = connection
         self.buckets = buckets
         self.documents = documents
@@ -76,7 +79,7 @@ class GatewayStore:
         )
         js = connection.jetstream()
         buckets = {name: await js.key_value(name) for name in topology.GATEWAY_BUCKETS}
-        return cls(connection, buckets, await js.object_store(topology.GATEWAY_DOCUMENTS))
+        return cls(connection, buckets, await DocumentStore.bind(js))
 
     async def close(self) -> None:
         """Drain the connection."""

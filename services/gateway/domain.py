@@ -3,7 +3,7 @@
 No I/O here. A clinic's view of its referrals is folded from the events in its own inbox
 (both parties see every step, see ``referrals.domain.announcements``), into the same
 :class:`~referral_hub.referrals.domain.Referral` record the referrals service keeps, so the
-Task a clinic reads is exactly the one ``referrals.fhir`` exports. A referral's version, as
+Task a clinic reads is exactly the one ``referrals.fhir_task`` exports. A referral's version, as
 ``meta.versionId`` and the ``ETag``, is the number of lifecycle steps the clinic has seen.
 
 Every refusal is a :class:`FhirError`: an HTTP status and a stable code (the hub's
@@ -46,8 +46,9 @@ from referral_hub.contracts.referrals import (
     Urgency,
 )
 from referral_hub.contracts.rejections import Rejection, RejectionCode
+from referral_hub.documents.domain import DocumentMeta
 from referral_hub.errors import HubError
-from referral_hub.referrals import fhir as referral_fhir
+from referral_hub.referrals import fhir_task as referral_fhir
 from referral_hub.referrals.domain import HistoryItem, Referral
 
 M = TypeVar("M", bound=Message)
@@ -336,14 +337,14 @@ def _step(event: ReferralEvent, transition: str) -> HistoryItem:
 
 
 def task_resource(view: TaskView) -> dict[str, Any]:
-    """The referral's Task, as ``referrals.fhir`` exports it, with its version."""
+    """The referral's Task, as ``referrals.fhir_task`` exports it, with its version."""
     task: dict[str, Any] = referral_fhir.bundle(view.referral)["entry"][1]["resource"]
     task["meta"] = {"versionId": str(view.version), "lastUpdated": task["lastModified"]}
     return task
 
 
 def service_request_resource(view: TaskView) -> dict[str, Any]:
-    """The referral's ServiceRequest, as ``referrals.fhir`` exports it."""
+    """The referral's ServiceRequest, as ``referrals.fhir_task`` exports it."""
     resource: dict[str, Any] = referral_fhir.bundle(view.referral)["entry"][0]["resource"]
     resource["meta"] = {"versionId": str(view.version)}
     return resource
@@ -863,22 +864,7 @@ def communications(view: TaskView) -> list[dict[str, Any]]:
     return found
 
 
-# --- DocumentReference and Binary --------------------------------------------------------------
-
-
-class DocumentMeta(msgspec.Struct, frozen=True, kw_only=True):
-    """What the object store keeps beside a document's bytes (as the object's description)."""
-
-    id: str
-    referral_id: uuid.UUID
-    task_id: str
-    patient_ref: str
-    title: str
-    content_type: str
-    size: int
-    sha256: str
-    author: str
-    created: datetime
+# --- DocumentReference and Binary (the store and its metadata: referral_hub.documents) ----------
 
 
 @dataclass(frozen=True)

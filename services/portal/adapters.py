@@ -26,6 +26,7 @@ from nats.js.kv import KeyValue
 from referral_hub.client import ClinicClient, InboxItem, silence_nats_error_log
 from referral_hub.contracts.base import ContractError, Message, message_type
 from referral_hub.contracts.codec import decode_hub_message
+from referral_hub.documents.store import DocumentStore
 from referral_hub.errors import HubError
 from referral_hub.portal.domain import Invite, MemberAccount, Session
 from referral_hub.runtime import credentials, natsauth, subjects, topology
@@ -59,12 +60,16 @@ def token_key(token: str) -> str:
 
 
 class PortalStore:
-    """Members, invites, sessions, login counters and read marks, in the portal's own buckets."""
+    """Members, invites, sessions, login counters and read marks, in the portal's own buckets.
 
-    def __init__(self, connection: Client, buckets: dict[str, KeyValue]) -> None:
+    And the document store the portal shares with the gateway (``referral_hub.documents``).
+    """
+
+    def __init__(self, connection: Client, buckets: dict[str, KeyValue], documents: DocumentStore) -> None:
         """Use :meth:`open`."""
         self.connection = connection
         self._buckets = buckets
+        self.documents = documents
         self._marks: dict[str, tuple[frozenset[int], int]] = {}
         """Every member's read marks and their revision, as the bucket's watch last told them."""
         self._marks_current = asyncio.Event()
@@ -72,7 +77,7 @@ class PortalStore:
 
     @classmethod
     async def open(cls, nats_url: str) -> PortalStore:
-        """Connect as the ``portal`` hub user and bind its five buckets (provisioning made them)."""
+        """Connect as the ``portal`` hub user and bind its five buckets and the document store."""
         connection = await nats.connect(
             server_urls(nats_url),
             name="portal",
@@ -83,7 +88,7 @@ class PortalStore:
         )
         js = connection.jetstream()
         buckets = {name: await js.key_value(name) for name in natsauth.PORTAL_BUCKETS}
-        store = cls(connection, buckets)
+        store = cls(connection, buckets, await DocumentStore.bind(js))
         store._marks_task = asyncio.create_task(store._follow_marks(), name="portal-read-marks")
         return store
 

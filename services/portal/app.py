@@ -21,6 +21,7 @@ from uuid import UUID, uuid4
 
 import jinja2
 import msgspec
+import nats.errors
 import prometheus_client
 import structlog
 import uvicorn
@@ -28,8 +29,9 @@ from litestar import Litestar, Request, Response, Router, get, post
 from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
 from litestar.contrib.jinja import JinjaTemplateEngine
-from litestar.datastructures import Cookie, ResponseHeader
+from litestar.datastructures import Cookie, ResponseHeader, UploadFile
 from litestar.exceptions import HTTPException, NotFoundException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import Parameter
 from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
@@ -42,6 +44,7 @@ from referral_hub.contracts.base import Message
 from referral_hub.contracts.plans import PlanUpdated
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.contracts.rejections import Rejection
+from referral_hub.documents import domain as documents
 from referral_hub.errors import HubError
 from referral_hub.portal import accounts, domain, forms, receipts
 from referral_hub.portal.accounts import LoginOutcome
@@ -61,6 +64,10 @@ CSP: Final = (
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 SSE_KEEPALIVE_SECONDS: Final = 15.0
+UPLOAD_BODY_BYTES: Final = documents.MAX_BYTES + 5 * 1024 * 1024
+"""A form with files: one document at the 20 MiB limit and the form around it; several files share it."""
+DOWNLOAD_CSP: Final = "sandbox; default-src 'none'"
+"""A downloaded document is never a page of the portal: no script, no origin, nothing loaded."""
 
 
 class LoginRequiredError(HubError):
@@ -410,21 +417,85 @@ def _new_form_context(portal: Portal, member: Member, result: forms.FormResult) 
     return {"choices": choices, "errors": result.errors, "values": result.values}
 
 
-@post("/referrals/new", status_code=303)
+async def _files(request: Request[Any, Any, Any]) -> list[forms.Attachment]:
+    """The form's ``attachments`` file parts (a multipart form; none in a plain one)."""
+    data = await request.form()
+    return [
+        forms.Attachment(part.filename or "", part.content_type or "", await part.read())
+        for part in data.getall("attachments", [])
+        if isinstance(part, UploadFile)
+    ]
+
+
+def _attachment_status(parts: list[forms.Attachment]) -> int:
+    """413 when a file is over the limit, else 400: the form's error says which and why."""
+    return 413 if any(len(part.data) > documents.MAX_BYTES for part in parts) else 400
+
+
+async def _store_documents(
+    portal: Portal, member: Member, referral_id: UUID, patient_ref: str, files: list[forms.Attachment]
+) -> list[str]:
+    """Store each file under the referral and audit its upload; the names of those not stored.
+
+    A file the store refuses or cannot take is named back to the member, never dropped
+    silently; the others are stored and listed.
+    """
+    failed = []
+    for file in files:
+        now = domain.utc_now()
+        try:
+            meta = documents.describe(
+                data=file.data,
+                referral_id=referral_id,
+                patient_ref=patient_ref,
+                title=file.filename,
+                content_type=file.content_type,
+                author=member.clinic.id,
+                created=now,
+            )
+            await portal.storage().documents.put(meta, file.data)
+        except (documents.DocumentError, nats.errors.Error) as exc:
+            log.warning("portal_document_not_stored", clinic=member.clinic.id, error=str(exc))
+            failed.append(file.filename or "a file")
+            continue
+        record = documents.access_record(meta, clinic=member.clinic.id, actor=member.member, now=now, what="uploaded")
+        await portal.record(member, record)
+        log.info("portal_document_stored", clinic=member.clinic.id, document=meta.id, size=meta.size)
+    return failed
+
+
+def _not_stored_words(failed: list[str]) -> str:
+    return f"These files were not stored: {', '.join(failed)}. Nothing else changed; attach them again."
+
+
+@post("/referrals/new", status_code=303, request_max_body_size=UPLOAD_BODY_BYTES)
 async def new_referral_submit(request: Request[Any, Any, Any]) -> Response[Any]:
-    """Validate, send as the clinic, and show the hub's answer (a hold with its rules, or a refusal)."""
+    """Validate, send as the clinic, and show the hub's answer (a hold with its rules, or a refusal).
+
+    Attachments are checked with the form and stored once the hub has accepted the
+    referral, so they belong to a referral that exists; any not stored are named on the
+    referral page.
+    """
     portal = _portal(request)
     member = await portal.current(request)
     result = forms.new_referral(await _form(request), member.actor, _offers(portal))
-    if result.message is None:
+    parts = await _files(request)
+    files, problem = forms.attachments(parts, documents.MAX_BYTES)
+    if problem:
+        result.errors["attachments"] = problem
+    if result.message is None or problem:
         context = _context(member, **_new_form_context(portal, member, result))
-        return Template("new_referral.html", context=context, status_code=400)
+        return Template("new_referral.html", context=context, status_code=_attachment_status(parts))
     answer = await portal.connections.send_and_confirm(member.clinic.id, result.message)
     if isinstance(answer.message, Rejection):
         result.errors["form"] = domain.rejection_words(answer.message)
         context = _context(member, **_new_form_context(portal, member, result))
         return Template("new_referral.html", context=context, status_code=400)
-    return see_other(f"{PREFIX}/referrals/{getattr(result.message, 'referral_id', '')}")
+    referral_id = UUID(str(getattr(result.message, "referral_id", "")))
+    failed = await _store_documents(portal, member, referral_id, str(getattr(result.message, "patient_ref", "")), files)
+    if failed:
+        return see_other(f"{PREFIX}/referrals/{referral_id}", query_params={"not_stored": _not_stored_words(failed)})
+    return see_other(f"{PREFIX}/referrals/{referral_id}")
 
 
 async def _referral_view(portal: Portal, member: Member, referral_id: UUID) -> domain.ReferralView:
@@ -435,15 +506,86 @@ async def _referral_view(portal: Portal, member: Member, referral_id: UUID) -> d
     return view
 
 
+async def _referral_context(
+    portal: Portal, member: Member, view: domain.ReferralView, **values: object
+) -> dict[str, object]:
+    """What ``referral.html`` shows: the view, its documents, and any refusal or form errors."""
+    found = await portal.storage().documents.for_referral(UUID(view.referral_id))
+    defaults: dict[str, object] = {"refused": "", "errors": {}, "document_error": ""}
+    return _context(
+        member, view=view, documents=domain.document_rows(found, member.clinic.timezone), **{**defaults, **values}
+    )
+
+
 @get("/referrals/{referral_id:uuid}")
-async def referral_page(request: Request[Any, Any, Any], referral_id: UUID, refused: str = "") -> Template:
-    """A referral: state with its BSeR code, the timeline, the steps this clinic may take now."""
+async def referral_page(
+    request: Request[Any, Any, Any], referral_id: UUID, refused: str = "", not_stored: str = ""
+) -> Template:
+    """A referral: state with its BSeR code, the timeline, its documents, the steps this clinic may take now."""
     portal = _portal(request)
     member = await portal.current(request)
     view = await _referral_view(portal, member, referral_id)
     await portal.viewed(member, "referral", referral_id=view.referral_id, patient_ref=view.patient_ref)
     await portal.storage().mark_read(member.clinic.id, member.member, view.event_numbers)
-    return Template("referral.html", context=_context(member, view=view, refused=refused[:2000], errors={}))
+    context = await _referral_context(portal, member, view, refused=refused[:2000], document_error=not_stored[:2000])
+    return Template("referral.html", context=context)
+
+
+@post("/referrals/{referral_id:uuid}/documents", status_code=303, request_max_body_size=UPLOAD_BODY_BYTES)
+async def upload_documents(request: Request[Any, Any, Any], referral_id: UUID) -> Response[Any]:
+    """Attach files to a referral this clinic is a party to (404 for any other, like every cross-clinic URL)."""
+    portal = _portal(request)
+    member = await portal.current(request)
+    view = await _referral_view(portal, member, referral_id)
+    parts = await _files(request)
+    files, problem = forms.attachments(parts, documents.MAX_BYTES)
+    if not files and not problem:
+        problem = "Choose a file to attach."
+    if problem:
+        context = await _referral_context(portal, member, view, document_error=problem)
+        return Template("referral.html", context=context, status_code=_attachment_status(parts))
+    failed = await _store_documents(portal, member, referral_id, view.patient_ref, files)
+    if failed:
+        context = await _referral_context(portal, member, view, document_error=_not_stored_words(failed))
+        return Template("referral.html", context=context, status_code=503)
+    return see_other(f"{PREFIX}/referrals/{referral_id}")
+
+
+@get("/referrals/{referral_id:uuid}/documents/{document_id:uuid}")
+async def download_document(request: Request[Any, Any, Any], referral_id: UUID, document_id: UUID) -> Response[Any]:
+    """A document of a referral this clinic is a party to, as a download that can never run on this origin.
+
+    ``Content-Disposition: attachment``, ``nosniff``, a sandboxing CSP, and a script-capable
+    type (HTML, SVG) sent as ``application/octet-stream``. The read is audited before the
+    bytes go out, with the document's SHA-256, as the gateway does.
+    """
+    portal = _portal(request)
+    member = await portal.current(request)
+    await _referral_view(portal, member, referral_id)
+    store = portal.storage().documents
+    try:
+        meta = await store.meta(str(document_id))
+        if meta.referral_id != referral_id:
+            raise NotFoundException
+        data = await store.read(meta)
+    except documents.DocumentNotFoundError as exc:
+        raise NotFoundException from exc
+    except documents.DocumentCorruptError as exc:
+        log.error("portal_document_corrupt", document=str(document_id))  # noqa: TRY400 - the reason is the log line
+        raise HTTPException(status_code=500, detail="The stored document does not match its hash.") from exc
+    now = domain.utc_now()
+    await portal.record(
+        member, documents.access_record(meta, clinic=member.clinic.id, actor=member.member, now=now, what="read")
+    )
+    return Response(
+        content=data,
+        media_type=domain.download_type(meta.content_type),
+        headers={
+            "Content-Disposition": f'attachment; filename="{domain.download_name(meta.title)}"',
+            "Content-Security-Policy": DOWNLOAD_CSP,
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 @post("/referrals/{referral_id:uuid}/{step:str}", status_code=303)
@@ -454,12 +596,12 @@ async def referral_step(request: Request[Any, Any, Any], referral_id: UUID, step
     view = await _referral_view(portal, member, referral_id)
     result = forms.transition(step, await _form(request), member.actor, referral_id, view.patient_ref)
     if result.message is None:
-        context = _context(member, view=view, refused="", errors=result.errors, step=step)
+        context = await _referral_context(portal, member, view, errors=result.errors, step=step)
         return Template("referral.html", context=context, status_code=400)
     answer = await portal.connections.send_and_confirm(member.clinic.id, result.message)
     if isinstance(answer.message, Rejection):
         view = await _referral_view(portal, member, referral_id)
-        context = _context(member, view=view, refused=domain.rejection_words(answer.message), errors={})
+        context = await _referral_context(portal, member, view, refused=domain.rejection_words(answer.message))
         return Template("referral.html", context=context, status_code=409)
     return see_other(f"{PREFIX}/referrals/{referral_id}")
 
@@ -701,6 +843,13 @@ def _login_redirect(request: Request[Any, Any, Any], _exc: Exception) -> Respons
     return see_other(f"{PREFIX}/login")
 
 
+def _too_large(_request: Request[Any, Any, Any], _exc: Exception) -> Response[Any]:
+    """A form whose files together pass the body limit: said in words, before anything is stored."""
+    limit = UPLOAD_BODY_BYTES // (1024 * 1024)
+    words = f"The files are too large: at most {documents.MAX_BYTES // (1024 * 1024)} MiB each, {limit} MiB per form."
+    return Template("too_large.html", context={"reason": words}, status_code=413)
+
+
 def _not_found(_request: Request[Any, Any, Any], _exc: Exception) -> Response[Any]:
     """The same plain 404 for a wrong id and for another clinic's id."""
     return Template("not_found.html", status_code=404)
@@ -762,7 +911,11 @@ def create_app(settings: PortalSettings) -> Litestar:
             ResponseHeader(name="Referrer-Policy", value="no-referrer"),
             ResponseHeader(name="Cache-Control", value="no-store"),
         ],
-        exception_handlers={LoginRequiredError: _login_redirect, NotFoundException: _not_found},
+        exception_handlers={
+            LoginRequiredError: _login_redirect,
+            NotFoundException: _not_found,
+            RequestEntityTooLarge: _too_large,
+        },
         state=None,
     )
     app.state.portal = portal
@@ -787,6 +940,8 @@ def _router() -> Router:
             new_referral_page,
             new_referral_submit,
             referral_page,
+            upload_documents,
+            download_document,
             referral_step,
             patient_page,
             raise_alert,

@@ -7,7 +7,7 @@ page can predict is shown inline at once; anything else is the hub's to refuse.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Final
@@ -296,3 +296,35 @@ def dispute(form: Mapping[str, str], actor: Actor, patient_ref: str, flag_id: UU
         "reason": _text(form, "reason", result.errors, required=True),
     }
     return _build(ScreeningDispute, fields, result)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One file from a form's file input: its name, its declared type, its bytes."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+MAX_ATTACHMENTS: Final = 10
+"""Files one form may carry."""
+
+
+def attachments(parts: Sequence[Attachment], max_bytes: int) -> tuple[list[Attachment], str]:
+    """The files to store, or why not (one sentence naming the file).
+
+    A part with no file name and no bytes is an empty file input (nothing chosen), not an
+    error; a chosen file that is empty, or over ``max_bytes``, is.
+    """
+    chosen = [part for part in parts if part.filename or part.data]
+    if len(chosen) > MAX_ATTACHMENTS:
+        return [], f"Attach at most {MAX_ATTACHMENTS} files at once."
+    for part in chosen:
+        name = part.filename or "a file"
+        if not part.data:
+            return [], f"{name} is empty: choose the file again."
+        if len(part.data) > max_bytes:
+            limit = max_bytes // (1024 * 1024)
+            return [], f"{name} is {len(part.data) / (1024 * 1024):.1f} MiB; each file may be at most {limit} MiB."
+    return chosen, ""

@@ -355,13 +355,18 @@ PORTAL_BUCKETS: Final = (
 
 
 def portal_permissions() -> Permissions:
-    """The portal's own state, and nothing of the hub's: read and write its five buckets.
+    """The portal's own state, and nothing of the hub's: its five buckets and the document store.
 
     It acts for clinics only with each clinic's own credentials (its own account), so this
-    key reads no stream, publishes no clinic subject and pulls no durable.
+    key reads no stream, publishes no clinic subject and pulls no durable. The document
+    store and its index it shares with the gateway (:func:`_document_api`).
     """
     return Permissions(
-        publish=(*(right for bucket in PORTAL_BUCKETS for right in _kv_api(bucket, write=True)), f"{JS_API}.INFO"),
+        publish=(
+            *(right for bucket in PORTAL_BUCKETS for right in _kv_api(bucket, write=True)),
+            *_document_api(),
+            f"{JS_API}.INFO",
+        ),
         subscribe=(f"{hub_inbox_prefix(PORTAL)}.>",),
     )
 
@@ -384,6 +389,15 @@ def _object_api(bucket: str) -> tuple[str, ...]:
     )
 
 
+def _document_api() -> tuple[str, ...]:
+    """Documents attached to referrals (``referral_hub.documents``): the object store and its index.
+
+    Only the two doors that check a member's or token's party to the referral (the portal
+    and the gateway) hold these; no clinic account can reach either.
+    """
+    return (*_object_api(topology.GATEWAY_DOCUMENTS), *_kv_api(topology.DOCUMENTS_INDEX_KV, write=True))
+
+
 def gateway_permissions() -> Permissions:
     """The gateway's own state, and nothing of the hub's: its buckets, the client registrations read only.
 
@@ -396,7 +410,7 @@ def gateway_permissions() -> Permissions:
         publish=(
             *(right for bucket in owned for right in _kv_api(bucket, write=True)),
             *_kv_api(topology.GATEWAY_CLIENTS_KV, write=False),
-            *_object_api(topology.GATEWAY_DOCUMENTS),
+            *_document_api(),
             f"{JS_API}.INFO",
         ),
         subscribe=(f"{hub_inbox_prefix(GATEWAY)}.>",),

@@ -205,6 +205,7 @@ def kv_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         api.KeyValueConfig(bucket=NOTIFY_STATE_KV, history=8, storage=api.StorageType.FILE, replicas=replicas),
         *portal_kv_configs(replicas),
         *gateway_kv_configs(replicas),
+        api.KeyValueConfig(bucket=DOCUMENTS_INDEX_KV, history=4, storage=api.StorageType.FILE, replicas=replicas),
     ]
 
 
@@ -238,6 +239,9 @@ GATEWAY_BUCKETS: Final = (GATEWAY_CLIENTS_KV, GATEWAY_REPLAY_KV, GATEWAY_KEYS_KV
 GATEWAY_DOCUMENTS: Final = "gateway-documents"
 """Clinical documents attached to referrals, in JetStream's own object store."""
 GATEWAY_DOCUMENT_MAX_BYTES: Final = 20 * 1024 * 1024
+DOCUMENTS_INDEX_KV: Final = "documents-index"
+"""Each referral's documents (one key per referral, its metadata list), so listing them reads one key
+instead of the whole object store. Shared by the gateway and the portal (``referral_hub.documents``)."""
 
 
 def gateway_kv_configs(replicas: int = 1) -> list[api.KeyValueConfig]:

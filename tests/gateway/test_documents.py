@@ -1,21 +1,31 @@
 """Documents attached to a referral: stored in JetStream's object store, read only by the referral's parties,
-each upload and read recorded, with the document's SHA-256, in the hub's audit log."""
+each upload and read recorded, with the document's SHA-256, in the hub's audit log.
+
+The gateway and the clinic portal share one store: a document uploaded through either is
+listed and read through the other.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import os
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
+from fhirpy import AsyncFHIRClient
 from nats.aio.client import Client
 
 from referral_hub.runtime import topology
-from tests.helpers import audit_entries, eventually
+from tests.helpers import RunningHub, audit_entries, eventually
+from tests.portal.conftest import csrf_of, log_in, portal_process
 
 from .conftest import Systems
 from .fhir_helpers import new_task, rejection_code, valid
+
+DOWNLOAD_LINK = re.compile(r'href="/portal(/referrals/[0-9a-f-]{36}/documents/[0-9a-f-]{36})"')
 
 
 def document(task_id: str, data: bytes) -> dict[str, Any]:
@@ -67,6 +77,18 @@ async def test_a_party_uploads_and_downloads_a_non_party_cannot(gateway: Systems
         foreign = await http.post(f"{base}/DocumentReference", json=document(task["id"], b"%PDF"), headers=auth(knead))
         assert foreign.status_code == 404
 
+        # The referral's documents, by search: its parties find the one stored, anyone else an empty searchset.
+        lotus_fhir = AsyncFHIRClient(base, authorization=f"Bearer {lotus}")
+        found = await lotus_fhir.resources("DocumentReference").search(related=f"Task/{task['id']}").fetch_all()
+        assert [valid(resource.serialize())["id"] for resource in found] == [reference["id"]]
+        bundle = await http.get(f"{base}/DocumentReference", params={"related": task["id"]}, headers=auth(harbor))
+        assert valid(bundle.json())["total"] == 1
+        stranger = await http.get(
+            f"{base}/DocumentReference", params={"related": f"Task/{task['id']}"}, headers=auth(knead)
+        )
+        assert valid(stranger.json())["total"] == 0
+        assert (await http.get(f"{base}/DocumentReference", headers=auth(lotus))).status_code == 400
+
     # The audit log holds the upload and the read, each naming the document's SHA-256.
     async def recorded() -> list[Any]:
         entries = await audit_entries(provisioned)
@@ -87,6 +109,53 @@ async def _has_read(provisioned: Client, task: dict[str, Any], digest: str) -> b
             if f"read sha256:{digest}".encode() in data:
                 return True
     return False
+
+
+async def test_one_store_a_gateway_document_is_in_the_portal_and_a_portal_document_in_the_gateway(
+    gateway: Systems, hub: RunningHub, tmp_path: Path
+) -> None:
+    harbor = await gateway.token("harbor-pt")
+    base = gateway.gateway.fhir
+    letter = b"%PDF-1.7\nreferral letter " + os.urandom(2048)
+    scan = b"\x89PNG\r\n\x1a\n" + os.urandom(4096)
+    async with httpx.AsyncClient(timeout=30) as http, portal_process(hub, tmp_path / "portal.log") as portal:
+        task = valid(
+            (await http.post(f"{base}/Task", json=new_task(patient="pt-onestore-01"), headers=auth(harbor))).json()
+        )
+        made = await http.post(f"{base}/DocumentReference", json=document(task["id"], letter), headers=auth(harbor))
+        assert made.status_code == 201, made.text
+        referral = task_identifier(task)
+
+        # Lotus's member sees the gateway's document on the referral page and downloads it.
+        async with portal.client() as raj:
+            await log_in(raj, portal.logins["raj.patel@lotus-acu"])
+
+            async def listed() -> str | None:
+                page = await raj.get(f"/referrals/{referral}")
+                return page.text if page.status_code == 200 and "Referral letter" in page.text else None
+
+            page = await eventually(listed, timeout=15)
+            download = await raj.get(DOWNLOAD_LINK.findall(page)[0])
+            assert download.status_code == 200
+            assert download.content == letter
+
+            # And attaches a scan there, which the gateway lists and serves to the other party.
+            attached = await raj.post(
+                f"/referrals/{referral}/documents",
+                data={"_csrf_token": csrf_of(page)},
+                files={"attachments": ("knee-scan.png", scan, "image/png")},
+            )
+            assert attached.status_code == 303, attached.text
+
+        search = await http.get(
+            f"{base}/DocumentReference", params={"related": f"Task/{task['id']}"}, headers=auth(harbor)
+        )
+        entries = [entry["resource"] for entry in valid(search.json())["entry"]]
+        assert [entry["description"] for entry in entries] == ["Referral letter", "knee-scan.png"]
+        assert entries[1]["author"][0]["identifier"]["value"] == "lotus-acu"
+        binary = await http.get(entries[1]["content"][0]["attachment"]["url"], headers=auth(harbor))
+        assert binary.status_code == 200
+        assert binary.content == scan
 
 
 def task_identifier(task: dict[str, Any]) -> str:

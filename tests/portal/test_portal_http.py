@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -338,6 +339,162 @@ async def test_read_marks_made_on_another_replica_show_here_and_mark_all_read_sh
     marked = await ben.post("/inbox/read", data={"_csrf_token": token})
     assert marked.status_code == 303
     assert set(_rows_of((await ben.get("/inbox")).text, patient).values()) == {"read"}
+
+
+DOWNLOAD = re.compile(r'href="/portal(/referrals/[0-9a-f-]{36}/documents/[0-9a-f-]{36})" download>Download ([^<]+)</a>')
+HOSTILE_HTML = b"<!doctype html><script>fetch('/portal/inbox').then(r => r.text()).then(alert)</script>"
+
+
+async def _new_referral_with_files(
+    client: httpx.AsyncClient, patient_ref: str, files: list[tuple[str, tuple[str, bytes, str]]]
+) -> httpx.Response:
+    """Sam's new-referral form to Harbor PT, as a browser posts it: multipart, with ``files``."""
+    token = csrf_of((await client.get("/referrals/new")).text)
+    fields = {
+        "_csrf_token": token,
+        "recipient": "harbor-pt|physical_therapy",
+        "patient_ref": patient_ref,
+        "reason": "Knee pain after a fall",
+    }
+    return await client.post("/referrals/new", data=fields, files=files)
+
+
+async def _downloads(client: httpx.AsyncClient, referral_path: str) -> dict[str, str]:
+    """The referral page's download links: document title to path (empty until the page lists any)."""
+    page = await client.get(referral_path)
+    assert page.status_code == 200, page.text
+    return {title: path for path, title in DOWNLOAD.findall(page.text)}
+
+
+async def test_files_attached_to_a_new_referral_reach_the_other_party_as_safe_audited_downloads(
+    shared_portal: RunningPortal, members: dict
+) -> None:
+    sam, _ = members[SAM]
+    ben, _ = members[BEN]
+    raj, _ = members[RAJ]
+    letter = b"%PDF-1.7\nletter " + bytes(range(256)) * 64
+    sent = await _new_referral_with_files(
+        sam,
+        "pt-docs-0001",
+        [
+            ("attachments", ("letter.pdf", letter, "application/pdf")),
+            ("attachments", ("notes.html", HOSTILE_HTML, "text/html")),
+        ],
+    )
+    assert sent.status_code == 303, sent.text
+    referral_path = sent.headers["location"].removeprefix("/portal")
+    assert "not_stored" not in referral_path
+
+    async def listed() -> dict[str, str] | None:
+        found = await _downloads(ben, referral_path)
+        return found if len(found) == 2 else None
+
+    links = await eventually(listed)
+    page = (await ben.get(referral_path)).text
+    assert "letter.pdf" in page
+    assert "kneadwell-massage" in page
+    assert "application/pdf" in page
+    pdf = await ben.get(links["letter.pdf"])
+    assert pdf.status_code == 200
+    assert pdf.content == letter
+    assert pdf.headers["content-disposition"] == 'attachment; filename="letter.pdf"'
+
+    # An uploaded page never runs on the portal's origin: a download, sniffing off, sandboxed, not HTML.
+    html = await ben.get(links["notes.html"])
+    assert html.status_code == 200
+    assert html.content == HOSTILE_HTML
+    assert html.headers["content-disposition"].startswith("attachment;")
+    assert html.headers["x-content-type-options"] == "nosniff"
+    assert html.headers["content-security-policy"].startswith("sandbox")
+    assert "script-src 'self'" not in html.headers["content-security-policy"]
+    assert html.headers["content-type"] == "application/octet-stream"
+
+    # Lotus is no party: the same 404 as an unknown document, whether under Sam's referral or its own.
+    lotus = await shared_portal.hub.clinic("lotus-acu")
+    own = referral_request(
+        sender="lotus-acu", recipient="harbor-pt", modality=Modality.PHYSICAL_THERAPY, patient_ref="pt-docs-0002"
+    )
+    await lotus.send_and_confirm(own)
+    document_id = links["letter.pdf"].rsplit("/", 1)[1]
+    stranger = await raj.get(links["letter.pdf"])
+
+    await eventually(lambda: _page_found(raj, f"/referrals/{own.referral_id}"))
+    relabelled = await raj.get(f"/referrals/{own.referral_id}/documents/{document_id}")
+    unknown = await raj.get(f"{referral_path}/documents/00000000-0000-4000-8000-000000000000")
+    assert stranger.status_code == 404
+    assert relabelled.status_code == 404
+    assert stranger.text == unknown.text == relabelled.text
+    assert letter not in stranger.content + relabelled.content
+
+    # Both uploads and Ben's downloads are in the audit log, each with the document's SHA-256.
+    digest = hashlib.sha256(letter).hexdigest()
+
+    async def audited() -> bool:
+        pages = await _access_pages(shared_portal, referral_path.rsplit("/", 1)[1])
+        return f"uploaded sha256:{digest}" in pages and f"read sha256:{digest}" in pages
+
+    await eventually(audited)
+
+
+async def _page_found(client: httpx.AsyncClient, path: str) -> bool:
+    return (await client.get(path)).status_code == 200
+
+
+async def _access_pages(portal: RunningPortal, referral_id: str) -> str:
+    """The ``page`` text of every access record the audit log chained for ``referral_id``."""
+    js = portal.hub.connection.jetstream()
+    entries = await audit_entries(portal.hub.connection)
+    chained = [e for e in entries if e.message_type == "access.viewed" and e.referral_id == referral_id]
+    return "\n".join(
+        [(await js.get_msg(entry.source_stream, entry.source_sequence)).data.decode() for entry in chained]
+    )
+
+
+async def test_document_uploads_need_the_csrf_token_a_file_and_at_most_20_mib(
+    shared_portal: RunningPortal, members: dict
+) -> None:
+    ben, _ = members[BEN]
+    kneadwell = await shared_portal.hub.clinic("kneadwell-massage")
+    request = referral_request(
+        sender="kneadwell-massage",
+        recipient="harbor-pt",
+        modality=Modality.PHYSICAL_THERAPY,
+        patient_ref="pt-docs-0003",
+    )
+    await kneadwell.send_and_confirm(request)
+    path = f"/referrals/{request.referral_id}"
+    await eventually(lambda: _page_found(ben, path))
+    token = csrf_of((await ben.get(path)).text)
+    one = {"attachments": ("plan.txt", b"exercise plan", "text/plain")}
+
+    missing = await ben.post(f"{path}/documents", files=one)
+    forged = await ben.post(f"{path}/documents", data={"_csrf_token": "forged.token"}, files=one)
+    empty = await ben.post(
+        f"{path}/documents", data={"_csrf_token": token}, files={"attachments": ("x.txt", b"", "text/plain")}
+    )
+    over = b"x" * (topology.GATEWAY_DOCUMENT_MAX_BYTES + 1)
+    too_big = await ben.post(
+        f"{path}/documents", data={"_csrf_token": token}, files={"attachments": ("scan.tif", over, "image/tiff")}
+    )
+    new_form = await _new_referral_with_files(
+        members[SAM][0], "pt-docs-0004", [("attachments", ("huge.bin", over, "application/octet-stream"))]
+    )
+
+    assert missing.status_code == 403
+    assert forged.status_code == 403
+    assert empty.status_code == 400
+    assert "x.txt is empty" in empty.text
+    assert too_big.status_code == 413
+    assert "scan.tif is 20.0 MiB; each file may be at most 20 MiB" in too_big.text
+    assert new_form.status_code == 413
+    assert 'id="attachments-error"' in new_form.text
+    assert "huge.bin is 20.0 MiB" in new_form.text
+    assert await _downloads(ben, path) == {}
+    assert "pt-docs-0004" not in (await members[SAM][0].get("/inbox")).text
+
+    stored = await ben.post(f"{path}/documents", data={"_csrf_token": token}, files=one)
+    assert stored.status_code == 303
+    assert list(await _downloads(ben, path)) == ["plan.txt"]
 
 
 async def test_a_live_inbox_stream_ends_with_its_session_and_sends_nothing_after(

@@ -1,47 +1,35 @@
-"""DocumentReference and Binary: documents attached to a referral, kept in the object store."""
+"""DocumentReference and Binary: documents attached to a referral, in the store the portal shares.
+
+Storing, listing, reading with its hash check and the audit record are
+``referral_hub.documents``'; these handlers check the token's party to the referral and
+render FHIR.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from typing import Any, Final
 
-import msgspec
-import nats.errors
 import structlog
 from litestar import Request, Response, get, post
-from nats.js.api import ObjectMeta
-from nats.js.errors import ObjectNotFoundError
 
-from referral_hub.contracts.access import AccessViewed
 from referral_hub.contracts.rejections import RejectionCode
+from referral_hub.documents import domain as documents
+from referral_hub.documents.domain import DocumentMeta
 from referral_hub.gateway import domain
 from referral_hub.gateway.adapters import ClinicLink
-from referral_hub.gateway.domain import Envelope, FhirError
-from referral_hub.gateway.web import Gateway, fhir, gateway_of, json_body, task_view
+from referral_hub.gateway.domain import Envelope, FhirError, GatewayCode
+from referral_hub.gateway.web import Gateway, caught_up, fhir, gateway_of, json_body, task_view
 from referral_hub.runtime import topology
 
 log = structlog.get_logger(__name__)
-
-
-# --- DocumentReference and Binary ------------------------------------------------------------
 
 DOCUMENT_BODY_BYTES: Final = 28 * 1024 * 1024
 """A 20 MiB document as base64 in JSON, with room for the resource around it."""
 
 
-async def _record_access(link: ClinicLink, envelope: Envelope, meta: domain.DocumentMeta, what: str) -> None:
+async def _record_access(link: ClinicLink, envelope: Envelope, meta: DocumentMeta, what: str) -> None:
     """Put the document's SHA-256 in the hub's audit log: an access record on the clinic's own out subject."""
-    record = AccessViewed(
-        message_id=uuid.uuid4(),
-        occurred_at=envelope.now,
-        sender_clinic=envelope.clinic,
-        actor=envelope.actor,
-        correlation_id=uuid.uuid4(),
-        page=f"DocumentReference/{meta.id} {what} sha256:{meta.sha256}",
-        referral_id=str(meta.referral_id),
-        patient_ref=meta.patient_ref,
-    )
+    record = documents.access_record(meta, clinic=envelope.clinic, actor=envelope.actor, now=envelope.now, what=what)
     await link.client.send(record)
 
 
@@ -56,34 +44,37 @@ async def create_document(request: Request[Any, Any, Any]) -> Response[bytes]:
     upload = domain.document_upload(body, topology.GATEWAY_DOCUMENT_MAX_BYTES)
     link, view = await task_view(gateway, grant.clinic, upload.task_id)
     envelope = await gateway.envelope(grant.clinic)
-    meta = domain.DocumentMeta(
-        id=str(uuid.uuid4()),
-        referral_id=view.referral.referral_id,
-        task_id=upload.task_id,
-        patient_ref=view.referral.patient_ref,
-        title=upload.title,
-        content_type=upload.content_type,
-        size=len(upload.data),
-        sha256=hashlib.sha256(upload.data).hexdigest(),
-        author=grant.clinic,
-        created=envelope.now,
-    )
-    await gateway.store.documents.put(
-        meta.id, upload.data, ObjectMeta(name=meta.id, description=msgspec.json.encode(meta).decode())
-    )
+    try:
+        meta = documents.describe(
+            data=upload.data,
+            referral_id=view.referral.referral_id,
+            patient_ref=view.referral.patient_ref,
+            title=upload.title,
+            content_type=upload.content_type,
+            author=grant.clinic,
+            created=envelope.now,
+        )
+        await gateway.store.documents.put(meta, upload.data)
+    except documents.DocumentRejectedError as exc:
+        raise domain.schema(str(exc)) from exc
     await _record_access(link, envelope, meta, "uploaded")
     log.info("gateway_document_stored", clinic=grant.clinic, document=meta.id, size=meta.size)
     return fhir(domain.document_resource(meta, gateway.settings.fhir_base), 201)
 
 
-async def _document(gateway: Gateway, clinic: str, document_id: str) -> tuple[ClinicLink, domain.DocumentMeta]:
-    """A stored document's metadata, if ``clinic`` is a party to its referral; else 404."""
+async def _document(gateway: Gateway, clinic: str, document_id: str) -> tuple[ClinicLink, DocumentMeta]:
+    """A stored document's metadata, if ``clinic`` is a party to its referral; else 404.
+
+    A document the portal stored a moment ago can name a referral this clinic's folded view
+    has not reached yet, so the view catches up before the answer is 404.
+    """
     link = await gateway.connections.link(clinic)
     try:
-        info = await gateway.store.documents.get_info(document_id)
-        meta = msgspec.json.decode(info.description or "", type=domain.DocumentMeta)
-    except (ObjectNotFoundError, msgspec.DecodeError, nats.errors.Error):
+        meta = await gateway.store.documents.meta(document_id)
+    except documents.DocumentNotFoundError:
         meta = None
+    if meta is not None and meta.referral_id not in link.referrals.by_referral:
+        await caught_up(link)
     if meta is None or meta.referral_id not in link.referrals.by_referral:
         raise domain.not_found("DocumentReference", document_id)  # noqa: EM101 - the resource's name, not a message
     return link, meta
@@ -98,18 +89,46 @@ async def read_document(request: Request[Any, Any, Any], document_id: str) -> Re
     return fhir(domain.document_resource(meta, gateway.settings.fhir_base))
 
 
+@get("/fhir/DocumentReference")
+async def search_documents(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """One referral's documents: ``related=Task/<id>`` (or the bare id), oldest first.
+
+    As for a Task search, a referral this clinic is not a party to (or that does not exist)
+    gives an empty searchset, never a 404 that would say it exists. ``related`` is required:
+    documents are indexed per referral.
+    """
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "DocumentReference", "s")
+    unknown = set(request.query_params) - {"related"}
+    related = request.query_params.getall("related") if "related" in request.query_params else []
+    if unknown or len(related) != 1:
+        words = "search DocumentReference by one related=Task/<id>"
+        raise FhirError(400, GatewayCode.UNSUPPORTED, words)
+    task_id = related[0].rpartition("/")[2]
+    link = await caught_up(await gateway.connections.link(grant.clinic))
+    view = link.referrals.task(task_id)
+    found = await gateway.store.documents.for_referral(view.referral.referral_id) if view is not None else []
+    resources = [domain.document_resource(meta, gateway.settings.fhir_base) for meta in found]
+    links = {"self": f"{gateway.settings.fhir_base}/DocumentReference?related=Task/{task_id}"}
+    return fhir(domain.searchset(gateway.settings.fhir_base, resources, len(resources), links))
+
+
 @get("/fhir/Binary/{document_id:str}")
 async def read_binary(request: Request[Any, Any, Any], document_id: str) -> Response[bytes]:
     """A document's bytes, for the referral's parties only; the read is recorded in the audit log."""
     gateway = gateway_of(request)
     grant = gateway.grant(request, "Binary", "r")
     link, meta = await _document(gateway, grant.clinic, document_id)
-    stored = await gateway.store.documents.get(document_id)
-    data = stored.data or b""
-    if hashlib.sha256(data).hexdigest() != meta.sha256:
-        raise FhirError(500, RejectionCode.PROCESSING_FAILED, "the stored document does not match its hash")
+    try:
+        data = await gateway.store.documents.read(meta)
+    except documents.DocumentCorruptError as exc:
+        raise FhirError(500, RejectionCode.PROCESSING_FAILED, "the stored document does not match its hash") from exc
+    except documents.DocumentNotFoundError as exc:
+        raise domain.not_found("Binary", document_id) from exc  # noqa: EM101 - the resource's name, not a message
     await _record_access(link, await gateway.envelope(grant.clinic), meta, "read")
-    return Response(data, media_type=meta.content_type, headers={"ETag": f'"{meta.sha256}"'})
+    # Served as its own type to FHIR clients, but never run as a page on the gateway's origin.
+    headers = {"ETag": f'"{meta.sha256}"', "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+    return Response(data, media_type=meta.content_type, headers=headers)
 
 
-HANDLERS: Final = (create_document, read_document, read_binary)
+HANDLERS: Final = (create_document, read_document, search_documents, read_binary)

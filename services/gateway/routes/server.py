@@ -145,7 +145,11 @@ def capability_statement(settings: GatewaySettings) -> dict[str, Any]:
                         "searchParam": search,
                     },
                     {"type": "ServiceRequest", "interaction": [{"code": "read"}]},
-                    {"type": "DocumentReference", "interaction": [{"code": "create"}, {"code": "read"}]},
+                    {
+                        "type": "DocumentReference",
+                        "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}],
+                        "searchParam": [{"name": "related", "type": "reference"}],
+                    },
                     {"type": "Binary", "interaction": [{"code": "read"}]},
                     {
                         "type": "Communication",
