@@ -1,10 +1,13 @@
-"""The whole care loop in a real browser: two clinics, live updates, an alert and its page.
+"""The whole care loop in a real browser: two clinics, live updates, a document, an alert and its page.
 
 Real Chromium, a real portal process, a real nats-server and the hub's referrals,
 notifications and audit services. Screenshots of each step go to tests/portal/artifacts/.
 """
 
 from __future__ import annotations
+
+import asyncio
+from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
@@ -13,6 +16,7 @@ from .conftest import RunningPortal
 
 __all__ = ["browser"]
 PATIENT = "pt-portal-7001"
+LETTER = b"%PDF-1.7\nReferral letter: lumbar strain, cleared for manual therapy.\n%%EOF\n"
 
 
 async def test_refer_accept_schedule_note_complete_close_then_alert_and_page(  # noqa: PLR0915 - one story, step by step
@@ -35,6 +39,9 @@ async def test_refer_accept_schedule_note_complete_close_then_alert_and_page(  #
     await a.get_by_label("Patient reference").fill(PATIENT)
     await a.get_by_label("Reason").fill("Low back pain after lifting; <script>alert(1)</script> stays text")
     await a.get_by_label("ICD-10 codes").fill("M54.5")
+    await a.get_by_label("Attachments").set_input_files(
+        files=[{"name": "referral-letter.pdf", "mimeType": "application/pdf", "buffer": LETTER}]
+    )
     await shot(a, "02-a-new-referral")
     await a.get_by_role("button", name="Send referral").click()
     await expect(a.locator("#referral-state")).to_contain_text("requested")
@@ -52,6 +59,16 @@ async def test_refer_accept_schedule_note_complete_close_then_alert_and_page(  #
     await expect(b.locator("#referral-reason")).to_have_text(
         "Low back pain after lifting; <script>alert(1)</script> stays text"
     )
+
+    # B finds A's letter among the referral's documents and downloads it, byte for byte.
+    await expect(b.locator("#documents")).to_contain_text("referral-letter.pdf")
+    await expect(b.locator("#documents")).to_contain_text("kneadwell-massage")
+    await shot(b, "04b-b-referral-documents")
+    async with b.expect_download() as downloading:
+        await b.get_by_role("link", name="Download referral-letter.pdf").click()
+    download = await downloading.value
+    assert download.suggested_filename == "referral-letter.pdf"
+    assert await asyncio.to_thread(Path(await download.path()).read_bytes) == LETTER
     await b.locator("#do-accept").click()
     await expect(b.locator("#referral-state")).to_contain_text("accepted")
     await b.get_by_label("Appointment").fill("2026-12-03T10:30")
