@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from referral_hub.cli.paging import all_pages
-from referral_hub.notifications.paging import Page
+from referral_hub.cli.paging_commands import all_pages
+from referral_hub.notifications.page_rules import Page
 from referral_hub.runtime.natsserver import EmbeddedNats
 
 from .helpers import Result, RunningHub, eventually, hubctl, referral_request

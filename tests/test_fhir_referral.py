@@ -24,7 +24,7 @@ from fhir.resources.R4B.task import Task
 
 from referral_hub.contracts.referrals import ReferralState
 from referral_hub.contracts.registry import Clinic
-from referral_hub.referrals import domain, fhir, lifecycle
+from referral_hub.referrals import domain, fhir_task, lifecycle
 from referral_hub.runtime.registry import load_registry_file
 
 from .helpers import RunningHub, hubctl, referral_request
@@ -132,7 +132,7 @@ def walked(name: str, **overrides: object) -> domain.Referral:
 
 def exported(referral: domain.Referral) -> dict[str, Any]:
     """The bundle exactly as `hubctl referral show --fhir` prints it: through JSON."""
-    document: dict[str, Any] = json.loads(json.dumps(fhir.bundle(referral), indent=2))
+    document: dict[str, Any] = json.loads(json.dumps(fhir_task.bundle(referral), indent=2))
     return document
 
 

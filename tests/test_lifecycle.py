@@ -283,9 +283,7 @@ async def test_timers_survive_a_restart_because_they_live_in_the_referral(hub: R
     referral_id = await requested(hub)
     js = hub.connection.jetstream()
     later = datetime.now(UTC) + timedelta(hours=73)
-    first = TimerSweeper(
-        await referral_store(js), Effects(hub.connection), SlaPolicy(), lambda: datetime.now(UTC)
-    )
+    first = TimerSweeper(await referral_store(js), Effects(hub.connection), SlaPolicy(), lambda: datetime.now(UTC))
     assert await first.sweep_once() == 0
 
     restarted = TimerSweeper(await referral_store(js), Effects(hub.connection), SlaPolicy(), lambda: later)

@@ -36,10 +36,10 @@ from referral_hub.notifications.adapters import (
     digest_key,
     page_key,
 )
-from referral_hub.notifications.delivery import Deliverer
 from referral_hub.notifications.digests import Digest
+from referral_hub.notifications.dispatch import Dispatcher
 from referral_hub.notifications.domain import NotifyIntent
-from referral_hub.notifications.paging import (
+from referral_hub.notifications.page_rules import (
     EscalationPolicy,
     Page,
     PageIntent,
@@ -93,7 +93,7 @@ class World:
         registry = RegistryCache()
         registry.apply(f"clinic.{CLINIC.id}", msgspec.json.encode(CLINIC))
         stores = Stores(pages=self.pages, patients=self.patients, digests=self.digests, views=self.views)
-        deliverer = Deliverer(self.pages, registry, self.channels, self.published, lambda: self.now)
+        deliverer = Dispatcher(self.pages, registry, self.channels, self.published, lambda: self.now)
         timing = handlers.Timing(EscalationPolicy(), lambda: self.now)
         self.hub = handlers.Hub(stores, registry, deliverer, timing)
 

@@ -40,7 +40,7 @@ from referral_hub.contracts.registry import ChannelKind, Clinic, ContactChannel,
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.notifications import app as notifications_app
 from referral_hub.notifications.channels import Channels, ChannelSettings, Outbound, SmtpSettings
-from referral_hub.notifications.paging import EscalationPolicy, Page, PageStatus
+from referral_hub.notifications.page_rules import EscalationPolicy, Page, PageStatus
 from referral_hub.notifications.webhooks import WebhookSecrets, new_secret, signed_headers, verify
 from referral_hub.referrals import app as referrals_app
 from referral_hub.runtime import streams, subjects, topology

@@ -26,9 +26,9 @@ from referral_hub.contracts.registry import (
     timezone_problem,
 )
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.notifications import oncall, paging
+from referral_hub.notifications import oncall, page_rules
 from referral_hub.notifications.domain import NotifyIntent, route
-from referral_hub.notifications.paging import (
+from referral_hub.notifications.page_rules import (
     EscalationPolicy,
     OpenAbsolute,
     PageIntent,
@@ -113,9 +113,9 @@ def intent(severity: Severity = Severity.RELATIVE, **overrides: object) -> PageI
 
 def test_a_re_raised_alert_updates_the_open_page_without_paging_again() -> None:
     first = intent()
-    opened = paging.open_page(None, first, NOON, POLICY, None)
+    opened = page_rules.open_page(None, first, NOON, POLICY, None)
 
-    again = paging.open_page(opened.page, first, NOON + timedelta(minutes=1), POLICY, None)
+    again = page_rules.open_page(opened.page, first, NOON + timedelta(minutes=1), POLICY, None)
 
     assert (opened.outcome, opened.deliver) == ("paged", True)
     assert (again.outcome, again.deliver) == ("deduplicated", False)
@@ -124,23 +124,23 @@ def test_a_re_raised_alert_updates_the_open_page_without_paging_again() -> None:
 
 def test_raising_an_open_page_to_absolute_pages_again() -> None:
     first = intent(Severity.RELATIVE)
-    opened = paging.open_page(None, first, NOON, POLICY, None)
+    opened = page_rules.open_page(None, first, NOON, POLICY, None)
     upgraded = PageIntent(**{**{f: getattr(first, f) for f in first.__struct_fields__}, "severity": Severity.ABSOLUTE})
 
-    again = paging.open_page(opened.page, upgraded, NOON, POLICY, None)
+    again = page_rules.open_page(opened.page, upgraded, NOON, POLICY, None)
 
     assert (again.outcome, again.deliver) == ("repaged", True)
 
 
 def test_a_silence_keeps_a_relative_page_from_paging_but_records_it() -> None:
-    opened = paging.open_page(None, intent(), NOON, POLICY, ("silenced", new_id()))
+    opened = page_rules.open_page(None, intent(), NOON, POLICY, ("silenced", new_id()))
 
     assert (opened.outcome, opened.deliver, opened.page.status) == ("silenced", False, PageStatus.SUPPRESSED)
 
 
 @pytest.mark.parametrize("suppression", [("silenced", new_id()), ("inhibited", None)])
 def test_nothing_lowers_the_safety_floor_of_an_absolute_page(suppression: tuple[str, object]) -> None:
-    opened = paging.open_page(None, intent(Severity.ABSOLUTE), NOON, POLICY, suppression)  # type: ignore[arg-type]
+    opened = page_rules.open_page(None, intent(Severity.ABSOLUTE), NOON, POLICY, suppression)  # type: ignore[arg-type]
 
     assert (opened.outcome, opened.deliver, opened.page.status) == ("paged", True, PageStatus.OPEN)
 
@@ -158,7 +158,7 @@ def test_a_silence_never_matches_an_absolute_page() -> None:
     assert not silence.matches(intent(Severity.ABSOLUTE), NOON)
     assert silence.matches(intent(Severity.RELATIVE), NOON)
     with pytest.raises(SilenceError, match="absolute"):
-        paging.check_silence(silence, NOON)
+        page_rules.check_silence(silence, NOON)
 
 
 def test_a_silence_must_expire() -> None:
@@ -167,7 +167,7 @@ def test_a_silence_must_expire() -> None:
     )
 
     with pytest.raises(SilenceError, match="at most"):
-        paging.check_silence(forever, NOON)
+        page_rules.check_silence(forever, NOON)
 
 
 def test_an_open_absolute_alert_inhibits_relative_pages_for_the_same_modality_only() -> None:
@@ -179,24 +179,24 @@ def test_an_open_absolute_alert_inhibits_relative_pages_for_the_same_modality_on
 
 
 def test_an_unacknowledged_page_escalates_through_every_level_then_repeats_then_stops() -> None:
-    page = paging.open_page(None, intent(), NOON, POLICY, None).page
+    page = page_rules.open_page(None, intent(), NOON, POLICY, None).page
     steps = []
     now = NOON
     while page.next_at is not None:
         now = page.next_at
-        escalated = paging.escalate(page, now, POLICY)
+        escalated = page_rules.escalate(page, now, POLICY)
         assert escalated is not None
         page = escalated
         steps.append((page.cycle, page.level))
 
     assert steps == [(0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (1, 2)]
-    assert paging.escalate(page, now + timedelta(hours=1), POLICY) is None
+    assert page_rules.escalate(page, now + timedelta(hours=1), POLICY) is None
 
 
 def test_nothing_escalates_before_its_delay() -> None:
-    page = paging.open_page(None, intent(), NOON, POLICY, None).page
+    page = page_rules.open_page(None, intent(), NOON, POLICY, None).page
 
-    assert paging.escalate(page, NOON + timedelta(minutes=4), POLICY) is None
+    assert page_rules.escalate(page, NOON + timedelta(minutes=4), POLICY) is None
 
 
 def ack(clinic: str = "harbor-pt", member: str = "ben.okafor") -> PageAck:
@@ -212,28 +212,28 @@ def ack(clinic: str = "harbor-pt", member: str = "ben.okafor") -> PageAck:
 
 
 def test_an_acknowledgement_stops_the_escalation() -> None:
-    page = paging.open_page(None, intent(), NOON, POLICY, None).page
+    page = page_rules.open_page(None, intent(), NOON, POLICY, None).page
 
-    acked = paging.acknowledge(page, ack(), CLINIC, NOON + timedelta(minutes=2))
+    acked = page_rules.acknowledge(page, ack(), CLINIC, NOON + timedelta(minutes=2))
 
-    assert not isinstance(acked, paging.AckRefused)
+    assert not isinstance(acked, page_rules.AckRefused)
     assert (acked.status, acked.acked_by, acked.next_at) == (PageStatus.ACKNOWLEDGED, "ben.okafor", None)
-    assert paging.escalate(acked, NOON + timedelta(hours=1), POLICY) is None
+    assert page_rules.escalate(acked, NOON + timedelta(hours=1), POLICY) is None
 
 
 def test_only_the_paged_clinics_members_acknowledge() -> None:
-    page = paging.open_page(None, intent(), NOON, POLICY, None).page
+    page = page_rules.open_page(None, intent(), NOON, POLICY, None).page
 
     theirs = ack("lotus-acu", "raj.patel")
-    other_clinic = paging.acknowledge(page, theirs, CLINIC, NOON)
-    stranger = paging.acknowledge(page, ack(member="raj.patel"), CLINIC, NOON)
-    missing = paging.acknowledge(None, theirs, CLINIC, NOON)
+    other_clinic = page_rules.acknowledge(page, theirs, CLINIC, NOON)
+    stranger = page_rules.acknowledge(page, ack(member="raj.patel"), CLINIC, NOON)
+    missing = page_rules.acknowledge(None, theirs, CLINIC, NOON)
 
-    assert isinstance(other_clinic, paging.AckRefused)
-    assert isinstance(missing, paging.AckRefused)
+    assert isinstance(other_clinic, page_rules.AckRefused)
+    assert isinstance(missing, page_rules.AckRefused)
     assert (other_clinic.code, other_clinic.reason) == (missing.code, missing.reason)
     assert CLINIC.id not in other_clinic.reason
-    assert isinstance(stranger, paging.AckRefused)
+    assert isinstance(stranger, page_rules.AckRefused)
     assert stranger.code == RejectionCode.UNKNOWN_MEMBER
 
 
@@ -386,7 +386,7 @@ def test_a_silence_stored_without_a_time_zone_is_read_as_utc_not_a_crash() -> No
     assert naive.matches(intent(Severity.RELATIVE), NOON)
     assert not naive.matches(intent(Severity.RELATIVE), NOON + timedelta(hours=2))
     with pytest.raises(SilenceError, match="must name their time zone"):
-        paging.check_silence(naive, NOON)
+        page_rules.check_silence(naive, NOON)
 
 
 def test_a_silence_must_start_before_it_ends() -> None:
@@ -400,4 +400,4 @@ def test_a_silence_must_start_before_it_ends() -> None:
     )
 
     with pytest.raises(SilenceError, match="must start before it ends"):
-        paging.check_silence(backwards, NOON)
+        page_rules.check_silence(backwards, NOON)

@@ -22,7 +22,7 @@ from referral_hub.contracts.referrals import ReferralForward, ReferralState
 from referral_hub.contracts.registry import Clinic, Member
 from referral_hub.contracts.screening import FlagAudience, ScreeningFlagged
 from referral_hub.notifications.domain import NotifyIntent, route
-from referral_hub.notifications.paging import PageIntent
+from referral_hub.notifications.page_rules import PageIntent
 from referral_hub.referrals import alerting, careteam, domain, screening
 from referral_hub.referrals.careteam import CareTeam, TeamChanged
 from referral_hub.runtime.outputs import Announcement

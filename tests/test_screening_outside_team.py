@@ -25,7 +25,7 @@ from referral_hub.contracts.paging import NotificationQueued
 from referral_hub.contracts.referrals import ReferralRequested, ReferralState, ReferralTransitioned
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.contracts.screening import FlagAudience, ScreeningFlagged
-from referral_hub.notifications.paging import page_id_for
+from referral_hub.notifications.page_rules import page_id_for
 from referral_hub.runtime import streams, subjects, topology
 
 from .helpers import RunningHub, alert_raise, referral_request, stream_messages, wait_idle

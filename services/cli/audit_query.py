@@ -14,12 +14,12 @@ from pathlib import Path
 
 import msgspec
 
-from referral_hub.audit.fhir import to_audit_event
+from referral_hub.audit.audit_event import to_audit_event
 from referral_hub.audit.index import AuditFilter, AuditIndex
 from referral_hub.cli import progress
 from referral_hub.cli.audit_proofs import warn_foreign
 from referral_hub.cli.commands import connect, out
-from referral_hub.cli.paging import parse_time
+from referral_hub.cli.paging_commands import parse_time
 from referral_hub.contracts.audit import AuditEntry
 from referral_hub.runtime import natsauth
 

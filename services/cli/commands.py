@@ -42,7 +42,7 @@ from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.contracts.screening import ScreeningDisputed, ScreeningFlagged
 from referral_hub.errors import HubError
-from referral_hub.referrals import alerting, fhir, lifecycle
+from referral_hub.referrals import alerting, fhir_task, lifecycle
 from referral_hub.referrals.adapters import KvStore, careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.referrals.domain import SlaPolicy
@@ -340,7 +340,7 @@ async def referral_show(args: argparse.Namespace) -> int:
     referral_id = await resolve_key(args.nats_url, topology.REFERRALS_KV, args.referral_id, "referral")
     referral = await load_one(args.nats_url, referral_store, referral_id, f"no referral {args.referral_id}")
     if args.fhir:
-        out(json.dumps(fhir.bundle(referral), indent=2))
+        out(json.dumps(fhir_task.bundle(referral), indent=2))
         return 0
     status = lifecycle.STATUS[referral.state]
     out(

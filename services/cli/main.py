@@ -21,7 +21,7 @@ import msgspec
 import nats
 import nats.errors
 
-from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dlq, natsconfig, paging
+from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dlq, natsconfig, paging_commands
 from referral_hub.cli import clinic as clinic_cli
 from referral_hub.cli import gateway as gateway_cli
 from referral_hub.cli import portal as portal_cli
@@ -409,7 +409,7 @@ def _add_paging(sub: Subparsers) -> None:
     on_call = sub.add_parser("oncall", help="who is on call at a time; on-call overrides")
     _common(on_call)
     on_call.add_argument("--at", help="ISO 8601 time (default: now); without a zone, the clinic's local time")
-    on_call.set_defaults(run=paging.oncall_show)
+    on_call.set_defaults(run=paging_commands.oncall_show)
     on_call_sub = on_call.add_subparsers(dest="oncall_command", metavar="OVERRIDE")
     override = on_call_sub.add_parser("override", help="someone covers the rotation for a while")
     _common(override)
@@ -419,14 +419,14 @@ def _add_paging(sub: Subparsers) -> None:
     )
     override.add_argument("--until", required=True, help="ISO 8601 end; without a zone, the clinic's local time")
     override.add_argument("--reason", default="", help="why (shown to the team)")
-    override.set_defaults(run=paging.oncall_override)
+    override.set_defaults(run=paging_commands.oncall_override)
 
     roster = sub.add_parser("roster", help="a clinic's members, channels, rotation, hours and intake")
     roster_sub = roster.add_subparsers(dest="roster_command", required=True, metavar="ROSTER_COMMAND")
     roster_set = roster_sub.add_parser("set", help="replace the roster from a JSON file")
     _common(roster_set)
     roster_set.add_argument("--file", type=Path, required=True, help="roster JSON: members, oncall, working_hours, ...")
-    roster_set.set_defaults(run=paging.roster_set)
+    roster_set.set_defaults(run=paging_commands.roster_set)
 
     silence = sub.add_parser("silence", help="silences (they always expire; never for absolute pages)")
     silence_sub = silence.add_subparsers(dest="silence_command", required=True, metavar="SILENCE_COMMAND")
@@ -444,7 +444,7 @@ def _add_paging(sub: Subparsers) -> None:
         default=None,
         help="severities to silence (repeatable; default relative, local, caution)",
     )
-    silence_add.set_defaults(run=paging.silence_add)
+    silence_add.set_defaults(run=paging_commands.silence_add)
 
     page = sub.add_parser("page", help="pages")
     page_sub = page.add_subparsers(dest="page_command", required=True, metavar="PAGE_COMMAND")
@@ -452,13 +452,13 @@ def _add_paging(sub: Subparsers) -> None:
     _common(ack)
     ack.add_argument("page_id", help="the page id")
     ack.add_argument("--member", required=True, help="the acknowledging member")
-    ack.set_defaults(run=paging.page_ack)
+    ack.set_defaults(run=paging_commands.page_ack)
 
     pages = sub.add_parser("pages", help="open pages (or --all), newest first")
     _common(pages)
     pages.add_argument("--all", action="store_true", help="include acknowledged, resolved and suppressed pages")
     pages.add_argument("--json", action="store_true", help="print JSON Lines")
-    pages.set_defaults(run=paging.pages_list)
+    pages.set_defaults(run=paging_commands.pages_list)
 
 
 def _plot_option(parser: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ from nats.js.errors import NotFoundError
 
 from referral_hub.audit.adapters import read_checkpoints
 from referral_hub.cli.commands import SERVICES, connect, out
-from referral_hub.cli.paging import all_pages
+from referral_hub.cli.paging_commands import all_pages
 from referral_hub.cli.screen import page_severity
 from referral_hub.runtime import natsauth, streams, topology
 

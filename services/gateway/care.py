@@ -50,7 +50,7 @@ from referral_hub.gateway.domain import (
     from_rejection,
     schema,
 )
-from referral_hub.referrals import fhir as referral_fhir
+from referral_hub.referrals import fhir_task as referral_fhir
 
 CARE_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "urn:referral-hub:gateway:care")
 SEVERITY_SYSTEM: Final = "urn:referral-hub:alert-severity"

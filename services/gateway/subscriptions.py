@@ -36,7 +36,7 @@ from referral_hub.gateway.domain import (
     GatewayCode,
     schema,
 )
-from referral_hub.referrals import fhir as referral_fhir
+from referral_hub.referrals import fhir_task as referral_fhir
 
 FILTER_PARAMETER: Final = "message-type"
 """The topic's one filter: ``message-type=referral.requested,referral.transitioned``."""

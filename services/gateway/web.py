@@ -19,8 +19,8 @@ from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.errors import HubError
 from referral_hub.gateway import auth, domain
 from referral_hub.gateway.adapters import AuditSearch, ClinicConnections, ClinicLink, GatewayStore
-from referral_hub.gateway.delivery import Deliverer
 from referral_hub.gateway.domain import Envelope, FhirError, GatewayCode, TaskView
+from referral_hub.gateway.rest_hooks import RestHooks
 from referral_hub.runtime import topology
 from referral_hub.runtime.kvstore import KvView
 
@@ -75,7 +75,7 @@ class Started:
 
     store: GatewayStore
     key: ECKey
-    deliverer: Deliverer
+    deliverer: RestHooks
     tokens: auth.VerifiedTokens
     clients: KvView[auth.ClientRecord]
     audit: AuditSearch | None = None
@@ -102,7 +102,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await store.close()
             raise
-        deliverer = Deliverer(
+        deliverer = RestHooks(
             store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV], self.connections, self.settings.fhir_base
         )
         audit = None
@@ -154,7 +154,7 @@ class Gateway:
         return self.started.key
 
     @property
-    def deliverer(self) -> Deliverer:
+    def deliverer(self) -> RestHooks:
         """The rest-hook deliverer (after :meth:`start`)."""
         return self.started.deliverer
 

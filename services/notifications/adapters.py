@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 
 from referral_hub.errors import HubError
 from referral_hub.notifications.digests import Digest
-from referral_hub.notifications.paging import Page, PageStatus, PatientRecord, Silence
+from referral_hub.notifications.page_rules import Page, PageStatus, PatientRecord, Silence
 from referral_hub.runtime import topology
 from referral_hub.runtime.kvstore import KvStore, KvView, Records
 from referral_hub.runtime.registry import RegistryCache

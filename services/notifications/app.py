@@ -12,9 +12,9 @@ from nats.aio.client import Client
 
 from referral_hub.notifications import adapters, handlers, metrics
 from referral_hub.notifications.channels import Channels, ChannelSettings
-from referral_hub.notifications.delivery import Deliverer
+from referral_hub.notifications.dispatch import Dispatcher
 from referral_hub.notifications.domain import SERVICE
-from referral_hub.notifications.paging import EscalationPolicy
+from referral_hub.notifications.page_rules import EscalationPolicy
 from referral_hub.notifications.sweeping import Sweeper
 from referral_hub.runtime import topology
 from referral_hub.runtime.handling import Effects
@@ -53,7 +53,7 @@ def create_app(
         await adapters.wait_loaded(registry, views, LOAD_SECONDS)
         effects = Effects(connection)
         stores = await adapters.open_stores(connection.jetstream(), views)
-        deliverer = Deliverer(stores.pages, registry, Channels(channels or ChannelSettings.from_env()), effects, clock)
+        deliverer = Dispatcher(stores.pages, registry, Channels(channels or ChannelSettings.from_env()), effects, clock)
         hub = handlers.Hub(stores, registry, deliverer, timing)
         sweeper = Sweeper(hub)
 

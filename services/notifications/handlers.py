@@ -3,7 +3,7 @@
 Two tables dispatch by message type: :data:`INTENT_HANDLERS` (what routing asked for, per
 domain event) and :data:`COMMAND_HANDLERS` (what a clinic sends). Each handler is a few lines:
 read, let the pure core (``domain``, ``paging``, ``oncall``, ``rendering``) decide, write
-with compare-and-set, and hand deliveries to :class:`~referral_hub.notifications.delivery.Deliverer`.
+with compare-and-set, and hand deliveries to :class:`~referral_hub.notifications.dispatch.Dispatcher`.
 
 State lives in KV (``adapters``), so a restart loses no timer.
 """
@@ -25,7 +25,7 @@ from referral_hub.contracts.codec import SchemaViolationError, decode_hub_messag
 from referral_hub.contracts.paging import PageAck, PageAcknowledged
 from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.notifications import oncall, paging, rendering
+from referral_hub.notifications import oncall, page_rules, rendering
 from referral_hub.notifications.adapters import (
     SILENCE_PREFIX,
     Stores,
@@ -34,10 +34,10 @@ from referral_hub.notifications.adapters import (
     patient_hash,
     patient_key,
 )
-from referral_hub.notifications.delivery import Clinics, Deliverer, as_outgoing, roster_invalid
 from referral_hub.notifications.digests import DigestItem, with_item
+from referral_hub.notifications.dispatch import Clinics, Dispatcher, as_outgoing, roster_invalid
 from referral_hub.notifications.domain import SERVICE, AbsoluteChanged, CloseIntent, Intent, NotifyIntent, queued, route
-from referral_hub.notifications.paging import (
+from referral_hub.notifications.page_rules import (
     EscalationPolicy,
     OpenAbsolute,
     Page,
@@ -71,7 +71,7 @@ class Hub:
 
     stores: Stores
     registry: Clinics
-    deliverer: Deliverer
+    deliverer: Dispatcher
     timing: Timing
     limiter: RateLimiter = field(default_factory=RateLimiter)
     digest_writes: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
@@ -84,15 +84,15 @@ async def open_page(intent: PageIntent, hub: Hub, now: datetime) -> list[Outgoin
     """Open (or re-open, or deduplicate) the page; deliver it unless it was suppressed."""
     views = hub.stores.views
 
-    def decide(existing: Page | None) -> Decided[Page, paging.Opened | None]:
+    def decide(existing: Page | None) -> Decided[Page, page_rules.Opened | None]:
         record = views.absolute_alerts.get(patient_hash(intent.patient_ref))
-        quiet = paging.suppression(intent, views.silences.values(), record, now)
-        opened = paging.open_page(existing, intent, now, hub.timing.policy, quiet)
+        quiet = page_rules.suppression(intent, views.silences.values(), record, now)
+        opened = page_rules.open_page(existing, intent, now, hub.timing.policy, quiet)
         if existing is not None and opened.outcome == "deduplicated" and existing.intent == intent:
             return Decided(None, None)
         return Decided(opened.page, opened)
 
-    updated = await update_with_retry(hub.stores.pages, page_key(paging.page_id_for(intent.dedup_key)), decide)
+    updated = await update_with_retry(hub.stores.pages, page_key(page_rules.page_id_for(intent.dedup_key)), decide)
     opened = updated.result
     if opened is None:
         return []
@@ -129,10 +129,10 @@ async def close(intent: CloseIntent, hub: Hub, now: datetime) -> list[Outgoing]:
     """The alert was resolved: each clinic's open page about it stops escalating."""
 
     def resolved(page: Page | None) -> Page | None:
-        return paging.close_for_resolved_alert(page, now) if page else None
+        return page_rules.close_for_resolved_alert(page, now) if page else None
 
     for clinic in hub.registry.clinics():
-        key = page_key(paging.page_id_for(f"alert:{intent.alert_id}:{clinic.id}"))
+        key = page_key(page_rules.page_id_for(f"alert:{intent.alert_id}:{clinic.id}"))
         await update_with_retry(hub.stores.pages, key, changing(resolved))
     return []
 
@@ -203,18 +203,18 @@ async def acknowledge(command: PageAck, hub: Hub, delivery: Delivery, sender: Cl
     """A member acknowledges a page: escalation stops and the care team hears who."""
     now = hub.timing.clock()
 
-    def decide(page: Page | None) -> Decided[Page, Page | paging.AckRefused]:
+    def decide(page: Page | None) -> Decided[Page, Page | page_rules.AckRefused]:
         if page is not None and page.acked_message_id == command.message_id:
             return Decided(None, page)  # this very ack, redelivered: nothing to write
-        decision = paging.acknowledge(page, command, sender, now)
-        if isinstance(decision, paging.AckRefused):
+        decision = page_rules.acknowledge(page, command, sender, now)
+        if isinstance(decision, page_rules.AckRefused):
             return Decided(None, decision)
         acked = msgspec.structs.replace(decision, acked_message_id=command.message_id)
         return Decided(acked, acked)
 
     updated = await update_with_retry(hub.stores.pages, page_key(command.page_id), decide)
     result = updated.result
-    if isinstance(result, paging.AckRefused):
+    if isinstance(result, page_rules.AckRefused):
         return _refuse(hub, delivery, Refusal(result.code, result.reason), command.message_id)
     if updated.revision is None:
         return Handled(outcome="replayed", outgoing=announce([_acknowledged(result, command)]))

@@ -8,7 +8,7 @@ from prometheus_client import Counter
 
 from referral_hub.contracts.registry import ChannelKind
 from referral_hub.notifications.domain import SERVICE
-from referral_hub.notifications.paging import EscalationPolicy
+from referral_hub.notifications.page_rules import EscalationPolicy
 from referral_hub.runtime import metrics as runtime_metrics
 from referral_hub.runtime.metrics import LastValue
 

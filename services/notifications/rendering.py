@@ -20,7 +20,7 @@ from referral_hub.contracts.paging import (
     PageTriggered,
 )
 from referral_hub.notifications.domain import SERVICE
-from referral_hub.notifications.paging import PAGE_SEVERITY, Page
+from referral_hub.notifications.page_rules import PAGE_SEVERITY, Page
 from referral_hub.runtime import subjects
 from referral_hub.runtime.ids import derived_id
 from referral_hub.runtime.refusals import HUB_SENDER

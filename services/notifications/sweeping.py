@@ -1,7 +1,7 @@
 """The escalation sweep: escalate due pages, re-deliver owed steps, send due digests.
 
-Every timer is derived from KV state on each sweep (``paging.escalate``,
-``paging.delivery_owed``, ``oncall.routine_deferral``), never held in memory, so a restart or
+Every timer is derived from KV state on each sweep (``page_rules.escalate``,
+``page_rules.delivery_owed``, ``oncall.routine_deferral``), never held in memory, so a restart or
 a second replica loses or doubles nothing: each write is a single compare-and-set, and a
 replica that loses the race leaves the step to the one that won.
 """
@@ -14,13 +14,13 @@ from typing import Final
 import structlog
 
 from referral_hub.contracts.registry import roster_problems
-from referral_hub.notifications import oncall, paging
+from referral_hub.notifications import oncall, page_rules
 from referral_hub.notifications.adapters import digest_key, page_key
-from referral_hub.notifications.delivery import roster_invalid
 from referral_hub.notifications.digests import Digest, digest_id, digest_text
+from referral_hub.notifications.dispatch import roster_invalid
 from referral_hub.notifications.handlers import Hub
 from referral_hub.notifications.metrics import ROSTERS_INVALID, SILENCES_ACTIVE, SWEEPS
-from referral_hub.notifications.paging import Page
+from referral_hub.notifications.page_rules import Page
 from referral_hub.runtime.kvstore import ConcurrentUpdateError, Decided, update_with_retry
 from referral_hub.runtime.metrics import ESCALATIONS
 
@@ -52,9 +52,9 @@ class Sweeper:
 
     async def _escalate(self, page: Page, now: datetime) -> int:
         """One write, against the page as the view shows it: a page changed since is the next sweep's."""
-        escalated = paging.escalate(page, now, self._hub.timing.policy)
+        escalated = page_rules.escalate(page, now, self._hub.timing.policy)
         if escalated is None:
-            if paging.delivery_owed(page, now, REDELIVERY_GRACE):
+            if page_rules.delivery_owed(page, now, REDELIVERY_GRACE):
                 self._hub.deliverer.page(page)
                 return 1
             return 0

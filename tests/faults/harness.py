@@ -29,7 +29,7 @@ from referral_hub.contracts.base import Message, Modality
 from referral_hub.contracts.plans import PlanUpdated
 from referral_hub.contracts.referrals import ReferralRequested, ReferralState, ReferralTransitioned
 from referral_hub.contracts.rejections import Rejection
-from referral_hub.notifications.paging import page_id_for
+from referral_hub.notifications.page_rules import page_id_for
 from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.runtime import credentials, streams, topology

@@ -11,7 +11,7 @@ import hashlib
 import msgspec
 import pyotp
 
-from referral_hub.audit.fhir import to_audit_event
+from referral_hub.audit.audit_event import to_audit_event
 from referral_hub.contracts.base import Modality
 from referral_hub.portal.domain import IDLE_TIMEOUT, Session, utc_now
 from referral_hub.runtime import topology

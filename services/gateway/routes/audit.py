@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import structlog
 from litestar import Request, Response, get
 
-from referral_hub.audit.fhir import to_audit_event
+from referral_hub.audit.audit_event import to_audit_event
 from referral_hub.gateway import domain
 from referral_hub.gateway.domain import FhirError, GatewayCode
 from referral_hub.gateway.web import fhir, gateway_of, parameters

@@ -12,8 +12,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.gateway import domain, subscriptions
-from referral_hub.gateway.delivery import focus_resources
 from referral_hub.gateway.domain import FhirError, GatewayCode
+from referral_hub.gateway.rest_hooks import focus_resources
 from referral_hub.gateway.subscriptions import SubscriptionRecord
 from referral_hub.gateway.web import Gateway, fhir, gateway_of, json_body
 from referral_hub.runtime import topology

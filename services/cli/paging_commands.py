@@ -39,7 +39,7 @@ from referral_hub.contracts.registry import (
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.notifications import oncall
 from referral_hub.notifications.adapters import SILENCE_PREFIX
-from referral_hub.notifications.paging import MAX_SILENCE, Page, Silence, SilenceError, check_silence
+from referral_hub.notifications.page_rules import MAX_SILENCE, Page, Silence, SilenceError, check_silence
 from referral_hub.runtime import subjects, topology
 from referral_hub.runtime.refusals import HUB_SENDER
 from referral_hub.runtime.registry import store_clinic

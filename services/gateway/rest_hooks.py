@@ -56,7 +56,7 @@ class LeaseLostError(HubError):
     """Another deliverer holds the subscription now; this one stops."""
 
 
-class Deliverer:
+class RestHooks:
     """Runs one worker per subscription whose lease this process holds or can take."""
 
     def __init__(self, kv: KeyValue, connections: ClinicConnections, fhir_base: str) -> None:

@@ -28,7 +28,7 @@ from referral_hub.notifications import oncall, rendering
 from referral_hub.notifications.adapters import page_key
 from referral_hub.notifications.channels import Report
 from referral_hub.notifications.metrics import NO_CHANNEL, ROSTER_INVALID
-from referral_hub.notifications.paging import Page
+from referral_hub.notifications.page_rules import Page
 from referral_hub.notifications.rendering import Addressee, Attempt, Outbound
 from referral_hub.runtime import subjects
 from referral_hub.runtime.ids import derived_id
@@ -95,7 +95,7 @@ def _mark(step: str) -> Callable[[Page | None], Page | None]:
     return mark
 
 
-class Deliverer:
+class Dispatcher:
     """Runs deliveries in the background and reports every attempt."""
 
     def __init__(
