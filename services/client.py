@@ -29,10 +29,11 @@ from referral_hub.contracts.base import Message, message_type
 from referral_hub.contracts.codec import HubMessage, decode_hub_message, encode
 from referral_hub.contracts.inbox import InboxHeartbeat, InboxPage, InboxRead
 from referral_hub.errors import HubError
-from referral_hub.runtime import credentials, subjects, topology
-from referral_hub.runtime.credentials import CREDS_DIR_ENV, NKEY_FILE_ENV, NatsCredentials, clinic_seed_path
-from referral_hub.runtime.servers import server_urls
-from referral_hub.runtime.streams import MSG_ID_HEADER
+from referral_hub.runtime.broker import credentials
+from referral_hub.runtime.broker.credentials import CREDS_DIR_ENV, NKEY_FILE_ENV, NatsCredentials, clinic_seed_path
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.jetstream import subjects, topology
+from referral_hub.runtime.jetstream.streams import MSG_ID_HEADER
 
 STREAM_FULL_CODES: Final = frozenset({10077, 10023})
 """JetStream's refusals of a store that is at its limit: a stream's byte or message budget

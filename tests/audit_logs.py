@@ -9,8 +9,8 @@ import nats
 
 from referral_hub.audit.domain import GENESIS_HASH, chain
 from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry
-from referral_hub.runtime import subjects
-from referral_hub.runtime.provision import provision
+from referral_hub.runtime.jetstream import subjects
+from referral_hub.runtime.jetstream.provision import provision
 
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

@@ -19,12 +19,12 @@ from nats.aio.client import Client
 from referral_hub.audit import app as audit_app
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import app as referrals_app
-from referral_hub.runtime import credentials, natsauth
-from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, free_port, free_ports
-from referral_hub.runtime.provision import provision_as_operator
-from referral_hub.runtime.registry import load_registry_file
-from referral_hub.runtime.servers import server_urls
-from referral_hub.runtime.service import ServiceApp, ServiceSettings, serve
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.server import EmbeddedCluster, EmbeddedNats, free_port, free_ports
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.hosting.service import ServiceApp, ServiceSettings, serve
+from referral_hub.runtime.jetstream.provision import provision_as_operator
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 
 from .helpers import RunningHub
 from .security.hostile import ROWS_DIR_ENV, reported_rows, summary_table
@@ -114,7 +114,7 @@ async def _until_jetstream_answers(url: str) -> None:
 @pytest.fixture
 async def provisioned(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
     await provision_as_operator(nats_server.url, registry=load_registry_file())
-    connection = await nats.connect(nats_server.url, **credentials.for_hub_user(natsauth.ADMIN).connect_options())
+    connection = await nats.connect(nats_server.url, **credentials.for_hub_user(permissions.ADMIN).connect_options())
     yield connection
     await connection.drain()
 

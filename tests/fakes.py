@@ -19,8 +19,8 @@ from referral_hub.contracts.paging import DeliveryStatus
 from referral_hub.contracts.registry import ContactChannel
 from referral_hub.notifications.channels import Report
 from referral_hub.notifications.rendering import Attempt, Outbound
-from referral_hub.runtime.kvstore import ConcurrentUpdateError, KvView
-from referral_hub.runtime.outputs import InboxDelivery, Outgoing
+from referral_hub.runtime.jetstream.kvstore import ConcurrentUpdateError, KvView
+from referral_hub.runtime.messaging.outgoing import Outgoing, ToInbox
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -67,9 +67,9 @@ class FakeKv(Generic[T]):
 class FakePublisher:
     """Records what handlers and deliveries publish."""
 
-    published: list[Outgoing | InboxDelivery] = field(default_factory=list)
+    published: list[Outgoing | ToInbox] = field(default_factory=list)
 
-    async def apply(self, outgoing: Sequence[Outgoing | InboxDelivery]) -> None:
+    async def apply(self, outgoing: Sequence[Outgoing | ToInbox]) -> None:
         self.published.extend(outgoing)
 
     def events(self, event_type: str) -> list[msgspec.Struct]:

@@ -25,11 +25,12 @@ from referral_hub.contracts.rejections import DeadLetter
 from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.referrals.handlers import IntakeHandler
-from referral_hub.runtime import credentials, natsauth, streams, topology
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.natsconfig import generate
-from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, free_port, free_ports
-from referral_hub.runtime.registry import RegistryCache, load_registry_file
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.server import EmbeddedCluster, EmbeddedNats, free_port, free_ports
+from referral_hub.runtime.broker.server_config import generate
+from referral_hub.runtime.jetstream import streams, topology
+from referral_hub.runtime.jetstream.registry_cache import RegistryCache, load_registry_file
+from referral_hub.runtime.messaging.incoming import Incoming
 
 from .lifecycle_model import MEMBERS
 
@@ -59,7 +60,7 @@ async def as_auditor(connection: Client) -> Client:
     url = connection.connected_url
     assert url is not None
     return await nats.connect(
-        f"{url.scheme}://{url.hostname}:{url.port}", **credentials.for_hub_user(natsauth.AUDITOR).connect_options()
+        f"{url.scheme}://{url.hostname}:{url.port}", **credentials.for_hub_user(permissions.AUDITOR).connect_options()
     )
 
 
@@ -113,10 +114,10 @@ class RunningHub:
         return self.clients[clinic_id]
 
 
-def intake_delivery(message: ReferralCommand, sequence: int) -> Delivery:
+def intake_delivery(message: ReferralCommand, sequence: int) -> Incoming:
     """``message`` as the referrals intake sees it: stored in CLINIC_OUT at ``sequence``, first delivery."""
     subject = f"clinic.{message.sender_clinic}.out.{message.__struct_config__.tag}"
-    return Delivery(subject, encode(message), {}, "CLINIC_OUT", sequence, utc_now(), attempt=1)
+    return Incoming(subject, encode(message), {}, "CLINIC_OUT", sequence, utc_now(), attempt=1)
 
 
 async def intake_handler(provisioned: Client) -> IntakeHandler:
@@ -201,7 +202,7 @@ async def hubctl(*args: str) -> Result:
 def secure_auth(tmp_path, monkeypatch, clinic_ids: list[str], *, tls=None) -> str:
     """Generated authorization (and TLS) for ``clinic_ids``; the credentials are named in the environment."""
     directory = tmp_path / "auth"
-    written = generate(directory, clinic_ids, natsauth.ServerOptions(store_dir=str(tmp_path / "unused")), tls=tls)
+    written = generate(directory, clinic_ids, permissions.ServerOptions(store_dir=str(tmp_path / "unused")), tls=tls)
     monkeypatch.setenv(credentials.CREDS_DIR_ENV, str(directory))
     return written.auth_block
 

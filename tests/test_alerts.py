@@ -25,7 +25,7 @@ from referral_hub.contracts.paging import PageSeverity, PageTriggered
 from referral_hub.contracts.referrals import ReferralRequest, ReferralRequested, ReferralState, ReferralTransitioned
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.contracts.screening import ScreeningDispute, ScreeningDisputed, ScreeningFlagged
-from referral_hub.runtime import streams
+from referral_hub.runtime.jetstream import streams
 from referral_hub.screening.rules import Rule, load_rules
 
 from .helpers import (

@@ -15,7 +15,7 @@ from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningDispute, ScreeningFlagged
 from referral_hub.referrals import alerting, careteam, domain, screening
 from referral_hub.referrals.careteam import CareTeam, TeamChanged
-from referral_hub.runtime.refusals import Refusal
+from referral_hub.runtime.messaging.refusals import Refusal
 from referral_hub.screening.rules import load_rules
 
 from .helpers import alert_raise, referral_request

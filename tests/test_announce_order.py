@@ -15,12 +15,12 @@ from nats.aio.client import Client
 
 from referral_hub.contracts.referrals import ReferralCommand
 from referral_hub.referrals.handlers import IntakeHandler
-from referral_hub.runtime import subjects
-from referral_hub.runtime.batching import GroupCommit, Pending
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.handling import Effects
-from referral_hub.runtime.inbox import InboxWriter
-from referral_hub.runtime.outputs import InboxDelivery
+from referral_hub.runtime.jetstream import subjects
+from referral_hub.runtime.jetstream.batching import GroupCommit, Pending
+from referral_hub.runtime.messaging.ack_policy import Effects
+from referral_hub.runtime.messaging.inbox_writer import InboxWriter
+from referral_hub.runtime.messaging.incoming import Incoming
+from referral_hub.runtime.messaging.outgoing import ToInbox
 
 from .helpers import intake_delivery, intake_handler, referral_request
 from .lifecycle_model import command
@@ -34,7 +34,7 @@ class InboxOutage(InboxWriter):
 
     down = False
 
-    async def deliver(self, delivery: InboxDelivery) -> int:
+    async def deliver(self, delivery: ToInbox) -> int:
         if self.down:
             raise nats.errors.TimeoutError
         return await super().deliver(delivery)
@@ -73,7 +73,7 @@ async def transitions(connection: Client, clinic: str, referral_id: str) -> list
     return found
 
 
-async def handle(intake: IntakeHandler, effects: Effects, delivery: Delivery) -> bool:
+async def handle(intake: IntakeHandler, effects: Effects, delivery: Incoming) -> bool:
     """What ``handle_one`` does with a delivery: decide, store the outputs, then count the step as announced."""
     handled = await intake(delivery)
     try:
@@ -85,9 +85,9 @@ async def handle(intake: IntakeHandler, effects: Effects, delivery: Delivery) ->
     return True
 
 
-def redelivered(message: ReferralCommand, sequence: int) -> Delivery:
+def redelivered(message: ReferralCommand, sequence: int) -> Incoming:
     first = intake_delivery(message, sequence)
-    return Delivery(first.subject, first.data, {}, first.stream, first.sequence, first.stored_at, attempt=2)
+    return Incoming(first.subject, first.data, {}, first.stream, first.sequence, first.stored_at, attempt=2)
 
 
 async def test_two_steps_in_a_row_whose_copies_failed_still_reach_the_inboxes_before_the_next_one(

@@ -49,25 +49,25 @@ def test_the_installed_tree_keeps_the_pure_core_contract() -> None:
         ("notifications/domain.py", "import nats", "referral_hub.notifications.domain", "domain -> nats"),
         (
             "notifications/rendering.py",
-            "from referral_hub.runtime import inbox",
+            "from referral_hub.runtime.messaging import inbox_writer",
             "referral_hub.notifications.rendering",
-            "inbox -> nats",
+            "inbox_writer -> nats",
         ),
         ("contracts/paging.py", "import httpx", "referral_hub.contracts", "contracts.paging -> httpx"),
         (
             "referrals/domain.py",
-            "from referral_hub.runtime import topology",
+            "from referral_hub.runtime.jetstream import topology",
             "referral_hub.referrals.domain",
             "topology -> nats",
         ),
         (
             "audit/domain.py",
-            "from referral_hub.runtime import handling",
+            "from referral_hub.runtime.messaging import ack_policy",
             "referral_hub.audit.domain",
-            "handling -> structlog",
+            "ack_policy -> structlog",
         ),
     ],
-    ids=["direct", "indirect", "contracts", "domain-through-topology", "audit-through-handling-logs"],
+    ids=["direct", "indirect", "contracts", "domain-through-topology", "audit-through-ack-policy-logs"],
 )
 def test_a_pure_module_that_imports_io_breaks_the_contract(
     tmp_path: Path, module: str, line: str, source: str, last_link: str

@@ -8,15 +8,15 @@ import msgspec
 
 from referral_hub.audit.domain import GENESIS_HASH, ChainFault, chain, describe, verify
 from referral_hub.contracts.audit import AuditEntry, AuditOutcome
-from referral_hub.runtime.delivery import Delivery
+from referral_hub.runtime.messaging.incoming import Incoming
 
 AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
 
 def delivery(
     data: bytes, subject: str = "clinic.harbor-pt.out.referral.request", stream: str = "CLINIC_OUT", seq: int = 1
-) -> Delivery:
-    return Delivery(subject=subject, data=data, headers={}, stream=stream, sequence=seq, stored_at=AT, attempt=1)
+) -> Incoming:
+    return Incoming(subject=subject, data=data, headers={}, stream=stream, sequence=seq, stored_at=AT, attempt=1)
 
 
 def build_chain(length: int) -> list[AuditEntry]:

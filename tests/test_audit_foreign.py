@@ -19,9 +19,9 @@ from prometheus_client import REGISTRY
 from referral_hub.audit.adapters import ChainWriter, Checkpointer, read_chain, read_checkpoints
 from referral_hub.audit.checkpoints import load_key, new_key_seed
 from referral_hub.audit.domain import describe, verify
-from referral_hub.runtime import streams, subjects
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.natsserver import EmbeddedNats
+from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.jetstream import streams, subjects
+from referral_hub.runtime.messaging.incoming import Incoming
 
 from .helpers import hubctl
 
@@ -35,8 +35,8 @@ def pinned(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUB_AUDIT_VERIFIER_KEY", str(KEY.current.verifier))
 
 
-def delivery(seq: int) -> Delivery:
-    return Delivery("hub.event.x", b'{"n": %d}' % seq, {}, "HUB_EVENTS", seq, AT, 1)
+def delivery(seq: int) -> Incoming:
+    return Incoming("hub.event.x", b'{"n": %d}' % seq, {}, "HUB_EVENTS", seq, AT, 1)
 
 
 async def append(writer: ChainWriter, sources: range) -> None:

@@ -37,10 +37,10 @@ from referral_hub.audit.domain import GENESIS_HASH, describe
 from referral_hub.audit.note import SignerKey, open_note, sign_note
 from referral_hub.contracts.audit import AuditCheckpoint
 from referral_hub.contracts.base import UtcDatetime
-from referral_hub.runtime import subjects
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.natsserver import EmbeddedNats
-from referral_hub.runtime.provision import provision_as_operator
+from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.jetstream import subjects
+from referral_hub.runtime.jetstream.provision import provision_as_operator
+from referral_hub.runtime.messaging.incoming import Incoming
 
 from .audit_logs import AT, chained
 from .helpers import hubctl, secure_server
@@ -271,8 +271,8 @@ def test_a_rotating_key_file_holds_the_new_key_then_the_old_one() -> None:
 # Against a real server and the command line.
 
 
-def delivery(seq: int) -> Delivery:
-    return Delivery("hub.event.x", b'{"n": %d}' % seq, {}, "HUB_EVENTS", seq, AT, 1)
+def delivery(seq: int) -> Incoming:
+    return Incoming("hub.event.x", b'{"n": %d}' % seq, {}, "HUB_EVENTS", seq, AT, 1)
 
 
 async def append(writer: ChainWriter, sources: range) -> None:

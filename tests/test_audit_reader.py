@@ -9,7 +9,7 @@ from nats.js import api
 
 from referral_hub.audit.adapters import read_chain
 from referral_hub.contracts.codec import encode
-from referral_hub.runtime import streams, subjects
+from referral_hub.runtime.jetstream import streams, subjects
 
 from .test_audit_chain import build_chain
 

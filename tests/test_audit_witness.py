@@ -32,9 +32,10 @@ from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry, Checkpoint
 from referral_hub.contracts.codec import decode_hub_message, encode
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import app as referrals_app
-from referral_hub.runtime import natsauth, streams, subjects
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.natsserver import EmbeddedNats, free_port
+from referral_hub.runtime.broker import permissions
+from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.jetstream import streams, subjects
+from referral_hub.runtime.messaging.incoming import Incoming
 
 from .audit_logs import AT, chained, store
 from .conftest import start_services
@@ -171,8 +172,8 @@ def test_witness_files_are_read_as_notes_or_as_json_lines() -> None:
 # Against real servers and the command line: the attack itself.
 
 
-def delivery(seq: int) -> Delivery:
-    return Delivery(f"clinic.harbor-pt.out.referral.request.{seq}", b'{"n": %d}' % seq, {}, "CLINIC_OUT", seq, AT, 1)
+def delivery(seq: int) -> Incoming:
+    return Incoming(f"clinic.harbor-pt.out.referral.request.{seq}", b'{"n": %d}' % seq, {}, "CLINIC_OUT", seq, AT, 1)
 
 
 async def a_signed_log(provisioned: Client, keys: SigningKeys) -> list[AuditCheckpoint]:
@@ -287,7 +288,7 @@ async def test_every_signed_checkpoint_is_delivered_to_every_clinic_s_inbox_and_
 ) -> None:
     hub = witnessed_hub
     sender = await hub.clinic("harbor-pt")
-    clinics = await registered_clinics(hub.connection, natsauth.JS_API)
+    clinics = await registered_clinics(hub.connection, permissions.JS_API)
 
     async def two_checkpoints_delivered() -> list[AuditCheckpoint]:
         await sender.send_and_confirm(referral_request())

@@ -10,16 +10,16 @@ from nats.aio.client import Client
 
 from referral_hub.audit.adapters import ChainWriter
 from referral_hub.audit.domain import describe, verify
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.natsserver import EmbeddedNats
+from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.messaging.incoming import Incoming
 
 from .helpers import audit_entries
 
 AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
 
-def delivery(seq: int) -> Delivery:
-    return Delivery(
+def delivery(seq: int) -> Incoming:
+    return Incoming(
         subject="hub.event.x",
         data=b'{"n": %d}' % seq,
         headers={},

@@ -17,8 +17,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from referral_hub.contracts.paging import DeliveryStatus
 from referral_hub.contracts.registry import ChannelKind, ContactChannel
 from referral_hub.notifications.channels import Attempt, Channels, ChannelSettings, Outbound
-from referral_hub.runtime.natsserver import free_port
-from referral_hub.runtime.tlsgen import write_development_pki
+from referral_hub.runtime.broker.server import free_port
+from referral_hub.runtime.broker.tls import write_development_pki
 
 USER, PASSWORD = "hub", "relay-password"
 MAILBOX = ContactChannel(kind=ChannelKind.EMAIL, address="ana.ruiz@clinic.test")

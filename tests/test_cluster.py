@@ -17,10 +17,10 @@ from nats.js.errors import BadRequestError
 
 from referral_hub.audit.adapters import ChainWriter, read_chain
 from referral_hub.audit.domain import describe, verify
-from referral_hub.runtime import streams, topology
-from referral_hub.runtime.natsserver import EmbeddedCluster
-from referral_hub.runtime.provision import provision, while_settling
-from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.broker.server import EmbeddedCluster
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.jetstream import streams, topology
+from referral_hub.runtime.jetstream.provision import provision, while_settling
 
 from .helpers import cluster_healthy, eventually
 from .test_audit_writer import AT, delivery

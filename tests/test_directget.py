@@ -11,8 +11,8 @@ import pytest
 from nats.aio.client import Client
 from nats.js import api
 
-from referral_hub.runtime import directget
-from referral_hub.runtime.natsserver import EmbeddedNats, free_port
+from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.jetstream import directget
 
 STREAM = "READ_ME"
 
@@ -38,7 +38,7 @@ async def read(source, start: int = 1, **options) -> list[tuple[int, str, bytes]
 
 
 async def test_the_server_answers_a_batch_as_the_reader_expects(nats_server: EmbeddedNats) -> None:
-    """The protocol facts ``runtime.directget`` relies on, asked of nats-server itself."""
+    """The protocol facts ``runtime.jetstream.directget`` relies on, asked of nats-server itself."""
     connection = await nats.connect(nats_server.url)
     try:
         await stored_stream(connection, 6, deleted=(3,))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import nats
 
-from referral_hub.runtime.natsserver import EmbeddedNats, free_port
-from referral_hub.runtime.provision import provision
+from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.jetstream.provision import provision
 
 CANARY = b"pt-canary-7731-anticoagulant"
 

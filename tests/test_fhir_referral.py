@@ -25,7 +25,7 @@ from fhir.resources.R4B.task import Task
 from referral_hub.contracts.referrals import ReferralState
 from referral_hub.contracts.registry import Clinic
 from referral_hub.referrals import domain, fhir_task, lifecycle
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 
 from .helpers import RunningHub, hubctl, referral_request
 from .lifecycle_model import command

@@ -28,9 +28,10 @@ from referral_hub.contracts.base import CONTRACT_VERSION, message_type
 from referral_hub.contracts.codec import ClinicCommand
 from referral_hub.contracts.referrals import ReferralRequested
 from referral_hub.contracts.rejections import Rejection
-from referral_hub.runtime import credentials, natsauth, streams
-from referral_hub.runtime.admission import BURST_ENV, MAX_COMMAND_BYTES, RATE_ENV
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.jetstream import streams
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
+from referral_hub.runtime.messaging.admission import BURST_ENV, MAX_COMMAND_BYTES, RATE_ENV
 
 from .helpers import audit_entries, dead_letters, referral_request, secure_server, wait_idle
 
@@ -178,7 +179,7 @@ def nats_server(tmp_path, monkeypatch):
 async def send_all(url: str, items: list[Hostile]) -> dict[int, str]:
     """Publish every item as its sender would; the stream sequence of each one stored, with its sender."""
     connections = {clinic: (await ClinicClient.connect(url, clinic)).connection for clinic in CLINICS}
-    connections[UNREGISTERED] = await nats.connect(url, **credentials.for_hub_user(natsauth.ADMIN).connect_options())
+    connections[UNREGISTERED] = await nats.connect(url, **credentials.for_hub_user(permissions.ADMIN).connect_options())
     stored: dict[int, str] = {}
     limit = asyncio.Semaphore(PUBLISH_CONCURRENCY)
 

@@ -9,9 +9,9 @@ from nats.aio.client import Client
 from referral_hub.client import ClinicClient
 from referral_hub.contracts.inbox import InboxPage, InboxRead
 from referral_hub.contracts.rejections import Rejection
-from referral_hub.runtime import subjects
-from referral_hub.runtime.inbox import InboxWriter
-from referral_hub.runtime.inboxread import MAX_PAGE_MESSAGES, InboxReader
+from referral_hub.runtime.jetstream import subjects
+from referral_hub.runtime.messaging.inbox_reads import MAX_PAGE_MESSAGES, InboxReader
+from referral_hub.runtime.messaging.inbox_writer import InboxWriter
 
 from .helpers import secure_server
 from .test_inbox_writer import delivery

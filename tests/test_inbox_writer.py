@@ -11,10 +11,10 @@ from nats.aio.client import Client
 
 from referral_hub.client import new_id
 from referral_hub.contracts.rejections import Rejection, RejectionCode
-from referral_hub.runtime import subjects
-from referral_hub.runtime.inbox import MIN_ATOMIC_BATCH, InboxWriter
-from referral_hub.runtime.natsserver import EmbeddedNats
-from referral_hub.runtime.outputs import InboxDelivery
+from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.jetstream import subjects
+from referral_hub.runtime.messaging.inbox_writer import MIN_ATOMIC_BATCH, InboxWriter
+from referral_hub.runtime.messaging.outgoing import ToInbox
 
 CLINIC = "harbor-pt"
 AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -25,7 +25,7 @@ class _Stored(msgspec.Struct):
     offending_message_id: str
 
 
-def delivery(name: str) -> InboxDelivery:
+def delivery(name: str) -> ToInbox:
     message = Rejection(
         message_id=new_id(),
         occurred_at=AT,
@@ -37,7 +37,7 @@ def delivery(name: str) -> InboxDelivery:
         offending_message_id=name,
         offending_subject="clinic.harbor-pt.out.referral.accept",
     )
-    return InboxDelivery(CLINIC, "rejection", message, f"{name}/inbox/{CLINIC}")
+    return ToInbox(CLINIC, "rejection", message, f"{name}/inbox/{CLINIC}")
 
 
 async def stored(connection: Client) -> list[tuple[int, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from referral_hub.runtime.pulling import KeyedPipeline
+from referral_hub.runtime.messaging.pull_loop import KeyedPipeline
 
 
 class Recorder:

@@ -13,8 +13,8 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
-from referral_hub.runtime.kvstore import ConcurrentUpdateError, Decided, KvStore, update_with_retry
-from referral_hub.runtime.topology import REFERRALS_KV
+from referral_hub.runtime.jetstream.kvstore import ConcurrentUpdateError, Decided, KvStore, update_with_retry
+from referral_hub.runtime.jetstream.topology import REFERRALS_KV
 
 
 class Counter(msgspec.Struct, frozen=True):

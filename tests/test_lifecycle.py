@@ -29,8 +29,8 @@ from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.referrals.handlers import TimerSweeper
-from referral_hub.runtime.handling import Effects
-from referral_hub.runtime.registry import RegistryCache, load_registry_file
+from referral_hub.runtime.jetstream.registry_cache import RegistryCache, load_registry_file
+from referral_hub.runtime.messaging.ack_policy import Effects
 
 from .conftest import start_services
 from .helpers import RunningHub, referral_request, wait_idle

@@ -1,4 +1,4 @@
-"""The hub's NATS exporter (``runtime.natsmonitor``) against a real nats-server."""
+"""The hub's NATS exporter (``runtime.broker.exporter``) against a real nats-server."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from referral_hub.runtime import metrics
-from referral_hub.runtime.natsmonitor import FAMILIES, MONITOR_URL_ENV, NatsMonitor, server_label
-from referral_hub.runtime.natsserver import EmbeddedNats, free_port
+from referral_hub.runtime.broker.exporter import FAMILIES, MONITOR_URL_ENV, NatsMonitor, server_label
+from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.hosting import metrics
 
 SERVICE_FAMILIES = metrics.family_names((*metrics.SHARED, *(m for owned in metrics.OWNED.values() for m in owned)))
 
@@ -68,7 +68,7 @@ def get(url: str) -> tuple[int, str]:
 
 def exporter(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "referral_hub.runtime.natsmonitor", *args],
+        [sys.executable, "-m", "referral_hub.runtime.broker.exporter", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

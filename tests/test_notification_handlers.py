@@ -49,8 +49,8 @@ from referral_hub.notifications.page_rules import (
     page_id_for,
 )
 from referral_hub.notifications.sweeping import Sweeper
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.registry import RegistryCache
+from referral_hub.runtime.jetstream.registry_cache import RegistryCache
+from referral_hub.runtime.messaging.incoming import Incoming
 
 from .fakes import FakeChannels, FakeKv, FakePublisher
 
@@ -105,7 +105,7 @@ class World:
         assert stored is not None
         return stored[0]
 
-    def ack_delivery(self, page: Page, member: str, message_id: UUID | None = None) -> Delivery:
+    def ack_delivery(self, page: Page, member: str, message_id: UUID | None = None) -> Incoming:
         ack = PageAck(
             message_id=message_id or new_id(),
             occurred_at=self.now,
@@ -115,7 +115,7 @@ class World:
             page_id=page.page_id,
             member=member,
         )
-        return Delivery(
+        return Incoming(
             subject=f"clinic.{CLINIC.id}.out.page.ack",
             data=encode(ack),
             headers={},

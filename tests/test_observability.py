@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 import structlog
 
-from referral_hub.runtime import logs
+from referral_hub.runtime.hosting import logs
 
 from .helpers import RunningHub, eventually, referral_request, wait_idle
 

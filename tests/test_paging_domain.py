@@ -37,7 +37,7 @@ from referral_hub.notifications.page_rules import (
     Silence,
     SilenceError,
 )
-from referral_hub.runtime.registry import RegistryFileError, load_registry_file
+from referral_hub.runtime.jetstream.registry_cache import RegistryFileError, load_registry_file
 
 NOON = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)  # 12:00 in New York
 CLINIC = Clinic(

@@ -9,19 +9,19 @@ from nats.aio.client import Client
 from referral_hub.contracts.audit import AuditOutcome
 from referral_hub.contracts.codec import encode
 from referral_hub.contracts.rejections import Rejection, RejectionCode
-from referral_hub.runtime import streams, topology
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.handling import Effects, Handled
-from referral_hub.runtime.natsserver import free_port
-from referral_hub.runtime.pulling import Job, Pulled, unordered
-from referral_hub.runtime.service import ServiceApp, ServiceSettings, new_broker, serve
+from referral_hub.runtime.broker.server import free_port
+from referral_hub.runtime.hosting.service import ServiceApp, ServiceSettings, new_broker, serve
+from referral_hub.runtime.jetstream import streams, topology
+from referral_hub.runtime.messaging.ack_policy import Effects, Handled
+from referral_hub.runtime.messaging.incoming import Incoming
+from referral_hub.runtime.messaging.pull_loop import Job, PullConsumer, unordered
 
 from .helpers import RunningHub, audit_entries, dead_letters, eventually, referral_request
 
 POISON = topology.ConsumerSpec(streams.CLINIC_OUT, "poison-test", "clinic.harbor-pt.out.>", max_deliver=2)
 
 
-async def always_fails(_delivery: Delivery) -> Handled:
+async def always_fails(_delivery: Incoming) -> Handled:
     msg = "this handler cannot process anything"
     raise RuntimeError(msg)
 
@@ -30,7 +30,7 @@ async def test_a_message_that_exhausts_its_deliveries_is_dead_lettered_and_the_s
     await hub.connection.jetstream().add_consumer(POISON.stream, config=POISON.config())
 
     async def build(connection: Client) -> list[Job]:
-        return [Pulled("poison", "always-fails", POISON, unordered).job(Effects(connection), always_fails)]
+        return [PullConsumer("poison", "always-fails", POISON, unordered).job(Effects(connection), always_fails)]
 
     app = ServiceApp("poison", new_broker(hub.url, "poison"), (POISON,), build)
     stop = asyncio.Event()

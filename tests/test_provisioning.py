@@ -7,9 +7,9 @@ from nats.aio.client import Client
 from nats.js import api
 from nats.js.errors import BadRequestError, ServerError
 
-from referral_hub.runtime import streams, topology
-from referral_hub.runtime.natsserver import EmbeddedNats
-from referral_hub.runtime.provision import ProvisionError, provision
+from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.jetstream import streams, topology
+from referral_hub.runtime.jetstream.provision import ProvisionError, provision
 
 
 async def test_provisioning_twice_changes_nothing(provisioned: Client) -> None:

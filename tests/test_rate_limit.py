@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from referral_hub.runtime.admission import RateLimit, RateLimiter
+from referral_hub.runtime.messaging.admission import RateLimit, RateLimiter
 
 START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 

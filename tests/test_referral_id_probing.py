@@ -19,8 +19,8 @@ from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.referrals import alerting, careteam, domain
 from referral_hub.referrals.careteam import TeamChanged
-from referral_hub.runtime.refusals import Refusal
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
+from referral_hub.runtime.messaging.refusals import Refusal
 
 from .helpers import alert_raise, referral_request
 from .lifecycle_model import MEMBERS, TRANSITIONS, command

@@ -20,8 +20,8 @@ from referral_hub.contracts.referrals import (
 from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.referrals import domain, lifecycle
-from referral_hub.runtime.refusals import Refusal
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
+from referral_hub.runtime.messaging.refusals import Refusal
 
 from .helpers import referral_request
 from .lifecycle_model import TERMINAL, TRANSITIONS, command, model_step

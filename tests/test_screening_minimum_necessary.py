@@ -25,7 +25,7 @@ from referral_hub.notifications.domain import NotifyIntent, route
 from referral_hub.notifications.page_rules import PageIntent
 from referral_hub.referrals import alerting, careteam, domain, screening
 from referral_hub.referrals.careteam import CareTeam, TeamChanged
-from referral_hub.runtime.outputs import Announcement
+from referral_hub.runtime.messaging.outgoing import Announcement
 from referral_hub.screening.rules import load_rules
 
 from .helpers import alert_raise, referral_request

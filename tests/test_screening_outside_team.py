@@ -26,7 +26,7 @@ from referral_hub.contracts.referrals import ReferralRequested, ReferralState, R
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.contracts.screening import FlagAudience, ScreeningFlagged
 from referral_hub.notifications.page_rules import page_id_for
-from referral_hub.runtime import streams, subjects, topology
+from referral_hub.runtime.jetstream import streams, subjects, topology
 
 from .helpers import RunningHub, alert_raise, referral_request, stream_messages, wait_idle
 from .lifecycle_model import MEMBERS, command

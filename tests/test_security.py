@@ -1,6 +1,6 @@
 """The hub's own controls on a real nats-server running the generated authorization.
 
-Every test in this module runs against a server configured by ``runtime.natsconfig``: the
+Every test in this module runs against a server configured by ``runtime.broker.server_config``: the
 hub's services, the operator and each clinic connect with their own nkey. Here: spoofed
 senders, rate and size limits, care-team scoping, and the seeds themselves (files, rotation,
 logs). What the broker itself refuses, to clinics and to each hub user, is attacked with raw
@@ -24,10 +24,11 @@ from referral_hub.contracts.base import Modality
 from referral_hub.contracts.plans import PlanUpdated
 from referral_hub.contracts.referrals import ReferralRequested
 from referral_hub.contracts.rejections import Rejection, RejectionCode
-from referral_hub.runtime import credentials, natsauth, streams, topology
-from referral_hub.runtime.admission import BURST_ENV, MAX_COMMAND_BYTES, RATE_ENV
-from referral_hub.runtime.natsconfig import generate
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.server_config import generate
+from referral_hub.runtime.jetstream import streams, topology
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
+from referral_hub.runtime.messaging.admission import BURST_ENV, MAX_COMMAND_BYTES, RATE_ENV
 
 from .helpers import (
     audit_entries,
@@ -124,9 +125,9 @@ async def test_a_submission_over_the_stream_limit_is_refused_at_publish(nats_ser
 
 
 def test_seed_files_are_owner_only_and_the_server_config_holds_no_secret(tmp_path):
-    written = generate(tmp_path, CLINICS, natsauth.ServerOptions(store_dir=str(tmp_path / "js")))
+    written = generate(tmp_path, CLINICS, permissions.ServerOptions(store_dir=str(tmp_path / "js")))
     seeds = sorted(tmp_path.glob("*/*.nk"))
-    assert len(seeds) == len(CLINICS) + len(natsauth.HUB_USERS)
+    assert len(seeds) == len(CLINICS) + len(permissions.HUB_USERS)
     config = written.config_file.read_text()
     for seed in seeds:
         assert stat.S_IMODE(seed.stat().st_mode) == 0o600
@@ -137,7 +138,7 @@ def test_seed_files_are_owner_only_and_the_server_config_holds_no_secret(tmp_pat
 
 
 def test_rotating_one_clinic_replaces_its_seed_and_keeps_the_others(tmp_path):
-    options = natsauth.ServerOptions(store_dir=str(tmp_path / "js"))
+    options = permissions.ServerOptions(store_dir=str(tmp_path / "js"))
     generate(tmp_path, CLINICS, options)
     before = {path.name: path.read_text() for path in tmp_path.glob("*/*.nk")}
     generate(tmp_path, CLINICS, options, rotate=[A])
@@ -149,7 +150,7 @@ async def test_a_rotated_key_is_refused_after_reload_and_the_new_one_works(nats_
     old_seed = tmp_path / "old.nk"
     credentials.write_secret(old_seed, credentials.clinic_seed_path(tmp_path / "auth", A).read_bytes())
     written = generate(
-        tmp_path / "auth", CLINICS, natsauth.ServerOptions(store_dir=str(tmp_path / "unused")), rotate=[A]
+        tmp_path / "auth", CLINICS, permissions.ServerOptions(store_dir=str(tmp_path / "unused")), rotate=[A]
     )
     nats_server.reload(written.auth_block)
 

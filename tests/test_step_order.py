@@ -6,8 +6,8 @@ from nats.aio.client import Client
 
 from referral_hub.contracts.referrals import ReferralCommand
 from referral_hub.referrals.handlers import IntakeHandler
-from referral_hub.runtime.handling import Handled
-from referral_hub.runtime.outputs import InboxDelivery
+from referral_hub.runtime.messaging.ack_policy import Handled
+from referral_hub.runtime.messaging.outgoing import ToInbox
 
 from .helpers import intake_delivery, intake_handler, referral_request
 from .lifecycle_model import command
@@ -17,7 +17,7 @@ SENDER, RECIPIENT = "harbor-pt", "lotus-acu"
 
 def inbox_causes(handled: Handled) -> list[str]:
     """The command each inbox copy answers, in the order the copies are stored."""
-    return [str(item.message.causation_id) for item in handled.outgoing if isinstance(item, InboxDelivery)]
+    return [str(item.message.causation_id) for item in handled.outgoing if isinstance(item, ToInbox)]
 
 
 async def scheduled_then_completed(intake: IntakeHandler) -> tuple[ReferralCommand, Handled, ReferralCommand]:

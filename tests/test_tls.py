@@ -9,9 +9,9 @@ import nats.errors
 import pytest
 
 from referral_hub.client import ClinicClient
-from referral_hub.runtime import credentials, natsauth
-from referral_hub.runtime.natsconfig import TlsRequest
-from referral_hub.runtime.provision import provision
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.server_config import TlsRequest
+from referral_hub.runtime.jetstream.provision import provision
 
 from .helpers import referral_request, secure_server
 
@@ -37,7 +37,7 @@ def mutual_tls_server(tmp_path, monkeypatch):
 
 async def test_a_clinic_sends_over_tls_with_its_key(tls_server):
     server = tls_server
-    admin = await nats.connect(server.url, **credentials.for_hub_user(natsauth.ADMIN).connect_options())
+    admin = await nats.connect(server.url, **credentials.for_hub_user(permissions.ADMIN).connect_options())
     await provision(admin.jetstream())
     client = await ClinicClient.connect(server.url, CLINIC)
     receipt = await client.send(referral_request(CLINIC, "lotus-acu"))

@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from referral_hub.client import ClinicClient
-from referral_hub.runtime import natsauth
-from referral_hub.runtime.credentials import CREDS_DIR_ENV, CredentialsError, break_glass_dir_for
-from referral_hub.runtime.natsserver import free_port, free_ports, port_is_free
+from referral_hub.runtime.broker import permissions
+from referral_hub.runtime.broker.credentials import CREDS_DIR_ENV, CredentialsError, break_glass_dir_for
+from referral_hub.runtime.broker.server import free_port, free_ports, port_is_free
 
 from .helpers import interrupt
 
@@ -131,9 +131,9 @@ def test_up_shows_traffic_stops_on_ctrl_c_and_keeps_its_data_behind_authorizatio
     assert anonymous.returncode == 1
     assert "Authorization Violation" in anonymous.stderr
     everyday = sorted(path.stat().st_mode & 0o777 for path in (data_dir / "auth").glob("*/*.nk"))
-    assert everyday == [0o600] * (len(natsauth.HUB_USERS) + 5)
+    assert everyday == [0o600] * (len(permissions.HUB_USERS) + 5)
     glass = sorted(path.name for path in break_glass_dir_for(data_dir / "auth").glob("*.nk"))
-    assert glass == sorted(f"{user}.nk" for user in natsauth.BREAK_GLASS_USERS)
+    assert glass == sorted(f"{user}.nk" for user in permissions.BREAK_GLASS_USERS)
     assert not list(data_dir.rglob("*breakglass*"))
 
 

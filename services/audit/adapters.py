@@ -16,7 +16,7 @@ foreign message's sequence and keeps appending; the foreign message is logged an
 An entry's index is its position in the chain; its stream sequence is the same, or higher
 by the foreign messages stored before it. The checkpointer treats AUDIT_CHECKPOINTS alike.
 
-Readers use JetStream direct gets (``runtime.directget``), never a consumer: outside the
+Readers use JetStream direct gets (``runtime.jetstream.directget``), never a consumer: outside the
 audit service nobody may create a consumer on the audit streams.
 
 Why not ``Nats-Expected-Last-Msg-Id`` on pipelined publishes, as this writer did first: on
@@ -46,8 +46,9 @@ from referral_hub.audit.domain import GENESIS_HASH, chain, entry_hash
 from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry, CheckpointWitnessed
 from referral_hub.contracts.base import message_type
 from referral_hub.errors import HubError
-from referral_hub.runtime import directget, streams, subjects
-from referral_hub.runtime.batching import (
+from referral_hub.runtime.hosting.metrics import AUDIT_FOREIGN_MESSAGES, AUDIT_LAST_CHECKPOINT
+from referral_hub.runtime.jetstream import directget, streams, subjects
+from referral_hub.runtime.jetstream.batching import (
     WRONG_LAST_SEQUENCE,
     GroupCommit,
     Pending,
@@ -55,8 +56,7 @@ from referral_hub.runtime.batching import (
     publish_atomic,
     store_in_order,
 )
-from referral_hub.runtime.metrics import AUDIT_FOREIGN_MESSAGES, AUDIT_LAST_CHECKPOINT
-from referral_hub.runtime.streams import MSG_ID_HEADER
+from referral_hub.runtime.jetstream.streams import MSG_ID_HEADER
 
 MAX_BATCH: Final = 256
 """Entries per atomic batch; the server's own limit is 1,000."""
@@ -216,7 +216,7 @@ class ChainWriter:
     """Appends entries to the audit stream, each chained to the last, in atomic batches.
 
     Group commit: concurrent ``append`` calls queue up, and one task chains a batch and
-    stores it as one atomic batch, one round trip (``runtime.batching``). A batch refused
+    stores it as one atomic batch, one round trip (``runtime.jetstream.batching``). A batch refused
     because the head moved is chained again on the fresh head. A batch refused because it
     holds a duplicate (a source message audited before a crash) is appended one entry at a
     time, each waiting for its acknowledgement, so the duplicate is skipped and the rest

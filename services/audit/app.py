@@ -13,10 +13,11 @@ from referral_hub.audit.adapters import ChainWriter, Checkpointer
 from referral_hub.audit.checkpoints import load_key
 from referral_hub.audit.handlers import AuditHandler
 from referral_hub.audit.witnessing import InboxWitnesses
-from referral_hub.runtime import metrics, topology
-from referral_hub.runtime.handling import Effects
-from referral_hub.runtime.pulling import Job, Pulled, unordered
-from referral_hub.runtime.service import ServiceApp, new_broker
+from referral_hub.runtime.hosting import metrics
+from referral_hub.runtime.hosting.service import ServiceApp, new_broker
+from referral_hub.runtime.jetstream import topology
+from referral_hub.runtime.messaging.ack_policy import Effects
+from referral_hub.runtime.messaging.pull_loop import Job, PullConsumer, unordered
 
 SERVICE = "audit"
 log = structlog.get_logger(__name__)
@@ -43,14 +44,14 @@ def create_app(
 
     It also reports every hub stream's depth. With a signing key (an Ed25519 seed, hex) it
     publishes signed checkpoints; without one it says so at start and publishes none.
-    NATS's own figures come from the NATS exporter (``runtime.natsmonitor``), not from here:
+    NATS's own figures come from the NATS exporter (``runtime.broker.exporter``), not from here:
     ``nats_monitor_url`` is accepted for older command lines and only noted in the log.
 
     The signing key may also be a signed-note ``PRIVATE+KEY+...`` key; while rotating, it is
     the new key and then the old one, one per line (``checkpoints.load_key``). A malformed
     key stops the service at once. With ``witness_inboxes`` every checkpoint is also delivered
     to every clinic's inbox (``audit.witnessing``; from the audit account it uses the imports
-    its ``NEEDED_FROM_HUB`` names, which ``runtime.natsauth`` grants). ``hubctl run audit``
+    its ``NEEDED_FROM_HUB`` names, which ``runtime.broker.permissions`` grants). ``hubctl run audit``
     always witnesses.
     """
     policy = checkpoints or CheckpointPolicy()
@@ -66,7 +67,7 @@ def create_app(
 
     if nats_monitor_url:
         log.warning(
-            "NATS metrics come from the NATS exporter (python -m referral_hub.runtime.natsmonitor), "
+            "NATS metrics come from the NATS exporter (python -m referral_hub.runtime.broker.exporter), "
             "not the audit service; its monitoring URL is not used here"
         )
     if keys is None:
@@ -75,7 +76,8 @@ def create_app(
     async def build(connection: Client) -> list[Job]:
         effects, handler = Effects(connection), AuditHandler(ChainWriter(connection))
         jobs = [
-            Pulled(SERVICE, spec.durable, spec, unordered).job(effects, handler) for spec in topology.AUDIT_CONSUMERS
+            PullConsumer(SERVICE, spec.durable, spec, unordered).job(effects, handler)
+            for spec in topology.AUDIT_CONSUMERS
         ]
         return [*jobs, checkpoint_forever] if keys is not None else jobs
 

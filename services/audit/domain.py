@@ -18,9 +18,9 @@ import msgspec
 from referral_hub.contracts.audit import AuditEntry, AuditOutcome
 from referral_hub.contracts.codec import lenient_decode
 from referral_hub.contracts.rejections import SECURITY_CODES
-from referral_hub.runtime import streams
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.subjects import parse_clinic_out
+from referral_hub.runtime.jetstream import streams
+from referral_hub.runtime.jetstream.subjects import parse_clinic_out
+from referral_hub.runtime.messaging.incoming import Incoming
 
 GENESIS_HASH: Final = "0" * 64
 _encoder: Final = msgspec.json.Encoder()
@@ -80,7 +80,7 @@ def _action(stream: str, rejection_code: str) -> str:
     return ACTION_BY_STREAM.get(stream, "observe")
 
 
-def describe(delivery: Delivery, recorded_at: datetime) -> AuditEntry:
+def describe(delivery: Incoming, recorded_at: datetime) -> AuditEntry:
     """The audit entry for one stored message, not yet chained (index 0, no hashes)."""
     facts = _facts(delivery.data)
     stream = delivery.stream

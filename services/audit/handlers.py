@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 from referral_hub.audit import domain
 from referral_hub.audit.adapters import ChainWriter
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.handling import Handled
-from referral_hub.runtime.metrics import AUDIT_APPEND_LAG, AUDIT_ENTRIES
+from referral_hub.runtime.hosting.metrics import AUDIT_APPEND_LAG, AUDIT_ENTRIES
+from referral_hub.runtime.messaging.ack_policy import Handled
+from referral_hub.runtime.messaging.incoming import Incoming
 
 
 class AuditHandler:
@@ -18,7 +18,7 @@ class AuditHandler:
         """Append through ``writer``."""
         self._writer = writer
 
-    async def __call__(self, delivery: Delivery) -> Handled:
+    async def __call__(self, delivery: Incoming) -> Handled:
         """Append the entry; a NATS failure propagates so the message is redelivered."""
         now = datetime.now(UTC)
         stored = await self._writer.append(domain.describe(delivery, now), dedupe_key=delivery.source_key)

@@ -4,12 +4,12 @@ The clinics are the log's witnesses (``audit.witness``): a checkpoint a clinic h
 unsigned by whoever later rewrites the hub's store. The audit service delivers each one it
 publishes as a :class:`~referral_hub.contracts.audit.CheckpointWitnessed` to
 ``clinic.<id>.in.audit.checkpoint.witnessed``, numbered like every other inbox message
-(``runtime.inbox``: gap-free per clinic, enforced by the server), to every clinic in the
+(``runtime.messaging.inbox_writer``: gap-free per clinic, enforced by the server), to every clinic in the
 registry. Delivery is best effort: a checkpoint that did not reach an inbox is logged, and
 the next one covers everything it did (a consistency proof from any later checkpoint
 covers the earlier tree).
 
-From the audit account, under authorization, this uses exactly what ``runtime.natsauth``
+From the audit account, under authorization, this uses exactly what ``runtime.broker.permissions``
 grants the ``audit`` user for it (:data:`NEEDED_FROM_HUB`): storing that one message type in
 any inbox, and single-message reads of the inbox heads and the registry.
 """
@@ -25,11 +25,12 @@ from nats.aio.client import Client
 from referral_hub.audit.checkpoints import checkpoint_hash
 from referral_hub.contracts.audit import AuditCheckpoint, CheckpointWitnessed
 from referral_hub.contracts.base import message_type
-from referral_hub.runtime import credentials, directget, streams, subjects, topology
-from referral_hub.runtime.ids import derived_id
-from referral_hub.runtime.inbox import InboxWriter
-from referral_hub.runtime.outputs import InboxDelivery
-from referral_hub.runtime.refusals import HUB_SENDER
+from referral_hub.runtime.broker import credentials
+from referral_hub.runtime.jetstream import directget, streams, subjects, topology
+from referral_hub.runtime.messaging.ids import derived_id
+from referral_hub.runtime.messaging.inbox_writer import InboxWriter
+from referral_hub.runtime.messaging.outgoing import ToInbox
+from referral_hub.runtime.messaging.refusals import HUB_SENDER
 
 WITNESSED: Final = message_type(CheckpointWitnessed)
 """The inbox message type (and subject suffix) of a witnessed checkpoint."""
@@ -100,7 +101,7 @@ class InboxWitnesses:
         numbers = await asyncio.gather(
             *(
                 self._writer.deliver(
-                    InboxDelivery(
+                    ToInbox(
                         clinic,
                         WITNESSED,
                         witnessed(checkpoint, clinic),

@@ -1,8 +1,8 @@
 """The AsyncAPI 3 document of the hub: every subject it uses, who moves what on it, and the payloads.
 
 Declared from the hub's own tables rather than from a framework's view of its subscribers:
-the channels are the subject families of ``runtime.subjects`` (their addresses built by the
-same functions the services call), the durable consumers of ``runtime.topology`` become the
+the channels are the subject families of ``runtime.jetstream.subjects`` (their addresses built by the
+same functions the services call), the durable consumers of ``runtime.jetstream.topology`` become the
 ``receive`` operations (each names its stream, durable and filter under ``x-jetstream``), and
 the payloads are the msgspec contracts' JSON Schema, the same components the compatibility
 check guards. Most services read through their own pull loops and take raw bytes (so bad
@@ -28,8 +28,9 @@ from referral_hub.contracts.compat import COMPONENT_REF, current_components
 from referral_hub.contracts.inbox import InboxHeartbeat, InboxPage, InboxRead
 from referral_hub.contracts.paging import PageAck
 from referral_hub.contracts.rejections import DeadLetter
-from referral_hub.runtime import inboxread, streams, subjects, topology
-from referral_hub.runtime.topology import ConsumerSpec
+from referral_hub.runtime.jetstream import streams, subjects, topology
+from referral_hub.runtime.jetstream.topology import ConsumerSpec
+from referral_hub.runtime.messaging import inbox_reads
 
 Document = dict[str, Any]
 
@@ -347,11 +348,11 @@ OPERATIONS: Final = (
         channel="inboxRead",
         description=(
             "The referrals service answers a clinic's read from the store (direct gets on CLINIC_IN), oldest "
-            f"first, at most {inboxread.MAX_PAGE_MESSAGES} messages or {inboxread.MAX_PAGE_BYTES} bytes a page. "
+            f"first, at most {inbox_reads.MAX_PAGE_MESSAGES} messages or {inbox_reads.MAX_PAGE_BYTES} bytes a page. "
             "A request it cannot read gets a page whose error says why."
         ),
         reply="inboxReadReply",
-        queue=inboxread.QUEUE_GROUP,
+        queue=inbox_reads.QUEUE_GROUP,
     ),
     Operation(
         key="deadLetter",

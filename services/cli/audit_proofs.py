@@ -32,7 +32,7 @@ from referral_hub.audit.note import NoteError, VerifierKey
 from referral_hub.cli.audit_keys import HOW_TO_PIN, pinned_key
 from referral_hub.cli.commands import UsageError, connect, out
 from referral_hub.contracts.audit import AuditCheckpoint, AuditConsistency, AuditEntry, AuditReceipt
-from referral_hub.runtime import natsauth
+from referral_hub.runtime.broker import permissions
 
 Evidence = AuditReceipt | AuditConsistency
 
@@ -46,7 +46,7 @@ def warn_foreign(message: ForeignMessage) -> None:
 
 
 async def _log(nats_url: str, upto: int | None = None) -> tuple[list[AuditEntry], list[AuditCheckpoint]]:
-    connection = await connect(nats_url, user=natsauth.AUDITOR)
+    connection = await connect(nats_url, user=permissions.AUDITOR)
     try:
         js = connection.jetstream()
         checkpoints = await read_checkpoints(js, foreign=warn_foreign)

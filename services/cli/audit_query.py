@@ -21,7 +21,7 @@ from referral_hub.cli.audit_proofs import warn_foreign
 from referral_hub.cli.commands import connect, out
 from referral_hub.cli.paging_commands import parse_time
 from referral_hub.contracts.audit import AuditEntry
-from referral_hub.runtime import natsauth
+from referral_hub.runtime.broker import permissions
 
 DEFAULT_INDEX = Path(os.environ.get("HUB_AUDIT_INDEX", ".hub-data/audit-index.sqlite"))
 
@@ -44,7 +44,7 @@ async def _selected(args: argparse.Namespace) -> tuple[list[AuditEntry], int, fl
         args.index.unlink(missing_ok=True)
     index = AuditIndex(args.index)
     try:
-        connection = await connect(args.nats_url, user=natsauth.AUDITOR)
+        connection = await connect(args.nats_url, user=permissions.AUDITOR)
         try:
             show = progress.wanted(as_json=getattr(args, "json", False)) and args.rebuild
             with progress.counting("rebuilding the audit index", show=show):

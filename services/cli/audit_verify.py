@@ -32,7 +32,7 @@ from referral_hub.cli import progress
 from referral_hub.cli.audit_keys import pinned_key
 from referral_hub.cli.commands import UsageError, connect, out
 from referral_hub.errors import HubError
-from referral_hub.runtime import natsauth
+from referral_hub.runtime.broker import permissions
 
 VERIFY_BATCH = 10_000
 """Messages per direct get while verifying."""
@@ -84,7 +84,7 @@ async def _walk(
     tick: progress.Tick,
 ) -> tuple[ChainVerifier, CheckpointWalk]:
     """Read the checkpoints and stream the log once, raising at the first thing that does not verify."""
-    connection = await connect(nats_url, user=natsauth.AUDITOR)
+    connection = await connect(nats_url, user=permissions.AUDITOR)
     chain = ChainVerifier()
     try:
         checked = CheckpointWalk(await read_checkpoints(connection.jetstream(), foreign=foreign.append), pinned)

@@ -33,12 +33,12 @@ from referral_hub.contracts.referrals import (
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.demo.traffic import LIFECYCLE, demo_referral, lifecycle_command
 from referral_hub.errors import HubError
-from referral_hub.runtime import streams, subjects, topology
-from referral_hub.runtime.admission import BURST_ENV, RATE_ENV
-from referral_hub.runtime.natsserver import SYNC_ALWAYS, EmbeddedCluster, EmbeddedNats, free_port, free_ports
-from referral_hub.runtime.provision import provision
-from referral_hub.runtime.registry import load_registry_file, store_registry
-from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.broker.server import SYNC_ALWAYS, EmbeddedCluster, EmbeddedNats, free_port, free_ports
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.jetstream import streams, subjects, topology
+from referral_hub.runtime.jetstream.provision import provision
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file, store_registry
+from referral_hub.runtime.messaging.admission import BURST_ENV, RATE_ENV
 
 WORKERS: Final = 48
 UNLIMITED_CLINIC_RATE: Final = {RATE_ENV: "1000000", BURST_ENV: "1000000"}

@@ -6,7 +6,7 @@
 - verify: entries per second through ``read_chain`` (JetStream batched direct gets, no
   consumer, as operators read the log) and the full chain check; baseline, as before the
   reader changed: an ordered consumer reading the same stream and SHA-256 chaining the raw
-  bytes. ``direct_read_hash_per_s`` is the reader alone (``runtime.directget``, SHA-256
+  bytes. ``direct_read_hash_per_s`` is the reader alone (``runtime.jetstream.directget``, SHA-256
   chaining the raw bytes), so what decoding and checking cost is visible;
 - query: p99 latency of filtered queries on the rebuildable index over ``--entries`` entries.
 """
@@ -31,10 +31,10 @@ from referral_hub.audit.domain import GENESIS_HASH, ChainVerifier, chain
 from referral_hub.audit.index import AuditFilter, AuditIndex
 from referral_hub.cli.bench import bench_server, percentile
 from referral_hub.contracts.audit import AuditEntry
-from referral_hub.runtime import directget, streams, subjects
-from referral_hub.runtime.natsserver import SYNC_ALWAYS
-from referral_hub.runtime.provision import provision
-from referral_hub.runtime.streams import MSG_ID_HEADER
+from referral_hub.runtime.broker.server import SYNC_ALWAYS
+from referral_hub.runtime.jetstream import directget, streams, subjects
+from referral_hub.runtime.jetstream.provision import provision
+from referral_hub.runtime.jetstream.streams import MSG_ID_HEADER
 
 IN_FLIGHT: Final = 512
 VERIFY_BATCH: Final = 10_000

@@ -29,8 +29,8 @@ from referral_hub.contracts.base import Message, Modality
 from referral_hub.contracts.referrals import ReferralRequest
 from referral_hub.contracts.registry import Clinic, Member, Registry, Role
 from referral_hub.demo.traffic import LIFECYCLE, demo_alert, demo_referral, lifecycle_command
-from referral_hub.runtime import topology
-from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.jetstream import topology
 
 ANSWER_TIMEOUT_SECONDS: Final = 30.0
 LAG_SAMPLE_SECONDS: Final = 1.0

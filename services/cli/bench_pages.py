@@ -32,9 +32,9 @@ from referral_hub.contracts.referrals import ReferralTransitioned
 from referral_hub.contracts.registry import ChannelKind, Clinic, ContactChannel, Registry
 from referral_hub.demo.traffic import demo_alert, demo_referral, lifecycle_command
 from referral_hub.notifications.webhooks import SECRET_ENV, new_secret, verify
-from referral_hub.runtime.natsserver import SYNC_ALWAYS
-from referral_hub.runtime.registry import load_registry_file
-from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.broker.server import SYNC_ALWAYS
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 
 PATIENTS: Final = 40
 DRAIN_SECONDS: Final = 15.0

@@ -61,7 +61,7 @@ from referral_hub.contracts.referrals import (
 )
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.errors import HubError
-from referral_hub.runtime import credentials, natsauth
+from referral_hub.runtime.broker import credentials, permissions
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # noqa: SLF001 - argparse has no public name for it
 Common = Callable[[argparse.ArgumentParser], None]
@@ -188,7 +188,7 @@ async def actor_of(args: argparse.Namespace, clinic_id: str) -> str:
     chosen: str | None = getattr(args, "actor", None) or os.environ.get(ACTOR_ENV)
     if chosen:
         return chosen
-    operator = credentials.for_hub_user(natsauth.ADMIN)
+    operator = credentials.for_hub_user(permissions.ADMIN)
     if operator.nkey_file is None or operator.nkey_file.is_file():
         with contextlib.suppress(HubError, nats.errors.Error, OSError, TimeoutError):
             connection = await connect(args.nats_url, "hubctl-actor")

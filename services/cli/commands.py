@@ -46,13 +46,15 @@ from referral_hub.referrals import alerting, fhir_task, lifecycle
 from referral_hub.referrals.adapters import KvStore, careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.referrals.domain import SlaPolicy
-from referral_hub.runtime import credentials, logs, natsauth, topology
-from referral_hub.runtime.provision import provision_as_operator
-from referral_hub.runtime.registry import RegistryCache, load_registry_file
-from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.hosting import logs
+from referral_hub.runtime.jetstream import topology
+from referral_hub.runtime.jetstream.provision import provision_as_operator
+from referral_hub.runtime.jetstream.registry_cache import RegistryCache, load_registry_file
 
 if TYPE_CHECKING:
-    from referral_hub.runtime.service import ServiceApp
+    from referral_hub.runtime.hosting.service import ServiceApp
 
 Record = TypeVar("Record", bound=msgspec.Struct)
 SERVICES: Final = ("referrals", "notifications", "audit")
@@ -75,7 +77,7 @@ def out(line: str) -> None:
     sys.stdout.flush()
 
 
-async def connect(nats_url: str, name: str = "hubctl", user: str = natsauth.ADMIN) -> Client:
+async def connect(nats_url: str, name: str = "hubctl", user: str = permissions.ADMIN) -> Client:
     """Connect once as hub user ``user`` (the operator, by default), failing fast if nobody is there."""
     return await nats.connect(
         server_urls(nats_url),
@@ -147,7 +149,7 @@ def audit_signing_key() -> str:
 
 def run_service(args: argparse.Namespace) -> int:
     """``hubctl run SERVICE``: blocks until SIGINT or SIGTERM."""
-    from referral_hub.runtime.service import ServiceSettings, run_until_signalled  # noqa: PLC0415 - as _service_app
+    from referral_hub.runtime.hosting.service import ServiceSettings, run_until_signalled  # noqa: PLC0415 - as _service_app
 
     logs.configure(args.service, json=args.log_json)
     quiet_expected_timeouts(args.service)
@@ -272,7 +274,7 @@ async def refuse_unregistered(nats_url: str, clinic_id: str) -> None:
     key (on the machine running the hub, or a hub without authorization) tells them apart.
     Where the registry cannot be read, nothing is said.
     """
-    operator = credentials.for_hub_user(natsauth.ADMIN)
+    operator = credentials.for_hub_user(permissions.ADMIN)
     if operator.nkey_file is not None and not operator.nkey_file.is_file():
         return
     try:
@@ -481,7 +483,7 @@ async def clinics(args: argparse.Namespace) -> int:
 
 async def audit_log(args: argparse.Namespace) -> int:
     """``hubctl audit log``."""
-    connection = await connect(args.nats_url, user=natsauth.AUDITOR)
+    connection = await connect(args.nats_url, user=permissions.AUDITOR)
     try:
         async for entry in read_chain(connection.jetstream()):
             if args.json:

@@ -12,8 +12,8 @@ from nats.js.errors import NotFoundError
 from referral_hub.cli import progress
 from referral_hub.cli.commands import UsageError, connect, out
 from referral_hub.contracts.rejections import DeadLetter
-from referral_hub.runtime import streams
-from referral_hub.runtime.streams import MSG_ID_HEADER
+from referral_hub.runtime.jetstream import streams
+from referral_hub.runtime.jetstream.streams import MSG_ID_HEADER
 
 REPLAYED_FROM_HEADER: Final = "Hub-Replayed-From"
 REPLAYABLE: Final = frozenset({streams.CLINIC_OUT, streams.HUB_EVENTS})

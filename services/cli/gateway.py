@@ -27,9 +27,10 @@ from referral_hub.cli.commands import fetch_registry
 from referral_hub.errors import HubError
 from referral_hub.gateway import auth
 from referral_hub.gateway.adapters import register_client
-from referral_hub.runtime import credentials, logs, natsauth
-from referral_hub.runtime.credentials import write_secret
-from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.credentials import write_secret
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.hosting import logs
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -121,7 +122,7 @@ async def register(
 ) -> str:
     """Store a clinic's public JWKS with the operator's key; with ``generate``, make the key pair first."""
     connection = await nats.connect(
-        server_urls(nats_url), connect_timeout=5, **credentials.for_hub_user(natsauth.ADMIN).connect_options()
+        server_urls(nats_url), connect_timeout=5, **credentials.for_hub_user(permissions.ADMIN).connect_options()
     )
     try:
         clinic = await _registered(connection, clinic_id)
@@ -170,7 +171,7 @@ async def _registered(connection: Client, clinic_id: str) -> Clinic | None:
 
 def choose_port() -> int:
     """The usual gateway port when it is free, else any free one."""
-    from referral_hub.runtime.natsserver import free_port  # noqa: PLC0415 - only hubctl up needs it
+    from referral_hub.runtime.broker.server import free_port  # noqa: PLC0415 - only hubctl up needs it
 
     with socket.socket() as probe:
         try:

@@ -28,8 +28,8 @@ from referral_hub.cli import portal as portal_cli
 from referral_hub.cli import status as status_cli
 from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
-from referral_hub.runtime import logs
-from referral_hub.runtime.credentials import CREDS_DIR_ENV
+from referral_hub.runtime.broker.credentials import CREDS_DIR_ENV
+from referral_hub.runtime.hosting import logs
 
 DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 LOCAL_CREDS_DIR: Final = Path(".hub-data/auth")

@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 from referral_hub.cli.commands import out
-from referral_hub.runtime import natsauth
-from referral_hub.runtime.credentials import break_glass_dir_for, clinic_seed_path, hub_seed_path
-from referral_hub.runtime.natsconfig import TlsRequest, generate
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.broker import permissions
+from referral_hub.runtime.broker.credentials import break_glass_dir_for, clinic_seed_path, hub_seed_path
+from referral_hub.runtime.broker.server_config import TlsRequest, generate
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 
 
 def tls_request(args: argparse.Namespace) -> TlsRequest | None:
@@ -17,7 +17,7 @@ def tls_request(args: argparse.Namespace) -> TlsRequest | None:
     given = (args.tls_cert, args.tls_key, args.tls_ca)
     if any(given) and not all(given):
         msg = "--tls-cert, --tls-key and --tls-ca go together"
-        raise natsauth.NatsAuthError(msg)
+        raise permissions.NatsAuthError(msg)
     if not (args.tls or args.mtls or all(given)):
         return None
     return TlsRequest(
@@ -29,25 +29,27 @@ def tls_request(args: argparse.Namespace) -> TlsRequest | None:
     )
 
 
-def cluster_options(args: argparse.Namespace) -> natsauth.ClusterOptions | None:
+def cluster_options(args: argparse.Namespace) -> permissions.ClusterOptions | None:
     """The cluster block the arguments ask for, if any."""
     if not args.cluster_routes:
         return None
     routes = tuple(route.strip() for route in args.cluster_routes.split(",") if route.strip())
-    return natsauth.ClusterOptions(args.cluster_name, args.cluster_port, routes, args.cluster_host)
+    return permissions.ClusterOptions(args.cluster_name, args.cluster_port, routes, args.cluster_host)
 
 
 def nats_config(args: argparse.Namespace) -> int:
     """Write the configuration, the seeds (kept when present; ``--rotate`` replaces) and TLS files."""
     registry = load_registry_file(args.registry)
     clinic_ids = [clinic.id for clinic in registry.clinics]
-    unknown = sorted(set(args.rotate) - set(clinic_ids) - set(natsauth.HUB_USERS) - set(natsauth.BREAK_GLASS_USERS))
+    unknown = sorted(
+        set(args.rotate) - set(clinic_ids) - set(permissions.HUB_USERS) - set(permissions.BREAK_GLASS_USERS)
+    )
     if unknown:
         msg = f"--rotate names no clinic or hub user: {', '.join(unknown)}"
-        raise natsauth.NatsAuthError(msg)
+        raise permissions.NatsAuthError(msg)
     directory: Path = args.out
     store = args.store_dir or (directory / "jetstream").resolve()
-    server = natsauth.ServerOptions(
+    server = permissions.ServerOptions(
         store_dir=str(store),
         host=args.host,
         port=args.port,
@@ -67,9 +69,9 @@ def nats_config(args: argparse.Namespace) -> int:
     )
     out(f"wrote {written.config_file} ({len(written.users)} users in accounts HUB, AUDIT and one per clinic)")
     out(f"wrote {written.auth_file} (the authorization block alone, to include in another configuration)")
-    for user in natsauth.HUB_USERS:
+    for user in permissions.HUB_USERS:
         out(f"  hub user {user:<14} {hub_seed_path(directory, user)}")
-    for user in natsauth.BREAK_GLASS_USERS:
+    for user in permissions.BREAK_GLASS_USERS:
         out(f"  break-glass {user:<11} {glass / f'{user}.nk'}  (keep offline; hubctl provision --break-glass)")
     for clinic in clinic_ids:
         out(f"  clinic {clinic:<16} {clinic_seed_path(directory, clinic)}")

@@ -40,10 +40,10 @@ from referral_hub.contracts.rejections import Rejection
 from referral_hub.notifications import oncall
 from referral_hub.notifications.adapters import SILENCE_PREFIX
 from referral_hub.notifications.page_rules import MAX_SILENCE, Page, Silence, SilenceError, check_silence
-from referral_hub.runtime import subjects, topology
-from referral_hub.runtime.refusals import HUB_SENDER
-from referral_hub.runtime.registry import store_clinic
-from referral_hub.runtime.streams import MSG_ID_HEADER
+from referral_hub.runtime.jetstream import subjects, topology
+from referral_hub.runtime.jetstream.registry_cache import store_clinic
+from referral_hub.runtime.jetstream.streams import MSG_ID_HEADER
+from referral_hub.runtime.messaging.refusals import HUB_SENDER
 
 OPERATOR = "hubctl"
 MAX_OVERRIDE: Final = timedelta(days=366)

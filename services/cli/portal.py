@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Final
 from referral_hub.errors import HubError
 from referral_hub.portal import accounts, domain
 from referral_hub.portal.adapters import PortalStore
-from referral_hub.runtime import logs
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.hosting import logs
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 
 if TYPE_CHECKING:
     from referral_hub.cli.up import ServiceProcess
@@ -132,7 +132,7 @@ async def invite_command(args: argparse.Namespace) -> int:
 
 def choose_port() -> int:
     """The usual portal port when it is free, else any free one."""
-    from referral_hub.runtime.natsserver import free_port  # noqa: PLC0415 - only hubctl up needs it
+    from referral_hub.runtime.broker.server import free_port  # noqa: PLC0415 - only hubctl up needs it
 
     with socket.socket() as probe:
         try:

@@ -29,7 +29,8 @@ from referral_hub.audit.adapters import read_checkpoints
 from referral_hub.cli.commands import SERVICES, connect, out
 from referral_hub.cli.paging_commands import all_pages
 from referral_hub.cli.screen import page_severity
-from referral_hub.runtime import natsauth, streams, topology
+from referral_hub.runtime.broker import permissions
+from referral_hub.runtime.jetstream import streams, topology
 
 HEALTH_SECONDS: Final = 1.0
 READ_SECONDS: Final = 3.0
@@ -93,7 +94,7 @@ async def status(args: argparse.Namespace) -> int:
 
 async def _last_checkpoint(nats_url: str) -> None:
     try:
-        connection = await connect(nats_url, "hubctl-status-audit", user=natsauth.AUDITOR)
+        connection = await connect(nats_url, "hubctl-status-audit", user=permissions.AUDITOR)
     except UNREADABLE:
         out("audit            cannot be read (no auditor key here?)")
         return

@@ -40,13 +40,14 @@ from referral_hub.contracts.rejections import Rejection
 from referral_hub.demo.pager import DemoPager
 from referral_hub.demo.traffic import send_demo_referrals
 from referral_hub.errors import HubError
-from referral_hub.runtime import natsauth, subjects
-from referral_hub.runtime.credentials import CREDS_DIR_ENV, break_glass_dir_for, write_secret
-from referral_hub.runtime.natsconfig import generate
-from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, port_is_free
-from referral_hub.runtime.provision import provision_as_operator
-from referral_hub.runtime.registry import load_registry_file, store_clinic
-from referral_hub.runtime.service import cancel_and_wait
+from referral_hub.runtime.broker import permissions
+from referral_hub.runtime.broker.credentials import CREDS_DIR_ENV, break_glass_dir_for, write_secret
+from referral_hub.runtime.broker.server import EmbeddedCluster, EmbeddedNats, port_is_free
+from referral_hub.runtime.broker.server_config import generate
+from referral_hub.runtime.hosting.service import cancel_and_wait
+from referral_hub.runtime.jetstream import subjects
+from referral_hub.runtime.jetstream.provision import provision_as_operator
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file, store_clinic
 
 READY_SECONDS: Final = 30.0
 AUDIT_REPORT_SECONDS: Final = 15.0
@@ -114,7 +115,7 @@ def start_service(  # noqa: PLR0913 - one child process's independent settings
 
 
 def start_nats_exporter(urls: list[str], port: int, log_dir: Path) -> ServiceProcess:
-    """Start the hub's NATS exporter (``runtime.natsmonitor``) on every node's monitoring URL.
+    """Start the hub's NATS exporter (``runtime.broker.exporter``) on every node's monitoring URL.
 
     It alone is given the monitoring URLs: NATS's figures come from it, never from a service.
     """
@@ -124,7 +125,7 @@ def start_nats_exporter(urls: list[str], port: int, log_dir: Path) -> ServicePro
             [
                 sys.executable,
                 "-m",
-                "referral_hub.runtime.natsmonitor",
+                "referral_hub.runtime.broker.exporter",
                 *(f"--nats-monitor-url={url}" for url in urls),
                 "--metrics-port",
                 str(port),
@@ -206,7 +207,7 @@ async def show_deliveries(nats_url: str) -> None:
 
 async def report_audit(nats_url: str) -> None:
     """Every few seconds, verify the audit chain and say how long it is."""
-    connection = await connect(nats_url, "hubctl-up-audit", user=natsauth.AUDITOR)
+    connection = await connect(nats_url, "hubctl-up-audit", user=permissions.AUDITOR)
     try:
         while True:
             await asyncio.sleep(AUDIT_REPORT_SECONDS)
@@ -332,7 +333,7 @@ def secure_by_default(directory: Path, clinic_ids: list[str]) -> str:
     The embedded server always runs with authorization: the default is the secure path,
     and the demo exercises exactly the permissions a deployment gets.
     """
-    written = generate(directory, clinic_ids, natsauth.ServerOptions(store_dir=str(directory.parent / "jetstream")))
+    written = generate(directory, clinic_ids, permissions.ServerOptions(store_dir=str(directory.parent / "jetstream")))
     os.environ[CREDS_DIR_ENV] = str(directory.resolve())
     return written.auth_block
 

@@ -1,9 +1,9 @@
 """Documents attached to referrals, one store for the FHIR gateway and the clinic portal.
 
-The bytes live in JetStream's object store (:data:`~referral_hub.runtime.topology.GATEWAY_DOCUMENTS`),
+The bytes live in JetStream's object store (:data:`~referral_hub.runtime.jetstream.topology.GATEWAY_DOCUMENTS`),
 with the document's :class:`DocumentMeta` as the object's description, so a document read
 by id needs nothing else. A referral's documents are listed from an index bucket
-(:data:`~referral_hub.runtime.topology.DOCUMENTS_INDEX_KV`) holding one key per referral
+(:data:`~referral_hub.runtime.jetstream.topology.DOCUMENTS_INDEX_KV`) holding one key per referral
 whose value is that referral's metadata list, written compare-and-set: a listing is one
 KV read, however many documents the store holds.
 

@@ -12,7 +12,7 @@ import msgspec
 from referral_hub.contracts.access import AccessViewed
 from referral_hub.errors import HubError
 from referral_hub.referrals.fhir_task import RESOURCE_NAMESPACE
-from referral_hub.runtime import topology
+from referral_hub.runtime.jetstream import topology
 
 MAX_BYTES: Final = topology.GATEWAY_DOCUMENT_MAX_BYTES
 """The largest document either door accepts (20 MiB)."""

@@ -22,7 +22,7 @@ from referral_hub.documents.domain import (
     DocumentNotFoundError,
     DocumentRejectedError,
 )
-from referral_hub.runtime import topology
+from referral_hub.runtime.jetstream import topology
 
 INDEX_WRITE_ATTEMPTS: Final = 16
 """Compare-and-set retries when several uploads to one referral race."""

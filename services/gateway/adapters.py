@@ -35,9 +35,10 @@ from referral_hub.errors import HubError
 from referral_hub.gateway.auth import ClientRecord
 from referral_hub.gateway.care import CareRecords
 from referral_hub.gateway.domain import ClinicReferrals, FhirError, GatewayCode
-from referral_hub.runtime import credentials, natsauth, topology
-from referral_hub.runtime.credentials import NatsCredentials
-from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.credentials import NatsCredentials
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.jetstream import topology
 
 log = structlog.get_logger(__name__)
 ANSWER_TIMEOUT_SECONDS: Final = 10.0
@@ -69,7 +70,7 @@ class GatewayStore:
     @classmethod
     async def open(cls, nats_url: str, auth: NatsCredentials | None = None) -> GatewayStore:
         """Connect as the ``gateway`` hub user and bind its provisioned buckets."""
-        chosen = auth or credentials.for_hub_user(natsauth.GATEWAY)
+        chosen = auth or credentials.for_hub_user(permissions.GATEWAY)
         connection = await nats.connect(
             server_urls(nats_url),
             name="gateway",
@@ -269,7 +270,7 @@ class AuditSearch:
             name="gateway-audit",
             connect_timeout=5,
             error_cb=silence_nats_error_log,
-            **credentials.for_hub_user(natsauth.AUDITOR).connect_options(),
+            **credentials.for_hub_user(permissions.AUDITOR).connect_options(),
         )
         return cls(connection, AuditIndex(index_path))
 

@@ -40,7 +40,7 @@ from referral_hub.errors import HubError
 from referral_hub.gateway import domain, subscriptions
 from referral_hub.gateway.adapters import ClinicConnections, ClinicLink
 from referral_hub.gateway.subscriptions import SubscriptionRecord
-from referral_hub.runtime.kvstore import KvView
+from referral_hub.runtime.jetstream.kvstore import KvView
 
 log = structlog.get_logger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per notification would drown the gateway's own

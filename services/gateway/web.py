@@ -21,8 +21,8 @@ from referral_hub.gateway import auth, domain
 from referral_hub.gateway.adapters import AuditSearch, ClinicConnections, ClinicLink, GatewayStore
 from referral_hub.gateway.domain import Envelope, FhirError, GatewayCode, TaskView
 from referral_hub.gateway.rest_hooks import RestHooks
-from referral_hub.runtime import topology
-from referral_hub.runtime.kvstore import KvView
+from referral_hub.runtime.jetstream import topology
+from referral_hub.runtime.jetstream.kvstore import KvView
 
 log = structlog.get_logger(__name__)
 FHIR_JSON: Final = "application/fhir+json"

@@ -5,7 +5,7 @@ Silences, per-patient absolute alerts and digests share the state bucket under p
 KV keys are subjects, so a patient is keyed by a hash of the reference, never by the reference.
 
 The handlers read the views (kept current by KV watches, so reads never touch the server)
-and write through the stores with compare-and-set (``runtime.kvstore.update_with_retry``).
+and write through the stores with compare-and-set (``runtime.jetstream.kvstore.update_with_retry``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from nats.js import JetStreamContext
 from referral_hub.errors import HubError
 from referral_hub.notifications.digests import Digest
 from referral_hub.notifications.page_rules import Page, PageStatus, PatientRecord, Silence
-from referral_hub.runtime import topology
-from referral_hub.runtime.kvstore import KvStore, KvView, Records
-from referral_hub.runtime.registry import RegistryCache
+from referral_hub.runtime.jetstream import topology
+from referral_hub.runtime.jetstream.kvstore import KvStore, KvView, Records
+from referral_hub.runtime.jetstream.registry_cache import RegistryCache
 
 SILENCE_PREFIX: Final = "silence."
 DIGEST_PREFIX: Final = "digest."

@@ -16,11 +16,11 @@ from referral_hub.notifications.dispatch import Dispatcher
 from referral_hub.notifications.domain import SERVICE
 from referral_hub.notifications.page_rules import EscalationPolicy
 from referral_hub.notifications.sweeping import Sweeper
-from referral_hub.runtime import topology
-from referral_hub.runtime.handling import Effects
-from referral_hub.runtime.pulling import Job, Pulled, order_by_patient, unordered
-from referral_hub.runtime.registry import RegistryCache
-from referral_hub.runtime.service import ServiceApp, new_broker
+from referral_hub.runtime.hosting.service import ServiceApp, new_broker
+from referral_hub.runtime.jetstream import topology
+from referral_hub.runtime.jetstream.registry_cache import RegistryCache
+from referral_hub.runtime.messaging.ack_policy import Effects
+from referral_hub.runtime.messaging.pull_loop import Job, PullConsumer, order_by_patient, unordered
 
 SWEEP_INTERVAL_SECONDS: Final = 5.0
 LOAD_SECONDS: Final = 10.0
@@ -63,10 +63,10 @@ def create_app(
                 await sweeper.sweep_once()
 
         return [
-            Pulled(SERVICE, metrics.EVENTS, topology.NOTIFICATIONS_EVENTS, order_by_patient).job(
+            PullConsumer(SERVICE, metrics.EVENTS, topology.NOTIFICATIONS_EVENTS, order_by_patient).job(
                 effects, partial(handlers.on_event, hub)
             ),
-            Pulled(SERVICE, metrics.PAGE_ACKS, topology.NOTIFICATIONS_ACKS, unordered).job(
+            PullConsumer(SERVICE, metrics.PAGE_ACKS, topology.NOTIFICATIONS_ACKS, unordered).job(
                 effects, partial(handlers.on_ack, hub)
             ),
             sweep,

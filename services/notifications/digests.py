@@ -12,7 +12,7 @@ from uuid import UUID
 
 import msgspec
 
-from referral_hub.runtime.ids import derived_id
+from referral_hub.runtime.messaging.ids import derived_id
 
 
 class DigestItem(msgspec.Struct, frozen=True, kw_only=True):

@@ -30,19 +30,19 @@ from referral_hub.notifications.channels import Report
 from referral_hub.notifications.metrics import NO_CHANNEL, ROSTER_INVALID
 from referral_hub.notifications.page_rules import Page
 from referral_hub.notifications.rendering import Addressee, Attempt, Outbound
-from referral_hub.runtime import subjects
-from referral_hub.runtime.ids import derived_id
-from referral_hub.runtime.kvstore import ConcurrentUpdateError, Records, changing, update_with_retry
-from referral_hub.runtime.metrics import ALERT_TO_PAGE_SECONDS, DELIVERY_ATTEMPTS, DELIVERY_FAILURES
-from referral_hub.runtime.outputs import InboxDelivery, Outgoing
+from referral_hub.runtime.hosting.metrics import ALERT_TO_PAGE_SECONDS, DELIVERY_ATTEMPTS, DELIVERY_FAILURES
+from referral_hub.runtime.jetstream import subjects
+from referral_hub.runtime.jetstream.kvstore import ConcurrentUpdateError, Records, changing, update_with_retry
+from referral_hub.runtime.messaging.ids import derived_id
+from referral_hub.runtime.messaging.outgoing import Outgoing, ToInbox
 
 log = structlog.get_logger(__name__)
 
 
 class Publisher(Protocol):
-    """Publishes a handler's outputs (``runtime.handling.Effects``, or a fake)."""
+    """Publishes a handler's outputs (``runtime.messaging.ack_policy.Effects``, or a fake)."""
 
-    async def apply(self, outgoing: Sequence[Outgoing | InboxDelivery]) -> None:
+    async def apply(self, outgoing: Sequence[Outgoing | ToInbox]) -> None:
         """Publish everything and wait for every ack."""
         ...
 
@@ -56,7 +56,7 @@ class Sender(Protocol):
 
 
 class Clinics(Protocol):
-    """The registry as the service reads it (``runtime.registry.RegistryCache``)."""
+    """The registry as the service reads it (``runtime.jetstream.registry_cache.RegistryCache``)."""
 
     def get(self, clinic_id: str) -> Clinic | None:
         """The clinic, if registered."""

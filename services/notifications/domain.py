@@ -37,8 +37,8 @@ from referral_hub.contracts.paging import NotificationQueued
 from referral_hub.contracts.referrals import ReferralOverdue, ReferralRequested
 from referral_hub.contracts.screening import FlagAudience, ScreeningFlagged, ScreeningMatch
 from referral_hub.notifications.page_rules import PageIntent
-from referral_hub.runtime.ids import derived_id
-from referral_hub.runtime.refusals import HUB_SENDER
+from referral_hub.runtime.messaging.ids import derived_id
+from referral_hub.runtime.messaging.refusals import HUB_SENDER
 
 SERVICE = "notifications"
 PAGING_SEVERITIES: Final = frozenset({Severity.ABSOLUTE, Severity.RELATIVE})

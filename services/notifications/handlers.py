@@ -45,14 +45,14 @@ from referral_hub.notifications.page_rules import (
     PageStatus,
     PatientRecord,
 )
-from referral_hub.runtime.admission import RateLimiter, admit_delivery
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.handling import Handled
-from referral_hub.runtime.kvstore import Decided, changing, update_with_retry
-from referral_hub.runtime.metrics import PAGE_ACK_SECONDS, PAGES
-from referral_hub.runtime.outputs import Announcement, Outgoing, announce, echo
-from referral_hub.runtime.refusals import Refusal
-from referral_hub.runtime.rejecting import refuse
+from referral_hub.runtime.hosting.metrics import PAGE_ACK_SECONDS, PAGES
+from referral_hub.runtime.jetstream.kvstore import Decided, changing, update_with_retry
+from referral_hub.runtime.messaging.ack_policy import Handled
+from referral_hub.runtime.messaging.admission import RateLimiter, admit_delivery
+from referral_hub.runtime.messaging.incoming import Incoming
+from referral_hub.runtime.messaging.outgoing import Announcement, Outgoing, announce, echo
+from referral_hub.runtime.messaging.refusal_outputs import refuse
+from referral_hub.runtime.messaging.refusals import Refusal
 
 __all__ = ["COMMAND_HANDLERS", "INTENT_HANDLERS", "SILENCE_PREFIX", "Hub", "Timing", "on_ack", "on_event"]
 
@@ -161,7 +161,7 @@ INTENT_HANDLERS: Final[Mapping[type[Intent], IntentHandler]] = {
 """What routing asked for, to the handler that carries it out."""
 
 
-async def on_event(hub: Hub, delivery: Delivery) -> Handled:
+async def on_event(hub: Hub, delivery: Incoming) -> Handled:
     """Route one domain event.
 
     Domain events are written by the hub itself, so one that fails to decode is a hub bug:
@@ -182,7 +182,7 @@ async def on_event(hub: Hub, delivery: Delivery) -> Handled:
     return Handled(outcome="notified", outgoing=outgoing)
 
 
-def _refuse(hub: Hub, delivery: Delivery, refusal: Refusal, message_id: UUID | None) -> Handled:
+def _refuse(hub: Hub, delivery: Incoming, refusal: Refusal, message_id: UUID | None) -> Handled:
     return refuse(SERVICE, delivery, refusal, message_id, lambda clinic: hub.registry.get(clinic) is not None)
 
 
@@ -199,7 +199,7 @@ def _acknowledged(page: Page, command: PageAck) -> Announcement:
     return Announcement(event, "page.acknowledged", clinics)
 
 
-async def acknowledge(command: PageAck, hub: Hub, delivery: Delivery, sender: Clinic) -> Handled:
+async def acknowledge(command: PageAck, hub: Hub, delivery: Incoming, sender: Clinic) -> Handled:
     """A member acknowledges a page: escalation stops and the care team hears who."""
     now = hub.timing.clock()
 
@@ -222,12 +222,12 @@ async def acknowledge(command: PageAck, hub: Hub, delivery: Delivery, sender: Cl
     return Handled(outcome="accepted", outgoing=announce([_acknowledged(result, command)]))
 
 
-CommandHandler = Callable[[Any, Hub, Delivery, Clinic], Awaitable[Handled]]
+CommandHandler = Callable[[Any, Hub, Incoming, Clinic], Awaitable[Handled]]
 COMMAND_HANDLERS: Final[Mapping[type[Message], CommandHandler]] = {PageAck: acknowledge}
 """The clinic commands this service takes, to their handlers; any other is refused."""
 
 
-async def on_ack(hub: Hub, delivery: Delivery) -> Handled:
+async def on_ack(hub: Hub, delivery: Incoming) -> Handled:
     """Admit a clinic's command (rate, contract, sender), then hand it to its handler."""
     admitted = admit_delivery(delivery, hub.registry.get, hub.limiter)
     if isinstance(admitted, Refusal):

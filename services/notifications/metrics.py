@@ -9,8 +9,8 @@ from prometheus_client import Counter
 from referral_hub.contracts.registry import ChannelKind
 from referral_hub.notifications.domain import SERVICE
 from referral_hub.notifications.page_rules import EscalationPolicy
-from referral_hub.runtime import metrics as runtime_metrics
-from referral_hub.runtime.metrics import LastValue
+from referral_hub.runtime.hosting import metrics as runtime_metrics
+from referral_hub.runtime.hosting.metrics import LastValue
 
 EVENTS: Final = "events"
 PAGE_ACKS: Final = "page-acks"
@@ -40,7 +40,7 @@ SILENCES_ACTIVE: Final = LastValue(
 FALLBACKS: Final = ("page_everyone", "page_leads", "notify_now", "digest_now")
 """The values of ``hub_roster_invalid_total``'s ``fallback`` label."""
 OWN_METRICS: Final = (ROSTER_INVALID, ROSTERS_INVALID, SWEEPS, SILENCES_ACTIVE)
-"""Families this module defines (beside ``runtime.metrics``' own); the service exposes them."""
+"""Families this module defines (beside ``runtime.hosting.metrics``' own); the service exposes them."""
 
 
 def expose(policy: EscalationPolicy) -> None:

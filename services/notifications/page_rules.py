@@ -24,7 +24,7 @@ from referral_hub.contracts.base import Modality
 from referral_hub.contracts.paging import PageAck, PageSeverity
 from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.runtime.ids import derived_id
+from referral_hub.runtime.messaging.ids import derived_id
 
 PAGE_SEVERITY: Final = {
     Severity.ABSOLUTE: PageSeverity.CRITICAL,

@@ -21,9 +21,9 @@ from referral_hub.contracts.paging import (
 )
 from referral_hub.notifications.domain import SERVICE
 from referral_hub.notifications.page_rules import PAGE_SEVERITY, Page
-from referral_hub.runtime import subjects
-from referral_hub.runtime.ids import derived_id
-from referral_hub.runtime.refusals import HUB_SENDER
+from referral_hub.runtime.jetstream import subjects
+from referral_hub.runtime.messaging.ids import derived_id
+from referral_hub.runtime.messaging.refusals import HUB_SENDER
 
 RECEIPT_ERROR_CHARS = 200
 """A receipt carries this much of an attempt's error: enough to act on, never a whole answer."""

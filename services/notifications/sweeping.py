@@ -21,8 +21,8 @@ from referral_hub.notifications.dispatch import roster_invalid
 from referral_hub.notifications.handlers import Hub
 from referral_hub.notifications.metrics import ROSTERS_INVALID, SILENCES_ACTIVE, SWEEPS
 from referral_hub.notifications.page_rules import Page
-from referral_hub.runtime.kvstore import ConcurrentUpdateError, Decided, update_with_retry
-from referral_hub.runtime.metrics import ESCALATIONS
+from referral_hub.runtime.hosting.metrics import ESCALATIONS
+from referral_hub.runtime.jetstream.kvstore import ConcurrentUpdateError, Decided, update_with_retry
 
 log = structlog.get_logger(__name__)
 REDELIVERY_GRACE: Final = timedelta(seconds=60)

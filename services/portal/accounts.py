@@ -23,7 +23,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from referral_hub.portal import domain
 from referral_hub.portal.adapters import ConcurrentChangeError, PortalStore
 from referral_hub.portal.domain import Invite, MemberAccount
-from referral_hub.runtime import topology
+from referral_hub.runtime.jetstream import topology
 
 HASHER: Final = PasswordHasher()
 """argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile."""

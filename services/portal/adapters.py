@@ -29,8 +29,9 @@ from referral_hub.contracts.codec import decode_hub_message
 from referral_hub.documents.store import DocumentStore
 from referral_hub.errors import HubError
 from referral_hub.portal.domain import Invite, MemberAccount, Session
-from referral_hub.runtime import credentials, natsauth, subjects, topology
-from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.jetstream import subjects, topology
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -84,10 +85,10 @@ class PortalStore:
             connect_timeout=5,
             max_reconnect_attempts=-1,
             error_cb=silence_nats_error_log,
-            **credentials.for_hub_user(natsauth.PORTAL).connect_options(),
+            **credentials.for_hub_user(permissions.PORTAL).connect_options(),
         )
         js = connection.jetstream()
-        buckets = {name: await js.key_value(name) for name in natsauth.PORTAL_BUCKETS}
+        buckets = {name: await js.key_value(name) for name in permissions.PORTAL_BUCKETS}
         store = cls(connection, buckets, await DocumentStore.bind(js))
         store._marks_task = asyncio.create_task(store._follow_marks(), name="portal-read-marks")
         return store

@@ -50,7 +50,7 @@ from referral_hub.portal import accounts, domain, forms, receipts
 from referral_hub.portal.accounts import LoginOutcome
 from referral_hub.portal.adapters import ClinicConnections, PortalStore
 from referral_hub.portal.domain import InboxQuery, Session
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from referral_hub.screening.rules import load_rules
 
 log = structlog.get_logger(__name__)

@@ -29,8 +29,9 @@ from referral_hub.cli.audit_keys import NoVerifierKeyError, pinned_key
 from referral_hub.client import silence_nats_error_log
 from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry, AuditReceipt
 from referral_hub.portal.adapters import PortalError
-from referral_hub.runtime import credentials, natsauth, streams
-from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.jetstream import streams
 
 RECEIPT_TIMEOUT: Final = 30.0
 """The longest one receipt's reads may take."""
@@ -110,7 +111,7 @@ async def receipt_for(nats_url: str, clinic: str, message_id: UUID, pinned: Veri
             connect_timeout=5,
             max_reconnect_attempts=0,
             error_cb=silence_nats_error_log,
-            **credentials.for_hub_user(natsauth.AUDITOR).connect_options(),
+            **credentials.for_hub_user(permissions.AUDITOR).connect_options(),
         )
     except (nats.errors.Error, OSError) as exc:
         msg = "The audit log cannot be reached now; try again in a moment."

@@ -6,8 +6,8 @@ from nats.js import JetStreamContext
 
 from referral_hub.referrals.careteam import CareTeam
 from referral_hub.referrals.domain import Referral
-from referral_hub.runtime.kvstore import ConcurrentUpdateError, KvStore
-from referral_hub.runtime.topology import CARETEAMS_KV, REFERRALS_KV
+from referral_hub.runtime.jetstream.kvstore import ConcurrentUpdateError, KvStore
+from referral_hub.runtime.jetstream.topology import CARETEAMS_KV, REFERRALS_KV
 
 __all__ = ["ConcurrentUpdateError", "KvStore", "careteam_store", "referral_store"]
 

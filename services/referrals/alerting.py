@@ -33,8 +33,8 @@ from referral_hub.referrals.careteam import (
     TeamChanged,
     remember,
 )
-from referral_hub.runtime.outputs import Announcement, echo
-from referral_hub.runtime.refusals import Refusal
+from referral_hub.runtime.messaging.outgoing import Announcement, echo
+from referral_hub.runtime.messaging.refusals import Refusal
 
 
 def _no_team(team: CareTeam | None) -> Refusal | None:

@@ -15,15 +15,16 @@ from referral_hub.errors import HubError
 from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.referrals.handlers import SERVICE, IntakeHandler, TimerSweeper
-from referral_hub.runtime import metrics, subjects, topology
-from referral_hub.runtime.exhausted import ExhaustedHandler
-from referral_hub.runtime.handling import Effects
-from referral_hub.runtime.ids import derived_id
-from referral_hub.runtime.inboxread import serve_inbox_reads
-from referral_hub.runtime.pulling import Job, Pulled, order_by_referral, unordered
-from referral_hub.runtime.refusals import HUB_SENDER
-from referral_hub.runtime.registry import RegistryCache
-from referral_hub.runtime.service import ServiceApp, new_broker
+from referral_hub.runtime.hosting import metrics
+from referral_hub.runtime.hosting.service import ServiceApp, new_broker
+from referral_hub.runtime.jetstream import subjects, topology
+from referral_hub.runtime.jetstream.registry_cache import RegistryCache
+from referral_hub.runtime.messaging.ack_policy import Effects
+from referral_hub.runtime.messaging.ids import derived_id
+from referral_hub.runtime.messaging.inbox_reads import serve_inbox_reads
+from referral_hub.runtime.messaging.max_deliveries import MaxDeliveriesHandler
+from referral_hub.runtime.messaging.pull_loop import Job, PullConsumer, order_by_referral, unordered
+from referral_hub.runtime.messaging.refusals import HUB_SENDER
 
 REGISTRY_LOAD_SECONDS: Final = 10.0
 TIMER_INTERVAL_SECONDS: Final = 30.0
@@ -76,11 +77,11 @@ def create_app(
                 await send_heartbeats(connection, registry, effects, clock())
 
         return [
-            Pulled(SERVICE, INTAKE, topology.REFERRALS_INTAKE, order_by_referral).job(
+            PullConsumer(SERVICE, INTAKE, topology.REFERRALS_INTAKE, order_by_referral).job(
                 effects, IntakeHandler(referrals, careteams, registry, policy)
             ),
-            Pulled(SERVICE, EXHAUSTED, topology.EXHAUSTED, unordered).job(
-                effects, ExhaustedHandler(js, lambda clinic: registry.get(clinic) is not None)
+            PullConsumer(SERVICE, EXHAUSTED, topology.EXHAUSTED, unordered).job(
+                effects, MaxDeliveriesHandler(js, lambda clinic: registry.get(clinic) is not None)
             ),
             fire_timers,
             heartbeats,

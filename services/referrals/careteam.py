@@ -23,9 +23,9 @@ from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.plans import CareTeamChanged, CareTeamLeave, PlanUpdate, PlanUpdated
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningFlagged
-from referral_hub.runtime.ids import derived_id
-from referral_hub.runtime.outputs import Announcement, InboxDelivery, echo
-from referral_hub.runtime.refusals import Refusal
+from referral_hub.runtime.messaging.ids import derived_id
+from referral_hub.runtime.messaging.outgoing import Announcement, ToInbox, echo
+from referral_hub.runtime.messaging.refusals import Refusal
 
 RECENT_COMMANDS: Final = 256
 """How many applied message ids a team remembers, to recognise redeliveries."""
@@ -300,7 +300,7 @@ def joined_announcements(team: CareTeam, referral_id: UUID, cause: Cause) -> lis
     ]
 
 
-def catch_up(team: CareTeam, referral_id: UUID, cause: Cause) -> list[InboxDelivery]:
+def catch_up(team: CareTeam, referral_id: UUID, cause: Cause) -> list[ToInbox]:
     """What the clinics that joined through ``referral_id`` are owed about the members already there.
 
     For each existing member, a ``joined`` carrying its original ``since``, then its current
@@ -311,7 +311,7 @@ def catch_up(team: CareTeam, referral_id: UUID, cause: Cause) -> list[InboxDeliv
     """
     joiners = [m.clinic for m in team.members if m.referral_id == referral_id and m.active]
     existing = [m for m in team.members if m.active and m.referral_id != referral_id and m.since <= cause.at]
-    deliveries: list[InboxDelivery] = []
+    deliveries: list[ToInbox] = []
     for joiner in joiners:
         for member in existing:
             joined = msgspec.structs.replace(
@@ -329,5 +329,5 @@ def catch_up(team: CareTeam, referral_id: UUID, cause: Cause) -> list[InboxDeliv
     return deliveries
 
 
-def _delivery(clinic: str, message_type: str, event: CareTeamChanged | PlanUpdated) -> InboxDelivery:
-    return InboxDelivery(clinic, message_type, event, f"{event.message_id}/inbox/{clinic}")
+def _delivery(clinic: str, message_type: str, event: CareTeamChanged | PlanUpdated) -> ToInbox:
+    return ToInbox(clinic, message_type, event, f"{event.message_id}/inbox/{clinic}")

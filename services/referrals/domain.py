@@ -36,11 +36,11 @@ from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningFlagged
 from referral_hub.referrals import lifecycle, screening
 from referral_hub.referrals.lifecycle import Party
-from referral_hub.runtime import streams
-from referral_hub.runtime.admission import Admitted, ClinicLookup, admit
-from referral_hub.runtime.ids import derived_id
-from referral_hub.runtime.outputs import Announcement
-from referral_hub.runtime.refusals import HUB_SENDER, Refusal
+from referral_hub.runtime.jetstream import streams
+from referral_hub.runtime.messaging.admission import Admitted, ClinicLookup, admit
+from referral_hub.runtime.messaging.ids import derived_id
+from referral_hub.runtime.messaging.outgoing import Announcement
+from referral_hub.runtime.messaging.refusals import HUB_SENDER, Refusal
 
 __all__ = ["Admitted", "admit"]
 

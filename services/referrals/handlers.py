@@ -20,12 +20,7 @@ from referral_hub.referrals import alerting, careteam, domain, lifecycle, screen
 from referral_hub.referrals.adapters import ConcurrentUpdateError, KvStore
 from referral_hub.referrals.careteam import CareTeam, TeamChanged, team_key
 from referral_hub.referrals.domain import Referral, SlaPolicy
-from referral_hub.runtime import subjects
-from referral_hub.runtime.admission import RateLimiter, admit_delivery
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.handling import Effects, Handled
-from referral_hub.runtime.kvstore import Decided, update_with_retry
-from referral_hub.runtime.metrics import (
+from referral_hub.runtime.hosting.metrics import (
     CONTRAINDICATION_ALERTS,
     OPEN_REFERRALS,
     OVERDUE_REFERRALS,
@@ -33,10 +28,15 @@ from referral_hub.runtime.metrics import (
     SCREENING_FLAGS,
     SCREENING_HOLDS,
 )
-from referral_hub.runtime.outputs import Announcement, InboxDelivery, Outgoing, announce
-from referral_hub.runtime.refusals import Refusal
-from referral_hub.runtime.registry import RegistryCache
-from referral_hub.runtime.rejecting import refuse
+from referral_hub.runtime.jetstream import subjects
+from referral_hub.runtime.jetstream.kvstore import Decided, update_with_retry
+from referral_hub.runtime.jetstream.registry_cache import RegistryCache
+from referral_hub.runtime.messaging.ack_policy import Effects, Handled
+from referral_hub.runtime.messaging.admission import RateLimiter, admit_delivery
+from referral_hub.runtime.messaging.incoming import Incoming
+from referral_hub.runtime.messaging.outgoing import Announcement, Outgoing, ToInbox, announce
+from referral_hub.runtime.messaging.refusal_outputs import refuse
+from referral_hub.runtime.messaging.refusals import Refusal
 from referral_hub.screening.rules import RulePack, load_rules
 
 HANDLED_ELSEWHERE: Final = {
@@ -69,7 +69,7 @@ class Stores:
         assert team is not None  # noqa: S101 - change always returns a team
         return team
 
-    def refuse(self, delivery: Delivery, refusal: Refusal, message_id: uuid.UUID | None) -> Handled:
+    def refuse(self, delivery: Incoming, refusal: Refusal, message_id: uuid.UUID | None) -> Handled:
         """The sender's typed rejection (or a dead letter when there is no sender to tell)."""
         return refuse(SERVICE, delivery, refusal, message_id, lambda clinic: self.registry.get(clinic) is not None)
 
@@ -95,7 +95,7 @@ class IntakeHandler:
         self._referral_commands = ReferralCommands(self._stores, sla, rules)
         self._team_commands = TeamCommands(self._stores, rules)
 
-    async def __call__(self, delivery: Delivery) -> Handled:
+    async def __call__(self, delivery: Incoming) -> Handled:
         """Admit, decide and return the outputs; raises only for infrastructure failures."""
         out = subjects.parse_clinic_out(delivery.subject)
         if out is not None and out.message_type in HANDLED_ELSEWHERE:
@@ -136,7 +136,7 @@ class ReferralCommands:
         self._announced: dict[uuid.UUID, None] = {}
         """Steps whose outputs this process stored, newest last (bounded)."""
 
-    async def __call__(self, delivery: Delivery, command: ReferralCommand) -> Handled:
+    async def __call__(self, delivery: Incoming, command: ReferralCommand) -> Handled:
         """Decide and save, then the step's outputs (after any earlier ones still unstored)."""
         decision = await self._decide_and_save(delivery, command)
         if isinstance(decision, Refusal):
@@ -157,7 +157,7 @@ class ReferralCommands:
             on_stored=lambda: self._remember_announced(step.message_id),
         )
 
-    async def _decide_and_save(self, delivery: Delivery, command: ReferralCommand) -> domain.Decision:
+    async def _decide_and_save(self, delivery: Incoming, command: ReferralCommand) -> domain.Decision:
         """Decide on the cached state when there is one, and confirm anything unusual afresh.
 
         The common path costs one KV round trip (the compare-and-set write): a cached record
@@ -201,9 +201,9 @@ class ReferralCommands:
         stored = await self._stores.teams.load(team_key(command.patient_ref))
         return screening.screen_referral(self._rules, command, stored[0] if stored else None, at)
 
-    async def _step_outputs(self, referral: Referral, step: domain.HistoryItem) -> list[Outgoing | InboxDelivery]:
+    async def _step_outputs(self, referral: Referral, step: domain.HistoryItem) -> list[Outgoing | ToInbox]:
         """What one step tells the parties, and, for an accept, the care team it forms."""
-        outgoing: list[Outgoing | InboxDelivery] = list(announce(domain.announcements(referral, step)))
+        outgoing: list[Outgoing | ToInbox] = list(announce(domain.announcements(referral, step)))
         if step.transition == "accept":
             outgoing += await self._join_care_team(referral, step)
         return outgoing
@@ -221,7 +221,7 @@ class ReferralCommands:
         if len(self._announced) > ANNOUNCED_MEMORY:
             del self._announced[next(iter(self._announced))]
 
-    async def _unannounced_before(self, referral: Referral, step: domain.HistoryItem) -> list[Outgoing | InboxDelivery]:
+    async def _unannounced_before(self, referral: Referral, step: domain.HistoryItem) -> list[Outgoing | ToInbox]:
         """Every earlier step's outputs again, oldest first, back to the newest one this process stored.
 
         A step's state write can succeed while its inbox copies fail (a crash between save and
@@ -244,12 +244,12 @@ class ReferralCommands:
             if previous.message_id in self._announced or not domain.reannounce(previous.at, now, 1):
                 break  # stored by this process, so its own predecessors were too (or beyond the window)
             earlier.append(previous)
-        outgoing: list[Outgoing | InboxDelivery] = []
+        outgoing: list[Outgoing | ToInbox] = []
         for previous in reversed(earlier):
             outgoing += await self._step_outputs(referral, previous)
         return outgoing
 
-    async def _join_care_team(self, referral: Referral, step: domain.HistoryItem) -> list[Outgoing | InboxDelivery]:
+    async def _join_care_team(self, referral: Referral, step: domain.HistoryItem) -> list[Outgoing | ToInbox]:
         """Put both clinics on the patient's team; idempotent, so a redelivery re-derives the same events.
 
         Joiners also learn the members already there, with their current plans, and get
@@ -287,7 +287,7 @@ class TeamCommands:
         self._stores = stores
         self._rules = rules
 
-    async def __call__(self, delivery: Delivery, command: TeamCommand, sender: Clinic) -> Handled:
+    async def __call__(self, delivery: Incoming, command: TeamCommand, sender: Clinic) -> Handled:
         """Decide on the cached team first (one KV write on the common path), as referrals do.
 
         A refusal decided on the cache, or a write that loses the compare-and-set, is decided

@@ -49,9 +49,9 @@ from referral_hub.referrals.careteam import (
     TeamChanged,
     remember,
 )
-from referral_hub.runtime.ids import derived_id
-from referral_hub.runtime.outputs import Announcement, echo
-from referral_hub.runtime.refusals import HUB_SENDER, Refusal
+from referral_hub.runtime.messaging.ids import derived_id
+from referral_hub.runtime.messaging.outgoing import Announcement, echo
+from referral_hub.runtime.messaging.refusals import HUB_SENDER, Refusal
 from referral_hub.screening.rules import Findings, RulePack, Treatment, mentions, screen
 
 SCREENER = "screening"

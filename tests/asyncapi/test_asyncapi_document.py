@@ -24,7 +24,8 @@ from referral_hub.contracts.codec import COMMAND_TYPES, HUB_MESSAGE_TYPES
 from referral_hub.contracts.compat import current_components
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import app as referrals_app
-from referral_hub.runtime import inboxread, subjects, topology
+from referral_hub.runtime.jetstream import subjects, topology
+from referral_hub.runtime.messaging import inbox_reads
 from tests.helpers import hubctl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,7 +202,7 @@ def test_the_inbox_read_is_a_request_answered_with_a_page() -> None:
     assert [m["payload"] for m in _messages_of(document, operation["reply"]).values()] == [
         {"$ref": "#/components/schemas/InboxPage"}
     ]
-    assert operation["bindings"]["nats"]["queue"] == inboxread.QUEUE_GROUP
+    assert operation["bindings"]["nats"]["queue"] == inbox_reads.QUEUE_GROUP
     components = document["components"]["schemas"]
     assert {"InboxRead", "InboxPage", "InboxStored"} <= set(components)
 

@@ -10,12 +10,12 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
-from referral_hub.runtime import credentials, natsauth
-from referral_hub.runtime.admission import BURST_ENV, RATE_ENV
-from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats
-from referral_hub.runtime.provision import provision_as_operator
-from referral_hub.runtime.registry import load_registry_file
-from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.server import EmbeddedCluster, EmbeddedNats
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.jetstream.provision import provision_as_operator
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
+from referral_hub.runtime.messaging.admission import BURST_ENV, RATE_ENV
 from tests.helpers import secure_cluster, secure_server
 
 from .harness import SERVICES, SUMMARY, HubProcesses, summary_table
@@ -31,7 +31,7 @@ async def running_hub(
         server_urls(server.url),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.2,
-        **credentials.for_hub_user(natsauth.ADMIN).connect_options(),
+        **credentials.for_hub_user(permissions.ADMIN).connect_options(),
     )
     await provision_as_operator(server.url, replicas=stream_replicas, registry=load_registry_file())
     hub = HubProcesses(server, log_dir)

@@ -32,10 +32,11 @@ from referral_hub.contracts.rejections import Rejection
 from referral_hub.notifications.page_rules import page_id_for
 from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
-from referral_hub.runtime import credentials, streams, topology
-from referral_hub.runtime.kvstore import KvStore
-from referral_hub.runtime.natsserver import EmbeddedCluster, EmbeddedNats, free_port
-from referral_hub.runtime.servers import server_urls
+from referral_hub.runtime.broker import credentials
+from referral_hub.runtime.broker.server import EmbeddedCluster, EmbeddedNats, free_port
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.jetstream import streams, topology
+from referral_hub.runtime.jetstream.kvstore import KvStore
 from tests.helpers import alert_raise, audit_entries, referral_request, wait_idle
 from tests.lifecycle_model import MEMBERS, command
 from tests.test_lifecycle import plan

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from referral_hub.runtime import streams
-from referral_hub.runtime.provision import provision_as_operator
+from referral_hub.runtime.jetstream import streams
+from referral_hub.runtime.jetstream.provision import provision_as_operator
 
 from .harness import assert_exactly_once, check, flood_requests, load_during, record, until
 

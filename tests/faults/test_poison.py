@@ -12,12 +12,12 @@ from nats.aio.client import Client
 
 from referral_hub.contracts.referrals import ReferralRequest
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.runtime import streams, topology
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.handling import Effects, Handled
-from referral_hub.runtime.natsserver import free_port
-from referral_hub.runtime.pulling import Job, Pulled, unordered
-from referral_hub.runtime.service import ServiceApp, ServiceSettings, new_broker, serve
+from referral_hub.runtime.broker.server import free_port
+from referral_hub.runtime.hosting.service import ServiceApp, ServiceSettings, new_broker, serve
+from referral_hub.runtime.jetstream import streams, topology
+from referral_hub.runtime.messaging.ack_policy import Effects, Handled
+from referral_hub.runtime.messaging.incoming import Incoming
+from referral_hub.runtime.messaging.pull_loop import Job, PullConsumer, unordered
 from tests.helpers import audit_entries, dead_letters, eventually, hubctl, referral_request, wait_idle
 
 from .harness import SUMMARY, Row
@@ -34,7 +34,7 @@ class FailsOnOne:
     broken: bool = True
     handled: list[str] = field(default_factory=list)
 
-    async def __call__(self, delivery: Delivery) -> Handled:
+    async def __call__(self, delivery: Incoming) -> Handled:
         message_id = json.loads(delivery.data)["message_id"]
         if self.broken and message_id == self.poison:
             msg = "a bug this one message triggers"
@@ -50,7 +50,7 @@ async def test_a_poison_message_is_dead_lettered_listed_and_replayed_once(hub):
     await hub.connection.jetstream().add_consumer(DRILL.stream, config=DRILL.config())
 
     async def build(connection: Client) -> list[Job]:
-        return [Pulled("drill", "fails-on-one", DRILL, unordered).job(Effects(connection), handler)]
+        return [PullConsumer("drill", "fails-on-one", DRILL, unordered).job(Effects(connection), handler)]
 
     app = ServiceApp("drill", new_broker(hub.url, "drill"), (DRILL,), build)
     stop = asyncio.Event()

@@ -10,7 +10,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
-from referral_hub.runtime import topology
+from referral_hub.runtime.jetstream import topology
 from tests.helpers import cluster_healthy
 
 from .harness import SERVICES, assert_exactly_once, check, load_during, record, until

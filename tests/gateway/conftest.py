@@ -26,8 +26,8 @@ from nats.aio.client import Client
 
 from referral_hub.gateway import auth
 from referral_hub.gateway.adapters import register_client
-from referral_hub.runtime.natsserver import EmbeddedNats, free_port
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from tests.helpers import RunningHub, secure_server
 
 CLINICS = [clinic.id for clinic in load_registry_file().clinics]

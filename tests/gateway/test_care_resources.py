@@ -28,10 +28,10 @@ from referral_hub.gateway import auth
 from referral_hub.gateway import care as care_rules
 from referral_hub.gateway.adapters import register_client
 from referral_hub.gateway.domain import FhirError, GatewayCode
-from referral_hub.runtime import credentials, natsauth
-from referral_hub.runtime.natsserver import free_port
-from referral_hub.runtime.provision import provision_as_operator
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.server import free_port
+from referral_hub.runtime.jetstream.provision import provision_as_operator
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from tests.conftest import SERVICE_FACTORIES, start_services
 from tests.helpers import RunningHub, eventually, referral_request, secure_server
 from tests.lifecycle_model import command
@@ -102,7 +102,7 @@ async def care(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Care]:
         hub: RunningHub | None = None
         try:
             await provision_as_operator(server.url, registry=load_registry_file())
-            admin = await nats.connect(server.url, **credentials.for_hub_user(natsauth.ADMIN).connect_options())
+            admin = await nats.connect(server.url, **credentials.for_hub_user(permissions.ADMIN).connect_options())
             tasks, stop, ports = await start_services(server.url, SERVICE_FACTORIES)
             hub = RunningHub(server.url, admin, ports)
             keys = {}

@@ -18,7 +18,7 @@ import httpx
 from fhirpy import AsyncFHIRClient
 from nats.aio.client import Client
 
-from referral_hub.runtime import topology
+from referral_hub.runtime.jetstream import topology
 from tests.helpers import RunningHub, audit_entries, eventually
 from tests.portal.conftest import csrf_of, log_in, portal_process
 

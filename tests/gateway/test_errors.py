@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from referral_hub.runtime import admission
+from referral_hub.runtime.messaging import admission
 
 from .conftest import Systems
 from .fhir_helpers import new_task, rejection_code, valid

@@ -12,17 +12,18 @@ import msgspec
 import pytest
 
 from referral_hub.client import ClinicClient
-from referral_hub.runtime import credentials, natsauth, streams, subjects, topology
-from referral_hub.runtime.natsserver import EmbeddedNats
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.jetstream import streams, subjects, topology
 from tests.helpers import referral_request
 from tests.security.hostile import Hostile
 
-JS = natsauth.JS_API
+JS = permissions.JS_API
 
 
 @pytest.mark.usefixtures("provisioned")
 async def test_the_gateway_user_reaches_its_own_buckets_and_nothing_else(nats_server: EmbeddedNats) -> None:
-    hostile = await Hostile.connect(nats_server.url, "gateway", credentials.for_hub_user(natsauth.GATEWAY))
+    hostile = await Hostile.connect(nats_server.url, "gateway", credentials.for_hub_user(permissions.GATEWAY))
     try:
         # Its own state works: a used-jti record, written create-only.
         mine = await hostile.attempt(f"{JS}.STREAM.INFO.KV_{topology.GATEWAY_REPLAY_KV}")
@@ -35,7 +36,7 @@ async def test_the_gateway_user_reaches_its_own_buckets_and_nothing_else(nats_se
             f"{JS}.STREAM.MSG.GET.{streams.HUB_EVENTS}",
             f"{JS}.STREAM.INFO.KV_{topology.REFERRALS_KV}",
             f"{JS}.CONSUMER.CREATE.{streams.CLINIC_IN}",
-            f"{natsauth.HUB_API_PREFIX}.STREAM.INFO.{streams.AUDIT}",
+            f"{permissions.HUB_API_PREFIX}.STREAM.INFO.{streams.AUDIT}",
             f"{JS}.STREAM.INFO.{streams.AUDIT}",
             subjects.inbox_read("harbor-pt"),
         ):

@@ -22,10 +22,10 @@ import pytest_asyncio
 from referral_hub.audit import app as audit_app
 from referral_hub.audit.checkpoints import new_key_seed, verifier_key
 from referral_hub.cli.portal import DemoLogin, demo_logins
-from referral_hub.runtime import credentials, natsauth
-from referral_hub.runtime.natsserver import EmbeddedNats, free_port
-from referral_hub.runtime.provision import provision_as_operator
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.jetstream.provision import provision_as_operator
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from tests.conftest import SERVICE_FACTORIES, start_services
 from tests.helpers import RunningHub
 
@@ -112,7 +112,7 @@ async def shared_portal(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
     server.start()
     try:
         await provision_as_operator(server.url, registry=load_registry_file())
-        admin = await nats.connect(server.url, **credentials.for_hub_user(natsauth.ADMIN).connect_options())
+        admin = await nats.connect(server.url, **credentials.for_hub_user(permissions.ADMIN).connect_options())
         factories = {
             **SERVICE_FACTORIES,
             "audit": partial(

@@ -26,7 +26,7 @@ from referral_hub.client import new_id, utc_now
 from referral_hub.contracts.audit import AuditReceipt
 from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.referrals import ReferralAccept
-from referral_hub.runtime import topology
+from referral_hub.runtime.jetstream import topology
 from tests.helpers import audit_entries, eventually, referral_request
 
 from .conftest import AUDIT_SIGNING_SEED, RunningPortal, csrf_of, log_in

@@ -14,10 +14,11 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
-from referral_hub.runtime import credentials, natsauth, streams, topology
-from referral_hub.runtime.natsserver import EmbeddedNats
-from referral_hub.runtime.provision import provision_as_operator
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.jetstream import streams, topology
+from referral_hub.runtime.jetstream.provision import provision_as_operator
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from tests.helpers import eventually, secure_server
 
 CLINICS = [clinic.id for clinic in load_registry_file().clinics]
@@ -40,7 +41,7 @@ async def portal_key(nats_server: EmbeddedNats) -> AsyncIterator[tuple[Client, l
         errors.append(str(error))
 
     connection = await nats.connect(
-        nats_server.url, error_cb=collect, **credentials.for_hub_user(natsauth.PORTAL).connect_options()
+        nats_server.url, error_cb=collect, **credentials.for_hub_user(permissions.PORTAL).connect_options()
     )
     yield connection, errors
     await connection.close()
@@ -49,7 +50,7 @@ async def portal_key(nats_server: EmbeddedNats) -> AsyncIterator[tuple[Client, l
 async def test_the_portal_key_reads_and_writes_its_own_buckets(portal_key: tuple[Client, list[str]]) -> None:
     connection, errors = portal_key
     js = connection.jetstream()
-    for bucket in natsauth.PORTAL_BUCKETS:
+    for bucket in permissions.PORTAL_BUCKETS:
         kv = await js.key_value(bucket)
         await kv.put("probe", b"1")
         assert (await kv.get("probe")).value == b"1"

@@ -14,7 +14,7 @@ import pyotp
 from referral_hub.audit.audit_event import to_audit_event
 from referral_hub.contracts.base import Modality
 from referral_hub.portal.domain import IDLE_TIMEOUT, Session, utc_now
-from referral_hub.runtime import topology
+from referral_hub.runtime.jetstream import topology
 from tests.helpers import audit_entries, eventually, referral_request
 
 from .conftest import RunningPortal, csrf_of, log_in

@@ -1,6 +1,6 @@
 """Hostile-client suite fixtures: one secured hub per module, checked once more at the end of the run.
 
-Each module gets a nats-server configured by ``runtime.natsconfig.generate`` (what ``hubctl
+Each module gets a nats-server configured by ``runtime.broker.server_config.generate`` (what ``hubctl
 up`` runs), provisioned by ``provision_as_operator`` and served by the real referrals,
 notifications and audit services. Its services stop with the module; the server itself is
 kept until the end of the session, when the auditor reads and verifies its whole audit
@@ -21,10 +21,10 @@ import pytest_asyncio
 from referral_hub.audit.adapters import read_chain
 from referral_hub.audit.domain import verify
 from referral_hub.contracts.audit import AuditEntry
-from referral_hub.runtime import credentials, natsauth
-from referral_hub.runtime.credentials import NatsCredentials
-from referral_hub.runtime.provision import provision_as_operator
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.credentials import NatsCredentials
+from referral_hub.runtime.jetstream.provision import provision_as_operator
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from tests.helpers import secure_server
 
 from .hostile import AttackedHub, AuditLog, report, running_services
@@ -57,8 +57,8 @@ def attacked_hubs() -> Iterator[list[AttackedHub]]:
 
 async def final_chain_check(hub: AttackedHub) -> tuple[str, bool]:
     """Read the whole chain as the auditor, by direct gets and with the hub's own reader; verify both."""
-    auditor_key = credentials.hub_seed_path(hub.auth_dir, natsauth.AUDITOR)
-    identity = NatsCredentials(natsauth.hub_inbox_prefix(natsauth.AUDITOR), nkey_file=auditor_key)
+    auditor_key = credentials.hub_seed_path(hub.auth_dir, permissions.AUDITOR)
+    identity = NatsCredentials(permissions.hub_inbox_prefix(permissions.AUDITOR), nkey_file=auditor_key)
     problems: list[str] = []
 
     async def collect(error: Exception) -> None:
@@ -99,8 +99,8 @@ async def secured_hub(request, tmp_path_factory, attacked_hubs) -> AsyncIterator
         attacked_hubs.append(hub)
         server.start()
         await provision_as_operator(server.url, registry=load_registry_file())
-        hub.admin = await nats.connect(server.url, **credentials.for_hub_user(natsauth.ADMIN).connect_options())
-        hub.auditor = await nats.connect(server.url, **credentials.for_hub_user(natsauth.AUDITOR).connect_options())
+        hub.admin = await nats.connect(server.url, **credentials.for_hub_user(permissions.ADMIN).connect_options())
+        hub.auditor = await nats.connect(server.url, **credentials.for_hub_user(permissions.AUDITOR).connect_options())
         hub.audit = AuditLog(hub.auditor)
         try:
             async with running_services(hub, getattr(request.module, "SERVICE_FACTORIES", None)):

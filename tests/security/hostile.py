@@ -34,11 +34,12 @@ from referral_hub.client import ClinicClient
 from referral_hub.contracts.audit import AuditEntry
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals.app import create_app as referrals_app
-from referral_hub.runtime import credentials, natsauth, streams
-from referral_hub.runtime.credentials import NatsCredentials
-from referral_hub.runtime.natsserver import EmbeddedNats, free_port
-from referral_hub.runtime.registry import load_registry_file
-from referral_hub.runtime.service import ServiceApp, ServiceSettings, serve
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.credentials import NatsCredentials
+from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.hosting.service import ServiceApp, ServiceSettings, serve
+from referral_hub.runtime.jetstream import streams
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from tests.helpers import eventually, referral_request, wait_idle
 
 ANSWER_SECONDS: Final = 2.0
@@ -390,7 +391,7 @@ class AttackedHub:
         """A raw connection with one hub user's key (a service, admin, ops or auditor)."""
         return await self._hostile(user, credentials.for_hub_user(user))
 
-    async def break_glass(self, user: str = natsauth.BREAK_GLASS) -> Hostile:
+    async def break_glass(self, user: str = permissions.BREAK_GLASS) -> Hostile:
         return await self._hostile(user, credentials.for_break_glass(user))
 
     async def _hostile(self, name: str, identity: NatsCredentials) -> Hostile:

@@ -1,7 +1,7 @@
 """A partner clinic with valid credentials, attacking the hub with raw nats-py.
 
 A clinic's account has no JetStream and imports only its own subjects, its inbox
-consumer's ``MSG.NEXT`` and ``ACK`` and its inbox read request (``runtime.natsauth``). Every
+consumer's ``MSG.NEXT`` and ``ACK`` and its inbox read request (``runtime.broker.permissions``). Every
 attack here is refused by the server, and each test shows that nothing changed: consumer
 configurations, the streams an attack aimed at, and the audit chain, which keeps appending
 and verifying.
@@ -25,7 +25,8 @@ from referral_hub.client import ClinicClient
 from referral_hub.contracts.codec import decode_hub_message
 from referral_hub.contracts.inbox import InboxHeartbeat
 from referral_hub.contracts.referrals import ReferralRequested
-from referral_hub.runtime import credentials, natsauth, streams, subjects, topology
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.jetstream import streams, subjects, topology
 from tests.helpers import eventually, referral_request, refusal
 
 from .hostile import (
@@ -88,7 +89,7 @@ class Taps:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def taps(hub: AttackedHub) -> Taps:
     found = Taps()
-    audit_account = await hub.break_glass(natsauth.AUDIT_BREAK_GLASS)
+    audit_account = await hub.break_glass(permissions.AUDIT_BREAK_GLASS)
     for subject in (subjects.AUDIT_ENTRY, subjects.AUDIT_CHECKPOINT):
         await audit_account.connection.subscribe(subject)
     for subject in (f"clinic.{B}.out.x", "hub.event.x", f"$KV.{topology.REGISTRY_KV}.x"):
@@ -266,7 +267,7 @@ async def test_a_clinic_cannot_create_consumers_in_bulk(hub):
 
 
 async def test_a_clinic_cannot_open_more_connections_than_its_account_allows(hub):
-    limit = natsauth.AccountLimits().max_connections
+    limit = permissions.AccountLimits().max_connections
     options = credentials.for_clinic(CAPPED).connect_options()
     opened = []
     try:
@@ -289,10 +290,10 @@ async def test_a_clinic_cannot_open_more_connections_than_its_account_allows(hub
 
 
 async def test_a_clinic_cannot_hold_more_subscriptions_than_its_account_allows(hub):
-    limit = natsauth.AccountLimits().max_subscriptions
+    limit = permissions.AccountLimits().max_subscriptions
     connection = await nats.connect(hub.url, allow_reconnect=False, **credentials.for_clinic(CAPPED).connect_options())
     try:
-        prefix = natsauth.clinic_inbox_prefix(CAPPED)
+        prefix = permissions.clinic_inbox_prefix(CAPPED)
         for n in range(limit):
             await connection.subscribe(f"{prefix}.many.{n}")
         await connection.flush()

@@ -2,7 +2,7 @@
 
 Documents reach clinics only through the gateway and the portal, which check that the
 token's or member's clinic is a party to the referral. Only those two hub users may use
-the object store and its per-referral index (``runtime.natsauth``); a clinic's account has
+the object store and its per-referral index (``runtime.broker.permissions``); a clinic's account has
 no JetStream and imports neither. The positive control stores a document as ``portal``
 and reads it back as ``gateway``, so the store the attacks aim at is real and populated.
 """
@@ -21,9 +21,10 @@ import pytest_asyncio
 
 from referral_hub.documents import domain as documents
 from referral_hub.documents.store import DocumentStore
-from referral_hub.runtime import credentials, natsauth, topology
-from referral_hub.runtime.provision import provision_as_operator
-from referral_hub.runtime.registry import load_registry_file
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.jetstream import topology
+from referral_hub.runtime.jetstream.provision import provision_as_operator
+from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from tests.helpers import secure_server
 
 from .hostile import Hostile, describe_all, report
@@ -47,7 +48,7 @@ async def stored(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tupl
         server.start()
         try:
             await provision_as_operator(server.url, registry=load_registry_file())
-            portal = await nats.connect(server.url, **credentials.for_hub_user(natsauth.PORTAL).connect_options())
+            portal = await nats.connect(server.url, **credentials.for_hub_user(permissions.PORTAL).connect_options())
             meta = documents.describe(
                 data=LETTER,
                 referral_id=REFERRAL,
@@ -76,7 +77,7 @@ async def clinic(stored: tuple[str, documents.DocumentMeta]) -> AsyncIterator[Ho
 async def test_the_gateway_reads_what_the_portal_stored(stored: tuple[str, documents.DocumentMeta]) -> None:
     """The positive control: the store is there, shared, and listed per referral."""
     url, meta = stored
-    gateway = await nats.connect(url, **credentials.for_hub_user(natsauth.GATEWAY).connect_options())
+    gateway = await nats.connect(url, **credentials.for_hub_user(permissions.GATEWAY).connect_options())
     try:
         store = await DocumentStore.bind(gateway.jetstream())
         assert await store.for_referral(REFERRAL) == [meta]
@@ -119,7 +120,7 @@ async def test_a_clinic_cannot_subscribe_to_or_plant_documents(
     assert all(refusals)
 
     # The referral still lists exactly the one document the portal stored.
-    portal = await nats.connect(url, **credentials.for_hub_user(natsauth.PORTAL).connect_options())
+    portal = await nats.connect(url, **credentials.for_hub_user(permissions.PORTAL).connect_options())
     try:
         assert await (await DocumentStore.bind(portal.jetstream())).for_referral(REFERRAL) == [meta]
     finally:

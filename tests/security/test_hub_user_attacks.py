@@ -2,7 +2,7 @@
 
 ``referrals`` and ``notifications`` live in the ``HUB`` account, ``audit`` and ``auditor``
 in ``AUDIT``; ``admin`` is the operator's everyday key and may not destroy anything; only
-the break-glass keys may change a stream (``runtime.natsauth``). Every attack is refused,
+the break-glass keys may change a stream (``runtime.broker.permissions``). Every attack is refused,
 and each test shows the durable, stream or audit chain it aimed at is unchanged, and that
 the hub still works (a fresh referral is stored, delivered and audited).
 
@@ -20,7 +20,8 @@ import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
 
-from referral_hub.runtime import natsauth, streams, subjects, topology
+from referral_hub.runtime.broker import permissions
+from referral_hub.runtime.jetstream import streams, subjects, topology
 from tests.helpers import referral_request
 
 from .hostile import (
@@ -37,7 +38,7 @@ from .hostile import (
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 A, B = "harbor-pt", "lotus-acu"
-HUB_PREFIX = natsauth.HUB_API_PREFIX
+HUB_PREFIX = permissions.HUB_API_PREFIX
 """Where the audit account reaches the hub's JetStream API."""
 PAUSE = {"pause_until": "2099-01-01T00:00:00Z"}
 REFUSED = "refused; nothing changed"
@@ -292,7 +293,7 @@ async def audit_untouched(hub: AttackedHub, length: int, metric: float) -> tuple
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def audit_tap(hub: AttackedHub) -> Hostile:
     """Interest on ``audit.entry`` inside the audit account, so a push delivery there would really land."""
-    tap = await hub.break_glass(natsauth.AUDIT_BREAK_GLASS)
+    tap = await hub.break_glass(permissions.AUDIT_BREAK_GLASS)
     for subject in (subjects.AUDIT_ENTRY, subjects.AUDIT_CHECKPOINT):
         await tap.connection.subscribe(subject)
     await tap.connection.flush()
@@ -411,7 +412,7 @@ async def test_only_the_audit_service_publishes_on_the_audit_subjects(hub, user,
 # Speaking for a clinic, directly or through a consumer's deliver subject.
 
 
-@pytest.mark.parametrize("service", natsauth.SERVICE_USERS)
+@pytest.mark.parametrize("service", permissions.SERVICE_USERS)
 async def test_no_hub_service_can_speak_for_a_clinic_or_destroy_a_stream(hub, service):
     attacker = await hub.hostile_user(service)
     spoofed = await attacker.publish_refused(f"clinic.{A}.out.referral.request")
@@ -434,7 +435,7 @@ async def test_no_hub_service_can_speak_for_a_clinic_or_destroy_a_stream(hub, se
 
 
 async def test_ops_reads_depths_and_lag_but_no_message(hub):
-    attacker = await hub.hostile_user(natsauth.OPS)
+    attacker = await hub.hostile_user(permissions.OPS)
     depth = await attacker.attempt("$JS.API.STREAM.INFO.CLINIC_OUT")
     lag = await attacker.attempt("$JS.API.CONSUMER.INFO.CLINIC_OUT.referrals-intake")
     reads = [
@@ -469,7 +470,7 @@ AUDITOR_ATTACKS = {
 
 @pytest.mark.parametrize(("subject", "body"), AUDITOR_ATTACKS.values(), ids=AUDITOR_ATTACKS.keys())
 async def test_the_auditor_reads_the_audit_log_and_changes_nothing(hub, subject, body):
-    attacker = await hub.hostile_user(natsauth.AUDITOR)
+    attacker = await hub.hostile_user(permissions.AUDITOR)
     before = await stream_state(hub.auditor, streams.AUDIT)
     if body is None:  # an update that would allow deletes and shorten the retention
         body = {**before["config"], "deny_delete": False, "deny_purge": False, "max_age": 1_000_000_000}
@@ -505,7 +506,7 @@ ADMIN_AUDIT = {
 
 @pytest.mark.parametrize(("subject", "body"), ADMIN_AUDIT.values(), ids=ADMIN_AUDIT.keys())
 async def test_admin_cannot_reach_the_audit_log(hub, subject, body):
-    attacker = await hub.hostile_user(natsauth.ADMIN)
+    attacker = await hub.hostile_user(permissions.ADMIN)
     before = await stream_state(hub.auditor, streams.AUDIT)
     length, metric = await hub.audit.refresh(), hub.audit_metric()
     outcome = await attacker.attempt(subject, body)
@@ -523,7 +524,7 @@ async def test_admin_cannot_reach_the_audit_log(hub, subject, body):
 
 
 async def test_admin_cannot_update_a_stream_and_break_glass_can(hub):
-    admin = await hub.hostile_user(natsauth.ADMIN)
+    admin = await hub.hostile_user(permissions.ADMIN)
     glass = await hub.break_glass()
     before = await stream_state(hub.admin, streams.HUB_ADVISORIES)
     changed = {**before["config"], "description": "changed by break-glass"}
@@ -570,7 +571,7 @@ ADMIN_DESTRUCTIVE = {
 
 @pytest.mark.parametrize(("subject", "body", "stream"), ADMIN_DESTRUCTIVE.values(), ids=ADMIN_DESTRUCTIVE.keys())
 async def test_admin_cannot_destroy_or_reconfigure(hub, subject, body, stream):
-    attacker = await hub.hostile_user(natsauth.ADMIN)
+    attacker = await hub.hostile_user(permissions.ADMIN)
     watched = stream or streams.CLINIC_OUT
     before = await stream_state(hub.admin, watched)
     durable = await consumer_state(hub.admin, streams.CLINIC_OUT, REFERRALS_INTAKE.durable)

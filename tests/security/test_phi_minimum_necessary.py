@@ -24,7 +24,7 @@ from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.codec import decode_hub_message
 from referral_hub.contracts.referrals import ReferralRequest, ReferralRequested, ReferralState, ReferralTransitioned
 from referral_hub.contracts.screening import FlagAudience, ScreeningFlagged
-from referral_hub.runtime import subjects, topology
+from referral_hub.runtime.jetstream import subjects, topology
 from tests.helpers import alert_raise, referral_request
 from tests.lifecycle_model import MEMBERS, command
 

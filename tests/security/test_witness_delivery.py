@@ -18,7 +18,8 @@ from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_checkpoints
 from referral_hub.audit.checkpoints import new_key_seed
 from referral_hub.contracts.audit import AuditCheckpoint, CheckpointWitnessed
-from referral_hub.runtime import natsauth, streams, subjects
+from referral_hub.runtime.broker import permissions
+from referral_hub.runtime.jetstream import streams, subjects
 from tests.helpers import eventually, referral_request
 
 from .hostile import AttackedHub, describe_all, report, service_factories
@@ -83,9 +84,9 @@ async def test_every_clinic_reads_the_signed_checkpoint_in_its_own_inbox(
         subjects.clinic_in(RECIPIENT, "audit.checkpoint.forged"),
         subjects.clinic_heartbeat(RECIPIENT),
         subjects.clinic_out(SENDER, "referral.request"),
-        f"{natsauth.HUB_API_PREFIX}.STREAM.MSG.GET.{streams.CLINIC_OUT}",
-        f"{natsauth.HUB_API_PREFIX}.STREAM.MSG.GET.{streams.HUB_EVENTS}",
-        f"{natsauth.HUB_API_PREFIX}.DIRECT.GET.{streams.CLINIC_IN}",
+        f"{permissions.HUB_API_PREFIX}.STREAM.MSG.GET.{streams.CLINIC_OUT}",
+        f"{permissions.HUB_API_PREFIX}.STREAM.MSG.GET.{streams.HUB_EVENTS}",
+        f"{permissions.HUB_API_PREFIX}.DIRECT.GET.{streams.CLINIC_IN}",
     ],
 )
 async def test_the_audit_key_stores_no_other_inbox_message_and_reads_no_other_stream(

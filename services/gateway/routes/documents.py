@@ -19,7 +19,7 @@ from referral_hub.gateway import domain
 from referral_hub.gateway.adapters import ClinicLink
 from referral_hub.gateway.domain import Envelope, FhirError, GatewayCode
 from referral_hub.gateway.web import Gateway, caught_up, fhir, gateway_of, json_body, task_view
-from referral_hub.runtime import topology
+from referral_hub.runtime.jetstream import topology
 
 log = structlog.get_logger(__name__)
 

@@ -16,7 +16,7 @@ from referral_hub.gateway.domain import FhirError, GatewayCode
 from referral_hub.gateway.rest_hooks import focus_resources
 from referral_hub.gateway.subscriptions import SubscriptionRecord
 from referral_hub.gateway.web import Gateway, fhir, gateway_of, json_body
-from referral_hub.runtime import topology
+from referral_hub.runtime.jetstream import topology
 
 log = structlog.get_logger(__name__)
 

@@ -1,7 +1,7 @@
 """Write a credentials directory: server configuration, one nkey seed per user, optional TLS.
 
 What ``hubctl nats-config`` and ``hubctl up`` run. The layout is described in
-``runtime.credentials``.
+``runtime.broker.credentials``.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from referral_hub.runtime import natsauth
-from referral_hub.runtime.credentials import users_for
-from referral_hub.runtime.tlsgen import DEFAULT_SERVER_NAMES, write_development_pki
+from referral_hub.runtime.broker import permissions
+from referral_hub.runtime.broker.credentials import users_for
+from referral_hub.runtime.broker.tls import DEFAULT_SERVER_NAMES, write_development_pki
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class Generated:
 
     config_file: Path
     auth_file: Path
-    users: list[natsauth.User] = field(repr=False)
-    tls: natsauth.TlsFiles | None
+    users: list[permissions.User] = field(repr=False)
+    tls: permissions.TlsFiles | None
 
     @property
     def auth_block(self) -> str:
@@ -41,23 +41,23 @@ class Generated:
         return self.auth_file.read_text()
 
 
-def _tls_files(directory: Path, request: TlsRequest, client_names: Sequence[str]) -> natsauth.TlsFiles:
+def _tls_files(directory: Path, request: TlsRequest, client_names: Sequence[str]) -> permissions.TlsFiles:
     if request.cert_file is not None and request.key_file is not None and request.ca_file is not None:
         cert, key, ca = request.cert_file, request.key_file, request.ca_file
     else:
         cert, key, ca = write_development_pki(
             directory / "tls", request.server_names, client_names if request.mutual else ()
         )
-    return natsauth.TlsFiles(str(cert.resolve()), str(key.resolve()), str(ca.resolve()), request.mutual)
+    return permissions.TlsFiles(str(cert.resolve()), str(key.resolve()), str(ca.resolve()), request.mutual)
 
 
 def generate(  # noqa: PLR0913 - the keyword-only options of one command, each independent
     directory: Path,
     clinic_ids: Sequence[str],
-    server: natsauth.ServerOptions,
+    server: permissions.ServerOptions,
     *,
     tls: TlsRequest | None = None,
-    cluster: natsauth.ClusterOptions | None = None,
+    cluster: permissions.ClusterOptions | None = None,
     rotate: Sequence[str] = (),
     break_glass_dir: Path | None = None,
 ) -> Generated:
@@ -69,13 +69,13 @@ def generate(  # noqa: PLR0913 - the keyword-only options of one command, each i
     directory.mkdir(parents=True, exist_ok=True)
     users = users_for(directory, clinic_ids, rotate, break_glass_dir)
     client_names = [
-        *natsauth.HUB_USERS,
-        *natsauth.BREAK_GLASS_USERS,
+        *permissions.HUB_USERS,
+        *permissions.BREAK_GLASS_USERS,
         *(f"clinic-{clinic}" for clinic in clinic_ids),
     ]
     tls_files = _tls_files(directory, tls, client_names) if tls is not None else None
     auth_file = directory / "auth.conf"
-    auth_file.write_text(natsauth.render_auth(users, tls_files))
+    auth_file.write_text(permissions.render_auth(users, tls_files))
     config_file = directory / "nats-server.conf"
-    config_file.write_text(natsauth.render_server_config(server, users, tls_files, cluster))
+    config_file.write_text(permissions.render_server_config(server, users, tls_files, cluster))
     return Generated(config_file, auth_file, users, tls_files)

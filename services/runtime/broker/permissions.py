@@ -1,11 +1,11 @@
 """Who may publish and subscribe to what: the broker-enforced half of clinic isolation.
 
-The hub's Python code checks identities too (``runtime.admission``), but a clinic's
+The hub's Python code checks identities too (``runtime.messaging.admission``), but a clinic's
 isolation must not depend on it: nats-server refuses, before any service sees it, a clinic
 that publishes as another clinic, subscribes to another clinic's inbox, creates a consumer
 on another clinic's subjects, or reads a stream through the JetStream API.
 
-Everything here is a pure function of the registry and the options; ``runtime.credentials``
+Everything here is a pure function of the registry and the options; ``runtime.broker.credentials``
 writes the files and ``hubctl nats-config`` is the command.
 
 Decisions (see SECURITY.md and docs/decisions/0001-accounts.md):
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from referral_hub.errors import HubError
-from referral_hub.runtime import streams, subjects, topology
+from referral_hub.runtime.jetstream import streams, subjects, topology
 
 HUB_ACCOUNT: Final = "HUB"
 """The hub's own account: every stream and bucket but the audit log, the referrals and

@@ -15,10 +15,11 @@ from nats.js.errors import BadRequestError, ServiceUnavailableError
 
 from referral_hub.contracts.registry import Registry
 from referral_hub.errors import HubError
-from referral_hub.runtime import credentials, natsauth, topology
-from referral_hub.runtime.registry import store_registry
-from referral_hub.runtime.servers import server_urls
-from referral_hub.runtime.streams import AUDIT_STREAMS
+from referral_hub.runtime.broker import credentials, permissions
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.jetstream import topology
+from referral_hub.runtime.jetstream.registry_cache import store_registry
+from referral_hub.runtime.jetstream.streams import AUDIT_STREAMS
 
 NO_SUITABLE_PEERS: Final = 10005
 """'no suitable peers for placement': a new cluster whose meta leader has not met every peer yet."""
@@ -176,11 +177,11 @@ async def provision_as_operator(
     only create. With ``break_glass`` the two break-glass keys are used instead, and existing
     streams are brought up to the declared configuration (new limits, budgets).
     """
-    hub_user = credentials.for_break_glass() if break_glass else credentials.for_hub_user(natsauth.ADMIN)
+    hub_user = credentials.for_break_glass() if break_glass else credentials.for_hub_user(permissions.ADMIN)
     audit_user = (
-        credentials.for_break_glass(natsauth.AUDIT_BREAK_GLASS)
+        credentials.for_break_glass(permissions.AUDIT_BREAK_GLASS)
         if break_glass
-        else credentials.for_hub_user(natsauth.AUDITOR)
+        else credentials.for_hub_user(permissions.AUDITOR)
     )
     hub = await nats.connect(server_urls(nats_url), connect_timeout=5, **hub_user.connect_options())
     try:

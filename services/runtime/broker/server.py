@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from referral_hub.errors import HubError
-from referral_hub.runtime.natsauth import ClusterOptions, render_cluster
+from referral_hub.runtime.broker.permissions import ClusterOptions, render_cluster
 
 SYNC_ALWAYS: Final = "always"
 """fsync before every acknowledgement. Jepsen (2025) showed NATS's default two-minute
@@ -123,7 +123,7 @@ class EmbeddedNats:
     """When set, JetStream encrypts its store at rest (ChaCha20-Poly1305). The key reaches the
     server through its environment (``key: $HUB_JETSTREAM_KEY``), never through the config file."""
     auth_config: str = field(default="", repr=False)
-    """An ``authorization`` (and ``tls``) block from ``runtime.natsconfig``: public keys only."""
+    """An ``authorization`` (and ``tls``) block from ``runtime.broker.server_config``: public keys only."""
     tls: bool = False
     """Whether ``auth_config`` makes the server require TLS (the URL says ``tls://`` then)."""
     cluster: ClusterOptions | None = None

@@ -33,7 +33,7 @@ from typing import Any, Final
 import nkeys
 
 from referral_hub.errors import HubError
-from referral_hub.runtime import natsauth
+from referral_hub.runtime.broker import permissions
 
 CREDS_DIR_ENV: Final = "HUB_NATS_CREDS_DIR"
 NKEY_FILE_ENV: Final = "HUB_NATS_NKEY_FILE"
@@ -111,7 +111,7 @@ def users_for(
     clinic_ids: Iterable[str],
     rotate: Iterable[str] = (),
     break_glass_dir: Path | None = None,
-) -> list[natsauth.User]:
+) -> list[permissions.User]:
     """Every user's public key, account and rights; seeds are created where missing and replaced for ``rotate``.
 
     Existing seeds are kept, so regenerating the configuration after a clinic joins does
@@ -120,29 +120,29 @@ def users_for(
     renew = set(rotate)
     glass = break_glass_dir or break_glass_dir_for(directory)
     users = [
-        natsauth.User(
+        permissions.User(
             ensure_seed(hub_seed_path(directory, user), rotate=user in renew),
             f"hub user {user}",
-            natsauth.hub_permissions(user),
-            natsauth.account_of(user),
+            permissions.hub_permissions(user),
+            permissions.account_of(user),
         )
-        for user in natsauth.HUB_USERS
+        for user in permissions.HUB_USERS
     ]
     users.extend(
-        natsauth.User(
+        permissions.User(
             ensure_seed(glass / f"{user}.nk", rotate=user in renew),
             f"break-glass {user} (seed kept outside the hub's data)",
-            natsauth.hub_permissions(user),
-            natsauth.account_of(user),
+            permissions.hub_permissions(user),
+            permissions.account_of(user),
         )
-        for user in natsauth.BREAK_GLASS_USERS
+        for user in permissions.BREAK_GLASS_USERS
     )
     users.extend(
-        natsauth.User(
+        permissions.User(
             ensure_seed(clinic_seed_path(directory, clinic), rotate=clinic in renew),
             f"clinic {clinic}",
-            natsauth.clinic_permissions(clinic),
-            natsauth.clinic_account(clinic),
+            permissions.clinic_permissions(clinic),
+            permissions.clinic_account(clinic),
         )
         for clinic in clinic_ids
     )
@@ -216,7 +216,7 @@ def _from_environment(inbox_prefix: str, seed_in: Callable[[Path], Path], client
 def for_clinic(clinic_id: str) -> NatsCredentials:
     """A clinic's credentials, as the environment names them."""
     return _from_environment(
-        natsauth.clinic_inbox_prefix(clinic_id),
+        permissions.clinic_inbox_prefix(clinic_id),
         lambda directory: clinic_seed_path(directory, clinic_id),
         f"clinic-{clinic_id}",
     )
@@ -224,10 +224,10 @@ def for_clinic(clinic_id: str) -> NatsCredentials:
 
 def for_hub_user(user: str) -> NatsCredentials:
     """A hub user's credentials (a service, ``admin``, ``ops`` or ``auditor``), as the environment names them."""
-    return _from_environment(natsauth.hub_inbox_prefix(user), lambda directory: hub_seed_path(directory, user), user)
+    return _from_environment(permissions.hub_inbox_prefix(user), lambda directory: hub_seed_path(directory, user), user)
 
 
-def for_break_glass(user: str = natsauth.BREAK_GLASS) -> NatsCredentials:
+def for_break_glass(user: str = permissions.BREAK_GLASS) -> NatsCredentials:
     """A break-glass key: from ``HUB_BREAKGLASS_DIR``, or beside the credentials directory's parent."""
     directory = _path_env(CREDS_DIR_ENV)
     glass = _path_env(BREAK_GLASS_DIR_ENV) or (break_glass_dir_for(directory) if directory else None)
@@ -241,6 +241,6 @@ def hub_api_prefix(user: str) -> str:
     credentials directory or seed file is named), the imported ``$JS.HUB.API``.
     """
     secured = _path_env(CREDS_DIR_ENV) is not None or _path_env(NKEY_FILE_ENV) is not None
-    if secured and natsauth.account_of(user) == natsauth.AUDIT_ACCOUNT:
-        return natsauth.HUB_API_PREFIX
-    return natsauth.JS_API
+    if secured and permissions.account_of(user) == permissions.AUDIT_ACCOUNT:
+        return permissions.HUB_API_PREFIX
+    return permissions.JS_API

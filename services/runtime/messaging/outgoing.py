@@ -1,7 +1,7 @@
 """What a handler hands back to be published, as plain data, and how events become outputs.
 
-A domain decides its events and announcements without I/O; ``runtime.handling.Effects``
-publishes these outputs and ``runtime.inbox.InboxWriter`` numbers the inbox deliveries.
+A domain decides its events and announcements without I/O; ``runtime.messaging.ack_policy.Effects``
+publishes these outputs and ``runtime.messaging.inbox_writer.InboxWriter`` numbers the inbox deliveries.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from uuid import UUID
 
 from referral_hub.contracts.base import Message
 from referral_hub.contracts.codec import encode
-from referral_hub.runtime import subjects
-from referral_hub.runtime.ids import derived_id
+from referral_hub.runtime.jetstream import subjects
+from referral_hub.runtime.messaging.ids import derived_id
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Outgoing:
 
 
 @dataclass(frozen=True)
-class InboxDelivery:
+class ToInbox:
     """A message for one clinic's inbox; the writer fills in ``event_number``."""
 
     clinic: str
@@ -72,17 +72,17 @@ class Announcement:
     clinics: tuple[str, ...]
 
 
-def announce(announcements: list[Announcement]) -> list[Outgoing | InboxDelivery]:
+def announce(announcements: list[Announcement]) -> list[Outgoing | ToInbox]:
     """The domain event plus one numbered inbox copy per clinic, for each announcement.
 
     Each stored copy has its own ``Nats-Msg-Id``: copies in one stream sharing an id would
     be de-duplicated into a single message, silently starving all but one inbox.
     """
-    outputs: list[Outgoing | InboxDelivery] = []
+    outputs: list[Outgoing | ToInbox] = []
     for item in announcements:
         event_id = str(item.event.message_id)
         outputs.append(Outgoing(subjects.domain_event(item.event_type), encode(item.event), f"{event_id}/event"))
         outputs.extend(
-            InboxDelivery(clinic, item.event_type, item.event, f"{event_id}/inbox/{clinic}") for clinic in item.clinics
+            ToInbox(clinic, item.event_type, item.event, f"{event_id}/inbox/{clinic}") for clinic in item.clinics
         )
     return outputs

@@ -15,8 +15,8 @@ from nats.js import JetStreamContext
 
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.errors import HubError
-from referral_hub.runtime.kvstore import KvView
-from referral_hub.runtime.topology import REGISTRY_KV, clinic_inbox_consumer
+from referral_hub.runtime.jetstream.kvstore import KvView
+from referral_hub.runtime.jetstream.topology import REGISTRY_KV, clinic_inbox_consumer
 
 KEY_PREFIX: Final = "clinic."
 

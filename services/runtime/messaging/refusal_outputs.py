@@ -14,14 +14,14 @@ import msgspec
 
 from referral_hub.contracts.codec import encode, lenient_decode
 from referral_hub.contracts.rejections import DeadLetter, Rejection
-from referral_hub.runtime import subjects
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.handling import Handled
-from referral_hub.runtime.ids import derived_id
-from referral_hub.runtime.metrics import REJECTIONS
-from referral_hub.runtime.outputs import InboxDelivery, Outgoing
-from referral_hub.runtime.refusals import HUB_SENDER, Refusal
-from referral_hub.runtime.streams import MSG_ID_HEADER
+from referral_hub.runtime.hosting.metrics import REJECTIONS
+from referral_hub.runtime.jetstream import subjects
+from referral_hub.runtime.jetstream.streams import MSG_ID_HEADER
+from referral_hub.runtime.messaging.ack_policy import Handled
+from referral_hub.runtime.messaging.ids import derived_id
+from referral_hub.runtime.messaging.incoming import Incoming
+from referral_hub.runtime.messaging.outgoing import Outgoing, ToInbox
+from referral_hub.runtime.messaging.refusals import HUB_SENDER, Refusal
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,10 @@ class Offender:
     correlation_id: uuid.UUID | None = None
 
 
-def refusal_outputs(
-    service: str, delivery: Delivery, refusal: Refusal, offender: Offender
-) -> list[Outgoing | InboxDelivery]:
+def refusal_outputs(service: str, delivery: Incoming, refusal: Refusal, offender: Offender) -> list[Outgoing | ToInbox]:
     """The rejection for the sender's inbox (when the sender is a known clinic) and the dead letter."""
     seed = delivery.source_key
-    outputs: list[Outgoing | InboxDelivery] = []
+    outputs: list[Outgoing | ToInbox] = []
     if offender.sender_clinic is not None:
         rejection = Rejection(
             message_id=derived_id(seed, "rejection"),
@@ -54,7 +52,7 @@ def refusal_outputs(
             current_state=refusal.current_state,
             current_version=refusal.current_version,
         )
-        outputs.append(InboxDelivery(offender.sender_clinic, "rejection", rejection, str(rejection.message_id)))
+        outputs.append(ToInbox(offender.sender_clinic, "rejection", rejection, str(rejection.message_id)))
     dead_letter = DeadLetter(
         code=refusal.code,
         reason=refusal.reason[:1000],
@@ -77,7 +75,7 @@ def _as_uuid(text: str) -> uuid.UUID | None:
         return None
 
 
-def offending_message_id(delivery: Delivery, payload_message_id: str | None) -> str:
+def offending_message_id(delivery: Incoming, payload_message_id: str | None) -> str:
     """The best available id of a refused message: payload, then header, then stream position."""
     return payload_message_id or delivery.headers.get(MSG_ID_HEADER) or delivery.source_key
 
@@ -89,7 +87,7 @@ class _Identity(msgspec.Struct):
     correlation_id: str = ""
 
 
-def offender_of(delivery: Delivery, sender_clinic: str | None, message_id: uuid.UUID | None = None) -> Offender:
+def offender_of(delivery: Incoming, sender_clinic: str | None, message_id: uuid.UUID | None = None) -> Offender:
     """What is known of a refused message's origin, its ids read leniently from the payload.
 
     ``message_id`` is the decoded id when the message passed validation; otherwise the
@@ -104,7 +102,7 @@ def offender_of(delivery: Delivery, sender_clinic: str | None, message_id: uuid.
 
 
 def refuse(
-    service: str, delivery: Delivery, refusal: Refusal, message_id: uuid.UUID | None, registered: Callable[[str], bool]
+    service: str, delivery: Incoming, refusal: Refusal, message_id: uuid.UUID | None, registered: Callable[[str], bool]
 ) -> Handled:
     """The outcome of refusing a clinic submission: rejection, dead letter, metric and log fields.
 

@@ -5,7 +5,7 @@ atomic batch (ADR-50). The first message carries the expectation
 (``Nats-Expected-Last-Sequence``), and the server stores the whole batch right after it, or
 nothing. One round trip stores many messages, and a lost race costs one retry of the batch
 instead of a fork or a gap. Two users: the audit chain (``audit.adapters.ChainWriter``,
-one key) and the clinic inboxes (``runtime.inbox.InboxWriter``, one key per clinic,
+one key) and the clinic inboxes (``runtime.messaging.inbox_writer.InboxWriter``, one key per clinic,
 expecting ``Nats-Expected-Last-Subject-Sequence`` on the clinic's inbox subjects).
 
 A core NATS subscriber on the stream's subjects sees a batch's messages as they are sent,
@@ -28,7 +28,7 @@ from nats.aio.client import Client
 from nats.js.errors import APIError
 
 from referral_hub.errors import HubError
-from referral_hub.runtime.streams import MSG_ID_HEADER
+from referral_hub.runtime.jetstream.streams import MSG_ID_HEADER
 
 WRONG_LAST_SEQUENCE: Final = 10071
 BATCH_HAS_DUPLICATE: Final = 10201

@@ -1,6 +1,6 @@
 """Answers a clinic's inbox reads: its messages after an event number, straight from the store.
 
-Clinics may not create consumers (see ``runtime.natsauth``), so the hub answers replay
+Clinics may not create consumers (see ``runtime.broker.permissions``), so the hub answers replay
 requests itself. A clinic asks on ``hub.inbox.<id>.read`` (its account imports exactly that
 subject, so the id in it is authenticated by the server) with an :class:`InboxRead`, and
 gets an :class:`InboxPage` of the stored messages after ``after``, oldest first.
@@ -25,8 +25,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from referral_hub.contracts.inbox import InboxPage, InboxRead, InboxStored
-from referral_hub.runtime import streams, subjects
-from referral_hub.runtime.inbox import event_number_of
+from referral_hub.runtime.jetstream import streams, subjects
+from referral_hub.runtime.messaging.inbox_writer import event_number_of
 
 MAX_PAGE_MESSAGES: Final = 200
 MAX_PAGE_BYTES: Final = 512 * 1024

@@ -22,8 +22,8 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from referral_hub.runtime import credentials
-from referral_hub.runtime.metrics import (
+from referral_hub.runtime.broker import credentials
+from referral_hub.runtime.hosting.metrics import (
     CONSUMER_ACK_PENDING,
     CONSUMER_PENDING,
     CONSUMER_REDELIVERED,
@@ -32,8 +32,8 @@ from referral_hub.runtime.metrics import (
     STREAM_BYTES,
     STREAM_MESSAGES,
 )
-from referral_hub.runtime.streams import AUDIT_STREAMS
-from referral_hub.runtime.topology import ConsumerSpec
+from referral_hub.runtime.jetstream.streams import AUDIT_STREAMS
+from referral_hub.runtime.jetstream.topology import ConsumerSpec
 
 REFRESH_SECONDS: Final = 2.0
 INDEX: Final = (

@@ -4,7 +4,7 @@ nats-server has no Prometheus endpoint of its own. The official ``prometheus-nat
 is a Go binary that none of the package registries the hub installs from (PyPI, Debian, npm)
 carries, so the hub ships this small equivalent, run as its own process beside the services:
 
-    python -m referral_hub.runtime.natsmonitor --nats-monitor-url http://nats-1:8222
+    python -m referral_hub.runtime.broker.exporter --nats-monitor-url http://nats-1:8222
         [--nats-monitor-url http://nats-2:8222 ...] [--metrics-host 0.0.0.0] [--metrics-port 9104]
 
 ``hubctl up`` starts it with every node's monitoring URL, on the port after the services'.
@@ -163,7 +163,7 @@ class NatsMonitor:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The exporter's command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m referral_hub.runtime.natsmonitor",
+        prog="python -m referral_hub.runtime.broker.exporter",
         description="Export nats-server's /varz and /jsz as Prometheus metrics (the hub's NATS exporter).",
     )
     parser.add_argument(
@@ -188,8 +188,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve ``/metrics``, ``/health`` and ``/health/live`` until SIGINT or SIGTERM."""
-    from referral_hub.runtime import metrics  # noqa: PLC0415 - only the exporter process needs the HTTP side
-    from referral_hub.runtime.health import HealthServer, Readiness  # noqa: PLC0415 - same
+    from referral_hub.runtime.hosting import metrics  # noqa: PLC0415 - only the exporter process needs the HTTP side
+    from referral_hub.runtime.hosting.health import HealthServer, Readiness  # noqa: PLC0415 - same
 
     args = parse_args(argv)
     REGISTRY.register(NatsMonitor(args.nats_monitor_url))

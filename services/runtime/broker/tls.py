@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from referral_hub.runtime.credentials import write_secret
+from referral_hub.runtime.broker.credentials import write_secret
 
 VALID_DAYS: Final = 365
 DEFAULT_SERVER_NAMES: Final = ("localhost", "127.0.0.1", "::1")

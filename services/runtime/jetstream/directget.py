@@ -1,6 +1,6 @@
 """Reading a stream in order without a consumer: JetStream batched direct gets.
 
-A reader that may not create consumers (the audit log's operators, see ``runtime.natsauth``)
+A reader that may not create consumers (the audit log's operators, see ``runtime.broker.permissions``)
 reads with ``$JS.API.DIRECT.GET.<stream>``, which any replica of a stream with
 ``allow_direct`` answers. What nats-server 2.15 does with a request body
 ``{"seq": N, "batch": K}`` (optionally ``"next_by_subj"``; ``server/stream.go``,

@@ -1,7 +1,7 @@
 """One stored message as a handler sees it, as plain data.
 
 The pure core (the audit log's description of a message, admission) reads deliveries, so
-the record lives apart from the client library; ``runtime.handling.delivery_from_nats``
+the record lives apart from the client library; ``runtime.messaging.ack_policy.incoming_from_nats``
 builds one from a JetStream message.
 """
 
@@ -13,7 +13,7 @@ from datetime import datetime
 
 
 @dataclass(frozen=True)
-class Delivery:
+class Incoming:
     """One stored message, as a handler sees it: bytes, where it was stored, and when."""
 
     subject: str

@@ -25,9 +25,9 @@ from referral_hub.contracts.codec import (
 )
 from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.refusals import Refusal
-from referral_hub.runtime.subjects import OutSubject, parse_clinic_out
+from referral_hub.runtime.jetstream.subjects import OutSubject, parse_clinic_out
+from referral_hub.runtime.messaging.incoming import Incoming
+from referral_hub.runtime.messaging.refusals import Refusal
 
 MAX_COMMAND_BYTES: Final = 64 * 1024
 """The largest submission the hub takes. A referral with its reason and notes is a few KiB;
@@ -109,7 +109,7 @@ class RateLimiter:
         return True
 
 
-def admit_delivery(delivery: Delivery, lookup: ClinicLookup, limiter: RateLimiter) -> Admitted | Refusal:
+def admit_delivery(delivery: Incoming, lookup: ClinicLookup, limiter: RateLimiter) -> Admitted | Refusal:
     """The sending clinic's rate, then everything :func:`admit` checks."""
     out = parse_clinic_out(delivery.subject)
     if out is not None and not limiter.allows(out.clinic_id, delivery.stored_at, first_attempt=delivery.attempt <= 1):

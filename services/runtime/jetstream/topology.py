@@ -20,7 +20,7 @@ from typing import Final
 from nats.js import api
 
 from referral_hub.errors import HubError
-from referral_hub.runtime import streams, subjects
+from referral_hub.runtime.jetstream import streams, subjects
 
 DAY: Final = 24 * 60 * 60.0
 AUDIT_RETENTION_DAYS: Final = 6 * 366 + 30
@@ -169,8 +169,10 @@ def stream_configs(replicas: int = 1, budgets: Mapping[str, int] | None = None) 
     clinic_in = stream(
         streams.CLINIC_IN, subjects.CLINIC_IN_ALL, max_age_days=90, dedupe_seconds=streams.OUTPUT_DEDUPE_SECONDS
     )
-    clinic_in.allow_atomic = True  # the inbox writer's per-clinic atomic batches (runtime.inbox.InboxWriter)
-    clinic_in.allow_direct = True  # inbox reads by event number (runtime.inboxread) use direct gets
+    clinic_in.allow_atomic = (
+        True  # the inbox writer's per-clinic atomic batches (runtime.messaging.inbox_writer.InboxWriter)
+    )
+    clinic_in.allow_direct = True  # inbox reads by event number (runtime.messaging.inbox_reads) use direct gets
     configs = [
         clinic_out,
         clinic_in,

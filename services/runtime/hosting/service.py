@@ -1,7 +1,7 @@
 """Running one service: connect, build it, start its jobs, serve metrics and health, stop cleanly.
 
 faststream's broker holds the connection (credentials, reconnects, graceful stop). Every
-durable consumer is read by the hub's own pull loop (``runtime.pulling``), not by a faststream
+durable consumer is read by the hub's own pull loop (``runtime.messaging.pull_loop``), not by a faststream
 subscriber: decision 0005 gives the measurements and the traps that decided it.
 """
 
@@ -19,11 +19,11 @@ from faststream.nats import NatsBroker
 from faststream.nats.security import NatsNKey, NatsSecurity
 from nats.aio.client import Client
 
-from referral_hub.runtime import credentials
-from referral_hub.runtime.health import HealthServer, refresh_readiness
-from referral_hub.runtime.pulling import Job
-from referral_hub.runtime.servers import server_urls
-from referral_hub.runtime.topology import ConsumerSpec
+from referral_hub.runtime.broker import credentials
+from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.hosting.health import HealthServer, refresh_readiness
+from referral_hub.runtime.jetstream.topology import ConsumerSpec
+from referral_hub.runtime.messaging.pull_loop import Job
 
 GRACEFUL_SECONDS: Final = 10.0
 SUPERVISOR_RESTART_SECONDS: Final = 1.0
@@ -85,7 +85,7 @@ def new_broker(nats_url: str, service: str) -> NatsBroker:
 def broker_options(creds: credentials.NatsCredentials) -> dict[str, Any]:
     """Keyword arguments for faststream's ``NatsBroker``, which takes credentials as ``security=``.
 
-    Here and not in ``runtime.credentials``: only service processes load faststream, and every
+    Here and not in ``runtime.broker.credentials``: only service processes load faststream, and every
     ``hubctl`` command reads credentials.
     """
     options: dict[str, Any] = {"inbox_prefix": creds.inbox_prefix}

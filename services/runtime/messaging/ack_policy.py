@@ -1,6 +1,6 @@
 """The acknowledgement policy every service handler runs under.
 
-:func:`handle_one` turns the JetStream message into a :class:`Delivery`, hands it to a plain
+:func:`handle_one` turns the JetStream message into a :class:`Incoming`, hands it to a plain
 async function, publishes what that function returns, and only then acknowledges.
 
 Acknowledgement policy, decided deliberately (faststream's default REJECT_ON_ERROR would
@@ -25,20 +25,20 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.inbox import InboxWriter
-from referral_hub.runtime.metrics import HANDLING_SECONDS, MESSAGES_HANDLED
-from referral_hub.runtime.outputs import InboxDelivery, Outgoing
-from referral_hub.runtime.streams import MSG_ID_HEADER
+from referral_hub.runtime.hosting.metrics import HANDLING_SECONDS, MESSAGES_HANDLED
+from referral_hub.runtime.jetstream.streams import MSG_ID_HEADER
+from referral_hub.runtime.messaging.inbox_writer import InboxWriter
+from referral_hub.runtime.messaging.incoming import Incoming
+from referral_hub.runtime.messaging.outgoing import Outgoing, ToInbox
 
 MAX_NAK_DELAY_SECONDS: Final = 30.0
 log = structlog.get_logger(__name__)
 
 
-def delivery_from_nats(raw: Msg) -> Delivery:
+def incoming_from_nats(raw: Msg) -> Incoming:
     """A JetStream message as the plain record handlers and the pure core read."""
     meta = raw.metadata
-    return Delivery(
+    return Incoming(
         subject=raw.subject,
         data=raw.data,
         headers=dict(raw.headers or {}),
@@ -54,7 +54,7 @@ class Handled:
     """What a handler decided: its outcome (for metrics and the log line) and its effects."""
 
     outcome: str
-    outgoing: Sequence[Outgoing | InboxDelivery] = ()
+    outgoing: Sequence[Outgoing | ToInbox] = ()
     log_fields: Mapping[str, object] | None = None
     on_stored: Callable[[], None] | None = None
     """Called once every outgoing message is stored, and only then (never after a failure)."""
@@ -67,7 +67,7 @@ class Effects:
         """Built once the service is connected; every handler of the service shares it."""
         self.inbox = InboxWriter(connection)
 
-    async def apply(self, outgoing: Sequence[Outgoing | InboxDelivery]) -> None:
+    async def apply(self, outgoing: Sequence[Outgoing | ToInbox]) -> None:
         """Publish everything concurrently and wait for every ack.
 
         Each output carries ``Nats-Msg-Id``, so a redelivered command re-publishing the same
@@ -77,7 +77,7 @@ class Effects:
         await asyncio.gather(
             *(
                 self.inbox.deliver(item)
-                if isinstance(item, InboxDelivery)
+                if isinstance(item, ToInbox)
                 else js.publish(item.subject, item.payload, headers={MSG_ID_HEADER: item.msg_id})
                 for item in outgoing
             ),
@@ -93,11 +93,11 @@ async def handle_one(
     service: str,
     handler: str,
     effects: Effects,
-    process: Callable[[Delivery], Awaitable[Handled]],
+    process: Callable[[Incoming], Awaitable[Handled]],
     raw: Msg,
 ) -> bool:
     """Process, apply effects, then ack; on failure nak with back-off. True if acknowledged."""
-    delivery = delivery_from_nats(raw)
+    delivery = incoming_from_nats(raw)
     started = time.perf_counter()
     structlog.contextvars.bind_contextvars(
         subject=delivery.subject,

@@ -1,6 +1,6 @@
 """A domain's refusal of a message, and the sender name of what the hub says itself.
 
-Plain data: the domains decide refusals without I/O; ``runtime.rejecting`` turns one into
+Plain data: the domains decide refusals without I/O; ``runtime.messaging.refusal_outputs`` turns one into
 the sender's typed rejection and an operator's dead letter.
 """
 

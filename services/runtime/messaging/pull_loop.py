@@ -25,10 +25,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from referral_hub.contracts.codec import lenient_decode
-from referral_hub.runtime import credentials
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.handling import Effects, Handled, delivery_from_nats, handle_one, nak_delay
-from referral_hub.runtime.topology import ConsumerSpec
+from referral_hub.runtime.broker import credentials
+from referral_hub.runtime.jetstream.topology import ConsumerSpec
+from referral_hub.runtime.messaging.ack_policy import Effects, Handled, handle_one, incoming_from_nats, nak_delay
+from referral_hub.runtime.messaging.incoming import Incoming
 
 FIRST_WAIT_SECONDS: Final = 5.0
 """How long one pull waits for the first message; it returns as soon as one arrives."""
@@ -51,11 +51,11 @@ class _About(msgspec.Struct):
     patient_ref: str = ""
 
 
-def _about(delivery: Delivery) -> _About | None:
+def _about(delivery: Incoming) -> _About | None:
     return lenient_decode(delivery.data, _About)
 
 
-def order_by_referral(delivery: Delivery) -> str:
+def order_by_referral(delivery: Incoming) -> str:
     """Commands about one referral (or, failing that, one patient) are handled in order."""
     about = _about(delivery)
     if about is not None and about.referral_id:
@@ -65,12 +65,12 @@ def order_by_referral(delivery: Delivery) -> str:
     return delivery.source_key
 
 
-def unordered(delivery: Delivery) -> str:
+def unordered(delivery: Incoming) -> str:
     """Every message on its own (the audit chain orders its entries itself)."""
     return delivery.source_key
 
 
-def order_by_patient(delivery: Delivery) -> str:
+def order_by_patient(delivery: Incoming) -> str:
     """Events about one patient (an alert and its resolution) are handled in order."""
     about = _about(delivery)
     return f"patient:{about.patient_ref}" if about is not None and about.patient_ref else delivery.source_key
@@ -139,7 +139,7 @@ async def pull_forever(
     js: JetStreamContext,
     spec: ConsumerSpec,
     handle_one: HandleOne,
-    order_key: Callable[[Delivery], str],
+    order_key: Callable[[Incoming], str],
 ) -> None:
     """Bind to the provisioned durable consumer and pipe what it delivers through a :class:`KeyedPipeline`."""
     subscription = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
@@ -151,28 +151,28 @@ async def pull_forever(
             except TimeoutError:  # nats.errors.TimeoutError subclasses it; nats-py raises both kinds
                 continue
             for raw in first:  # under way before the sweep, which waits SWEEP_SECONDS when nothing follows
-                await pipeline.submit(order_key(delivery_from_nats(raw)), raw)
+                await pipeline.submit(order_key(incoming_from_nats(raw)), raw)
             batch = []
             with contextlib.suppress(TimeoutError):
                 batch = await subscription.fetch(BATCH - 1, timeout=SWEEP_SECONDS)
             for raw in sorted(batch, key=lambda m: m.metadata.sequence.stream):
-                await pipeline.submit(order_key(delivery_from_nats(raw)), raw)
+                await pipeline.submit(order_key(incoming_from_nats(raw)), raw)
     finally:
         await pipeline.cancel()
         await subscription.unsubscribe()
 
 
 @dataclass(frozen=True)
-class Pulled:
+class PullConsumer:
     """A durable consumer a service pulls itself, named for its metrics and logs, and its order."""
 
     service: str
     handler: str
     spec: ConsumerSpec
-    order_key: Callable[[Delivery], str]
+    order_key: Callable[[Incoming], str]
 
-    def job(self, effects: Effects, process: Callable[[Delivery], Awaitable[Handled]]) -> Job:
-        """A service job that pulls forever, every message under ``handling.handle_one``'s acknowledgement policy."""
+    def job(self, effects: Effects, process: Callable[[Incoming], Awaitable[Handled]]) -> Job:
+        """A service job that pulls forever, every message under ``ack_policy.handle_one``'s acknowledgement policy."""
 
         async def one(raw: Msg) -> bool:
             return await handle_one(self.service, self.handler, effects, process, raw)

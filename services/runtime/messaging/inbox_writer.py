@@ -23,10 +23,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from referral_hub.contracts.codec import encode
-from referral_hub.runtime import streams, subjects
-from referral_hub.runtime.batching import GroupCommit, Pending, Publish, publish_atomic, store_in_order
-from referral_hub.runtime.outputs import InboxDelivery
-from referral_hub.runtime.streams import MSG_ID_HEADER
+from referral_hub.runtime.jetstream import streams, subjects
+from referral_hub.runtime.jetstream.batching import GroupCommit, Pending, Publish, publish_atomic, store_in_order
+from referral_hub.runtime.jetstream.streams import MSG_ID_HEADER
+from referral_hub.runtime.messaging.outgoing import ToInbox
 
 MAX_BATCH: Final = 64
 """Deliveries per atomic batch; the server's own limit is 1,000."""
@@ -59,7 +59,7 @@ class InboxWriter:
 
     Deliveries to one clinic queue while its previous ones are being stored. When
     :data:`MIN_ATOMIC_BATCH` or more have queued, they go out together as one JetStream
-    atomic batch (``runtime.batching``): the first message carries
+    atomic batch (``runtime.jetstream.batching``): the first message carries
     ``Nats-Expected-Last-Subject-Sequence`` for the clinic's inbox, so the batch is stored
     right after the head we numbered from, whole, or not at all. One round trip then numbers
     many deliveries; one at a time, a busy clinic's inbox was the hub's bottleneck (every
@@ -71,7 +71,7 @@ class InboxWriter:
         self._nc = connection
         self._js = connection.jetstream()
         self._heads: dict[str, tuple[int, int]] = {}
-        self._group: GroupCommit[str, InboxDelivery, int] = GroupCommit(self._commit, max_batch)
+        self._group: GroupCommit[str, ToInbox, int] = GroupCommit(self._commit, max_batch)
 
     @property
     def jetstream(self) -> JetStreamContext:
@@ -86,12 +86,12 @@ class InboxWriter:
             return 0, 0
         return last.seq or 0, event_number_of(last.data or b"")
 
-    async def deliver(self, delivery: InboxDelivery) -> int:
+    async def deliver(self, delivery: ToInbox) -> int:
         """Store the message as the clinic's next event; returns its event number (0 if a duplicate)."""
         return await self._group.submit(delivery.clinic, delivery)
 
-    async def _commit(self, clinic: str, batch: list[Pending[InboxDelivery, int]]) -> None:
-        async def store(waiting: list[Pending[InboxDelivery, int]], one_by_one: bool) -> None:  # noqa: FBT001 - store_in_order's callback shape
+    async def _commit(self, clinic: str, batch: list[Pending[ToInbox, int]]) -> None:
+        async def store(waiting: list[Pending[ToInbox, int]], one_by_one: bool) -> None:  # noqa: FBT001 - store_in_order's callback shape
             await (self._store_each(clinic, waiting) if one_by_one else self._store_batch(clinic, waiting))
 
         def forget_head() -> None:
@@ -99,7 +99,7 @@ class InboxWriter:
 
         await store_in_order(batch, store, forget_head, f"{clinic}'s inbox deliveries")
 
-    async def _store_batch(self, clinic: str, batch: list[Pending[InboxDelivery, int]]) -> None:
+    async def _store_batch(self, clinic: str, batch: list[Pending[ToInbox, int]]) -> None:
         """Store ``batch`` numbered after the head, as one atomic batch right after it (or nothing)."""
         if len(batch) < MIN_ATOMIC_BATCH:
             await self._store_each(clinic, batch)
@@ -114,7 +114,7 @@ class InboxWriter:
         for offset, pending in enumerate(batch, start=1):
             pending.done.set_result(number + offset)
 
-    async def _store_each(self, clinic: str, batch: list[Pending[InboxDelivery, int]]) -> None:
+    async def _store_each(self, clinic: str, batch: list[Pending[ToInbox, int]]) -> None:
         """Store ``batch`` one delivery at a time, each after the previous one's acknowledgement.
 
         The way through a batch holding a duplicate: a redelivered command's copy is refused
@@ -139,6 +139,6 @@ def _after(clinic: str, sequence: int) -> dict[str, str]:
     return {EXPECTED_LAST_SUBJECT_SEQUENCE: str(sequence), EXPECTED_LAST_SUBJECT_FILTER: subjects.clinic_inbox(clinic)}
 
 
-def _numbered_publish(delivery: InboxDelivery, number: int) -> Publish:
+def _numbered_publish(delivery: ToInbox, number: int) -> Publish:
     numbered = msgspec.structs.replace(delivery.message, event_number=number)
     return Publish(subjects.clinic_in(delivery.clinic, delivery.message_type), encode(numbered), delivery.msg_id)

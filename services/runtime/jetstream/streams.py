@@ -2,7 +2,7 @@
 
 Plain names, no client library: the pure core (the audit log's description of a stored
 message, the referral domain's re-announcement window) reads them without importing nats;
-``runtime.topology`` builds the stream configurations from them.
+``runtime.jetstream.topology`` builds the stream configurations from them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ AUDIT: Final = "AUDIT"
 AUDIT_CHECKPOINTS: Final = "AUDIT_CHECKPOINTS"
 HUB_ADVISORIES: Final = "HUB_ADVISORIES"
 AUDIT_STREAMS: Final = (AUDIT, AUDIT_CHECKPOINTS)
-"""The streams of the audit account (``runtime.natsauth.AUDIT_ACCOUNT``)."""
+"""The streams of the audit account (``runtime.broker.permissions.AUDIT_ACCOUNT``)."""
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 """The header JetStream de-duplicates a stored message by, within its stream's window."""

@@ -18,12 +18,12 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.runtime import streams
-from referral_hub.runtime.delivery import Delivery
-from referral_hub.runtime.handling import Handled
-from referral_hub.runtime.refusals import Refusal
-from referral_hub.runtime.rejecting import offender_of, refusal_outputs
-from referral_hub.runtime.subjects import parse_clinic_out
+from referral_hub.runtime.jetstream import streams
+from referral_hub.runtime.jetstream.subjects import parse_clinic_out
+from referral_hub.runtime.messaging.ack_policy import Handled
+from referral_hub.runtime.messaging.incoming import Incoming
+from referral_hub.runtime.messaging.refusal_outputs import offender_of, refusal_outputs
+from referral_hub.runtime.messaging.refusals import Refusal
 
 
 class _Advisory(msgspec.Struct):
@@ -35,7 +35,7 @@ class _Advisory(msgspec.Struct):
     deliveries: int = 0
 
 
-class ExhaustedHandler:
+class MaxDeliveriesHandler:
     """Dead-letters the message a MAX_DELIVERIES advisory names."""
 
     def __init__(self, js: JetStreamContext, is_registered_clinic: Callable[[str], bool]) -> None:
@@ -43,7 +43,7 @@ class ExhaustedHandler:
         self._js = js
         self._is_registered_clinic = is_registered_clinic
 
-    async def __call__(self, delivery: Delivery) -> Handled:
+    async def __call__(self, delivery: Incoming) -> Handled:
         """Fetch the original and return its dead letter (and rejection)."""
         try:
             advisory = msgspec.json.decode(delivery.data, type=_Advisory)
@@ -53,7 +53,7 @@ class ExhaustedHandler:
             raw = await self._js.get_msg(advisory.stream, advisory.stream_seq)
         except NotFoundError:
             return Handled(outcome="gone", log_fields={"stream": advisory.stream, "stream_seq": advisory.stream_seq})
-        original = Delivery(
+        original = Incoming(
             subject=raw.subject or "",
             data=raw.data or b"",
             headers=dict(raw.headers or {}),

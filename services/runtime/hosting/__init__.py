@@ -1,0 +1,1 @@
+"""One service process: its run loop, logs, metrics and health endpoints."""

@@ -1,0 +1,1 @@
+"""What the hub keeps in JetStream (streams, subjects, buckets, consumers) and how it reads and writes them."""

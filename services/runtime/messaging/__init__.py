@@ -1,0 +1,1 @@
+"""A message's way through a service: admitted, handled, acknowledged, and its outputs stored."""
