@@ -20,7 +20,7 @@ from referral_hub.audit import app as audit_app
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import app as referrals_app
 from referral_hub.runtime.broker import credentials, permissions
-from referral_hub.runtime.broker.server import EmbeddedCluster, EmbeddedNats, free_port, free_ports
+from referral_hub.runtime.broker.embedded import EmbeddedCluster, EmbeddedNats, free_port, free_ports
 from referral_hub.runtime.broker.urls import server_urls
 from referral_hub.runtime.hosting.service import ServiceApp, ServiceSettings, serve
 from referral_hub.runtime.jetstream.provision import provision_as_operator

@@ -26,7 +26,7 @@ from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.domain import SlaPolicy
 from referral_hub.referrals.handlers import IntakeHandler
 from referral_hub.runtime.broker import credentials, permissions
-from referral_hub.runtime.broker.server import EmbeddedCluster, EmbeddedNats, free_port, free_ports
+from referral_hub.runtime.broker.embedded import EmbeddedCluster, EmbeddedNats, free_port, free_ports
 from referral_hub.runtime.broker.server_config import generate
 from referral_hub.runtime.jetstream import streams, topology
 from referral_hub.runtime.jetstream.registry_cache import RegistryCache, load_registry_file

@@ -41,7 +41,7 @@ from referral_hub.audit.domain import GENESIS_HASH, chain
 from referral_hub.contracts.audit import AuditCheckpoint, AuditEntry
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import app as referrals_app
-from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.broker.embedded import EmbeddedNats
 
 from .conftest import start_services
 from .helpers import RunningHub, eventually, hubctl, referral_request, wait_idle

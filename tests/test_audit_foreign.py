@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from referral_hub.audit.adapters import ChainWriter, Checkpointer, read_chain, read_checkpoints
 from referral_hub.audit.checkpoints import load_key, new_key_seed
 from referral_hub.audit.domain import describe, verify
-from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.broker.embedded import EmbeddedNats
 from referral_hub.runtime.jetstream import streams, subjects
 from referral_hub.runtime.messaging.incoming import Incoming
 

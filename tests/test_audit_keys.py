@@ -37,7 +37,7 @@ from referral_hub.audit.domain import GENESIS_HASH, describe
 from referral_hub.audit.note import SignerKey, open_note, sign_note
 from referral_hub.contracts.audit import AuditCheckpoint
 from referral_hub.contracts.base import UtcDatetime
-from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.broker.embedded import EmbeddedNats
 from referral_hub.runtime.jetstream import subjects
 from referral_hub.runtime.jetstream.provision import provision_as_operator
 from referral_hub.runtime.messaging.incoming import Incoming

@@ -19,7 +19,7 @@ from referral_hub.audit import app as audit_app
 from referral_hub.audit.adapters import read_chain
 from referral_hub.audit.checkpoints import load_key, new_key_seed
 from referral_hub.audit.domain import entry_hash
-from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.broker.embedded import EmbeddedNats, free_port
 from referral_hub.runtime.jetstream import streams, subjects, topology
 from referral_hub.runtime.jetstream.provision import provision
 

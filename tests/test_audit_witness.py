@@ -33,7 +33,7 @@ from referral_hub.contracts.codec import decode_hub_message, encode
 from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals import app as referrals_app
 from referral_hub.runtime.broker import permissions
-from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.broker.embedded import EmbeddedNats, free_port
 from referral_hub.runtime.jetstream import streams, subjects
 from referral_hub.runtime.messaging.incoming import Incoming
 

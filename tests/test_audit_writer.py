@@ -10,7 +10,7 @@ from nats.aio.client import Client
 
 from referral_hub.audit.adapters import ChainWriter
 from referral_hub.audit.domain import describe, verify
-from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.broker.embedded import EmbeddedNats
 from referral_hub.runtime.messaging.incoming import Incoming
 
 from .helpers import audit_entries

@@ -17,7 +17,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from referral_hub.contracts.paging import DeliveryStatus
 from referral_hub.contracts.registry import ChannelKind, ContactChannel
 from referral_hub.notifications.channels import Attempt, Channels, ChannelSettings, Outbound
-from referral_hub.runtime.broker.server import free_port
+from referral_hub.runtime.broker.embedded import free_port
 from referral_hub.runtime.broker.tls import write_development_pki
 
 USER, PASSWORD = "hub", "relay-password"

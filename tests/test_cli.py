@@ -16,7 +16,7 @@ import pytest
 
 from referral_hub.audit.checkpoints import load_key, new_key_seed
 from referral_hub.cli.servicelogs import EXPECTED, quiet_expected_timeouts
-from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.broker.embedded import EmbeddedNats, free_port
 
 from .helpers import Result, RunningHub, hubctl, referral_request, wait_idle
 

@@ -10,7 +10,7 @@ import pytest
 
 from referral_hub.cli.paging_commands import all_pages
 from referral_hub.notifications.page_rules import Page
-from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.broker.embedded import EmbeddedNats
 
 from .helpers import Result, RunningHub, eventually, hubctl, referral_request
 from .test_cli import assert_one_line_error

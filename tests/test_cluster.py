@@ -17,7 +17,7 @@ from nats.js.errors import BadRequestError
 
 from referral_hub.audit.adapters import ChainWriter, read_chain
 from referral_hub.audit.domain import describe, verify
-from referral_hub.runtime.broker.server import EmbeddedCluster
+from referral_hub.runtime.broker.embedded import EmbeddedCluster
 from referral_hub.runtime.broker.urls import server_urls
 from referral_hub.runtime.jetstream import streams, topology
 from referral_hub.runtime.jetstream.provision import provision, while_settling

@@ -18,8 +18,8 @@ import yaml
 from referral_hub.cli.commands import SERVICES
 from referral_hub.cli.main import build_parser
 from referral_hub.runtime.broker import permissions
+from referral_hub.runtime.broker.embedded import nats_server_binary
 from referral_hub.runtime.broker.exporter import DEFAULT_PORT as NATS_EXPORTER_PORT
-from referral_hub.runtime.broker.server import nats_server_binary
 from referral_hub.runtime.broker.server_config import generate
 from referral_hub.runtime.broker.urls import server_urls
 from referral_hub.runtime.hosting.health import HealthServer

@@ -11,7 +11,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import api
 
-from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.broker.embedded import EmbeddedNats, free_port
 from referral_hub.runtime.jetstream import directget
 
 STREAM = "READ_ME"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nats
 
-from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.broker.embedded import EmbeddedNats, free_port
 from referral_hub.runtime.jetstream.provision import provision
 
 CANARY = b"pt-canary-7731-anticoagulant"

@@ -11,7 +11,7 @@ from nats.aio.client import Client
 
 from referral_hub.client import new_id
 from referral_hub.contracts.rejections import Rejection, RejectionCode
-from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.broker.embedded import EmbeddedNats
 from referral_hub.runtime.jetstream import subjects
 from referral_hub.runtime.messaging.inbox_writer import MIN_ATOMIC_BATCH, InboxWriter
 from referral_hub.runtime.messaging.outgoing import ToInbox

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from referral_hub.cli.main import build_parser
-from referral_hub.runtime.broker.server import NatsServerError, nats_server_binary
+from referral_hub.runtime.broker.embedded import NatsServerError, nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

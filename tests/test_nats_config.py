@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from referral_hub.runtime.broker.server import nats_server_binary
+from referral_hub.runtime.broker.embedded import nats_server_binary
 
 
 def nats_config(*args: str) -> subprocess.CompletedProcess[str]:

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from referral_hub.runtime.broker.embedded import EmbeddedNats, free_port
 from referral_hub.runtime.broker.exporter import FAMILIES, MONITOR_URL_ENV, NatsMonitor, server_label
-from referral_hub.runtime.broker.server import EmbeddedNats, free_port
 from referral_hub.runtime.hosting import metrics
 
 SERVICE_FAMILIES = metrics.family_names((*metrics.SHARED, *(m for owned in metrics.OWNED.values() for m in owned)))

@@ -43,7 +43,7 @@ from referral_hub.notifications.channels import Channels, ChannelSettings, Outbo
 from referral_hub.notifications.page_rules import EscalationPolicy, Page, PageStatus
 from referral_hub.notifications.webhooks import WebhookSecrets, new_secret, signed_headers, verify
 from referral_hub.referrals import app as referrals_app
-from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.broker.embedded import EmbeddedNats, free_port
 from referral_hub.runtime.hosting.service import ServiceApp
 from referral_hub.runtime.jetstream import streams, subjects, topology
 from referral_hub.runtime.jetstream.registry_cache import store_clinic

@@ -9,7 +9,7 @@ from nats.aio.client import Client
 from referral_hub.contracts.audit import AuditOutcome
 from referral_hub.contracts.codec import encode
 from referral_hub.contracts.rejections import Rejection, RejectionCode
-from referral_hub.runtime.broker.server import free_port
+from referral_hub.runtime.broker.embedded import free_port
 from referral_hub.runtime.hosting.service import ServiceApp, ServiceSettings, new_broker, serve
 from referral_hub.runtime.jetstream import streams, topology
 from referral_hub.runtime.messaging.ack_policy import Effects, Handled

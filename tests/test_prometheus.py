@@ -41,8 +41,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from referral_hub.client import ClinicClient
 from referral_hub.runtime.broker.credentials import NatsCredentials, clinic_seed_path
+from referral_hub.runtime.broker.embedded import free_port, free_ports
 from referral_hub.runtime.broker.permissions import clinic_inbox_prefix
-from referral_hub.runtime.broker.server import free_port, free_ports
 
 from .helpers import interrupt
 from .test_up import read_until

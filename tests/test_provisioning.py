@@ -7,7 +7,7 @@ from nats.aio.client import Client
 from nats.js import api
 from nats.js.errors import BadRequestError, ServerError
 
-from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.broker.embedded import EmbeddedNats
 from referral_hub.runtime.jetstream import streams, topology
 from referral_hub.runtime.jetstream.provision import ProvisionError, provision
 

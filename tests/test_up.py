@@ -22,7 +22,7 @@ import pytest
 from referral_hub.client import ClinicClient
 from referral_hub.runtime.broker import permissions
 from referral_hub.runtime.broker.credentials import CREDS_DIR_ENV, CredentialsError, break_glass_dir_for
-from referral_hub.runtime.broker.server import free_port, free_ports, port_is_free
+from referral_hub.runtime.broker.embedded import free_port, free_ports, port_is_free
 
 from .helpers import interrupt
 

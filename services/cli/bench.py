@@ -33,7 +33,7 @@ from referral_hub.contracts.referrals import (
 from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.demo.traffic import LIFECYCLE, demo_referral, lifecycle_command
 from referral_hub.errors import HubError
-from referral_hub.runtime.broker.server import SYNC_ALWAYS, EmbeddedCluster, EmbeddedNats, free_port, free_ports
+from referral_hub.runtime.broker.embedded import SYNC_ALWAYS, EmbeddedCluster, EmbeddedNats, free_port, free_ports
 from referral_hub.runtime.broker.urls import server_urls
 from referral_hub.runtime.jetstream import streams, subjects, topology
 from referral_hub.runtime.jetstream.provision import provision

@@ -31,7 +31,7 @@ from referral_hub.audit.domain import GENESIS_HASH, ChainVerifier, chain
 from referral_hub.audit.index import AuditFilter, AuditIndex
 from referral_hub.cli.bench import bench_server, percentile
 from referral_hub.contracts.audit import AuditEntry
-from referral_hub.runtime.broker.server import SYNC_ALWAYS
+from referral_hub.runtime.broker.embedded import SYNC_ALWAYS
 from referral_hub.runtime.jetstream import directget, streams, subjects
 from referral_hub.runtime.jetstream.provision import provision
 from referral_hub.runtime.jetstream.streams import MSG_ID_HEADER

@@ -32,7 +32,7 @@ from referral_hub.contracts.referrals import ReferralTransitioned
 from referral_hub.contracts.registry import ChannelKind, Clinic, ContactChannel, Registry
 from referral_hub.demo.traffic import demo_alert, demo_referral, lifecycle_command
 from referral_hub.notifications.webhooks import SECRET_ENV, new_secret, verify
-from referral_hub.runtime.broker.server import SYNC_ALWAYS
+from referral_hub.runtime.broker.embedded import SYNC_ALWAYS
 from referral_hub.runtime.broker.urls import server_urls
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 

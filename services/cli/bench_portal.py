@@ -29,7 +29,7 @@ from referral_hub.contracts.base import Modality
 from referral_hub.contracts.referrals import ReferralAccept, ReferralRequest
 from referral_hub.portal import accounts
 from referral_hub.portal.adapters import PortalStore
-from referral_hub.runtime.broker.server import SYNC_ALWAYS, free_port
+from referral_hub.runtime.broker.embedded import SYNC_ALWAYS, free_port
 from referral_hub.runtime.jetstream import subjects
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 

@@ -171,7 +171,7 @@ async def _registered(connection: Client, clinic_id: str) -> Clinic | None:
 
 def choose_port() -> int:
     """The usual gateway port when it is free, else any free one."""
-    from referral_hub.runtime.broker.server import free_port  # noqa: PLC0415 - only hubctl up needs it
+    from referral_hub.runtime.broker.embedded import free_port  # noqa: PLC0415 - only hubctl up needs it
 
     with socket.socket() as probe:
         try:

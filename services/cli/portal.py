@@ -132,7 +132,7 @@ async def invite_command(args: argparse.Namespace) -> int:
 
 def choose_port() -> int:
     """The usual portal port when it is free, else any free one."""
-    from referral_hub.runtime.broker.server import free_port  # noqa: PLC0415 - only hubctl up needs it
+    from referral_hub.runtime.broker.embedded import free_port  # noqa: PLC0415 - only hubctl up needs it
 
     with socket.socket() as probe:
         try:

@@ -1,2 +1,5 @@
-"""What every service shares: the NATS server (``broker``), what is kept in JetStream
-(``jetstream``), a message's way through a service (``messaging``) and the process (``hosting``)."""
+"""What every service shares, in four packages.
+
+``broker``: the NATS server. ``jetstream``: what is kept in JetStream. ``messaging``: a message's way
+through a service. ``hosting``: the service process.
+"""

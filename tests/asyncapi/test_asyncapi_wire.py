@@ -32,7 +32,7 @@ from referral_hub.contracts.codec import encode
 from referral_hub.contracts.inbox import InboxPage, InboxRead
 from referral_hub.contracts.referrals import ReferralAccept
 from referral_hub.referrals import app as referrals_app
-from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.broker.embedded import EmbeddedNats
 from referral_hub.runtime.hosting.service import ServiceApp
 from referral_hub.runtime.jetstream import streams, subjects
 from tests.conftest import SERVICE_FACTORIES, start_services

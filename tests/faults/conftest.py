@@ -11,7 +11,7 @@ import pytest
 from nats.aio.client import Client
 
 from referral_hub.runtime.broker import credentials, permissions
-from referral_hub.runtime.broker.server import EmbeddedCluster, EmbeddedNats
+from referral_hub.runtime.broker.embedded import EmbeddedCluster, EmbeddedNats
 from referral_hub.runtime.broker.urls import server_urls
 from referral_hub.runtime.jetstream.provision import provision_as_operator
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file

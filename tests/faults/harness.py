@@ -33,7 +33,7 @@ from referral_hub.notifications.page_rules import page_id_for
 from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.runtime.broker import credentials
-from referral_hub.runtime.broker.server import EmbeddedCluster, EmbeddedNats, free_port
+from referral_hub.runtime.broker.embedded import EmbeddedCluster, EmbeddedNats, free_port
 from referral_hub.runtime.broker.urls import server_urls
 from referral_hub.runtime.jetstream import streams, topology
 from referral_hub.runtime.jetstream.kvstore import KvStore

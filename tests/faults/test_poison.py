@@ -12,7 +12,7 @@ from nats.aio.client import Client
 
 from referral_hub.contracts.referrals import ReferralRequest
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.runtime.broker.server import free_port
+from referral_hub.runtime.broker.embedded import free_port
 from referral_hub.runtime.hosting.service import ServiceApp, ServiceSettings, new_broker, serve
 from referral_hub.runtime.jetstream import streams, topology
 from referral_hub.runtime.messaging.ack_policy import Effects, Handled

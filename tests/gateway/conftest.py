@@ -26,7 +26,7 @@ from nats.aio.client import Client
 
 from referral_hub.gateway import auth
 from referral_hub.gateway.adapters import register_client
-from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.broker.embedded import EmbeddedNats, free_port
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from tests.helpers import RunningHub, secure_server
 

@@ -29,7 +29,7 @@ from referral_hub.gateway import care as care_rules
 from referral_hub.gateway.adapters import register_client
 from referral_hub.gateway.domain import FhirError, GatewayCode
 from referral_hub.runtime.broker import credentials, permissions
-from referral_hub.runtime.broker.server import free_port
+from referral_hub.runtime.broker.embedded import free_port
 from referral_hub.runtime.jetstream.provision import provision_as_operator
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from tests.conftest import SERVICE_FACTORIES, start_services

@@ -16,7 +16,7 @@ from nats.aio.client import Client
 
 from referral_hub.gateway import auth
 from referral_hub.gateway.adapters import register_client
-from referral_hub.runtime.broker.server import free_port
+from referral_hub.runtime.broker.embedded import free_port
 from referral_hub.runtime.broker.tls import write_development_pki
 from tests.helpers import RunningHub, eventually
 

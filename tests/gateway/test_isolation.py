@@ -13,7 +13,7 @@ import pytest
 
 from referral_hub.client import ClinicClient
 from referral_hub.runtime.broker import credentials, permissions
-from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.broker.embedded import EmbeddedNats
 from referral_hub.runtime.jetstream import streams, subjects, topology
 from tests.helpers import referral_request
 from tests.security.hostile import Hostile

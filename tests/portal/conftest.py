@@ -23,7 +23,7 @@ from referral_hub.audit import app as audit_app
 from referral_hub.audit.checkpoints import new_key_seed, verifier_key
 from referral_hub.cli.portal import DemoLogin, demo_logins
 from referral_hub.runtime.broker import credentials, permissions
-from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.broker.embedded import EmbeddedNats, free_port
 from referral_hub.runtime.jetstream.provision import provision_as_operator
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from tests.conftest import SERVICE_FACTORIES, start_services

@@ -15,7 +15,7 @@ import pytest
 from nats.aio.client import Client
 
 from referral_hub.runtime.broker import credentials, permissions
-from referral_hub.runtime.broker.server import EmbeddedNats
+from referral_hub.runtime.broker.embedded import EmbeddedNats
 from referral_hub.runtime.jetstream import streams, topology
 from referral_hub.runtime.jetstream.provision import provision_as_operator
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file

@@ -36,7 +36,7 @@ from referral_hub.notifications import app as notifications_app
 from referral_hub.referrals.app import create_app as referrals_app
 from referral_hub.runtime.broker import credentials, permissions
 from referral_hub.runtime.broker.credentials import NatsCredentials
-from referral_hub.runtime.broker.server import EmbeddedNats, free_port
+from referral_hub.runtime.broker.embedded import EmbeddedNats, free_port
 from referral_hub.runtime.hosting.service import ServiceApp, ServiceSettings, serve
 from referral_hub.runtime.jetstream import streams
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file
