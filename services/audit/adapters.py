@@ -19,12 +19,11 @@ by the foreign messages stored before it. The checkpointer treats AUDIT_CHECKPOI
 Readers use JetStream direct gets (``runtime.jetstream.directget``), never a consumer: outside the
 audit service nobody may create a consumer on the audit streams.
 
-Why not ``Nats-Expected-Last-Msg-Id`` on pipelined publishes, as this writer did first: on
+Why not ``Nats-Expected-Last-Msg-Id`` on pipelined publishes: on
 a replicated stream (R3) nats-server 2.15 lets a mismatched expected message id through its
 leader and fails it on the replicas, which then report ``stream write error: last msgid
-mismatch`` and stop accepting writes (found by ``hubctl up --cluster 3``; see
-``tests/test_cluster.py``). Atomic batches are checked once, by the leader, before
-replication.
+mismatch`` and stop accepting writes (``tests/test_cluster.py`` shows it). Atomic batches
+are checked once, by the leader, before replication.
 """
 
 from __future__ import annotations

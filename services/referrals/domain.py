@@ -137,8 +137,8 @@ def reannounce(applied_at: datetime, now: datetime, attempt: int) -> bool:
 
     Re-publishing under the original ids is what repairs a crash between the state write and
     the publish, and it is free while JetStream still remembers those ids. The delivery count
-    alone cannot tell a redelivery from a resend: a nats-server restart resets it, and outputs
-    were lost that way (found by the kill -9 fault test). Past the window only a redelivery
+    alone cannot tell a redelivery from a resend: a nats-server restart resets it, and relying
+    on it would lose outputs across a ``kill -9`` of the server. Past the window only a redelivery
     re-announces, so a resend that late is acknowledged without effects.
     """
     return now - applied_at < REANNOUNCE_WITHIN or attempt > 1

@@ -212,8 +212,8 @@ class ReferralCommands:
         """Every output of ``step_id`` is stored by this process: the next step need not announce it again.
 
         Only once they are stored: remembered earlier, a step whose inbox copy failed (a node
-        killed mid-publish, fault scenario 3) let the referral's next step reach that inbox
-        first, with the failed copy arriving after it on redelivery. A remembered step's
+        killed mid-publish) would let the referral's next step reach that inbox first, with the
+        failed copy arriving after it on redelivery. A remembered step's
         predecessors were stored too (re-announced ahead of it if need be), which is what
         lets :meth:`_unannounced_before` stop at it (decision 0002).
         """

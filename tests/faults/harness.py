@@ -382,7 +382,7 @@ SUMMARY: list[Row] = []
 
 
 def summary_table() -> str:
-    """One line per scenario, as the issue asks."""
+    """One line per scenario: what was sent, what took effect, lost and duplicated."""
     lines = [
         f"{'scenario':<44} {'sent':>6} {'effects':>8} {'lost':>5} {'dup':>5} {'order':>5} {'recover s':>10}",
         *(
