@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
@@ -279,6 +279,56 @@ class ReferralCommands:
         ]
 
 
+@dataclass(frozen=True)
+class TeamContext:
+    """What a care-team decision may use besides the team and the command."""
+
+    at: datetime
+    sender: Clinic
+    rules: RulePack
+
+
+@dataclass(frozen=True)
+class TeamCommandHandler:
+    """How one kind of care-team command is decided, and what a repeat of it announces again."""
+
+    decide: Callable[[CareTeam | None, Any, TeamContext], TeamChanged | Refusal]
+    replay: Callable[[CareTeam, Any], list[Announcement]]
+
+
+def _update_plan(team: CareTeam | None, command: PlanUpdate, context: TeamContext) -> TeamChanged | Refusal:
+    """Apply the plan, then screen it against the team's record; a match flags it to the team."""
+    changed = careteam.update_plan(team, command)
+    if isinstance(changed, Refusal):
+        return changed
+    flag = screening.screen_plan(context.rules, command, changed.team, context.at)
+    if flag is None:
+        return changed
+    return TeamChanged(
+        screening.record_flag(changed.team, flag),
+        [*changed.announcements, *screening.flag_announcements(flag)],
+    )
+
+
+def _replay_plan(team: CareTeam, command: PlanUpdate) -> list[Announcement]:
+    return [*careteam.replay(team, command), *screening.replay_flag(team, command.message_id)]
+
+
+TEAM_COMMAND_HANDLERS: Final[Mapping[type[TeamCommand], TeamCommandHandler]] = {
+    PlanUpdate: TeamCommandHandler(_update_plan, _replay_plan),
+    CareTeamLeave: TeamCommandHandler(lambda team, command, c: careteam.leave(team, command, c.at), careteam.replay),
+    AlertRaise: TeamCommandHandler(lambda team, command, c: alerting.raise_alert(team, command, c.at), alerting.replay),
+    AlertAck: TeamCommandHandler(
+        lambda team, command, c: alerting.acknowledge(team, command, c.at, c.sender), alerting.replay
+    ),
+    AlertResolve: TeamCommandHandler(lambda team, command, c: alerting.resolve(team, command, c.at), alerting.replay),
+    ScreeningDispute: TeamCommandHandler(
+        lambda team, command, c: screening.dispute(team, command, c.at), screening.replay_dispute
+    ),
+}
+"""Each care-team command kind to the pure functions that decide it and replay it."""
+
+
 class TeamCommands:
     """Care-team commands (plans, leaving, alerts, screening disputes), decided on the patient's stored team."""
 
@@ -293,6 +343,7 @@ class TeamCommands:
         A refusal decided on the cache, or a write that loses the compare-and-set, is decided
         again on a fresh read: a stale cache can cost a retry, never a wrong answer.
         """
+        handler = TEAM_COMMAND_HANDLERS[type(command)]
 
         def decide(team: CareTeam | None) -> Decided[CareTeam, Handled | TeamChanged | Refusal]:
             if team is not None and command.message_id in team.applied:
@@ -300,8 +351,8 @@ class TeamCommands:
                 # it (exact for a redelivery, a little late for a resend under another id).
                 if not domain.reannounce(delivery.stored_at, datetime.now(UTC), delivery.attempt):
                     return Decided(None, Handled(outcome="duplicate"))
-                return Decided(None, Handled(outcome="replayed", outgoing=announce(self._replay(team, command))))
-            decision = self._decide(team, command, delivery.stored_at, sender)
+                return Decided(None, Handled(outcome="replayed", outgoing=announce(handler.replay(team, command))))
+            decision = handler.decide(team, command, TeamContext(delivery.stored_at, sender, self._rules))
             if isinstance(decision, Refusal):
                 return Decided(None, decision, confirm=True)
             return Decided(decision.team, decision)
@@ -316,44 +367,6 @@ class TeamCommands:
             count_safety(outcome.announcements)
             return Handled(outcome="accepted", outgoing=announce(outcome.announcements))
         return outcome
-
-    def _decide(
-        self, team: CareTeam | None, command: TeamCommand, at: datetime, sender: Clinic
-    ) -> TeamChanged | Refusal:
-        if isinstance(command, PlanUpdate):
-            return self._update_plan(team, command, at)
-        if isinstance(command, CareTeamLeave):
-            return careteam.leave(team, command, at)
-        if isinstance(command, AlertRaise):
-            return alerting.raise_alert(team, command, at)
-        if isinstance(command, AlertAck):
-            return alerting.acknowledge(team, command, at, sender)
-        if isinstance(command, AlertResolve):
-            return alerting.resolve(team, command, at)
-        return screening.dispute(team, command, at)
-
-    def _update_plan(self, team: CareTeam | None, command: PlanUpdate, at: datetime) -> TeamChanged | Refusal:
-        """Apply the plan, then screen it against the team's record; a match flags it to the team."""
-        changed = careteam.update_plan(team, command)
-        if isinstance(changed, Refusal):
-            return changed
-        flag = screening.screen_plan(self._rules, command, changed.team, at)
-        if flag is None:
-            return changed
-        return TeamChanged(
-            screening.record_flag(changed.team, flag),
-            [*changed.announcements, *screening.flag_announcements(flag)],
-        )
-
-    @staticmethod
-    def _replay(team: CareTeam, command: TeamCommand) -> list[Announcement]:
-        if isinstance(command, PlanUpdate):
-            return [*careteam.replay(team, command), *screening.replay_flag(team, command.message_id)]
-        if isinstance(command, CareTeamLeave):
-            return careteam.replay(team, command)
-        if isinstance(command, ScreeningDispute):
-            return screening.replay_dispute(team, command)
-        return alerting.replay(team, command)
 
 
 def count_flag(flag: ScreeningFlagged) -> None:
