@@ -1,0 +1,71 @@
+"""A referral's page (state, timeline, documents, the steps this clinic may take now) and its lifecycle steps."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+from uuid import UUID
+
+from litestar import Request, Response, get, post
+from litestar.exceptions import NotFoundException
+from litestar.response import Template
+
+from referral_hub.contracts.rejections import Rejection
+from referral_hub.portal import domain, forms
+from referral_hub.portal.web import PREFIX, Member, Portal, form_fields, page_context, portal_of, see_other
+
+# --- Referrals --------------------------------------------------------------------------------
+
+
+async def referral_view(portal: Portal, member: Member, referral_id: UUID) -> domain.ReferralView:
+    """The referral as this clinic's inbox tells it; 404 when the clinic is not a party to it."""
+    mirror = await portal.connections.mirror(member.clinic.id)
+    view = domain.referral_view(mirror.items, referral_id, member.clinic.id, member.clinic.timezone)
+    if view is None:
+        raise NotFoundException
+    return view
+
+
+async def referral_context(
+    portal: Portal, member: Member, view: domain.ReferralView, **values: object
+) -> dict[str, object]:
+    """What ``referral.html`` shows: the view, its documents, and any refusal or form errors."""
+    found = await portal.storage().documents.for_referral(UUID(view.referral_id))
+    defaults: dict[str, object] = {"refused": "", "errors": {}, "document_error": ""}
+    return page_context(
+        member, view=view, documents=domain.document_rows(found, member.clinic.timezone), **{**defaults, **values}
+    )
+
+
+@get("/referrals/{referral_id:uuid}")
+async def referral_page(
+    request: Request[Any, Any, Any], referral_id: UUID, refused: str = "", not_stored: str = ""
+) -> Template:
+    """A referral: state with its BSeR code, the timeline, its documents, the steps this clinic may take now."""
+    portal = portal_of(request)
+    member = await portal.current(request)
+    view = await referral_view(portal, member, referral_id)
+    await portal.viewed(member, "referral", referral_id=view.referral_id, patient_ref=view.patient_ref)
+    await portal.storage().mark_read(member.clinic.id, member.member, view.event_numbers)
+    context = await referral_context(portal, member, view, refused=refused[:2000], document_error=not_stored[:2000])
+    return Template("referral.html", context=context)
+
+
+@post("/referrals/{referral_id:uuid}/{step:str}", status_code=303)
+async def referral_step(request: Request[Any, Any, Any], referral_id: UUID, step: str) -> Response[Any]:
+    """One lifecycle step, sent as the clinic; a refusal comes back in plain words."""
+    portal = portal_of(request)
+    member = await portal.current(request)
+    view = await referral_view(portal, member, referral_id)
+    result = forms.transition(step, await form_fields(request), member.actor, referral_id, view.patient_ref)
+    if result.message is None:
+        context = await referral_context(portal, member, view, errors=result.errors, step=step)
+        return Template("referral.html", context=context, status_code=400)
+    answer = await portal.connections.send_and_confirm(member.clinic.id, result.message)
+    if isinstance(answer.message, Rejection):
+        view = await referral_view(portal, member, referral_id)
+        context = await referral_context(portal, member, view, refused=domain.rejection_words(answer.message))
+        return Template("referral.html", context=context, status_code=409)
+    return see_other(f"{PREFIX}/referrals/{referral_id}")
+
+
+HANDLERS: Final = (referral_page, referral_step)
