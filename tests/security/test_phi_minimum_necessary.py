@@ -35,6 +35,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 PT, ACU, MASSAGE, CHIRO = "harbor-pt", "lotus-acu", "kneadwell-massage", "summit-chiro"
 PATIENT = "pt-fished"
 TRIGGER = "rivaroxaban"
+BATCH = 100
 NOTE = "INR 3.9 on 20 Nov; ring Dr Okoro on 555-0199 before any deep work"
 TEAM_MEDICATION = "rivaroxaban 20 mg daily (Harbor intake)"
 SECRETS = (TRIGGER, NOTE, "INR 3.9", "555-0199", TEAM_MEDICATION, MEMBERS[ACU], MEMBERS[PT])
@@ -70,22 +71,27 @@ async def pull_all(clinic: Hostile, clinic_id: str) -> list[bytes]:
     """Everything the clinic's inbox consumer hands out, by raw ``MSG.NEXT`` requests, acknowledged."""
     spec = topology.clinic_inbox_consumer(clinic_id)
     received: list[Msg] = []
+    ended = asyncio.Event()
+    before = 0
 
     async def keep(message: Msg) -> None:
         received.append(message)
+        # A no_wait pull ends with a status message when it runs out, or with its full batch.
+        if (message.headers or {}).get("Status") or len(received) - before >= BATCH:
+            ended.set()
 
     inbox = clinic.connection.new_inbox()
     subscription = await clinic.connection.subscribe(inbox, cb=keep)
     try:
         while True:
             before = len(received)
+            ended.clear()
             await clinic.connection.publish(
                 f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{spec.durable}",
-                json.dumps({"batch": 100, "no_wait": True}).encode(),
+                json.dumps({"batch": BATCH, "no_wait": True}).encode(),
                 reply=inbox,
             )
-            await clinic.connection.flush()
-            await asyncio.sleep(0.3)
+            await asyncio.wait_for(ended.wait(), 10)
             fresh = received[before:]
             data = [message for message in fresh if not (message.headers or {}).get("Status")]
             for message in data:
