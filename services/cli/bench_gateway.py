@@ -45,7 +45,7 @@ from referral_hub.contracts.referrals import (
 )
 from referral_hub.errors import HubError
 from referral_hub.gateway import auth
-from referral_hub.gateway.domain import HEARTBEAT_EXTENSION, PAYLOAD_EXTENSION, TOPIC_URL
+from referral_hub.gateway.subscriptions import HEARTBEAT_EXTENSION, PAYLOAD_EXTENSION, TOPIC_URL
 from referral_hub.runtime.broker.embedded import free_port
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 

@@ -3,7 +3,7 @@
 A clinic's connection uses that clinic's own credentials, opened the first time a token for
 it is used, so the NATS server, not this code, is what stops a token for clinic A from
 publishing or reading as clinic B. Each connection follows its clinic's inbox and folds it
-into a :class:`~referral_hub.gateway.domain.ClinicReferrals` view, and hands each hub answer
+into a :class:`~referral_hub.gateway.task_views.ClinicReferrals` view, and hands each hub answer
 (a confirmation or a rejection, matched by ``causation_id``) to the request waiting for it.
 """
 
@@ -34,7 +34,8 @@ from referral_hub.documents.store import DocumentStore
 from referral_hub.errors import HubError
 from referral_hub.gateway.auth import ClientRecord
 from referral_hub.gateway.care import CareRecords
-from referral_hub.gateway.domain import ClinicReferrals, FhirError, GatewayCode
+from referral_hub.gateway.outcomes import FhirError, GatewayCode
+from referral_hub.gateway.task_views import ClinicReferrals
 from referral_hub.runtime.broker import credentials, permissions
 from referral_hub.runtime.broker.credentials import NatsCredentials
 from referral_hub.runtime.broker.urls import server_urls

@@ -23,8 +23,8 @@ from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.gateway import domain
-from referral_hub.gateway.domain import FhirError, GatewayCode
+from referral_hub.gateway import outcomes
+from referral_hub.gateway.outcomes import FhirError, GatewayCode
 from referral_hub.gateway.routes import audit, care, documents, server, subscriptions, tasks
 from referral_hub.gateway.web import MAX_BODY_BYTES, Gateway, GatewaySettings, fhir
 
@@ -39,7 +39,7 @@ def fhir_error(_request: Request[Any, Any, Any], exc: FhirError) -> Response[byt
     headers = dict(exc.headers)
     if exc.status == 401:  # noqa: PLR2004 - HTTP status
         headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
-    return fhir(domain.operation_outcome(exc.status, str(exc.code), exc.diagnostics), exc.status, headers)
+    return fhir(outcomes.operation_outcome(exc.status, str(exc.code), exc.diagnostics), exc.status, headers)
 
 
 HTTP_CODES: Final[Mapping[int, str]] = {
@@ -55,14 +55,14 @@ def http_error(_request: Request[Any, Any, Any], exc: HTTPException) -> Response
     """The framework's own refusals (no route, body too large, ...) as ``OperationOutcome`` too."""
     status = exc.status_code
     code = HTTP_CODES.get(status, GatewayCode.UNSUPPORTED if status < 500 else RejectionCode.PROCESSING_FAILED)  # noqa: PLR2004 - HTTP status class
-    return fhir(domain.operation_outcome(status, str(code), str(exc.detail)), status)
+    return fhir(outcomes.operation_outcome(status, str(code), str(exc.detail)), status)
 
 
 def internal_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """A failure of ours: logged with its type, answered without internals."""
     log.error("gateway_failed", error=type(exc).__name__, detail=str(exc))
     diagnostics = "the gateway failed to handle the request; nothing was changed, or retry with the same identifier"
-    return fhir(domain.operation_outcome(500, RejectionCode.PROCESSING_FAILED, diagnostics), 500)
+    return fhir(outcomes.operation_outcome(500, RejectionCode.PROCESSING_FAILED, diagnostics), 500)
 
 
 def create_app(settings: GatewaySettings) -> Litestar:

@@ -25,7 +25,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 
-from referral_hub.gateway.domain import FhirError, GatewayCode
+from referral_hub.gateway.outcomes import FhirError, GatewayCode
 
 ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CLIENT_ALGORITHMS: Final = ("RS384", "ES384")

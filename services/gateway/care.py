@@ -41,15 +41,8 @@ from referral_hub.contracts.plans import CareTeamChanged, PlanUpdate, PlanUpdate
 from referral_hub.contracts.referrals import ReferralTransitioned
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.contracts.screening import FlagAudience, ScreeningDisputed, ScreeningFlagged
-from referral_hub.gateway.domain import (
-    MODALITY_SYSTEM,
-    Envelope,
-    FhirError,
-    GatewayCode,
-    convert,
-    from_rejection,
-    schema,
-)
+from referral_hub.gateway.outcomes import FhirError, GatewayCode, convert, from_rejection, schema
+from referral_hub.gateway.task_commands import MODALITY_SYSTEM, Envelope
 from referral_hub.referrals import fhir_task as referral_fhir
 
 CARE_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "urn:referral-hub:gateway:care")

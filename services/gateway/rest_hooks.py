@@ -37,7 +37,7 @@ from nats.js.kv import KeyValue
 
 from referral_hub.client import InboxItem
 from referral_hub.errors import HubError
-from referral_hub.gateway import domain, subscriptions
+from referral_hub.gateway import subscriptions, task_views
 from referral_hub.gateway.adapters import ClinicConnections, ClinicLink
 from referral_hub.gateway.subscriptions import SubscriptionRecord
 from referral_hub.runtime.jetstream.kvstore import KvView
@@ -232,7 +232,7 @@ def focus_resources(link: ClinicLink, items: list[InboxItem], fhir_base: str) ->
         referral_id = getattr(item.message, "referral_id", None)
         view = link.referrals.by_referral.get(referral_id) if isinstance(referral_id, uuid.UUID) else None
         if target is not None and view is not None:
-            found[target] = domain.task_resource(view)
+            found[target] = task_views.task_resource(view)
     return found
 
 

@@ -1,6 +1,6 @@
 """Topic-based Subscriptions (the R5 Backport IG on R4): the records and the Bundles, no I/O.
 
-One topic, :data:`~referral_hub.gateway.domain.TOPIC_URL`: every message stored in the
+One topic, :data:`TOPIC_URL`: every message stored in the
 subscribing clinic's inbox, optionally filtered by message type. A notification's
 ``event-number`` is the inbox's own gap-free event number, so a clinic can compare it with
 ``hubctl inbox`` and ask ``$events`` for exactly what it missed.
@@ -25,19 +25,20 @@ from referral_hub.client import InboxItem
 from referral_hub.contracts.base import message_type
 from referral_hub.contracts.referrals import ReferralEvent
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.gateway.domain import (
-    FILTER_EXTENSION,
-    HEARTBEAT_EXTENSION,
-    PAYLOAD_EXTENSION,
-    PAYLOADS,
-    STATUS_PROFILE,
-    TOPIC_URL,
-    FhirError,
-    GatewayCode,
-    schema,
-)
+from referral_hub.gateway.outcomes import FhirError, GatewayCode, schema
 from referral_hub.referrals import fhir_task as referral_fhir
 
+TOPIC_URL: Final = "urn:referral-hub:SubscriptionTopic/clinic-inbox"
+"""The one subscription topic: every message stored in the subscribing clinic's inbox."""
+FILTER_EXTENSION: Final = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria"
+HEARTBEAT_EXTENSION: Final = (
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-heartbeat-period"
+)
+PAYLOAD_EXTENSION: Final = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content"
+STATUS_PROFILE: Final = (
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-status-r4"
+)
+PAYLOADS: Final = frozenset({"empty", "id-only", "full-resource"})
 FILTER_PARAMETER: Final = "message-type"
 """The topic's one filter: ``message-type=referral.requested,referral.transitioned``."""
 DEFAULT_HEARTBEAT_SECONDS: Final = 60

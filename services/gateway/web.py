@@ -17,10 +17,12 @@ from litestar import Request, Response
 
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.errors import HubError
-from referral_hub.gateway import auth, domain
+from referral_hub.gateway import auth, outcomes, task_views
 from referral_hub.gateway.adapters import AuditSearch, ClinicConnections, ClinicLink, GatewayStore
-from referral_hub.gateway.domain import Envelope, FhirError, GatewayCode, TaskView
+from referral_hub.gateway.outcomes import FhirError, GatewayCode
 from referral_hub.gateway.rest_hooks import RestHooks
+from referral_hub.gateway.task_commands import Envelope
+from referral_hub.gateway.task_views import TaskView
 from referral_hub.runtime.jetstream import topology
 from referral_hub.runtime.jetstream.kvstore import KvView
 
@@ -161,7 +163,7 @@ class Gateway:
     def grant(self, request: Request[Any, Any, Any], resource: str, permission: str) -> auth.Grant:
         """The request's verified grant, refused unless it allows ``permission`` on ``resource``."""
         grant = self.started.tokens.grant(request.headers.get("authorization"))
-        domain.require_scope(grant.scopes, resource, permission)
+        outcomes.require_scope(grant.scopes, resource, permission)
         return grant
 
     async def envelope(self, clinic: str) -> Envelope:
@@ -198,8 +200,8 @@ async def json_body(request: Request[Any, Any, Any]) -> Any:  # noqa: ANN401 - F
 
 def task_response(view: TaskView, status: int = 200, base: str = "") -> Response[bytes]:
     """A Task with its ETag (and Location, when created)."""
-    task = domain.task_resource(view)
-    headers = {"ETag": domain.etag(view.version)}
+    task = task_views.task_resource(view)
+    headers = {"ETag": outcomes.etag(view.version)}
     if status == 201:  # noqa: PLR2004 - HTTP status
         headers["Location"] = f"{base}/Task/{task['id']}/_history/{view.version}"
     return fhir(task, status, headers)
@@ -224,7 +226,7 @@ async def task_view(gateway: Gateway, clinic: str, task_id: str) -> tuple[Clinic
         await caught_up(link)
         view = link.referrals.task(task_id)
     if view is None:
-        raise domain.not_found("Task", task_id)  # noqa: EM101 - the resource's name, not a message
+        raise outcomes.not_found("Task", task_id)  # noqa: EM101 - the resource's name, not a message
     return link, view
 
 

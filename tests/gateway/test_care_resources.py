@@ -27,7 +27,7 @@ from referral_hub.contracts.referrals import ReferralAccept, ReferralRequest
 from referral_hub.gateway import auth
 from referral_hub.gateway import care as care_rules
 from referral_hub.gateway.adapters import register_client
-from referral_hub.gateway.domain import FhirError, GatewayCode
+from referral_hub.gateway.outcomes import FhirError, GatewayCode
 from referral_hub.runtime.broker import credentials, permissions
 from referral_hub.runtime.broker.embedded import free_port
 from referral_hub.runtime.jetstream.provision import provision_as_operator

@@ -10,7 +10,7 @@ import httpx
 
 from referral_hub.client import new_id, utc_now
 from referral_hub.contracts.referrals import ReferralAccept, ReferralRequested
-from referral_hub.gateway.domain import FILTER_EXTENSION, HEARTBEAT_EXTENSION, PAYLOAD_EXTENSION, TOPIC_URL
+from referral_hub.gateway.subscriptions import FILTER_EXTENSION, HEARTBEAT_EXTENSION, PAYLOAD_EXTENSION, TOPIC_URL
 from tests.helpers import RunningHub, eventually, referral_request
 from tests.http_receiver import Request, Server, answer, http_server, response
 

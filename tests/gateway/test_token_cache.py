@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from referral_hub.gateway import auth
-from referral_hub.gateway.domain import FhirError
+from referral_hub.gateway.outcomes import FhirError
 
 ISSUER = "https://gateway.example"
 

@@ -9,8 +9,8 @@ import structlog
 from litestar import Request, Response, get
 
 from referral_hub.audit.audit_event import to_audit_event
-from referral_hub.gateway import domain
-from referral_hub.gateway.domain import FhirError, GatewayCode
+from referral_hub.gateway import fhir_search, outcomes
+from referral_hub.gateway.outcomes import FhirError, GatewayCode
 from referral_hub.gateway.web import fhir, gateway_of, parameters
 
 log = structlog.get_logger(__name__)
@@ -29,10 +29,10 @@ async def search_audit_event(request: Request[Any, Any, Any]) -> Response[bytes]
     grant = gateway.grant(request, "AuditEvent", "s")
     audit = gateway.started.audit
     if audit is None:
-        raise domain.not_found("AuditEvent", "")  # noqa: EM101 - the resource's name, not a message
+        raise outcomes.not_found("AuditEvent", "")  # noqa: EM101 - the resource's name, not a message
     query = parameters(request)
-    since, until = domain.audit_date_bounds(query)
-    offset, count = domain.page_bounds(query)
+    since, until = fhir_search.audit_date_bounds(query)
+    offset, count = fhir_search.page_bounds(query)
     if offset > AUDIT_MAX_OFFSET:
         msg = f"_offset reaches at most {AUDIT_MAX_OFFSET}; narrow the date range instead"
         raise FhirError(400, GatewayCode.UNSUPPORTED, msg)
@@ -49,7 +49,7 @@ async def search_audit_event(request: Request[Any, Any, Any]) -> Response[bytes]
         links["next"] = link_to(offset + count)
     if offset > 0:
         links["previous"] = link_to(max(0, offset - count))
-    bundle = domain.searchset(gateway.settings.fhir_base, [to_audit_event(e) for e in page], 0, links)
+    bundle = fhir_search.searchset(gateway.settings.fhir_base, [to_audit_event(e) for e in page], 0, links)
     del bundle["total"]
     return fhir(bundle)
 

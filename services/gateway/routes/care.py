@@ -9,9 +9,9 @@ import structlog
 from litestar import Request, Response, get, patch, post, put
 
 from referral_hub.contracts.rejections import Rejection, RejectionCode
-from referral_hub.gateway import care, domain
+from referral_hub.gateway import care, fhir_search, outcomes, task_commands
 from referral_hub.gateway.adapters import ClinicLink
-from referral_hub.gateway.domain import FhirError, GatewayCode
+from referral_hub.gateway.outcomes import FhirError, GatewayCode
 from referral_hub.gateway.web import Gateway, caught_up, fhir, gateway_of, json_body, parameters
 
 log = structlog.get_logger(__name__)
@@ -26,7 +26,7 @@ CARE_SEARCH: Final = frozenset({"patient", "subject"})
 
 def _bundle(gateway: Gateway, kind: str, resources: list[dict[str, Any]]) -> Response[bytes]:
     links = {"self": f"{gateway.settings.fhir_base}/{kind}"}
-    return fhir(domain.searchset(gateway.settings.fhir_base, resources, len(resources), links))
+    return fhir(fhir_search.searchset(gateway.settings.fhir_base, resources, len(resources), links))
 
 
 async def _care_link(gateway: Gateway, clinic: str) -> ClinicLink:
@@ -52,7 +52,7 @@ async def _send_plan(gateway: Gateway, clinic: str, body: dict[str, Any], versio
     stored = care.plan_confirmation(answer.message if answer is not None else None, PLAN_ANSWER_SECONDS)
     log.info("gateway_plan_stored", clinic=clinic, version=stored.plan_version)
     resource = care.care_plan_resource(stored, clinic)
-    headers = {"ETag": domain.etag(version)}
+    headers = {"ETag": outcomes.etag(version)}
     if status == 201:  # noqa: PLR2004 - HTTP status
         headers["Location"] = f"{gateway.settings.fhir_base}/CarePlan/{resource['id']}/_history/{version}"
     return fhir(resource, status, headers)
@@ -94,8 +94,8 @@ async def read_care_plan(request: Request[Any, Any, Any], plan_id: str) -> Respo
     for plan in care.plans_of(link.care, None):
         resource = care.care_plan_resource(plan, plan.plan_clinic)
         if resource["id"] == plan_id:
-            return fhir(resource, headers={"ETag": domain.etag(plan.plan_version)})
-    raise domain.not_found("CarePlan", plan_id)  # noqa: EM101 - the resource's name, not a message
+            return fhir(resource, headers={"ETag": outcomes.etag(plan.plan_version)})
+    raise outcomes.not_found("CarePlan", plan_id)  # noqa: EM101 - the resource's name, not a message
 
 
 @get("/fhir/CarePlan")
@@ -129,12 +129,12 @@ async def read_care_team(request: Request[Any, Any, Any], team_id: str) -> Respo
     for patient in link.care.team_patients():
         if care.resource_id("CareTeam", patient) == team_id:
             return fhir(care.care_team_resource(link.care, patient))
-    raise domain.not_found("CareTeam", team_id)  # noqa: EM101 - the resource's name, not a message
+    raise outcomes.not_found("CareTeam", team_id)  # noqa: EM101 - the resource's name, not a message
 
 
 def _flag_response(view: care.AlertView, status: int = 200) -> Response[bytes]:
     resource = care.flag_resource(view)
-    return fhir(resource, status, {"ETag": domain.etag(int(resource["meta"]["versionId"]))})
+    return fhir(resource, status, {"ETag": outcomes.etag(int(resource["meta"]["versionId"]))})
 
 
 async def _alert(gateway: Gateway, clinic: str, flag_id: str) -> tuple[ClinicLink, care.AlertView]:
@@ -145,7 +145,7 @@ async def _alert(gateway: Gateway, clinic: str, flag_id: str) -> tuple[ClinicLin
         alert_id = None
     view = link.care.alerts.get(alert_id) if alert_id is not None else None
     if view is None or not link.care.on_team(view.raised.patient_ref):
-        raise domain.not_found("Flag", flag_id)  # noqa: EM101 - the resource's name, not a message
+        raise outcomes.not_found("Flag", flag_id)  # noqa: EM101 - the resource's name, not a message
     return link, view
 
 
@@ -159,7 +159,7 @@ async def create_flag(request: Request[Any, Any, Any]) -> Response[bytes]:
     link = await gateway.connections.link(grant.clinic)
     answer = await link.send_and_wait(command)
     if answer is not None and isinstance(answer.message, Rejection):
-        raise domain.from_rejection(answer.message)
+        raise outcomes.from_rejection(answer.message)
     if not await link.wait_until(lambda: command.alert_id in link.care.alerts):
         raise FhirError(503, GatewayCode.HUB_UNAVAILABLE, "the alert was stored but not yet confirmed; read it later")
     return _flag_response(link.care.alerts[command.alert_id], 201)
@@ -190,12 +190,12 @@ async def _change_flag(request: Request[Any, Any, Any], flag_id: str, *, patchin
     body = await json_body(request)
     link, view = await _alert(gateway, grant.clinic, flag_id)
     current = care.flag_resource(view)
-    domain.check_if_match(request.headers.get("if-match"), int(current["meta"]["versionId"]))
-    wanted = domain.apply_patch(current, body) if patching else _object(body, "Flag")
+    outcomes.check_if_match(request.headers.get("if-match"), int(current["meta"]["versionId"]))
+    wanted = task_commands.apply_patch(current, body) if patching else _object(body, "Flag")
     command = care.alert_change(await gateway.envelope(grant.clinic), view, wanted)
     answer = await link.send_and_wait(command)
     if answer is not None and isinstance(answer.message, Rejection):
-        raise domain.from_rejection(answer.message)
+        raise outcomes.from_rejection(answer.message)
     return _flag_response(view)
 
 
@@ -225,7 +225,7 @@ async def read_detected_issue(request: Request[Any, Any, Any], issue_id: str) ->
     for view in care.issues_of(link.care, None):
         if str(view.flag.flag_id) == issue_id:
             return fhir(_issue(link, view))
-    raise domain.not_found("DetectedIssue", issue_id)  # noqa: EM101 - the resource's name, not a message
+    raise outcomes.not_found("DetectedIssue", issue_id)  # noqa: EM101 - the resource's name, not a message
 
 
 @get("/fhir/DetectedIssue")

@@ -15,9 +15,10 @@ from litestar import Request, Response, get, post
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.documents import domain as documents
 from referral_hub.documents.domain import DocumentMeta
-from referral_hub.gateway import domain
+from referral_hub.gateway import document_resources, fhir_search, outcomes
 from referral_hub.gateway.adapters import ClinicLink
-from referral_hub.gateway.domain import Envelope, FhirError, GatewayCode
+from referral_hub.gateway.outcomes import FhirError, GatewayCode
+from referral_hub.gateway.task_commands import Envelope
 from referral_hub.gateway.web import Gateway, caught_up, fhir, gateway_of, json_body, task_view
 from referral_hub.runtime.jetstream import topology
 
@@ -41,7 +42,7 @@ async def create_document(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await json_body(request)
     if not isinstance(body, dict):
         raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a DocumentReference")
-    upload = domain.document_upload(body, topology.GATEWAY_DOCUMENT_MAX_BYTES)
+    upload = document_resources.document_upload(body, topology.GATEWAY_DOCUMENT_MAX_BYTES)
     link, view = await task_view(gateway, grant.clinic, upload.task_id)
     envelope = await gateway.envelope(grant.clinic)
     try:
@@ -56,10 +57,10 @@ async def create_document(request: Request[Any, Any, Any]) -> Response[bytes]:
         )
         await gateway.store.documents.put(meta, upload.data)
     except documents.DocumentRejectedError as exc:
-        raise domain.schema(str(exc)) from exc
+        raise outcomes.schema(str(exc)) from exc
     await _record_access(link, envelope, meta, "uploaded")
     log.info("gateway_document_stored", clinic=grant.clinic, document=meta.id, size=meta.size)
-    return fhir(domain.document_resource(meta, gateway.settings.fhir_base), 201)
+    return fhir(document_resources.document_resource(meta, gateway.settings.fhir_base), 201)
 
 
 async def _document(gateway: Gateway, clinic: str, document_id: str) -> tuple[ClinicLink, DocumentMeta]:
@@ -76,7 +77,7 @@ async def _document(gateway: Gateway, clinic: str, document_id: str) -> tuple[Cl
     if meta is not None and meta.referral_id not in link.referrals.by_referral:
         await caught_up(link)
     if meta is None or meta.referral_id not in link.referrals.by_referral:
-        raise domain.not_found("DocumentReference", document_id)  # noqa: EM101 - the resource's name, not a message
+        raise outcomes.not_found("DocumentReference", document_id)  # noqa: EM101 - the resource's name, not a message
     return link, meta
 
 
@@ -86,7 +87,7 @@ async def read_document(request: Request[Any, Any, Any], document_id: str) -> Re
     gateway = gateway_of(request)
     grant = gateway.grant(request, "DocumentReference", "r")
     _, meta = await _document(gateway, grant.clinic, document_id)
-    return fhir(domain.document_resource(meta, gateway.settings.fhir_base))
+    return fhir(document_resources.document_resource(meta, gateway.settings.fhir_base))
 
 
 @get("/fhir/DocumentReference")
@@ -108,9 +109,9 @@ async def search_documents(request: Request[Any, Any, Any]) -> Response[bytes]:
     link = await caught_up(await gateway.connections.link(grant.clinic))
     view = link.referrals.task(task_id)
     found = await gateway.store.documents.for_referral(view.referral.referral_id) if view is not None else []
-    resources = [domain.document_resource(meta, gateway.settings.fhir_base) for meta in found]
+    resources = [document_resources.document_resource(meta, gateway.settings.fhir_base) for meta in found]
     links = {"self": f"{gateway.settings.fhir_base}/DocumentReference?related=Task/{task_id}"}
-    return fhir(domain.searchset(gateway.settings.fhir_base, resources, len(resources), links))
+    return fhir(fhir_search.searchset(gateway.settings.fhir_base, resources, len(resources), links))
 
 
 @get("/fhir/Binary/{document_id:str}")
@@ -124,7 +125,7 @@ async def read_binary(request: Request[Any, Any, Any], document_id: str) -> Resp
     except documents.DocumentCorruptError as exc:
         raise FhirError(500, RejectionCode.PROCESSING_FAILED, "the stored document does not match its hash") from exc
     except documents.DocumentNotFoundError as exc:
-        raise domain.not_found("Binary", document_id) from exc  # noqa: EM101 - the resource's name, not a message
+        raise outcomes.not_found("Binary", document_id) from exc  # noqa: EM101 - the resource's name, not a message
     await _record_access(link, await gateway.envelope(grant.clinic), meta, "read")
     # Served as its own type to FHIR clients, but never run as a page on the gateway's origin.
     headers = {"ETag": f'"{meta.sha256}"', "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}

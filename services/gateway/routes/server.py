@@ -8,9 +8,9 @@ import msgspec
 import structlog
 from litestar import Request, Response, get, post
 
-from referral_hub.gateway import auth, domain
+from referral_hub.gateway import auth, outcomes
 from referral_hub.gateway.adapters import ReplayError
-from referral_hub.gateway.domain import FhirError
+from referral_hub.gateway.outcomes import FhirError
 from referral_hub.gateway.web import GatewaySettings, fhir, gateway_of
 
 log = structlog.get_logger(__name__)
@@ -36,7 +36,7 @@ async def token(request: Request[Any, Any, Any]) -> Response[bytes]:
             return _oauth_error(401, "invalid_client", "no client is registered under this iss")
         checked = auth.verify_assertion(assertion, client, gateway.settings.token_url, gateway.clock())
         await gateway.store.spend_jti(checked.clinic, checked.jti)
-        scopes = domain.granted_scopes(str(form.get("scope") or ""))
+        scopes = outcomes.granted_scopes(str(form.get("scope") or ""))
     except FhirError as exc:
         return _oauth_error(exc.status, "invalid_client" if exc.status == 401 else "invalid_scope", exc.diagnostics)  # noqa: PLR2004 - HTTP status
     except ReplayError as exc:

@@ -11,8 +11,8 @@ from litestar import Request, Response, delete, get, post, put
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.gateway import domain, subscriptions
-from referral_hub.gateway.domain import FhirError, GatewayCode
+from referral_hub.gateway import outcomes, subscriptions
+from referral_hub.gateway.outcomes import FhirError, GatewayCode
 from referral_hub.gateway.rest_hooks import focus_resources
 from referral_hub.gateway.subscriptions import SubscriptionRecord
 from referral_hub.gateway.web import Gateway, fhir, gateway_of, json_body
@@ -33,14 +33,14 @@ async def _subscription(gateway: Gateway, clinic: str, subscription_id: str) -> 
         entry = None
     record = msgspec.json.decode(entry.value, type=SubscriptionRecord) if entry and entry.value else None
     if record is None or record.clinic != clinic or entry is None:
-        raise domain.not_found("Subscription", subscription_id)  # noqa: EM101 - the resource's name, not a message
+        raise outcomes.not_found("Subscription", subscription_id)  # noqa: EM101 - the resource's name, not a message
     return record, entry.revision or 0
 
 
 def subscription_response(gateway: Gateway, record: SubscriptionRecord, status: int = 200) -> Response[bytes]:
     """A Subscription with its ETag."""
     return fhir(
-        subscriptions.resource(record, gateway.settings.fhir_base), status, {"ETag": domain.etag(record.version)}
+        subscriptions.resource(record, gateway.settings.fhir_base), status, {"ETag": outcomes.etag(record.version)}
     )
 
 
@@ -81,7 +81,7 @@ async def update_subscription(request: Request[Any, Any, Any], subscription_id: 
     grant = gateway.grant(request, "Subscription", "u")
     body = await json_body(request)
     record, revision = await _subscription(gateway, grant.clinic, subscription_id)
-    domain.check_if_match(request.headers.get("if-match"), record.version)
+    outcomes.check_if_match(request.headers.get("if-match"), record.version)
     if not isinstance(body, dict):
         raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a Subscription")
     changed = subscriptions.parse(body, grant.clinic, record.id, record.start_after)

@@ -12,8 +12,8 @@ from litestar import Request, Response, get, patch, post, put
 
 from referral_hub.contracts.referrals import ReferralRequested
 from referral_hub.contracts.rejections import Rejection, RejectionCode
-from referral_hub.gateway import domain
-from referral_hub.gateway.domain import FhirError, GatewayCode
+from referral_hub.gateway import communications, fhir_search, outcomes, task_commands, task_views
+from referral_hub.gateway.outcomes import FhirError, GatewayCode
 from referral_hub.gateway.web import (
     Gateway,
     caught_up,
@@ -39,7 +39,7 @@ async def _create(
 ) -> Response[bytes]:
     """Create a referral, or answer with the one this identifier already made."""
     envelope = await gateway.envelope(clinic)
-    command = domain.referral_request(envelope, task, service_request)
+    command = task_commands.referral_request(envelope, task, service_request)
     if if_none_exist is not None:
         _check_if_none_exist(if_none_exist, task)
     link = await gateway.connections.link(clinic)
@@ -50,7 +50,7 @@ async def _create(
     if answer is None and not await link.wait_until(lambda: command.referral_id in link.referrals.by_referral):
         raise FhirError(503, GatewayCode.HUB_UNAVAILABLE, "the referral was stored but not yet confirmed; retry")
     if answer is not None and isinstance(answer.message, Rejection):
-        raise domain.from_rejection(answer.message)
+        raise outcomes.from_rejection(answer.message)
     if answer is not None and not isinstance(answer.message, ReferralRequested):
         raise FhirError(500, RejectionCode.PROCESSING_FAILED, "the hub answered with an unexpected message")
     view = link.referrals.by_referral[command.referral_id]
@@ -62,7 +62,7 @@ def _check_if_none_exist(header: str, task: Mapping[str, Any]) -> None:
     name, _, value = header.partition("=")
     if name.strip() != "identifier":
         raise FhirError(422, GatewayCode.UNSUPPORTED, "If-None-Exist supports identifier=system|value only")
-    system, code = domain.parse_token_search(value.strip())
+    system, code = fhir_search.parse_token_search(value.strip())
     first = (task.get("identifier") or [{}])[0]
     if code != first.get("value") or (system and system != first.get("system")):
         raise FhirError(422, GatewayCode.UNSUPPORTED, "If-None-Exist must name the Task's first identifier")
@@ -87,7 +87,7 @@ async def transaction(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await json_body(request)
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
         raise FhirError(422, RejectionCode.SCHEMA_VIOLATION, "the base URL accepts a transaction Bundle")
-    task, service_request = domain.transaction_parts(body)
+    task, service_request = task_commands.transaction_parts(body)
     created = await _create(gateway, grant.clinic, task, service_request, None)
     resource = msgspec.json.decode(created.content) if isinstance(created.content, bytes) else {}
     status = f"{created.status_code} {'Created' if created.status_code == 201 else 'OK'}"  # noqa: PLR2004 - HTTP status
@@ -112,10 +112,10 @@ async def read_service_request(request: Request[Any, Any, Any], resource_id: str
     grant = gateway.grant(request, "ServiceRequest", "r")
     link = await gateway.connections.link(grant.clinic)
     for view in link.referrals.by_referral.values():
-        resource = domain.service_request_resource(view)
+        resource = task_views.service_request_resource(view)
         if resource["id"] == resource_id:
-            return fhir(resource, headers={"ETag": domain.etag(view.version)})
-    raise domain.not_found("ServiceRequest", resource_id)  # noqa: EM101 - the resource's name, not a message
+            return fhir(resource, headers={"ETag": outcomes.etag(view.version)})
+    raise outcomes.not_found("ServiceRequest", resource_id)  # noqa: EM101 - the resource's name, not a message
 
 
 @get("/fhir/Task")
@@ -125,8 +125,8 @@ async def search_task(request: Request[Any, Any, Any]) -> Response[bytes]:
     grant = gateway.grant(request, "Task", "s")
     parameters = {name: request.query_params.getall(name) for name in request.query_params}
     link = await caught_up(await gateway.connections.link(grant.clinic))
-    found = domain.search_tasks(list(link.referrals.by_referral.values()), parameters)
-    offset, count = domain.page_bounds(parameters)
+    found = fhir_search.search_tasks(list(link.referrals.by_referral.values()), parameters)
+    offset, count = fhir_search.page_bounds(parameters)
     page = found[offset : offset + count]
     base = f"{gateway.settings.fhir_base}/Task"
     plain = {k: v for k, v in parameters.items() if k not in {"_offset", "_count"}}
@@ -140,7 +140,9 @@ async def search_task(request: Request[Any, Any, Any]) -> Response[bytes]:
     if offset > 0:
         links["previous"] = link_to(max(0, offset - count))
     return fhir(
-        domain.searchset(gateway.settings.fhir_base, [domain.task_resource(v) for v in page], len(found), links)
+        fhir_search.searchset(
+            gateway.settings.fhir_base, [task_views.task_resource(v) for v in page], len(found), links
+        )
     )
 
 
@@ -149,25 +151,25 @@ async def _transition(request: Request[Any, Any, Any], task_id: str, *, patching
     grant = gateway.grant(request, "Task", "u")
     body = await json_body(request)
     link, view = await task_view(gateway, grant.clinic, task_id)
-    domain.check_if_match(request.headers.get("if-match"), view.version)
-    current = domain.task_resource(view)
+    outcomes.check_if_match(request.headers.get("if-match"), view.version)
+    current = task_views.task_resource(view)
     if patching:
-        wanted = domain.apply_patch(current, body)
+        wanted = task_commands.apply_patch(current, body)
     elif isinstance(body, dict):
         wanted = body
         if body.get("id") not in {None, task_id}:
             raise FhirError(400, RejectionCode.SCHEMA_VIOLATION, "the Task's id differs from the URL's")
     else:
         raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a Task")
-    transition = domain.transition_for(current, wanted, grant.clinic, view)
-    command = domain.transition_command(transition, await gateway.envelope(grant.clinic), view, wanted)
+    transition = task_commands.transition_for(current, wanted, grant.clinic, view)
+    command = task_commands.transition_command(transition, await gateway.envelope(grant.clinic), view, wanted)
     answer = await link.send_and_wait(command)
     if answer is not None and isinstance(answer.message, Rejection):
-        raise domain.from_rejection(answer.message)
+        raise outcomes.from_rejection(answer.message)
     updated = link.referrals.by_referral.get(view.referral.referral_id)
     if updated is None:
         # Forwarded away: the referral is no longer this clinic's to read.
-        return fhir(domain.task_resource(view))
+        return fhir(task_views.task_resource(view))
     return task_response(updated)
 
 
@@ -194,21 +196,21 @@ async def create_communication(request: Request[Any, Any, Any]) -> Response[byte
     body = await json_body(request)
     if not isinstance(body, dict):
         raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a Communication")
-    link, view = await task_view(gateway, grant.clinic, domain.task_reference(body))
-    command = domain.interim_note(await gateway.envelope(grant.clinic), view, body)
+    link, view = await task_view(gateway, grant.clinic, communications.task_reference(body))
+    command = communications.interim_note(await gateway.envelope(grant.clinic), view, body)
     answer = await link.send_and_wait(command)
     if answer is not None and isinstance(answer.message, Rejection):
-        raise domain.from_rejection(answer.message)
+        raise outcomes.from_rejection(answer.message)
     current = link.referrals.by_referral.get(view.referral.referral_id, view)
     made = (
         next(
-            (c for c in domain.communications(current) if c["sent"] == answer.message.occurred_at.isoformat()),
+            (c for c in communications.communications(current) if c["sent"] == answer.message.occurred_at.isoformat()),
             None,
         )
         if answer is not None
         else None
     )
-    return fhir(made or domain.communications(current)[-1], 201)
+    return fhir(made or communications.communications(current)[-1], 201)
 
 
 @get("/fhir/Communication")
@@ -225,9 +227,9 @@ async def search_communication(request: Request[Any, Any, Any]) -> Response[byte
     if based_on:
         chosen = link.referrals.task(based_on.rpartition("/")[2])
         views = [chosen] if chosen is not None else []
-    found = [c for v in views for c in domain.communications(v)]
+    found = [c for v in views for c in communications.communications(v)]
     links = {"self": f"{gateway.settings.fhir_base}/Communication"}
-    return fhir(domain.searchset(gateway.settings.fhir_base, found, len(found), links))
+    return fhir(fhir_search.searchset(gateway.settings.fhir_base, found, len(found), links))
 
 
 HANDLERS: Final = (
