@@ -12,10 +12,7 @@ import msgspec
 from referral_hub.contracts.access import AccessViewed
 from referral_hub.errors import HubError
 from referral_hub.referrals.fhir_task import RESOURCE_NAMESPACE
-from referral_hub.runtime.jetstream import topology
 
-MAX_BYTES: Final = topology.GATEWAY_DOCUMENT_MAX_BYTES
-"""The largest document either door accepts (20 MiB)."""
 MAX_PER_REFERRAL: Final = 500
 """Documents one referral may hold: its index entry (a few hundred bytes each) stays far below a NATS message."""
 TITLE_CHARS: Final = 120
@@ -31,7 +28,7 @@ class DocumentRejectedError(DocumentError):
 
 
 class DocumentTooLargeError(DocumentRejectedError):
-    """Over :data:`MAX_BYTES`."""
+    """Over the limit the caller gives (``topology.GATEWAY_DOCUMENT_MAX_BYTES`` at both doors)."""
 
 
 class DocumentNotFoundError(DocumentError):
@@ -75,7 +72,7 @@ def describe(  # noqa: PLR0913 - every field a document's record needs
     content_type: str,
     author: str,
     created: datetime,
-    max_bytes: int = MAX_BYTES,
+    max_bytes: int,
 ) -> DocumentMeta:
     """A new document's metadata, its SHA-256 computed here; refuses an empty or oversized one."""
     if not data:

@@ -28,7 +28,6 @@ from litestar.response import Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from referral_hub.documents import domain as documents
 from referral_hub.portal.adapters import PortalStore
 from referral_hub.portal.routes import (
     audit_receipts,
@@ -43,6 +42,7 @@ from referral_hub.portal.routes import (
 from referral_hub.portal.routes import documents as document_routes
 from referral_hub.portal.routes.documents import UPLOAD_BODY_BYTES
 from referral_hub.portal.web import PREFIX, LoginRequiredError, Portal, PortalSettings, see_other
+from referral_hub.runtime.jetstream import topology
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from referral_hub.screening.rules import load_rules
 
@@ -66,8 +66,8 @@ def _login_redirect(request: Request[Any, Any, Any], _exc: Exception) -> Respons
 
 def _too_large(_request: Request[Any, Any, Any], _exc: Exception) -> Response[Any]:
     """A form whose files together pass the body limit: said in words, before anything is stored."""
-    limit = UPLOAD_BODY_BYTES // (1024 * 1024)
-    words = f"The files are too large: at most {documents.MAX_BYTES // (1024 * 1024)} MiB each, {limit} MiB per form."
+    each, limit = topology.GATEWAY_DOCUMENT_MAX_BYTES // (1024 * 1024), UPLOAD_BODY_BYTES // (1024 * 1024)
+    words = f"The files are too large: at most {each} MiB each, {limit} MiB per form."
     return Template("too_large.html", context={"reason": words}, status_code=413)
 
 

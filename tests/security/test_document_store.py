@@ -57,6 +57,7 @@ async def stored(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tupl
                 content_type="application/pdf",
                 author=A,
                 created=datetime.now(UTC),
+                max_bytes=topology.GATEWAY_DOCUMENT_MAX_BYTES,
             )
             await (await DocumentStore.bind(portal.jetstream())).put(meta, LETTER)
             await portal.close()

@@ -54,6 +54,7 @@ async def create_document(request: Request[Any, Any, Any]) -> Response[bytes]:
             content_type=upload.content_type,
             author=grant.clinic,
             created=envelope.now,
+            max_bytes=topology.GATEWAY_DOCUMENT_MAX_BYTES,
         )
         await gateway.store.documents.put(meta, upload.data)
     except documents.DocumentRejectedError as exc:

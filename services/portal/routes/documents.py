@@ -16,9 +16,10 @@ from referral_hub.documents import domain as documents
 from referral_hub.portal import domain, forms
 from referral_hub.portal.routes.referrals import referral_context, referral_view
 from referral_hub.portal.web import PREFIX, Member, Portal, portal_of, see_other
+from referral_hub.runtime.jetstream import topology
 
 log = structlog.get_logger(__name__)
-UPLOAD_BODY_BYTES: Final = documents.MAX_BYTES + 5 * 1024 * 1024
+UPLOAD_BODY_BYTES: Final = topology.GATEWAY_DOCUMENT_MAX_BYTES + 5 * 1024 * 1024
 """A form with files: one document at the 20 MiB limit and the form around it; several files share it."""
 DOWNLOAD_CSP: Final = "sandbox; default-src 'none'"
 """A downloaded document is never a page of the portal: no script, no origin, nothing loaded."""
@@ -39,7 +40,7 @@ async def attached_files(request: Request[Any, Any, Any]) -> list[forms.Attachme
 
 def attachment_status(parts: list[forms.Attachment]) -> int:
     """413 when a file is over the limit, else 400: the form's error says which and why."""
-    return 413 if any(len(part.data) > documents.MAX_BYTES for part in parts) else 400
+    return 413 if any(len(part.data) > topology.GATEWAY_DOCUMENT_MAX_BYTES for part in parts) else 400
 
 
 async def store_documents(
@@ -62,6 +63,7 @@ async def store_documents(
                 content_type=file.content_type,
                 author=member.clinic.id,
                 created=now,
+                max_bytes=topology.GATEWAY_DOCUMENT_MAX_BYTES,
             )
             await portal.storage().documents.put(meta, file.data)
         except (documents.DocumentError, nats.errors.Error) as exc:
@@ -86,7 +88,7 @@ async def upload_documents(request: Request[Any, Any, Any], referral_id: UUID) -
     member = await portal.current(request)
     view = await referral_view(portal, member, referral_id)
     parts = await attached_files(request)
-    files, problem = forms.attachments(parts, documents.MAX_BYTES)
+    files, problem = forms.attachments(parts, topology.GATEWAY_DOCUMENT_MAX_BYTES)
     if not files and not problem:
         problem = "Choose a file to attach."
     if problem:

@@ -9,7 +9,6 @@ from litestar import Request, Response, get, post
 from litestar.response import Template
 
 from referral_hub.contracts.rejections import Rejection
-from referral_hub.documents import domain as documents
 from referral_hub.portal import domain, forms
 from referral_hub.portal.routes.documents import (
     UPLOAD_BODY_BYTES,
@@ -19,6 +18,7 @@ from referral_hub.portal.routes.documents import (
     store_documents,
 )
 from referral_hub.portal.web import PREFIX, Member, Portal, form_fields, page_context, portal_of, see_other
+from referral_hub.runtime.jetstream import topology
 
 # --- New referral -----------------------------------------------------------------------------
 
@@ -59,7 +59,7 @@ async def new_referral_submit(request: Request[Any, Any, Any]) -> Response[Any]:
     member = await portal.current(request)
     result = forms.new_referral(await form_fields(request), member.actor, _offers(portal))
     parts = await attached_files(request)
-    files, problem = forms.attachments(parts, documents.MAX_BYTES)
+    files, problem = forms.attachments(parts, topology.GATEWAY_DOCUMENT_MAX_BYTES)
     if problem:
         result.errors["attachments"] = problem
     if result.message is None or problem:
