@@ -11,13 +11,17 @@ import base64
 import hashlib
 import os
 import re
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fhirpy import AsyncFHIRClient
 from nats.aio.client import Client
 
+from referral_hub.documents import domain as documents
 from referral_hub.runtime.jetstream import topology
 from tests.helpers import RunningHub, audit_entries, eventually
 from tests.portal.conftest import csrf_of, log_in, portal_process
@@ -153,6 +157,7 @@ async def test_one_store_a_gateway_document_is_in_the_portal_and_a_portal_docume
         entries = [entry["resource"] for entry in valid(search.json())["entry"]]
         assert [entry["description"] for entry in entries] == ["Referral letter", "knee-scan.png"]
         assert entries[1]["author"][0]["identifier"]["value"] == "lotus-acu"
+        assert entries[1]["context"]["related"] == [{"reference": f"Task/{task['id']}"}]
         binary = await http.get(entries[1]["content"][0]["attachment"]["url"], headers=auth(harbor))
         assert binary.status_code == 200
         assert binary.content == scan
@@ -164,3 +169,27 @@ def task_identifier(task: dict[str, Any]) -> str:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+
+
+def test_a_documents_record_names_its_referrals_task_its_hash_and_refuses_empty_or_oversized_bytes() -> None:
+    referral_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    fields: dict[str, Any] = {
+        "referral_id": referral_id,
+        "patient_ref": "pt-0001",
+        "title": "letter.pdf",
+        "content_type": "application/pdf",
+        "author": "harbor-pt",
+        "created": now,
+        "max_bytes": 8,
+    }
+    meta = documents.describe(data=b"%PDF-1.7", **fields)
+    assert meta.sha256 == hashlib.sha256(b"%PDF-1.7").hexdigest()
+    assert meta.size == 8
+    record = documents.access_record(meta, clinic="lotus-acu", actor="raj.patel", now=now, what="read")
+    assert record.page == f"DocumentReference/{meta.id} read sha256:{meta.sha256}"
+    assert (record.sender_clinic, record.referral_id) == ("lotus-acu", str(referral_id))
+    with pytest.raises(documents.DocumentRejectedError, match="empty"):
+        documents.describe(data=b"", **fields)
+    with pytest.raises(documents.DocumentTooLargeError, match="at most 8"):
+        documents.describe(data=b"%PDF-1.7x", **fields)

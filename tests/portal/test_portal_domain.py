@@ -15,6 +15,7 @@ from referral_hub.contracts.base import Message, Modality
 from referral_hub.contracts.plans import CareTeamChanged, PlanUpdate, PlanUpdated
 from referral_hub.contracts.referrals import ReferralRequest, ReferralSchedule, ReferralState
 from referral_hub.contracts.rejections import Rejection, RejectionCode
+from referral_hub.documents import domain as documents
 from referral_hub.portal import domain, forms
 from referral_hub.portal.domain import MemberAccount, PortalRole, Session
 from referral_hub.portal.receipts import ReceiptUnavailableError, choose_receipt
@@ -276,3 +277,60 @@ def test_an_unfiltered_inbox_page_is_the_same_slice_a_filter_matching_everything
     assert [row.event_number for row in last] == list(range(20, 0, -1))
     assert [row.unread for row in first[:2]] == [False, True]
     assert domain.inbox_rows([], "UTC", read, domain.InboxQuery(page=2)) == ([], 1)
+
+
+# --- Documents ---------------------------------------------------------------------------------
+
+
+def test_an_empty_file_input_is_no_attachment_but_an_empty_or_oversized_file_is_named() -> None:
+    nothing_chosen = forms.Attachment("", "application/octet-stream", b"")
+    letter = forms.Attachment("letter.pdf", "application/pdf", b"%PDF")
+    assert forms.attachments([nothing_chosen], 10) == ([], "")
+    assert forms.attachments([nothing_chosen, letter], 10) == ([letter], "")
+    assert forms.attachments([forms.Attachment("scan.png", "image/png", b"")], 10) == (
+        [],
+        "scan.png is empty: choose the file again.",
+    )
+    files, problem = forms.attachments(
+        [forms.Attachment("big.tif", "image/tiff", b"x" * 3 * 1024 * 1024)], 2 * 1024 * 1024
+    )
+    assert files == []
+    assert problem == "big.tif is 3.0 MiB; each file may be at most 2 MiB."
+    assert forms.attachments([letter] * (forms.MAX_ATTACHMENTS + 1), 10)[1].startswith("Attach at most")
+
+
+@pytest.mark.parametrize(
+    ("declared", "served"),
+    [
+        ("application/pdf", "application/pdf"),
+        ("TEXT/PLAIN; charset=utf-8", "text/plain"),
+        ("text/html", "application/octet-stream"),
+        ("image/svg+xml", "application/octet-stream"),
+        ("application/xhtml+xml", "application/octet-stream"),
+        ("", "application/octet-stream"),
+    ],
+)
+def test_a_download_keeps_its_type_only_when_it_cannot_run_script(declared: str, served: str) -> None:
+    assert domain.download_type(declared) == served
+
+
+def test_a_download_name_is_plain_ascii_and_document_rows_are_in_clinic_time() -> None:
+    assert domain.download_name('../../"evil"\r\n.html') == "_..__evil___.html"
+    assert domain.download_name("Überweisung.pdf") == "_berweisung.pdf"
+    assert domain.download_name("...") == "document"
+    created = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+    meta = documents.describe(
+        data=b"%PDF-1.7" * 200,
+        referral_id=uuid4(),
+        patient_ref="pt-0001",
+        title="letter.pdf",
+        content_type="application/pdf",
+        author="kneadwell-massage",
+        created=created,
+        max_bytes=1024 * 1024,
+    )
+    (row,) = domain.document_rows([meta], "America/New_York")
+    assert (row.title, row.size, row.author) == ("letter.pdf", "2 KiB", "kneadwell-massage")
+    assert row.when == "2026-11-28 10:00 EST"
+    assert domain.size_words(812) == "812 bytes"
+    assert domain.size_words(3 * 1024 * 1024 + 200 * 1024) == "3.2 MiB"
