@@ -47,11 +47,14 @@ class DocumentStore:
         """Store the bytes, then list them under their referral.
 
         The object goes first: a failure between the two leaves bytes nobody lists (and
-        the caller is told), never a listed document without bytes.
+        the caller is told), never a listed document without bytes. A referral already
+        holding :data:`MAX_PER_REFERRAL` documents is refused before any byte is written.
         """
         if hashlib.sha256(data).hexdigest() != meta.sha256 or len(data) != meta.size:
             msg = "the bytes are not the ones the metadata describes"
             raise DocumentError(msg)
+        listed, _ = await self._listed(str(meta.referral_id))
+        _check_room(listed)
         description = msgspec.json.encode(meta).decode()
         await self._objects.put(meta.id, data, ObjectMeta(name=meta.id, description=description))
         await self._add_to_index(meta)
@@ -62,9 +65,7 @@ class DocumentStore:
             listed, revision = await self._listed(key)
             if any(known.id == meta.id for known in listed):
                 return
-            if len(listed) >= MAX_PER_REFERRAL:
-                msg = f"a referral holds at most {MAX_PER_REFERRAL} documents"
-                raise DocumentRejectedError(msg)
+            _check_room(listed)
             value = msgspec.json.encode([*listed, meta])
             try:
                 if revision == 0:
@@ -82,7 +83,12 @@ class DocumentStore:
             entry = await self._index.get(key)
         except nats.js.errors.KeyNotFoundError:
             return [], 0
-        return (META_LIST.decode(entry.value) if entry.value else []), int(entry.revision or 0)
+        try:
+            listed = META_LIST.decode(entry.value) if entry.value else []
+        except msgspec.DecodeError as exc:
+            msg = f"the document list of referral {key} cannot be read"
+            raise DocumentError(msg) from exc
+        return listed, int(entry.revision or 0)
 
     async def for_referral(self, referral_id: uuid.UUID) -> list[DocumentMeta]:
         """The referral's documents, oldest first: one KV read."""
@@ -108,3 +114,9 @@ class DocumentStore:
             msg = f"document {meta.id} does not match its recorded SHA-256"
             raise DocumentCorruptError(msg)
         return data
+
+
+def _check_room(listed: list[DocumentMeta]) -> None:
+    if len(listed) >= MAX_PER_REFERRAL:
+        msg = f"a referral holds at most {MAX_PER_REFERRAL} documents"
+        raise DocumentRejectedError(msg)

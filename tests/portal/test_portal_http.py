@@ -26,6 +26,7 @@ from referral_hub.client import new_id, utc_now
 from referral_hub.contracts.audit import AuditReceipt
 from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.referrals import ReferralAccept
+from referral_hub.documents import domain as documents
 from referral_hub.runtime.jetstream import topology
 from tests.helpers import audit_entries, eventually, referral_request
 
@@ -495,6 +496,48 @@ async def test_document_uploads_need_the_csrf_token_a_file_and_at_most_20_mib(
     stored = await ben.post(f"{path}/documents", data={"_csrf_token": token}, files=one)
     assert stored.status_code == 303
     assert list(await _downloads(ben, path)) == ["plan.txt"]
+
+
+async def test_a_file_the_store_does_not_take_is_named_on_the_page_and_nothing_is_listed_for_it(
+    shared_portal: RunningPortal, members: dict
+) -> None:
+    """A referral already holding the most documents the store keeps for one: the upload is refused in words."""
+    ben, _ = members[BEN]
+    kneadwell = await shared_portal.hub.clinic("kneadwell-massage")
+    request = referral_request(
+        sender="kneadwell-massage",
+        recipient="harbor-pt",
+        modality=Modality.PHYSICAL_THERAPY,
+        patient_ref="pt-docs-0005",
+    )
+    await kneadwell.send_and_confirm(request)
+    full = [
+        documents.describe(
+            data=b"%PDF",
+            referral_id=request.referral_id,
+            patient_ref="pt-docs-0005",
+            title=f"page-{number}.pdf",
+            content_type="application/pdf",
+            author="kneadwell-massage",
+            created=utc_now(),
+            max_bytes=16,
+        )
+        for number in range(documents.MAX_PER_REFERRAL)
+    ]
+    index = await shared_portal.hub.connection.jetstream().key_value(topology.DOCUMENTS_INDEX_KV)
+    await index.put(str(request.referral_id), msgspec.json.encode(full))
+    path = f"/referrals/{request.referral_id}"
+    await eventually(lambda: _page_found(ben, path))
+    token = csrf_of((await ben.get(path)).text)
+
+    refused = await ben.post(
+        f"{path}/documents", data={"_csrf_token": token}, files={"attachments": ("plan.txt", b"plan", "text/plain")}
+    )
+
+    assert refused.status_code == 503
+    assert "These files were not stored: plan.txt" in refused.text
+    assert "plan.txt" not in await _downloads(ben, path)
+    assert len(msgspec.json.decode((await index.get(str(request.referral_id))).value or b"[]")) == len(full)
 
 
 async def test_a_live_inbox_stream_ends_with_its_session_and_sends_nothing_after(

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any, Final
 from uuid import UUID
 
+import nats.errors
 from litestar import Request, Response, get, post
 from litestar.exceptions import NotFoundException
 from litestar.response import Template
 
 from referral_hub.contracts.rejections import Rejection
+from referral_hub.documents import domain as documents
 from referral_hub.portal import domain, forms
 from referral_hub.portal.web import PREFIX, Member, Portal, form_fields, page_context, portal_of, see_other
 
@@ -28,11 +30,19 @@ async def referral_view(portal: Portal, member: Member, referral_id: UUID) -> do
 async def referral_context(
     portal: Portal, member: Member, view: domain.ReferralView, **values: object
 ) -> dict[str, object]:
-    """What ``referral.html`` shows: the view, its documents, and any refusal or form errors."""
-    found = await portal.storage().documents.for_referral(UUID(view.referral_id))
+    """What ``referral.html`` shows: the view, its documents, and any refusal or form errors.
+
+    A document list the store cannot give is said on the page; the rest of the referral shows.
+    """
     defaults: dict[str, object] = {"refused": "", "errors": {}, "document_error": ""}
+    try:
+        found = await portal.storage().documents.for_referral(UUID(view.referral_id))
+    except (documents.DocumentError, nats.errors.Error):
+        found = []
+        defaults["document_error"] = "The referral's documents cannot be listed right now; reload in a moment."
+    given = {name: value for name, value in values.items() if value or name != "document_error"}
     return page_context(
-        member, view=view, documents=domain.document_rows(found, member.clinic.timezone), **{**defaults, **values}
+        member, view=view, documents=domain.document_rows(found, member.clinic.timezone), **{**defaults, **given}
     )
 
 
