@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,6 +64,8 @@ SERVICES: Final = ("referrals", "notifications", "audit")
 
 REGISTRY_READ_SECONDS: Final = 10.0
 """How long a command waits for the registry from a server that answered: a busy hub is slow, not absent."""
+REGISTRY_RETRY_SECONDS: Final = 0.2
+REGISTRY_RECHECK_SECONDS: Final = 3.0
 FULL_ID_LENGTH: Final = 36
 """Characters of a UUID as text: anything shorter is a prefix to resolve."""
 
@@ -103,12 +106,24 @@ def require_clinic(args: argparse.Namespace) -> str:
 
 
 async def fetch_registry(connection: Client) -> list[Clinic]:
-    """Every clinic in the registry bucket, read once into the services' registry view."""
+    """Every clinic in the registry bucket, read once into the services' registry view.
+
+    nats-py's ``keys()`` says "no keys" when its watch reports nothing pending, which a
+    server that has just restarted can report for a bucket that holds values. So an empty
+    answer is believed at once only when the bucket's stream holds nothing either; otherwise
+    the keys are asked for again for up to ``REGISTRY_RECHECK_SECONDS`` (a bucket of deleted
+    keys only is empty after that).
+    """
     kv = await connection.jetstream().key_value(topology.REGISTRY_KV)
-    try:
-        keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return []
+    until = time.monotonic() + REGISTRY_RECHECK_SECONDS
+    while True:
+        try:
+            keys = await kv.keys()
+            break
+        except nats.js.errors.NoKeysError:
+            if (await kv.status()).values == 0 or time.monotonic() > until:
+                return []
+            await asyncio.sleep(REGISTRY_RETRY_SECONDS)
     view = RegistryCache()
     for key in keys:
         view.apply(key, (await kv.get(key)).value)

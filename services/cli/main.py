@@ -12,10 +12,11 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import msgspec
 import nats
@@ -35,6 +36,8 @@ DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 LOCAL_CREDS_DIR: Final = Path(".hub-data/auth")
 EXIT_USER_ERROR: Final = 1
 EXIT_INTERRUPTED: Final = 130
+CANCEL_AGAIN_SECONDS: Final = 1.0
+"""How often an interrupted command is cancelled again until it ends."""
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # noqa: SLF001 - argparse has no public name for it
 """argparse exposes no public name for the object ``add_subparsers`` returns."""
@@ -530,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if getattr(args, "sync_run", None) is not None:
             status: int = args.sync_run(args)
         else:
-            status = asyncio.run(args.run(args))
+            status = asyncio.run(interruptible(args.run(args)))
     except KeyboardInterrupt:
         status = EXIT_INTERRUPTED
     except BrokenPipeError:
@@ -539,6 +542,35 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"hubctl: error: {_describe(exc)}", file=sys.stderr)  # noqa: T201 - the CLI's output
         status = EXIT_USER_ERROR
     sys.exit(status)
+
+
+async def interruptible(work: Coroutine[Any, Any, int]) -> int:
+    """Run a command so that Ctrl-C ends it, even when one cancellation is lost.
+
+    Python 3.11's ``asyncio.wait_for`` loses a cancellation that arrives as its inner future
+    completes (CPython gh-86296), and nats-py's requests and a follower's waits use it: one
+    Ctrl-C could leave ``hubctl inbox --follow`` following. So the command is cancelled again
+    every ``CANCEL_AGAIN_SECONDS`` until it ends, and exits 130 as an interrupted command does.
+    A command that handles SIGINT itself (``hubctl up``) replaces this handler and is left to it.
+    """
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+
+    def on_interrupt() -> None:
+        interrupted.set()
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    try:
+        while not (await asyncio.wait({task}, timeout=CANCEL_AGAIN_SECONDS))[0]:
+            if interrupted.is_set():
+                task.cancel()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    if task.cancelled() and interrupted.is_set():
+        return EXIT_INTERRUPTED
+    return task.result()
 
 
 def _reader_left() -> int:
