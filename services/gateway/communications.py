@@ -10,7 +10,7 @@ from referral_hub.contracts.referrals import (
     ReferralInterimNote,
 )
 from referral_hub.gateway.outcomes import convert, schema
-from referral_hub.gateway.task_commands import Envelope
+from referral_hub.gateway.task_commands import Envelope, command_fields
 from referral_hub.gateway.task_views import TaskView
 from referral_hub.referrals import fhir_task as referral_fhir
 
@@ -36,18 +36,7 @@ def interim_note(envelope: Envelope, view: TaskView, resource: Mapping[str, Any]
     if not note:
         msg = "Communication.payload needs a contentString, the note"
         raise schema(msg)
-    referral = view.referral
-    fields = {
-        "message_id": uuid.uuid4(),
-        "occurred_at": envelope.now,
-        "sender_clinic": envelope.clinic,
-        "actor": envelope.actor,
-        "correlation_id": referral.request.correlation_id,
-        "referral_id": referral.referral_id,
-        "patient_ref": referral.patient_ref,
-        "note": note,
-    }
-    return convert(fields, ReferralInterimNote)
+    return convert({**command_fields(envelope, view), "note": note}, ReferralInterimNote)
 
 
 def communications(view: TaskView) -> list[dict[str, Any]]:

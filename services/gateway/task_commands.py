@@ -252,6 +252,20 @@ def _outputs(task: Mapping[str, Any]) -> dict[str, list[Any]]:
     return found
 
 
+def command_fields(envelope: Envelope, view: TaskView) -> dict[str, Any]:
+    """The fields every clinic command about this referral carries, sent now by the envelope's clinic."""
+    referral = view.referral
+    return {
+        "message_id": uuid.uuid4(),
+        "occurred_at": envelope.now,
+        "sender_clinic": envelope.clinic,
+        "actor": envelope.actor,
+        "correlation_id": referral.request.correlation_id,
+        "referral_id": referral.referral_id,
+        "patient_ref": referral.patient_ref,
+    }
+
+
 def transition_command(
     transition: str, envelope: Envelope, view: TaskView, wanted: Mapping[str, Any]
 ) -> ReferralCommand:
@@ -261,16 +275,7 @@ def transition_command(
     reason; ``executionPeriod.start`` a schedule's appointment; ``output`` entries typed
     ``visits``, ``technique``, ``response`` and ``recommendations`` a completion's outcome.
     """
-    referral = view.referral
-    base: dict[str, Any] = {
-        "message_id": uuid.uuid4(),
-        "occurred_at": envelope.now,
-        "sender_clinic": envelope.clinic,
-        "actor": envelope.actor,
-        "correlation_id": referral.request.correlation_id,
-        "referral_id": referral.referral_id,
-        "patient_ref": referral.patient_ref,
-    }
+    base = command_fields(envelope, view)
     reason = wanted.get("statusReason") or {}
     reason_code = next((c.get("code", "") for c in reason.get("coding", [])), "") if isinstance(reason, dict) else ""
     reason_text = _text(reason)
