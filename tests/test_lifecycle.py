@@ -25,6 +25,7 @@ from referral_hub.contracts.referrals import (
 )
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.referrals import app as referrals_app
+from referral_hub.referrals import handlers as referrals_handlers
 from referral_hub.referrals.adapters import careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.referrals.domain import SlaPolicy
@@ -330,7 +331,7 @@ async def test_heartbeat_reports_the_newest_event_number(hub: RunningHub) -> Non
         registry.apply(f"clinic.{clinic.id}", msgspec.json.encode(clinic))
     subscription = await hub.connection.subscribe("clinic.harbor-pt.heartbeat")
 
-    await referrals_app.send_heartbeats(hub.connection, registry, Effects(hub.connection), utc_now())
+    await referrals_handlers.send_heartbeats(hub.connection, registry, Effects(hub.connection), utc_now())
 
     beat = decode_hub_message((await subscription.next_msg(timeout=5)).data)
     assert isinstance(beat, InboxHeartbeat)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -9,8 +10,11 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
+from nats.aio.client import Client
 
 from referral_hub.contracts.alerts import AlertAck, AlertRaise, AlertRaised, AlertResolve
+from referral_hub.contracts.codec import encode
+from referral_hub.contracts.inbox import InboxHeartbeat
 from referral_hub.contracts.plans import CareTeamLeave, PlanUpdate
 from referral_hub.contracts.referrals import ReferralCommand, ReferralRequest, ReferralState
 from referral_hub.contracts.registry import Clinic
@@ -33,10 +37,11 @@ from referral_hub.runtime.jetstream.kvstore import Decided, update_with_retry
 from referral_hub.runtime.jetstream.registry_cache import RegistryCache
 from referral_hub.runtime.messaging.ack_policy import Effects, Handled
 from referral_hub.runtime.messaging.admission import RateLimiter, admit_delivery
+from referral_hub.runtime.messaging.ids import derived_id
 from referral_hub.runtime.messaging.incoming import Incoming
 from referral_hub.runtime.messaging.outgoing import Announcement, Outgoing, ToInbox, announce
 from referral_hub.runtime.messaging.refusal_outputs import refuse
-from referral_hub.runtime.messaging.refusals import Refusal
+from referral_hub.runtime.messaging.refusals import HUB_SENDER, Refusal
 from referral_hub.screening.rules import RulePack, load_rules
 
 HANDLED_ELSEWHERE: Final = {
@@ -403,6 +408,12 @@ class TimerSweeper:
         self._sla = sla
         self._clock = clock
 
+    async def sweep_forever(self, interval: float) -> None:
+        """Sweep now and then every ``interval`` seconds (a service job)."""
+        while True:
+            await self.sweep_once()
+            await asyncio.sleep(interval)
+
     async def sweep_once(self) -> int:
         """Fire every timer due now, and refresh the open and overdue referral gauges; returns how many fired."""
         fired = 0
@@ -434,3 +445,28 @@ class TimerSweeper:
 def _flag_set(fired: Referral) -> Callable[[Referral | None], Decided[Referral, None]]:
     """Write ``fired`` (the referral with its timer flag set) over the revision the sweep read, or lose the race."""
     return lambda _stored: Decided(fired, None)
+
+
+async def send_heartbeats(connection: Client, registry: RegistryCache, effects: Effects, now: datetime) -> None:
+    """Tell every clinic its newest inbox event number, so it can spot a gap and replay."""
+    for clinic in registry.clinics():
+        _, last = await effects.inbox.head(clinic.id)
+        beat = InboxHeartbeat(
+            message_id=derived_id(f"{clinic.id}/{now.isoformat()}", "heartbeat"),
+            occurred_at=now,
+            sender_clinic=HUB_SENDER,
+            actor=SERVICE,
+            correlation_id=derived_id(clinic.id, "heartbeat"),
+            clinic=clinic.id,
+            last_event_number=last,
+        )
+        await connection.publish(subjects.clinic_heartbeat(clinic.id), encode(beat))
+
+
+async def heartbeat_forever(
+    connection: Client, registry: RegistryCache, effects: Effects, clock: Callable[[], datetime], interval: float
+) -> None:
+    """Every ``interval`` seconds, every clinic's heartbeat (a service job)."""
+    while True:
+        await asyncio.sleep(interval)
+        await send_heartbeats(connection, registry, effects, clock())

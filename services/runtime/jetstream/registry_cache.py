@@ -6,6 +6,8 @@ every service sees it within a watch round-trip, with no restart.
 
 from __future__ import annotations
 
+import asyncio
+
 from importlib import resources
 from pathlib import Path
 from typing import Final
@@ -23,6 +25,10 @@ KEY_PREFIX: Final = "clinic."
 
 class RegistryFileError(HubError):
     """The registry file is missing or does not match the Registry contract."""
+
+
+class RegistryNotLoadedError(HubError):
+    """The registry bucket could not be read through in time: the hub is not provisioned."""
 
 
 def load_registry_file(path: Path | None = None) -> Registry:
@@ -82,3 +88,11 @@ class RegistryCache:
     async def follow(self, js: JetStreamContext) -> None:
         """Forever: apply every registry update; sets :attr:`loaded` after the first pass."""
         await self._view.follow(await js.key_value(REGISTRY_KV))
+
+    async def wait_loaded(self, seconds: float) -> None:
+        """Wait until :meth:`follow` has read the bucket through; a hub never provisioned is an error."""
+        try:
+            await asyncio.wait_for(self.loaded.wait(), seconds)
+        except TimeoutError as exc:
+            msg = "the clinic registry did not load; is the hub provisioned (hubctl provision)?"
+            raise RegistryNotLoadedError(msg) from exc
