@@ -16,7 +16,7 @@ from referral_hub.contracts.plans import CareTeamChanged, PlanUpdate, PlanUpdate
 from referral_hub.contracts.referrals import ReferralRequest, ReferralSchedule, ReferralState
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.documents import domain as documents
-from referral_hub.portal import domain, forms
+from referral_hub.portal import document_views, domain, forms, patient_views, referral_views
 from referral_hub.portal.domain import MemberAccount, PortalRole, Session
 from referral_hub.portal.receipts import ReceiptUnavailableError, choose_receipt
 
@@ -41,7 +41,7 @@ ACTOR = forms.Actor("kneadwell-massage", "sam.lee", "America/Chicago")
 def test_buttons_are_the_hubs_own_transitions_for_this_party_now(
     state: ReferralState, role: PortalRole, expected: list[str]
 ) -> None:
-    assert domain.permitted_transitions(state, role) == expected
+    assert referral_views.permitted_transitions(state, role) == expected
 
 
 def _account() -> MemberAccount:
@@ -164,7 +164,7 @@ def test_the_patient_page_shows_the_team_with_since_dates_and_plans_newest_versi
         # An existing member, as the hub announces it to a clinic joining later: since is when it joined.
         _delivered(6, _joined("lotus-acu", Modality.ACUPUNCTURE, "joined", NOW + timedelta(days=3), NOW)),
     ]
-    view = domain.patient_view(items, "pt-0001", "UTC", "harbor-pt")
+    view = patient_views.patient_view(items, "pt-0001", "UTC", "harbor-pt")
     assert view is not None
     assert [(m.clinic, m.modality, m.since, m.left) for m in view.team] == [
         ("harbor-pt", "physical_therapy", "2026-11-28 09:00 UTC", ""),
@@ -173,8 +173,8 @@ def test_the_patient_page_shows_the_team_with_since_dates_and_plans_newest_versi
     ]
     assert [v.version for v in view.plans[0].versions] == [2, 1]
     assert view.own_modality == "physical_therapy"
-    assert domain.patient_view(items, "pt-0001", "UTC", "kneadwell-massage").own_modality == ""  # type: ignore[union-attr]
-    assert domain.patient_view(items, "pt-other", "UTC", "harbor-pt") is None
+    assert patient_views.patient_view(items, "pt-0001", "UTC", "kneadwell-massage").own_modality == ""  # type: ignore[union-attr]
+    assert patient_views.patient_view(items, "pt-other", "UTC", "harbor-pt") is None
 
 
 def test_a_refusal_without_a_referral_state_is_worded_and_a_stale_plan_names_the_next_version() -> None:
@@ -311,13 +311,13 @@ def test_an_empty_file_input_is_no_attachment_but_an_empty_or_oversized_file_is_
     ],
 )
 def test_a_download_keeps_its_type_only_when_it_cannot_run_script(declared: str, served: str) -> None:
-    assert domain.download_type(declared) == served
+    assert document_views.download_type(declared) == served
 
 
 def test_a_download_name_is_plain_ascii_and_document_rows_are_in_clinic_time() -> None:
-    assert domain.download_name('../../"evil"\r\n.html') == "_..__evil___.html"
-    assert domain.download_name("Überweisung.pdf") == "_berweisung.pdf"
-    assert domain.download_name("...") == "document"
+    assert document_views.download_name('../../"evil"\r\n.html') == "_..__evil___.html"
+    assert document_views.download_name("Überweisung.pdf") == "_berweisung.pdf"
+    assert document_views.download_name("...") == "document"
     created = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
     meta = documents.describe(
         data=b"%PDF-1.7" * 200,
@@ -329,8 +329,8 @@ def test_a_download_name_is_plain_ascii_and_document_rows_are_in_clinic_time() -
         created=created,
         max_bytes=1024 * 1024,
     )
-    (row,) = domain.document_rows([meta], "America/New_York")
+    (row,) = document_views.document_rows([meta], "America/New_York")
     assert (row.title, row.size, row.author) == ("letter.pdf", "2 KiB", "kneadwell-massage")
     assert row.when == "2026-11-28 10:00 EST"
-    assert domain.size_words(812) == "812 bytes"
-    assert domain.size_words(3 * 1024 * 1024 + 200 * 1024) == "3.2 MiB"
+    assert document_views.size_words(812) == "812 bytes"
+    assert document_views.size_words(3 * 1024 * 1024 + 200 * 1024) == "3.2 MiB"

@@ -10,7 +10,7 @@ from litestar import Request, Response, get
 from litestar.exceptions import NotFoundException
 from litestar.response import Template
 
-from referral_hub.portal import domain, receipts
+from referral_hub.portal import patient_views, receipts
 from referral_hub.portal.web import page_context, portal_of
 
 # --- Audit receipts ---------------------------------------------------------------------------
@@ -27,7 +27,7 @@ async def audit_receipt(request: Request[Any, Any, Any], message_id: UUID) -> Re
     portal = portal_of(request)
     member = await portal.current(request)
     mirror = await portal.connections.mirror(member.clinic.id)
-    item = domain.inbox_message(mirror.items, message_id)
+    item = patient_views.inbox_message(mirror.items, message_id)
     if item is None:
         raise NotFoundException
     pinned = portal.verifier_key

@@ -13,7 +13,7 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.response import Template
 
 from referral_hub.documents import domain as documents
-from referral_hub.portal import domain, forms
+from referral_hub.portal import document_views, domain, forms
 from referral_hub.portal.routes.referrals import referral_context, referral_view
 from referral_hub.portal.web import PREFIX, Member, Portal, portal_of, see_other
 from referral_hub.runtime.jetstream import topology
@@ -129,9 +129,9 @@ async def download_document(request: Request[Any, Any, Any], referral_id: UUID, 
     )
     return Response(
         content=data,
-        media_type=domain.download_type(meta.content_type),
+        media_type=document_views.download_type(meta.content_type),
         headers={
-            "Content-Disposition": f'attachment; filename="{domain.download_name(meta.title)}"',
+            "Content-Disposition": f'attachment; filename="{document_views.download_name(meta.title)}"',
             "Content-Security-Policy": DOWNLOAD_CSP,
             "X-Content-Type-Options": "nosniff",
         },

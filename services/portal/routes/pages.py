@@ -8,7 +8,7 @@ from uuid import UUID
 from litestar import Request, get, post
 from litestar.response import Redirect, Template
 
-from referral_hub.portal import domain, forms
+from referral_hub.portal import forms, patient_views
 from referral_hub.portal.web import PREFIX, page_context, portal_of, send_or_refuse
 
 # --- Pages ------------------------------------------------------------------------------------
@@ -24,7 +24,7 @@ async def pages_page(request: Request[Any, Any, Any], refused: str = "") -> Temp
         "pages.html",
         context=page_context(
             member,
-            pages=domain.open_pages(mirror.items, member.clinic.id, member.clinic.timezone),
+            pages=patient_views.open_pages(mirror.items, member.clinic.id, member.clinic.timezone),
             refused=refused[:2000],
         ),
     )

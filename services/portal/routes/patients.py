@@ -11,7 +11,7 @@ from litestar.response import Redirect, Template
 
 from referral_hub.contracts.plans import PlanUpdated
 from referral_hub.contracts.rejections import Rejection
-from referral_hub.portal import domain, forms
+from referral_hub.portal import domain, forms, patient_views
 from referral_hub.portal.web import (
     PREFIX,
     Member,
@@ -26,16 +26,16 @@ from referral_hub.portal.web import (
 # --- Patients ---------------------------------------------------------------------------------
 
 
-async def _patient(portal: Portal, member: Member, patient_ref: str) -> domain.PatientView:
+async def _patient(portal: Portal, member: Member, patient_ref: str) -> patient_views.PatientView:
     """The patient as this clinic's inbox tells it; 404 when it never mentioned the patient."""
     mirror = await portal.connections.mirror(member.clinic.id)
-    view = domain.patient_view(mirror.items, patient_ref, member.clinic.timezone, member.clinic.id)
+    view = patient_views.patient_view(mirror.items, patient_ref, member.clinic.timezone, member.clinic.id)
     if view is None:
         raise NotFoundException
     return view
 
 
-def _patient_context(member: Member, view: domain.PatientView, **values: object) -> dict[str, object]:
+def _patient_context(member: Member, view: patient_views.PatientView, **values: object) -> dict[str, object]:
     defaults: dict[str, object] = {
         "errors": {},
         "values": {},
@@ -112,7 +112,7 @@ async def dispute_match(request: Request[Any, Any, Any], patient_ref: str, flag_
     member = await portal.current(request)
     form = await form_fields(request)
     mirror = await portal.connections.mirror(member.clinic.id)
-    flag = domain.screening_match(mirror.items, patient_ref, flag_id, form.get("rule_id", ""))
+    flag = patient_views.screening_match(mirror.items, patient_ref, flag_id, form.get("rule_id", ""))
     if flag is None:
         raise NotFoundException
     back = (

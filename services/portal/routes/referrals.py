@@ -12,23 +12,23 @@ from litestar.response import Template
 
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.documents import domain as documents
-from referral_hub.portal import domain, forms
+from referral_hub.portal import document_views, domain, forms, referral_views
 from referral_hub.portal.web import PREFIX, Member, Portal, form_fields, page_context, portal_of, see_other
 
 # --- Referrals --------------------------------------------------------------------------------
 
 
-async def referral_view(portal: Portal, member: Member, referral_id: UUID) -> domain.ReferralView:
+async def referral_view(portal: Portal, member: Member, referral_id: UUID) -> referral_views.ReferralView:
     """The referral as this clinic's inbox tells it; 404 when the clinic is not a party to it."""
     mirror = await portal.connections.mirror(member.clinic.id)
-    view = domain.referral_view(mirror.items, referral_id, member.clinic.id, member.clinic.timezone)
+    view = referral_views.referral_view(mirror.items, referral_id, member.clinic.id, member.clinic.timezone)
     if view is None:
         raise NotFoundException
     return view
 
 
 async def referral_context(
-    portal: Portal, member: Member, view: domain.ReferralView, **values: object
+    portal: Portal, member: Member, view: referral_views.ReferralView, **values: object
 ) -> dict[str, object]:
     """What ``referral.html`` shows: the view, its documents, and any refusal or form errors.
 
@@ -42,7 +42,10 @@ async def referral_context(
         defaults["document_error"] = "The referral's documents cannot be listed right now; reload in a moment."
     given = {name: value for name, value in values.items() if value or name != "document_error"}
     return page_context(
-        member, view=view, documents=domain.document_rows(found, member.clinic.timezone), **{**defaults, **given}
+        member,
+        view=view,
+        documents=document_views.document_rows(found, member.clinic.timezone),
+        **{**defaults, **given},
     )
 
 

@@ -7,7 +7,6 @@ every service sees it within a watch round-trip, with no restart.
 from __future__ import annotations
 
 import asyncio
-
 from importlib import resources
 from pathlib import Path
 from typing import Final
