@@ -25,7 +25,7 @@ from referral_hub.cli.commands import UsageError
 from referral_hub.client import new_id, utc_now
 from referral_hub.contracts.audit import AuditReceipt
 from referral_hub.contracts.base import ClinicalFlags, Modality
-from referral_hub.contracts.referrals import ReferralAccept
+from referral_hub.contracts.referrals import ReferralAccept, ReferralRequest
 from referral_hub.documents import domain as documents
 from referral_hub.runtime.jetstream import topology
 from tests.helpers import audit_entries, eventually, referral_request
@@ -455,14 +455,7 @@ async def test_document_uploads_need_the_csrf_token_a_file_and_at_most_20_mib(
     shared_portal: RunningPortal, members: dict
 ) -> None:
     ben, _ = members[BEN]
-    kneadwell = await shared_portal.hub.clinic("kneadwell-massage")
-    request = referral_request(
-        sender="kneadwell-massage",
-        recipient="harbor-pt",
-        modality=Modality.PHYSICAL_THERAPY,
-        patient_ref="pt-docs-0003",
-    )
-    await kneadwell.send_and_confirm(request)
+    request = await _kneadwell_refers_to_harbor(shared_portal, "pt-docs-0003")
     path = f"/referrals/{request.referral_id}"
     await eventually(lambda: _page_found(ben, path))
     token = csrf_of((await ben.get(path)).text)
@@ -503,14 +496,7 @@ async def test_a_file_the_store_does_not_take_is_named_on_the_page_and_nothing_i
 ) -> None:
     """A referral already holding the most documents the store keeps for one: the upload is refused in words."""
     ben, _ = members[BEN]
-    kneadwell = await shared_portal.hub.clinic("kneadwell-massage")
-    request = referral_request(
-        sender="kneadwell-massage",
-        recipient="harbor-pt",
-        modality=Modality.PHYSICAL_THERAPY,
-        patient_ref="pt-docs-0005",
-    )
-    await kneadwell.send_and_confirm(request)
+    request = await _kneadwell_refers_to_harbor(shared_portal, "pt-docs-0005")
     full = [
         documents.describe(
             data=b"%PDF",
@@ -568,3 +554,12 @@ async def test_a_live_inbox_stream_ends_with_its_session_and_sends_nothing_after
     rest = await asyncio.wait_for(after_logout(), 20)
 
     assert not [line for line in rest if line.startswith("event:") or line.removeprefix("data:").strip()], rest
+
+
+async def _kneadwell_refers_to_harbor(portal: RunningPortal, patient_ref: str) -> ReferralRequest:
+    """A massage clinic's referral to Harbor PT, confirmed by the hub."""
+    request = referral_request(
+        sender="kneadwell-massage", recipient="harbor-pt", modality=Modality.PHYSICAL_THERAPY, patient_ref=patient_ref
+    )
+    await (await portal.hub.clinic("kneadwell-massage")).send_and_confirm(request)
+    return request
