@@ -44,7 +44,7 @@ from referral_hub.runtime.broker import permissions
 from referral_hub.runtime.broker.credentials import CREDS_DIR_ENV, break_glass_dir_for, write_secret
 from referral_hub.runtime.broker.embedded import EmbeddedCluster, EmbeddedNats, port_is_free
 from referral_hub.runtime.broker.server_config import generate
-from referral_hub.runtime.hosting.service import cancel_and_wait
+from referral_hub.runtime.hosting.tasks import cancel_and_wait
 from referral_hub.runtime.jetstream import subjects
 from referral_hub.runtime.jetstream.provision import provision_as_operator
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file, store_clinic

@@ -39,6 +39,7 @@ from referral_hub.gateway.task_views import ClinicReferrals
 from referral_hub.runtime.broker import credentials, permissions
 from referral_hub.runtime.broker.credentials import NatsCredentials
 from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.hosting.tasks import cancel_and_wait
 from referral_hub.runtime.jetstream import topology
 
 log = structlog.get_logger(__name__)
@@ -240,9 +241,7 @@ class ClinicConnections:
         """Stop every follower and close every clinic connection."""
         for link in self._links.values():
             if link.task is not None:
-                link.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await link.task
+                await cancel_and_wait([link.task])
             with contextlib.suppress(nats.errors.Error):
                 await link.client.close()
         self._links.clear()

@@ -23,6 +23,7 @@ from referral_hub.gateway.outcomes import FhirError, GatewayCode
 from referral_hub.gateway.rest_hooks import RestHooks
 from referral_hub.gateway.task_commands import Envelope
 from referral_hub.gateway.task_views import TaskView
+from referral_hub.runtime.hosting.tasks import cancel_and_wait
 from referral_hub.runtime.jetstream import topology
 from referral_hub.runtime.jetstream.kvstore import KvView
 
@@ -125,11 +126,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop delivering and close every connection."""
-        for task in (self._delivering, self._following):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait([task for task in (self._delivering, self._following) if task is not None])
         await self.connections.close()
         if self._started is not None:
             with contextlib.suppress(Exception):

@@ -31,6 +31,7 @@ from referral_hub.errors import HubError
 from referral_hub.portal.domain import Invite, MemberAccount, Session
 from referral_hub.runtime.broker import credentials, permissions
 from referral_hub.runtime.broker.urls import server_urls
+from referral_hub.runtime.hosting.tasks import cancel_and_wait
 from referral_hub.runtime.jetstream import subjects, topology
 
 log = structlog.get_logger(__name__)
@@ -127,9 +128,7 @@ class PortalStore:
     async def close(self) -> None:
         """Stop the read-marks watch, flush and close."""
         if self._marks_task is not None:
-            self._marks_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._marks_task
+            await cancel_and_wait([self._marks_task])
         with contextlib.suppress(nats.errors.Error):
             await self.connection.drain()
 
@@ -400,9 +399,7 @@ class ClinicConnections:
         """Stop every follower and close every clinic connection."""
         for mirror in self._mirrors.values():
             if mirror.task is not None:
-                mirror.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await mirror.task
+                await cancel_and_wait([mirror.task])
             with contextlib.suppress(nats.errors.Error):
                 await mirror.client.close()
         self._mirrors.clear()

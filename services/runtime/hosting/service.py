@@ -22,13 +22,12 @@ from nats.aio.client import Client
 from referral_hub.runtime.broker import credentials
 from referral_hub.runtime.broker.urls import server_urls
 from referral_hub.runtime.hosting.health import HealthServer, refresh_readiness
+from referral_hub.runtime.hosting.tasks import cancel_and_wait
 from referral_hub.runtime.jetstream.topology import ConsumerSpec
 from referral_hub.runtime.messaging.pull_loop import Job
 
 GRACEFUL_SECONDS: Final = 10.0
 SUPERVISOR_RESTART_SECONDS: Final = 1.0
-CANCEL_AGAIN_SECONDS: Final = 1.0
-"""How long a cancelled background task may take to end before it is cancelled again."""
 log = structlog.get_logger(__name__)
 
 
@@ -113,26 +112,6 @@ async def supervise(job: Job, connection: Client) -> None:
             await asyncio.sleep(SUPERVISOR_RESTART_SECONDS)
         else:
             return
-
-
-async def cancel_and_wait(tasks: Sequence[asyncio.Task[Any]]) -> list[BaseException]:
-    """Cancel ``tasks`` and wait until every one has ended, cancelling again any that swallowed it.
-
-    Returns what the tasks that had failed raised; the caller decides whether that is news.
-
-    Python 3.11's ``asyncio.wait_for`` loses a cancellation that arrives as its inner future
-    completes (CPython gh-86296, fixed in 3.12), and nats-py's requests use it: a readiness
-    loop cancelled mid-request went on looping, and the service's shutdown waited for it
-    forever (a rare hang of the crashed-audit test, seen under CPU contention).
-    """
-    for task in tasks:
-        task.cancel()
-    pending = {task for task in tasks if not task.done()}
-    while pending:
-        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_SECONDS)
-        for task in pending:
-            task.cancel()
-    return [failure for task in tasks if not task.cancelled() and (failure := task.exception()) is not None]
 
 
 async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event) -> None:
