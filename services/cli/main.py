@@ -31,13 +31,12 @@ from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
 from referral_hub.runtime.broker.credentials import CREDS_DIR_ENV
 from referral_hub.runtime.hosting import logs
+from referral_hub.runtime.hosting.tasks import cancel_and_wait
 
 DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 LOCAL_CREDS_DIR: Final = Path(".hub-data/auth")
 EXIT_USER_ERROR: Final = 1
 EXIT_INTERRUPTED: Final = 130
-CANCEL_AGAIN_SECONDS: Final = 1.0
-"""How often an interrupted command is cancelled again until it ends."""
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # noqa: SLF001 - argparse has no public name for it
 """argparse exposes no public name for the object ``add_subparsers`` returns."""
@@ -549,26 +548,23 @@ async def interruptible(work: Coroutine[Any, Any, int]) -> int:
 
     Python 3.11's ``asyncio.wait_for`` loses a cancellation that arrives as its inner future
     completes (CPython gh-86296), and nats-py's requests and a follower's waits use it: one
-    Ctrl-C could leave ``hubctl inbox --follow`` following. So the command is cancelled again
-    every ``CANCEL_AGAIN_SECONDS`` until it ends, and exits 130 as an interrupted command does.
+    Ctrl-C could leave ``hubctl inbox --follow`` following. So the command is stopped with
+    ``cancel_and_wait``, which cancels again until it ends, and exits 130 as an interrupted command does.
     A command that handles SIGINT itself (``hubctl up``) replaces this handler and is left to it.
     """
     task = asyncio.ensure_future(work)
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
-
-    def on_interrupt() -> None:
-        interrupted.set()
-        task.cancel()
-
-    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    waiting = asyncio.ensure_future(interrupted.wait())
     try:
-        while not (await asyncio.wait({task}, timeout=CANCEL_AGAIN_SECONDS))[0]:
-            if interrupted.is_set():
-                task.cancel()
+        await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await cancel_and_wait([task])
     finally:
         loop.remove_signal_handler(signal.SIGINT)
-    if task.cancelled() and interrupted.is_set():
+        waiting.cancel()
+    if task.cancelled():
         return EXIT_INTERRUPTED
     return task.result()
 
