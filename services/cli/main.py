@@ -25,6 +25,7 @@ import nats.errors
 from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dlq, natsconfig, paging_commands
 from referral_hub.cli import clinic as clinic_cli
 from referral_hub.cli import gateway as gateway_cli
+from referral_hub.cli import linkage_bench_command
 from referral_hub.cli import portal as portal_cli
 from referral_hub.cli import status as status_cli
 from referral_hub.contracts.base import Modality
@@ -519,6 +520,7 @@ def _add_bench(sub: Subparsers) -> None:
     audit.set_defaults(run=commands.bench_audit)
     portal_cli.add_bench(bench_sub)
     gateway_cli.add_bench(bench_sub)
+    linkage_bench_command.add_bench(bench_sub)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
