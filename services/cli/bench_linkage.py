@@ -132,7 +132,7 @@ def lookup_ms_at_scale(people: dict[str, Person], known: int, probes: int = 200)
         keys = base[n % len(base)]
         # Each copy gets its own tokens (as a distinct person would), so blocks stay realistic in size.
         salt = f"{n // len(base)}"
-        index.add(str(n), LinkageKeys(tokens={k: v + salt for k, v in keys.tokens.items()}, clk=keys.clk))
+        index.add(str(n), LinkageKeys(tokens={k: v + salt for k, v in keys.tokens.items()}, fields=keys.fields))
     times = []
     for keys in base[:probes]:
         begun = time.perf_counter()

@@ -22,10 +22,18 @@ import msgspec
 import nats
 import nats.errors
 
-from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dlq, natsconfig, paging_commands
+from referral_hub.cli import (
+    audit_keys,
+    audit_proofs,
+    audit_query,
+    commands,
+    dlq,
+    linkage_bench_command,
+    natsconfig,
+    paging_commands,
+)
 from referral_hub.cli import clinic as clinic_cli
 from referral_hub.cli import gateway as gateway_cli
-from referral_hub.cli import linkage_bench_command
 from referral_hub.cli import portal as portal_cli
 from referral_hub.cli import status as status_cli
 from referral_hub.contracts.base import Modality

@@ -6,9 +6,10 @@ Two encodings, both keyed so that only holders of the secret can make or test th
   names and birth date; swapped names; one name with birth date and postcode; ...). Two records
   that share a token are candidates; the set of shared tokens is evidence. A token is made only
   when all of its fields are present, so a missing field never makes a false agreement.
-* **CLK**: a cryptographic long-term key (Schnell, Bachteler and Reiher), a 1,024-bit Bloom
-  filter into which every field's bigrams are hashed with keyed double hashing. Its Dice
-  similarity tolerates typos, which exact tokens cannot.
+* **Field filters**: one Bloom filter per field (Schnell, Bachteler and Reiher), into which
+  the field's bigrams are hashed with keyed double hashing. Their Dice similarity tolerates
+  typos, which exact tokens cannot, and field by field it lets the hub weigh agreement the
+  way a Fellegi-Sunter matcher does on plaintext (docs/linkage.md).
 
 Normalisation is deliberately simple and the same everywhere: accents folded, case folded,
 letters only for names, digits only for phones. Phonetic codes come from ``jellyfish`` (a
@@ -28,10 +29,9 @@ import jellyfish
 import msgspec
 
 SCHEME_VERSION: Final = 1
-"""Changing normalisation, token recipes or CLK parameters is a new scheme: keys of different
+"""Changing normalisation, token recipes or filter parameters is a new scheme: keys of different
 versions never compare, so a network re-keys every patient when it moves."""
 
-CLK_BITS: Final = 1024
 MIN_SECRET_BYTES: Final = 32
 
 
@@ -60,8 +60,6 @@ class LinkageKeys(msgspec.Struct, frozen=True, kw_only=True):
     """Which generation of the network secret made these keys (rotation re-keys)."""
     tokens: dict[str, str] = {}
     """Recipe name to truncated keyed digest (hex)."""
-    clk: str = ""
-    """The Bloom filter as hex, ``CLK_BITS`` bits."""
     fields: dict[str, str] = {}
     """One keyed Bloom filter per field (hex), for field-by-field similarity at the hub."""
 
@@ -166,26 +164,6 @@ def _bigrams(value: str) -> list[str]:
     return [padded[i : i + 2] for i in range(len(padded) - 1)]
 
 
-def _clk_items(n: Normalised) -> list[tuple[str, str, int]]:
-    """(field label, item, number of hash functions): names weigh most, then birth date."""
-    items: list[tuple[str, str, int]] = []
-    # Both names under one label, so a given and a family name written the other way round
-    # still agree.
-    for value in (n.given, n.family):
-        if value:
-            items += [("n", gram, 12) for gram in _bigrams(value)]
-    if n.birth:
-        items += [("by", str(n.birth.year), 20), ("bm", str(n.birth.month), 12), ("bd", str(n.birth.day), 12)]
-    if n.sex:
-        items.append(("s", n.sex, 6))
-    if n.postcode:
-        items += [("p", gram, 6) for gram in _bigrams(n.postcode)]
-    items += [("a", word, 4) for word in n.address]
-    if n.phone:
-        items.append(("t", n.phone, 12))
-    return items
-
-
 def _subkey(secret: bytes, purpose: bytes) -> bytes:
     return hmac.new(secret, b"referral-hub linkage v1 " + purpose, hashlib.sha256).digest()
 
@@ -196,7 +174,7 @@ class LinkageSecret:
 
     key_id: str
     token_key: bytes
-    clk_key: bytes
+    filter_key: bytes
 
     @classmethod
     def from_bytes(cls, secret: bytes, key_id: str) -> LinkageSecret:
@@ -204,18 +182,7 @@ class LinkageSecret:
         if len(secret) < MIN_SECRET_BYTES:
             msg = f"the linkage secret must be at least {MIN_SECRET_BYTES} bytes, got {len(secret)}"
             raise LinkageError(msg)
-        return cls(key_id=key_id, token_key=_subkey(secret, b"tokens"), clk_key=_subkey(secret, b"clk"))
-
-
-def _clk(n: Normalised, key: bytes) -> int:
-    bits = 0
-    for label, item, k in _clk_items(n):
-        digest = hmac.new(key, f"{label}:{item}".encode(), hashlib.sha256).digest()
-        h1 = int.from_bytes(digest[:8], "big")
-        h2 = int.from_bytes(digest[8:16], "big") | 1
-        for i in range(k):
-            bits |= 1 << ((h1 + i * h2) % CLK_BITS)
-    return bits
+        return cls(key_id=key_id, token_key=_subkey(secret, b"tokens"), filter_key=_subkey(secret, b"field filters"))
 
 
 FIELD_BITS: Final = 256
@@ -261,10 +228,8 @@ def make_keys(person: Person, secret: LinkageSecret) -> LinkageKeys:
         if all(fields):
             message = f"{name}\x1f" + "\x1f".join(f for f in fields if f)
             tokens[name] = hmac.new(secret.token_key, message.encode(), hashlib.sha256).hexdigest()[:32]
-    clk = _clk(n, secret.clk_key)
     return LinkageKeys(
         key_id=secret.key_id,
         tokens=tokens,
-        clk=f"{clk:0{CLK_BITS // 4}x}" if clk else "",
-        fields=_field_filters(n, secret.clk_key),
+        fields=_field_filters(n, secret.filter_key),
     )

@@ -1,8 +1,9 @@
 """The hub's side of linkage: an index of clinics' linkage keys, and FHIR match grades.
 
 The hub sees only keyed digests. Candidates are the records that share at least one token
-with the new one (blocking); each is scored by the Dice similarity of the two CLKs and graded
-by which tokens agree. Precision comes first, because a wrong link sends one person's records
+with the new one (blocking); each is scored field by field from the Dice similarity of the
+two records' field filters, with Fellegi-Sunter weights, and graded by score, shared tokens and
+disagreements. Precision comes first, because a wrong link sends one person's records
 to a clinic treating somebody else: ``certain`` needs near-identical encodings *and* agreeing
 name-and-birth-date evidence; everything weaker is at most ``probable`` and goes to the two
 clinics for review, never merged on its own.
