@@ -8,7 +8,7 @@ import json
 import msgspec
 import pytest
 
-from referral_hub.linkage.linkage_keys import LinkageError, LinkageSecret, Person, make_keys, normalise
+from referral_hub.linkage.linkage_keys import LinkageError, LinkageKeys, LinkageSecret, Person, make_keys, normalise
 
 SECRET = LinkageSecret.from_bytes(b"network linkage secret, 32 bytes!", "k1")
 OTHER_SECRET = LinkageSecret.from_bytes(b"another network's secret, 32 byte", "k1")
@@ -74,3 +74,19 @@ def test_keys_round_trip_as_json() -> None:
 
     assert msgspec.json.decode(msgspec.json.encode(keys), type=type(keys)) == keys
     assert json.loads(msgspec.json.encode(keys))["key_id"] == "k1"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"tokens": {f"r{n}": "0" * 32 for n in range(33)}},
+        {"tokens": {"name-dob": "0" * 32 + "\n"}},
+        {"tokens": {"name-dob": "A" * 32}},
+        {"fields": {"given": "0" * 65}},
+        {"key_id": "k1\n"},
+    ],
+    ids=["too-many-tokens", "trailing-newline", "not-lowercase-hex", "oversized-filter", "newline-in-key-id"],
+)
+def test_keys_out_of_bounds_are_refused_at_decoding(payload: dict[str, object]) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(json.dumps(payload), type=LinkageKeys)

@@ -10,6 +10,7 @@ the hub a name is a ratio, not a guess.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import statistics
 import time
@@ -132,7 +133,8 @@ def lookup_ms_at_scale(people: dict[str, Person], known: int, probes: int = 200)
         keys = base[n % len(base)]
         # Each copy gets its own tokens (as a distinct person would), so blocks stay realistic in size.
         salt = f"{n // len(base)}"
-        index.add(str(n), LinkageKeys(tokens={k: v + salt for k, v in keys.tokens.items()}, fields=keys.fields))
+        tokens = {k: hashlib.sha256(f"{v}{salt}".encode()).hexdigest()[:32] for k, v in keys.tokens.items()}
+        index.add(str(n), LinkageKeys(tokens=tokens, fields=keys.fields))
     times = []
     for keys in base[:probes]:
         begun = time.perf_counter()

@@ -23,7 +23,7 @@ import hmac
 import unicodedata
 from dataclasses import dataclass
 from datetime import date
-from typing import Final
+from typing import Annotated, Final
 
 import jellyfish
 import msgspec
@@ -52,15 +52,24 @@ class Person(msgspec.Struct, frozen=True, kw_only=True):
     phone: str = ""
 
 
-class LinkageKeys(msgspec.Struct, frozen=True, kw_only=True):
-    """What a clinic sends the hub about one patient: keyed digests only, never a field."""
+RecipeName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z-]{0,31}\Z")]
+TokenDigest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}\Z")]
+FieldFilter = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]
 
-    scheme: int = SCHEME_VERSION
-    key_id: str = ""
+
+class LinkageKeys(msgspec.Struct, frozen=True, kw_only=True):
+    """What a clinic sends the hub about one patient: keyed digests only, never a field.
+
+    Bounded in every dimension, so a decoded set of keys costs the hub a known amount of
+    memory and lookup time whoever sent it.
+    """
+
+    scheme: Annotated[int, msgspec.Meta(ge=1, le=1000)] = SCHEME_VERSION
+    key_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{0,64}\Z")] = ""
     """Which generation of the network secret made these keys (rotation re-keys)."""
-    tokens: dict[str, str] = {}
+    tokens: Annotated[dict[RecipeName, TokenDigest], msgspec.Meta(max_length=32)] = {}
     """Recipe name to truncated keyed digest (hex)."""
-    fields: dict[str, str] = {}
+    fields: Annotated[dict[RecipeName, FieldFilter], msgspec.Meta(max_length=16)] = {}
     """One keyed Bloom filter per field (hex), for field-by-field similarity at the hub."""
 
 
