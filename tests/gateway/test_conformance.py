@@ -193,6 +193,19 @@ async def test_a_create_answers_with_a_location_that_resolves(care: Care, kind: 
     assert valid(read.json())["id"] == valid(created.json())["id"]
 
 
+@pytest.mark.parametrize("kind", ["Communication", "DocumentReference"])
+async def test_every_reference_a_created_resource_carries_resolves_with_a_get(care: Care, kind: str) -> None:
+    task = await accepted_task(care)
+    body = note(task["id"]) if kind == "Communication" else document(task["id"])
+    created = await care.call("POST", LOTUS, kind, body)
+    assert created.status_code == 201, created.text
+    found = [reference for reference in references(valid(created.json())) if not reference.startswith("#")]
+    assert found, f"the {kind} names its Task"
+    for reference in found:
+        resolved = valid(plain(await care.fhir(LOTUS).reference(reference=reference).to_resource()))
+        assert f"{resolved['resourceType']}/{resolved['id']}" == reference
+
+
 async def test_a_transaction_answers_in_its_order_with_locations_and_rewritten_references(care: Care) -> None:
     request_url = f"urn:uuid:{uuid.uuid4()}"
     task = ordered_task(str(uuid.uuid4()))
