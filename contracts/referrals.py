@@ -60,6 +60,29 @@ class ConsultNote(msgspec.Struct, frozen=True, kw_only=True):
     recommendations: ClinicalText = ""
 
 
+class Coding(msgspec.Struct, frozen=True, kw_only=True):
+    """A code of a named code system, kept as the sender's system wrote it (FHIR ``Coding``).
+
+    The hub routes on :class:`Modality` alone; the codings travel with the referral so the
+    recipient (and the sender, reading it back) sees the service exactly as it was ordered.
+    """
+
+    system: ShortText = ""
+    code: ShortText = ""
+    display: ShortText = ""
+
+
+class ExternalIdentifier(msgspec.Struct, frozen=True, kw_only=True):
+    """An identifier the sender's own system gave the referral (FHIR ``Identifier``), such as its order number."""
+
+    system: ShortText = ""
+    value: Annotated[str, msgspec.Meta(min_length=1, max_length=200), PHI]
+
+
+ServiceCodings = Annotated[tuple[Coding, ...], msgspec.Meta(max_length=20)]
+ExternalIdentifiers = Annotated[tuple[ExternalIdentifier, ...], msgspec.Meta(max_length=10)]
+
+
 class ReferralCommand(Message, frozen=True, kw_only=True):
     """Fields every referral command carries: the referral and the patient it is about."""
 
@@ -78,6 +101,10 @@ class ReferralRequest(ReferralCommand, frozen=True, kw_only=True, tag="referral.
     clinical_flags: ClinicalFlags = msgspec.field(default_factory=ClinicalFlags)
     requested_techniques: tuple[ShortText, ...] = ()
     note: ClinicalText = ""
+    service_codings: ServiceCodings = ()
+    """The ordered service's codings as sent (the modality's among them or not)."""
+    identifiers: ExternalIdentifiers = ()
+    """The sender's own identifiers of the referral, returned with it and searchable."""
 
 
 class ReferralAccept(ReferralCommand, frozen=True, kw_only=True, tag="referral.accept"):
@@ -97,6 +124,8 @@ class ReferralSchedule(ReferralCommand, frozen=True, kw_only=True, tag="referral
     """The recipient books (or re-books) the first appointment."""
 
     appointment_at: UtcDatetime
+    appointment_end: UtcDatetime | None = None
+    """When the appointment ends, if the recipient said."""
 
 
 class ReferralNoShow(ReferralCommand, frozen=True, kw_only=True, tag="referral.no_show"):
@@ -165,6 +194,8 @@ class ReferralRequested(ReferralEvent, frozen=True, kw_only=True, tag="referral.
     clinical_flags: ClinicalFlags = msgspec.field(default_factory=ClinicalFlags)
     requested_techniques: tuple[ShortText, ...] = ()
     note: ClinicalText = ""
+    service_codings: ServiceCodings = ()
+    identifiers: ExternalIdentifiers = ()
 
 
 class ReferralTransitioned(ReferralEvent, frozen=True, kw_only=True, tag="referral.transitioned"):
@@ -175,6 +206,7 @@ class ReferralTransitioned(ReferralEvent, frozen=True, kw_only=True, tag="referr
     outcome: ConsultNote | None = None
     reason_code: ShortText = ""
     appointment_at: UtcDatetime | None = None
+    appointment_end: UtcDatetime | None = None
     forwarded_to: ClinicId | None = None
     bser_status: ShortText = ""
     """HL7 BSeR business-status code of the new state, for example ``5.1.1``."""

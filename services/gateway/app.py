@@ -20,10 +20,12 @@ from typing import Any, Final
 import structlog
 import uvicorn
 from litestar import Litestar, Request, Response
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from referral_hub.contracts.rejections import RejectionCode
-from referral_hub.gateway import outcomes
+from referral_hub.gateway import negotiation, outcomes
 from referral_hub.gateway.outcomes import FhirError, GatewayCode
 from referral_hub.gateway.routes import audit, care, documents, server, subscriptions, tasks
 from referral_hub.gateway.web import MAX_BODY_BYTES, Gateway, GatewaySettings, fhir
@@ -65,6 +67,29 @@ def internal_error(_request: Request[Any, Any, Any], exc: Exception) -> Response
     return fhir(outcomes.operation_outcome(500, RejectionCode.PROCESSING_FAILED, diagnostics), 500)
 
 
+def negotiating(app: ASGIApp) -> ASGIApp:
+    """Serve FHIR JSON or refuse with 406 before any handler runs (``negotiation``); ``_format`` becomes ``Accept``."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or not scope["path"].startswith("/fhir"):
+            await app(scope, receive, send)
+            return
+        headers = [(name, value) for name, value in scope["headers"] if name != b"accept"]
+        accept = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"accept"), None)
+        decided = negotiation.negotiate(scope["path"], scope["query_string"].decode("latin-1"), accept)
+        if decided.refusal:
+            # Raised, not sent: the app's exception handlers answer it like every other refusal.
+            raise FhirError(406, GatewayCode.UNSUPPORTED, decided.refusal)
+        if decided.accept is not None:
+            headers.append((b"accept", decided.accept.encode("latin-1")))
+        changed = scope.copy()
+        changed["query_string"] = decided.query.encode("latin-1")
+        changed["headers"] = headers
+        await app(changed, receive, send)
+
+    return middleware
+
+
 def create_app(settings: GatewaySettings) -> Litestar:
     """The gateway app; its lifespan opens the store and closes every clinic connection."""
     gateway = Gateway(settings)
@@ -90,6 +115,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
         ],
         lifespan=[lifespan],
         exception_handlers={FhirError: fhir_error, HTTPException: http_error, Exception: internal_error},
+        middleware=[negotiating],
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=None,
     )

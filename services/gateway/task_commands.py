@@ -150,8 +150,28 @@ def referral_request(
         "reason": reason,
         "icd10_codes": icd10,
         "note": " ".join(str(n.get("text", "")) for n in notes if isinstance(n, dict)),
+        "service_codings": _codings(source.get("code") or task.get("code")),
+        "identifiers": _identifiers(task),
     }
     return convert(fields, ReferralRequest)
+
+
+def _codings(concept: Any) -> list[dict[str, Any]]:  # noqa: ANN401 - FHIR JSON
+    """A CodeableConcept's codings, as the contract keeps them (system, code, display)."""
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    if not isinstance(codings, list):
+        return []
+    keys = ("system", "code", "display")
+    return [{k: c[k] for k in keys if k in c} for c in codings if isinstance(c, dict)]
+
+
+def _identifiers(task: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The Task's identifiers (system and value), kept with the referral and searchable."""
+    return [
+        {k: i[k] for k in ("system", "value") if k in i}
+        for i in task.get("identifier") or []
+        if isinstance(i, dict) and i.get("system") != referral_fhir.REFERRAL_ID_SYSTEM
+    ]
 
 
 def _first(value: Any) -> Any:  # noqa: ANN401 - FHIR JSON
@@ -180,6 +200,11 @@ def transaction_parts(bundle: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
         msg = "a referral transaction holds one Task and at most one ServiceRequest"
         raise schema(msg)
     return tasks[0], requests[0] if requests else None
+
+
+def entry_kinds(bundle: Mapping[str, Any]) -> list[str]:
+    """The resource types of a (checked) referral transaction's entries, in order: its response keeps it."""
+    return [str(entry["resource"]["resourceType"]) for entry in bundle["entry"]]
 
 
 BSER_TRANSITION: Final[Mapping[str, str]] = {
@@ -293,7 +318,8 @@ def transition_command(
         if not isinstance(start, str):
             msg = "a scheduled Task needs executionPeriod.start, the appointment"
             raise schema(msg)
-        kinds["schedule"] = (ReferralSchedule, {"appointment_at": start})
+        end = (wanted.get("executionPeriod") or {}).get("end")
+        kinds["schedule"] = (ReferralSchedule, {"appointment_at": start, "appointment_end": end})
     if transition == "complete":
         outputs = _outputs(wanted)
         outcome = {

@@ -9,6 +9,7 @@ as ``meta.versionId`` and the ``ETag``, is the number of lifecycle steps the cli
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,8 @@ class ClinicReferrals:
             clinical_flags=event.clinical_flags,
             requested_techniques=event.requested_techniques,
             note=event.note,
+            service_codings=event.service_codings,
+            identifiers=event.identifiers,
         )
         step = _step(event, "request")
         referral = Referral(
@@ -115,6 +118,7 @@ def _step(event: ReferralEvent, transition: str) -> HistoryItem:
             "detail": event.detail,
             "reason_code": event.reason_code,
             "appointment_at": event.appointment_at,
+            "appointment_end": event.appointment_end,
             "outcome": event.outcome,
             "forwarded_to": event.forwarded_to,
         }
@@ -131,14 +135,68 @@ def _step(event: ReferralEvent, transition: str) -> HistoryItem:
 
 
 def task_resource(view: TaskView) -> dict[str, Any]:
-    """The referral's Task, as ``referrals.fhir_task`` exports it, with its version."""
+    """The referral's Task, as ``referrals.fhir_task`` exports it, with its version.
+
+    The export's ``basedOn`` and ``focus`` name the ServiceRequest by the ``urn:uuid:`` that
+    resolves inside its Bundle; a Task served on its own names it ``ServiceRequest/<id>``,
+    which resolves with a GET on this server.
+    """
     task: dict[str, Any] = referral_fhir.bundle(view.referral)["entry"][1]["resource"]
+    service_request = {"reference": f"ServiceRequest/{referral_fhir.resource_id('ServiceRequest', view.referral)}"}
+    task["basedOn"] = [{**service_request, "type": "ServiceRequest"}]
+    task["focus"] = {**service_request, "type": "ServiceRequest"}
     task["meta"] = {"versionId": str(view.version), "lastUpdated": task["lastModified"]}
     return task
+
+
+def at_version(view: TaskView, version: int) -> TaskView | None:
+    """The referral as it stood at ``version`` (its first steps), for ``vread``; ``None`` if it never had it.
+
+    Every step the clinic saw raised the version by one, so the first ``version`` steps are
+    that version; the state is the last of them, the recipient the last one forwarded to.
+    """
+    referral = view.referral
+    if not 1 <= version <= min(view.version, len(referral.history)):
+        return None
+    history = referral.history[:version]
+    recipient = next(
+        (item.forwarded_to for item in reversed(history) if item.forwarded_to),
+        referral.request.recipient_clinic,
+    )
+    past = msgspec.structs.replace(referral, history=history, state=history[-1].state, recipient_clinic=recipient)
+    return TaskView(past, version, view.identifiers)
 
 
 def service_request_resource(view: TaskView) -> dict[str, Any]:
     """The referral's ServiceRequest, as ``referrals.fhir_task`` exports it."""
     resource: dict[str, Any] = referral_fhir.bundle(view.referral)["entry"][0]["resource"]
-    resource["meta"] = {"versionId": str(view.version)}
+    resource["meta"] = {"versionId": str(view.version), "lastUpdated": view.referral.history[-1].at.isoformat()}
     return resource
+
+
+def transaction_response(view: TaskView, status: int, fhir_base: str, kinds: Sequence[str]) -> dict[str, Any]:
+    """The ``transaction-response`` of a referral transaction: one entry per request entry, in its order.
+
+    Each entry carries the resource as stored, its ``location`` (the version a ``vread``
+    serves) and ``etag``. The Task's ``basedOn`` and ``focus`` name the ServiceRequest by
+    its server id, whatever ``urn:uuid:`` the request used for it.
+    """
+    words = "201 Created" if status == 201 else "200 OK"  # noqa: PLR2004 - HTTP status
+    stored = {"Task": task_resource(view), "ServiceRequest": service_request_resource(view)}
+    entries = []
+    for kind in kinds:
+        resource = stored[kind]
+        resource_id = resource["id"]
+        entries.append(
+            {
+                "fullUrl": f"{fhir_base}/{kind}/{resource_id}",
+                "resource": resource,
+                "response": {
+                    "status": words,
+                    "location": f"{kind}/{resource_id}/_history/{view.version}",
+                    "etag": f'W/"{view.version}"',
+                    "lastModified": resource["meta"]["lastUpdated"],
+                },
+            }
+        )
+    return {"resourceType": "Bundle", "type": "transaction-response", "entry": entries}

@@ -71,6 +71,7 @@ class HistoryItem(msgspec.Struct, frozen=True, kw_only=True):
     detail: str = ""
     reason_code: str = ""
     appointment_at: datetime | None = None
+    appointment_end: datetime | None = None
     outcome: ConsultNote | None = None
     forwarded_to: str | None = None
 
@@ -190,6 +191,7 @@ def _step(command: ReferralCommand, transition: str, state: ReferralState, at: d
         detail=detail,
         reason_code=reason_code,
         appointment_at=command.appointment_at if isinstance(command, ReferralSchedule) else None,
+        appointment_end=command.appointment_end if isinstance(command, ReferralSchedule) else None,
         outcome=command.outcome if isinstance(command, ReferralComplete) else None,
         forwarded_to=command.to_clinic if isinstance(command, ReferralForward) else None,
     )
@@ -435,6 +437,8 @@ def requested_event(referral: Referral, step: HistoryItem, role: str) -> Referra
         clinical_flags=command.clinical_flags,
         requested_techniques=command.requested_techniques,
         note=command.note,
+        service_codings=command.service_codings,
+        identifiers=command.identifiers,
     )
 
 
@@ -451,6 +455,7 @@ def _transitioned_event(referral: Referral, step: HistoryItem) -> ReferralTransi
         outcome=step.outcome,
         reason_code=step.reason_code,
         appointment_at=step.appointment_at,
+        appointment_end=step.appointment_end,
         forwarded_to=step.forwarded_to,
         bser_status=status.bser_code,
     )

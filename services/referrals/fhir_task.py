@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Final
 
-from referral_hub.contracts.referrals import ReferralState
+from referral_hub.contracts.referrals import ConsultNote, ReferralState
 from referral_hub.referrals import lifecycle
 from referral_hub.referrals.domain import Referral
 
@@ -40,6 +40,7 @@ ICD10_SYSTEM: Final = "http://hl7.org/fhir/sid/icd-10-cm"
 REFERRAL_ID_SYSTEM: Final = "urn:referral-hub:referral-id"
 CLINIC_SYSTEM: Final = "urn:referral-hub:clinic"
 PATIENT_REF_SYSTEM: Final = "urn:referral-hub:patient-ref"
+MODALITY_SYSTEM: Final = "urn:referral-hub:modality"
 RESOURCE_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "urn:referral-hub:fhir")
 """The namespace of the resources' name-based UUIDs."""
 SERVICE_REQUEST_STATUS: Final = {
@@ -71,6 +72,39 @@ def _clinic(clinic_id: str) -> dict[str, Any]:
     return {"type": "Organization", "identifier": {"system": CLINIC_SYSTEM, "value": clinic_id}}
 
 
+def service_code(referral: Referral) -> dict[str, Any]:
+    """What was ordered: the sender's codings as sent, or else the modality's; the words for people."""
+    request = referral.request
+    codings = [
+        {key: value for key, value in (("system", c.system), ("code", c.code), ("display", c.display)) if value}
+        for c in request.service_codings
+    ] or [{"system": MODALITY_SYSTEM, "code": request.modality.value}]
+    return {"coding": codings, "text": f"Referral for {request.modality.value.replace('_', ' ')}"}
+
+
+def task_outputs(outcome: ConsultNote) -> list[dict[str, Any]]:
+    """A completion's outcome as typed outputs, the shape the gateway reads them in."""
+    outputs: list[dict[str, Any]] = [{"type": {"text": "visits"}, "valueInteger": outcome.visits}]
+    outputs += [{"type": {"text": "technique"}, "valueString": technique} for technique in outcome.techniques]
+    outputs += [
+        {"type": {"text": name}, "valueString": text}
+        for name, text in (("response", outcome.response), ("recommendations", outcome.recommendations))
+        if text
+    ]
+    return outputs
+
+
+def _execution_period(referral: Referral) -> dict[str, str] | None:
+    """The appointment of the latest schedule step, as ``Task.executionPeriod``."""
+    scheduled = next((item for item in reversed(referral.history) if item.appointment_at is not None), None)
+    if scheduled is None or scheduled.appointment_at is None:
+        return None
+    period = {"start": scheduled.appointment_at.isoformat()}
+    if scheduled.appointment_end is not None:
+        period["end"] = scheduled.appointment_end.isoformat()
+    return period
+
+
 def bundle(referral: Referral) -> dict[str, Any]:
     """A FHIR R4 collection Bundle holding the referral's ServiceRequest and Task."""
     request = referral.request
@@ -89,13 +123,16 @@ def bundle(referral: Referral) -> dict[str, Any]:
         "status": SERVICE_REQUEST_STATUS.get(referral.state, "active"),
         "intent": "order",
         "priority": "urgent" if request.urgency.value == "urgent" else "routine",
-        "code": {"text": f"Referral for {request.modality.value.replace('_', ' ')}"},
+        "code": service_code(referral),
         "subject": {"type": "Patient", "identifier": {"system": PATIENT_REF_SYSTEM, "value": referral.patient_ref}},
         "authoredOn": referral.history[0].at.isoformat(),
         "requester": _clinic(referral.referring_clinic),
         "performer": [_clinic(referral.recipient_clinic)],
         "reasonCode": [reason],
     }
+    if request.note:
+        service_request["note"] = [{"text": request.note}]
+    own = [{"system": i.system, "value": i.value} if i.system else {"value": i.value} for i in request.identifiers]
     task = {
         "resourceType": "Task",
         "id": task_id,
@@ -110,6 +147,7 @@ def bundle(referral: Referral) -> dict[str, Any]:
                 "type": {"coding": [{"system": IDENTIFIER_TYPE_SYSTEM, "code": "FILL"}]},
                 "assigner": _clinic(referral.recipient_clinic),
             },
+            *own,
         ],
         "basedOn": [{"reference": service_request_url, "type": "ServiceRequest"}],
         "status": status.fhir_task_status,
@@ -119,6 +157,7 @@ def bundle(referral: Referral) -> dict[str, Any]:
             ]
         },
         "intent": "order",
+        "code": service_request["code"],
         "focus": {"reference": service_request_url, "type": "ServiceRequest"},
         "for": service_request["subject"],
         "authoredOn": referral.history[0].at.isoformat(),
@@ -126,17 +165,14 @@ def bundle(referral: Referral) -> dict[str, Any]:
         "requester": _clinic(referral.referring_clinic),
         "owner": _clinic(referral.recipient_clinic),
     }
+    if request.note:
+        task["note"] = [{"text": request.note}]
+    period = _execution_period(referral)
+    if period is not None:
+        task["executionPeriod"] = period
     outcome = next((item.outcome for item in reversed(referral.history) if item.outcome is not None), None)
     if outcome is not None:
-        task["output"] = [
-            {
-                "type": {"text": "consult note"},
-                "valueString": (
-                    f"visits: {outcome.visits}; techniques: {', '.join(outcome.techniques)}; "
-                    f"response: {outcome.response}; recommendations: {outcome.recommendations}"
-                ),
-            },
-        ]
+        task["output"] = task_outputs(outcome)
     return {
         "resourceType": "Bundle",
         "type": "collection",

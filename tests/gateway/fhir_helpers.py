@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from fhir.resources.R4B.auditevent import AuditEvent
+from fhir.resources.R4B.binary import Binary
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.careplan import CarePlan
@@ -35,6 +36,7 @@ MODELS = {
     "Flag": Flag,
     "DetectedIssue": DetectedIssue,
     "AuditEvent": AuditEvent,
+    "Binary": Binary,
 }
 LOCAL_ID_SYSTEM = "urn:example:harbor-pt:referral"
 

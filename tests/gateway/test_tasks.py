@@ -262,5 +262,12 @@ async def test_the_capability_statement_lists_what_is_served(gateway: Systems) -
         "Flag",
         "DetectedIssue",
     }
-    assert {i["code"] for i in resources["Task"]["interaction"]} == {"read", "create", "update", "patch", "search-type"}
+    assert {i["code"] for i in resources["Task"]["interaction"]} == {
+        "read",
+        "vread",
+        "create",
+        "update",
+        "patch",
+        "search-type",
+    }
     assert {o["name"] for o in resources["Subscription"]["operation"]} == {"status", "events"}

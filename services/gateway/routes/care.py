@@ -54,7 +54,7 @@ async def _send_plan(gateway: Gateway, clinic: str, body: dict[str, Any], versio
     resource = care.care_plan_resource(stored, clinic)
     headers = {"ETag": outcomes.etag(version)}
     if status == 201:  # noqa: PLR2004 - HTTP status
-        headers["Location"] = f"{gateway.settings.fhir_base}/CarePlan/{resource['id']}/_history/{version}"
+        headers["Location"] = f"{gateway.settings.fhir_base}/CarePlan/{resource['id']}"
     return fhir(resource, status, headers)
 
 
@@ -77,12 +77,28 @@ async def update_care_plan(request: Request[Any, Any, Any], plan_id: str) -> Res
     gateway = gateway_of(request)
     grant = gateway.grant(request, "CarePlan", "u")
     body = _object(await json_body(request), "CarePlan")
-    replaces = care.if_match_version(request.headers.get("if-match"))
+    replaces = await _replaces(gateway, grant.clinic, body, request.headers.get("if-match"))
     command = care.plan_update(await gateway.envelope(grant.clinic), body, replaces + 1)
     if plan_id != care.care_plan_id(command.patient_ref, grant.clinic):
         msg = "a clinic updates only its own plan: the id is the one its CarePlan for this patient has"
         raise FhirError(422, RejectionCode.SCHEMA_VIOLATION, msg)
     return await _send_plan(gateway, grant.clinic, body, replaces + 1, 200 if replaces else 201)
+
+
+async def _replaces(gateway: Gateway, clinic: str, body: dict[str, Any], if_match: str | None) -> int:
+    """The plan version a ``PUT`` replaces: ``If-Match``'s, or none (0) when the clinic has no plan for the patient yet.
+
+    Without ``If-Match`` a ``PUT`` creates (``updateCreate``), but only a plan the clinic
+    does not have: replacing one needs its version (428). Should the hub hold a plan this
+    view has not seen yet, the hub refuses version 1 (412), so nothing is overwritten.
+    """
+    if if_match is not None:
+        return care.if_match_version(if_match)
+    patient = care.plan_update(await gateway.envelope(clinic), body, 1).patient_ref
+    link = await _care_link(gateway, clinic)
+    if (patient, clinic) in link.care.plans:
+        care.if_match_version(None)
+    return 0
 
 
 @get("/fhir/CarePlan/{plan_id:str}")
@@ -162,7 +178,9 @@ async def create_flag(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise outcomes.from_rejection(answer.message)
     if not await link.wait_until(lambda: command.alert_id in link.care.alerts):
         raise FhirError(503, GatewayCode.HUB_UNAVAILABLE, "the alert was stored but not yet confirmed; read it later")
-    return _flag_response(link.care.alerts[command.alert_id], 201)
+    created = _flag_response(link.care.alerts[command.alert_id], 201)
+    created.headers["Location"] = f"{gateway.settings.fhir_base}/Flag/{command.alert_id}"
+    return created
 
 
 @get("/fhir/Flag/{flag_id:str}")

@@ -7,6 +7,7 @@ render FHIR.
 
 from __future__ import annotations
 
+import base64
 from typing import Any, Final
 
 import structlog
@@ -15,7 +16,7 @@ from litestar import Request, Response, get, post
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.documents import domain as documents
 from referral_hub.documents.domain import DocumentMeta
-from referral_hub.gateway import document_resources, fhir_search, outcomes
+from referral_hub.gateway import document_resources, fhir_search, negotiation, outcomes
 from referral_hub.gateway.adapters import ClinicLink
 from referral_hub.gateway.outcomes import FhirError, GatewayCode
 from referral_hub.gateway.task_commands import Envelope
@@ -61,7 +62,8 @@ async def create_document(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise outcomes.schema(str(exc)) from exc
     await _record_access(link, envelope, meta, "uploaded")
     log.info("gateway_document_stored", clinic=grant.clinic, document=meta.id, size=meta.size)
-    return fhir(document_resources.document_resource(meta, gateway.settings.fhir_base), 201)
+    location = {"Location": f"{gateway.settings.fhir_base}/DocumentReference/{meta.id}"}
+    return fhir(document_resources.document_resource(meta, gateway.settings.fhir_base), 201, location)
 
 
 async def _document(gateway: Gateway, clinic: str, document_id: str) -> tuple[ClinicLink, DocumentMeta]:
@@ -128,6 +130,15 @@ async def read_binary(request: Request[Any, Any, Any], document_id: str) -> Resp
     except documents.DocumentNotFoundError as exc:
         raise outcomes.not_found("Binary", document_id) from exc  # noqa: EM101 - the resource's name, not a message
     await _record_access(link, await gateway.envelope(grant.clinic), meta, "read")
+    if negotiation.wants_resource(request.headers.get("accept")):
+        # Asked for FHIR JSON: the Binary resource, its content in base64.
+        resource = {
+            "resourceType": "Binary",
+            "id": meta.id,
+            "contentType": meta.content_type,
+            "data": base64.b64encode(data).decode("ascii"),
+        }
+        return fhir(resource, headers={"ETag": f'"{meta.sha256}"'})
     # Served as its own type to FHIR clients, but never run as a page on the gateway's origin.
     headers = {"ETag": f'"{meta.sha256}"', "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
     return Response(data, media_type=meta.content_type, headers=headers)

@@ -75,7 +75,13 @@ async def health() -> Response[bytes]:
 
 @get("/fhir/metadata")
 async def metadata(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """The CapabilityStatement: exactly the resources and interactions served."""
+    """The CapabilityStatement: exactly the resources and interactions served.
+
+    Every search also takes ``_format`` (JSON only; XML is 406) and a date parameter takes a
+    value with or without a prefix (``negotiation``, ``fhir_search``); ``owner``,
+    ``requester`` and ``patient`` take the ``:identifier`` modifier, their references being
+    logical ones.
+    """
     gateway = gateway_of(request)
     return fhir(capability_statement(gateway.settings))
 
@@ -140,11 +146,11 @@ def capability_statement(settings: GatewaySettings) -> dict[str, Any]:
                         "versioning": "versioned-update",
                         "conditionalCreate": True,
                         "interaction": [
-                            {"code": code} for code in ("read", "create", "update", "patch", "search-type")
+                            {"code": code} for code in ("read", "vread", "create", "update", "patch", "search-type")
                         ],
                         "searchParam": search,
                     },
-                    {"type": "ServiceRequest", "interaction": [{"code": "read"}]},
+                    {"type": "ServiceRequest", "interaction": [{"code": "read"}, {"code": "vread"}]},
                     {
                         "type": "DocumentReference",
                         "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}],
@@ -153,7 +159,7 @@ def capability_statement(settings: GatewaySettings) -> dict[str, Any]:
                     {"type": "Binary", "interaction": [{"code": "read"}]},
                     {
                         "type": "Communication",
-                        "interaction": [{"code": "create"}, {"code": "search-type"}],
+                        "interaction": [{"code": code} for code in ("read", "vread", "create", "search-type")],
                         "searchParam": [{"name": "based-on", "type": "reference"}],
                     },
                     {

@@ -59,7 +59,9 @@ async def create_subscription(request: Request[Any, Any, Any]) -> Response[bytes
     await bucket.create(subscriptions.key(record.id), msgspec.json.encode(record))
     gateway.deliverer.kick(record)
     log.info("gateway_subscription_created", clinic=grant.clinic, subscription=record.id, start_after=start_after)
-    return subscription_response(gateway, record, 201)
+    created = subscription_response(gateway, record, 201)
+    created.headers["Location"] = f"{gateway.settings.fhir_base}/Subscription/{record.id}"
+    return created
 
 
 @get("/fhir/Subscription/{subscription_id:str}")

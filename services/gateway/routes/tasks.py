@@ -14,6 +14,7 @@ from referral_hub.contracts.referrals import ReferralRequested
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.gateway import communications, fhir_search, outcomes, task_commands, task_views
 from referral_hub.gateway.outcomes import FhirError, GatewayCode
+from referral_hub.gateway.task_views import TaskView
 from referral_hub.gateway.web import (
     Gateway,
     caught_up,
@@ -23,6 +24,7 @@ from referral_hub.gateway.web import (
     task_response,
     task_view,
 )
+from referral_hub.referrals import fhir_task as referral_fhir
 
 log = structlog.get_logger(__name__)
 
@@ -89,11 +91,14 @@ async def transaction(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise FhirError(422, RejectionCode.SCHEMA_VIOLATION, "the base URL accepts a transaction Bundle")
     task, service_request = task_commands.transaction_parts(body)
     created = await _create(gateway, grant.clinic, task, service_request, None)
+    link = await gateway.connections.link(grant.clinic)
     resource = msgspec.json.decode(created.content) if isinstance(created.content, bytes) else {}
-    status = f"{created.status_code} {'Created' if created.status_code == 201 else 'OK'}"  # noqa: PLR2004 - HTTP status
-    entry = {"response": {"status": status, "location": f"Task/{resource.get('id')}"}, "resource": resource}
-    service_entry = {"response": {"status": status}}
-    return fhir({"resourceType": "Bundle", "type": "transaction-response", "entry": [service_entry, entry]})
+    view = link.referrals.task(str(resource.get("id")))
+    if view is None:
+        raise FhirError(503, GatewayCode.HUB_UNAVAILABLE, "the referral was stored but not yet confirmed; retry")
+    kinds = task_commands.entry_kinds(body)
+    status = 201 if created.status_code == 201 else 200  # noqa: PLR2004 - HTTP status
+    return fhir(task_views.transaction_response(view, status, gateway.settings.fhir_base, kinds))
 
 
 @get("/fhir/Task/{task_id:str}")
@@ -105,17 +110,54 @@ async def read_task(request: Request[Any, Any, Any], task_id: str) -> Response[b
     return task_response(view)
 
 
+@get("/fhir/Task/{task_id:str}/_history/{version_id:str}")
+async def vread_task(request: Request[Any, Any, Any], task_id: str, version_id: str) -> Response[bytes]:
+    """``vread``: the Task as it stood at a version (its first n steps); the ``Location`` of a create names it."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Task", "r")
+    _, view = await task_view(gateway, grant.clinic, task_id)
+    past = task_views.at_version(view, _version_number(version_id))
+    if past is None:
+        raise outcomes.not_found("Task", f"{task_id}/_history/{version_id}")  # noqa: EM101 - the resource's name, not a message
+    return task_response(past)
+
+
+def _version_number(version_id: str) -> int:
+    """A ``_history`` version id as a number; anything else names no version (0)."""
+    return int(version_id) if version_id.isdigit() and len(version_id) < 10 else 0  # noqa: PLR2004 - digits of a version
+
+
+async def _service_request_view(gateway: Gateway, clinic: str, resource_id: str) -> TaskView:
+    """The referral whose ServiceRequest has ``resource_id``, if this clinic is a party to it; else 404."""
+    link = await gateway.connections.link(clinic)
+    for attempt in range(2):
+        for view in link.referrals.by_referral.values():
+            if referral_fhir.resource_id("ServiceRequest", view.referral) == resource_id:
+                return view
+        if attempt == 0:
+            await caught_up(link)
+    raise outcomes.not_found("ServiceRequest", resource_id)  # noqa: EM101 - the resource's name, not a message
+
+
 @get("/fhir/ServiceRequest/{resource_id:str}")
 async def read_service_request(request: Request[Any, Any, Any], resource_id: str) -> Response[bytes]:
     """The ServiceRequest of one of the clinic's referrals."""
     gateway = gateway_of(request)
     grant = gateway.grant(request, "ServiceRequest", "r")
-    link = await gateway.connections.link(grant.clinic)
-    for view in link.referrals.by_referral.values():
-        resource = task_views.service_request_resource(view)
-        if resource["id"] == resource_id:
-            return fhir(resource, headers={"ETag": outcomes.etag(view.version)})
-    raise outcomes.not_found("ServiceRequest", resource_id)  # noqa: EM101 - the resource's name, not a message
+    view = await _service_request_view(gateway, grant.clinic, resource_id)
+    return fhir(task_views.service_request_resource(view), headers={"ETag": outcomes.etag(view.version)})
+
+
+@get("/fhir/ServiceRequest/{resource_id:str}/_history/{version_id:str}")
+async def vread_service_request(request: Request[Any, Any, Any], resource_id: str, version_id: str) -> Response[bytes]:
+    """``vread`` of a ServiceRequest: the version a transaction's response names as its ``location``."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "ServiceRequest", "r")
+    view = await _service_request_view(gateway, grant.clinic, resource_id)
+    past = task_views.at_version(view, _version_number(version_id))
+    if past is None:
+        raise outcomes.not_found("ServiceRequest", f"{resource_id}/_history/{version_id}")  # noqa: EM101 - the resource's name, not a message
+    return fhir(task_views.service_request_resource(past), headers={"ETag": outcomes.etag(past.version)})
 
 
 @get("/fhir/Task")
@@ -210,7 +252,43 @@ async def create_communication(request: Request[Any, Any, Any]) -> Response[byte
         if answer is not None
         else None
     )
-    return fhir(made or communications.communications(current)[-1], 201)
+    resource = made or communications.communications(current)[-1]
+    location = f"{gateway.settings.fhir_base}/Communication/{resource['id']}/_history/1"
+    return fhir(resource, 201, {"Location": location})
+
+
+async def _communication(gateway: Gateway, clinic: str, communication_id: str) -> dict[str, Any]:
+    """One interim note of the clinic's referrals, by its id; else 404."""
+    link = await gateway.connections.link(clinic)
+    for attempt in range(2):
+        for view in link.referrals.by_referral.values():
+            for found in communications.communications(view):
+                if found["id"] == communication_id:
+                    return found
+        if attempt == 0:
+            await caught_up(link)
+    raise outcomes.not_found("Communication", communication_id)  # noqa: EM101 - the resource's name, not a message
+
+
+@get("/fhir/Communication/{communication_id:str}")
+async def read_communication(request: Request[Any, Any, Any], communication_id: str) -> Response[bytes]:
+    """One interim note; a note never changes, so it has one version."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Communication", "r")
+    return fhir(await _communication(gateway, grant.clinic, communication_id))
+
+
+@get("/fhir/Communication/{communication_id:str}/_history/{version_id:str}")
+async def vread_communication(
+    request: Request[Any, Any, Any], communication_id: str, version_id: str
+) -> Response[bytes]:
+    """``vread`` of a note's one version, the ``Location`` its create answered with."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Communication", "r")
+    resource = await _communication(gateway, grant.clinic, communication_id)
+    if version_id != "1":
+        raise outcomes.not_found("Communication", f"{communication_id}/_history/{version_id}")  # noqa: EM101 - the resource's name, not a message
+    return fhir(resource)
 
 
 @get("/fhir/Communication")
@@ -236,10 +314,14 @@ HANDLERS: Final = (
     create_task,
     transaction,
     read_task,
+    vread_task,
     read_service_request,
+    vread_service_request,
     search_task,
     update_task,
     patch_task,
     create_communication,
+    read_communication,
+    vread_communication,
     search_communication,
 )
