@@ -212,6 +212,8 @@ async def json_body(request: Request[Any, Any, Any]) -> Any:  # noqa: ANN401 - F
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise FhirError(400, RejectionCode.MALFORMED_JSON, f"the body is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body's JSON is nested too deeply") from exc
 
 
 def task_response(view: TaskView, status: int = 200, base: str = "") -> Response[bytes]:
