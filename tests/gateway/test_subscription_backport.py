@@ -118,7 +118,7 @@ async def create(fhir: AsyncFHIRClient, resource: dict[str, Any]) -> dict[str, A
     return dict(created)
 
 
-def plain(resource: Any) -> dict[str, Any]:  # noqa: ANN401 - fhirpy's resource or dict
+def plain(resource: Any) -> dict[str, Any]:
     """fhirpy's resource (or AttrDict) as plain JSON."""
     return dict(json.loads(json.dumps(resource.serialize() if hasattr(resource, "serialize") else resource)))
 
@@ -199,5 +199,5 @@ async def test_heartbeats_keep_their_period_while_filtered_out_messages_flow(bac
     assert "event-notification" not in kinds(receiver)
 
 
-async def _value(value: Any) -> Any:  # noqa: ANN401 - whatever the probe holds
+async def _value(value: Any) -> Any:
     return value
