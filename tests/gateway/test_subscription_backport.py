@@ -201,3 +201,22 @@ async def test_heartbeats_keep_their_period_while_filtered_out_messages_flow(bac
 
 async def _value(value: Any) -> Any:
     return value
+
+
+async def test_a_refusing_endpoint_and_a_closed_port_read_the_same(backport: Backport) -> None:
+    """The hub is no port scanner: an endpoint that answers 501 and one nobody listens on look alike."""
+    fhir = await backport.fhir("riverside-wellness")
+    closed = free_port()
+    async with http_server(answer(501)) as refusing:
+        answered = await create(fhir, subscription(refusing.url))
+        unanswered = await create(fhir, subscription(f"http://127.0.0.1:{closed}/"))
+
+        async def errors() -> list[str] | None:
+            found = [
+                plain(await fhir.get("Subscription", made["id"])).get("error", "") for made in (answered, unanswered)
+            ]
+            return found if all(found) else None
+
+        first, second = await eventually(errors, timeout=10, interval=0.1)
+        assert refusing.requests
+    assert first == second == DELIVERY_FAILED
