@@ -16,6 +16,8 @@ from referral_hub.referrals.fhir_task import RESOURCE_NAMESPACE
 
 MAX_PER_REFERRAL: Final = 500
 """Documents one referral may hold: its index entry (a few hundred bytes each) stays far below a NATS message."""
+CLINIC_QUOTA_BYTES: Final = 2 * 1024 * 1024 * 1024
+"""Document bytes one clinic may store in all: one clinic cannot fill the hub's disk for the others."""
 TITLE_CHARS: Final = 120
 CONTENT_TYPE_CHARS: Final = 100
 _NAME: Final = r"[A-Za-z0-9!#$&^_.+-]+"
@@ -33,6 +35,10 @@ class DocumentRejectedError(DocumentError):
 
 class DocumentTooLargeError(DocumentRejectedError):
     """Over the limit the caller gives (``topology.GATEWAY_DOCUMENT_MAX_BYTES`` at both doors)."""
+
+
+class DocumentQuotaError(DocumentRejectedError):
+    """The author's clinic has stored :data:`CLINIC_QUOTA_BYTES` already (more than this upload leaves room for)."""
 
 
 class DocumentNotFoundError(DocumentError):
@@ -101,6 +107,19 @@ def describe(  # noqa: PLR0913 - every field a document's record needs
         author=author,
         created=created,
     )
+
+
+def usage_key(clinic: str) -> str:
+    """The index key counting a clinic's stored bytes (referral keys are UUIDs, so never this)."""
+    return f"usage.{clinic}"
+
+
+def check_quota(used: int, size: int, quota: int = CLINIC_QUOTA_BYTES) -> int:
+    """The clinic's usage with ``size`` more bytes; :class:`DocumentQuotaError` past ``quota``."""
+    if used + size > quota:
+        msg = f"the clinic's documents would take {used + size} bytes; its quota is {quota}"
+        raise DocumentQuotaError(msg)
+    return used + size
 
 
 def access_record(meta: DocumentMeta, *, clinic: str, actor: str, now: datetime, what: str) -> AccessViewed:
