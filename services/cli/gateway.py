@@ -216,7 +216,9 @@ def choose_port() -> int:
     return DEFAULT_PORT
 
 
-def start_gateway(nats_url: str, port: int, data_dir: Path, env: dict[str, str]) -> ServiceProcess:
+def start_gateway(
+    nats_url: str, port: int, data_dir: Path, env: dict[str, str], options: tuple[str, ...] = ()
+) -> ServiceProcess:
     """``hubctl run gateway`` as a child of ``hubctl up`` (plain HTTP on loopback, for local use).
 
     A local hub's rest-hook receivers run on the same machine, so this gateway may deliver to
@@ -244,6 +246,7 @@ def start_gateway(nats_url: str, port: int, data_dir: Path, env: dict[str, str])
                 "--audit-index",
                 str(data_dir / "gateway-audit-index.sqlite"),
                 "--allow-private-hook-endpoints",  # a local demo: receivers run on this machine
+                *options,
                 "--log-json",
             ],
             stdout=log_file,
