@@ -1,9 +1,10 @@
-"""A clinic with valid gateway credentials against the gateway's and the portal's HTTP doors.
+"""A clinic with valid gateway credentials against the gateway's HTTP door.
 
-One secured hub with its services, one ``hubctl run gateway`` process as production runs it
-(rest-hooks to private addresses refused, a low per-client rate limit) and one portal
-process, shared by the module. Each clinic is used by one group of attacks, so the rate
-limit and the subscription cap of one group never decide another's outcome.
+One secured hub with its services and one ``hubctl run gateway`` process as production runs
+it (rest-hooks to private addresses refused, a low per-client rate limit), shared by the
+module (the portal's refusals are checked in tests/portal/test_portal_http.py). Each clinic
+is used by one group of attacks, so the rate limit and the subscription cap of one group
+never decide another's outcome.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from referral_hub.runtime.broker.embedded import free_port
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from tests.gateway.conftest import GatewayProcess, token_form
 from tests.gateway.fhir_helpers import new_task, rejection_code, valid
-from tests.helpers import RunningHub, eventually
-from tests.portal.conftest import portal_process
+from tests.helpers import eventually
 
 from .hostile import AttackedHub, report
 
@@ -49,10 +49,9 @@ RATE, BURST = 5, 40
 
 @dataclass
 class Doors:
-    """The running gateway and portal, and the clinic systems' private keys."""
+    """The running gateway and the clinic systems' private keys."""
 
     gateway: GatewayProcess
-    portal: str
     keys: dict[str, dict[str, Any]]
 
     def assertion(self, clinic: str, **claims: Any) -> str:
@@ -93,9 +92,7 @@ async def doors(secured_hub: AttackedHub, tmp_path_factory: pytest.TempPathFacto
     )
     await asyncio.to_thread(gateway.start)
     try:
-        hub = RunningHub(secured_hub.url, secured_hub.admin, {})
-        async with portal_process(hub, directory / "portal.log") as portal:
-            yield Doors(gateway, portal.url, keys)
+        yield Doors(gateway, keys)
     finally:
         await asyncio.to_thread(gateway.stop)
 
@@ -241,16 +238,6 @@ async def test_gateway_refusals_carry_the_security_headers(doors: Doors) -> None
         assert answer.headers["x-content-type-options"] == "nosniff"
         assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
         assert answer.headers["cache-control"] == "no-store"
-
-
-async def test_portal_refusals_carry_the_security_headers(doors: Doors) -> None:
-    async with httpx.AsyncClient() as http:
-        unknown = await http.get(f"{doors.portal}/no-such-page")
-        forged = await http.post(f"{doors.portal}/login", data={"username": "x", "password": "y"})
-    for answer in (unknown, forged):
-        assert answer.status_code in {403, 404}, answer.status_code
-        assert answer.headers["x-content-type-options"] == "nosniff"
-        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
 
 
 # --- Rest-hooks --------------------------------------------------------------------------------
