@@ -181,20 +181,23 @@ class RestHooks:
 
     async def _work(self, subscription_id: str) -> None:
         last_sent = time.monotonic()
+        faults = 0
         while True:
             try:
                 sent_at = await self._step(subscription_id, last_sent)
                 if sent_at is None:
                     return
-                last_sent = sent_at
+                last_sent, faults = sent_at, 0
             except LeaseLostError:
                 continue
             except (nats.errors.Error, HubError, TimeoutError) as exc:
                 log.warning("gateway_delivery_paused", subscription=subscription_id, error=str(exc))
                 await asyncio.sleep(SCAN_SECONDS)
             except Exception as exc:  # one subscription's fault must not end its delivery or any other's
+                # Backed off like a failing endpoint: a fault that repeats logs a line per 30 s, not a flood.
+                faults += 1
                 log.exception("gateway_delivery_failed", subscription=subscription_id, error=type(exc).__name__)
-                await asyncio.sleep(SCAN_SECONDS)
+                await asyncio.sleep(subscriptions.backoff(faults))
 
     async def _step(self, subscription_id: str, last_sent: float) -> float | None:  # noqa: PLR0911 - one return per outcome of a round
         """One round of a subscription's delivery; when something was last sent, or ``None`` to stop."""
@@ -232,7 +235,9 @@ class RestHooks:
         same words for all of them (:data:`subscriptions.DELIVERY_FAILED`).
         """
         headers = [("Content-Type", "application/fhir+json")]
-        headers += [(name.strip(), value.strip()) for name, _, value in (h.partition(":") for h in record.headers)]
+        # Checked again as sent: a record stored before the allow-list existed may hold others.
+        lines = (line.partition(":") for line in record.headers)
+        headers += [(n.strip(), v.strip()) for n, _, v in lines if subscriptions.ALLOWED_HEADERS.fullmatch(n.strip())]
         seconds = record.timeout_seconds
         timeouts = {"connect": seconds, "read": seconds, "write": seconds, "pool": seconds}
         try:
