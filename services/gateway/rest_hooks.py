@@ -43,8 +43,12 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from referral_hub.client import InboxItem
+from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised, AlertResolved
+from referral_hub.contracts.plans import CareTeamChanged, PlanUpdated
+from referral_hub.contracts.referrals import ReferralEvent
+from referral_hub.contracts.screening import ScreeningDisputed, ScreeningFlagged
 from referral_hub.errors import HubError
-from referral_hub.gateway import subscriptions, task_views
+from referral_hub.gateway import care, subscriptions, task_views
 from referral_hub.gateway.adapters import ClinicConnections, ClinicLink
 from referral_hub.gateway.subscriptions import SubscriptionRecord
 from referral_hub.runtime.jetstream.kvstore import KvView
@@ -313,15 +317,38 @@ class RestHooks:
 
 
 def focus_resources(link: ClinicLink, items: list[InboxItem], fhir_base: str) -> dict[str, dict[str, Any]]:
-    """The current Task of each referral the items are about, by focus URL."""
+    """The current resource each item is about (a Task, CareTeam, CarePlan, DetectedIssue or Flag), by focus URL."""
     found: dict[str, dict[str, Any]] = {}
     for item in items:
         target = subscriptions.focus(item, fhir_base)
-        referral_id = getattr(item.message, "referral_id", None)
-        view = link.referrals.by_referral.get(referral_id) if isinstance(referral_id, uuid.UUID) else None
-        if target is not None and view is not None:
-            found[target] = task_views.task_resource(view)
+        current = _current(link, item.message) if target is not None else None
+        if target is not None and current is not None:
+            found[target] = current
     return found
+
+
+def _current(link: ClinicLink, message: object) -> dict[str, Any] | None:  # noqa: PLR0911 - one answer per kind of focus
+    """The focus of ``message`` as the gateway serves it now, from the clinic's folded views."""
+    records = link.care
+    match message:
+        case ReferralEvent(referral_id=referral_id):
+            view = link.referrals.by_referral.get(referral_id)
+            return task_views.task_resource(view) if view is not None else None
+        case CareTeamChanged(patient_ref=patient_ref):
+            return care.care_team_resource(records, patient_ref) if patient_ref in records.teams else None
+        case PlanUpdated(patient_ref=patient_ref, plan_clinic=plan_clinic):
+            plan = records.plans.get((patient_ref, plan_clinic))
+            return care.care_plan_resource(plan, plan_clinic) if plan is not None else None
+        case ScreeningFlagged(flag_id=flag_id) | ScreeningDisputed(flag_id=flag_id):
+            issue = records.issues.get(flag_id)
+            if issue is None:
+                return None
+            flagged = issue.flag.referral_id
+            return care.detected_issue_resource(issue, records.overrides.get(flagged) if flagged else None)
+        case AlertRaised(alert_id=alert_id) | AlertAcknowledged(alert_id=alert_id) | AlertResolved(alert_id=alert_id):
+            alert = records.alerts.get(alert_id)
+            return care.flag_resource(alert) if alert is not None else None
+    return None
 
 
 def _grown_past(link: ClinicLink, number: int) -> Callable[[], bool]:

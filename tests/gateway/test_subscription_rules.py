@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -13,9 +14,13 @@ from referral_hub.contracts.alerts import AlertRaised
 from referral_hub.contracts.base import Message
 from referral_hub.contracts.plans import CareTeamChanged, PlanUpdated
 from referral_hub.contracts.screening import ScreeningFlagged
-from referral_hub.gateway import care, subscriptions
+from referral_hub.gateway import care, rest_hooks, subscriptions
+from referral_hub.gateway.adapters import ClinicLink
 from referral_hub.gateway.outcomes import FhirError
 from referral_hub.gateway.subscriptions import MAX_BACKOFF_SECONDS, TOPIC_URL, SubscriptionRecord
+from referral_hub.gateway.task_views import ClinicReferrals
+
+from .fhir_helpers import valid
 
 BASE = "https://hub.example.org/fhir"
 PATIENT = "pt-focus-01"
@@ -86,6 +91,42 @@ def test_care_events_carry_the_focus_the_gateway_serves(message: InboxItem, path
     status = subscriptions.status_parameters(record, BASE, "event-notification", [(message, utc_now())])
     (event,) = [p for p in status["parameter"] if p["name"] == "notification-event"]
     assert {"name": "focus", "valueReference": {"reference": f"{BASE}/{path}"}} in event["part"]
+
+
+def test_full_resource_payloads_carry_the_care_resource_each_event_is_about() -> None:
+    """Folded as the gateway folds a clinic's inbox; each focus URL maps to that resource, never a Task."""
+    events = [
+        item(CareTeamChanged, patient_ref=PATIENT, clinic="harbor-pt", change="joined", modality="physical_therapy"),
+        item(
+            PlanUpdated,
+            patient_ref=PATIENT,
+            plan_clinic="harbor-pt",
+            modality="physical_therapy",
+            plan_version=1,
+            effective_date="2026-12-01",
+        ),
+        item(
+            AlertRaised,
+            alert_id=str(ALERT_ID),
+            patient_ref=PATIENT,
+            raised_by="harbor-pt",
+            trigger_kind="medication",
+            trigger="warfarin",
+            modalities=["massage"],
+            severity="relative",
+        ),
+    ]
+    records = care.CareRecords("harbor-pt")
+    for event in events:
+        records.apply(event.message)
+    link = cast("ClinicLink", SimpleNamespace(referrals=ClinicReferrals("harbor-pt"), care=records))
+
+    found = rest_hooks.focus_resources(link, events, BASE)
+
+    assert list(found) == [subscriptions.focus(event, BASE) for event in events]
+    for url, resource in found.items():
+        valid(resource)
+        assert url.endswith(f"/{resource['resourceType']}/{resource['id']}")
 
 
 def test_a_failing_endpoint_stays_in_error_and_is_retried_with_a_capped_back_off() -> None:
