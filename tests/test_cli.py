@@ -55,6 +55,15 @@ async def test_unreachable_nats_is_one_clear_line() -> None:
     assert_one_line_error(result, "cannot reach NATS")
 
 
+async def test_a_gateway_client_ceiling_naming_no_offered_scope_is_one_clear_line() -> None:
+    result = await hubctl(
+        *("gateway", "client", "add", "--clinic", "harbor-pt", "--generate", "/nonexistent/key.json"),
+        *("--scope", "patient/*.read", "--nats-url", "nats://127.0.0.1:1"),
+    )
+
+    assert_one_line_error(result, "is a scope the gateway offers")
+
+
 async def test_missing_clinic_is_one_clear_line() -> None:
     result = await hubctl("inbox", "--nats-url", "nats://127.0.0.1:1")
 

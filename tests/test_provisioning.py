@@ -85,3 +85,13 @@ def test_a_budget_for_a_stream_the_hub_lacks_is_refused() -> None:
 
 def test_every_stream_refuses_new_messages_when_full_instead_of_dropping_old_ones() -> None:
     assert {config.discard for config in topology.stream_configs()} == {api.DiscardPolicy.NEW}
+
+
+async def test_the_document_store_is_capped_and_a_budget_changes_the_cap(provisioned: Client) -> None:
+    js = provisioned.jetstream()
+    default = (await js.stream_info(topology.GATEWAY_DOCUMENTS_STREAM)).config.max_bytes
+
+    await provision(js, budgets={topology.GATEWAY_DOCUMENTS_STREAM: 1 << 30}, upgrade=True)
+    budgeted = (await js.stream_info(topology.GATEWAY_DOCUMENTS_STREAM)).config.max_bytes
+
+    assert (default, budgeted) == (topology.GATEWAY_DOCUMENTS_MAX_BYTES, 1 << 30)

@@ -25,7 +25,7 @@ import nats
 
 from referral_hub.cli.commands import fetch_registry
 from referral_hub.errors import HubError
-from referral_hub.gateway import auth
+from referral_hub.gateway import auth, scopes
 from referral_hub.gateway.adapters import register_client
 from referral_hub.runtime.broker import credentials, permissions
 from referral_hub.runtime.broker.credentials import write_secret
@@ -67,6 +67,18 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         help=f"gateway: serve AuditEvent search from this index file, reading the audit log as the auditor user "
         f"(default: ${AUDIT_INDEX_ENV}; off when unset)",
     )
+    run.add_argument(
+        "--allow-private-hook-endpoints",
+        action="store_true",
+        help="gateway, development only: let rest-hook subscriptions reach loopback and private addresses "
+        "(and plain http on loopback); refused by default",
+    )
+    run.add_argument(
+        "--rate-limit", type=float, default=50.0, help="gateway: requests/s per clinic (default: %(default)s)"
+    )
+    run.add_argument(
+        "--rate-burst", type=float, default=200.0, help="gateway: burst of requests per clinic (default: %(default)s)"
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -84,6 +96,9 @@ def serve(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             audit_index=args.audit_index,
+            allow_private_hook_endpoints=args.allow_private_hook_endpoints,
+            rate_per_second=args.rate_limit,
+            rate_burst=args.rate_burst,
         )
     )
     return 0
@@ -105,6 +120,12 @@ def add_commands(sub: Any) -> None:  # noqa: ANN401 - argparse's subparsers acti
         "--generate", type=Path, metavar="KEY_FILE", help="make an ES384 key pair; write the private key here"
     )
     add.add_argument("--actor", default=None, help="the member recorded as actor (default: the clinic's first)")
+    add.add_argument(
+        "--scope",
+        default=" ".join(scopes.SUPPORTED_SCOPES),
+        help="the most this system's tokens may carry, SMART v1 or v2 scopes separated by spaces "
+        "(default: everything the gateway offers)",
+    )
     add.set_defaults(run=client_add)
 
 
@@ -113,12 +134,25 @@ async def client_add(args: argparse.Namespace) -> int:
     if not args.clinic:
         msg = "'hubctl gateway client add' needs --clinic (or HUB_CLINIC)"
         raise GatewayUsageError(msg)
-    print(await register(args.nats_url, args.clinic, jwks_file=args.jwks, generate=args.generate, actor=args.actor))  # noqa: T201 - the command's output
+    try:
+        ceiling = scopes.ceiling(args.scope.split())
+    except scopes.ScopeError as exc:
+        raise GatewayUsageError(str(exc)) from exc
+    registered = await register(
+        args.nats_url, args.clinic, jwks_file=args.jwks, generate=args.generate, actor=args.actor, ceiling=ceiling
+    )
+    print(registered)  # noqa: T201 - the command's output
     return 0
 
 
-async def register(
-    nats_url: str, clinic_id: str, *, jwks_file: Path | None, generate: Path | None, actor: str | None
+async def register(  # noqa: PLR0913 - keyword-only choices of one registration
+    nats_url: str,
+    clinic_id: str,
+    *,
+    jwks_file: Path | None,
+    generate: Path | None,
+    actor: str | None,
+    ceiling: tuple[str, ...] = scopes.SUPPORTED_SCOPES,
 ) -> str:
     """Store a clinic's public JWKS with the operator's key; with ``generate``, make the key pair first."""
     connection = await nats.connect(
@@ -145,11 +179,12 @@ async def register(
             auth.public_key_set(jwks)
         except ValueError as exc:
             raise GatewayUsageError(str(exc)) from exc
-        await register_client(connection.jetstream(), auth.ClientRecord(clinic=clinic.id, jwks=jwks, actor=member))
+        record = auth.ClientRecord(clinic=clinic.id, jwks=jwks, actor=member, scopes=ceiling)
+        await register_client(connection.jetstream(), record)
     finally:
         await connection.drain()
     where = f"; private key written to {generate}" if generate else ""
-    return f"registered {len(jwks['keys'])} key(s) for {clinic.id} (actor {member}){where}"
+    return f"registered {len(jwks['keys'])} key(s) for {clinic.id} (actor {member}, scopes {' '.join(ceiling)}){where}"
 
 
 async def _registered(connection: Client, clinic_id: str) -> Clinic | None:
@@ -181,8 +216,14 @@ def choose_port() -> int:
     return DEFAULT_PORT
 
 
-def start_gateway(nats_url: str, port: int, data_dir: Path, env: dict[str, str]) -> ServiceProcess:
+def start_gateway(
+    nats_url: str, port: int, data_dir: Path, env: dict[str, str], options: tuple[str, ...] = ()
+) -> ServiceProcess:
     """``hubctl run gateway`` as a child of ``hubctl up`` (plain HTTP on loopback, for local use).
+
+    A local hub's rest-hook receivers run on the same machine, so this gateway may deliver to
+    loopback and private addresses (``--allow-private-hook-endpoints``); a production gateway,
+    started with ``hubctl run gateway``, refuses them.
 
     It serves AuditEvent search from an index in the data directory, so it holds the read-only
     ``auditor`` key as well as the clinics' (SECURITY.md, the gateway).
@@ -204,6 +245,8 @@ def start_gateway(nats_url: str, port: int, data_dir: Path, env: dict[str, str])
                 str(port),
                 "--audit-index",
                 str(data_dir / "gateway-audit-index.sqlite"),
+                "--allow-private-hook-endpoints",  # a local demo: receivers run on this machine
+                *options,
                 "--log-json",
             ],
             stdout=log_file,

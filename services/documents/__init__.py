@@ -5,7 +5,9 @@ with the document's :class:`DocumentMeta` as the object's description, so a docu
 by id needs nothing else. A referral's documents are listed from an index bucket
 (:data:`~referral_hub.runtime.jetstream.topology.DOCUMENTS_INDEX_KV`) holding one key per referral
 whose value is that referral's metadata list, written compare-and-set: a listing is one
-KV read, however many documents the store holds.
+KV read, however many documents the store holds. The same bucket counts each clinic's stored
+bytes (``usage.<clinic>``), reserved compare-and-set before an upload's bytes are written,
+against :data:`~referral_hub.documents.domain.CLINIC_QUOTA_BYTES`.
 
 Who may see a document is decided by the callers (a party to the referral, from the
 clinic's own inbox); only the ``gateway`` and ``portal`` hub users can reach the store, so

@@ -14,6 +14,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from referral_hub.documents.domain import (
+    CLINIC_QUOTA_BYTES,
     MAX_PER_REFERRAL,
     META_LIST,
     DocumentCorruptError,
@@ -21,6 +22,8 @@ from referral_hub.documents.domain import (
     DocumentMeta,
     DocumentNotFoundError,
     DocumentRejectedError,
+    check_quota,
+    usage_key,
 )
 from referral_hub.runtime.jetstream import topology
 
@@ -31,10 +34,11 @@ INDEX_WRITE_ATTEMPTS: Final = 16
 class DocumentStore:
     """The object store and its per-referral index, bound on a hub connection allowed to use both."""
 
-    def __init__(self, objects: ObjectStore, index: KeyValue) -> None:
+    def __init__(self, objects: ObjectStore, index: KeyValue, quota: int = CLINIC_QUOTA_BYTES) -> None:
         """Wrap the bound buckets; use :meth:`bind`."""
         self._objects = objects
         self._index = index
+        self.quota = quota
 
     @classmethod
     async def bind(cls, js: Any) -> DocumentStore:  # noqa: ANN401 - nats-py's JetStreamContext
@@ -55,9 +59,36 @@ class DocumentStore:
             raise DocumentError(msg)
         listed, _ = await self._listed(str(meta.referral_id))
         _check_room(listed)
+        await self._reserve(meta.author, meta.size)
         description = msgspec.json.encode(meta).decode()
         await self._objects.put(meta.id, data, ObjectMeta(name=meta.id, description=description))
         await self._add_to_index(meta)
+
+    async def _reserve(self, clinic: str, size: int) -> None:
+        """Count ``size`` more bytes against the clinic's quota before any byte is stored.
+
+        Compare-and-set, so uploads racing on several replicas and both doors are counted
+        once each. A failure after this leaves the bytes counted and not stored: the quota
+        errs towards refusing, never towards letting a clinic past it.
+        """
+        key = usage_key(clinic)
+        for _ in range(INDEX_WRITE_ATTEMPTS):
+            try:
+                entry = await self._index.get(key)
+                used, revision = int(entry.value or b"0"), int(entry.revision or 0)
+            except nats.js.errors.KeyNotFoundError:
+                used, revision = 0, 0
+            value = str(check_quota(used, size, self.quota)).encode()
+            try:
+                if revision == 0:
+                    await self._index.create(key, value)
+                else:
+                    await self._index.update(key, value, last=revision)
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
+                continue
+            return
+        msg = "the clinic's document usage kept changing; try again"
+        raise DocumentError(msg)
 
     async def _add_to_index(self, meta: DocumentMeta) -> None:
         key = str(meta.referral_id)

@@ -29,6 +29,7 @@ from referral_hub.gateway import negotiation, outcomes
 from referral_hub.gateway.outcomes import FhirError, GatewayCode
 from referral_hub.gateway.routes import audit, care, documents, server, subscriptions, tasks
 from referral_hub.gateway.web import MAX_BODY_BYTES, Gateway, GatewaySettings, fhir
+from referral_hub.runtime.hosting import security_headers
 
 log = structlog.get_logger(__name__)
 
@@ -117,6 +118,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
         exception_handlers={FhirError: fhir_error, HTTPException: http_error, Exception: internal_error},
         middleware=[negotiating],
         request_max_body_size=MAX_BODY_BYTES,
+        before_send=[security_headers.add_missing(security_headers.API_HEADERS)],
         openapi_config=None,
     )
     app.state.gateway = gateway

@@ -14,6 +14,7 @@ bucket, so every replica verifies every replica's tokens without a lookup.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 
+from referral_hub.gateway import scopes
 from referral_hub.gateway.outcomes import FhirError, GatewayCode
 
 ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -34,6 +36,10 @@ TOKEN_ALGORITHM: Final = "ES256"  # noqa: S105 - an algorithm name, not a secret
 MAX_ASSERTION_LIFETIME: Final = timedelta(minutes=5)
 TOKEN_LIFETIME: Final = timedelta(minutes=5)
 JTI_MAX_LENGTH: Final = 200
+CLOCK_SKEW: Final = timedelta(seconds=60)
+"""How far ahead of the gateway's clock an assertion's ``iat`` or ``nbf`` may be."""
+_CLIENT_ID: Final = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
+"""A clinic id (``contracts.base.ClinicId``): an ``iss`` that is not one names no client."""
 
 
 class ClientRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,6 +48,8 @@ class ClientRecord(msgspec.Struct, frozen=True, kw_only=True):
     clinic: str
     jwks: dict[str, Any]
     actor: str
+    scopes: tuple[str, ...] = scopes.SUPPORTED_SCOPES
+    """The most a token of this client may carry (its ceiling); ``hubctl gateway client add --scope`` sets it."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +81,10 @@ def unverified_issuer(assertion: str) -> str:
         msg = "the client assertion is not a compact JWS"
         raise _invalid(msg) from exc
     issuer = payload.get("iss") if isinstance(payload, dict) else None
-    if not isinstance(issuer, str) or not issuer:
-        msg = "the client assertion has no iss"
+    if not isinstance(issuer, str) or not _CLIENT_ID.fullmatch(issuer):
+        # Refused before any lookup: an iss that is no clinic id (``*``, ``>``, ``../``) is
+        # answered like an unknown one, never used as a key.
+        msg = "no client is registered under this iss"
         raise _invalid(msg)
     return issuer
 
@@ -119,18 +129,46 @@ def verify_assertion(assertion: str, client: ClientRecord, token_url: str, now: 
     if not isinstance(expires, int | float):
         msg = "the client assertion has no exp"
         raise _invalid(msg)
-    expires_at = datetime.fromtimestamp(expires, now.tzinfo)
+    expires_at = _instant(expires, "exp", now)
     if expires_at <= now:
         msg = "the client assertion has expired"
         raise _invalid(msg)
     if expires_at > now + MAX_ASSERTION_LIFETIME:
         msg = "the client assertion's exp is more than five minutes ahead"
         raise _invalid(msg)
+    _check_not_before(claims, now)
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti or len(jti) > JTI_MAX_LENGTH:
         msg = "the client assertion needs a jti"
         raise _invalid(msg)
     return Assertion(client.clinic, jti, expires_at)
+
+
+def _check_not_before(claims: dict[str, Any], now: datetime) -> None:
+    """``nbf`` and ``iat``, when present, are numbers not later than now (give or take :data:`CLOCK_SKEW`).
+
+    An assertion made for later (or claiming to be) is refused: it could be used outside the
+    five minutes its signer meant it for.
+    """
+    for claim in ("nbf", "iat"):
+        if claim not in claims:
+            continue
+        value = claims[claim]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            msg = f"the client assertion's {claim} is not a time"
+            raise _invalid(msg)
+        if _instant(value, claim, now) > now + CLOCK_SKEW:
+            msg = f"the client assertion's {claim} is in the future"
+            raise _invalid(msg)
+
+
+def _instant(value: float, claim: str, now: datetime) -> datetime:
+    """A NumericDate claim as a time; one out of any calendar's range is refused, not a crash."""
+    try:
+        return datetime.fromtimestamp(value, now.tzinfo)
+    except (OverflowError, OSError, ValueError) as exc:
+        msg = f"the client assertion's {claim} is not a time"
+        raise _invalid(msg) from exc
 
 
 def new_signing_key() -> dict[str, Any]:

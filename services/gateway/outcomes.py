@@ -17,6 +17,7 @@ import msgspec
 from referral_hub.contracts.base import Message
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.errors import HubError
+from referral_hub.gateway import scopes as scope_rules
 
 M = TypeVar("M", bound=Message)
 REJECTION_SYSTEM: Final = "urn:referral-hub:rejection-code"
@@ -40,6 +41,8 @@ class GatewayCode(enum.StrEnum):
     """An interaction, parameter or change the gateway does not offer."""
     HUB_UNAVAILABLE = "hub_unavailable"
     """The hub did not answer in time; the request may be retried with the same identifier."""
+    QUOTA_EXCEEDED = "quota_exceeded"
+    """The clinic already holds as many subscriptions, or as many document bytes, as it may."""
 
 
 Code = RejectionCode | GatewayCode
@@ -136,45 +139,10 @@ def schema(diagnostics: str) -> FhirError:
     return FhirError(422, RejectionCode.SCHEMA_VIOLATION, diagnostics)
 
 
-SUPPORTED_SCOPES: Final = (
-    "system/Task.cruds",
-    "system/ServiceRequest.rs",
-    "system/Communication.crs",
-    "system/DocumentReference.crs",
-    "system/Binary.r",
-    "system/Subscription.cruds",
-    "system/CarePlan.crus",
-    "system/CareTeam.rs",
-    "system/Flag.crus",
-    "system/DetectedIssue.rs",
-    "system/AuditEvent.rs",
-)
-"""What a token may carry: SMART v2 ``system/<Resource>.<c r u d s>``."""
-
-
-def granted_scopes(requested: str) -> tuple[str, ...]:
-    """The scopes a token gets: what was asked, within :data:`SUPPORTED_SCOPES` (all of it when nothing was asked)."""
-    offered = {scope.split(".")[0]: set(scope.split(".")[1]) for scope in SUPPORTED_SCOPES}
-    if not requested.strip():
-        return SUPPORTED_SCOPES
-    granted = []
-    for scope in requested.split():
-        resource, _, perms = scope.partition(".")
-        wildcard = resource == "system/*"
-        for name, allowed in offered.items():
-            if (wildcard or name == resource) and (keep := "".join(p for p in "cruds" if p in perms and p in allowed)):
-                granted.append(f"{name}.{keep}")
-    if not granted:
-        raise FhirError(400, GatewayCode.INSUFFICIENT_SCOPE, f"none of the scopes {requested!r} is offered")
-    return tuple(dict.fromkeys(granted))
-
-
 def require_scope(scopes: Iterable[str], resource: str, permission: str) -> None:
     """Refuse with 403 unless a scope allows ``permission`` (one of ``cruds``) on ``resource``."""
-    for scope in scopes:
-        name, _, perms = scope.partition(".")
-        if name in {f"system/{resource}", "system/*"} and permission in perms:
-            return
+    if scope_rules.allows(scopes, resource, permission):
+        return
     raise FhirError(403, GatewayCode.INSUFFICIENT_SCOPE, f"the token has no system/{resource}.{permission} scope")
 
 

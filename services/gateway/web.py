@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from referral_hub.gateway.task_views import TaskView
 from referral_hub.runtime.hosting.tasks import cancel_and_wait
 from referral_hub.runtime.jetstream import topology
 from referral_hub.runtime.jetstream.kvstore import KvView
+from referral_hub.runtime.messaging.admission import RateLimit, RateLimiter
 
 log = structlog.get_logger(__name__)
 FHIR_JSON: Final = "application/fhir+json"
@@ -49,6 +51,11 @@ class GatewaySettings:
     """Where the index of the clinic-own AuditEvent search lives; ``None``: AuditEvent is not served.
 
     Set, the gateway also holds the hub's read-only ``auditor`` key (see docs/gateway.md)."""
+    allow_private_hook_endpoints: bool = False
+    """Development only: let rest-hooks reach loopback and private addresses (``hubctl up`` sets it)."""
+    rate_per_second: float = 50.0
+    """Requests one clinic's tokens may make per second on this replica, sustained (then 429)."""
+    rate_burst: float = 200.0
 
     @property
     def base(self) -> str:
@@ -95,6 +102,9 @@ class Gateway:
         self._started: Started | None = None
         self._delivering: asyncio.Task[None] | None = None
         self._following: asyncio.Task[None] | None = None
+        self.limiter = RateLimiter(RateLimit(settings.rate_per_second, settings.rate_burst))
+        self.subscribing = asyncio.Lock()
+        """Held from counting a clinic's subscriptions to storing its new one (the per-clinic cap)."""
 
     async def start(self) -> None:
         """Connect as the ``gateway`` user, load (or, first of all replicas, make) the token key, start delivering."""
@@ -106,7 +116,10 @@ class Gateway:
                 await store.close()
             raise
         deliverer = RestHooks(
-            store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV], self.connections, self.settings.fhir_base
+            store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV],
+            self.connections,
+            self.settings.fhir_base,
+            allow_private=self.settings.allow_private_hook_endpoints,
         )
         audit = None
         if self.settings.audit_index is not None:
@@ -160,6 +173,12 @@ class Gateway:
     def grant(self, request: Request[Any, Any, Any], resource: str, permission: str) -> auth.Grant:
         """The request's verified grant, refused unless it allows ``permission`` on ``resource``."""
         grant = self.started.tokens.grant(request.headers.get("authorization"))
+        if not self.limiter.allows(grant.clinic, utc_now()):
+            # Counted per clinic after the token is verified: nobody can spend another clinic's budget.
+            limit = self.limiter.limit
+            msg = f"more than {limit.per_second:g} requests/s (burst {limit.burst:g}) from this client; retry later"
+            retry = str(max(1, math.ceil(1 / limit.per_second)))
+            raise FhirError(429, RejectionCode.RATE_LIMITED, msg, {"Retry-After": retry})
         outcomes.require_scope(grant.scopes, resource, permission)
         return grant
 
@@ -193,6 +212,8 @@ async def json_body(request: Request[Any, Any, Any]) -> Any:  # noqa: ANN401 - F
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise FhirError(400, RejectionCode.MALFORMED_JSON, f"the body is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body's JSON is nested too deeply") from exc
 
 
 def task_response(view: TaskView, status: int = 200, base: str = "") -> Response[bytes]:

@@ -42,6 +42,7 @@ from referral_hub.portal.routes import (
 from referral_hub.portal.routes import documents as document_routes
 from referral_hub.portal.routes.documents import UPLOAD_BODY_BYTES
 from referral_hub.portal.web import PREFIX, LoginRequiredError, Portal, PortalSettings, see_other
+from referral_hub.runtime.hosting import security_headers
 from referral_hub.runtime.jetstream import topology
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from referral_hub.screening.rules import load_rules
@@ -53,6 +54,12 @@ CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
 # --- Wiring -----------------------------------------------------------------------------------
@@ -125,12 +132,10 @@ def create_app(settings: PortalSettings) -> Litestar:
             cookie_httponly=True,
             cookie_samesite="lax",
         ),
-        response_headers=[
-            ResponseHeader(name="Content-Security-Policy", value=CSP),
-            ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
-            ResponseHeader(name="Referrer-Policy", value="no-referrer"),
-            ResponseHeader(name="Cache-Control", value="no-store"),
-        ],
+        response_headers=[ResponseHeader(name=name, value=value) for name, value in SECURITY_HEADERS.items()],
+        # The same headers on the framework's own refusals (404, 405, 413, CSRF 403), which
+        # response_headers does not reach.
+        before_send=[security_headers.add_missing(SECURITY_HEADERS)],
         exception_handlers={
             LoginRequiredError: _login_redirect,
             NotFoundException: _not_found,

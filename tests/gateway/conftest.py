@@ -53,6 +53,8 @@ class GatewayProcess:
     process: subprocess.Popen[bytes] | None = None
     options: tuple[str, ...] = ()
     """More ``hubctl run gateway`` options, for example ``--audit-index``."""
+    private_hooks: bool = True
+    """``--allow-private-hook-endpoints``: the tests' receivers listen on loopback."""
 
     @property
     def base(self) -> str:
@@ -73,6 +75,7 @@ class GatewayProcess:
                 *(sys.executable, "-m", "referral_hub.cli", "run", "gateway"),
                 *("--nats-url", self.nats_url, "--gateway-port", str(self.port)),
                 *self.options,
+                *(("--allow-private-hook-endpoints",) if self.private_hooks else ()),
             ],
             stdout=handle,
             stderr=subprocess.STDOUT,

@@ -563,3 +563,15 @@ async def _kneadwell_refers_to_harbor(portal: RunningPortal, patient_ref: str) -
     )
     await (await portal.hub.clinic("kneadwell-massage")).send_and_confirm(request)
     return request
+
+
+async def test_the_portals_refusals_carry_the_security_headers(shared_portal: RunningPortal) -> None:
+    """A 404 for an unknown path and the CSRF 403 leave with the same headers as a page."""
+    async with shared_portal.client() as client:
+        unknown = await client.get("/no-such-page")
+        forged = await client.post("/login", data={"username": "x", "password": "y"})
+    for answer in (unknown, forged):
+        assert answer.status_code in {403, 404}, answer.status_code
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert answer.headers["cache-control"] == "no-store"

@@ -126,3 +126,39 @@ async def test_a_clinic_cannot_subscribe_to_or_plant_documents(
         assert await (await DocumentStore.bind(portal.jetstream())).for_referral(REFERRAL) == [meta]
     finally:
         await portal.close()
+
+
+async def test_a_clinic_past_its_document_quota_is_refused_before_any_byte_is_stored(
+    stored: tuple[str, documents.DocumentMeta],
+) -> None:
+    url, _ = stored
+    author, referral = "summit-chiro", uuid.uuid4()
+    portal = await nats.connect(url, **credentials.for_hub_user(permissions.PORTAL).connect_options())
+    try:
+        store = await DocumentStore.bind(portal.jetstream())
+        store.quota = 2 * len(LETTER)
+
+        def upload() -> documents.DocumentMeta:
+            return documents.describe(
+                data=LETTER,
+                referral_id=referral,
+                patient_ref="pt-sec-docs-02",
+                title="letter.pdf",
+                content_type="application/pdf",
+                author=author,
+                created=datetime.now(UTC),
+                max_bytes=topology.GATEWAY_DOCUMENT_MAX_BYTES,
+            )
+
+        kept = [upload(), upload()]
+        for meta in kept:
+            await store.put(meta, LETTER)
+        refused = upload()
+        with pytest.raises(documents.DocumentQuotaError):
+            await store.put(refused, LETTER)
+        report("clinic uploads past its document quota", "refused, nothing stored", "DocumentQuotaError")
+        assert await store.for_referral(referral) == kept
+        with pytest.raises(documents.DocumentNotFoundError):
+            await store.meta(refused.id)
+    finally:
+        await portal.close()

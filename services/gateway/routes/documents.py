@@ -58,6 +58,8 @@ async def create_document(request: Request[Any, Any, Any]) -> Response[bytes]:
             max_bytes=topology.GATEWAY_DOCUMENT_MAX_BYTES,
         )
         await gateway.store.documents.put(meta, upload.data)
+    except documents.DocumentQuotaError as exc:
+        raise FhirError(422, GatewayCode.QUOTA_EXCEEDED, str(exc)) from exc
     except documents.DocumentRejectedError as exc:
         raise outcomes.schema(str(exc)) from exc
     await _record_access(link, envelope, meta, "uploaded")

@@ -8,7 +8,7 @@ import msgspec
 import structlog
 from litestar import Request, Response, get, post
 
-from referral_hub.gateway import auth, outcomes
+from referral_hub.gateway import auth, scopes
 from referral_hub.gateway.adapters import ReplayError
 from referral_hub.gateway.outcomes import FhirError
 from referral_hub.gateway.web import GatewaySettings, fhir, gateway_of
@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
 
 
 @post("/auth/token", status_code=200)
-async def token(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def token(request: Request[Any, Any, Any]) -> Response[bytes]:  # noqa: PLR0911 - one answer per OAuth error
     """SMART Backend Services: a signed client assertion for a short-lived bearer token."""
     gateway = gateway_of(request)
     form = await request.form()
@@ -36,18 +36,20 @@ async def token(request: Request[Any, Any, Any]) -> Response[bytes]:
             return _oauth_error(401, "invalid_client", "no client is registered under this iss")
         checked = auth.verify_assertion(assertion, client, gateway.settings.token_url, gateway.clock())
         await gateway.store.spend_jti(checked.clinic, checked.jti)
-        scopes = outcomes.granted_scopes(str(form.get("scope") or ""))
+        granted = scopes.grant(str(form.get("scope") or ""), client.scopes)
     except FhirError as exc:
-        return _oauth_error(exc.status, "invalid_client" if exc.status == 401 else "invalid_scope", exc.diagnostics)  # noqa: PLR2004 - HTTP status
+        return _oauth_error(exc.status, "invalid_client", exc.diagnostics)
     except ReplayError as exc:
         return _oauth_error(401, "invalid_client", str(exc))
-    bearer = auth.issue_token(gateway.key, gateway.settings.base, checked.clinic, scopes, gateway.clock())
+    except scopes.ScopeError as exc:
+        return _oauth_error(400, "invalid_scope", str(exc))
+    bearer = auth.issue_token(gateway.key, gateway.settings.base, checked.clinic, granted, gateway.clock())
     log.info("gateway_token_issued", clinic=checked.clinic)
     body = {
         "access_token": bearer,
         "token_type": "bearer",
         "expires_in": int(auth.TOKEN_LIFETIME.total_seconds()),
-        "scope": " ".join(scopes),
+        "scope": " ".join(granted),
     }
     return Response(
         msgspec.json.encode(body), status_code=200, media_type="application/json", headers={"Cache-Control": "no-store"}
@@ -62,6 +64,25 @@ def _oauth_error(status: int, error: str, description: str) -> Response[bytes]:
         media_type="application/json",
         headers={"Cache-Control": "no-store"},
     )
+
+
+@get(["/.well-known/smart-configuration", "/fhir/.well-known/smart-configuration"])
+async def smart_configuration(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """SMART's discovery document: how a backend service gets a token here, and which scopes exist."""
+    return Response(msgspec.json.encode(smart_document(gateway_of(request).settings)), media_type="application/json")
+
+
+def smart_document(settings: GatewaySettings) -> dict[str, Any]:
+    """``/.well-known/smart-configuration`` for SMART Backend Services (no user-facing launch)."""
+    return {
+        "issuer": settings.base,
+        "token_endpoint": settings.token_url,
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": list(auth.CLIENT_ALGORITHMS),
+        "grant_types_supported": ["client_credentials"],
+        "scopes_supported": list(scopes.SUPPORTED_SCOPES),
+        "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
+    }
 
 
 @get("/health")
@@ -209,4 +230,4 @@ def capability_statement(settings: GatewaySettings) -> dict[str, Any]:
     }
 
 
-HANDLERS: Final = (token, health, metadata)
+HANDLERS: Final = (token, smart_configuration, health, metadata)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any, Final
 
@@ -19,6 +20,8 @@ from referral_hub.gateway.web import Gateway, fhir, gateway_of, json_body
 from referral_hub.runtime.jetstream import topology
 
 log = structlog.get_logger(__name__)
+_ID: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
+"""A FHIR id; anything else names no subscription (and is never used as a key)."""
 
 
 # --- Subscriptions -----------------------------------------------------------------------------
@@ -28,7 +31,7 @@ async def _subscription(gateway: Gateway, clinic: str, subscription_id: str) -> 
     """A subscription of this clinic and its revision; another clinic's is 404."""
     bucket = gateway.store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV]
     try:
-        entry = await bucket.get(subscriptions.key(subscription_id))
+        entry = await bucket.get(subscriptions.key(subscription_id)) if _ID.fullmatch(subscription_id) else None
     except (KeyNotFoundError, ValueError):
         entry = None
     record = msgspec.json.decode(entry.value, type=SubscriptionRecord) if entry and entry.value else None
@@ -52,12 +55,19 @@ async def create_subscription(request: Request[Any, Any, Any]) -> Response[bytes
     body = await json_body(request)
     if not isinstance(body, dict):
         raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a Subscription")
+    allow_private = gateway.settings.allow_private_hook_endpoints
+    subscriptions.parse(body, grant.clinic, "check", 0, allow_private=allow_private)  # refused before any I/O
     link = await gateway.connections.link(grant.clinic)
-    start_after = await link.client.last_event_number()
-    record = subscriptions.parse(body, grant.clinic, str(uuid.uuid4()), start_after)
-    bucket = gateway.store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV]
-    await bucket.create(subscriptions.key(record.id), msgspec.json.encode(record))
-    gateway.deliverer.kick(record)
+    async with gateway.subscribing:
+        held = sum(1 for known in gateway.deliverer.view.values() if known.clinic == grant.clinic)
+        if held >= subscriptions.MAX_PER_CLINIC:
+            msg = f"a clinic holds at most {subscriptions.MAX_PER_CLINIC} subscriptions; delete one first"
+            raise FhirError(422, GatewayCode.QUOTA_EXCEEDED, msg)
+        start_after = await link.client.last_event_number()
+        record = subscriptions.parse(body, grant.clinic, str(uuid.uuid4()), start_after, allow_private=allow_private)
+        bucket = gateway.store.buckets[topology.GATEWAY_SUBSCRIPTIONS_KV]
+        await bucket.create(subscriptions.key(record.id), msgspec.json.encode(record))
+        gateway.deliverer.kick(record)
     log.info("gateway_subscription_created", clinic=grant.clinic, subscription=record.id, start_after=start_after)
     created = subscription_response(gateway, record, 201)
     created.headers["Location"] = f"{gateway.settings.fhir_base}/Subscription/{record.id}"
@@ -86,7 +96,9 @@ async def update_subscription(request: Request[Any, Any, Any], subscription_id: 
     outcomes.check_if_match(request.headers.get("if-match"), record.version)
     if not isinstance(body, dict):
         raise FhirError(400, RejectionCode.MALFORMED_JSON, "the body must be a Subscription")
-    changed = subscriptions.parse(body, grant.clinic, record.id, record.start_after)
+    changed = subscriptions.parse(
+        body, grant.clinic, record.id, record.start_after, allow_private=gateway.settings.allow_private_hook_endpoints
+    )
     wanted = body.get("status")
     if wanted not in {"requested", "active", "off"}:
         raise FhirError(422, RejectionCode.SCHEMA_VIOLATION, "status must be requested, active or off")
@@ -98,6 +110,7 @@ async def update_subscription(request: Request[Any, Any, Any], subscription_id: 
         payload=changed.payload,
         message_types=changed.message_types,
         heartbeat_seconds=changed.heartbeat_seconds,
+        timeout_seconds=changed.timeout_seconds,
         reason=changed.reason,
         status="off" if wanted == "off" else ("requested" if restart else record.status),
         failures=0 if restart else record.failures,
@@ -127,11 +140,27 @@ async def delete_subscription(request: Request[Any, Any, Any], subscription_id: 
 
 @get("/fhir/Subscription/{subscription_id:str}/$status")
 async def subscription_status(request: Request[Any, Any, Any], subscription_id: str) -> Response[bytes]:
-    """``$status``: where delivery stands, as a ``query-status`` Bundle."""
+    """``$status``: where delivery stands, a ``searchset`` Bundle of one ``query-status``."""
     gateway = gateway_of(request)
     grant = gateway.grant(request, "Subscription", "r")
     record, _ = await _subscription(gateway, grant.clinic, subscription_id)
-    return fhir(subscriptions.notification(record, gateway.settings.fhir_base, "query-status", gateway.clock()))
+    return fhir(subscriptions.status_bundle([record], gateway.settings.fhir_base, gateway.clock()))
+
+
+@get("/fhir/Subscription/$status")
+async def subscriptions_status(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Type-level ``$status``: the clinic's subscriptions named by ``id`` (all of them without one).
+
+    An ``id`` that is not one of this clinic's subscriptions (another clinic's, none at all,
+    or not an id) is 404, as a read of it is.
+    """
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Subscription", "r")
+    wanted = [part for value in request.query_params.getall("id", []) for part in value.split(",")]
+    if not wanted:
+        wanted = sorted(known.id for known in gateway.deliverer.view.values() if known.clinic == grant.clinic)
+    records = [(await _subscription(gateway, grant.clinic, subscription_id))[0] for subscription_id in wanted]
+    return fhir(subscriptions.status_bundle(records, gateway.settings.fhir_base, gateway.clock()))
 
 
 @get("/fhir/Subscription/{subscription_id:str}/$events")
@@ -167,6 +196,7 @@ HANDLERS: Final = (
     read_subscription,
     update_subscription,
     delete_subscription,
+    subscriptions_status,
     subscription_status,
     subscription_events,
 )

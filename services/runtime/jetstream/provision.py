@@ -132,6 +132,26 @@ async def _ensure_stream(js: JetStreamContext, config: api.StreamConfig, *, upgr
         await js.update_stream(config)
 
 
+async def _ensure_object_store(js: JetStreamContext, config: api.ObjectStoreConfig, *, upgrade: bool) -> None:
+    """As :func:`_ensure_stream`, for an object store: a changed limit (``max_bytes``) is an upgrade."""
+    try:
+        # nats-py sets config.bucket from its first argument, so the name is passed twice.
+        await js.create_object_store(config.bucket or "", config=config)
+    except BadRequestError as exc:
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise
+        name = f"OBJ_{config.bucket}"
+        if not upgrade:
+            msg = (
+                f"stream {name} exists with another configuration; changing it needs the "
+                "break-glass key: hubctl provision --break-glass"
+            )
+            raise ProvisionError(msg) from exc
+        current = (await js.stream_info(name)).config
+        current.max_bytes = config.max_bytes or -1
+        await js.update_stream(current)
+
+
 async def _provision_once(
     js: JetStreamContext,
     audit_js: JetStreamContext,
@@ -146,9 +166,8 @@ async def _provision_once(
         await _ensure_stream(target, config, upgrade=upgrade)
     for kv_config in topology.kv_configs(replicas):
         await js.create_key_value(config=kv_config)
-    for object_config in topology.gateway_object_configs(replicas):
-        # nats-py sets config.bucket from its first argument, so the name is passed twice.
-        await js.create_object_store(object_config.bucket or "", config=object_config)
+    for object_config in topology.gateway_object_configs(replicas, budgets):
+        await _ensure_object_store(js, object_config, upgrade=upgrade)
     for spec in topology.CONSUMERS:
         await js.add_consumer(spec.stream, config=spec.config())
     if replicas > 1:

@@ -188,7 +188,7 @@ def stream_configs(replicas: int = 1, budgets: Mapping[str, int] | None = None) 
         checkpoints,
     ]
     caps = budgets or {}
-    unknown = set(caps) - {config.name for config in configs}
+    unknown = set(caps) - {config.name for config in configs} - {GATEWAY_DOCUMENTS_STREAM}
     if unknown:
         msg = f"no such stream to budget: {', '.join(sorted(unknown))}"
         raise TopologyError(msg)
@@ -241,6 +241,11 @@ GATEWAY_BUCKETS: Final = (GATEWAY_CLIENTS_KV, GATEWAY_REPLAY_KV, GATEWAY_KEYS_KV
 GATEWAY_DOCUMENTS: Final = "gateway-documents"
 """Clinical documents attached to referrals, in JetStream's own object store."""
 GATEWAY_DOCUMENT_MAX_BYTES: Final = 20 * 1024 * 1024
+GATEWAY_DOCUMENTS_STREAM: Final = f"OBJ_{GATEWAY_DOCUMENTS}"
+"""The object store's stream: its name in ``hubctl provision --max-bytes``."""
+GATEWAY_DOCUMENTS_MAX_BYTES: Final = 8 * 1024 * 1024 * 1024
+"""All documents together, unless a budget says otherwise: a full store refuses new documents
+(each clinic is also held to ``documents.domain.CLINIC_QUOTA_BYTES``), it never fills the disk."""
 DOCUMENTS_INDEX_KV: Final = "documents-index"
 """Each referral's documents (one key per referral, its metadata list), so listing them reads one key
 instead of the whole object store. Shared by the gateway and the portal (``referral_hub.documents``)."""
@@ -262,6 +267,11 @@ def gateway_kv_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
     ]
 
 
-def gateway_object_configs(replicas: int = 1) -> list[api.ObjectStoreConfig]:
-    """The gateway's object store for documents."""
-    return [api.ObjectStoreConfig(bucket=GATEWAY_DOCUMENTS, storage=api.StorageType.FILE, replicas=replicas)]
+def gateway_object_configs(replicas: int = 1, budgets: Mapping[str, int] | None = None) -> list[api.ObjectStoreConfig]:
+    """The gateway's object store for documents, capped at its budget (default :data:`GATEWAY_DOCUMENTS_MAX_BYTES`)."""
+    max_bytes = (budgets or {}).get(GATEWAY_DOCUMENTS_STREAM, GATEWAY_DOCUMENTS_MAX_BYTES)
+    return [
+        api.ObjectStoreConfig(
+            bucket=GATEWAY_DOCUMENTS, storage=api.StorageType.FILE, replicas=replicas, max_bytes=max_bytes
+        )
+    ]
