@@ -14,10 +14,10 @@ since the plan's author is already treating and a hold would only hide the plan 
 Minimum necessary. The care team's record (its shared flags and its members' alerts) is
 other clinics' PHI. Screening still uses all of it, so a referral to a modality the team
 has an absolute alert for is held whoever sends it; but a referral party that is not on the
-team (the requester or the recipient) gets only what it needs to act on each match that
-came from that record: rule id, severity, modality and which care-team clinics to ask
-(:func:`outside_copy`). The team is told its record was screened, by whom, for whom
-(:func:`care_team_notice`). A match that came from the referral itself is the requester's
+team (the requester or the recipient) learns only that the team holds a contraindication
+relevant to the modality, and its severity (:func:`outside_copy`). The team is told its
+record was screened, by whom, for whom (:func:`care_team_notice`), and its answer (an
+override or a decline) is what the parties see. A match that came from the referral itself is the requester's
 own content, which the recipient receives with the referral anyway, so it stays whole.
 """
 
@@ -260,19 +260,24 @@ def outsiders(flag: ScreeningFlagged, clinics: tuple[str, ...]) -> tuple[str, ..
 
 
 def outside_copy(flag: ScreeningFlagged, clinics: tuple[str, ...], message_id: UUID) -> ScreeningFlagged:
-    """The flag for ``clinics``, which are not on the patient's care team: its matches minimally.
+    """The flag for ``clinics``, which are not on the patient's care team: the team's matches as one fact.
 
-    Matches from the team's record keep rule id, severity, scope, trigger kind and whom to
-    contact; the referral's own matches stay whole (the recipient gets the referral anyway).
-    The hold, the modality and the referral stay, so the recipient knows what to review.
+    The matches that came from the team's record are left out; ``care_team_severity`` says the
+    team holds a contraindication relevant to this modality, and how severe. A rule id names a
+    condition or a medication, an alert id can be probed, the team's clinic ids say who treats
+    the patient: an outsider needs none of them, since the team answers the hold itself. The
+    referral's own matches stay whole (the recipient gets the referral anyway), and so do the
+    hold, the modality and the referral, so the recipient knows what is pending.
     """
+    team = [m.severity for m in flag.matches if from_care_team(m)]
     return msgspec.structs.replace(
         flag,
         message_id=message_id,
         audience=FlagAudience.OUTSIDE_CARE_TEAM,
         recipients=clinics,
         care_team=(),
-        matches=tuple(minimal_match(m) if from_care_team(m) else m for m in flag.matches),
+        matches=tuple(m for m in flag.matches if not from_care_team(m)),
+        care_team_severity=max(team, key=lambda s: SEVERITY_RANK[s]) if team else None,
     )
 
 
