@@ -115,6 +115,19 @@ async def test_clinics_off_the_care_team_learn_the_teams_severity_never_its_phi(
         with pytest.raises(KeyNotFoundError):
             await pages.get(str(page_id_for(f"flag:{flag.flag_id}:{clinic}")))
 
+    answer = command("override", ACU, outsider.referral_id, PATIENT)
+    released = await (await hub.clinic(ACU)).send_and_confirm(answer)
+    assert isinstance(released.message, ReferralTransitioned), released.message
+    await wait_idle(hub.connection)
+    seen = [
+        item.message
+        async for item in (await hub.clinic(CHIRO)).inbox()
+        if isinstance(item.message, ReferralTransitioned) and item.message.referral_id == outsider.referral_id
+    ]
+    assert [(t.transition, t.state, t.sender_clinic, t.detail) for t in seen] == [
+        ("override", ReferralState.REQUESTED, "hub", "")
+    ]
+
 
 async def test_a_clinic_probing_referral_ids_gets_the_answer_an_unused_id_gets(hub: RunningHub) -> None:
     theirs = referral_request(sender=PT, recipient=ACU, patient_ref=PATIENT)

@@ -31,7 +31,7 @@ import msgspec
 from referral_hub.contracts.alerts import SEVERITY_RANK, Severity, TriggerKind
 from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.plans import PlanUpdate
-from referral_hub.contracts.referrals import ReferralRequest
+from referral_hub.contracts.referrals import ReferralCommand, ReferralDecline, ReferralOverride, ReferralRequest
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import (
     FlagAudience,
@@ -245,6 +245,31 @@ def minimal_match(match: ScreeningMatch) -> ScreeningMatch:
         finding="",
         rationale="An alert in force on the patient's care team concerns this modality; ask the clinic that raised it.",
         source=f"alert raised by {', '.join(match.contact_clinics)}",
+    )
+
+
+CARE_TEAM_ACTOR = "care-team"
+"""Who answered, as a referral party off the care team is told: the team, never its clinic or member."""
+
+
+def team_answers(flag: ScreeningFlagged | None, command: ReferralCommand) -> bool:
+    """Whether ``command`` is the care team's answer to a hold it alone can judge.
+
+    The referral was held by a match from the team's record while one of its parties is off
+    the team: that party is told only that the team holds a contraindication, so the question
+    goes to the team (the ``care_team`` notice names the referral), and a clinic of the team
+    may override the hold or decline the referral. Anything else from a non-party is answered
+    as if the referral did not exist.
+    """
+    if flag is None or not isinstance(command, ReferralOverride | ReferralDecline):
+        return False
+    held_by_team = flag.held and any(from_care_team(m) and m.severity is Severity.ABSOLUTE for m in flag.matches)
+    parties = tuple(c for c in (flag.referring_clinic, flag.recipient_clinic) if c is not None)
+    return (
+        held_by_team
+        and bool(outsiders(flag, parties))
+        and command.sender_clinic in flag.care_team
+        and command.patient_ref == flag.patient_ref
     )
 
 
