@@ -109,9 +109,14 @@ def checkpoint_interval(args: argparse.Namespace) -> timedelta:
     """The hub's checkpoint interval: ``--checkpoint-seconds``, else the hub's own setting, else 60 s."""
     given = getattr(args, "checkpoint_seconds", None)
     if given is None:
-        given = float(os.environ.get(CHECKPOINT_SECONDS_ENV, "") or DEFAULT_CHECKPOINT_SECONDS)
-    if given <= 0:
-        msg = "--checkpoint-seconds must be positive"
+        named = os.environ.get(CHECKPOINT_SECONDS_ENV, "").strip()
+        try:
+            given = float(named) if named else DEFAULT_CHECKPOINT_SECONDS
+        except ValueError:
+            msg = f"${CHECKPOINT_SECONDS_ENV} is not a number of seconds: {named!r}"
+            raise UsageError(msg) from None
+    if not given > 0:
+        msg = "the checkpoint interval must be a positive number of seconds"
         raise UsageError(msg)
     return timedelta(seconds=given)
 

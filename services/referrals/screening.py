@@ -17,8 +17,9 @@ has an absolute alert for is held whoever sends it; but a referral party that is
 team (the requester or the recipient) learns only that the team holds a contraindication
 relevant to the modality, and its severity (:func:`outside_copy`). The team is told its
 record was screened, by whom, for whom (:func:`care_team_notice`), and its answer (an
-override or a decline) is what the parties see. A match that came from the referral itself is the requester's
-own content, which the recipient receives with the referral anyway, so it stays whole.
+override or a decline, :func:`team_answers`) is what the parties see. A match that came
+from the referral itself is the requester's own content, which the recipient receives with
+the referral anyway, so it stays whole.
 """
 
 from __future__ import annotations

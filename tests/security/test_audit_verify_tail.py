@@ -20,7 +20,16 @@ import pytest
 
 from referral_hub.audit.checkpoints import load_key, make_checkpoint, new_key_seed
 from referral_hub.audit.domain import chain
-from referral_hub.cli.audit_verify import SIGNING_GRACE, WITNESS_FILE, WITNESS_FILE_ENV, Tail, tail_fault, witness_file
+from referral_hub.cli.audit_verify import (
+    SIGNING_GRACE,
+    WITNESS_FILE,
+    WITNESS_FILE_ENV,
+    Tail,
+    checkpoint_interval,
+    tail_fault,
+    witness_file,
+)
+from referral_hub.cli.commands import UsageError
 from referral_hub.contracts.audit import AuditEntry
 from referral_hub.runtime.broker.embedded import EmbeddedNats
 from tests.audit_logs import AT, chained, store
@@ -100,3 +109,12 @@ def test_the_witness_file_a_clinic_keeps_in_its_credentials_directory_is_read_un
     elsewhere = witness_file(argparse.Namespace(creds_dir=tmp_path / "none", witness=None, no_witness=False))
 
     assert (found, declined, elsewhere) == (tmp_path / WITNESS_FILE, None, None)
+
+
+def test_a_checkpoint_interval_that_is_not_a_positive_number_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUB_AUDIT_CHECKPOINT_SECONDS", "a minute")
+
+    with pytest.raises(UsageError, match="not a number of seconds"):
+        checkpoint_interval(argparse.Namespace(checkpoint_seconds=None))
+    with pytest.raises(UsageError, match="positive"):
+        checkpoint_interval(argparse.Namespace(checkpoint_seconds=0.0))
