@@ -1,7 +1,13 @@
-"""Field types and the envelope every hub message shares.
+r"""Field types and the envelope every hub message shares.
 
 Identifiers that end up in NATS subjects (clinic ids, message types) are constrained to
 subject-token-safe characters here, once, so no handler has to re-validate them.
+
+Every pattern ends in ``\Z``, never ``$``: msgspec checks a pattern with ``re.search``, where
+``$`` also matches before a final newline, so ``"pt-1\n"`` would pass for a patient
+reference that differs from ``"pt-1"`` yet looks the same on a screen. The JSON Schema export
+writes ``$`` again (:mod:`referral_hub.contracts.compat`), which ECMA-262 reads as the end.
+
 Fields that carry protected health information are annotated with :data:`PHI`; the
 logging layer reads that marker to strip them, so adding a PHI field is a one-line change.
 """
@@ -32,18 +38,18 @@ PHI: Final = msgspec.Meta(
 ClinicId = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[a-z0-9][a-z0-9-]{1,62}$",
+        pattern=r"^[a-z0-9][a-z0-9-]{1,62}\Z",
         description="Registry id of a clinic; also a NATS subject token.",
     ),
 ]
 MemberId = Annotated[
     str,
-    msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="Care-team member id."),
+    msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}\Z", description="Care-team member id."),
 ]
 PatientRef = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{3,63}$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{3,63}\Z",
         description="Pseudonymous patient reference agreed between clinics; never a name or MRN.",
     ),
     PHI,
@@ -51,7 +57,7 @@ PatientRef = Annotated[
 UtcDatetime = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 timestamp in UTC.")]
 ShortText = Annotated[str, msgspec.Meta(max_length=200)]
 ClinicalText = Annotated[str, msgspec.Meta(max_length=4000), PHI]
-Icd10Code = Annotated[str, msgspec.Meta(pattern=r"^[A-TV-Z][0-9][0-9AB](\.[0-9A-Z]{1,4})?$")]
+Icd10Code = Annotated[str, msgspec.Meta(pattern=r"^[A-TV-Z][0-9][0-9AB](\.[0-9A-Z]{1,4})?\Z")]
 
 
 class Modality(enum.StrEnum):

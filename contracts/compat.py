@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -49,11 +49,34 @@ WIRE_ROOTS: Final = ("ClinicCommand", "HubMessage", "DeadLetter", "AuditEntry", 
 _IGNORED_KEYS: Final = frozenset({"description", "title", "examples"})
 
 
+PYTHON_END: Final = "\\Z"
+"""How a contract's pattern says "end of the string" to Python's ``re`` (:mod:`referral_hub.contracts.base`)."""
+
+
+def _ecma_patterns(node: object) -> object:
+    r"""``node`` with each ``pattern``'s closing ``\Z`` written ``$``, its JSON Schema (ECMA-262) spelling.
+
+    ECMA-262 has no ``\Z`` (with the ``u`` flag it is a syntax error) and its ``$`` without the
+    ``m`` flag matches only at the end, which is what ``\Z`` means to Python; so the published
+    schema says exactly what the hub checks, and its text is unchanged.
+    """
+    if isinstance(node, list):
+        return [_ecma_patterns(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {
+        key: value.removesuffix(PYTHON_END) + "$"
+        if key == "pattern" and isinstance(value, str) and value.endswith(PYTHON_END)
+        else _ecma_patterns(value)
+        for key, value in node.items()
+    }
+
+
 def current_components() -> dict[str, Schema]:
     """JSON Schema components of every exported contract, keyed by Struct name, as JSON sees them."""
     _, components = msgspec.json.schema_components(EXPORTED_TYPES, ref_template=COMPONENT_REF + "{name}")
     normalised: dict[str, Schema] = json.loads(msgspec.json.encode(components))
-    return normalised
+    return {name: cast("Schema", _ecma_patterns(schema)) for name, schema in normalised.items()}
 
 
 def union_components() -> dict[str, Schema]:

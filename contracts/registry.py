@@ -14,7 +14,7 @@ import msgspec
 
 from referral_hub.contracts.base import ClinicId, MemberId, Modality, ShortText, UtcDatetime
 
-CLOCK_PATTERN: Final = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+CLOCK_PATTERN: Final = r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z"
 ClockTime = Annotated[str, msgspec.Meta(pattern=CLOCK_PATTERN, description="HH:MM, 24 h.")]
 MAX_SHIFT_DAYS: Final = 28
 

@@ -6,9 +6,11 @@ referral in ``needs_review`` until the recipient overrides it (``referral.overri
 declines it. Either clinic may dispute a match (``screening.dispute``); both are audited.
 
 Minimum necessary: a referral party that is not on the patient's care team gets the flag
-with the matches that came from the team's record reduced to rule id, severity and whom
-to contact (``audience`` ``outside_care_team``), and the care team is told that its record
-was screened for a referral involving a clinic outside the team (``audience`` ``care_team``).
+with the matches that came from the team's record replaced by one fact, that the team holds
+a contraindication relevant to this modality, and its severity (``audience``
+``outside_care_team``, ``care_team_severity``); the care team is told that its record was
+screened for a referral involving a clinic outside the team (``audience`` ``care_team``) and
+answers the hold itself, with an override or a decline that the parties see.
 """
 
 from __future__ import annotations
@@ -81,10 +83,10 @@ class ScreeningFlagged(Message, frozen=True, kw_only=True, tag="screening.flagge
 
     - ``parties``: the whole flag, for the referral's parties (or, for a plan, the care team);
     - ``outside_care_team``: a referral party that is not on the patient's care team. Matches
-      that came from the team's record (``contact_clinics`` set) keep only their rule id,
-      severity, scope, trigger kind and whom to contact (a rule of the hub's table also its
-      public rationale and citation): never a finding, an alert's note or any other clinic's
-      free text;
+      that came from the team's record are left out; ``care_team_severity`` says that the team
+      holds a contraindication relevant to this modality, and how severe. No rule id, alert id,
+      clinic of the team or word of its record: each would tell an outsider what the patient
+      has or who treats them;
     - ``care_team``: tells the care team that a referral between ``referring_clinic`` and
       ``recipient_clinic``, one of them outside the team, was screened against its record, and
       which rules matched (no finding, no free text of the referral).
@@ -93,6 +95,9 @@ class ScreeningFlagged(Message, frozen=True, kw_only=True, tag="screening.flagge
     recipient_clinic: ClinicId | None = None
     care_team: tuple[ClinicId, ...] = ()
     """The clinics on the patient's care team when it was screened; empty in an ``outside_care_team`` copy."""
+    care_team_severity: Severity | None = None
+    """In an ``outside_care_team`` copy, the highest severity among the matches that came from the
+    care team's record (which the copy leaves out); ``None`` when none did, and in other copies."""
 
 
 class ScreeningDispute(Message, frozen=True, kw_only=True, tag="screening.dispute"):

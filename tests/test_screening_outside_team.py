@@ -76,7 +76,7 @@ async def team_with_an_absolute_massage_alert(hub: RunningHub) -> UUID:
     return alert.alert_id
 
 
-async def test_clinics_off_the_care_team_get_rule_ids_and_whom_to_ask_never_the_teams_phi(hub: RunningHub) -> None:
+async def test_clinics_off_the_care_team_learn_the_teams_severity_never_its_phi(hub: RunningHub) -> None:
     alert_id = await team_with_an_absolute_massage_alert(hub)
     outsider = referral_request(
         sender=CHIRO, recipient=MASSAGE, actor=MEMBERS[CHIRO], patient_ref=PATIENT, modality=Modality.MASSAGE
@@ -95,9 +95,7 @@ async def test_clinics_off_the_care_team_get_rule_ids_and_whom_to_ask_never_the_
         assert [s for s in SECRETS if s in encode(flag).decode()] == [], clinic
         assert flag.audience is FlagAudience.OUTSIDE_CARE_TEAM
         assert (flag.referral_id, flag.held, flag.highest_severity) == (outsider.referral_id, True, Severity.ABSOLUTE)
-        contacts = {m.rule_id: m.contact_clinics for m in flag.matches}
-        assert contacts[f"alert:{alert_id}"] == (ACU,)
-        assert contacts["anticoag-deep-massage"] == (PT, ACU)
+        assert (flag.matches, flag.care_team_severity) == ((), Severity.ABSOLUTE)
     for member in (PT, ACU):
         notices = [f for f in await flags_of(hub, member) if f.referral_id == outsider.referral_id]
         assert [(n.audience, n.referring_clinic, n.recipient_clinic) for n in notices] == [
@@ -116,6 +114,19 @@ async def test_clinics_off_the_care_team_get_rule_ids_and_whom_to_ask_never_the_
     for clinic in (CHIRO, MASSAGE):
         with pytest.raises(KeyNotFoundError):
             await pages.get(str(page_id_for(f"flag:{flag.flag_id}:{clinic}")))
+
+    answer = command("override", ACU, outsider.referral_id, PATIENT)
+    released = await (await hub.clinic(ACU)).send_and_confirm(answer)
+    assert isinstance(released.message, ReferralTransitioned), released.message
+    await wait_idle(hub.connection)
+    seen = [
+        item.message
+        async for item in (await hub.clinic(CHIRO)).inbox()
+        if isinstance(item.message, ReferralTransitioned) and item.message.referral_id == outsider.referral_id
+    ]
+    assert [(t.transition, t.state, t.sender_clinic, t.detail) for t in seen] == [
+        ("override", ReferralState.REQUESTED, "hub", "")
+    ]
 
 
 async def test_a_clinic_probing_referral_ids_gets_the_answer_an_unused_id_gets(hub: RunningHub) -> None:

@@ -9,6 +9,7 @@ is the entry itself, not a copy of some of its fields.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from referral_hub.audit.adapters import ForeignLog, OnForeign, read_chain
 from referral_hub.contracts.audit import AuditEntry
 
 BATCH: Final = 5000
+FILE_MODE: Final = 0o600
 COLUMNS: Final = ("referral_id", "patient_ref", "clinic", "member", "message_type")
 _decoder: Final = msgspec.json.Decoder(AuditEntry)
 _SCHEMA: Final = (
@@ -66,8 +68,15 @@ class AuditIndex:
     """The SQLite file at ``path``; created on first use."""
 
     def __init__(self, path: Path) -> None:
-        """Open (or create) the index."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (or create) the index, readable and writable by its owner only.
+
+        It holds every entry it indexes (patient references, clinics, members): the file is
+        made mode 0600 before SQLite opens it, and an older, wider one is narrowed; SQLite gives
+        its journal the database file's mode.
+        """
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, FILE_MODE))
+        path.chmod(FILE_MODE)
         self._db = sqlite3.connect(path)
         self._db.executescript(_SCHEMA)
 

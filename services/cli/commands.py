@@ -215,6 +215,8 @@ def _flag_detail(message: ScreeningFlagged) -> str:
         else f"{message.plan_clinic} plan v{message.plan_version}"
     )
     rules = ", ".join(f"{m.rule_id} ({m.severity})" for m in message.matches)
+    if message.care_team_severity is not None:
+        rules = ", ".join(filter(None, (rules, f"care team holds a contraindication ({message.care_team_severity})")))
     return f"{about}: {rules}{'; HELD for review' if message.held else ''}"
 
 

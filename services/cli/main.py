@@ -351,7 +351,18 @@ def _add_audit(sub: Subparsers) -> None:
         type=Path,
         metavar="FILE",
         help="checkpoints a clinic kept (signed notes, or JSON lines with a 'note', such as its "
-        "audit.checkpoint.witnessed inbox messages): the log must still extend every one",
+        "audit.checkpoint.witnessed inbox messages): the log must still extend every one "
+        "(default: $HUB_AUDIT_WITNESS_FILE, else audit-witnessed.jsonl in the credentials directory, if there)",
+    )
+    audit_verify.add_argument(
+        "--no-witness", action="store_true", help="do not check the clinic's witnessed checkpoints, even if kept"
+    )
+    audit_verify.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="the hub's checkpoint interval: an unsigned entry older than it (plus 30 s) fails "
+        "(default: $HUB_AUDIT_CHECKPOINT_SECONDS, else 60)",
     )
     audit_verify.set_defaults(run=commands.audit_verify)
     prove = audit_sub.add_parser("prove", help="a receipt: an entry, its inclusion proof and a signed checkpoint")

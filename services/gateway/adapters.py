@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from referral_hub.runtime.jetstream import topology
 log = structlog.get_logger(__name__)
 ANSWER_TIMEOUT_SECONDS: Final = 10.0
 SIGNING_KEY: Final = "token-signing"
+ID_KEY: Final = "id-derivation"
+ID_KEY_BYTES: Final = 32
 FOLLOW_RETRY_SECONDS: Final = 1.0
 
 
@@ -110,10 +113,18 @@ class GatewayStore:
 
     async def signing_key(self, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The token key every replica shares: the first replica's ``make()`` wins a create-only write."""
+        return await self._shared(SIGNING_KEY, make)
+
+    async def id_key(self) -> bytes:
+        """The key every replica derives referral and message ids with (``gateway.task_commands``), made once."""
+        key = await self._shared(ID_KEY, lambda: {"key": secrets.token_hex(ID_KEY_BYTES)})
+        return bytes.fromhex(str(key["key"]))
+
+    async def _shared(self, name: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         bucket = self.buckets[topology.GATEWAY_KEYS_KV]
         with contextlib.suppress(KeyWrongLastSequenceError):
-            await bucket.create(SIGNING_KEY, msgspec.json.encode(make()))
-        entry = await bucket.get(SIGNING_KEY)
+            await bucket.create(name, msgspec.json.encode(make()))
+        entry = await bucket.get(name)
         key: dict[str, Any] = msgspec.json.decode(entry.value or b"{}")
         return key
 

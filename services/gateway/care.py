@@ -552,6 +552,11 @@ def detected_issue_resource(
         for match in flag.matches
     ]
     rationale = "; ".join(m.rationale for m in flag.matches if m.rationale)
+    if flag.care_team_severity is not None:
+        team = (
+            f"the patient's care team holds a contraindication relevant to {flag.modality} ({flag.care_team_severity})"
+        )
+        rationale = "; ".join(filter(None, (rationale, team)))
     words = SEVERITY_WORDS[flag.highest_severity]
     mitigations = [
         {

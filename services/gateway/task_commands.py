@@ -6,9 +6,11 @@ A Task's ``PUT`` or JSON Patch becomes the one transition its new ``businessStat
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
@@ -35,31 +37,46 @@ from referral_hub.gateway.task_views import TaskView
 from referral_hub.referrals import fhir_task as referral_fhir
 
 MODALITY_SYSTEM: Final = "urn:referral-hub:modality"
-REFERRAL_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "urn:referral-hub:gateway")
 
 
 @dataclass(frozen=True)
 class Envelope:
-    """What every command the gateway sends on a clinic's behalf carries."""
+    """What every command the gateway sends on a clinic's behalf carries, and the key its ids come from."""
 
     clinic: str
     actor: str
     now: datetime
+    id_key: bytes = field(repr=False)
+    """The gateway's own secret (``GatewayStore.id_key``): ids derived with it cannot be computed elsewhere."""
 
 
-def referral_id_for(clinic: str, system: str, value: str) -> uuid.UUID:
-    """The referral id of a Task identifier: the hub's own id, or one derived from the clinic's.
+def keyed_id(key: bytes, *parts: str) -> uuid.UUID:
+    """A UUID no one without ``key`` can compute from ``parts``: HMAC-SHA256, cut to 122 random bits.
 
-    Derived ids make a retry of the same create (``If-None-Exist``, a lost response) name the
-    same referral, so the hub's duplicate detection keeps it to one.
+    A retry of the same create derives the same ids, so the hub's duplicate detection keeps it
+    to one referral; another clinic that knows (or guesses) the clinic's Task identifier cannot
+    derive them, so it can neither claim the referral id first nor publish first with the
+    message id and make the real create a silent duplicate. Each part is length-prefixed, so
+    no two lists of parts give the same input.
+    """
+    text = "".join(f"{len(part)}:{part}" for part in parts)
+    digest = hmac.new(key, text.encode(), hashlib.sha256).digest()
+    return uuid.UUID(bytes=digest[:16], version=4)
+
+
+def referral_id_for(envelope: Envelope, system: str, value: str) -> uuid.UUID:
+    """The referral id of a new Task: derived from the clinic's own identifier with the gateway's key.
+
+    The hub chooses referral ids; a client that names one (the hub's identifier system) is
+    refused, since an id a client can choose is one another client can take first.
     """
     if system == referral_fhir.REFERRAL_ID_SYSTEM:
-        try:
-            return uuid.UUID(value)
-        except ValueError as exc:
-            msg = f"identifier {value!r} in {system} is not a UUID"
-            raise schema(msg) from exc
-    return uuid.uuid5(REFERRAL_NAMESPACE, f"{clinic}|{system}|{value}")
+        msg = (
+            f"a new Task cannot name its referral id ({system}): the hub assigns it; "
+            "identify the Task with an identifier of the clinic's own system"
+        )
+        raise FhirError(422, GatewayCode.UNSUPPORTED, msg)
+    return keyed_id(envelope.id_key, "referral", envelope.clinic, system, value)
 
 
 def _reference_id(reference: Any, what: str) -> str:  # noqa: ANN401 - FHIR JSON
@@ -137,12 +154,12 @@ def referral_request(
     )
     notes = source.get("note") or []
     fields = {
-        "message_id": uuid.uuid5(REFERRAL_NAMESPACE, f"request|{envelope.clinic}|{system}|{value}"),
+        "message_id": keyed_id(envelope.id_key, "request", envelope.clinic, system, value),
         "occurred_at": envelope.now,
         "sender_clinic": envelope.clinic,
         "actor": envelope.actor,
         "correlation_id": uuid.uuid4(),
-        "referral_id": referral_id_for(envelope.clinic, system, value),
+        "referral_id": referral_id_for(envelope, system, value),
         "patient_ref": _reference_id(task.get("for") or source.get("subject"), "Task.for"),
         "recipient_clinic": _reference_id(task.get("owner") or _first(source.get("performer")), "Task.owner"),
         "modality": _modality(source.get("code") or task.get("code")),

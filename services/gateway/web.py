@@ -85,6 +85,7 @@ class Started:
 
     store: GatewayStore
     key: ECKey
+    id_key: bytes
     deliverer: RestHooks
     tokens: auth.VerifiedTokens
     clients: KvView[auth.ClientRecord]
@@ -111,6 +112,7 @@ class Gateway:
         store = await GatewayStore.open(self.settings.nats_url)
         try:
             key = auth.signing_key(await store.signing_key(auth.new_signing_key))
+            id_key = await store.id_key()
         except BaseException:
             with contextlib.suppress(Exception):
                 await store.close()
@@ -131,7 +133,7 @@ class Gateway:
                 raise
         tokens = auth.VerifiedTokens(key, self.settings.base, self.clock)
         clients: KvView[auth.ClientRecord] = KvView(auth.ClientRecord)
-        self._started = Started(store, key, deliverer, tokens, clients, audit)
+        self._started = Started(store, key, id_key, deliverer, tokens, clients, audit)
         self._delivering = asyncio.create_task(deliverer.run(), name="gateway-delivery")
         self._following = asyncio.create_task(
             clients.follow(store.buckets[topology.GATEWAY_CLIENTS_KV]), name="gateway-clients-watch"
@@ -191,7 +193,7 @@ class Gateway:
         client = (self.started.clients.get(clinic) if watching else None) or await self.store.client(clinic)
         if client is None:
             raise FhirError(401, GatewayCode.INVALID_TOKEN, "the token's clinic has no registered client")
-        return Envelope(clinic, client.actor, self.clock())
+        return Envelope(clinic, client.actor, self.clock(), self.started.id_key)
 
 
 def gateway_of(request: Request[Any, Any, Any]) -> Gateway:

@@ -91,18 +91,17 @@ def _flag_summary(event: ScreeningFlagged, matches: tuple[ScreeningMatch, ...] |
     return f"screening flagged {event.screened} for patient {event.patient_ref}, {event.modality}: {rules}{held}"
 
 
-def _outside_summary(event: ScreeningFlagged, own: tuple[ScreeningMatch, ...], team: tuple[ScreeningMatch, ...]) -> str:
-    """For a clinic outside the care team: the referral's own matches, and only how many of the team's."""
-    highest = max((m.severity for m in team), key=lambda s: SEVERITY_RANK[s])
+def _outside_summary(event: ScreeningFlagged, team: Severity) -> str:
+    """For a clinic outside the care team: the referral's own matches, and that the team holds one."""
     theirs = (
-        f"{len(team)} match(es) from the patient's care-team record, highest {highest}; "
-        "rule ids and which care-team clinic to contact are in your hub inbox"
+        f"the patient's care team holds a contraindication relevant to {event.modality} (severity {team}); "
+        "the hub has asked the team, whose answer will follow"
     )
-    if not own:
+    if not event.matches:
         held = "; referral HELD for review" if event.held else ""
         about = f"referral {event.referral_id} for patient {event.patient_ref}, {event.modality}"
         return f"screening flagged {about}: {theirs}{held}"
-    return f"{_flag_summary(event, own)}; and {theirs}"
+    return f"{_flag_summary(event)}; and {theirs}"
 
 
 def _notice_summary(event: ScreeningFlagged) -> str:
@@ -176,13 +175,10 @@ def _route_flag(event: ScreeningFlagged) -> list[Intent]:
             NotifyIntent(c, "screening.care_team", event.message_id, event.correlation_id, summary)
             for c in event.recipients
         ]
-    matches = event.matches
     summary = _flag_summary(event)
-    if event.audience is FlagAudience.OUTSIDE_CARE_TEAM:
-        matches = tuple(m for m in event.matches if not m.contact_clinics)
-        team = tuple(m for m in event.matches if m.contact_clinics)
-        summary = _outside_summary(event, matches, team) if team else summary
-    severity = max((m.severity for m in matches), key=lambda s: SEVERITY_RANK[s], default=None)
+    if event.care_team_severity is not None:
+        summary = _outside_summary(event, event.care_team_severity)
+    severity = max((m.severity for m in event.matches), key=lambda s: SEVERITY_RANK[s], default=None)
     if severity not in PAGING_SEVERITIES:
         return [
             NotifyIntent(c, "safety.notify", event.message_id, event.correlation_id, summary) for c in event.recipients

@@ -204,7 +204,7 @@ async def acknowledge(command: PageAck, hub: Hub, delivery: Incoming, sender: Cl
     now = hub.timing.clock()
 
     def decide(page: Page | None) -> Decided[Page, Page | page_rules.AckRefused]:
-        if page is not None and page.acked_message_id == command.message_id:
+        if page is not None and page_rules.is_replayed_ack(page, command):
             return Decided(None, page)  # this very ack, redelivered: nothing to write
         decision = page_rules.acknowledge(page, command, sender, now)
         if isinstance(decision, page_rules.AckRefused):

@@ -289,6 +289,22 @@ class AckRefused:
     reason: str
 
 
+def is_replayed_ack(page: Page | None, command: PageAck) -> bool:
+    """Whether ``command`` is the ack ``page`` recorded, delivered again.
+
+    Its message id alone does not say so: the id reaches every clinic told of the ack (as the
+    announcement's cause), and an ack sent again with it by another clinic or for another
+    member is a new command, decided by :func:`acknowledge` (for another clinic, exactly as
+    for a page that does not exist).
+    """
+    return (
+        page is not None
+        and page.acked_message_id == command.message_id
+        and page.acked_clinic == command.sender_clinic
+        and page.acked_by == command.member
+    )
+
+
 def acknowledge(page: Page | None, command: PageAck, sender: Clinic, at: datetime) -> Page | AckRefused:
     """A member of the paged clinic acknowledges: escalation stops.
 

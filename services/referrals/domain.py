@@ -74,6 +74,9 @@ class HistoryItem(msgspec.Struct, frozen=True, kw_only=True):
     appointment_end: datetime | None = None
     outcome: ConsultNote | None = None
     forwarded_to: str | None = None
+    by_care_team: bool = False
+    """The patient's care team answered a hold (``screening.team_answers``): ``by_clinic`` is the
+    team's clinic, which the referral's parties are not told."""
 
 
 class Referral(msgspec.Struct, frozen=True, kw_only=True):
@@ -332,6 +335,16 @@ def _transition(
     sla: SlaPolicy,
 ) -> Decision:
     party = existing.party(command.sender_clinic) if existing is not None else None
+    if (
+        existing is not None
+        and party is None
+        and existing.state is ReferralState.NEEDS_REVIEW
+        and screening.team_answers(existing.screening, command)
+    ):
+        rule = lifecycle.rule_for(command)
+        new_state = rule.to_state or existing.state
+        step = msgspec.structs.replace(_step(command, rule.transition, new_state, received_at), by_care_team=True)
+        return Changed(msgspec.structs.replace(existing, state=new_state, history=(*existing.history, step)), step)
     if existing is None or party is None:
         return _not_yours(command)
     if command.patient_ref != existing.patient_ref:
@@ -392,7 +405,24 @@ def announcements(referral: Referral, step: HistoryItem) -> list[Announcement]:
                 )
             )
         return forwarded
-    return [Announcement(transitioned, "referral.transitioned", (referral.referring_clinic, referral.recipient_clinic))]
+    parties = (referral.referring_clinic, referral.recipient_clinic)
+    if step.by_care_team:
+        return _team_answer(referral, step, transitioned)
+    return [Announcement(transitioned, "referral.transitioned", parties)]
+
+
+def _team_answer(referral: Referral, step: HistoryItem, whole: ReferralTransitioned) -> list[Announcement]:
+    """The care team's answer: to the parties from the hub, without who answered or why; to the team's clinic whole."""
+    anonymous = msgspec.structs.replace(step, by_clinic=HUB_SENDER, actor=screening.CARE_TEAM_ACTOR, detail="")
+    to_team = msgspec.structs.replace(whole, message_id=derived_id(str(step.message_id), "care-team-answer"))
+    return [
+        Announcement(
+            _transitioned_event(referral, anonymous),
+            "referral.transitioned",
+            (referral.referring_clinic, referral.recipient_clinic),
+        ),
+        Announcement(to_team, "referral.transitioned", (step.by_clinic,)),
+    ]
 
 
 class _Envelope(TypedDict):

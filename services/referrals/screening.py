@@ -14,11 +14,12 @@ since the plan's author is already treating and a hold would only hide the plan 
 Minimum necessary. The care team's record (its shared flags and its members' alerts) is
 other clinics' PHI. Screening still uses all of it, so a referral to a modality the team
 has an absolute alert for is held whoever sends it; but a referral party that is not on the
-team (the requester or the recipient) gets only what it needs to act on each match that
-came from that record: rule id, severity, modality and which care-team clinics to ask
-(:func:`outside_copy`). The team is told its record was screened, by whom, for whom
-(:func:`care_team_notice`). A match that came from the referral itself is the requester's
-own content, which the recipient receives with the referral anyway, so it stays whole.
+team (the requester or the recipient) learns only that the team holds a contraindication
+relevant to the modality, and its severity (:func:`outside_copy`). The team is told its
+record was screened, by whom, for whom (:func:`care_team_notice`), and its answer (an
+override or a decline, :func:`team_answers`) is what the parties see. A match that came
+from the referral itself is the requester's own content, which the recipient receives with
+the referral anyway, so it stays whole.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import msgspec
 from referral_hub.contracts.alerts import SEVERITY_RANK, Severity, TriggerKind
 from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.plans import PlanUpdate
-from referral_hub.contracts.referrals import ReferralRequest
+from referral_hub.contracts.referrals import ReferralCommand, ReferralDecline, ReferralOverride, ReferralRequest
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import (
     FlagAudience,
@@ -248,6 +249,31 @@ def minimal_match(match: ScreeningMatch) -> ScreeningMatch:
     )
 
 
+CARE_TEAM_ACTOR = "care-team"
+"""Who answered, as a referral party off the care team is told: the team, never its clinic or member."""
+
+
+def team_answers(flag: ScreeningFlagged | None, command: ReferralCommand) -> bool:
+    """Whether ``command`` is the care team's answer to a hold it alone can judge.
+
+    The referral was held by a match from the team's record while one of its parties is off
+    the team: that party is told only that the team holds a contraindication, so the question
+    goes to the team (the ``care_team`` notice names the referral), and a clinic of the team
+    may override the hold or decline the referral. Anything else from a non-party is answered
+    as if the referral did not exist.
+    """
+    if flag is None or not isinstance(command, ReferralOverride | ReferralDecline):
+        return False
+    held_by_team = flag.held and any(from_care_team(m) and m.severity is Severity.ABSOLUTE for m in flag.matches)
+    parties = tuple(c for c in (flag.referring_clinic, flag.recipient_clinic) if c is not None)
+    return (
+        held_by_team
+        and bool(outsiders(flag, parties))
+        and command.sender_clinic in flag.care_team
+        and command.patient_ref == flag.patient_ref
+    )
+
+
 def outsiders(flag: ScreeningFlagged, clinics: tuple[str, ...]) -> tuple[str, ...]:
     """Those of ``clinics`` that may not see ``flag``'s care-team matches whole.
 
@@ -260,19 +286,24 @@ def outsiders(flag: ScreeningFlagged, clinics: tuple[str, ...]) -> tuple[str, ..
 
 
 def outside_copy(flag: ScreeningFlagged, clinics: tuple[str, ...], message_id: UUID) -> ScreeningFlagged:
-    """The flag for ``clinics``, which are not on the patient's care team: its matches minimally.
+    """The flag for ``clinics``, which are not on the patient's care team: the team's matches as one fact.
 
-    Matches from the team's record keep rule id, severity, scope, trigger kind and whom to
-    contact; the referral's own matches stay whole (the recipient gets the referral anyway).
-    The hold, the modality and the referral stay, so the recipient knows what to review.
+    The matches that came from the team's record are left out; ``care_team_severity`` says the
+    team holds a contraindication relevant to this modality, and how severe. A rule id names a
+    condition or a medication, an alert id can be probed, the team's clinic ids say who treats
+    the patient: an outsider needs none of them, since the team answers the hold itself. The
+    referral's own matches stay whole (the recipient gets the referral anyway), and so do the
+    hold, the modality and the referral, so the recipient knows what is pending.
     """
+    team = [m.severity for m in flag.matches if from_care_team(m)]
     return msgspec.structs.replace(
         flag,
         message_id=message_id,
         audience=FlagAudience.OUTSIDE_CARE_TEAM,
         recipients=clinics,
         care_team=(),
-        matches=tuple(minimal_match(m) if from_care_team(m) else m for m in flag.matches),
+        matches=tuple(m for m in flag.matches if not from_care_team(m)),
+        care_team_severity=max(team, key=lambda s: SEVERITY_RANK[s]) if team else None,
     )
 
 

@@ -5,8 +5,10 @@ the team's record, and Lotus raised an absolute alert against massage whose note
 value and a phone number. Summit Chiropractic, on no team of this patient, publishes a raw
 referral of the same ``patient_ref`` to Kneadwell Massage, then reads everything a clinic can
 reach: its inbox through the hub's read request and through its inbox consumer. Neither
-outsider ever holds the team's trigger, medication, note or members; each gets the flag as
-rule ids, severity and whom to ask; the referral is held; the audit chain records it all.
+outsider ever holds the team's trigger, medication, note or members, nor which rules or alert
+matched, their rationale, or which clinics are on the team: each learns only that the team
+holds a contraindication relevant to massage, and its severity; the referral is held; the
+audit chain records it all.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ BATCH = 100
 NOTE = "INR 3.9 on 20 Nov; ring Dr Okoro on 555-0199 before any deep work"
 TEAM_MEDICATION = "rivaroxaban 20 mg daily (Harbor intake)"
 SECRETS = (TRIGGER, NOTE, "INR 3.9", "555-0199", TEAM_MEDICATION, MEMBERS[ACU], MEMBERS[PT])
+TEAM_SHAPE = (PT, ACU, "anticoag", "alert:", "anticoagulated")
+"""What would tell an outsider which rule matched, which alert to probe, and who treats the patient."""
+RAISED: dict[str, str] = {}
+"""The id of the team's alert, once the module's hub has raised it."""
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -64,6 +70,7 @@ async def hub(secured_hub: AttackedHub) -> AttackedHub:
     )
     raised = await (await secured_hub.clinic(ACU)).send_and_confirm(alert)
     assert isinstance(raised.message, AlertRaised), raised.message
+    RAISED["alert_id"] = str(alert.alert_id)
     return secured_hub
 
 
@@ -132,27 +139,30 @@ async def test_a_clinic_off_the_care_team_never_reads_the_teams_phi(hub, fishing
     while not page and asyncio.get_running_loop().time() < deadline:
         page = await flagged()
     pulled = await pull_all(clinic, reader)
-    leaked = sorted({secret for secret in SECRETS for data in (*page, *pulled) if secret.encode() in data})
+    shape = (*TEAM_SHAPE, RAISED["alert_id"])
+    leaked = sorted({secret for secret in (*SECRETS, *shape) for data in (*page, *pulled) if secret.encode() in data})
     messages = [decode_hub_message(data) for data in page]
     flags = [m for m in messages if isinstance(m, ScreeningFlagged) and m.referral_id == fishing.referral_id]
     requested = [m for m in messages if isinstance(m, ReferralRequested) and m.referral_id == fishing.referral_id]
     team = await (await hub.hostile_clinic(ACU)).attempt(subjects.inbox_read(ACU), {"after": 0, "limit": 200})
-    detectable = [secret for secret in (TRIGGER, NOTE) if secret in json.dumps(team.reply)]
+    detectable = [secret for secret in (TRIGGER, NOTE, RAISED["alert_id"]) if secret in json.dumps(team.reply)]
     control = await hub.positive_control(PT, ACU)
     report(
         f"clinic {CHIRO} (off the care team) refers {PATIENT}; {reader} reads its inbox (read request, raw pulls)",
-        "flag as rule ids, severity, whom to ask; no trigger, note, medication or member; held",
+        "flag says only: the team holds a contraindication for massage, and its severity; held",
         f"{len(page)} read, {len(pulled)} pulled; audiences {[flag.audience.value for flag in flags]}; "
-        f"team PHI seen: {leaked or 'none'}; chain +{hub.audit.read_to - length}, "
+        f"team PHI, rule, alert or clinic seen: {leaked or 'none'}; chain +{hub.audit.read_to - length}, "
         f"{'verifies' if hub.audit.intact else 'BROKEN'}",
     )
-    assert detectable == [TRIGGER, NOTE], "positive control: the team's own inbox shows what the check looks for"
+    assert detectable == [TRIGGER, NOTE, RAISED["alert_id"]], (
+        "positive control: the team's own inbox shows what the check looks for"
+    )
     assert page, "positive control: the outsider's inbox holds the flag"
     assert pulled
     assert not leaked
     assert [flag.audience for flag in flags] == [FlagAudience.OUTSIDE_CARE_TEAM]
     assert flags[0].held
-    assert {contact for match in flags[0].matches for contact in match.contact_clinics} <= {PT, ACU}
+    assert (flags[0].matches, flags[0].care_team_severity) == ((), Severity.ABSOLUTE)
     if reader == CHIRO:
         assert [m.state for m in requested] == [ReferralState.NEEDS_REVIEW]
     assert not control
