@@ -54,6 +54,8 @@ class Baseline:
 
     js_publish_per_s: float
     kv_put_per_s: float
+    kv_put_server_cpu_ms: float = 0.0
+    """nats-server CPU per raw KV put, measured over the puts (0 when not asked for)."""
 
 
 async def _rate(duration: float, operation: Callable[[int], Awaitable[object]]) -> float:
@@ -65,8 +67,14 @@ async def _rate(duration: float, operation: Callable[[int], Awaitable[object]]) 
     return count / elapsed
 
 
-async def measure_baseline(connection: Client, duration: float, replicas: int = 1) -> Baseline:
-    """Sequential JetStream publish-with-ack, and sequential KV put, each for ``duration``, on ``replicas`` copies."""
+async def measure_baseline(
+    connection: Client, duration: float, replicas: int = 1, server_cpu: Callable[[], float] | None = None
+) -> Baseline:
+    """Sequential JetStream publish-with-ack, and sequential KV put, each for ``duration``, on ``replicas`` copies.
+
+    With ``server_cpu`` (the server's CPU seconds so far) it also measures what one KV put costs
+    the server, the unit ``server_cpu_ratio`` divides a transition's cost by.
+    """
     js = connection.jetstream()
     await js.add_stream(
         api.StreamConfig(
@@ -78,10 +86,12 @@ async def measure_baseline(connection: Client, duration: float, replicas: int = 
     )
     payload = b"x" * 600
     publish = await _rate(duration, lambda _n: js.publish("bench.baseline", payload))
+    cpu_before = server_cpu() if server_cpu else 0.0
     put = await _rate(duration, lambda n: kv.put(f"key-{n % 1000}", payload))
+    put_cpu_ms = (server_cpu() - cpu_before) * 1000 / (put * duration) if server_cpu and put else 0.0
     await js.delete_stream("BENCH_BASELINE")
     await js.delete_key_value("bench-baseline")
-    return Baseline(js_publish_per_s=publish, kv_put_per_s=put)
+    return Baseline(js_publish_per_s=publish, kv_put_per_s=put, kv_put_server_cpu_ms=put_cpu_ms)
 
 
 class RejectedError(HubError):
@@ -154,8 +164,10 @@ class LoadResult:
     request_to_inbox_ms: list[float]
 
 
-async def drive(nats_url: str, clinics: list[Clinic], duration: float, seed: int = 7) -> LoadResult:
-    """Run whole lifecycles (request ... close) from ``WORKERS`` concurrent clinics for ``duration``."""
+async def drive(
+    nats_url: str, clinics: list[Clinic], duration: float, seed: int = 7, workers: int = WORKERS
+) -> LoadResult:
+    """Run whole lifecycles (request ... close) from ``workers`` concurrent clinics for ``duration``."""
     rng = random.Random(seed)  # noqa: S311 - load shape, not security
     clients = {clinic.id: await ClinicClient.connect(nats_url, clinic.id) for clinic in clinics}
     answers = Answers()
@@ -183,7 +195,7 @@ async def drive(nats_url: str, clinics: list[Clinic], duration: float, seed: int
                 transitions += 1
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(WORKERS)))
+    await asyncio.gather(*(worker() for _ in range(workers)))
     elapsed = time.perf_counter() - started
     await listener.drain()
     for client in clients.values():
@@ -300,7 +312,7 @@ async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> 
     """The whole benchmark; returns the figures under their published names."""
     async with bench_server(sync_interval) as server:
         connection = await nats.connect(server.url)
-        baseline = await measure_baseline(connection, max(duration / 4, 2.0))
+        baseline = await measure_baseline(connection, max(duration / 4, 2.0), server_cpu=server.cpu_seconds)
         registry = load_registry_file()
         services = await start_hub(server.url, server.scratch, registry, UNLIMITED_CLINIC_RATE)
         try:
@@ -338,7 +350,12 @@ def figures(load: LoadResult, baseline: Baseline, cost: ServerCost, sync_interva
         "sync_interval": sync_interval,
         "settle_s": round(cost.settle_s, 2),
         "stored_messages_per_transition": round(cost.stored_messages / load.transitions, 2),
+        "stored_per_transition": round(cost.stored_messages / load.transitions, 2),
         "server_cpu_ms_per_transition": round(cpu_per_transition * 1000, 3),
+        "baseline_kv_put_server_cpu_ms": round(baseline.kv_put_server_cpu_ms, 4),
+        "server_cpu_ratio": significant(cpu_per_transition * 1000 / baseline.kv_put_server_cpu_ms)
+        if baseline.kv_put_server_cpu_ms
+        else 0.0,
         "cores": os.cpu_count() or 1,
         "server_ceiling_transitions_per_s": round(ceiling, 1),
         "ceiling_ratio_vs_kv_put": significant(ceiling / baseline.kv_put_per_s),
