@@ -286,6 +286,8 @@ class ServerCost:
     """From the end of the load until every hub consumer had caught up (-1: it did not, in time)."""
     stored_messages: int
     cpu_seconds: float
+    stored_by_stream: dict[str, int] = field(default_factory=dict)
+    """What each stream (a KV bucket is a stream) stored during the load."""
 
 
 async def settle(connection: Client) -> float:
@@ -305,10 +307,15 @@ async def settle(connection: Client) -> float:
 
 async def stored_messages(connection: Client) -> int:
     """Messages in every stream and KV bucket of the server."""
-    return sum(info.state.messages for info in await connection.jetstream().streams_info())
+    return sum((await stored_by_stream(connection)).values())
 
 
-async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> dict[str, float | str]:
+async def stored_by_stream(connection: Client) -> dict[str, int]:
+    """Messages in each stream and KV bucket of the server, by stream name."""
+    return {info.config.name or "": info.state.messages for info in await connection.jetstream().streams_info()}
+
+
+async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> dict[str, object]:
     """The whole benchmark; returns the figures under their published names."""
     async with bench_server(sync_interval) as server:
         connection = await nats.connect(server.url)
@@ -316,11 +323,16 @@ async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> 
         registry = load_registry_file()
         services = await start_hub(server.url, server.scratch, registry, UNLIMITED_CLINIC_RATE)
         try:
-            stored_before, cpu_before = await stored_messages(connection), server.cpu_seconds()
+            stored_before, cpu_before = await stored_by_stream(connection), server.cpu_seconds()
             load = await drive(server.url, list(registry.clinics), duration)
             settle_s = await settle(connection)
+            stored_after = await stored_by_stream(connection)
+            by_stream = {name: n - stored_before.get(name, 0) for name, n in stored_after.items()}
             cost = ServerCost(
-                settle_s, await stored_messages(connection) - stored_before, server.cpu_seconds() - cpu_before
+                settle_s,
+                sum(by_stream.values()),
+                server.cpu_seconds() - cpu_before,
+                {k: v for k, v in by_stream.items() if v},
             )
         finally:
             stop_services(services)
@@ -328,7 +340,7 @@ async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> 
     return figures(load, baseline, cost, sync_interval)
 
 
-def figures(load: LoadResult, baseline: Baseline, cost: ServerCost, sync_interval: str) -> dict[str, float | str]:
+def figures(load: LoadResult, baseline: Baseline, cost: ServerCost, sync_interval: str) -> dict[str, object]:
     """The published figures, with the server-side cost per transition and the ceiling it implies.
 
     ``server_ceiling_transitions_per_s`` is the rate at which nats-server alone would keep
@@ -351,6 +363,9 @@ def figures(load: LoadResult, baseline: Baseline, cost: ServerCost, sync_interva
         "settle_s": round(cost.settle_s, 2),
         "stored_messages_per_transition": round(cost.stored_messages / load.transitions, 2),
         "stored_per_transition": round(cost.stored_messages / load.transitions, 2),
+        "stored_per_transition_by_stream": {
+            name: round(n / load.transitions, 2) for name, n in sorted(cost.stored_by_stream.items())
+        },
         "server_cpu_ms_per_transition": round(cpu_per_transition * 1000, 3),
         "baseline_kv_put_server_cpu_ms": round(baseline.kv_put_server_cpu_ms, 4),
         "server_cpu_ratio": significant(cpu_per_transition * 1000 / baseline.kv_put_server_cpu_ms)

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -554,7 +554,7 @@ def contracts_check(_args: argparse.Namespace) -> int:
     return 0
 
 
-def report(figures: dict[str, float | str], *, as_json: bool, lines: list[str]) -> int:
+def report(figures: Mapping[str, object], *, as_json: bool, lines: list[str]) -> int:
     """A benchmark's figures: one JSON object with ``--json``, else the human-readable ``lines``."""
     if as_json:
         out(json.dumps(figures))
@@ -583,6 +583,7 @@ async def bench(args: argparse.Namespace) -> int:
             f"ratio hub transitions / raw KV put: {f['ratio_vs_kv_put']}",
             "what the load cost nats-server (the ceiling of this machine):",
             f"  stored messages/transition {f['stored_messages_per_transition']:>10}",
+            f"    by stream: {f['stored_per_transition_by_stream']}",
             f"  server CPU ms/transition   {f['server_cpu_ms_per_transition']:>10}",
             f"  server CPU ms/raw KV put   {f['baseline_kv_put_server_cpu_ms']:>10}",
             f"  server CPU ratio transition / raw KV put: {f['server_cpu_ratio']}",
