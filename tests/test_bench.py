@@ -53,7 +53,7 @@ def test_bench_referrals_json_prints_one_object_with_the_published_keys() -> Non
     assert figures["stored_messages_per_transition"] >= AT_LEAST_STORED_PER_TRANSITION
     assert figures["server_cpu_ms_per_transition"] > 0
     assert sum(figures["stored_per_transition_by_stream"].values()) == pytest.approx(
-        figures["stored_per_transition"], abs=0.05
+        figures["stored_per_transition"], abs=0.1
     )
     assert figures["server_cpu_ratio"] == pytest.approx(
         figures["server_cpu_ms_per_transition"] / figures["baseline_kv_put_server_cpu_ms"], rel=0.02
