@@ -22,6 +22,10 @@ KEYS = {
     "server_cpu_ms_per_transition",
     "server_ceiling_transitions_per_s",
     "ceiling_ratio_vs_kv_put",
+    "stored_per_transition",
+    "server_cpu_ratio",
+    "baseline_kv_put_server_cpu_ms",
+    "stored_per_transition_by_stream",
 }
 AT_LEAST_STORED_PER_TRANSITION = 3
 """The submission, the referral's new state and one inbox copy, before any audit entry."""
@@ -48,3 +52,9 @@ def test_bench_referrals_json_prints_one_object_with_the_published_keys() -> Non
     assert figures["settle_s"] >= 0, "the hub did not catch up within a minute of the load"
     assert figures["stored_messages_per_transition"] >= AT_LEAST_STORED_PER_TRANSITION
     assert figures["server_cpu_ms_per_transition"] > 0
+    assert sum(figures["stored_per_transition_by_stream"].values()) == pytest.approx(
+        figures["stored_per_transition"], abs=0.1
+    )
+    assert figures["server_cpu_ratio"] == pytest.approx(
+        figures["server_cpu_ms_per_transition"] / figures["baseline_kv_put_server_cpu_ms"], rel=0.02
+    )

@@ -11,6 +11,8 @@ import pytest
 from matplotlib import image
 
 from referral_hub.cli import plots
+from referral_hub.cli.bench import Baseline
+from referral_hub.cli.bench_pages import PagesReport, Run
 from referral_hub.cli.main import build_parser
 
 FIGURES = plots.LatencyPlot(
@@ -92,19 +94,13 @@ def test_plot_into_a_missing_directory_is_refused_before_the_benchmark(
         asyncio.run(args.run(args))
 
 
-PAGES_FIGURES: dict[str, float | str] = {
-    "offered_per_s": 50.0,
-    "alerts": 100,
-    "pages_delivered": 100,
-    "lost": 0,
-    "bad_signatures": 0,
-    "p50_ms": 12.5,
-    "p99_ms": 40.1,
-    "max_ms": 51.0,
-    "sync_interval": "always",
-    "baseline_js_publish_per_s": 2_950.0,
-    "baseline_kv_put_per_s": 2_800.0,
-}
+def pages_report() -> PagesReport:
+    """One rate: 100 alerts at 50/s, every page 12.5 ms after its alert, the raw chain's 10 ms after."""
+    sent = {f"a{n}": n / 50.0 for n in range(100)}
+    report = PagesReport("always", Baseline(2_950.0, 2_800.0))
+    report.hub.append(Run(50.0, sent, {a: t + 0.0125 for a, t in sent.items()}))
+    report.raw.append(Run(50.0, sent, {a: t + 0.010 for a, t in sent.items()}))
+    return report
 
 
 @pytest.mark.parametrize("asked", [True, False])
@@ -117,13 +113,13 @@ def test_bench_pages_draws_its_figures_only_where_asked(
     target = tmp_path / "asked.png"
     args = build_parser().parse_args(["bench", "pages", "--json", *(["--plot", str(target)] if asked else [])])
 
-    async def benchmark(*_: object) -> dict[str, float | str]:
-        return PAGES_FIGURES
+    async def benchmark(*_: object, **__: object) -> PagesReport:
+        return pages_report()
 
     monkeypatch.setattr(BENCHMARKS["pages"], benchmark)
 
     assert asyncio.run(args.run(args)) == 0
-    assert '"p99_ms": 40.1' in capsys.readouterr().out
+    assert '"p99_ratio": 1.25' in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == (["asked.png"] if asked else [])
     if asked:
         assert target.read_bytes().startswith(plots.PNG_MAGIC)

@@ -54,6 +54,8 @@ class Baseline:
 
     js_publish_per_s: float
     kv_put_per_s: float
+    kv_put_server_cpu_ms: float = 0.0
+    """nats-server CPU per raw KV put, measured over the puts (0 when not asked for)."""
 
 
 async def _rate(duration: float, operation: Callable[[int], Awaitable[object]]) -> float:
@@ -65,8 +67,14 @@ async def _rate(duration: float, operation: Callable[[int], Awaitable[object]]) 
     return count / elapsed
 
 
-async def measure_baseline(connection: Client, duration: float, replicas: int = 1) -> Baseline:
-    """Sequential JetStream publish-with-ack, and sequential KV put, each for ``duration``, on ``replicas`` copies."""
+async def measure_baseline(
+    connection: Client, duration: float, replicas: int = 1, server_cpu: Callable[[], float] | None = None
+) -> Baseline:
+    """Sequential JetStream publish-with-ack, and sequential KV put, each for ``duration``, on ``replicas`` copies.
+
+    With ``server_cpu`` (the server's CPU seconds so far) it also measures what one KV put costs
+    the server, the unit ``server_cpu_ratio`` divides a transition's cost by.
+    """
     js = connection.jetstream()
     await js.add_stream(
         api.StreamConfig(
@@ -78,10 +86,12 @@ async def measure_baseline(connection: Client, duration: float, replicas: int = 
     )
     payload = b"x" * 600
     publish = await _rate(duration, lambda _n: js.publish("bench.baseline", payload))
+    cpu_before = server_cpu() if server_cpu else 0.0
     put = await _rate(duration, lambda n: kv.put(f"key-{n % 1000}", payload))
+    put_cpu_ms = (server_cpu() - cpu_before) * 1000 / (put * duration) if server_cpu and put else 0.0
     await js.delete_stream("BENCH_BASELINE")
     await js.delete_key_value("bench-baseline")
-    return Baseline(js_publish_per_s=publish, kv_put_per_s=put)
+    return Baseline(js_publish_per_s=publish, kv_put_per_s=put, kv_put_server_cpu_ms=put_cpu_ms)
 
 
 class RejectedError(HubError):
@@ -154,8 +164,10 @@ class LoadResult:
     request_to_inbox_ms: list[float]
 
 
-async def drive(nats_url: str, clinics: list[Clinic], duration: float, seed: int = 7) -> LoadResult:
-    """Run whole lifecycles (request ... close) from ``WORKERS`` concurrent clinics for ``duration``."""
+async def drive(
+    nats_url: str, clinics: list[Clinic], duration: float, seed: int = 7, workers: int = WORKERS
+) -> LoadResult:
+    """Run whole lifecycles (request ... close) from ``workers`` concurrent clinics for ``duration``."""
     rng = random.Random(seed)  # noqa: S311 - load shape, not security
     clients = {clinic.id: await ClinicClient.connect(nats_url, clinic.id) for clinic in clinics}
     answers = Answers()
@@ -183,7 +195,7 @@ async def drive(nats_url: str, clinics: list[Clinic], duration: float, seed: int
                 transitions += 1
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(WORKERS)))
+    await asyncio.gather(*(worker() for _ in range(workers)))
     elapsed = time.perf_counter() - started
     await listener.drain()
     for client in clients.values():
@@ -274,6 +286,8 @@ class ServerCost:
     """From the end of the load until every hub consumer had caught up (-1: it did not, in time)."""
     stored_messages: int
     cpu_seconds: float
+    stored_by_stream: dict[str, int] = field(default_factory=dict)
+    """What each stream (a KV bucket is a stream) stored during the load."""
 
 
 async def settle(connection: Client) -> float:
@@ -293,22 +307,32 @@ async def settle(connection: Client) -> float:
 
 async def stored_messages(connection: Client) -> int:
     """Messages in every stream and KV bucket of the server."""
-    return sum(info.state.messages for info in await connection.jetstream().streams_info())
+    return sum((await stored_by_stream(connection)).values())
 
 
-async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> dict[str, float | str]:
+async def stored_by_stream(connection: Client) -> dict[str, int]:
+    """Messages in each stream and KV bucket of the server, by stream name."""
+    return {info.config.name or "": info.state.messages for info in await connection.jetstream().streams_info()}
+
+
+async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> dict[str, object]:
     """The whole benchmark; returns the figures under their published names."""
     async with bench_server(sync_interval) as server:
         connection = await nats.connect(server.url)
-        baseline = await measure_baseline(connection, max(duration / 4, 2.0))
+        baseline = await measure_baseline(connection, max(duration / 4, 2.0), server_cpu=server.cpu_seconds)
         registry = load_registry_file()
         services = await start_hub(server.url, server.scratch, registry, UNLIMITED_CLINIC_RATE)
         try:
-            stored_before, cpu_before = await stored_messages(connection), server.cpu_seconds()
+            stored_before, cpu_before = await stored_by_stream(connection), server.cpu_seconds()
             load = await drive(server.url, list(registry.clinics), duration)
             settle_s = await settle(connection)
+            stored_after = await stored_by_stream(connection)
+            by_stream = {name: n - stored_before.get(name, 0) for name, n in stored_after.items()}
             cost = ServerCost(
-                settle_s, await stored_messages(connection) - stored_before, server.cpu_seconds() - cpu_before
+                settle_s,
+                sum(by_stream.values()),
+                server.cpu_seconds() - cpu_before,
+                {k: v for k, v in by_stream.items() if v},
             )
         finally:
             stop_services(services)
@@ -316,7 +340,7 @@ async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> 
     return figures(load, baseline, cost, sync_interval)
 
 
-def figures(load: LoadResult, baseline: Baseline, cost: ServerCost, sync_interval: str) -> dict[str, float | str]:
+def figures(load: LoadResult, baseline: Baseline, cost: ServerCost, sync_interval: str) -> dict[str, object]:
     """The published figures, with the server-side cost per transition and the ceiling it implies.
 
     ``server_ceiling_transitions_per_s`` is the rate at which nats-server alone would keep
@@ -338,7 +362,15 @@ def figures(load: LoadResult, baseline: Baseline, cost: ServerCost, sync_interva
         "sync_interval": sync_interval,
         "settle_s": round(cost.settle_s, 2),
         "stored_messages_per_transition": round(cost.stored_messages / load.transitions, 2),
+        "stored_per_transition": round(cost.stored_messages / load.transitions, 2),
+        "stored_per_transition_by_stream": {
+            name: round(n / load.transitions, 2) for name, n in sorted(cost.stored_by_stream.items())
+        },
         "server_cpu_ms_per_transition": round(cpu_per_transition * 1000, 3),
+        "baseline_kv_put_server_cpu_ms": round(baseline.kv_put_server_cpu_ms, 4),
+        "server_cpu_ratio": significant(cpu_per_transition * 1000 / baseline.kv_put_server_cpu_ms)
+        if baseline.kv_put_server_cpu_ms
+        else 0.0,
         "cores": os.cpu_count() or 1,
         "server_ceiling_transitions_per_s": round(ceiling, 1),
         "ceiling_ratio_vs_kv_put": significant(ceiling / baseline.kv_put_per_s),

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -556,7 +556,7 @@ def contracts_check(_args: argparse.Namespace) -> int:
     return 0
 
 
-def report(figures: dict[str, float | str], *, as_json: bool, lines: list[str]) -> int:
+def report(figures: Mapping[str, object], *, as_json: bool, lines: list[str]) -> int:
     """A benchmark's figures: one JSON object with ``--json``, else the human-readable ``lines``."""
     if as_json:
         out(json.dumps(figures))
@@ -585,7 +585,10 @@ async def bench(args: argparse.Namespace) -> int:
             f"ratio hub transitions / raw KV put: {f['ratio_vs_kv_put']}",
             "what the load cost nats-server (the ceiling of this machine):",
             f"  stored messages/transition {f['stored_messages_per_transition']:>10}",
+            f"    by stream: {f['stored_per_transition_by_stream']}",
             f"  server CPU ms/transition   {f['server_cpu_ms_per_transition']:>10}",
+            f"  server CPU ms/raw KV put   {f['baseline_kv_put_server_cpu_ms']:>10}",
+            f"  server CPU ratio transition / raw KV put: {f['server_cpu_ratio']}",
             f"  all {f['cores']} cores, server only /s {f['server_ceiling_transitions_per_s']:>7}",
             f"  ratio of that ceiling / raw KV put: {f['ceiling_ratio_vs_kv_put']}",
             f"  hub caught up {f['settle_s']} s after the load (-1: not within a minute)",
@@ -638,22 +641,37 @@ async def bench_pages(args: argparse.Namespace) -> int:
 
     if args.plot is not None:
         plots.check_target(args.plot)
-    async with progress.timed("bench pages", args.duration, show=progress.wanted(as_json=args.json)):
-        f = await run(args.rate, args.duration, args.sync)
+    planned = (2 * len(args.rate) + (2 if args.referral_workers else 0)) * args.duration
+    async with progress.timed("bench pages", planned, show=progress.wanted(as_json=args.json)):
+        result = await run(args.rate, args.duration, args.sync, referral_workers=args.referral_workers)
     if args.plot is not None:
-        plots.write_png(pages_plot(f, args.duration), args.plot)
-    return report(
-        f,
-        as_json=args.json,
-        lines=[
-            (
-                f"alert -> fan-out -> page -> signed webhook, {f['alerts']} alerts offered at "
-                f"{f['offered_per_s']}/s, sync {args.sync}:"
-            ),
-            f"  pages delivered {f['pages_delivered']}, lost {f['lost']}",
-            f"  alert-to-page p50 / p99 / max  {f['p50_ms']} ms / {f['p99_ms']} ms / {f['max_ms']} ms",
-        ],
+        plots.write_png(pages_plot(result, args.duration), args.plot)
+    f = result.figures()
+    if args.json:
+        out(json.dumps(f))
+        return 0
+    out(f"alert -> fan-out -> page -> signed webhook, sync {args.sync}; the hub beside a raw nats-py chain, same run")
+    out(f"{'offered/s':>9} {'hub p50/p99 ms':>17} {'raw p50/p99 ms':>17} {'p99 ratio':>9} {'lost hub/raw':>12}")
+    for row in result.per_rate():
+        out(
+            f"{row['offered_per_s']:>9} {row['p50_ms']:>8} /{row['p99_ms']:>7} "
+            f"{row['raw_chain_p50_ms']:>8} /{row['raw_chain_p99_ms']:>7} {row['p99_ratio']:>9} "
+            f"{row['lost']:>5} /{row['raw_chain_lost']:>5}"
+        )
+    out(
+        "saturation (the first rate not kept up with): "
+        f"hub {f['hub_saturation_per_s']}, raw {f['raw_chain_saturation_per_s']}"
     )
+    if "absolute_p99_ms" in f:
+        out(
+            f"absolute pages at {args.rate[0]}/s, p99: alone {f['absolute_p99_ms']} ms, beside "
+            f"{f['referral_transitions_per_s']} referral transitions/s {f['absolute_with_referrals_p99_ms']} ms"
+        )
+    out(
+        f"raw nats-py, same server, same run: JS publish+ack {f['baseline_js_publish_per_s']}/s, "
+        f"KV put {f['baseline_kv_put_per_s']}/s (sequential); bad signatures {f['bad_signatures']}"
+    )
+    return 0
 
 
 async def bench_audit(args: argparse.Namespace) -> int:

@@ -522,7 +522,18 @@ def _add_bench(sub: Subparsers) -> None:
     load.set_defaults(run=commands.bench_load)
     pages = bench_sub.add_parser("pages", help="alert-to-page latency through the whole chain at a steady load")
     _common(pages)
-    pages.add_argument("--rate", type=float, default=200.0, help="alerts offered per second (default: %(default)s)")
+    pages.add_argument(
+        "--rate",
+        type=rates,
+        default=[25.0, 50.0, 100.0, 200.0],
+        help="alerts offered per second; a comma-separated list runs each in turn (default: 25,50,100,200)",
+    )
+    pages.add_argument(
+        "--referral-workers",
+        type=int,
+        default=16,
+        help="referral lifecycles run beside absolute alerts at the first rate; 0: none (default: %(default)s)",
+    )
     pages.add_argument("--duration", type=float, default=10.0, help="seconds of load (default: %(default)s)")
     pages.add_argument("--json", action="store_true", help="print one JSON object")
     pages.add_argument("--sync", default="always", help="JetStream sync_interval for the run (default: %(default)s)")
