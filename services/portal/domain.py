@@ -8,6 +8,8 @@ the hub told the clinic, in the hub's own numbering.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,11 +39,12 @@ IDLE_TIMEOUT: Final = timedelta(minutes=30)
 """A session unused this long is over; the bucket's TTL bounds it absolutely."""
 SESSION_TOUCH_EVERY: Final = timedelta(seconds=60)
 """A session's last-seen time is written at most this often (one KV write per minute, not per request)."""
-MAX_FAILED_LOGINS: Final = 5
-"""Consecutive wrong passwords or codes before an account locks."""
-LOCKOUT: Final = timedelta(minutes=15)
-MAX_ADDRESS_ATTEMPTS: Final = 20
-"""Login attempts from one address within the logins bucket's window (15 minutes)."""
+LOGIN_WINDOW: Final = timedelta(minutes=15)
+"""A failure budget refills this long after its last failure (the logins bucket's TTL)."""
+MAX_SOURCE_FAILURES: Final = 20
+"""Failed logins from one address, whatever accounts they name, before that address waits."""
+MAX_PAIR_FAILURES: Final = 5
+"""Failed logins from one address for one username before that pair waits; other addresses are untouched."""
 MIN_PASSWORD_LENGTH: Final = 12
 USERNAME: Final = re.compile(r"^(?P<member>[a-z0-9][a-z0-9._-]{0,62})@(?P<clinic>[a-z0-9][a-z0-9-]{1,62})$")
 
@@ -64,8 +67,6 @@ class MemberAccount(msgspec.Struct, frozen=True, kw_only=True):
     password_hash: str
     totp_secret: str
     enrolled_at: datetime
-    failed_logins: int = 0
-    locked_until: datetime | None = None
     last_totp_step: int = 0
     """The newest TOTP time step accepted: a code is never accepted twice."""
 
@@ -87,6 +88,10 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
     member: str
     created_at: datetime
     last_seen: datetime
+    csrf: str = ""
+    """SHA-256 of the CSRF cookie set at login: a form is taken only with the token of its own session."""
+    flash: str = ""
+    """A refusal to show once on the next page, kept here rather than in a URL anyone can craft."""
 
 
 def account_key(clinic: str, member: str) -> str:
@@ -105,27 +110,42 @@ def session_expired(session: Session, now: datetime) -> bool:
     return now - session.last_seen > IDLE_TIMEOUT
 
 
+def csrf_digest(cookie: str) -> str:
+    """What a session keeps of its CSRF cookie: a digest, never the value."""
+    return hashlib.sha256(cookie.encode()).hexdigest()
+
+
+def csrf_bound(session: Session, cookie: str) -> bool:
+    """Whether ``cookie`` is the CSRF cookie this session was given at login."""
+    return bool(session.csrf and cookie) and hmac.compare_digest(session.csrf, csrf_digest(cookie))
+
+
 def session_needs_touch(session: Session, now: datetime) -> bool:
     """Whether last-seen is old enough to be worth a write."""
     return now - session.last_seen > SESSION_TOUCH_EVERY
 
 
-def locked(account: MemberAccount, now: datetime) -> bool:
-    """Whether the account is in its lockout."""
-    return account.locked_until is not None and account.locked_until > now
+def failure_keys(address: str, username: str) -> tuple[str, str]:
+    """The logins bucket's keys of the two failure budgets an attempt draws on: its address, and address+username.
+
+    Hashed, so the bucket holds neither addresses nor usernames. The username is taken as
+    typed (normalised), known or not, so an unknown account spends its budget exactly as a
+    known one does and the budget tells nobody which accounts exist. There is no budget per
+    account alone: that would let anyone lock a member out from anywhere.
+    """
+    source = hashlib.sha256(f"addr\0{address}".encode()).hexdigest()
+    pair = hashlib.sha256(f"pair\0{address}\0{username.strip().lower()}".encode()).hexdigest()
+    return f"addr.{source}", f"pair.{pair}"
 
 
-def after_failure(account: MemberAccount, now: datetime) -> MemberAccount:
-    """The account after one more wrong factor: locked once it reaches the limit."""
-    failed = account.failed_logins + 1
-    if failed >= MAX_FAILED_LOGINS:
-        return msgspec.structs.replace(account, failed_logins=0, locked_until=now + LOCKOUT)
-    return msgspec.structs.replace(account, failed_logins=failed)
+def over_budget(source_failures: int, pair_failures: int) -> bool:
+    """Whether an attempt exceeds either budget (counts include the attempt itself)."""
+    return source_failures > MAX_SOURCE_FAILURES or pair_failures > MAX_PAIR_FAILURES
 
 
 def after_success(account: MemberAccount, totp_step: int) -> MemberAccount:
-    """The account after a good login: counters cleared, the code's step spent."""
-    return msgspec.structs.replace(account, failed_logins=0, locked_until=None, last_totp_step=totp_step)
+    """The account after a good login: the code's step is spent, so the same code never works twice."""
+    return msgspec.structs.replace(account, last_totp_step=totp_step)
 
 
 def password_problem(password: str, confirm: str) -> str:

@@ -48,15 +48,13 @@ def _patient_context(member: Member, view: patient_views.PatientView, **values: 
 
 
 @get("/patients/{patient_ref:str}")
-async def patient_page(
-    request: Request[Any, Any, Any], patient_ref: str, refused: str = "", plan_sent: int = 0
-) -> Template:
+async def patient_page(request: Request[Any, Any, Any], patient_ref: str, plan_sent: int = 0) -> Template:
     """What this clinic knows of a patient: care team, plans by version, screening, referrals, alerts."""
     portal = portal_of(request)
     member = await portal.current(request)
     view = await _patient(portal, member, patient_ref)
     await portal.viewed(member, "patient", patient_ref=view.patient_ref)
-    extra: dict[str, object] = {"refused": refused[:2000]}
+    extra: dict[str, object] = {}
     if plan_sent > 0:
         extra["sent"] = f"Version {plan_sent} of this clinic's plan is stored by the hub and went to the care team."
         today = domain.utc_now().date().isoformat()
@@ -123,7 +121,8 @@ async def dispute_match(request: Request[Any, Any, Any], patient_ref: str, flag_
     result = forms.dispute(form, member.actor, patient_ref, flag_id)
     if result.message is None:
         why = "Say why the match does not apply: " + "; ".join(result.errors.values())
-        return see_other(back, query_params={"refused": why})
+        await portal.flash(member, why)
+        return see_other(back)
     return await send_or_refuse(portal, member, result.message, back)
 
 

@@ -50,16 +50,14 @@ async def referral_context(
 
 
 @get("/referrals/{referral_id:uuid}")
-async def referral_page(
-    request: Request[Any, Any, Any], referral_id: UUID, refused: str = "", not_stored: str = ""
-) -> Template:
+async def referral_page(request: Request[Any, Any, Any], referral_id: UUID) -> Template:
     """A referral: state with its BSeR code, the timeline, its documents, the steps this clinic may take now."""
     portal = portal_of(request)
     member = await portal.current(request)
     view = await referral_view(portal, member, referral_id)
     await portal.viewed(member, "referral", referral_id=view.referral_id, patient_ref=view.patient_ref)
     await portal.storage().mark_read(member.clinic.id, member.member, view.event_numbers)
-    context = await referral_context(portal, member, view, refused=refused[:2000], document_error=not_stored[:2000])
+    context = await referral_context(portal, member, view)
     return Template("referral.html", context=context)
 
 
