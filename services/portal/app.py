@@ -39,6 +39,7 @@ from referral_hub.portal.routes import (
     pages,
     patients,
     referrals,
+    work,
 )
 from referral_hub.portal.routes import documents as document_routes
 from referral_hub.portal.routes.documents import UPLOAD_BODY_BYTES
@@ -151,6 +152,7 @@ def _router() -> Router:
     return Router(
         path=PREFIX,
         route_handlers=[
+            *work.HANDLERS,
             *inbox.HANDLERS,
             *health.HANDLERS,
             *login.HANDLERS,

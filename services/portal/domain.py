@@ -20,9 +20,10 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from referral_hub.client import InboxItem
-from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised
+from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised, AlertResolved
 from referral_hub.contracts.base import Message, message_type
 from referral_hub.contracts.paging import PageAcknowledged, PageTriggered
+from referral_hub.contracts.plans import CareTeamChanged, PlanUpdated
 from referral_hub.contracts.referrals import (
     ReferralCloseReminder,
     ReferralEvent,
@@ -32,6 +33,7 @@ from referral_hub.contracts.referrals import (
     ReferralTransitioned,
 )
 from referral_hub.contracts.rejections import Rejection, RejectionCode
+from referral_hub.contracts.screening import ScreeningDisputed, ScreeningFlagged
 
 PAGE_SIZE: Final = 50
 """Inbox rows per page: long lists page."""
@@ -166,14 +168,24 @@ LABELS: Final = {
     "referral.transitioned": "Referral update",
     "referral.overdue": "Referral overdue",
     "referral.close_reminder": "Close the loop",
+    "plan.updated": "Treatment plan",
+    "careteam.changed": "Care team",
     "rejection": "Refused by the hub",
     "alert.raised": "Alert raised",
     "alert.acknowledged": "Alert acknowledged",
     "alert.resolved": "Alert resolved",
     "page.triggered": "Page",
     "page.acknowledged": "Page acknowledged",
+    "page.suppressed": "Page held back",
+    "notification.queued": "Notification queued",
+    "delivery.receipt": "Page delivery",
     "screening.flagged": "Screening hold",
+    "screening.disputed": "Screening match disputed",
+    "admin.changed": "Hub settings changed",
+    "audit.checkpoint.witnessed": "Audit checkpoint witnessed",
+    "inbox.heartbeat": "Inbox check",
 }
+"""Every kind of message the hub delivers to a clinic, named as a front desk would say it."""
 STATE_WORDS: Final = {state: state.value.replace("_", " ") for state in ReferralState}
 REJECTION_WORDS: Final = {
     RejectionCode.INVALID_TRANSITION: "That step is not possible from the referral's current state.",
@@ -221,24 +233,47 @@ def kind_of(message: Message) -> str:
     return message_type(type(message))
 
 
-def _summary(message: Message) -> str:  # noqa: PLR0911 - one plain sentence per message kind
+def _referral_summary(message: ReferralEvent, clinic: str) -> str:
+    """A referral step, with which way it goes from this clinic's side."""
+    sent = message.referring_clinic == clinic
+    other = message.recipient_clinic if sent else message.referring_clinic
+    way = f"sent to {other}" if sent else f"from {other}"
     if isinstance(message, ReferralRequested):
-        return f"{message.referring_clinic} → {message.recipient_clinic}: {message.modality.value.replace('_', ' ')}"
+        return f"{message.urgency.value} {message.modality.value.replace('_', ' ')} referral {way}"
     if isinstance(message, ReferralTransitioned):
-        return f"{message.transition.replace('_', ' ')} by {message.sender_clinic}"
+        return f"{message.transition.replace('_', ' ')} by {message.sender_clinic} (referral {way})"
     if isinstance(message, ReferralOverdue):
-        return "no answer within the urgency's window"
+        return f"no answer within the urgency's window (referral {way})"
     if isinstance(message, ReferralCloseReminder):
-        return "completed; the referrer has not closed the loop yet"
+        return f"completed; the referrer has not closed the loop yet (referral {way})"
+    return f"referral {way}"
+
+
+def _summary(message: Message, clinic: str = "") -> str:  # noqa: C901, PLR0911 - one plain sentence per message kind
+    """One sentence on what happened; never empty, so every Activity row says what it is about."""
+    if isinstance(message, ReferralEvent):
+        return _referral_summary(message, clinic)
     if isinstance(message, Rejection):
         return rejection_words(message)
     if isinstance(message, AlertRaised):
-        return f"{message.severity.value} alert on {message.trigger}"
+        return f"{message.severity.value} alert on {message.trigger}, raised by {message.raised_by}"
     if isinstance(message, PageTriggered):
         return f"{message.severity.value} page for {message.member} (level {message.escalation_level})"
     if isinstance(message, (AlertAcknowledged, PageAcknowledged)):
         return f"by {message.member} of {message.member_clinic}"
-    return ""
+    if isinstance(message, AlertResolved):
+        return f"withdrawn by {message.sender_clinic}" + (f": {message.reason}" if message.reason else "")
+    if isinstance(message, CareTeamChanged):
+        verb = "joined" if message.change == "joined" else "left"
+        return f"{message.clinic} {verb} the care team ({message.modality.value.replace('_', ' ')})"
+    if isinstance(message, PlanUpdated):
+        return f"{message.plan_clinic} sent version {message.plan_version} of its plan"
+    if isinstance(message, ScreeningFlagged):
+        held, modality = "held" if message.held else "noted", message.modality.value.replace("_", " ")
+        return f"{message.highest_severity.value} contraindication {held} for {modality}"
+    if isinstance(message, ScreeningDisputed):
+        return f"{message.disputed_by} disputed rule {message.rule_id}"
+    return LABELS.get(kind_of(message), kind_of(message))
 
 
 def rejection_words(rejection: Rejection) -> str:
@@ -251,8 +286,8 @@ def rejection_words(rejection: Rejection) -> str:
     return f"{plain}{state} The hub said: {rejection.reason}"
 
 
-def row(item: InboxItem, zone: str, read: frozenset[int]) -> InboxRow:
-    """The inbox line of one delivery."""
+def row(item: InboxItem, zone: str, read: frozenset[int], clinic: str = "") -> InboxRow:
+    """The Activity line of one delivery, worded from ``clinic``'s side."""
     message = item.message
     kind = kind_of(message)
     state = message.state.value if isinstance(message, ReferralEvent) else ""
@@ -261,7 +296,7 @@ def row(item: InboxItem, zone: str, read: frozenset[int]) -> InboxRow:
         kind=kind,
         label=LABELS.get(kind, kind),
         when=local_time(message.occurred_at, zone),
-        summary=_summary(message),
+        summary=_summary(message, clinic),
         state=state,
         referral_id=str(getattr(message, "referral_id", "") or ""),
         patient_ref=str(getattr(message, "patient_ref", "") or ""),
@@ -281,7 +316,7 @@ class InboxQuery:
 
 
 def inbox_rows(
-    items: Sequence[InboxItem], zone: str, read: frozenset[int], query: InboxQuery
+    items: Sequence[InboxItem], zone: str, read: frozenset[int], query: InboxQuery, clinic: str = ""
 ) -> tuple[list[InboxRow], int]:
     """The rows of one inbox page, newest first, and how many pages the filtered inbox has.
 
@@ -293,7 +328,7 @@ def inbox_rows(
         page = min(max(query.page, 1), pages)
         end = len(items) - (page - 1) * PAGE_SIZE
         window = items[max(end - PAGE_SIZE, 0) : end]
-        return [row(item, zone, read) for item in reversed(window)], pages
+        return [row(item, zone, read, clinic) for item in reversed(window)], pages
     chosen = [
         item
         for item in reversed(items)
@@ -304,7 +339,7 @@ def inbox_rows(
     pages = max(1, -(-len(chosen) // PAGE_SIZE))
     page = min(max(query.page, 1), pages)
     window = chosen[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    return [row(item, zone, read) for item in window], pages
+    return [row(item, zone, read, clinic) for item in window], pages
 
 
 def utc_now() -> datetime:

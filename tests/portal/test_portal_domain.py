@@ -217,7 +217,7 @@ def test_a_refusal_without_a_referral_state_is_worded_and_a_stale_plan_names_the
 def test_a_plan_form_names_each_bad_field_and_a_good_one_is_the_contract_message() -> None:
     bad = forms.plan_update({"plan_version": "0", "effective_date": "soon", "goals": " "}, ACTOR, "pt-0001", "massage")
     assert bad.message is None
-    assert set(bad.errors) == {"plan_version", "effective_date", "goals"}
+    assert set(bad.errors) == {"form", "effective_date", "goals"}
     good = forms.plan_update(
         {"plan_version": "3", "effective_date": "2026-12-01", "goals": "Sleep through\nLift grandchild"},
         ACTOR,

@@ -99,7 +99,7 @@ async def login_submit(request: Request[Any, Any, Any]) -> Response[Any]:
     await portal.storage().save_session(token, session)
     secure = portal.settings.cookies_secure
     return see_other(
-        f"{PREFIX}/inbox",
+        f"{PREFIX}/work",
         cookies=[
             Cookie(key=SESSION_COOKIE, value=token, path=PREFIX, httponly=True, secure=secure, samesite="lax"),
             Cookie(key=CSRF_COOKIE, value=csrf, path=PREFIX, httponly=True, secure=secure, samesite="lax"),

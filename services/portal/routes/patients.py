@@ -29,7 +29,9 @@ from referral_hub.portal.web import (
 async def _patient(portal: Portal, member: Member, patient_ref: str) -> patient_views.PatientView:
     """The patient as this clinic's inbox tells it; 404 when it never mentioned the patient."""
     mirror = await portal.connections.mirror(member.clinic.id)
-    view = patient_views.patient_view(mirror.items, patient_ref, member.clinic.timezone, member.clinic.id)
+    view = patient_views.patient_view(
+        mirror.items, patient_ref, member.clinic.timezone, member.clinic.id, member.member
+    )
     if view is None:
         raise NotFoundException
     return view
@@ -40,7 +42,10 @@ def _patient_context(member: Member, view: patient_views.PatientView, **values: 
         "errors": {},
         "values": {},
         "plan_errors": {},
-        "plan_values": {"plan_version": "1", "effective_date": domain.utc_now().date().isoformat()},
+        "plan_values": {
+            "plan_version": str(view.next_plan_version),
+            "effective_date": domain.utc_now().date().isoformat(),
+        },
         "refused": "",
         "sent": "",
     }
@@ -58,7 +63,9 @@ async def patient_page(request: Request[Any, Any, Any], patient_ref: str, plan_s
     if plan_sent > 0:
         extra["sent"] = f"Version {plan_sent} of this clinic's plan is stored by the hub and went to the care team."
         today = domain.utc_now().date().isoformat()
-        extra["plan_values"] = {"plan_version": str(plan_sent + 1), "effective_date": today}
+        # The stored version may not have reached this replica's copy of the inbox yet.
+        next_version = max(view.next_plan_version, plan_sent + 1)
+        extra["plan_values"] = {"plan_version": str(next_version), "effective_date": today}
     return Template("patient.html", context=_patient_context(member, view, **extra))
 
 

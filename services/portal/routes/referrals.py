@@ -45,8 +45,21 @@ async def referral_context(
         member,
         view=view,
         documents=document_views.document_rows(found, member.clinic.timezone),
+        reasons=forms.REASON_CODES,
+        forward_choices=forward_choices(portal, member, view),
         **{**defaults, **given},
     )
+
+
+def forward_choices(portal: Portal, member: Member, view: referral_views.ReferralView) -> list[tuple[str, str]]:
+    """The registry's clinics that practise the referral's modality, but this one and the referrer: (id, name)."""
+    modality = view.request.modality if view.request else None
+    return [
+        (clinic.id, clinic.name)
+        for clinic in portal.clinics.values()
+        if clinic.id not in {member.clinic.id, view.referring_clinic}
+        and (modality is None or modality in clinic.modalities)
+    ]
 
 
 @get("/referrals/{referral_id:uuid}")
@@ -67,9 +80,11 @@ async def referral_step(request: Request[Any, Any, Any], referral_id: UUID, step
     portal = portal_of(request)
     member = await portal.current(request)
     view = await referral_view(portal, member, referral_id)
-    result = forms.transition(step, await form_fields(request), member.actor, referral_id, view.patient_ref)
+    choices = {clinic for clinic, _ in forward_choices(portal, member, view)}
+    form = await form_fields(request)
+    result = forms.transition(step, form, member.actor, referral_id, view.patient_ref, forward_to=choices)
     if result.message is None:
-        context = await referral_context(portal, member, view, errors=result.errors, step=step)
+        context = await referral_context(portal, member, view, errors=result.errors, current_step=step)
         return Template("referral.html", context=context, status_code=400)
     answer = await portal.connections.send_and_confirm(member.clinic.id, result.message)
     if isinstance(answer.message, Rejection):
