@@ -1,4 +1,4 @@
-""" "Needs you now": what this clinic has to do, derived from its inbox. Pure.
+"""The work list, "Needs you now": what this clinic has to do, derived from its inbox. Pure.
 
 The inbox is an event log; a front desk needs the opposite view: one row per thing that
 waits for this clinic, with the one next action, most pressing first. A row disappears when
