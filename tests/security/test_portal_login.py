@@ -72,7 +72,7 @@ async def test_six_wrong_passwords_from_another_address_do_not_stop_the_member_l
         own = await log_in(desk, member, headers=_from("203.0.113.40"))
     assert [r.status_code for r in tries[:5]] == [401] * 5
     assert own.status_code == 303, own.text
-    assert own.headers["location"] == "/portal/inbox"
+    assert own.headers["location"] == "/portal/work"
 
 
 async def test_twenty_five_successful_logins_from_one_address_within_the_window_all_succeed(
