@@ -177,6 +177,10 @@ async def test_refer_accept_schedule_note_complete_close_then_alert_and_page(  #
     await expect(lead.locator(".alerts .ack-alert")).to_have_count(0)
     narrow["patient"] = await overflows(lead)
     await audit.check(lead, "patient, 375 px")
+    await lead.set_viewport_size({"width": 768, "height": 1024})
+    await lead.goto(f"{base}/inbox")
+    narrow["activity at 768 px"] = await overflows(lead)
+    await lead.set_viewport_size({"width": 375, "height": 812})
     for name, path in (
         ("activity", "/inbox"),
         ("new referral", "/referrals/new"),

@@ -114,7 +114,10 @@ def _answer(text: str) -> str:
 async def test_unknown_known_and_attacked_accounts_get_the_same_answer_in_the_same_time(
     shared_portal: RunningPortal,
 ) -> None:
-    """Median response times of four kinds of wrong login, sampled in turns, agree within a third.
+    """The fastest response times of four kinds of wrong login, sampled in turns, agree within a third.
+
+    The fastest of several samples is the work the portal does, with as little of the shared
+    machine's load as the run could get; load only ever adds to a sample.
 
     The attacked account has taken more wrong passwords from other addresses than any
     lockout would allow: on a portal that locked it, it answers without hashing, several
@@ -150,11 +153,12 @@ async def test_unknown_known_and_attacked_accounts_get_the_same_answer_in_the_sa
                 )
                 times[kind].append(time.perf_counter() - started)
                 answers[kind].add((response.status_code, _answer(response.text)))
-    medians = {kind: statistics.median(values) for kind, values in times.items()}
-    print("login medians (ms):", {kind: round(value * 1000, 1) for kind, value in medians.items()})  # noqa: T201 - the figure
+    floors = {kind: min(values) for kind, values in times.items()}
+    medians = {kind: round(statistics.median(values) * 1000) for kind, values in times.items()}
+    print("login ms, fastest:", {k: round(v * 1000) for k, v in floors.items()}, "median:", medians)  # noqa: T201 - the figure
     assert len({answer for found in answers.values() for answer in found}) == 1
-    fastest, slowest = min(medians.values()), max(medians.values())
-    assert fastest > slowest * 2 / 3, medians
+    fastest, slowest = min(floors.values()), max(floors.values())
+    assert fastest > slowest * 2 / 3, floors
 
 
 async def test_a_csrf_token_from_another_browser_is_refused_in_a_members_session(
