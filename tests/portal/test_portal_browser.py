@@ -49,6 +49,9 @@ async def test_refer_accept_schedule_note_complete_close_then_alert_and_page(  #
     await log_in(b, base, portal.logins["ben.okafor@harbor-pt"])
     await expect(b.locator("#nothing-waiting")).to_be_visible()
     await audit.check(b, "work list, empty")
+    work = await b.context.new_page()  # a second tab on the work list, left open
+    await work.goto(f"{base}/work")
+    await expect(work.locator("#nothing-waiting")).to_be_visible()
     await b.goto(f"{base}/inbox")
     await expect(b.locator("#empty")).to_be_visible()
     await audit.check(b, "activity, empty")
@@ -79,7 +82,9 @@ async def test_refer_accept_schedule_note_complete_close_then_alert_and_page(  #
     await shot(b, "04-b-referral-arrives-live")
     await audit.check(b, "activity")
 
-    # B's work list says what to do with it: accept or decline, a routine referral received.
+    # B's work list, open in the other tab, shows it too without a reload: accept or decline, routine, received.
+    await expect(work.locator("#work li", has_text=PATIENT)).to_be_visible(timeout=15_000)
+    await work.close()
     await b.goto(f"{base}/work")
     row = b.locator("#work li", has_text=PATIENT)
     await expect(row).to_contain_text("New referral")
