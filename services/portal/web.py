@@ -112,7 +112,9 @@ class Portal:
         if found is None or domain.session_expired(found[0], now):
             raise LoginRequiredError
         session = found[0]
-        if not self.is_member(session.clinic, session.member):
+        clinic = self.registry.get(session.clinic)
+        if clinic is None or not clinic.has_member(session.member):
+            # Taken off the live roster: the session ends with the membership.
             raise LoginRequiredError
         method = request.scope.get("method", "GET")
         if method not in SAFE_METHODS and not domain.csrf_bound(session, request.cookies.get(CSRF_COOKIE, "")):
@@ -123,8 +125,6 @@ class Portal:
         if flash or domain.session_needs_touch(session, now):
             # A flash is shown once: the page that shows it clears it.
             await self.storage().save_session(token, msgspec.structs.replace(session, last_seen=now, flash=""))
-        clinic = self.registry.get(session.clinic)
-        assert clinic is not None  # noqa: S101 - is_member above found it
         return Member(clinic, session.member, token, flash)
 
     async def flash(self, member: Member, words: str) -> None:
