@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from referral_hub.cli.commands import fetch_registry
 from referral_hub.errors import HubError
 from referral_hub.portal import accounts, domain
 from referral_hub.portal.adapters import PortalStore
 from referral_hub.runtime.hosting import logs
-from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 
 if TYPE_CHECKING:
     from referral_hub.cli.up import ServiceProcess
@@ -47,9 +47,6 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     """``hubctl run portal``'s own options."""
     run.add_argument("--portal-host", default="127.0.0.1", help="portal: listen address (default: %(default)s)")
     run.add_argument("--portal-port", type=int, default=DEFAULT_PORT, help="portal: port (default: %(default)s)")
-    run.add_argument(
-        "--registry-file", type=Path, default=None, help="portal: clinic registry JSON (default: the demo registry)"
-    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -63,7 +60,6 @@ def serve(args: argparse.Namespace) -> int:
             nats_url=args.nats_url,
             host=args.portal_host,
             port=args.portal_port,
-            registry_file=args.registry_file,
         )
     )
     return 0
@@ -113,13 +109,13 @@ async def invite_command(args: argparse.Namespace) -> int:
     if not args.clinic:
         msg = "'hubctl portal invite' needs --clinic (or HUB_CLINIC)"
         raise PortalUsageError(msg)
-    registry = load_registry_file()
-    clinic = next((c for c in registry.clinics if c.id == args.clinic), None)
-    if clinic is None or not any(m.id == args.member for m in clinic.members):
-        msg = f"{args.member} is not a member of {args.clinic} in the registry"
-        raise PortalUsageError(msg)
     store = await PortalStore.open(args.nats_url)
     try:
+        # The live registry, as the portal reads it: a member added by `hubctl roster set` can be invited.
+        clinic = next((c for c in await fetch_registry(store.connection) if c.id == args.clinic), None)
+        if clinic is None or not clinic.has_member(args.member):
+            msg = f"{args.member} is not a member of {args.clinic} in the hub's registry"
+            raise PortalUsageError(msg)
         token = await accounts.create_invite(store, clinic.id, args.member, domain.utc_now())
     finally:
         await store.close()

@@ -1,4 +1,4 @@
-"""Members' two factors: argon2id passwords and TOTP, invites, logins with lockout.
+"""Members' two factors: argon2id passwords and TOTP, invites, and logins throttled by failure budgets.
 
 argon2id hashing takes tens of milliseconds of CPU on purpose, so it runs in a worker
 thread. A wrong username costs the same hash as a wrong password, so response time does
@@ -12,6 +12,7 @@ import enum
 import functools
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -44,7 +45,6 @@ class LoginOutcome(enum.StrEnum):
 
     OK = "ok"
     BAD_CREDENTIALS = "bad_credentials"
-    LOCKED = "locked"
     RATE_LIMITED = "rate_limited"
 
 
@@ -82,33 +82,60 @@ def totp_step(secret: str, code: str, now: float, last_step: int) -> int | None:
     return None
 
 
-async def login(  # noqa: PLR0913 - the typed form plus where it came from and when
-    store: PortalStore, username: str, password: str, code: str, *, address: str, now: datetime
-) -> LoginResult:
-    """Check both factors with per-address rate limiting and per-account lockout."""
-    parsed = domain.parse_username(username)
-    clinic, member = parsed or ("", "")
-    if await store.count_attempt(address) > domain.MAX_ADDRESS_ATTEMPTS:
-        return LoginResult(LoginOutcome.RATE_LIMITED, clinic, member)
-    found = await store.account(clinic, member) if parsed else None
+async def _both_factors(  # noqa: PLR0913 - the account's ids, both typed factors, and the time
+    store: PortalStore, clinic: str, member: str, password: str, code: str, *, now: datetime
+) -> tuple[MemberAccount, int, int] | None:
+    """The account, its revision and the code's step when both factors are right; ``None`` otherwise.
+
+    Every path hashes once with the same parameters (an unknown name against a dummy hash)
+    and writes nothing, so a wrong password, a wrong code and an unknown name take the same time.
+    """
+    found = await store.account(clinic, member) if clinic else None
     if found is None:
         await asyncio.to_thread(_password_ok, _dummy_hash(), password)
-        return LoginResult(LoginOutcome.BAD_CREDENTIALS, clinic, member)
+        return None
     account, revision = found
-    if domain.locked(account, now):
-        return LoginResult(LoginOutcome.LOCKED, clinic, member)
-    password_ok = await asyncio.to_thread(_password_ok, account.password_hash, password)
-    step = totp_step(account.totp_secret, code, now.timestamp(), account.last_totp_step) if password_ok else None
-    updated = domain.after_success(account, step) if step is not None else domain.after_failure(account, now)
-    try:
-        await store.save_account(updated, revision)
-    except ConcurrentChangeError:
-        # Another attempt on this account landed first: refuse this one rather than lose a count.
+    if not await asyncio.to_thread(_password_ok, account.password_hash, password):
+        return None
+    step = totp_step(account.totp_secret, code, now.timestamp(), account.last_totp_step)
+    return None if step is None else (account, revision, step)
+
+
+async def login(  # noqa: PLR0913 - the typed form, where it came from, when, and who may log in now
+    store: PortalStore,
+    username: str,
+    password: str,
+    code: str,
+    *,
+    address: str,
+    now: datetime,
+    is_member: Callable[[str, str], bool],
+) -> LoginResult:
+    """Check both factors against two failure budgets; a success spends no budget.
+
+    The attempt is counted against its address and its address+username before the factors
+    are checked (so parallel guesses cannot all slip under a budget) and given back when it
+    succeeds. Nothing is counted per account alone, so no outsider can lock a member out:
+    failures from elsewhere never touch this address's budgets. ``is_member`` asks the live
+    registry, so a member taken off the roster cannot log in.
+    """
+    parsed = domain.parse_username(username)
+    clinic, member = parsed or ("", "")
+    keys = domain.failure_keys(address, username)
+    counts = [await store.count_failure(key, 1) for key in keys]
+    if domain.over_budget(*counts):
+        return LoginResult(LoginOutcome.RATE_LIMITED, clinic, member)
+    checked = await _both_factors(store, clinic, member, password, code, now=now)
+    if checked is None or not is_member(clinic, member):
         return LoginResult(LoginOutcome.BAD_CREDENTIALS, clinic, member)
-    if step is None:
-        return LoginResult(
-            LoginOutcome.LOCKED if domain.locked(updated, now) else LoginOutcome.BAD_CREDENTIALS, clinic, member
-        )
+    account, revision, step = checked
+    try:
+        await store.save_account(domain.after_success(account, step), revision)
+    except ConcurrentChangeError:
+        # The same code was used at the same moment by another attempt: one of them wins.
+        return LoginResult(LoginOutcome.BAD_CREDENTIALS, clinic, member)
+    for key in keys:
+        await store.count_failure(key, -1)
     return LoginResult(LoginOutcome.OK, clinic, member)
 
 

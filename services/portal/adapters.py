@@ -191,13 +191,12 @@ class PortalStore:
         with contextlib.suppress(nats.js.errors.KeyNotFoundError):
             await self._buckets[topology.PORTAL_SESSIONS_KV].delete(token_key(token))
 
-    async def count_attempt(self, address: str) -> int:
-        """Count one login attempt from ``address`` in the bucket's window; returns the count."""
-        key = "addr." + hashlib.sha256(address.encode()).hexdigest()
+    async def count_failure(self, key: str, delta: int) -> int:
+        """Add ``delta`` to one failure budget's count in the bucket's window (compare-and-set); the new count."""
         bucket = self._buckets[topology.PORTAL_LOGINS_KV]
         for _ in range(8):
             found = await self._get(topology.PORTAL_LOGINS_KV, key, int)
-            count = (found[0] if found else 0) + 1
+            count = max((found[0] if found else 0) + delta, 0)
             try:
                 if found is None:
                     await bucket.create(key, msgspec.json.encode(count))

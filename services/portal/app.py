@@ -9,6 +9,7 @@ data is recorded in the hub's audit log before the page is shown.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -38,17 +39,18 @@ from referral_hub.portal.routes import (
     pages,
     patients,
     referrals,
+    work,
 )
 from referral_hub.portal.routes import documents as document_routes
 from referral_hub.portal.routes.documents import UPLOAD_BODY_BYTES
-from referral_hub.portal.web import PREFIX, LoginRequiredError, Portal, PortalSettings, see_other
+from referral_hub.portal.web import CSRF_COOKIE, PREFIX, LoginRequiredError, Portal, PortalSettings, see_other
 from referral_hub.runtime.hosting import security_headers
+from referral_hub.runtime.hosting.tasks import cancel_and_wait
 from referral_hub.runtime.jetstream import topology
-from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from referral_hub.screening.rules import load_rules
 
 HERE: Final = Path(__file__).parent
-CSRF_COOKIE: Final = "portal_csrf"
+REGISTRY_WAIT_SECONDS: Final = 30.0
 SECRET_ENV: Final = "HUB_PORTAL_SECRET"  # noqa: S105 - the name of a variable, not a secret
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -85,8 +87,7 @@ def _not_found(_request: Request[Any, Any, Any], _exc: Exception) -> Response[An
 
 def create_app(settings: PortalSettings) -> Litestar:
     """The portal app; its lifespan opens the portal's store and closes every clinic connection."""
-    registry = load_registry_file(settings.registry_file)
-    portal = Portal(settings, registry)
+    portal = Portal(settings)
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
@@ -108,14 +109,18 @@ def create_app(settings: PortalSettings) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         portal.store = await PortalStore.open(settings.nats_url)
+        watch = asyncio.create_task(portal.registry.follow(portal.store.connection.jetstream()), name="portal-registry")
         try:
+            await portal.registry.wait_loaded(REGISTRY_WAIT_SECONDS)
             yield
         finally:
+            await cancel_and_wait([watch])
             await portal.connections.close()
             await portal.store.close()
 
     # Replicas behind one address must share the secret (HUB_PORTAL_SECRET); one process may make its own.
     csrf_secret = os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32)
+    portal.csrf_secret = csrf_secret
     app = Litestar(
         route_handlers=[
             _router(),
@@ -152,6 +157,7 @@ def _router() -> Router:
     return Router(
         path=PREFIX,
         route_handlers=[
+            *work.HANDLERS,
             *inbox.HANDLERS,
             *health.HANDLERS,
             *login.HANDLERS,

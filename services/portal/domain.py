@@ -8,6 +8,8 @@ the hub told the clinic, in the hub's own numbering.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,9 +20,10 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from referral_hub.client import InboxItem
-from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised
+from referral_hub.contracts.alerts import AlertAcknowledged, AlertRaised, AlertResolved
 from referral_hub.contracts.base import Message, message_type
 from referral_hub.contracts.paging import PageAcknowledged, PageTriggered
+from referral_hub.contracts.plans import CareTeamChanged, PlanUpdated
 from referral_hub.contracts.referrals import (
     ReferralCloseReminder,
     ReferralEvent,
@@ -30,6 +33,7 @@ from referral_hub.contracts.referrals import (
     ReferralTransitioned,
 )
 from referral_hub.contracts.rejections import Rejection, RejectionCode
+from referral_hub.contracts.screening import ScreeningDisputed, ScreeningFlagged
 
 PAGE_SIZE: Final = 50
 """Inbox rows per page: long lists page."""
@@ -37,11 +41,12 @@ IDLE_TIMEOUT: Final = timedelta(minutes=30)
 """A session unused this long is over; the bucket's TTL bounds it absolutely."""
 SESSION_TOUCH_EVERY: Final = timedelta(seconds=60)
 """A session's last-seen time is written at most this often (one KV write per minute, not per request)."""
-MAX_FAILED_LOGINS: Final = 5
-"""Consecutive wrong passwords or codes before an account locks."""
-LOCKOUT: Final = timedelta(minutes=15)
-MAX_ADDRESS_ATTEMPTS: Final = 20
-"""Login attempts from one address within the logins bucket's window (15 minutes)."""
+LOGIN_WINDOW: Final = timedelta(minutes=15)
+"""A failure budget refills this long after its last failure (the logins bucket's TTL)."""
+MAX_SOURCE_FAILURES: Final = 20
+"""Failed logins from one address, whatever accounts they name, before that address waits."""
+MAX_PAIR_FAILURES: Final = 5
+"""Failed logins from one address for one username before that pair waits; other addresses are untouched."""
 MIN_PASSWORD_LENGTH: Final = 12
 USERNAME: Final = re.compile(r"^(?P<member>[a-z0-9][a-z0-9._-]{0,62})@(?P<clinic>[a-z0-9][a-z0-9-]{1,62})$")
 
@@ -64,8 +69,6 @@ class MemberAccount(msgspec.Struct, frozen=True, kw_only=True):
     password_hash: str
     totp_secret: str
     enrolled_at: datetime
-    failed_logins: int = 0
-    locked_until: datetime | None = None
     last_totp_step: int = 0
     """The newest TOTP time step accepted: a code is never accepted twice."""
 
@@ -87,6 +90,10 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
     member: str
     created_at: datetime
     last_seen: datetime
+    csrf: str = ""
+    """SHA-256 of the CSRF cookie set at login: a form is taken only with the token of its own session."""
+    flash: str = ""
+    """A refusal to show once on the next page, kept here rather than in a URL anyone can craft."""
 
 
 def account_key(clinic: str, member: str) -> str:
@@ -105,27 +112,42 @@ def session_expired(session: Session, now: datetime) -> bool:
     return now - session.last_seen > IDLE_TIMEOUT
 
 
+def csrf_digest(cookie: str) -> str:
+    """What a session keeps of its CSRF cookie: a digest, never the value."""
+    return hashlib.sha256(cookie.encode()).hexdigest()
+
+
+def csrf_bound(session: Session, cookie: str) -> bool:
+    """Whether ``cookie`` is the CSRF cookie this session was given at login."""
+    return bool(session.csrf and cookie) and hmac.compare_digest(session.csrf, csrf_digest(cookie))
+
+
 def session_needs_touch(session: Session, now: datetime) -> bool:
     """Whether last-seen is old enough to be worth a write."""
     return now - session.last_seen > SESSION_TOUCH_EVERY
 
 
-def locked(account: MemberAccount, now: datetime) -> bool:
-    """Whether the account is in its lockout."""
-    return account.locked_until is not None and account.locked_until > now
+def failure_keys(address: str, username: str) -> tuple[str, str]:
+    """The logins bucket's keys of the two failure budgets an attempt draws on: its address, and address+username.
+
+    Hashed, so the bucket holds neither addresses nor usernames. The username is taken as
+    typed (normalised), known or not, so an unknown account spends its budget exactly as a
+    known one does and the budget tells nobody which accounts exist. There is no budget per
+    account alone: that would let anyone lock a member out from anywhere.
+    """
+    source = hashlib.sha256(f"addr\0{address}".encode()).hexdigest()
+    pair = hashlib.sha256(f"pair\0{address}\0{username.strip().lower()}".encode()).hexdigest()
+    return f"addr.{source}", f"pair.{pair}"
 
 
-def after_failure(account: MemberAccount, now: datetime) -> MemberAccount:
-    """The account after one more wrong factor: locked once it reaches the limit."""
-    failed = account.failed_logins + 1
-    if failed >= MAX_FAILED_LOGINS:
-        return msgspec.structs.replace(account, failed_logins=0, locked_until=now + LOCKOUT)
-    return msgspec.structs.replace(account, failed_logins=failed)
+def over_budget(source_failures: int, pair_failures: int) -> bool:
+    """Whether an attempt exceeds either budget (counts include the attempt itself)."""
+    return source_failures > MAX_SOURCE_FAILURES or pair_failures > MAX_PAIR_FAILURES
 
 
 def after_success(account: MemberAccount, totp_step: int) -> MemberAccount:
-    """The account after a good login: counters cleared, the code's step spent."""
-    return msgspec.structs.replace(account, failed_logins=0, locked_until=None, last_totp_step=totp_step)
+    """The account after a good login: the code's step is spent, so the same code never works twice."""
+    return msgspec.structs.replace(account, last_totp_step=totp_step)
 
 
 def password_problem(password: str, confirm: str) -> str:
@@ -146,14 +168,24 @@ LABELS: Final = {
     "referral.transitioned": "Referral update",
     "referral.overdue": "Referral overdue",
     "referral.close_reminder": "Close the loop",
+    "plan.updated": "Treatment plan",
+    "careteam.changed": "Care team",
     "rejection": "Refused by the hub",
     "alert.raised": "Alert raised",
     "alert.acknowledged": "Alert acknowledged",
     "alert.resolved": "Alert resolved",
     "page.triggered": "Page",
     "page.acknowledged": "Page acknowledged",
+    "page.suppressed": "Page held back",
+    "notification.queued": "Notification queued",
+    "delivery.receipt": "Page delivery",
     "screening.flagged": "Screening hold",
+    "screening.disputed": "Screening match disputed",
+    "admin.changed": "Hub settings changed",
+    "audit.checkpoint.witnessed": "Audit checkpoint witnessed",
+    "inbox.heartbeat": "Inbox check",
 }
+"""Every kind of message the hub delivers to a clinic, named as a front desk would say it."""
 STATE_WORDS: Final = {state: state.value.replace("_", " ") for state in ReferralState}
 REJECTION_WORDS: Final = {
     RejectionCode.INVALID_TRANSITION: "That step is not possible from the referral's current state.",
@@ -201,24 +233,47 @@ def kind_of(message: Message) -> str:
     return message_type(type(message))
 
 
-def _summary(message: Message) -> str:  # noqa: PLR0911 - one plain sentence per message kind
+def _referral_summary(message: ReferralEvent, clinic: str) -> str:
+    """A referral step, with which way it goes from this clinic's side."""
+    sent = message.referring_clinic == clinic
+    other = message.recipient_clinic if sent else message.referring_clinic
+    way = f"sent to {other}" if sent else f"from {other}"
     if isinstance(message, ReferralRequested):
-        return f"{message.referring_clinic} → {message.recipient_clinic}: {message.modality.value.replace('_', ' ')}"
+        return f"{message.urgency.value} {message.modality.value.replace('_', ' ')} referral {way}"
     if isinstance(message, ReferralTransitioned):
-        return f"{message.transition.replace('_', ' ')} by {message.sender_clinic}"
+        return f"{message.transition.replace('_', ' ')} by {message.sender_clinic} (referral {way})"
     if isinstance(message, ReferralOverdue):
-        return "no answer within the urgency's window"
+        return f"no answer within the urgency's window (referral {way})"
     if isinstance(message, ReferralCloseReminder):
-        return "completed; the referrer has not closed the loop yet"
+        return f"completed; the referrer has not closed the loop yet (referral {way})"
+    return f"referral {way}"
+
+
+def _summary(message: Message, clinic: str = "") -> str:  # noqa: C901, PLR0911 - one plain sentence per message kind
+    """One sentence on what happened; never empty, so every Activity row says what it is about."""
+    if isinstance(message, ReferralEvent):
+        return _referral_summary(message, clinic)
     if isinstance(message, Rejection):
         return rejection_words(message)
     if isinstance(message, AlertRaised):
-        return f"{message.severity.value} alert on {message.trigger}"
+        return f"{message.severity.value} alert on {message.trigger}, raised by {message.raised_by}"
     if isinstance(message, PageTriggered):
         return f"{message.severity.value} page for {message.member} (level {message.escalation_level})"
     if isinstance(message, (AlertAcknowledged, PageAcknowledged)):
         return f"by {message.member} of {message.member_clinic}"
-    return ""
+    if isinstance(message, AlertResolved):
+        return f"withdrawn by {message.sender_clinic}" + (f": {message.reason}" if message.reason else "")
+    if isinstance(message, CareTeamChanged):
+        verb = "joined" if message.change == "joined" else "left"
+        return f"{message.clinic} {verb} the care team ({message.modality.value.replace('_', ' ')})"
+    if isinstance(message, PlanUpdated):
+        return f"{message.plan_clinic} sent version {message.plan_version} of its plan"
+    if isinstance(message, ScreeningFlagged):
+        held, modality = "held" if message.held else "noted", message.modality.value.replace("_", " ")
+        return f"{message.highest_severity.value} contraindication {held} for {modality}"
+    if isinstance(message, ScreeningDisputed):
+        return f"{message.disputed_by} disputed rule {message.rule_id}"
+    return LABELS.get(kind_of(message), kind_of(message))
 
 
 def rejection_words(rejection: Rejection) -> str:
@@ -231,8 +286,8 @@ def rejection_words(rejection: Rejection) -> str:
     return f"{plain}{state} The hub said: {rejection.reason}"
 
 
-def row(item: InboxItem, zone: str, read: frozenset[int]) -> InboxRow:
-    """The inbox line of one delivery."""
+def row(item: InboxItem, zone: str, read: frozenset[int], clinic: str = "") -> InboxRow:
+    """The Activity line of one delivery, worded from ``clinic``'s side."""
     message = item.message
     kind = kind_of(message)
     state = message.state.value if isinstance(message, ReferralEvent) else ""
@@ -241,7 +296,7 @@ def row(item: InboxItem, zone: str, read: frozenset[int]) -> InboxRow:
         kind=kind,
         label=LABELS.get(kind, kind),
         when=local_time(message.occurred_at, zone),
-        summary=_summary(message),
+        summary=_summary(message, clinic),
         state=state,
         referral_id=str(getattr(message, "referral_id", "") or ""),
         patient_ref=str(getattr(message, "patient_ref", "") or ""),
@@ -261,7 +316,7 @@ class InboxQuery:
 
 
 def inbox_rows(
-    items: Sequence[InboxItem], zone: str, read: frozenset[int], query: InboxQuery
+    items: Sequence[InboxItem], zone: str, read: frozenset[int], query: InboxQuery, clinic: str = ""
 ) -> tuple[list[InboxRow], int]:
     """The rows of one inbox page, newest first, and how many pages the filtered inbox has.
 
@@ -273,7 +328,7 @@ def inbox_rows(
         page = min(max(query.page, 1), pages)
         end = len(items) - (page - 1) * PAGE_SIZE
         window = items[max(end - PAGE_SIZE, 0) : end]
-        return [row(item, zone, read) for item in reversed(window)], pages
+        return [row(item, zone, read, clinic) for item in reversed(window)], pages
     chosen = [
         item
         for item in reversed(items)
@@ -284,7 +339,7 @@ def inbox_rows(
     pages = max(1, -(-len(chosen) // PAGE_SIZE))
     page = min(max(query.page, 1), pages)
     window = chosen[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    return [row(item, zone, read) for item in window], pages
+    return [row(item, zone, read, clinic) for item in window], pages
 
 
 def utc_now() -> datetime:

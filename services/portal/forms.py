@@ -7,7 +7,7 @@ page can predict is shown inline at once; anything else is the hub's to refuse.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Final
@@ -137,6 +137,26 @@ def new_referral(form: Mapping[str, str], actor: Actor, offers: Mapping[str, tup
     return _build(ReferralRequest, fields, result)
 
 
+DECLINE_REASONS: Final = {
+    "no_capacity": "No appointment available in time",
+    "out_of_scope": "Outside what this clinic treats",
+    "contraindicated": "Not safe for this patient (contraindication)",
+    "patient_unreachable": "Patient could not be reached",
+    "patient_declined": "Patient declined",
+    "other": "Other (say why below)",
+}
+"""Why a recipient declines, as codes the other clinic's systems can count; the words go beside them."""
+CANCEL_REASONS: Final = {
+    "patient_declined": "Patient no longer wants it",
+    "resolved": "The problem resolved",
+    "sent_in_error": "Sent in error",
+    "referred_elsewhere": "Referred elsewhere",
+    "other": "Other (say why below)",
+}
+"""Why a referral is cancelled."""
+REASON_CODES: Final = {"decline": DECLINE_REASONS, "cancel": CANCEL_REASONS}
+
+
 TRANSITION_COMMANDS: Final[dict[str, type[Message]]] = {
     "accept": ReferralAccept,
     "decline": ReferralDecline,
@@ -152,10 +172,16 @@ TRANSITION_COMMANDS: Final[dict[str, type[Message]]] = {
 }
 
 
-def transition(  # noqa: C901 - one branch per transition's own fields
-    name: str, form: Mapping[str, str], actor: Actor, referral_id: UUID, patient_ref: str
+def transition(  # noqa: C901, PLR0913 - one branch per transition's own fields; the clinics Forward may name
+    name: str,
+    form: Mapping[str, str],
+    actor: Actor,
+    referral_id: UUID,
+    patient_ref: str,
+    *,
+    forward_to: Collection[str] = (),
 ) -> FormResult:
-    """One lifecycle step on a referral from its form."""
+    """One lifecycle step on a referral from its form; ``forward_to`` is the registry's choice for Forward."""
     result = FormResult(values=dict(form))
     errors = result.errors
     kind = TRANSITION_COMMANDS.get(name)
@@ -163,9 +189,12 @@ def transition(  # noqa: C901 - one branch per transition's own fields
         errors["form"] = "No such step."
         return result
     fields: dict[str, Any] = {**_envelope(actor), "referral_id": referral_id, "patient_ref": patient_ref}
-    if name in {"decline", "cancel"}:
-        fields["reason_code"] = _text(form, "reason_code", errors, required=True)[:200]
-        fields["reason_text"] = _text(form, "reason_text", errors)
+    if name in REASON_CODES:
+        code = form.get("reason_code", "")
+        if code not in REASON_CODES[name]:
+            errors["reason_code"] = "Choose a reason from the list."
+        fields["reason_code"] = code
+        fields["reason_text"] = _text(form, "reason_text", errors, required=code == "other")
     elif name == "override":
         fields["reason"] = _text(form, "reason", errors, required=True)
     elif name == "interim_note":
@@ -174,8 +203,8 @@ def transition(  # noqa: C901 - one branch per transition's own fields
         fields["note"] = _text(form, "note", errors)
     elif name == "forward":
         to = form.get("to_clinic", "").strip()
-        if not CLINIC.match(to):
-            errors["to_clinic"] = "Give the registry id of a clinic."
+        if not CLINIC.match(to) or to not in forward_to:
+            errors["to_clinic"] = "Choose a clinic from the list."
         fields["to_clinic"] = to
         fields["reason"] = _text(form, "reason", errors)
     elif name == "schedule":
@@ -250,7 +279,7 @@ def page_ack(actor: Actor, page_id: UUID) -> Message:
 
 
 def plan_update(form: Mapping[str, str], actor: Actor, patient_ref: str, modality: str) -> FormResult:
-    """A new version of this clinic's plan; ``version`` is the one the member expects to publish.
+    """A new version of this clinic's plan; the page computes ``plan_version`` (the newest it shows plus one).
 
     The hub accepts it only as the successor of the version it holds (optimistic
     concurrency), and otherwise refuses with the version it holds.
@@ -259,7 +288,7 @@ def plan_update(form: Mapping[str, str], actor: Actor, patient_ref: str, modalit
     errors = result.errors
     version = form.get("plan_version", "").strip()
     if not version.isdigit() or not 1 <= int(version) <= 1_000_000:  # noqa: PLR2004 - a sane bound on a counter
-        errors["plan_version"] = "A whole number: 1 for a first plan, else the current version plus 1."
+        errors["form"] = "The plan's version could not be worked out: reload the page and send it again."
     try:
         effective = date.fromisoformat(form.get("effective_date", "").strip())
     except ValueError:

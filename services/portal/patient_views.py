@@ -35,6 +35,10 @@ class AlertView:
     note: str
     acknowledged: list[str] = field(default_factory=list)
     resolved: bool = False
+    acknowledged_by_me: bool = False
+    """This member acknowledged it: the page offers Acknowledge no more."""
+    ours: bool = False
+    """This clinic raised it: only the raising clinic may resolve an alert (the hub refuses anyone else)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class PatientView:
     disputes: list[str] = field(default_factory=list)
     own_modality: str = ""
     """This clinic's modality on the team; empty when the inbox does not show it on the team."""
+    next_plan_version: int = 1
+    """The version this clinic's next plan takes: its newest stored version plus one (the hub checks it)."""
 
     @property
     def on_team(self) -> bool:
@@ -129,7 +135,7 @@ def _plans(updates: Iterable[PlanUpdated], zone: str) -> list[PlanHistory]:
 
 
 def patient_view(  # noqa: C901 - one branch per kind of message the page shows
-    items: Iterable[InboxItem], patient_ref: str, zone: str, clinic: str = ""
+    items: Iterable[InboxItem], patient_ref: str, zone: str, clinic: str = "", member: str = ""
 ) -> PatientView | None:
     """What this clinic's inbox says about one patient, or ``None`` when it says nothing (404)."""
     referrals: dict[str, tuple[str, str, str]] = {}
@@ -156,10 +162,15 @@ def patient_view(  # noqa: C901 - one branch per kind of message the page shows
                 raised_by=message.raised_by,
                 raised_at=local_time(message.raised_at or message.occurred_at, zone),
                 note=message.note,
+                ours=message.raised_by == clinic,
             )
         elif isinstance(message, AlertAcknowledged) and str(message.alert_id) in alerts:
-            alerts[str(message.alert_id)].acknowledged.append(
+            alert = alerts[str(message.alert_id)]
+            alert.acknowledged.append(
                 f"{message.member} ({message.member_clinic}) at {local_time(message.occurred_at, zone)}"
+            )
+            alert.acknowledged_by_me = alert.acknowledged_by_me or (
+                message.member_clinic == clinic and message.member == member
             )
         elif isinstance(message, AlertResolved) and str(message.alert_id) in alerts:
             alerts[str(message.alert_id)].resolved = True
@@ -179,15 +190,18 @@ def patient_view(  # noqa: C901 - one branch per kind of message the page shows
     )
     team = _team(changes, zone)
     own = next((m.modality for m in team if m.clinic == clinic and not m.left), "")
+    plans = _plans(updates, zone)
+    newest = max((h.versions[0].version for h in plans if h.clinic == clinic and h.versions), default=0)
     return PatientView(
         patient_ref,
         list(referrals.values()),
         active,
         team=team,
-        plans=_plans(updates, zone),
+        plans=plans,
         flags=list(reversed(flags.values())),
         disputes=disputes,
         own_modality=own,
+        next_plan_version=newest + 1,
     )
 
 

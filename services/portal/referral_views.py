@@ -9,6 +9,7 @@ from uuid import UUID
 
 from referral_hub.client import InboxItem
 from referral_hub.contracts.referrals import (
+    ConsultNote,
     ReferralEvent,
     ReferralRequested,
     ReferralState,
@@ -55,6 +56,11 @@ class ReferralView:
     refusals: list[str] = field(default_factory=list)
     event_numbers: frozenset[int] = frozenset()
     disputes: list[str] = field(default_factory=list)
+    appointment: str = ""
+    """The newest appointment, in the clinic's time zone: shown at the top of the page."""
+    outcome: ConsultNote | None = None
+    """The completion's consult note: shown at the top of the page once the referral is completed."""
+    urgency: str = ""
 
 
 def _step_detail(message: ReferralEvent, zone: str) -> str:
@@ -99,6 +105,9 @@ def referral_view(items: Iterable[InboxItem], referral_id: UUID, clinic: str, zo
     role = PortalRole.REFERRER if latest.referring_clinic == clinic else PortalRole.RECIPIENT
     status = lifecycle.STATUS[latest.state]
     request = next((message for _, message in events if isinstance(message, ReferralRequested)), None)
+    steps = [message for _, message in events if isinstance(message, ReferralTransitioned)]
+    booked = [step.appointment_at for step in steps if step.appointment_at is not None]
+    outcome = next((step.outcome for step in reversed(steps) if step.outcome is not None), None)
     timeline = [
         TimelineStep(
             event_number=number,
@@ -130,6 +139,9 @@ def referral_view(items: Iterable[InboxItem], referral_id: UUID, clinic: str, zo
         refusals=refusals,
         event_numbers=frozenset(numbers),
         disputes=disputes,
+        appointment=local_time(booked[-1], zone) if booked else "",
+        outcome=outcome,
+        urgency=request.urgency.value if request else "",
     )
 
 

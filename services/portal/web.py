@@ -9,25 +9,28 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 from uuid import uuid4
 
+import msgspec
 from litestar import Request
 from litestar.connection import ASGIConnection
+from litestar.exceptions import PermissionDeniedException
 from litestar.response import Redirect
 
 from referral_hub.contracts.access import AccessViewed
 from referral_hub.contracts.base import Message
-from referral_hub.contracts.registry import Clinic, Registry
+from referral_hub.contracts.registry import Clinic
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.errors import HubError
 from referral_hub.portal import domain, forms, receipts
 from referral_hub.portal.adapters import ClinicConnections, PortalStore
-from referral_hub.portal.domain import Session
+from referral_hub.runtime.jetstream.registry_cache import RegistryCache
 
 PREFIX: Final = "/portal"
 SESSION_COOKIE: Final = "portal_session"
+CSRF_COOKIE: Final = "portal_csrf"
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class LoginRequiredError(HubError):
@@ -43,7 +46,6 @@ class PortalSettings:
     port: int = 8480
     secure_cookies: bool | None = None
     """``None``: Secure everywhere but on a loopback address (local development)."""
-    registry_file: Path | None = None
 
     @property
     def cookies_secure(self) -> bool:
@@ -62,6 +64,8 @@ class Member:
     clinic: Clinic
     member: str
     token: str
+    flash: str = ""
+    """A refusal the previous action left for this page."""
 
     @property
     def actor(self) -> forms.Actor:
@@ -70,15 +74,28 @@ class Member:
 
 
 class Portal:
-    """Per-process state the handlers share: the store, the clinic connections, the registry."""
+    """Per-process state the handlers share: the store, the clinic connections, the live registry."""
 
-    def __init__(self, settings: PortalSettings, registry: Registry) -> None:
+    def __init__(self, settings: PortalSettings) -> None:
         """Nothing opens until the lifespan starts."""
         self.settings = settings
-        self.clinics = {clinic.id: clinic for clinic in registry.clinics}
+        self.registry = RegistryCache()
+        """The hub's registry bucket as its watch tells it: a roster change shows at once, here as everywhere."""
         self.store: PortalStore | None = None
         self.connections = ClinicConnections(settings.nats_url)
         self.verifier_key = receipts.portal_verifier_key()
+        self.csrf_secret = ""
+        """The CSRF middleware's secret, set by the app: login mints the session's own CSRF cookie with it."""
+
+    @property
+    def clinics(self) -> dict[str, Clinic]:
+        """Every registered clinic by id, as the registry holds it now."""
+        return {clinic.id: clinic for clinic in self.registry.clinics()}
+
+    def is_member(self, clinic: str, member: str) -> bool:
+        """Whether the live registry lists ``member`` in ``clinic`` (a member taken off the roster may not log in)."""
+        found = self.registry.get(clinic)
+        return found is not None and found.has_member(member)
 
     def storage(self) -> PortalStore:
         """The open store."""
@@ -92,15 +109,29 @@ class Portal:
         token = request.cookies.get(SESSION_COOKIE, "")
         found = await self.storage().session(token) if token else None
         now = domain.utc_now()
-        if found is None or domain.session_expired(found[0], now) or found[0].clinic not in self.clinics:
+        if found is None or domain.session_expired(found[0], now):
             raise LoginRequiredError
         session = found[0]
-        if domain.session_needs_touch(session, now):
-            await self.storage().save_session(
-                token,
-                Session(clinic=session.clinic, member=session.member, created_at=session.created_at, last_seen=now),
-            )
-        return Member(self.clinics[session.clinic], session.member, token)
+        clinic = self.registry.get(session.clinic)
+        if clinic is None or not clinic.has_member(session.member):
+            # Taken off the live roster: the session ends with the membership.
+            raise LoginRequiredError
+        method = request.scope.get("method", "GET")
+        if method not in SAFE_METHODS and not domain.csrf_bound(session, request.cookies.get(CSRF_COOKIE, "")):
+            # The form's token matched the CSRF cookie, but that cookie is not the one this session was given.
+            raise PermissionDeniedException(detail="CSRF token verification failed")
+        shows_page = method == "GET" and not request.url.path.endswith("/events")
+        flash = session.flash if shows_page else ""
+        if flash or domain.session_needs_touch(session, now):
+            # A flash is shown once: the page that shows it clears it.
+            await self.storage().save_session(token, msgspec.structs.replace(session, last_seen=now, flash=""))
+        return Member(clinic, session.member, token, flash)
+
+    async def flash(self, member: Member, words: str) -> None:
+        """Leave ``words`` for this session's next page."""
+        found = await self.storage().session(member.token)
+        if found is not None:
+            await self.storage().save_session(member.token, msgspec.structs.replace(found[0], flash=words[:2000]))
 
     async def session_alive(self, member: Member) -> bool:
         """Whether the member's session still stands, without refreshing its idle timer.
@@ -145,7 +176,7 @@ def portal_of(request: ASGIConnection[Any, Any, Any, Any]) -> Portal:
 
 def page_context(member: Member, **values: object) -> dict[str, object]:
     """A template's context: the member and their clinic (every page's header shows both), then ``values``."""
-    return {"member": member, "clinic": member.clinic, **values}
+    return {"member": member, "clinic": member.clinic, "flash": member.flash, **values}
 
 
 async def form_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
@@ -155,8 +186,11 @@ async def form_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
 
 
 async def send_or_refuse(portal: Portal, member: Member, message: Message, back: str) -> Redirect:
-    """Send an action as the member's clinic and go ``back``; a refusal rides along in plain words."""
+    """Send an action as the member's clinic and go ``back``; a refusal waits in the session for that page.
+
+    Never in the URL: a link anyone can craft would otherwise put their words on the page.
+    """
     answer = await portal.connections.send_and_confirm(member.clinic.id, message)
     if isinstance(answer.message, Rejection):
-        return see_other(back, query_params={"refused": domain.rejection_words(answer.message)[:500]})
+        await portal.flash(member, domain.rejection_words(answer.message))
     return see_other(back)

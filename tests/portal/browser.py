@@ -23,6 +23,14 @@ ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).parent / "artifacts"
+AXE = Path(__file__).parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+"""axe-core from npm (``make node``); the page's CSP forbids injected scripts, so contexts that run it bypass CSP."""
+SERIOUS = """async () => {
+  const result = await axe.run(document, {resultTypes: ["violations"]});
+  return result.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+}"""
 
 
 @pytest.fixture
@@ -42,7 +50,7 @@ async def log_in(page: Page, base: str, login: DemoLogin) -> None:
     await page.get_by_label("Password").fill(login.password)
     await page.get_by_label("Authenticator code").fill(pyotp.TOTP(login.totp_secret).now())
     await page.get_by_role("button", name="Log in").click()
-    await page.wait_for_url(f"{base}/inbox")
+    await page.wait_for_url(f"{base}/work")
 
 
 async def shot(page: Page, name: str) -> Path:
@@ -51,3 +59,17 @@ async def shot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
     return path
+
+
+async def accessibility_problems(page: Page) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now (empty when there are none)."""
+    assert AXE.exists(), "axe-core is not installed: run `make node`"
+    await page.add_script_tag(path=str(AXE))
+    problems: list[str] = await page.evaluate(SERIOUS)
+    return problems
+
+
+async def overflows(page: Page) -> bool:
+    """Whether the page is wider than the window (it scrolls sideways)."""
+    wide: bool = await page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
+    return wide

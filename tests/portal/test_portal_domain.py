@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID, uuid4
 
+import msgspec
 import pytest
 
 from referral_hub.audit.checkpoints import load_key, make_checkpoint, new_key_seed, receipt_fault
@@ -48,15 +49,37 @@ def _account() -> MemberAccount:
     return MemberAccount(clinic="c", member="m", password_hash="h", totp_secret="s", enrolled_at=NOW)  # noqa: S106 - placeholders; no hashing here
 
 
-def test_the_fifth_failure_locks_for_fifteen_minutes_and_a_success_clears_the_count() -> None:
-    account = _account()
-    for _ in range(domain.MAX_FAILED_LOGINS - 1):
-        account = domain.after_failure(account, NOW)
-        assert not domain.locked(account, NOW)
-    account = domain.after_failure(account, NOW)
-    assert domain.locked(account, NOW + timedelta(minutes=14))
-    assert not domain.locked(account, NOW + timedelta(minutes=16))
-    assert domain.after_success(domain.after_failure(_account(), NOW), 7).failed_logins == 0
+def test_a_success_spends_the_codes_step_and_nothing_else_changes() -> None:
+    assert domain.after_success(_account(), 7) == msgspec.structs.replace(_account(), last_totp_step=7)
+
+
+def test_failure_budgets_are_per_address_and_per_address_and_username_never_per_account_alone() -> None:
+    source, pair = domain.failure_keys("198.51.100.7", "Sam.Lee@kneadwell-massage ")
+    other_source, other_pair = domain.failure_keys("203.0.113.9", "sam.lee@kneadwell-massage")
+    assert pair == domain.failure_keys("198.51.100.7", "sam.lee@kneadwell-massage")[1]
+    assert (source, pair) != (other_source, other_pair)
+    assert other_pair != pair
+    assert "198.51.100.7" not in source + pair
+    assert "sam.lee" not in pair
+
+
+@pytest.mark.parametrize(
+    ("source", "pair", "over"),
+    [
+        (domain.MAX_SOURCE_FAILURES, domain.MAX_PAIR_FAILURES, False),
+        (domain.MAX_SOURCE_FAILURES + 1, 1, True),
+        (1, domain.MAX_PAIR_FAILURES + 1, True),
+    ],
+)
+def test_an_attempt_past_either_budget_is_over(source: int, pair: int, over: bool) -> None:  # noqa: FBT001 - a parameter
+    assert domain.over_budget(source, pair) is over
+
+
+def test_a_form_is_bound_to_the_csrf_cookie_its_session_was_given() -> None:
+    session = Session(clinic="c", member="m", created_at=NOW, last_seen=NOW, csrf=domain.csrf_digest("cookie-a"))
+    assert domain.csrf_bound(session, "cookie-a")
+    assert not domain.csrf_bound(session, "cookie-b")
+    assert not domain.csrf_bound(msgspec.structs.replace(session, csrf=""), "")
 
 
 def test_a_session_expires_after_the_idle_timeout_only() -> None:
@@ -194,7 +217,7 @@ def test_a_refusal_without_a_referral_state_is_worded_and_a_stale_plan_names_the
 def test_a_plan_form_names_each_bad_field_and_a_good_one_is_the_contract_message() -> None:
     bad = forms.plan_update({"plan_version": "0", "effective_date": "soon", "goals": " "}, ACTOR, "pt-0001", "massage")
     assert bad.message is None
-    assert set(bad.errors) == {"plan_version", "effective_date", "goals"}
+    assert set(bad.errors) == {"form", "effective_date", "goals"}
     good = forms.plan_update(
         {"plan_version": "3", "effective_date": "2026-12-01", "goals": "Sleep through\nLift grandchild"},
         ACTOR,

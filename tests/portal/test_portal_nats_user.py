@@ -91,3 +91,24 @@ async def test_the_portal_key_cannot_speak_for_a_clinic(portal_key: tuple[Client
         return any("permissions violation" in error.lower() and subject.lower() in error.lower() for error in errors)
 
     await eventually(refused)
+
+
+async def test_the_portal_key_reads_the_live_registry(portal_key: tuple[Client, list[str]]) -> None:
+    connection, errors = portal_key
+    registry = await connection.jetstream().key_value(topology.REGISTRY_KV)
+    entry = await registry.get("clinic.harbor-pt")
+    assert entry.value is not None
+    assert b'"ben.okafor"' in entry.value
+    assert errors == []
+
+
+async def test_the_portal_key_cannot_change_the_registry(portal_key: tuple[Client, list[str]]) -> None:
+    connection, errors = portal_key
+    subject = f"$KV.{topology.REGISTRY_KV}.clinic.harbor-pt"
+    await connection.publish(subject, b'{"id": "harbor-pt", "members": []}')
+    await connection.flush()
+
+    async def refused() -> bool:
+        return any("permissions violation" in error.lower() and subject.lower() in error.lower() for error in errors)
+
+    await eventually(refused)

@@ -1,4 +1,4 @@
-"""The inbox (the start page), marking it read, and its live updates as server-sent events."""
+"""The Activity page (the inbox as an event log), marking it read, and its live updates as server-sent events."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ async def inbox(
     mirror = await portal.connections.mirror(member.clinic.id)
     read = await portal.storage().read_marks(member.clinic.id, member.member)
     query = _query(kind, state_filter, page, unread)
-    rows, pages = domain.inbox_rows(mirror.items, member.clinic.timezone, read, query)
+    rows, pages = domain.inbox_rows(mirror.items, member.clinic.timezone, read, query, member.clinic.id)
     return Template(
         "inbox.html",
         context=page_context(
@@ -96,7 +96,7 @@ async def events(
                     continue
                 if not await portal.session_alive(member):
                     return
-                rows, _ = domain.inbox_rows([item], member.clinic.timezone, frozenset(), query)
+                rows, _ = domain.inbox_rows([item], member.clinic.timezone, frozenset(), query, member.clinic.id)
                 for row in rows:
                     html = str(inbox_row(row)).replace("\n", " ")
                     yield ServerSentEventMessage(data=html, event="inbox", id=row.event_number)
@@ -104,10 +104,4 @@ async def events(
     return ServerSentEvent(stream(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-@get("/", sync_to_thread=False)
-def home() -> Redirect:
-    """The inbox is the start page."""
-    return see_other(f"{PREFIX}/inbox")
-
-
-HANDLERS: Final = (home, inbox, mark_all_read, events)
+HANDLERS: Final = (inbox, mark_all_read, events)

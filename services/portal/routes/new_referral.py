@@ -73,7 +73,7 @@ async def new_referral_submit(request: Request[Any, Any, Any]) -> Response[Any]:
     referral_id = UUID(str(getattr(result.message, "referral_id", "")))
     failed = await store_documents(portal, member, referral_id, str(getattr(result.message, "patient_ref", "")), files)
     if failed:
-        return see_other(f"{PREFIX}/referrals/{referral_id}", query_params={"not_stored": not_stored_words(failed)})
+        await portal.flash(member, not_stored_words(failed))
     return see_other(f"{PREFIX}/referrals/{referral_id}")
 
 

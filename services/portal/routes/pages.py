@@ -15,7 +15,7 @@ from referral_hub.portal.web import PREFIX, page_context, portal_of, send_or_ref
 
 
 @get("/pages")
-async def pages_page(request: Request[Any, Any, Any], refused: str = "") -> Template:
+async def pages_page(request: Request[Any, Any, Any]) -> Template:
     """The clinic's pages, newest first, with acknowledge buttons and the escalation level."""
     portal = portal_of(request)
     member = await portal.current(request)
@@ -25,7 +25,6 @@ async def pages_page(request: Request[Any, Any, Any], refused: str = "") -> Temp
         context=page_context(
             member,
             pages=patient_views.open_pages(mirror.items, member.clinic.id, member.clinic.timezone),
-            refused=refused[:2000],
         ),
     )
 

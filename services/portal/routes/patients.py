@@ -29,7 +29,9 @@ from referral_hub.portal.web import (
 async def _patient(portal: Portal, member: Member, patient_ref: str) -> patient_views.PatientView:
     """The patient as this clinic's inbox tells it; 404 when it never mentioned the patient."""
     mirror = await portal.connections.mirror(member.clinic.id)
-    view = patient_views.patient_view(mirror.items, patient_ref, member.clinic.timezone, member.clinic.id)
+    view = patient_views.patient_view(
+        mirror.items, patient_ref, member.clinic.timezone, member.clinic.id, member.member
+    )
     if view is None:
         raise NotFoundException
     return view
@@ -40,7 +42,10 @@ def _patient_context(member: Member, view: patient_views.PatientView, **values: 
         "errors": {},
         "values": {},
         "plan_errors": {},
-        "plan_values": {"plan_version": "1", "effective_date": domain.utc_now().date().isoformat()},
+        "plan_values": {
+            "plan_version": str(view.next_plan_version),
+            "effective_date": domain.utc_now().date().isoformat(),
+        },
         "refused": "",
         "sent": "",
     }
@@ -48,19 +53,19 @@ def _patient_context(member: Member, view: patient_views.PatientView, **values: 
 
 
 @get("/patients/{patient_ref:str}")
-async def patient_page(
-    request: Request[Any, Any, Any], patient_ref: str, refused: str = "", plan_sent: int = 0
-) -> Template:
+async def patient_page(request: Request[Any, Any, Any], patient_ref: str, plan_sent: int = 0) -> Template:
     """What this clinic knows of a patient: care team, plans by version, screening, referrals, alerts."""
     portal = portal_of(request)
     member = await portal.current(request)
     view = await _patient(portal, member, patient_ref)
     await portal.viewed(member, "patient", patient_ref=view.patient_ref)
-    extra: dict[str, object] = {"refused": refused[:2000]}
+    extra: dict[str, object] = {}
     if plan_sent > 0:
         extra["sent"] = f"Version {plan_sent} of this clinic's plan is stored by the hub and went to the care team."
         today = domain.utc_now().date().isoformat()
-        extra["plan_values"] = {"plan_version": str(plan_sent + 1), "effective_date": today}
+        # The stored version may not have reached this replica's copy of the inbox yet.
+        next_version = max(view.next_plan_version, plan_sent + 1)
+        extra["plan_values"] = {"plan_version": str(next_version), "effective_date": today}
     return Template("patient.html", context=_patient_context(member, view, **extra))
 
 
@@ -123,7 +128,8 @@ async def dispute_match(request: Request[Any, Any, Any], patient_ref: str, flag_
     result = forms.dispute(form, member.actor, patient_ref, flag_id)
     if result.message is None:
         why = "Say why the match does not apply: " + "; ".join(result.errors.values())
-        return see_other(back, query_params={"refused": why})
+        await portal.flash(member, why)
+        return see_other(back)
     return await send_or_refuse(portal, member, result.message, back)
 
 

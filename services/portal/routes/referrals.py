@@ -45,21 +45,32 @@ async def referral_context(
         member,
         view=view,
         documents=document_views.document_rows(found, member.clinic.timezone),
+        reasons=forms.REASON_CODES,
+        forward_choices=forward_choices(portal, member, view),
         **{**defaults, **given},
     )
 
 
+def forward_choices(portal: Portal, member: Member, view: referral_views.ReferralView) -> list[tuple[str, str]]:
+    """The registry's clinics that practise the referral's modality, but this one and the referrer: (id, name)."""
+    modality = view.request.modality if view.request else None
+    return [
+        (clinic.id, clinic.name)
+        for clinic in portal.clinics.values()
+        if clinic.id not in {member.clinic.id, view.referring_clinic}
+        and (modality is None or modality in clinic.modalities)
+    ]
+
+
 @get("/referrals/{referral_id:uuid}")
-async def referral_page(
-    request: Request[Any, Any, Any], referral_id: UUID, refused: str = "", not_stored: str = ""
-) -> Template:
+async def referral_page(request: Request[Any, Any, Any], referral_id: UUID) -> Template:
     """A referral: state with its BSeR code, the timeline, its documents, the steps this clinic may take now."""
     portal = portal_of(request)
     member = await portal.current(request)
     view = await referral_view(portal, member, referral_id)
     await portal.viewed(member, "referral", referral_id=view.referral_id, patient_ref=view.patient_ref)
     await portal.storage().mark_read(member.clinic.id, member.member, view.event_numbers)
-    context = await referral_context(portal, member, view, refused=refused[:2000], document_error=not_stored[:2000])
+    context = await referral_context(portal, member, view)
     return Template("referral.html", context=context)
 
 
@@ -69,9 +80,11 @@ async def referral_step(request: Request[Any, Any, Any], referral_id: UUID, step
     portal = portal_of(request)
     member = await portal.current(request)
     view = await referral_view(portal, member, referral_id)
-    result = forms.transition(step, await form_fields(request), member.actor, referral_id, view.patient_ref)
+    choices = {clinic for clinic, _ in forward_choices(portal, member, view)}
+    form = await form_fields(request)
+    result = forms.transition(step, form, member.actor, referral_id, view.patient_ref, forward_to=choices)
     if result.message is None:
-        context = await referral_context(portal, member, view, errors=result.errors, step=step)
+        context = await referral_context(portal, member, view, errors=result.errors, current_step=step)
         return Template("referral.html", context=context, status_code=400)
     answer = await portal.connections.send_and_confirm(member.clinic.id, result.message)
     if isinstance(answer.message, Rejection):

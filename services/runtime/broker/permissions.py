@@ -355,15 +355,17 @@ PORTAL_BUCKETS: Final = (
 
 
 def portal_permissions() -> Permissions:
-    """The portal's own state, and nothing of the hub's: its five buckets and the document store.
+    """The portal's own state, and of the hub's only the registry, read-only: its five buckets and the document store.
 
     It acts for clinics only with each clinic's own credentials (its own account), so this
-    key reads no stream, publishes no clinic subject and pulls no durable. The document
+    key reads no stream, publishes no clinic subject and pulls no durable. It reads (never
+    writes) the registry, so invites and logins follow the live rosters. The document
     store and its index it shares with the gateway (:func:`_document_api`).
     """
     return Permissions(
         publish=(
             *(right for bucket in PORTAL_BUCKETS for right in _kv_api(bucket, write=True)),
+            *_kv_api(topology.REGISTRY_KV, write=False),
             *_document_api(),
             f"{JS_API}.INFO",
         ),
