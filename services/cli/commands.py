@@ -368,6 +368,12 @@ async def referral_show(args: argparse.Namespace) -> int:
         f"  state {referral.state} (BSeR {status.bser_code} {status.bser_display}; FHIR Task {status.fhir_task_status})"
     )
     out(f"  {referral.request.modality} {referral.urgency}; reason: {referral.request.reason}")
+    if args.clinic:
+        from referral_hub.cli.sealing_keys import show_details  # noqa: PLC0415 - sealing_keys imports this module
+
+        seals = (referral.request.patient_details, *referral.resealed)
+        for line in await show_details(args.nats_url, seals, referral.referral_id, args.clinic):
+            out(line)
     for item in referral.history:
         extra = " ".join(
             part

@@ -26,6 +26,7 @@ from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dl
 from referral_hub.cli import clinic as clinic_cli
 from referral_hub.cli import gateway as gateway_cli
 from referral_hub.cli import portal as portal_cli
+from referral_hub.cli import sealing_keys as sealing_cli
 from referral_hub.cli import status as status_cli
 from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     status_cli.add_command(sub, _common)
     portal_cli.add_commands(sub)
     gateway_cli.add_commands(sub)
+    sealing_cli.add_commands(sub, _common)
     return parser
 
 
