@@ -25,6 +25,8 @@ from referral_hub.errors import HubError
 from referral_hub.portal import domain, forms, receipts
 from referral_hub.portal.adapters import ClinicConnections, PortalStore
 from referral_hub.portal.domain import Session
+from referral_hub.portal.patient_details import PatientReader
+from referral_hub.sealing.keystore import KeyStore
 
 PREFIX: Final = "/portal"
 SESSION_COOKIE: Final = "portal_session"
@@ -79,6 +81,12 @@ class Portal:
         self.store: PortalStore | None = None
         self.connections = ClinicConnections(settings.nats_url)
         self.verifier_key = receipts.portal_verifier_key()
+        self.patients = PatientReader(KeyStore.from_environment())
+
+    def registry(self) -> dict[str, Clinic]:
+        """The clinics as the registry bucket has them now (public sealing keys included), else as loaded."""
+        stored = self.store.registry.clinics() if self.store is not None else []
+        return {clinic.id: clinic for clinic in stored} or self.clinics
 
     def storage(self) -> PortalStore:
         """The open store."""

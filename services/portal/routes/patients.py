@@ -43,6 +43,7 @@ def _patient_context(member: Member, view: patient_views.PatientView, **values: 
         "plan_values": {"plan_version": "1", "effective_date": domain.utc_now().date().isoformat()},
         "refused": "",
         "sent": "",
+        "patient": None,
     }
     return page_context(member, view=view, **{**defaults, **values})
 
@@ -61,6 +62,11 @@ async def patient_page(
         extra["sent"] = f"Version {plan_sent} of this clinic's plan is stored by the hub and went to the care team."
         today = domain.utc_now().date().isoformat()
         extra["plan_values"] = {"plan_version": str(plan_sent + 1), "effective_date": today}
+    mirror = await portal.connections.mirror(member.clinic.id)
+    known = [item for item in mirror.items if getattr(item.message, "patient_ref", None) == view.patient_ref]
+    extra["patient"] = next(
+        reversed(portal.patients.by_referral(portal.registry(), member.clinic.id, known).values()), None
+    )
     return Template("patient.html", context=_patient_context(member, view, **extra))
 
 

@@ -355,7 +355,7 @@ PORTAL_BUCKETS: Final = (
 
 
 def portal_permissions() -> Permissions:
-    """The portal's own state, and nothing of the hub's: its five buckets and the document store.
+    """The portal's own state, the registry read-only (for the clinics' public sealing keys), and the document store.
 
     It acts for clinics only with each clinic's own credentials (its own account), so this
     key reads no stream, publishes no clinic subject and pulls no durable. The document
@@ -364,6 +364,7 @@ def portal_permissions() -> Permissions:
     return Permissions(
         publish=(
             *(right for bucket in PORTAL_BUCKETS for right in _kv_api(bucket, write=True)),
+            *_kv_api(topology.REGISTRY_KV, write=False),
             *_document_api(),
             f"{JS_API}.INFO",
         ),
