@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import random
 from datetime import date
 
 import msgspec
 import pytest
 
-from referral_hub.contracts.patient import DetailsError, PatientDetails, details_from_fields, phone_problem
+from referral_hub.contracts.patient import (
+    DetailsError,
+    PatientDetails,
+    details_from_fields,
+    details_problems,
+    phone_problem,
+)
+from referral_hub.demo.people import demo_person
 
 TODAY = date(2026, 12, 7)
 GOOD = {"given": "Testa Synthia", "family": "Fakenham", "birth_date": "1984-03-07", "phone": "+1 555 0100 123"}
@@ -58,3 +66,11 @@ def test_names_and_contact_fields_are_marked_phi_in_the_schema() -> None:
     fields = schema["$defs"]["PatientDetails"]["properties"]
     marked = {name for name, spec in fields.items() if spec.get("x-phi")}
     assert {"given", "family", "birth_date", "phones", "email", "record_number"} <= marked
+
+
+def test_demo_people_are_valid_and_clearly_synthetic() -> None:
+    rng = random.Random(3)  # noqa: S311 - demo data, not security
+    people = [demo_person(rng) for _ in range(20)]
+    assert all(details_problems(person, TODAY) == {} for person in people)
+    assert all(person.phones[0].startswith("+1 555 01") for person in people)
+    assert all(person.email.endswith("@example.org") for person in people)
