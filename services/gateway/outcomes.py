@@ -139,6 +139,7 @@ def schema(diagnostics: str) -> FhirError:
 SUPPORTED_SCOPES: Final = (
     "system/Task.cruds",
     "system/ServiceRequest.rs",
+    "system/Patient.r",
     "system/Communication.crs",
     "system/DocumentReference.crs",
     "system/Binary.r",

@@ -71,6 +71,7 @@ class ClinicReferrals:
             clinical_flags=event.clinical_flags,
             requested_techniques=event.requested_techniques,
             note=event.note,
+            patient_details=event.patient_details,
         )
         step = _step(event, "request")
         referral = Referral(
@@ -133,6 +134,8 @@ def _step(event: ReferralEvent, transition: str) -> HistoryItem:
 def task_resource(view: TaskView) -> dict[str, Any]:
     """The referral's Task, as ``referrals.fhir_task`` exports it, with its version."""
     task: dict[str, Any] = referral_fhir.bundle(view.referral)["entry"][1]["resource"]
+    if view.referral.request.patient_details is not None:
+        task["for"] = {**task["for"], "reference": f"Patient/{referral_fhir.resource_id('Patient', view.referral)}"}
     task["meta"] = {"versionId": str(view.version), "lastUpdated": task["lastModified"]}
     return task
 
@@ -140,5 +143,8 @@ def task_resource(view: TaskView) -> dict[str, Any]:
 def service_request_resource(view: TaskView) -> dict[str, Any]:
     """The referral's ServiceRequest, as ``referrals.fhir_task`` exports it."""
     resource: dict[str, Any] = referral_fhir.bundle(view.referral)["entry"][0]["resource"]
+    if view.referral.request.patient_details is not None:
+        reference = f"Patient/{referral_fhir.resource_id('Patient', view.referral)}"
+        resource["subject"] = {**resource["subject"], "reference": reference}
     resource["meta"] = {"versionId": str(view.version)}
     return resource

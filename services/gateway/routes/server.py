@@ -145,6 +145,7 @@ def capability_statement(settings: GatewaySettings) -> dict[str, Any]:
                         "searchParam": search,
                     },
                     {"type": "ServiceRequest", "interaction": [{"code": "read"}]},
+                    {"type": "Patient", "interaction": [{"code": "read"}]},
                     {
                         "type": "DocumentReference",
                         "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}],

@@ -14,6 +14,7 @@ from referral_hub.contracts.referrals import ReferralRequested
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.gateway import communications, fhir_search, outcomes, task_commands, task_views
 from referral_hub.gateway.outcomes import FhirError, GatewayCode
+from referral_hub.gateway.patients import contained_patient, patient_id, patient_resource, split_patient
 from referral_hub.gateway.web import (
     Gateway,
     caught_up,
@@ -40,6 +41,7 @@ async def _create(
     """Create a referral, or answer with the one this identifier already made."""
     envelope = await gateway.envelope(clinic)
     command = task_commands.referral_request(envelope, task, service_request)
+    command = gateway.patients.sealed(command, contained_patient(task))
     if if_none_exist is not None:
         _check_if_none_exist(if_none_exist, task)
     link = await gateway.connections.link(clinic)
@@ -87,7 +89,10 @@ async def transaction(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await json_body(request)
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
         raise FhirError(422, RejectionCode.SCHEMA_VIOLATION, "the base URL accepts a transaction Bundle")
+    body, patient = split_patient(body)
     task, service_request = task_commands.transaction_parts(body)
+    if patient is not None:  # the bundled Patient is sealed exactly as a contained one
+        task = {**task, "contained": [*(task.get("contained") or []), patient]}
     created = await _create(gateway, grant.clinic, task, service_request, None)
     resource = msgspec.json.decode(created.content) if isinstance(created.content, bytes) else {}
     status = f"{created.status_code} {'Created' if created.status_code == 201 else 'OK'}"  # noqa: PLR2004 - HTTP status
@@ -116,6 +121,20 @@ async def read_service_request(request: Request[Any, Any, Any], resource_id: str
         if resource["id"] == resource_id:
             return fhir(resource, headers={"ETag": outcomes.etag(view.version)})
     raise outcomes.not_found("ServiceRequest", resource_id)  # noqa: EM101 - the resource's name, not a message
+
+
+@get("/fhir/Patient/{resource_id:str}")
+async def read_patient(request: Request[Any, Any, Any], resource_id: str) -> Response[bytes]:
+    """The person behind one of the clinic's referrals, from its own sealed copy; otherwise 404 as for nothing."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Patient", "r")
+    link = await caught_up(await gateway.connections.link(grant.clinic))
+    for view in link.referrals.by_referral.values():
+        if patient_id(view.referral) == resource_id:
+            details = gateway.patients.read(grant.clinic, view.referral)
+            if details is not None:
+                return fhir(patient_resource(view.referral, details))
+    raise outcomes.not_found("Patient", resource_id)  # noqa: EM101 - the resource's name, not a message
 
 
 @get("/fhir/Task")
@@ -237,6 +256,7 @@ HANDLERS: Final = (
     transaction,
     read_task,
     read_service_request,
+    read_patient,
     search_task,
     update_task,
     patch_task,
