@@ -9,6 +9,7 @@ from uuid import UUID
 import msgspec
 import pytest
 
+from referral_hub.cli import sealing_keys as sealing_cli
 from referral_hub.client import new_id
 from referral_hub.contracts.patient import PatientDetails, SealedDetails, signed_part
 from referral_hub.contracts.registry import Clinic
@@ -228,3 +229,30 @@ def test_the_recipient_event_carries_the_seal(store: KeyStore, registry: dict[st
     assert isinstance(decision, domain.Changed)
     event = domain.announcements(decision.referral, decision.step)[0].event
     assert getattr(event, "patient_details", None) == request.patient_details
+
+
+# --- Registering and rotating keys ---------------------------------------------------------------
+
+
+def test_a_hosted_clinic_without_a_key_gets_one_made_and_registered(tmp_path: Path) -> None:
+    keys = KeyStore(tmp_path)
+    clinic = load_registry_file().clinics[0]
+    registered = sealing_cli.ensure_key(clinic, keys)
+    assert registered.sealing_key == keys.current(clinic.id).public
+
+
+def test_rotating_keeps_the_old_public_key_to_verify_old_seals(tmp_path: Path) -> None:
+    keys = KeyStore(tmp_path)
+    clinic = sealing_cli.ensure_key(load_registry_file().clinics[0], keys)
+    old = clinic.sealing_key
+    rotated = sealing_cli.with_key(clinic, keys.generate(clinic.id).public)
+    assert rotated.sealing_keys[0] == old
+    assert rotated.sealing_key == keys.current(clinic.id).public != old
+    assert set(keys.keys(clinic.id)) == {key.key_id for key in rotated.sealing_keys}
+
+
+def test_private_key_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    keys = KeyStore(tmp_path / "sealing-keys")
+    pair = keys.generate("harbor-pt")
+    assert (tmp_path / "sealing-keys" / "harbor-pt" / f"{pair.key_id}.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "sealing-keys").stat().st_mode & 0o777 == 0o700
