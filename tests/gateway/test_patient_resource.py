@@ -31,7 +31,7 @@ from referral_hub.runtime.jetstream.provision import provision_as_operator
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file, store_clinic
 from referral_hub.sealing.keystore import KEYS_DIR_ENV, KeyStore
 from tests.conftest import SERVICE_FACTORIES, start_services
-from tests.helpers import RunningHub, secure_server
+from tests.helpers import RunningHub, eventually, secure_server
 
 from .conftest import CLINICS, SYSTEMS, GatewayProcess, Systems
 from .fhir_helpers import new_task, rejection_code, valid
@@ -120,8 +120,8 @@ async def created_patient_id(fhir: Fhir, clinic: str, task: dict[str, Any]) -> s
 
 async def test_the_recipient_reads_a_contained_patient_as_a_valid_fhir_patient(fhir: Fhir) -> None:
     patient_id = await created_patient_id(fhir, HARBOR, task_with_contained("pt-fhir-0001"))
-    patient = await fhir.client(LOTUS).reference("Patient", patient_id).to_resource()
-    resource = Patient.model_validate(patient.serialize())
+    patient = await eventually(lambda: _readable(fhir.client(LOTUS), "Patient", patient_id))
+    resource = Patient.model_validate(patient)
     assert resource.name[0].family == "Fhirsample"
     assert [str(name) for name in resource.name[0].given] == ["Testa", "Maria"]
     assert str(resource.birthDate) == "1979-05-06"
@@ -135,7 +135,7 @@ async def test_the_service_request_subject_resolves_to_the_same_patient(fhir: Fh
     created = await fhir.post(HARBOR, "Task", task_with_contained("pt-fhir-0002"))
     task = valid(created.json())
     request_id = task["basedOn"][0]["reference"].removeprefix("urn:uuid:").rsplit("/", 1)[-1]
-    service_request = (await fhir.client(LOTUS).reference("ServiceRequest", request_id).to_resource()).serialize()
+    service_request = await eventually(lambda: _readable(fhir.client(LOTUS), "ServiceRequest", request_id))
     assert valid(service_request)["subject"]["reference"] == task["for"]["reference"]
 
 
@@ -156,8 +156,8 @@ async def test_a_transaction_bundled_patient_is_sealed_like_a_contained_one(fhir
     assert answer.status_code == 200, answer.text
     task_made = next(entry["resource"] for entry in answer.json()["entry"] if "resource" in entry)
     reference = task_made["for"]["reference"]
-    patient = await fhir.client(LOTUS).reference("Patient", reference.removeprefix("Patient/")).to_resource()
-    assert patient.serialize()["name"][0]["family"] == "Fhirsample"
+    patient = await eventually(lambda: _readable(fhir.client(LOTUS), "Patient", reference.removeprefix("Patient/")))
+    assert patient["name"][0]["family"] == "Fhirsample"
 
 
 async def test_a_clinic_outside_the_referral_gets_the_same_404_as_for_nothing(fhir: Fhir) -> None:
@@ -186,3 +186,11 @@ async def test_a_patient_born_in_the_future_is_a_422_outcome(fhir: Fhir) -> None
     assert answer.status_code == 422
     assert rejection_code(answer.json()) == "schema_violation"
     assert "in the future" in answer.text
+
+
+async def _readable(client: AsyncFHIRClient, kind: str, resource_id: str) -> dict[str, Any] | None:
+    """The resource once the recipient's inbox holds its referral (delivery is asynchronous), else ``None``."""
+    try:
+        return dict((await client.reference(kind, resource_id).to_resource()).serialize())
+    except ResourceNotFound:
+        return None
