@@ -26,6 +26,7 @@ from referral_hub.contracts.base import (
     ShortText,
     UtcDatetime,
 )
+from referral_hub.contracts.patient import SealedDetails
 
 
 class Urgency(enum.StrEnum):
@@ -105,6 +106,8 @@ class ReferralRequest(ReferralCommand, frozen=True, kw_only=True, tag="referral.
     """The ordered service's codings as sent (the modality's among them or not)."""
     identifiers: ExternalIdentifiers = ()
     """The sender's own identifiers of the referral, returned with it and searchable."""
+    patient_details: SealedDetails | None = None
+    """Who the patient is, sealed by the sender to itself and the recipient; the hub cannot open it."""
 
 
 class ReferralAccept(ReferralCommand, frozen=True, kw_only=True, tag="referral.accept"):
@@ -164,6 +167,8 @@ class ReferralForward(ReferralCommand, frozen=True, kw_only=True, tag="referral.
 
     to_clinic: ClinicId
     reason: ClinicalText = ""
+    patient_details: SealedDetails | None = None
+    """The details re-sealed by the forwarding clinic to ``to_clinic``, so the new recipient knows who to call."""
 
 
 class ReferralOverride(ReferralCommand, frozen=True, kw_only=True, tag="referral.override"):
@@ -196,6 +201,8 @@ class ReferralRequested(ReferralEvent, frozen=True, kw_only=True, tag="referral.
     note: ClinicalText = ""
     service_codings: ServiceCodings = ()
     identifiers: ExternalIdentifiers = ()
+    patient_details: SealedDetails | None = None
+    """The sealed details with a copy for this recipient, as the sending or forwarding clinic sealed them."""
 
 
 class ReferralTransitioned(ReferralEvent, frozen=True, kw_only=True, tag="referral.transitioned"):

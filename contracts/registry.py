@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from referral_hub.contracts.base import ClinicId, MemberId, Modality, ShortText, UtcDatetime
+from referral_hub.contracts.patient import SealingKey
 
 CLOCK_PATTERN: Final = r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z"
 ClockTime = Annotated[str, msgspec.Meta(pattern=CLOCK_PATTERN, description="HH:MM, 24 h.")]
@@ -92,10 +93,17 @@ class Clinic(msgspec.Struct, frozen=True, kw_only=True):
     working_hours: WorkingHours = msgspec.field(default_factory=WorkingHours)
     intake_channels: tuple[ContactChannel, ...] = ()
     """Where routine notifications (new referrals, overdue referrals) go."""
+    sealing_keys: tuple[SealingKey, ...] = ()
+    """Public keys patient details are sealed to, oldest first: the last is current, older ones verify old seals."""
 
     def has_member(self, member_id: str) -> bool:
         """Whether ``member_id`` acts for this clinic."""
         return any(member.id == member_id for member in self.members)
+
+    @property
+    def sealing_key(self) -> SealingKey | None:
+        """The key new seals to this clinic must use, if it registered one."""
+        return self.sealing_keys[-1] if self.sealing_keys else None
 
 
 class Registry(msgspec.Struct, frozen=True, kw_only=True):

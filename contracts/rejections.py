@@ -70,6 +70,9 @@ class RejectionCode(enum.StrEnum):
     """The sending clinic is over its rate limit; nothing changed, resend later."""
     MESSAGE_TOO_LARGE = "message_too_large"
     """The submission is larger than the hub accepts; it was not decoded."""
+    SEALED_DETAILS_MISMATCH = "sealed_details_mismatch"
+    """The sealed patient details are bound to another referral or message, signed by another clinic or key,
+    or not sealed to exactly the parties' current keys."""
 
 
 SECURITY_CODES: frozenset[RejectionCode] = frozenset(

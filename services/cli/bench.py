@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
+from referral_hub.cli.bench_sealing import Sealer, keyed_registry
 from referral_hub.cli.up import ServiceProcess, start_service, stop_services, wait_ready
 from referral_hub.client import ClinicClient
 from referral_hub.contracts.referrals import (
@@ -164,10 +165,19 @@ class LoadResult:
     request_to_inbox_ms: list[float]
 
 
-async def drive(
-    nats_url: str, clinics: list[Clinic], duration: float, seed: int = 7, workers: int = WORKERS
+async def drive(  # noqa: PLR0913 - the load's shape, each with a default but the target
+    nats_url: str,
+    clinics: list[Clinic],
+    duration: float,
+    *,
+    seed: int = 7,
+    workers: int = WORKERS,
+    sealer: Sealer | None = None,
 ) -> LoadResult:
-    """Run whole lifecycles (request ... close) from ``workers`` concurrent clinics for ``duration``."""
+    """Run whole lifecycles (request ... close) from ``workers`` concurrent clinics for ``duration``.
+
+    With ``sealer``, every request carries sealed patient details the recipient side opens.
+    """
     rng = random.Random(seed)  # noqa: S311 - load shape, not security
     clients = {clinic.id: await ClinicClient.connect(nats_url, clinic.id) for clinic in clinics}
     answers = Answers()
@@ -187,7 +197,11 @@ async def drive(
         while time.perf_counter() < deadline:
             sender, recipient = rng.sample(clinics, 2)
             request = demo_referral(sender, recipient, rng)
+            if sealer is not None:
+                request = sealer.seal(request)
             latencies.append(await send(sender, request, recipient.id) * 1000)
+            if sealer is not None:
+                sealer.open(request)
             transitions += 1
             for step in LIFECYCLE:
                 clinic, command = lifecycle_command(step, request, sender, recipient)
@@ -320,7 +334,7 @@ async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> 
     async with bench_server(sync_interval) as server:
         connection = await nats.connect(server.url)
         baseline = await measure_baseline(connection, max(duration / 4, 2.0), server_cpu=server.cpu_seconds)
-        registry = load_registry_file()
+        registry, keys = keyed_registry(load_registry_file(), server.scratch / "sealing-keys")
         services = await start_hub(server.url, server.scratch, registry, UNLIMITED_CLINIC_RATE)
         try:
             stored_before, cpu_before = await stored_by_stream(connection), server.cpu_seconds()
@@ -334,10 +348,27 @@ async def bench_referrals(duration: float, sync_interval: str = SYNC_ALWAYS) -> 
                 server.cpu_seconds() - cpu_before,
                 {k: v for k, v in by_stream.items() if v},
             )
+            sealer = Sealer(keys, {clinic.id: clinic for clinic in registry.clinics})
+            sealed = await drive(server.url, list(registry.clinics), duration, sealer=sealer)
+            await settle(connection)
         finally:
             stop_services(services)
             await connection.drain()
-    return figures(load, baseline, cost, sync_interval)
+    return figures(load, baseline, cost, sync_interval) | sealed_figures(sealed, sealer.crypto_ms)
+
+
+def sealed_figures(load: LoadResult, crypto_ms: list[float]) -> dict[str, float | str]:
+    """The phase with patient details: its throughput and latency, and what sealing and opening cost of it."""
+    p50 = percentile(load.request_to_inbox_ms, 0.50)
+    seal_open = percentile(crypto_ms, 0.50)
+    return {
+        "details_transitions_per_s": round(load.transitions / load.seconds, 1),
+        "details_p50_ms": round(p50, 2),
+        "details_p99_ms": round(percentile(load.request_to_inbox_ms, 0.99), 2),
+        "seal_open_ms_p50": round(seal_open, 3),
+        "seal_open_ms_p99": round(percentile(crypto_ms, 0.99), 3),
+        "seal_open_share_of_transition": significant(seal_open / p50) if p50 else 0.0,
+    }
 
 
 def figures(load: LoadResult, baseline: Baseline, cost: ServerCost, sync_interval: str) -> dict[str, object]:

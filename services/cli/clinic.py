@@ -25,6 +25,7 @@ from typing import Final, TypeAlias, TypeVar
 
 import nats.errors
 
+from referral_hub.cli import sealing_keys as sealing_cli
 from referral_hub.cli.commands import REGISTRY_READ_SECONDS, UsageError, connect, fetch_registry, out, require_clinic
 from referral_hub.client import ClinicClient, InboxItem, new_id, utc_now
 from referral_hub.contracts.alerts import (
@@ -364,14 +365,16 @@ def referral_step(build: Builder) -> Callable[[argparse.Namespace], object]:
         clinic_id = require_clinic(args)
         client = await ClinicClient.connect(args.nats_url, clinic_id)
         try:
-            referral = resolve_prefix(args.referral_id, referrals_in(await read_inbox(client)), "referral", clinic_id)
+            items = await read_inbox(client)
+            referral = resolve_prefix(args.referral_id, referrals_in(items), "referral", clinic_id)
             base = _base(
                 clinic_id,
                 await actor_of(args, clinic_id),
                 referral_id=referral.referral_id,
                 patient_ref=referral.patient_ref,
             )
-            answer = await exchange(client, build(args, referral, base), args.wait)
+            command = await sealing_cli.resealed_forward(args.nats_url, items, build(args, referral, base))
+            answer = await exchange(client, command, args.wait)
         finally:
             await client.close()
         message = answer.message
@@ -661,6 +664,7 @@ async def refer(args: argparse.Namespace) -> int:
         reason=args.reason,
         icd10_codes=tuple(args.icd10),
     )
+    request = await sealing_cli.sealed_request(args.nats_url, request, sealing_cli.details_from_args(args))
     client = await ClinicClient.connect(args.nats_url, clinic_id)
     try:
         answer = await exchange(client, request, args.wait)

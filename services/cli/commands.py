@@ -370,6 +370,12 @@ async def referral_show(args: argparse.Namespace) -> int:
         f"  state {referral.state} (BSeR {status.bser_code} {status.bser_display}; FHIR Task {status.fhir_task_status})"
     )
     out(f"  {referral.request.modality} {referral.urgency}; reason: {referral.request.reason}")
+    if args.clinic:
+        from referral_hub.cli.sealing_keys import show_details  # noqa: PLC0415 - sealing_keys imports this module
+
+        seals = (referral.request.patient_details, *referral.resealed)
+        for line in await show_details(args.nats_url, seals, referral.referral_id, args.clinic):
+            out(line)
     for item in referral.history:
         extra = " ".join(
             part
@@ -579,6 +585,13 @@ async def bench(args: argparse.Namespace) -> int:
             f"referral lifecycle (request ... close), {f['referrals']} referrals in {f['seconds']}s, sync {args.sync}:",
             f"  hub transitions/s          {f['transitions_per_s']:>10}",
             f"  request-to-inbox p50 / p99 {f['p50_ms']:>7} ms / {f['p99_ms']} ms",
+            "the same with the patient's details sealed to both clinics (and opened by the recipient):",
+            f"  hub transitions/s          {f['details_transitions_per_s']:>10}",
+            f"  request-to-inbox p50 / p99 {f['details_p50_ms']:>7} ms / {f['details_p99_ms']} ms",
+            (
+                f"  seal + open p50 / p99      {f['seal_open_ms_p50']:>7} ms / {f['seal_open_ms_p99']} ms "
+                f"({f['seal_open_share_of_transition']:.1%} of a request's p50)"
+            ),
             "raw nats-py on the same server, same run:",
             f"  KV put, sequential /s      {f['baseline_kv_put_per_s']:>10}",
             f"  JS publish+ack, seq /s     {f['baseline_js_publish_per_s']:>10}",

@@ -35,6 +35,7 @@ from referral_hub.cli import (
 from referral_hub.cli import clinic as clinic_cli
 from referral_hub.cli import gateway as gateway_cli
 from referral_hub.cli import portal as portal_cli
+from referral_hub.cli import sealing_keys as sealing_cli
 from referral_hub.cli import status as status_cli
 from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     status_cli.add_command(sub, _common)
     portal_cli.add_commands(sub)
     gateway_cli.add_commands(sub)
+    sealing_cli.add_commands(sub, _common)
     return parser
 
 

@@ -30,6 +30,7 @@ from referral_hub.audit.checkpoints import VERIFIER_KEY_FILE, new_key_seed, writ
 from referral_hub.audit.domain import verify
 from referral_hub.cli import gateway as gateway_cli
 from referral_hub.cli import portal as portal_cli
+from referral_hub.cli import sealing_keys as sealing_cli
 from referral_hub.cli.commands import SERVICES, connect, describe_item, fetch_registry, out
 from referral_hub.cli.screen import LEGEND
 from referral_hub.client import InboxItem
@@ -48,6 +49,7 @@ from referral_hub.runtime.hosting.tasks import cancel_and_wait
 from referral_hub.runtime.jetstream import subjects
 from referral_hub.runtime.jetstream.provision import provision_as_operator
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file, store_clinic
+from referral_hub.sealing.keystore import KeyStore
 
 READY_SECONDS: Final = 30.0
 AUDIT_REPORT_SECONDS: Final = 15.0
@@ -295,6 +297,7 @@ async def merge_registry(nats_url: str, registry: Registry, pager: DemoPager | N
         for listed in registry.clinics:
             current = stored.get(listed.id, listed)
             wanted = pager.with_channel(current) if pager is not None else current
+            wanted = sealing_cli.ensure_key(wanted, KeyStore.from_environment())
             if listed.id not in stored or wanted != current:
                 await store_clinic(js, wanted)
             clinics.append(wanted)

@@ -23,6 +23,8 @@ from referral_hub.contracts.referrals import (
     Urgency,
 )
 from referral_hub.contracts.registry import Clinic
+from referral_hub.demo.people import with_person
+from referral_hub.sealing.keystore import KeyStore
 
 REASONS: Final = {
     Modality.MASSAGE: "Myofascial tension, upper trapezius, after rotator-cuff rehab",
@@ -155,11 +157,12 @@ async def send_demo_referrals(
     """
     rng = random.Random(seed)  # noqa: S311 - demo data, not security
     clients = {clinic.id: await ClinicClient.connect(nats_url, clinic.id) for clinic in clinics}
+    registry, keys = {clinic.id: clinic for clinic in clinics}, KeyStore.from_environment()
     open_referrals: list[OpenReferral] = []
     try:
         while True:
             sender, recipient = rng.sample(clinics, 2)
-            referral = demo_referral(sender, recipient, rng)
+            referral = with_person(demo_referral(sender, recipient, rng), rng, registry, keys)
             receipt = await clients[sender.id].send(referral)
             open_referrals.append(OpenReferral(referral, sender, recipient))
             say(

@@ -27,6 +27,7 @@ V1_PERMISSIONS: Final[Mapping[str, str]] = {"read": "rs", "write": "cud", "*": L
 SUPPORTED_SCOPES: Final = (
     "system/Task.cruds",
     "system/ServiceRequest.rs",
+    "system/Patient.r",
     "system/Communication.crs",
     "system/DocumentReference.crs",
     "system/Binary.r",

@@ -74,6 +74,7 @@ class ClinicReferrals:
             note=event.note,
             service_codings=event.service_codings,
             identifiers=event.identifiers,
+            patient_details=event.patient_details,
         )
         step = _step(event, "request")
         referral = Referral(
@@ -145,6 +146,8 @@ def task_resource(view: TaskView) -> dict[str, Any]:
     service_request = {"reference": f"ServiceRequest/{referral_fhir.resource_id('ServiceRequest', view.referral)}"}
     task["basedOn"] = [{**service_request, "type": "ServiceRequest"}]
     task["focus"] = {**service_request, "type": "ServiceRequest"}
+    if view.referral.request.patient_details is not None:
+        task["for"] = {**task["for"], "reference": f"Patient/{referral_fhir.resource_id('Patient', view.referral)}"}
     task["meta"] = {"versionId": str(view.version), "lastUpdated": task["lastModified"]}
     return task
 
@@ -170,6 +173,9 @@ def at_version(view: TaskView, version: int) -> TaskView | None:
 def service_request_resource(view: TaskView) -> dict[str, Any]:
     """The referral's ServiceRequest, as ``referrals.fhir_task`` exports it."""
     resource: dict[str, Any] = referral_fhir.bundle(view.referral)["entry"][0]["resource"]
+    if view.referral.request.patient_details is not None:
+        reference = f"Patient/{referral_fhir.resource_id('Patient', view.referral)}"
+        resource["subject"] = {**resource["subject"], "reference": reference}
     resource["meta"] = {"versionId": str(view.version), "lastUpdated": view.referral.history[-1].at.isoformat()}
     return resource
 

@@ -21,6 +21,7 @@ from referral_hub.errors import HubError
 from referral_hub.gateway import auth, outcomes, task_views
 from referral_hub.gateway.adapters import AuditSearch, ClinicConnections, ClinicLink, GatewayStore
 from referral_hub.gateway.outcomes import FhirError, GatewayCode
+from referral_hub.gateway.patients import GatewayPatients
 from referral_hub.gateway.rest_hooks import RestHooks
 from referral_hub.gateway.task_commands import Envelope
 from referral_hub.gateway.task_views import TaskView
@@ -28,6 +29,7 @@ from referral_hub.runtime.hosting.tasks import cancel_and_wait
 from referral_hub.runtime.jetstream import topology
 from referral_hub.runtime.jetstream.kvstore import KvView
 from referral_hub.runtime.messaging.admission import RateLimit, RateLimiter
+from referral_hub.sealing.keystore import KeyStore
 
 log = structlog.get_logger(__name__)
 FHIR_JSON: Final = "application/fhir+json"
@@ -106,6 +108,7 @@ class Gateway:
         self.limiter = RateLimiter(RateLimit(settings.rate_per_second, settings.rate_burst))
         self.subscribing = asyncio.Lock()
         """Held from counting a clinic's subscriptions to storing its new one (the per-clinic cap)."""
+        self.patients = GatewayPatients(KeyStore.from_environment())
 
     async def start(self) -> None:
         """Connect as the ``gateway`` user, load (or, first of all replicas, make) the token key, start delivering."""
@@ -138,10 +141,12 @@ class Gateway:
         self._following = asyncio.create_task(
             clients.follow(store.buckets[topology.GATEWAY_CLIENTS_KV]), name="gateway-clients-watch"
         )
+        self.patients.start(store.connection.jetstream())
 
     async def stop(self) -> None:
         """Stop delivering and close every connection."""
         await cancel_and_wait([task for task in (self._delivering, self._following) if task is not None])
+        await self.patients.stop()
         await self.connections.close()
         if self._started is not None:
             with contextlib.suppress(Exception):

@@ -33,6 +33,7 @@ from referral_hub.runtime.broker import credentials, permissions
 from referral_hub.runtime.broker.urls import server_urls
 from referral_hub.runtime.hosting.tasks import cancel_and_wait
 from referral_hub.runtime.jetstream import subjects, topology
+from referral_hub.runtime.jetstream.registry_cache import RegistryCache
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -76,6 +77,9 @@ class PortalStore:
         """Every member's read marks and their revision, as the bucket's watch last told them."""
         self._marks_current = asyncio.Event()
         self._marks_task: asyncio.Task[None] | None = None
+        self.registry = RegistryCache()
+        """The registry as stored (with the clinics' current public sealing keys), kept current by a watch."""
+        self._registry_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, nats_url: str) -> PortalStore:
@@ -92,6 +96,7 @@ class PortalStore:
         buckets = {name: await js.key_value(name) for name in permissions.PORTAL_BUCKETS}
         store = cls(connection, buckets, await DocumentStore.bind(js))
         store._marks_task = asyncio.create_task(store._follow_marks(), name="portal-read-marks")
+        store._registry_task = asyncio.create_task(store.registry.follow(js), name="portal-registry")
         return store
 
     async def _follow_marks(self) -> None:
@@ -127,8 +132,7 @@ class PortalStore:
 
     async def close(self) -> None:
         """Stop the read-marks watch, flush and close."""
-        if self._marks_task is not None:
-            await cancel_and_wait([self._marks_task])
+        await cancel_and_wait([task for task in (self._marks_task, self._registry_task) if task is not None])
         with contextlib.suppress(nats.errors.Error):
             await self.connection.drain()
 

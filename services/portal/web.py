@@ -25,7 +25,9 @@ from referral_hub.contracts.rejections import Rejection
 from referral_hub.errors import HubError
 from referral_hub.portal import domain, forms, receipts
 from referral_hub.portal.adapters import ClinicConnections, PortalStore
+from referral_hub.portal.patient_details import PatientReader
 from referral_hub.runtime.jetstream.registry_cache import RegistryCache
+from referral_hub.sealing.keystore import KeyStore
 
 PREFIX: Final = "/portal"
 SESSION_COOKIE: Final = "portal_session"
@@ -86,6 +88,7 @@ class Portal:
         self.verifier_key = receipts.portal_verifier_key()
         self.csrf_secret = ""
         """The CSRF middleware's secret, set by the app: login mints the session's own CSRF cookie with it."""
+        self.patients = PatientReader(KeyStore.from_environment())
 
     @property
     def clinics(self) -> dict[str, Clinic]:

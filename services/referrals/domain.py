@@ -14,6 +14,7 @@ from uuid import UUID
 
 import msgspec
 
+from referral_hub.contracts.patient import SealedDetails
 from referral_hub.contracts.referrals import (
     ConsultNote,
     ReferralCancel,
@@ -36,6 +37,7 @@ from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.contracts.screening import ScreeningFlagged
 from referral_hub.referrals import lifecycle, screening
 from referral_hub.referrals.lifecycle import Party
+from referral_hub.referrals.sealed_checks import check_sealed, details_for
 from referral_hub.runtime.jetstream import streams
 from referral_hub.runtime.messaging.admission import Admitted, ClinicLookup, admit
 from referral_hub.runtime.messaging.ids import derived_id
@@ -97,6 +99,8 @@ class Referral(msgspec.Struct, frozen=True, kw_only=True):
     forwarded_from: tuple[str, ...] = ()
     screening: ScreeningFlagged | None = None
     """The contraindications screening found when the referral arrived, if any."""
+    resealed: tuple[SealedDetails, ...] = ()
+    """Patient details re-sealed to clinics that joined later (forwards), oldest first."""
 
     def applied(self, message_id: UUID) -> HistoryItem | None:
         """The step the command ``message_id`` caused, if it was already applied."""
@@ -231,7 +235,9 @@ def _request(
             f"referral {command.referral_id} already exists",
             current_state=existing.state,
         )
-    refusal = _check_recipient(command.recipient_clinic, command.sender_clinic, command, lookup)
+    refusal = _check_recipient(command.recipient_clinic, command.sender_clinic, command, lookup) or check_sealed(
+        command, command.patient_details, (command.sender_clinic, command.recipient_clinic), lookup
+    )
     if refusal is not None:
         return refusal
     step = _step(command, "request", ReferralState.REQUESTED, received_at)
@@ -356,7 +362,9 @@ def _transition(
     rule = lifecycle.rule_for(command)
     refusal = _check_allowed(rule, party, existing, command.sender_clinic)
     if refusal is None and isinstance(command, ReferralForward):
-        refusal = _check_forward(command, existing, lookup)
+        refusal = _check_forward(command, existing, lookup) or check_sealed(
+            command, command.patient_details, (command.to_clinic,), lookup
+        )
     if refusal is not None:
         return refusal
     new_state = lifecycle.target_state(rule, party, existing.state)
@@ -369,6 +377,8 @@ def _transition(
             "due_by": received_at + sla.answer_window(existing.urgency),
             "overdue_notified": False,
         }
+        if command.patient_details is not None:
+            changes["resealed"] = (*existing.resealed, command.patient_details)
     if new_state is ReferralState.COMPLETED:
         changes["completed_at"] = received_at
     return Changed(msgspec.structs.replace(existing, **changes), step)
@@ -469,6 +479,7 @@ def requested_event(referral: Referral, step: HistoryItem, role: str) -> Referra
         note=command.note,
         service_codings=command.service_codings,
         identifiers=command.identifiers,
+        patient_details=details_for((command.patient_details, *referral.resealed), referral.recipient_clinic),
     )
 
 

@@ -253,6 +253,7 @@ async def test_the_capability_statement_lists_what_is_served(gateway: Systems) -
     assert set(resources) == {
         "Task",
         "ServiceRequest",
+        "Patient",
         "Communication",
         "DocumentReference",
         "Binary",

@@ -172,6 +172,7 @@ def capability_statement(settings: GatewaySettings) -> dict[str, Any]:
                         "searchParam": search,
                     },
                     {"type": "ServiceRequest", "interaction": [{"code": "read"}, {"code": "vread"}]},
+                    {"type": "Patient", "interaction": [{"code": "read"}]},
                     {
                         "type": "DocumentReference",
                         "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}],

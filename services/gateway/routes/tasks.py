@@ -14,6 +14,7 @@ from referral_hub.contracts.referrals import ReferralRequested
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.gateway import communications, fhir_search, outcomes, task_commands, task_views
 from referral_hub.gateway.outcomes import FhirError, GatewayCode
+from referral_hub.gateway.patients import contained_patient, patient_id, patient_resource, split_patient
 from referral_hub.gateway.task_views import TaskView
 from referral_hub.gateway.web import (
     Gateway,
@@ -42,6 +43,7 @@ async def _create(
     """Create a referral, or answer with the one this identifier already made."""
     envelope = await gateway.envelope(clinic)
     command = task_commands.referral_request(envelope, task, service_request)
+    command = gateway.patients.sealed(command, contained_patient(task))
     if if_none_exist is not None:
         _check_if_none_exist(if_none_exist, task)
     link = await gateway.connections.link(clinic)
@@ -89,7 +91,10 @@ async def transaction(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await json_body(request)
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
         raise FhirError(422, RejectionCode.SCHEMA_VIOLATION, "the base URL accepts a transaction Bundle")
+    body, patient = split_patient(body)
     task, service_request = task_commands.transaction_parts(body)
+    if patient is not None:  # the bundled Patient is sealed exactly as a contained one
+        task = {**task, "contained": [*(task.get("contained") or []), patient]}
     created = await _create(gateway, grant.clinic, task, service_request, None)
     link = await gateway.connections.link(grant.clinic)
     resource = msgspec.json.decode(created.content) if isinstance(created.content, bytes) else {}
@@ -158,6 +163,20 @@ async def vread_service_request(request: Request[Any, Any, Any], resource_id: st
     if past is None:
         raise outcomes.not_found("ServiceRequest", f"{resource_id}/_history/{version_id}")  # noqa: EM101 - the resource's name, not a message
     return fhir(task_views.service_request_resource(past), headers={"ETag": outcomes.etag(past.version)})
+
+
+@get("/fhir/Patient/{resource_id:str}")
+async def read_patient(request: Request[Any, Any, Any], resource_id: str) -> Response[bytes]:
+    """The person behind one of the clinic's referrals, from its own sealed copy; otherwise 404 as for nothing."""
+    gateway = gateway_of(request)
+    grant = gateway.grant(request, "Patient", "r")
+    link = await caught_up(await gateway.connections.link(grant.clinic))
+    for view in link.referrals.by_referral.values():
+        if patient_id(view.referral) == resource_id:
+            details = gateway.patients.read(grant.clinic, view.referral)
+            if details is not None:
+                return fhir(patient_resource(view.referral, details))
+    raise outcomes.not_found("Patient", resource_id)  # noqa: EM101 - the resource's name, not a message
 
 
 @get("/fhir/Task")
@@ -317,6 +336,7 @@ HANDLERS: Final = (
     vread_task,
     read_service_request,
     vread_service_request,
+    read_patient,
     search_task,
     update_task,
     patch_task,

@@ -53,6 +53,12 @@ async def inbox(
         context=page_context(
             member,
             rows=rows,
+            names={
+                referral_id: details.display_name
+                for referral_id, details in portal.patients.by_referral(
+                    portal.clinics, member.clinic.id, mirror.items
+                ).items()
+            },
             pages=pages,
             query=query,
             total=mirror.last_event_number,
@@ -97,8 +103,10 @@ async def events(
                 if not await portal.session_alive(member):
                     return
                 rows, _ = domain.inbox_rows([item], member.clinic.timezone, frozenset(), query, member.clinic.id)
+                names = portal.patients.by_referral(portal.clinics, member.clinic.id, [item])
                 for row in rows:
-                    html = str(inbox_row(row)).replace("\n", " ")
+                    name = names[row.referral_id].display_name if row.referral_id in names else ""
+                    html = str(inbox_row(row, name)).replace("\n", " ")
                     yield ServerSentEventMessage(data=html, event="inbox", id=row.event_number)
 
     return ServerSentEvent(stream(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import UUID
 
 from litestar import Request, Response, get, post
 from litestar.response import Template
 
+from referral_hub.contracts.referrals import ReferralRequest
 from referral_hub.contracts.rejections import Rejection
-from referral_hub.portal import domain, forms
+from referral_hub.portal import domain, forms, patient_details
 from referral_hub.portal.routes.documents import (
     UPLOAD_BODY_BYTES,
     attached_files,
@@ -19,6 +21,7 @@ from referral_hub.portal.routes.documents import (
 )
 from referral_hub.portal.web import PREFIX, Member, Portal, form_fields, page_context, portal_of, see_other
 from referral_hub.runtime.jetstream import topology
+from referral_hub.sealing.core import SealingError
 
 # --- New referral -----------------------------------------------------------------------------
 
@@ -44,7 +47,8 @@ def _new_form_context(portal: Portal, member: Member, result: forms.FormResult) 
         if clinic.id != member.clinic.id
         for modality in (m.value for m in clinic.modalities)
     ]
-    return {"choices": choices, "errors": result.errors, "values": result.values}
+    today = datetime.now(UTC).date().isoformat()
+    return {"choices": choices, "errors": result.errors, "values": result.values, "today": today}
 
 
 @post("/referrals/new", status_code=303, request_max_body_size=UPLOAD_BODY_BYTES)
@@ -57,15 +61,26 @@ async def new_referral_submit(request: Request[Any, Any, Any]) -> Response[Any]:
     """
     portal = portal_of(request)
     member = await portal.current(request)
-    result = forms.new_referral(await form_fields(request), member.actor, _offers(portal))
+    fields = await form_fields(request)
+    result = forms.new_referral(fields, member.actor, _offers(portal))
+    details, problems = patient_details.details_of(fields, datetime.now(UTC).date())
+    result.errors |= problems
     parts = await attached_files(request)
     files, problem = forms.attachments(parts, topology.GATEWAY_DOCUMENT_MAX_BYTES)
     if problem:
         result.errors["attachments"] = problem
-    if result.message is None or problem:
+    if result.message is None or problem or problems:
         context = page_context(member, **_new_form_context(portal, member, result))
         return Template("new_referral.html", context=context, status_code=attachment_status(parts))
-    answer = await portal.connections.send_and_confirm(member.clinic.id, result.message)
+    message = result.message
+    if details is not None and isinstance(message, ReferralRequest):
+        try:
+            message = portal.patients.seal_request(portal.clinics, message, details)
+        except SealingError as exc:
+            result.errors["form"] = f"The patient's details could not be sealed: {exc}"
+            context = page_context(member, **_new_form_context(portal, member, result))
+            return Template("new_referral.html", context=context, status_code=409)
+    answer = await portal.connections.send_and_confirm(member.clinic.id, message)
     if isinstance(answer.message, Rejection):
         result.errors["form"] = domain.rejection_words(answer.message)
         context = page_context(member, **_new_form_context(portal, member, result))

@@ -48,6 +48,7 @@ def _patient_context(member: Member, view: patient_views.PatientView, **values: 
         },
         "refused": "",
         "sent": "",
+        "patient": None,
     }
     return page_context(member, view=view, **{**defaults, **values})
 
@@ -66,6 +67,11 @@ async def patient_page(request: Request[Any, Any, Any], patient_ref: str, plan_s
         # The stored version may not have reached this replica's copy of the inbox yet.
         next_version = max(view.next_plan_version, plan_sent + 1)
         extra["plan_values"] = {"plan_version": str(next_version), "effective_date": today}
+    mirror = await portal.connections.mirror(member.clinic.id)
+    known = [item for item in mirror.items if getattr(item.message, "patient_ref", None) == view.patient_ref]
+    extra["patient"] = next(
+        reversed(portal.patients.by_referral(portal.clinics, member.clinic.id, known).values()), None
+    )
     return Template("patient.html", context=_patient_context(member, view, **extra))
 
 

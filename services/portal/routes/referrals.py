@@ -14,6 +14,7 @@ from referral_hub.contracts.rejections import Rejection
 from referral_hub.documents import domain as documents
 from referral_hub.portal import document_views, domain, forms, referral_views
 from referral_hub.portal.web import PREFIX, Member, Portal, form_fields, page_context, portal_of, see_other
+from referral_hub.sealing.core import SealingError
 
 # --- Referrals --------------------------------------------------------------------------------
 
@@ -41,9 +42,12 @@ async def referral_context(
         found = []
         defaults["document_error"] = "The referral's documents cannot be listed right now; reload in a moment."
     given = {name: value for name, value in values.items() if value or name != "document_error"}
+    sealed = view.request.patient_details if view.request is not None else None
+    patient = portal.patients.read(portal.clinics, member.clinic.id, sealed, UUID(view.referral_id)) if sealed else None
     return page_context(
         member,
         view=view,
+        patient=patient,
         documents=document_views.document_rows(found, member.clinic.timezone),
         reasons=forms.REASON_CODES,
         forward_choices=forward_choices(portal, member, view),
@@ -86,7 +90,15 @@ async def referral_step(request: Request[Any, Any, Any], referral_id: UUID, step
     if result.message is None:
         context = await referral_context(portal, member, view, errors=result.errors, current_step=step)
         return Template("referral.html", context=context, status_code=400)
-    answer = await portal.connections.send_and_confirm(member.clinic.id, result.message)
+    mirror = await portal.connections.mirror(member.clinic.id)
+    try:
+        message = portal.patients.resealed(portal.clinics, mirror.items, result.message)
+    except SealingError as exc:
+        context = await referral_context(
+            portal, member, view, refused=f"The patient's details could not be re-sealed: {exc}"
+        )
+        return Template("referral.html", context=context, status_code=409)
+    answer = await portal.connections.send_and_confirm(member.clinic.id, message)
     if isinstance(answer.message, Rejection):
         view = await referral_view(portal, member, referral_id)
         context = await referral_context(portal, member, view, refused=domain.rejection_words(answer.message))

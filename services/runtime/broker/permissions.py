@@ -355,7 +355,7 @@ PORTAL_BUCKETS: Final = (
 
 
 def portal_permissions() -> Permissions:
-    """The portal's own state, and of the hub's only the registry, read-only: its five buckets and the document store.
+    """The portal's own state, the registry read-only (for the clinics' public sealing keys), and the document store.
 
     It acts for clinics only with each clinic's own credentials (its own account), so this
     key reads no stream, publishes no clinic subject and pulls no durable. It reads (never
@@ -401,8 +401,9 @@ def _document_api() -> tuple[str, ...]:
 
 
 def gateway_permissions() -> Permissions:
-    """The gateway's own state, and nothing of the hub's: its buckets, the client registrations read only.
+    """The gateway's own state, and nothing of the hub's: its buckets, client registrations and registry read only.
 
+    The registry gives the clinics' public sealing keys (patient details are sealed to them).
     It acts for a clinic only with that clinic's own credentials (the clinic's account), so
     this key reads no stream, publishes on no clinic subject and pulls no durable; and it
     cannot register a client key, so a stolen gateway key cannot mint a clinic's access.
@@ -412,6 +413,7 @@ def gateway_permissions() -> Permissions:
         publish=(
             *(right for bucket in owned for right in _kv_api(bucket, write=True)),
             *_kv_api(topology.GATEWAY_CLIENTS_KV, write=False),
+            *_kv_api(topology.REGISTRY_KV, write=False),
             *_document_api(),
             f"{JS_API}.INFO",
         ),

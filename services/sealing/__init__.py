@@ -1,0 +1,1 @@
+"""Patient details sealed to the clinics of a referral: the pure sealing core and the clinics' key store."""
