@@ -43,7 +43,7 @@ from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.contracts.screening import ScreeningDisputed, ScreeningFlagged
 from referral_hub.errors import HubError
-from referral_hub.referrals import alerting, fhir_task, lifecycle
+from referral_hub.referrals import alerting, fhir_task, lifecycle, wording
 from referral_hub.referrals.adapters import KvStore, careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.referrals.domain import SlaPolicy
@@ -221,10 +221,12 @@ def _flag_detail(message: ScreeningFlagged) -> str:
 _DETAILS: Final[dict[type, Callable[[Any], str]]] = {
     ReferralRequested: lambda m: (
         f"referral {m.referral_id} {m.referring_clinic} -> {m.recipient_clinic} "
-        f"patient {m.patient_ref} {m.modality} {m.urgency}{' (needs review)' if m.state == 'needs_review' else ''}"
+        f"patient {m.patient_ref}{' (needs review)' if m.state == 'needs_review' else ''}: "
+        + " | ".join(wording.request_lines(m))
     ),
     ReferralTransitioned: lambda m: (
         f"referral {m.referral_id} {m.transition} by {m.sender_clinic} -> {m.state} (BSeR {m.bser_status})"
+        + (f": {words}" if (words := wording.transitioned_words(m)) else "")
     ),
     CareTeamChanged: lambda m: f"{m.clinic} ({m.modality}) {m.change} the care team of {m.patient_ref}",
     PlanUpdated: lambda m: f"{m.plan_clinic} plan v{m.plan_version} for {m.patient_ref}",
@@ -359,31 +361,8 @@ async def referral_show(args: argparse.Namespace) -> int:
     if args.fhir:
         out(json.dumps(fhir_task.bundle(referral), indent=2))
         return 0
-    status = lifecycle.STATUS[referral.state]
-    out(
-        f"referral {referral.referral_id}  {referral.referring_clinic} -> {referral.recipient_clinic}  "
-        f"patient {referral.patient_ref}"
-    )
-    out(
-        f"  state {referral.state} (BSeR {status.bser_code} {status.bser_display}; FHIR Task {status.fhir_task_status})"
-    )
-    out(f"  {referral.request.modality} {referral.urgency}; reason: {referral.request.reason}")
-    for item in referral.history:
-        extra = " ".join(
-            part
-            for part in (
-                item.reason_code,
-                item.detail,
-                f"appointment {item.appointment_at.isoformat()}" if item.appointment_at else "",
-                f"-> {item.forwarded_to}" if item.forwarded_to else "",
-                f"{item.outcome.visits} visits: {item.outcome.response}" if item.outcome else "",
-            )
-            if part
-        )
-        out(
-            f"  {item.at.isoformat(timespec='seconds')}  {item.transition:<14} by {item.by_clinic:<20} "
-            f"-> {item.state:<16} {extra}"
-        )
+    for line in wording.referral_lines(referral):
+        out(line)
     return 0
 
 
