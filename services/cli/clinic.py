@@ -14,18 +14,15 @@ and alert the clinic is a party to, with the patient each is about.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Final, TypeAlias, TypeVar
 
-import nats.errors
-
-from referral_hub.cli.commands import REGISTRY_READ_SECONDS, UsageError, connect, fetch_registry, out, require_clinic
+from referral_hub.cli.clinic_registry import TIMEZONE_ENV, parse_when, registered_clinic, zone_of
+from referral_hub.cli.commands import UsageError, out, require_clinic
 from referral_hub.client import ClinicClient, InboxItem, new_id, utc_now
 from referral_hub.contracts.alerts import (
     AlertAck,
@@ -61,7 +58,6 @@ from referral_hub.contracts.referrals import (
 )
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.errors import HubError
-from referral_hub.runtime.broker import credentials, permissions
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # noqa: SLF001 - argparse has no public name for it
 Common = Callable[[argparse.ArgumentParser], None]
@@ -181,39 +177,20 @@ async def actor_of(args: argparse.Namespace, clinic_id: str) -> str:
     """Who the message names as acting: ``--actor``, ``$HUB_ACTOR``, else the clinic's first member.
 
     The hub refuses an actor who is not on the clinic's roster, and a clinic's key may not
-    read the registry. The first member is looked up only where the operator's key is at
-    hand (the machine running the hub, or a hub without authorization); elsewhere the
-    clinic names its member, and is told so at once rather than after a timeout.
+    read the registry: there the clinic names its member, and is told so at once rather
+    than after a timeout.
     """
     chosen: str | None = getattr(args, "actor", None) or os.environ.get(ACTOR_ENV)
     if chosen:
         return chosen
-    operator = credentials.for_hub_user(permissions.ADMIN)
-    if operator.nkey_file is None or operator.nkey_file.is_file():
-        with contextlib.suppress(HubError, nats.errors.Error, OSError, TimeoutError):
-            connection = await connect(args.nats_url, "hubctl-actor")
-            try:
-                registered = await asyncio.wait_for(fetch_registry(connection), REGISTRY_READ_SECONDS)
-            finally:
-                await connection.close()
-            for clinic in registered:
-                if clinic.id == clinic_id and clinic.members:
-                    return clinic.members[0].id
+    clinic = await registered_clinic(args, clinic_id)
+    if clinic is not None and clinic.members:
+        return clinic.members[0].id
     msg = (
         f"name the member acting for {clinic_id} with --actor MEMBER (or set {ACTOR_ENV}); "
         "a clinic's own key cannot read the hub's registry"
     )
     raise UsageError(msg)
-
-
-def parse_when(text: str) -> datetime:
-    """An ISO 8601 time; without a zone it is this machine's local time (said back in UTC)."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
-        msg = f"not an ISO 8601 time: {text!r} (for example 2026-12-01T10:30 or 2026-12-01T10:30-05:00)"
-        raise UsageError(msg) from exc
-    return (parsed if parsed.tzinfo else parsed.astimezone()).astimezone(UTC)
 
 
 def parse_day(text: str | None) -> date:
@@ -305,7 +282,7 @@ def _decline(args: argparse.Namespace, _: KnownReferral, base: dict[str, object]
 
 
 def _schedule(args: argparse.Namespace, _: KnownReferral, base: dict[str, object]) -> ReferralCommand:
-    return ReferralSchedule(**base, appointment_at=parse_when(args.at))  # type: ignore[arg-type]
+    return ReferralSchedule(**base, appointment_at=parse_when(args.at, args.zone))  # type: ignore[arg-type]
 
 
 def _no_show(_args: argparse.Namespace, _: KnownReferral, base: dict[str, object]) -> ReferralCommand:
@@ -371,6 +348,8 @@ def referral_step(build: Builder) -> Callable[[argparse.Namespace], object]:
                 referral_id=referral.referral_id,
                 patient_ref=referral.patient_ref,
             )
+            # A time without an offset is read in the clinic's zone, looked up only when one is given.
+            args.zone = await zone_of(args, clinic_id) if getattr(args, "at", None) else None
             answer = await exchange(client, build(args, referral, base), args.wait)
         finally:
             await client.close()
@@ -440,7 +419,11 @@ def add_referral_steps(referral_sub: Subparsers, common: Common) -> None:
             parser.add_argument("--reason-text", default="", help="free-text detail")
         if verb == "schedule":
             parser.add_argument(
-                "--at", required=True, help="appointment time, ISO 8601; without a zone, this machine's local time"
+                "--at", required=True, help="appointment time, ISO 8601; without an offset, the clinic's local time"
+            )
+            parser.add_argument(
+                "--timezone",
+                help=f"IANA zone of a time without an offset (default: ${TIMEZONE_ENV}, else the clinic's)",
             )
         if verb == "complete":
             parser.add_argument("--visits", type=int, required=True, help="how many visits the episode took")
@@ -502,7 +485,10 @@ def add_commands(sub: Subparsers, common: Common) -> None:
     )
     raise_.add_argument("--technique", action="append", default=[], help="a technique it concerns (repeatable)")
     raise_.add_argument("--body-site", default="", help="for local alerts: the site to avoid")
-    raise_.add_argument("--until", help="ISO 8601 end of validity; without a zone, this machine's local time")
+    raise_.add_argument("--until", help="ISO 8601 end of validity; without an offset, the clinic's local time")
+    raise_.add_argument(
+        "--timezone", help=f"IANA zone of a time without an offset (default: ${TIMEZONE_ENV}, else the clinic's)"
+    )
     raise_.add_argument("--note", default="", help="detail for the care team")
     raise_.set_defaults(run=alert_raise)
 
@@ -573,7 +559,7 @@ async def alert_raise(args: argparse.Namespace) -> int:
         techniques=tuple(args.technique),
         severity=Severity(args.severity),
         body_site=args.body_site,
-        valid_until=parse_when(args.until) if args.until else None,
+        valid_until=parse_when(args.until, await zone_of(args, clinic_id)) if args.until else None,
         note=args.note,
     )
     client = await ClinicClient.connect(args.nats_url, clinic_id)
