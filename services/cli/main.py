@@ -22,7 +22,7 @@ import msgspec
 import nats
 import nats.errors
 
-from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dlq, natsconfig, paging_commands
+from referral_hub.cli import audit_keys, audit_proofs, audit_query, commands, dlq, natsconfig, paging_commands, roster
 from referral_hub.cli import clinic as clinic_cli
 from referral_hub.cli import gateway as gateway_cli
 from referral_hub.cli import portal as portal_cli
@@ -423,12 +423,7 @@ def _add_paging(sub: Subparsers) -> None:
     override.add_argument("--reason", default="", help="why (shown to the team)")
     override.set_defaults(run=paging_commands.oncall_override)
 
-    roster = sub.add_parser("roster", help="a clinic's members, channels, rotation, hours and intake")
-    roster_sub = roster.add_subparsers(dest="roster_command", required=True, metavar="ROSTER_COMMAND")
-    roster_set = roster_sub.add_parser("set", help="replace the roster from a JSON file")
-    _common(roster_set)
-    roster_set.add_argument("--file", type=Path, required=True, help="roster JSON: members, oncall, working_hours, ...")
-    roster_set.set_defaults(run=paging_commands.roster_set)
+    roster.add_commands(sub, _common)
 
     silence = sub.add_parser("silence", help="silences (they always expire; never for absolute pages)")
     silence_sub = silence.add_subparsers(dest="silence_command", required=True, metavar="SILENCE_COMMAND")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from referral_hub.contracts.registry import ChannelKind
 from referral_hub.notifications.domain import SERVICE
@@ -37,9 +37,16 @@ SILENCES_ACTIVE: Final = LastValue(
     "hub_silences_active",
     "Silences in force, as the notifications service sees them, refreshed by each sweep.",
 )
+ONCALL_UNREACHABLE: Final = Gauge(
+    "hub_oncall_unreachable_members",
+    "Members of a clinic's on-call rotation (or override) with no contact channel the notifications service can "
+    "deliver on (e-mail needs SMTP, SMS a gateway), by clinic, refreshed by each sweep: a page to them reaches "
+    "nobody. hubctl status names them.",
+    ["clinic"],
+)
 FALLBACKS: Final = ("page_everyone", "page_leads", "notify_now", "digest_now")
 """The values of ``hub_roster_invalid_total``'s ``fallback`` label."""
-OWN_METRICS: Final = (ROSTER_INVALID, ROSTERS_INVALID, SWEEPS, SILENCES_ACTIVE)
+OWN_METRICS: Final = (ROSTER_INVALID, ROSTERS_INVALID, SWEEPS, SILENCES_ACTIVE, ONCALL_UNREACHABLE)
 """Families this module defines (beside ``runtime.hosting.metrics``' own); the service exposes them."""
 
 
