@@ -83,6 +83,15 @@ def stream_budget(text: str) -> tuple[str, int]:
     raise argparse.ArgumentTypeError(msg)
 
 
+def positive_rate(text: str) -> float:
+    """One positive number, such as a rate a minute."""
+    [rate] = rates(text) if "," not in text else [0.0]
+    if rate <= 0:
+        msg = f"expected one positive number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return rate
+
+
 def rates(text: str) -> list[float]:
     """``50`` or ``50,100,200``: offered rates in messages per second."""
     try:
@@ -136,8 +145,12 @@ def _add_up(sub: Subparsers) -> None:
         "--demo", action=argparse.BooleanOptionalAction, default=True, help="send demo referrals (default: on)"
     )
     up.add_argument(
-        "--demo-interval", type=float, default=2.0, help="seconds between demo referrals (default: %(default)s)"
+        "--demo-rate",
+        type=positive_rate,
+        default=4.0,
+        help="new demo referrals a minute, each moving an earlier one a step on (default: %(default)s)",
     )
+    up.add_argument("--demo-interval", type=float, help="seconds between demo referrals (overrides --demo-rate)")
     up.add_argument("--duration", type=float, help="stop by itself after this many seconds (for scripts)")
     up.add_argument(
         "--cluster",
