@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 from referral_hub.contracts.registry import ChannelKind
 from referral_hub.notifications.domain import SERVICE
@@ -37,12 +37,11 @@ SILENCES_ACTIVE: Final = LastValue(
     "hub_silences_active",
     "Silences in force, as the notifications service sees them, refreshed by each sweep.",
 )
-ONCALL_UNREACHABLE: Final = Gauge(
+ONCALL_UNREACHABLE: Final = LastValue(
     "hub_oncall_unreachable_members",
-    "Members of a clinic's on-call rotation (or override) with no contact channel the notifications service can "
-    "deliver on (e-mail needs SMTP, SMS a gateway), by clinic, refreshed by each sweep: a page to them reaches "
-    "nobody. hubctl status names them.",
-    ["clinic"],
+    "Members of clinics' on-call rotations (or overrides) with no contact channel the notifications service can "
+    "deliver on (e-mail needs SMTP, SMS a gateway), refreshed by each sweep: a page to them reaches nobody. "
+    "hubctl status and hubctl roster show name them.",
 )
 FALLBACKS: Final = ("page_everyone", "page_leads", "notify_now", "digest_now")
 """The values of ``hub_roster_invalid_total``'s ``fallback`` label."""

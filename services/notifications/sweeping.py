@@ -105,10 +105,9 @@ class Sweeper:
         return 1
 
     def _check_reach(self, now: datetime) -> None:
-        """Count, per clinic, the on-call members no configured channel reaches."""
-        working = self._working
-        for clinic in self._hub.registry.clinics():
-            ONCALL_UNREACHABLE.labels(clinic.id).set(len(oncall.unreachable_on_call(clinic, now, working)))
+        """Count the on-call members no configured channel reaches (no clinic label: ``hubctl status`` names them)."""
+        clinics = self._hub.registry.clinics()
+        ONCALL_UNREACHABLE.set(sum(len(oncall.unreachable_on_call(c, now, self._working)) for c in clinics))
 
     def _check_rosters(self) -> None:
         """Count the clinics whose roster cannot be followed; log each as it breaks and as it is mended."""
