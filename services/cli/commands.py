@@ -221,12 +221,10 @@ def _flag_detail(message: ScreeningFlagged) -> str:
 _DETAILS: Final[dict[type, Callable[[Any], str]]] = {
     ReferralRequested: lambda m: (
         f"referral {m.referral_id} {m.referring_clinic} -> {m.recipient_clinic} "
-        f"patient {m.patient_ref}{' (needs review)' if m.state == 'needs_review' else ''}: "
-        + " | ".join(wording.request_lines(m))
+        f"patient {m.patient_ref} {m.modality} {m.urgency}{' (needs review)' if m.state == 'needs_review' else ''}"
     ),
     ReferralTransitioned: lambda m: (
         f"referral {m.referral_id} {m.transition} by {m.sender_clinic} -> {m.state} (BSeR {m.bser_status})"
-        + (f": {words}" if (words := wording.transitioned_words(m)) else "")
     ),
     CareTeamChanged: lambda m: f"{m.clinic} ({m.modality}) {m.change} the care team of {m.patient_ref}",
     PlanUpdated: lambda m: f"{m.plan_clinic} plan v{m.plan_version} for {m.patient_ref}",
@@ -242,13 +240,27 @@ _DETAILS: Final[dict[type, Callable[[Any], str]]] = {
 }
 
 
-def describe_item(item: InboxItem) -> str:
-    """One human-readable line for an inbox message."""
+def _content(message: object) -> str:
+    """What a referral message says (reason, techniques, notes, outcome), as its clinic reads it."""
+    if isinstance(message, ReferralRequested):
+        return " | ".join([f"reason: {message.reason}", *wording.request_lines(message)[1:]])
+    if isinstance(message, ReferralTransitioned):
+        return wording.transitioned_words(message)
+    return ""
+
+
+def describe_item(item: InboxItem, *, content: bool = True) -> str:
+    """One human-readable line for an inbox message; ``content=False`` leaves the clinical text out.
+
+    A clinic reading its own inbox sees what the other clinic wrote; the hub operator's screen
+    (``hubctl up``) shows only who, what and when.
+    """
     message = item.message
     kind = item.subject.split(".in.", 1)[-1]
     stamp = message.occurred_at.isoformat(timespec="seconds")
     detail = _DETAILS.get(type(message), lambda m: f"from {m.sender_clinic}")(message)
-    return f"#{item.event_number:<5} {stamp}  {kind:<22} {detail}"
+    said = _content(message) if content else ""
+    return f"#{item.event_number:<5} {stamp}  {kind:<22} {detail}{': ' + said if said else ''}"
 
 
 async def inbox(args: argparse.Namespace) -> int:

@@ -200,7 +200,8 @@ async def show_deliveries(nats_url: str) -> None:
                 continue
             clinic = raw.subject.split(".")[1]
             mark = "!!" if isinstance(message, Rejection | AlertRaised) else "<-"
-            out(f"{mark} {clinic:<19} {describe_item(InboxItem(raw.metadata.sequence.stream, raw.subject, message))}")
+            item = InboxItem(raw.metadata.sequence.stream, raw.subject, message)
+            out(f"{mark} {clinic:<19} {describe_item(item, content=False)}")
     finally:
         await connection.close()
 
