@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -147,3 +148,39 @@ async def test_audit_query_by_short_id_shows_a_refused_step_as_refused(hub: Runn
     assert any("submit" in line and "referral.accept" in line and "refused:wrong_party" in line for line in lines)
     assert any("dead_letter" in line and "rejected:wrong_party" in line for line in lines)
     assert any("rejection" in line and "rejected:wrong_party" in line for line in lines)
+
+
+async def test_a_strangers_rejection_echoes_only_the_id_it_sent(hub: RunningHub) -> None:
+    """A clinic naming another clinic's referral learns nothing an unused id would not tell it."""
+    request = referral_request()
+    await (await hub.clinic("harbor-pt")).send_and_confirm(request)
+    stranger = await hub.clinic("summit-chiro")
+
+    def accept(referral_id: uuid.UUID) -> ReferralAccept:
+        return ReferralAccept(
+            message_id=new_id(),
+            occurred_at=utc_now(),
+            sender_clinic="summit-chiro",
+            actor="tom.nguyen",
+            correlation_id=new_id(),
+            referral_id=referral_id,
+            patient_ref=request.patient_ref,
+        )
+
+    answers = []
+    for referral_id in (request.referral_id, new_id()):
+        sent = accept(referral_id)
+        answer = (await stranger.send_and_confirm(sent)).message
+        assert isinstance(answer, Rejection)
+        assert answer.offending_referral_id == str(referral_id)
+        answers.append((answer, sent))
+
+    def without_ids(answer: Rejection, sent: ReferralAccept) -> dict[str, object]:
+        fields = msgspec.structs.asdict(answer)
+        for name in ("message_id", "occurred_at", "correlation_id", "causation_id", "event_number"):
+            fields.pop(name)
+        fields["reason"] = answer.reason.replace(str(sent.referral_id), "ID")
+        fields["offending_message_id"] = fields["offending_referral_id"] = ""
+        return fields
+
+    assert without_ids(*answers[0]) == without_ids(*answers[1])
