@@ -68,6 +68,8 @@ typed = st.text(
     min_size=1,
     max_size=24,
 ).map(lambda text: f"«{text.strip()}»")
+listed = typed.filter(lambda text: "," not in text)
+"""A list entry: the portal's forms take lists comma or newline separated, so an entry holds neither."""
 icd10 = st.sampled_from(("M54.5", "G44.2", "M79.1", "R51"))
 appointments = st.datetimes(
     min_value=datetime(2026, 12, 8),  # noqa: DTZ001 - hypothesis bounds are naive; timezones= gives UTC
@@ -94,10 +96,10 @@ def typed_fields(draw: st.DrawFn) -> Typed:
                 "reason": draw(typed),
                 "icd10_codes": tuple(draw(st.lists(icd10, min_size=1, max_size=2, unique=True))),
                 "clinical_flags": ClinicalFlags(
-                    conditions=tuple(draw(st.lists(typed, min_size=1, max_size=2))),
-                    medications=tuple(draw(st.lists(typed, min_size=1, max_size=2))),
+                    conditions=tuple(draw(st.lists(listed, min_size=1, max_size=2))),
+                    medications=tuple(draw(st.lists(listed, min_size=1, max_size=2))),
                 ),
-                "requested_techniques": tuple(draw(st.lists(typed, min_size=1, max_size=3))),
+                "requested_techniques": tuple(draw(st.lists(listed, min_size=1, max_size=3))),
                 "note": draw(typed),
             },
             ReferralAccept: {"note": draw(typed)},
@@ -108,7 +110,7 @@ def typed_fields(draw: st.DrawFn) -> Typed:
             ReferralComplete: {
                 "outcome": ConsultNote(
                     visits=draw(st.integers(0, 1000)),
-                    techniques=tuple(draw(st.lists(typed, min_size=1, max_size=3))),
+                    techniques=tuple(draw(st.lists(listed, min_size=1, max_size=3))),
                     response=draw(typed),
                     recommendations=draw(typed),
                 )

@@ -34,7 +34,7 @@ from referral_hub.contracts.alerts import (
     Severity,
     TriggerKind,
 )
-from referral_hub.contracts.base import Message, Modality
+from referral_hub.contracts.base import ClinicalFlags, Message, Modality
 from referral_hub.contracts.plans import PlanUpdate, PlanUpdated
 from referral_hub.contracts.referrals import (
     ConsultNote,
@@ -630,15 +630,10 @@ async def alert_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def refer(args: argparse.Namespace) -> int:
-    """``hubctl refer``: send a referral and report what the hub made of it.
-
-    Screening may hold a referral for review (``needs_review``) instead of passing it on:
-    the outcome printed is the state the hub answered with, never an assumed one.
-    """
-    clinic_id = require_clinic(args)
-    request = ReferralRequest(
-        **_base(clinic_id, await actor_of(args, clinic_id)),  # type: ignore[arg-type]
+def referral_request(args: argparse.Namespace, base: dict[str, object]) -> ReferralRequest:
+    """The ``referral.request`` ``hubctl refer``'s options describe, every field the contract takes."""
+    return ReferralRequest(
+        **base,  # type: ignore[arg-type]
         referral_id=new_id(),
         patient_ref=args.patient,
         recipient_clinic=args.to,
@@ -646,7 +641,20 @@ async def refer(args: argparse.Namespace) -> int:
         urgency=Urgency(args.urgency),
         reason=args.reason,
         icd10_codes=tuple(args.icd10),
+        clinical_flags=ClinicalFlags(conditions=tuple(args.condition), medications=tuple(args.medication)),
+        requested_techniques=tuple(args.technique),
+        note=args.note,
     )
+
+
+async def refer(args: argparse.Namespace) -> int:
+    """``hubctl refer``: send a referral and report what the hub made of it.
+
+    Screening may hold a referral for review (``needs_review``) instead of passing it on:
+    the outcome printed is the state the hub answered with, never an assumed one.
+    """
+    clinic_id = require_clinic(args)
+    request = referral_request(args, _base(clinic_id, await actor_of(args, clinic_id)))
     client = await ClinicClient.connect(args.nats_url, clinic_id)
     try:
         answer = await exchange(client, request, args.wait)

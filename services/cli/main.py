@@ -269,7 +269,8 @@ def _add_run(sub: Subparsers) -> None:
     run.set_defaults(sync_run=lambda args: web.get(args.service, commands.run_service)(args))
 
 
-def _add_clinic_commands(sub: Subparsers) -> None:
+def _add_refer(sub: Subparsers) -> None:
+    """``hubctl refer``: every field of a ``referral.request`` has an option."""
     refer = sub.add_parser("refer", help="send a referral from --clinic to another clinic")
     _common(refer)
     refer.add_argument("--to", required=True, help="recipient clinic id")
@@ -286,10 +287,22 @@ def _add_clinic_commands(sub: Subparsers) -> None:
         "--actor", help=f"member id sending it (default: ${clinic_cli.ACTOR_ENV}, else the clinic's first member)"
     )
     refer.add_argument("--icd10", nargs="*", default=[], help="ICD-10 codes")
+    refer.add_argument("--technique", action="append", default=[], help="a technique asked for (repeatable)")
+    refer.add_argument(
+        "--condition", action="append", default=[], help="a condition screening should know (repeatable)"
+    )
+    refer.add_argument(
+        "--medication", action="append", default=[], help="a medication screening should know (repeatable)"
+    )
+    refer.add_argument("--note", default="", help="a note for the recipient clinic")
     refer.add_argument(
         "--wait", type=float, default=10.0, help="seconds to wait for the hub's answer (default: %(default)s)"
     )
     refer.set_defaults(run=clinic_cli.refer)
+
+
+def _add_clinic_commands(sub: Subparsers) -> None:
+    _add_refer(sub)
 
     inbox = sub.add_parser("inbox", help="list a clinic's inbox")
     _common(inbox)
