@@ -10,6 +10,7 @@ from pathlib import Path
 
 import msgspec
 
+from referral_hub.audit.audit_event import to_audit_event
 from referral_hub.audit.domain import chain, describe
 from referral_hub.audit.index import AuditFilter, AuditIndex
 from referral_hub.cli.audit_query import submission_outcome
@@ -106,6 +107,16 @@ def test_a_refused_submission_reads_refused_with_its_code(tmp_path: Path) -> Non
     refused = index.refusals(e.source_message_id for e in found)
 
     assert [submission_outcome(e, refused) for e in found] == ["refused:wrong_party", "rejected:wrong_party", "success"]
+
+
+def test_the_fhir_export_of_a_refused_submission_says_it_failed(tmp_path: Path) -> None:
+    index = _indexed(tmp_path)
+    submitted = next(index.query(AuditFilter(referral_id=REFERRAL)))
+    refused = index.refusals([submitted.source_message_id])
+
+    event = to_audit_event(submitted, refused.get(submitted.source_message_id, ""))
+
+    assert (event["outcome"], event["outcomeDesc"]) == ("4", "refused:wrong_party")
 
 
 def test_an_index_of_an_older_layout_is_rebuilt(tmp_path: Path) -> None:

@@ -101,10 +101,11 @@ async def query(args: argparse.Namespace) -> int:
 
 async def export(args: argparse.Namespace) -> int:
     """``hubctl audit export --format fhir|jsonl``: one resource or entry per line (FHIR bulk NDJSON)."""
-    found, _, _, _ = await _selected(args)
+    found, refused, _, _ = await _selected(args)
     for entry in found:
         if args.format == "fhir":
-            out(json.dumps(to_audit_event(entry), separators=(",", ":")))
+            refusal = refused.get(entry.source_message_id, "") if entry.action == "submit" else ""
+            out(json.dumps(to_audit_event(entry, refusal), separators=(",", ":")))
         else:
             out(msgspec.json.encode(entry).decode())
     return 0
