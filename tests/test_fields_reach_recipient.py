@@ -276,7 +276,7 @@ def test_the_property_covers_every_command_field(values: Typed) -> None:
 
 
 @pytest.mark.parametrize("path", sorted(PATHS))
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values=typed_fields())
 def test_every_typed_field_reaches_the_other_clinic_on_every_surface(path: str, values: Typed) -> None:
     run = walk(path, values)

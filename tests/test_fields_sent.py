@@ -85,7 +85,7 @@ def _base(clinic: str) -> dict[str, object]:
     }
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(values=typed_fields())
 def test_every_field_can_be_typed_into_hubctl(values: Typed) -> None:
     parser = build_parser()
@@ -121,7 +121,7 @@ def _form(values: dict[str, Any], zone: str) -> dict[str, str]:
     return form
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(values=typed_fields())
 def test_every_step_field_can_be_typed_into_the_portal(values: Typed) -> None:
     actor = forms.Actor(RECIPIENT, "front.desk", "America/New_York")
@@ -139,7 +139,7 @@ def test_every_step_field_can_be_typed_into_the_portal(values: Typed) -> None:
         assert _own(result.message) == wanted, cls.__name__
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(values=typed_fields())
 def test_every_request_field_can_be_typed_into_the_portal(values: Typed) -> None:
     own = values.values[ReferralRequest]
