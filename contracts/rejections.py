@@ -102,6 +102,8 @@ class Rejection(Message, frozen=True, kw_only=True, tag="rejection"):
     event_number: int = 0
     current_version: int = 0
     """For ``stale_plan_version``: the version the hub holds."""
+    offending_referral_id: ShortText = ""
+    """The ``referral_id`` the refused message named, as sent, so the refusal files under its referral."""
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="dead_letter"):

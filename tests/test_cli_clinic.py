@@ -68,7 +68,25 @@ async def test_a_referral_goes_through_its_whole_lifecycle_by_short_ids(hub: Run
     assert closed.stdout.endswith(f"next:\n  hubctl referral show {referral}\n")
     assert shown.status == 0, shown.stderr
     assert "state closed" in shown.stdout
-    assert "4 visits: Pain down from 7 to 2" in shown.stdout
+    assert "4 visits; response: Pain down from 7 to 2" in shown.stdout
+
+
+async def test_an_accept_note_and_a_time_without_offset_read_in_the_clinics_zone(
+    hub: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # this machine's zone must not matter
+    sent = await as_clinic(
+        hub, HARBOR, "refer", "--to", LOTUS, "--patient", "pt-zone", "--modality", "acupuncture", "--reason", "x"
+    )
+    referral = short_id(sent)
+    await as_clinic(hub, LOTUS, "referral", "accept", referral, "--note", "Can see her Tuesday")
+    scheduled = await as_clinic(hub, LOTUS, "referral", "schedule", referral, "--at", "2026-12-09T10:30")
+    shown = await hubctl("referral", "show", referral, "--nats-url", hub.url)
+
+    assert scheduled.status == 0, scheduled.stderr
+    assert "Can see her Tuesday" in shown.stdout
+    # lotus-acu is in America/New_York: 10:30 there is 15:30 UTC.
+    assert "appointment 2026-12-09T15:30:00+00:00" in shown.stdout
 
 
 async def test_a_step_the_hub_refuses_is_one_line_in_plain_words(hub: RunningHub) -> None:

@@ -35,8 +35,12 @@ def _entity(kind: str, value: str, type_code: str, display: str) -> dict[str, An
     return {"what": _identifier(kind, value), "type": {"system": ENTITY_TYPE, "code": type_code, "display": display}}
 
 
-def to_audit_event(entry: AuditEntry) -> dict[str, Any]:
-    """One FHIR R4 AuditEvent for one audit entry."""
+def to_audit_event(entry: AuditEntry, refused: str = "") -> dict[str, Any]:
+    """One FHIR R4 AuditEvent for one audit entry; ``refused``: the code the hub later refused a submission with.
+
+    A submission's entry is written as the message is stored, before any service decides on
+    it; its dead letter says how it ended, and the export says so on the submission too.
+    """
     about_patient = bool(entry.patient_ref)
     agents: list[dict[str, Any]] = []
     if entry.clinic:
@@ -74,7 +78,9 @@ def to_audit_event(entry: AuditEntry) -> dict[str, Any]:
         "action": ACTION_BY_TYPE.get(entry.message_type) or ACTION.get(entry.action, "E"),
         "period": {"start": entry.occurred_at.isoformat()},
         "recorded": entry.recorded_at.isoformat(),
-        "outcome": "0" if entry.outcome is AuditOutcome.SUCCESS and entry.message_type not in FAILED_TYPES else "4",
+        "outcome": "0"
+        if entry.outcome is AuditOutcome.SUCCESS and entry.message_type not in FAILED_TYPES and not refused
+        else "4",
         "agent": agents,
         "source": {
             "observer": {"display": f"referral-hub {entry.service}"},
@@ -82,6 +88,6 @@ def to_audit_event(entry: AuditEntry) -> dict[str, Any]:
         },
         "entity": [*entities, message],
     }
-    if entry.rejection_code:
-        event["outcomeDesc"] = entry.rejection_code
+    if entry.rejection_code or refused:
+        event["outcomeDesc"] = entry.rejection_code or f"refused:{refused}"
     return event

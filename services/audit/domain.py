@@ -7,6 +7,7 @@ every hash after it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,12 +53,36 @@ class _Facts:
         return self.strings.get(name, "")
 
 
-def _facts(data: bytes) -> _Facts:
+QUOTED_FROM_ORIGINAL: Final = ("referral_id", "patient_ref", "alert_id", "member", "actor", "correlation_id")
+"""What a dead letter's entry quotes from the refused message it holds, so the refusal files
+under the referral, patient and member it was about."""
+
+
+def _strings(data: bytes) -> dict[str, str] | None:
     document = lenient_decode(data, dict[str, Any])
     if document is None:
+        return None
+    return {key: value for key, value in document.items() if isinstance(key, str) and isinstance(value, str)}
+
+
+def _facts(data: bytes) -> _Facts:
+    strings = _strings(data)
+    if strings is None:
         return _Facts({}, None)
-    strings = {key: value for key, value in document.items() if isinstance(key, str) and isinstance(value, str)}
+    if strings.get("type") == "dead_letter":
+        original = _strings(_base64_or_empty(strings.get("payload", ""))) or {}
+        strings |= {key: original[key] for key in QUOTED_FROM_ORIGINAL if key in original and key not in strings}
+    elif strings.get("type") == "rejection" and "referral_id" not in strings:
+        strings["referral_id"] = strings.get("offending_referral_id", "")
     return _Facts(strings, _utc_or_none(strings.get("occurred_at", "")))
+
+
+def _base64_or_empty(text: str) -> bytes:
+    """A dead letter's payload bytes (base64 in JSON); empty when they are not valid base64."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return b""
 
 
 def _utc_or_none(text: str) -> datetime | None:

@@ -22,9 +22,13 @@ from nats.js import JetStreamContext
 
 from referral_hub.audit.adapters import ForeignLog, OnForeign, read_chain
 from referral_hub.contracts.audit import AuditEntry
+from referral_hub.runtime.jetstream import streams
 
 BATCH: Final = 5000
 FILE_MODE: Final = 0o600
+SCHEMA_VERSION: Final = 2
+"""Bumped when the table changes; an index of another version is dropped and rebuilt from the stream."""
+FULL_ID_LENGTH: Final = 36
 COLUMNS: Final = ("referral_id", "patient_ref", "clinic", "member", "message_type")
 _decoder: Final = msgspec.json.Decoder(AuditEntry)
 _SCHEMA: Final = (
@@ -37,8 +41,11 @@ CREATE TABLE IF NOT EXISTS entries (
     clinic TEXT NOT NULL,
     member TEXT NOT NULL,
     message_type TEXT NOT NULL,
-    entry BLOB NOT NULL
+    entry BLOB NOT NULL,
+    source_message_id TEXT NOT NULL DEFAULT '',
+    refusal_code TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS refusals ON entries (source_message_id) WHERE refusal_code != '';
 """
     + "".join(f"CREATE INDEX IF NOT EXISTS by_{column} ON entries ({column}, occurred_at);\n" for column in COLUMNS)
     + "CREATE INDEX IF NOT EXISTS by_time ON entries (occurred_at);\n"
@@ -78,6 +85,8 @@ class AuditIndex:
         os.close(os.open(path, os.O_CREAT | os.O_RDWR, FILE_MODE))
         path.chmod(FILE_MODE)
         self._db = sqlite3.connect(path)
+        if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            self._db.executescript(f"DROP TABLE IF EXISTS entries; PRAGMA user_version = {SCHEMA_VERSION};")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -101,11 +110,13 @@ class AuditIndex:
                 e.member,
                 e.message_type,
                 msgspec.json.encode(e),
+                e.source_message_id,
+                e.rejection_code if e.source_stream == streams.HUB_DEADLETTER else "",
             )
             for e in entries
         ]
         with self._db:
-            self._db.executemany("INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return len(rows)
 
     async def catch_up(self, js: JetStreamContext, foreign: OnForeign | None = None) -> int:
@@ -124,12 +135,28 @@ class AuditIndex:
                 batch = []
         return added + self.add(batch)
 
+    def refusals(self, message_ids: Iterable[str]) -> dict[str, str]:
+        """The refusal code of each of ``message_ids`` the hub refused (its dead letter says so)."""
+        wanted = sorted(set(message_ids))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT source_message_id, refusal_code FROM entries WHERE refusal_code != '' AND source_message_id IN ({marks})"  # noqa: S608, E501 - only placeholders are interpolated
+            found.update(self._db.execute(sql, chunk).fetchall())
+        return found
+
     def query(self, where: AuditFilter) -> Iterator[AuditEntry]:
         """Matching entries, oldest first, at most ``where.limit``."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[str] = []
         for column in COLUMNS:
             value = getattr(where, column)
-            if value:
+            if column == "referral_id" and 0 < len(value) < FULL_ID_LENGTH:
+                # A short id, as the hub prints them: every referral whose id starts so.
+                clauses.append("referral_id >= ? AND referral_id < ?")
+                params.extend((value, value[:-1] + chr(ord(value[-1]) + 1)))
+            elif value:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         if where.since is not None:

@@ -39,7 +39,7 @@ def add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rebuild", action="store_true", help="delete the index and rebuild it from the stream")
 
 
-async def _selected(args: argparse.Namespace) -> tuple[list[AuditEntry], int, float]:
+async def _selected(args: argparse.Namespace) -> tuple[list[AuditEntry], dict[str, str], int, float]:
     if args.rebuild:
         args.index.unlink(missing_ok=True)
     index = AuditIndex(args.index)
@@ -63,20 +63,34 @@ async def _selected(args: argparse.Namespace) -> tuple[list[AuditEntry], int, fl
             limit=args.limit,
         )
         found = list(index.query(where))
-        return found, added, time.perf_counter() - started
+        refused = index.refusals(e.source_message_id for e in found if e.action == "submit")
+        return found, refused, added, time.perf_counter() - started
     finally:
         index.close()
 
 
+def submission_outcome(entry: AuditEntry, refused: dict[str, str]) -> str:
+    """The outcome column: a submission the hub later refused reads ``refused:<code>``, not ``success``.
+
+    A submission's entry is written when the message is stored, before any service decides
+    on it, so the entry itself says only that it arrived; its dead letter says how it ended.
+    """
+    if entry.rejection_code:
+        return f"rejected:{entry.rejection_code}"
+    if entry.action == "submit" and entry.source_message_id in refused:
+        return f"refused:{refused[entry.source_message_id]}"
+    return str(entry.outcome)
+
+
 async def query(args: argparse.Namespace) -> int:
     """``hubctl audit query``: a table, or JSON Lines with ``--json``."""
-    found, added, seconds = await _selected(args)
+    found, refused, added, seconds = await _selected(args)
     if args.json:
         for entry in found:
             out(msgspec.json.encode(entry).decode())
         return 0
     for e in found:
-        outcome = e.outcome if not e.rejection_code else f"rejected:{e.rejection_code}"
+        outcome = submission_outcome(e, refused)
         out(
             f"{e.index:>8}  {e.occurred_at.isoformat(timespec='seconds')}  {e.action:<10} {e.message_type:<24} "
             f"{e.clinic or '-':<20} {e.member or '-':<14} {outcome}"
@@ -87,10 +101,11 @@ async def query(args: argparse.Namespace) -> int:
 
 async def export(args: argparse.Namespace) -> int:
     """``hubctl audit export --format fhir|jsonl``: one resource or entry per line (FHIR bulk NDJSON)."""
-    found, _, _ = await _selected(args)
+    found, refused, _, _ = await _selected(args)
     for entry in found:
         if args.format == "fhir":
-            out(json.dumps(to_audit_event(entry), separators=(",", ":")))
+            refusal = refused.get(entry.source_message_id, "") if entry.action == "submit" else ""
+            out(json.dumps(to_audit_event(entry, refusal), separators=(",", ":")))
         else:
             out(msgspec.json.encode(entry).decode())
     return 0

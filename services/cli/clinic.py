@@ -14,19 +14,16 @@ and alert the clinic is a party to, with the patient each is about.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Final, TypeAlias, TypeVar
 
-import nats.errors
-
 from referral_hub.cli import sealing_keys as sealing_cli
-from referral_hub.cli.commands import REGISTRY_READ_SECONDS, UsageError, connect, fetch_registry, out, require_clinic
+from referral_hub.cli.clinic_registry import TIMEZONE_ENV, parse_when, registered_clinic, zone_of
+from referral_hub.cli.commands import UsageError, out, require_clinic
 from referral_hub.client import ClinicClient, InboxItem, new_id, utc_now
 from referral_hub.contracts.alerts import (
     AlertAck,
@@ -38,7 +35,7 @@ from referral_hub.contracts.alerts import (
     Severity,
     TriggerKind,
 )
-from referral_hub.contracts.base import Message, Modality
+from referral_hub.contracts.base import ClinicalFlags, Message, Modality
 from referral_hub.contracts.plans import PlanUpdate, PlanUpdated
 from referral_hub.contracts.referrals import (
     ConsultNote,
@@ -62,7 +59,6 @@ from referral_hub.contracts.referrals import (
 )
 from referral_hub.contracts.rejections import Rejection, RejectionCode
 from referral_hub.errors import HubError
-from referral_hub.runtime.broker import credentials, permissions
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # noqa: SLF001 - argparse has no public name for it
 Common = Callable[[argparse.ArgumentParser], None]
@@ -182,39 +178,20 @@ async def actor_of(args: argparse.Namespace, clinic_id: str) -> str:
     """Who the message names as acting: ``--actor``, ``$HUB_ACTOR``, else the clinic's first member.
 
     The hub refuses an actor who is not on the clinic's roster, and a clinic's key may not
-    read the registry. The first member is looked up only where the operator's key is at
-    hand (the machine running the hub, or a hub without authorization); elsewhere the
-    clinic names its member, and is told so at once rather than after a timeout.
+    read the registry: there the clinic names its member, and is told so at once rather
+    than after a timeout.
     """
     chosen: str | None = getattr(args, "actor", None) or os.environ.get(ACTOR_ENV)
     if chosen:
         return chosen
-    operator = credentials.for_hub_user(permissions.ADMIN)
-    if operator.nkey_file is None or operator.nkey_file.is_file():
-        with contextlib.suppress(HubError, nats.errors.Error, OSError, TimeoutError):
-            connection = await connect(args.nats_url, "hubctl-actor")
-            try:
-                registered = await asyncio.wait_for(fetch_registry(connection), REGISTRY_READ_SECONDS)
-            finally:
-                await connection.close()
-            for clinic in registered:
-                if clinic.id == clinic_id and clinic.members:
-                    return clinic.members[0].id
+    clinic = await registered_clinic(args, clinic_id)
+    if clinic is not None and clinic.members:
+        return clinic.members[0].id
     msg = (
         f"name the member acting for {clinic_id} with --actor MEMBER (or set {ACTOR_ENV}); "
         "a clinic's own key cannot read the hub's registry"
     )
     raise UsageError(msg)
-
-
-def parse_when(text: str) -> datetime:
-    """An ISO 8601 time; without a zone it is this machine's local time (said back in UTC)."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
-        msg = f"not an ISO 8601 time: {text!r} (for example 2026-12-01T10:30 or 2026-12-01T10:30-05:00)"
-        raise UsageError(msg) from exc
-    return (parsed if parsed.tzinfo else parsed.astimezone()).astimezone(UTC)
 
 
 def parse_day(text: str | None) -> date:
@@ -306,7 +283,7 @@ def _decline(args: argparse.Namespace, _: KnownReferral, base: dict[str, object]
 
 
 def _schedule(args: argparse.Namespace, _: KnownReferral, base: dict[str, object]) -> ReferralCommand:
-    return ReferralSchedule(**base, appointment_at=parse_when(args.at))  # type: ignore[arg-type]
+    return ReferralSchedule(**base, appointment_at=parse_when(args.at, args.zone))  # type: ignore[arg-type]
 
 
 def _no_show(_args: argparse.Namespace, _: KnownReferral, base: dict[str, object]) -> ReferralCommand:
@@ -373,6 +350,8 @@ def referral_step(build: Builder) -> Callable[[argparse.Namespace], object]:
                 referral_id=referral.referral_id,
                 patient_ref=referral.patient_ref,
             )
+            # A time without an offset is read in the clinic's zone, looked up only when one is given.
+            args.zone = await zone_of(args, clinic_id) if getattr(args, "at", None) else None
             command = await sealing_cli.resealed_forward(args.nats_url, items, build(args, referral, base))
             answer = await exchange(client, command, args.wait)
         finally:
@@ -443,7 +422,11 @@ def add_referral_steps(referral_sub: Subparsers, common: Common) -> None:
             parser.add_argument("--reason-text", default="", help="free-text detail")
         if verb == "schedule":
             parser.add_argument(
-                "--at", required=True, help="appointment time, ISO 8601; without a zone, this machine's local time"
+                "--at", required=True, help="appointment time, ISO 8601; without an offset, the clinic's local time"
+            )
+            parser.add_argument(
+                "--timezone",
+                help=f"IANA zone of a time without an offset (default: ${TIMEZONE_ENV}, else the clinic's)",
             )
         if verb == "complete":
             parser.add_argument("--visits", type=int, required=True, help="how many visits the episode took")
@@ -505,7 +488,10 @@ def add_commands(sub: Subparsers, common: Common) -> None:
     )
     raise_.add_argument("--technique", action="append", default=[], help="a technique it concerns (repeatable)")
     raise_.add_argument("--body-site", default="", help="for local alerts: the site to avoid")
-    raise_.add_argument("--until", help="ISO 8601 end of validity; without a zone, this machine's local time")
+    raise_.add_argument("--until", help="ISO 8601 end of validity; without an offset, the clinic's local time")
+    raise_.add_argument(
+        "--timezone", help=f"IANA zone of a time without an offset (default: ${TIMEZONE_ENV}, else the clinic's)"
+    )
     raise_.add_argument("--note", default="", help="detail for the care team")
     raise_.set_defaults(run=alert_raise)
 
@@ -576,7 +562,7 @@ async def alert_raise(args: argparse.Namespace) -> int:
         techniques=tuple(args.technique),
         severity=Severity(args.severity),
         body_site=args.body_site,
-        valid_until=parse_when(args.until) if args.until else None,
+        valid_until=parse_when(args.until, await zone_of(args, clinic_id)) if args.until else None,
         note=args.note,
     )
     client = await ClinicClient.connect(args.nats_url, clinic_id)
@@ -647,15 +633,10 @@ async def alert_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def refer(args: argparse.Namespace) -> int:
-    """``hubctl refer``: send a referral and report what the hub made of it.
-
-    Screening may hold a referral for review (``needs_review``) instead of passing it on:
-    the outcome printed is the state the hub answered with, never an assumed one.
-    """
-    clinic_id = require_clinic(args)
-    request = ReferralRequest(
-        **_base(clinic_id, await actor_of(args, clinic_id)),  # type: ignore[arg-type]
+def referral_request(args: argparse.Namespace, base: dict[str, object]) -> ReferralRequest:
+    """The ``referral.request`` ``hubctl refer``'s options describe, every field the contract takes."""
+    return ReferralRequest(
+        **base,  # type: ignore[arg-type]
         referral_id=new_id(),
         patient_ref=args.patient,
         recipient_clinic=args.to,
@@ -663,7 +644,20 @@ async def refer(args: argparse.Namespace) -> int:
         urgency=Urgency(args.urgency),
         reason=args.reason,
         icd10_codes=tuple(args.icd10),
+        clinical_flags=ClinicalFlags(conditions=tuple(args.condition), medications=tuple(args.medication)),
+        requested_techniques=tuple(args.technique),
+        note=args.note,
     )
+
+
+async def refer(args: argparse.Namespace) -> int:
+    """``hubctl refer``: send a referral and report what the hub made of it.
+
+    Screening may hold a referral for review (``needs_review``) instead of passing it on:
+    the outcome printed is the state the hub answered with, never an assumed one.
+    """
+    clinic_id = require_clinic(args)
+    request = referral_request(args, _base(clinic_id, await actor_of(args, clinic_id)))
     request = await sealing_cli.sealed_request(args.nats_url, request, sealing_cli.details_from_args(args))
     client = await ClinicClient.connect(args.nats_url, clinic_id)
     try:

@@ -43,7 +43,7 @@ from referral_hub.contracts.registry import Clinic, Registry
 from referral_hub.contracts.rejections import Rejection
 from referral_hub.contracts.screening import ScreeningDisputed, ScreeningFlagged
 from referral_hub.errors import HubError
-from referral_hub.referrals import alerting, fhir_task, lifecycle
+from referral_hub.referrals import alerting, fhir_task, lifecycle, wording
 from referral_hub.referrals.adapters import KvStore, careteam_store, referral_store
 from referral_hub.referrals.careteam import team_key
 from referral_hub.referrals.domain import SlaPolicy
@@ -242,13 +242,27 @@ _DETAILS: Final[dict[type, Callable[[Any], str]]] = {
 }
 
 
-def describe_item(item: InboxItem) -> str:
-    """One human-readable line for an inbox message."""
+def _content(message: object) -> str:
+    """What a referral message says (reason, techniques, notes, outcome), as its clinic reads it."""
+    if isinstance(message, ReferralRequested):
+        return " | ".join([f"reason: {message.reason}", *wording.request_lines(message)[1:]])
+    if isinstance(message, ReferralTransitioned):
+        return wording.transitioned_words(message)
+    return ""
+
+
+def describe_item(item: InboxItem, *, content: bool = True) -> str:
+    """One human-readable line for an inbox message; ``content=False`` leaves the clinical text out.
+
+    A clinic reading its own inbox sees what the other clinic wrote; the hub operator's screen
+    (``hubctl up``) shows only who, what and when.
+    """
     message = item.message
     kind = item.subject.split(".in.", 1)[-1]
     stamp = message.occurred_at.isoformat(timespec="seconds")
     detail = _DETAILS.get(type(message), lambda m: f"from {m.sender_clinic}")(message)
-    return f"#{item.event_number:<5} {stamp}  {kind:<22} {detail}"
+    said = _content(message) if content else ""
+    return f"#{item.event_number:<5} {stamp}  {kind:<22} {detail}{': ' + said if said else ''}"
 
 
 async def inbox(args: argparse.Namespace) -> int:
@@ -361,37 +375,17 @@ async def referral_show(args: argparse.Namespace) -> int:
     if args.fhir:
         out(json.dumps(fhir_task.bundle(referral), indent=2))
         return 0
-    status = lifecycle.STATUS[referral.state]
-    out(
-        f"referral {referral.referral_id}  {referral.referring_clinic} -> {referral.recipient_clinic}  "
-        f"patient {referral.patient_ref}"
-    )
-    out(
-        f"  state {referral.state} (BSeR {status.bser_code} {status.bser_display}; FHIR Task {status.fhir_task_status})"
-    )
-    out(f"  {referral.request.modality} {referral.urgency}; reason: {referral.request.reason}")
+    lines = wording.referral_lines(referral)
+    for line in lines[:2]:
+        out(line)
     if args.clinic:
         from referral_hub.cli.sealing_keys import show_details  # noqa: PLC0415 - sealing_keys imports this module
 
         seals = (referral.request.patient_details, *referral.resealed)
         for line in await show_details(args.nats_url, seals, referral.referral_id, args.clinic):
             out(line)
-    for item in referral.history:
-        extra = " ".join(
-            part
-            for part in (
-                item.reason_code,
-                item.detail,
-                f"appointment {item.appointment_at.isoformat()}" if item.appointment_at else "",
-                f"-> {item.forwarded_to}" if item.forwarded_to else "",
-                f"{item.outcome.visits} visits: {item.outcome.response}" if item.outcome else "",
-            )
-            if part
-        )
-        out(
-            f"  {item.at.isoformat(timespec='seconds')}  {item.transition:<14} by {item.by_clinic:<20} "
-            f"-> {item.state:<16} {extra}"
-        )
+    for line in lines[2:]:
+        out(line)
     return 0
 
 

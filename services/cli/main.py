@@ -31,6 +31,7 @@ from referral_hub.cli import (
     linkage_bench_command,
     natsconfig,
     paging_commands,
+    roster,
 )
 from referral_hub.cli import clinic as clinic_cli
 from referral_hub.cli import gateway as gateway_cli
@@ -93,6 +94,15 @@ def stream_budget(text: str) -> tuple[str, int]:
     raise argparse.ArgumentTypeError(msg)
 
 
+def positive_rate(text: str) -> float:
+    """One positive number, such as a rate a minute."""
+    [rate] = rates(text) if "," not in text else [0.0]
+    if rate <= 0:
+        msg = f"expected one positive number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return rate
+
+
 def rates(text: str) -> list[float]:
     """``50`` or ``50,100,200``: offered rates in messages per second."""
     try:
@@ -147,8 +157,12 @@ def _add_up(sub: Subparsers) -> None:
         "--demo", action=argparse.BooleanOptionalAction, default=True, help="send demo referrals (default: on)"
     )
     up.add_argument(
-        "--demo-interval", type=float, default=2.0, help="seconds between demo referrals (default: %(default)s)"
+        "--demo-rate",
+        type=positive_rate,
+        default=4.0,
+        help="new demo referrals a minute, each moving an earlier one a step on (default: %(default)s)",
     )
+    up.add_argument("--demo-interval", type=float, help="seconds between demo referrals (overrides --demo-rate)")
     up.add_argument("--duration", type=float, help="stop by itself after this many seconds (for scripts)")
     up.add_argument(
         "--cluster",
@@ -267,7 +281,8 @@ def _add_run(sub: Subparsers) -> None:
     run.set_defaults(sync_run=lambda args: web.get(args.service, commands.run_service)(args))
 
 
-def _add_clinic_commands(sub: Subparsers) -> None:
+def _add_refer(sub: Subparsers) -> None:
+    """``hubctl refer``: every field of a ``referral.request`` has an option."""
     refer = sub.add_parser("refer", help="send a referral from --clinic to another clinic")
     _common(refer)
     refer.add_argument("--to", required=True, help="recipient clinic id")
@@ -284,10 +299,22 @@ def _add_clinic_commands(sub: Subparsers) -> None:
         "--actor", help=f"member id sending it (default: ${clinic_cli.ACTOR_ENV}, else the clinic's first member)"
     )
     refer.add_argument("--icd10", nargs="*", default=[], help="ICD-10 codes")
+    refer.add_argument("--technique", action="append", default=[], help="a technique asked for (repeatable)")
+    refer.add_argument(
+        "--condition", action="append", default=[], help="a condition screening should know (repeatable)"
+    )
+    refer.add_argument(
+        "--medication", action="append", default=[], help="a medication screening should know (repeatable)"
+    )
+    refer.add_argument("--note", default="", help="a note for the recipient clinic")
     refer.add_argument(
         "--wait", type=float, default=10.0, help="seconds to wait for the hub's answer (default: %(default)s)"
     )
     refer.set_defaults(run=clinic_cli.refer)
+
+
+def _add_clinic_commands(sub: Subparsers) -> None:
+    _add_refer(sub)
 
     inbox = sub.add_parser("inbox", help="list a clinic's inbox")
     _common(inbox)
@@ -445,12 +472,7 @@ def _add_paging(sub: Subparsers) -> None:
     override.add_argument("--reason", default="", help="why (shown to the team)")
     override.set_defaults(run=paging_commands.oncall_override)
 
-    roster = sub.add_parser("roster", help="a clinic's members, channels, rotation, hours and intake")
-    roster_sub = roster.add_subparsers(dest="roster_command", required=True, metavar="ROSTER_COMMAND")
-    roster_set = roster_sub.add_parser("set", help="replace the roster from a JSON file")
-    _common(roster_set)
-    roster_set.add_argument("--file", type=Path, required=True, help="roster JSON: members, oncall, working_hours, ...")
-    roster_set.set_defaults(run=paging_commands.roster_set)
+    roster.add_commands(sub, _common)
 
     silence = sub.add_parser("silence", help="silences (they always expire; never for absolute pages)")
     silence_sub = silence.add_subparsers(dest="silence_command", required=True, metavar="SILENCE_COMMAND")

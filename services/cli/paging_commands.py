@@ -28,11 +28,7 @@ from referral_hub.contracts.codec import encode
 from referral_hub.contracts.paging import AdminChanged, PageAck, PageAcknowledged
 from referral_hub.contracts.registry import (
     Clinic,
-    ContactChannel,
-    Member,
     OnCallOverride,
-    Rotation,
-    WorkingHours,
     override_problems,
     roster_problems,
 )
@@ -93,7 +89,7 @@ def _days(span: timedelta) -> str:
     return f"{span.days} days" if span.days else str(span)
 
 
-def _refuse_roster(clinic: Clinic) -> None:
+def refuse_roster(clinic: Clinic) -> None:
     """A roster the hub could not page with is refused here, before it reaches the registry."""
     problems = roster_problems(clinic)
     if problems:
@@ -101,7 +97,8 @@ def _refuse_roster(clinic: Clinic) -> None:
         raise UsageError(msg)
 
 
-async def _clinic(nats_url: str, clinic_id: str) -> Clinic:
+async def clinic_record(nats_url: str, clinic_id: str) -> Clinic:
+    """The clinic's registry record, read with the operator's key; a clear error if it is not registered."""
     connection = await connect(nats_url)
     try:
         clinics = {clinic.id: clinic for clinic in await fetch_registry(connection)}
@@ -113,7 +110,7 @@ async def _clinic(nats_url: str, clinic_id: str) -> Clinic:
     return clinics[clinic_id]
 
 
-async def _store_clinic(nats_url: str, clinic: Clinic, change: str, detail: str) -> None:
+async def store_clinic_record(nats_url: str, clinic: Clinic, change: str, detail: str) -> None:
     """Write the clinic's registry record and record the change for the audit log."""
     connection = await connect(nats_url)
     try:
@@ -141,9 +138,9 @@ async def _record_change(js: JetStreamContext, change: str, clinic: str, detail:
 
 async def oncall_show(args: argparse.Namespace) -> int:
     """``hubctl oncall --clinic X [--at TIME]``: who is on call then, and who escalation reaches."""
-    clinic = await _clinic(args.nats_url, require_clinic(args))
+    clinic = await clinic_record(args.nats_url, require_clinic(args))
     at = parse_time(args.at, clinic.timezone)
-    _refuse_roster(clinic)
+    refuse_roster(clinic)
     member = oncall.on_call(clinic, at)
     local = oncall.local_time(clinic, at)
     out(f"{clinic.id} at {local.isoformat(timespec='minutes')} ({clinic.timezone}): on call {member or 'nobody'}")
@@ -155,7 +152,7 @@ async def oncall_show(args: argparse.Namespace) -> int:
 
 async def oncall_override(args: argparse.Namespace) -> int:
     """``hubctl oncall override --clinic X --member M --from T --until T``."""
-    clinic = await _clinic(args.nats_url, require_clinic(args))
+    clinic = await clinic_record(args.nats_url, require_clinic(args))
     if not clinic.has_member(args.member):
         msg = f"{args.member!r} is not a member of {clinic.id!r}"
         raise UsageError(msg)
@@ -173,8 +170,8 @@ async def oncall_override(args: argparse.Namespace) -> int:
     now = utc_now()
     kept = tuple(o for o in clinic.oncall_overrides if o.ends_at > now)
     updated = msgspec.structs.replace(clinic, oncall_overrides=(*kept, override))
-    _refuse_roster(updated)
-    await _store_clinic(
+    refuse_roster(updated)
+    await store_clinic_record(
         args.nats_url,
         updated,
         "oncall.override",
@@ -188,48 +185,9 @@ async def oncall_override(args: argparse.Namespace) -> int:
     return 0
 
 
-class Roster(msgspec.Struct, frozen=True, kw_only=True):
-    """The part of a clinic's registry record it maintains itself."""
-
-    members: tuple[Member, ...]
-    oncall: Rotation | None = None
-    working_hours: WorkingHours = msgspec.field(default_factory=WorkingHours)
-    intake_channels: tuple[ContactChannel, ...] = ()
-    timezone: str = ""
-
-
-async def roster_set(args: argparse.Namespace) -> int:
-    """``hubctl roster set --clinic X --file roster.json``: replace members, rotation, hours and intake."""
-    clinic = await _clinic(args.nats_url, require_clinic(args))
-    try:
-        roster = msgspec.json.decode(args.file.read_bytes(), type=Roster)
-    except (OSError, msgspec.DecodeError) as exc:
-        msg = f"cannot use roster file {args.file}: {exc}"
-        raise UsageError(msg) from exc
-    ids = {m.id for m in roster.members}
-    unknown = sorted(set(roster.oncall.members if roster.oncall else ()) - ids)
-    if unknown:
-        msg = f"the rotation names people who are not members: {', '.join(unknown)}"
-        raise UsageError(msg)
-    now = utc_now()
-    updated = msgspec.structs.replace(
-        clinic,
-        oncall_overrides=tuple(o for o in clinic.oncall_overrides if o.ends_at > now),
-        members=roster.members,
-        oncall=roster.oncall,
-        working_hours=roster.working_hours,
-        intake_channels=roster.intake_channels,
-        timezone=roster.timezone or clinic.timezone,
-    )
-    _refuse_roster(updated)
-    await _store_clinic(args.nats_url, updated, "roster.set", f"{len(roster.members)} members")
-    out(f"roster of {clinic.id}: {len(roster.members)} members, rotation {'set' if roster.oncall else 'none'}")
-    return 0
-
-
 async def silence_add(args: argparse.Namespace) -> int:
     """``hubctl silence add --clinic X --for 2h --reason R``: Alertmanager-style, always expiring."""
-    clinic = await _clinic(args.nats_url, require_clinic(args))
+    clinic = await clinic_record(args.nats_url, require_clinic(args))
     now = utc_now()
     silence = Silence(
         silence_id=new_id(),

@@ -8,6 +8,7 @@ command failing: a status screen is most needed when something is wrong.
 - consumer lag: messages not yet delivered and delivered but not yet acknowledged;
 - dead letters: how many, and the command to list them;
 - open pages, oldest first;
+- on-call members with no contact channel;
 - the last signed audit checkpoint, and how old it is.
 """
 
@@ -23,12 +24,16 @@ from datetime import UTC, datetime
 from typing import Final
 
 import nats.errors
+from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from referral_hub.audit.adapters import read_checkpoints
-from referral_hub.cli.commands import SERVICES, connect, out
+from referral_hub.cli.commands import SERVICES, connect, fetch_registry, out
 from referral_hub.cli.paging_commands import all_pages
 from referral_hub.cli.screen import page_severity
+from referral_hub.contracts.registry import ChannelKind
+from referral_hub.errors import HubError
+from referral_hub.notifications import oncall
 from referral_hub.runtime.broker import permissions
 from referral_hub.runtime.jetstream import streams, topology
 
@@ -86,10 +91,34 @@ async def status(args: argparse.Namespace) -> int:
                 )
         except UNREADABLE:
             out("open pages       cannot be read")
+        await _oncall_reach(connection)
     finally:
         await connection.drain()
     await _last_checkpoint(args.nats_url)
     return 0
+
+
+async def _oncall_reach(connection: Client) -> None:
+    """On-call members with no contact channel at all: a page to them would reach nobody.
+
+    Whether e-mail and SMS are configured is the notifications service's to know; its metric
+    ``hub_oncall_unreachable_members`` counts against what it can deliver on.
+    """
+    try:
+        clinics = await asyncio.wait_for(fetch_registry(connection), READ_SECONDS)
+    except (*UNREADABLE, HubError):
+        out("on-call reach    cannot be read")
+        return
+    now = datetime.now(UTC)
+    unreachable = {c.id: oncall.unreachable_on_call(c, now, frozenset(ChannelKind)) for c in clinics}
+    unreachable = {clinic: members for clinic, members in unreachable.items() if members}
+    if not unreachable:
+        out("on-call reach    every on-call member has a contact channel")
+        return
+    count = sum(len(members) for members in unreachable.values())
+    out(f"on-call reach    WARNING: {count} on-call member(s) with no contact channel; a page to them reaches nobody")
+    for clinic, members in sorted(unreachable.items()):
+        out(f"  {clinic:<20} {', '.join(members)}  (hubctl roster show --clinic {clinic})")
 
 
 async def _last_checkpoint(nats_url: str) -> None:

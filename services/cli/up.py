@@ -202,7 +202,8 @@ async def show_deliveries(nats_url: str) -> None:
                 continue
             clinic = raw.subject.split(".")[1]
             mark = "!!" if isinstance(message, Rejection | AlertRaised) else "<-"
-            out(f"{mark} {clinic:<19} {describe_item(InboxItem(raw.metadata.sequence.stream, raw.subject, message))}")
+            item = InboxItem(raw.metadata.sequence.stream, raw.subject, message)
+            out(f"{mark} {clinic:<19} {describe_item(item, content=False)}")
     finally:
         await connection.close()
 
@@ -263,8 +264,8 @@ async def run_hub(args: argparse.Namespace) -> int:
         portal_cli.announce(portal.port, portal_logins, out)
         await gateway_cli.announce(server.url, gateway.port, args.data_dir, out)
         background: list[Coroutine[Any, Any, None]] = [show_deliveries(server.url), report_audit(server.url)]
-        if args.demo:
-            background.append(send_demo_referrals(server.url, clinics, args.demo_interval, out))
+        if pager is not None:
+            background.append(_demo_traffic(args, server.url, clinics, pager))
         jobs = [asyncio.create_task(job) for job in background]
         await _wait_for_stop(args.duration, jobs)
     finally:
@@ -279,6 +280,18 @@ async def run_hub(args: argparse.Namespace) -> int:
             server.stop()
         tell(f"stopped; data kept in {args.data_dir} for the next start")
     return 0
+
+
+def _demo_traffic(
+    args: argparse.Namespace, nats_url: str, clinics: list[Clinic], pager: DemoPager
+) -> Coroutine[Any, Any, None]:
+    """A few demo referrals a minute (``--demo-rate``; ``--demo-interval`` seconds apart if given).
+
+    A handful a minute keeps each clinic's inbox readable while the loop stays visible; the
+    pager is told what the demo sent, so it answers only the demo's own pages.
+    """
+    interval = args.demo_interval or 60 / args.demo_rate
+    return send_demo_referrals(nats_url, clinics, interval, out, activity=pager.activity)
 
 
 async def merge_registry(nats_url: str, registry: Registry, pager: DemoPager | None) -> list[Clinic]:

@@ -8,6 +8,10 @@ the clinic in the path (``/<clinic>/<member>``), so a page signed for another cl
 refused; it shows a repeated ``webhook-id`` as a repeat rather than a new page; and, like a
 therapist glancing at a phone, it acknowledges a page a moment later through ``page.ack``, so
 the terminal shows the whole loop: alert, page, acknowledgement.
+
+It acknowledges only what the demo itself caused (:class:`DemoActivity`): the alerts the demo
+traffic raised, and screening flags on the demo's own patients. A page for an alert a person
+raised by hand stays open, as it would on a real hub, for ``hubctl pages`` and ``hubctl page ack``.
 """
 
 from __future__ import annotations
@@ -34,10 +38,44 @@ ACK_AFTER_SECONDS: Final = 1.5
 
 class _Page(msgspec.Struct):
     page_id: str = ""
+    dedup_key: str = ""
     clinic: str = ""
+    patient_ref: str = ""
     severity: str = ""
     summary: str = ""
     escalation_level: int = 0
+
+
+class DemoActivity:
+    """What the demo traffic sent: the alert ids it raised and the patients it referred.
+
+    Written by the traffic on the event loop, read by the pager's HTTP threads, hence the lock.
+    """
+
+    def __init__(self) -> None:
+        """Nothing sent yet."""
+        self._alerts: set[str] = set()
+        self._patients: set[str] = set()
+        self._lock = threading.Lock()
+
+    def alert_raised(self, alert_id: str) -> None:
+        """The demo raised this alert."""
+        with self._lock:
+            self._alerts.add(alert_id)
+
+    def patient_referred(self, patient_ref: str) -> None:
+        """The demo referred this patient (screening may flag the referral)."""
+        with self._lock:
+            self._patients.add(patient_ref)
+
+    def caused(self, dedup_key: str, patient_ref: str) -> bool:
+        """Whether the page (``alert:<id>:<clinic>`` or ``flag:<id>:<clinic>``) is about something the demo did."""
+        source, _, rest = dedup_key.partition(":")
+        source_id = rest.partition(":")[0]
+        with self._lock:
+            if source == "alert":
+                return source_id in self._alerts
+            return source == "flag" and patient_ref in self._patients
 
 
 class DemoPager:
@@ -51,6 +89,9 @@ class DemoPager:
         self._nats_url = nats_url
         self._say = say
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.activity = DemoActivity()
+        self.acknowledging: list[str] = []
+        """The pages it decided to acknowledge, in order."""
         pager = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -127,11 +168,14 @@ class DemoPager:
             if signed:
                 self._seen.add((path, webhook_id))
         verdict = "BAD SIGNATURE, refused" if not signed else "repeat, already shown" if repeat else "signature ok"
+        ours = self.activity.caused(page.dedup_key, page.patient_ref)
+        left = "" if ours or not signed else " (not from the demo: left open for you, see hubctl pages)"
         self._say(
             f"** page {page.page_id[:8]} -> {member} ({clinic}), level {page.escalation_level}, "
-            f"{page_severity(page.severity)}: {page.summary[:90]} [{verdict}]"
+            f"{page_severity(page.severity)}: {page.summary[:90]}{left} [{verdict}]"
         )
-        if signed and not repeat and self._loop is not None and page.page_id:
+        if ours and signed and not repeat and self._loop is not None and page.page_id:
+            self.acknowledging.append(page.page_id)
             asyncio.run_coroutine_threadsafe(self._acknowledge(clinic, member, page.page_id), self._loop)
 
     async def _acknowledge(self, clinic: str, member: str, page_id: str) -> None:

@@ -23,6 +23,7 @@ from referral_hub.contracts.referrals import (
     Urgency,
 )
 from referral_hub.contracts.registry import Clinic
+from referral_hub.demo.pager import DemoActivity
 from referral_hub.demo.people import with_person
 from referral_hub.sealing.keystore import KeyStore
 
@@ -148,14 +149,16 @@ async def send_demo_referrals(
     clinics: list[Clinic],
     interval: float,
     say: Callable[[str], None],
-    seed: int | None = None,
+    activity: DemoActivity | None = None,
 ) -> None:
     """Forever: every ``interval`` seconds one clinic refers a patient and one open referral moves on.
 
     Recipients accept, schedule and complete; senders close. The terminal shows whole
-    closed loops, not just new requests.
+    closed loops, not just new requests. ``activity`` learns each patient referred and alert
+    raised, so the demo pager answers only the demo's own pages.
     """
-    rng = random.Random(seed)  # noqa: S311 - demo data, not security
+    activity = activity or DemoActivity()
+    rng = random.Random()  # noqa: S311 - demo data, not security
     clients = {clinic.id: await ClinicClient.connect(nats_url, clinic.id) for clinic in clinics}
     registry, keys = {clinic.id: clinic for clinic in clinics}, KeyStore.from_environment()
     open_referrals: list[OpenReferral] = []
@@ -163,6 +166,7 @@ async def send_demo_referrals(
         while True:
             sender, recipient = rng.sample(clinics, 2)
             referral = with_person(demo_referral(sender, recipient, rng), rng, registry, keys)
+            activity.patient_referred(referral.patient_ref)
             receipt = await clients[sender.id].send(referral)
             open_referrals.append(OpenReferral(referral, sender, recipient))
             say(
@@ -181,6 +185,7 @@ async def send_demo_referrals(
                     open_referrals.append(moving)
                 if moving.last == "schedule" and rng.random() < ALERT_CHANCE:
                     alert = demo_alert(moving.recipient, moving.request.patient_ref)
+                    activity.alert_raised(str(alert.alert_id))
                     await clients[moving.recipient.id].send(alert)
                     say(f"!! {moving.recipient.id} alerts the care team of {alert.patient_ref}: {alert.trigger}")
             await asyncio.sleep(interval)

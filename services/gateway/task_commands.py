@@ -294,6 +294,15 @@ def _outputs(task: Mapping[str, Any]) -> dict[str, list[Any]]:
     return found
 
 
+def _new_note(view: TaskView, wanted: Mapping[str, Any]) -> str:
+    """The text of the ``note`` entries the new Task adds to the ones the hub already shows."""
+    shown = {note["text"] for note in referral_fhir.bundle(view.referral)["entry"][1]["resource"].get("note", [])}
+    notes = wanted.get("note") or []
+    return " ".join(
+        str(note["text"]) for note in notes if isinstance(note, dict) and note.get("text") and note["text"] not in shown
+    )
+
+
 def command_fields(envelope: Envelope, view: TaskView) -> dict[str, Any]:
     """The fields every clinic command about this referral carries, sent now by the envelope's clinic."""
     referral = view.referral
@@ -313,8 +322,8 @@ def transition_command(
 ) -> ReferralCommand:
     """The hub command of ``transition``, its details from the new Task.
 
-    ``statusReason`` gives a decline's or cancel's reason code and text and an override's
-    reason; ``executionPeriod.start`` a schedule's appointment; ``output`` entries typed
+    New ``note`` entries give an accept's note; ``statusReason`` a decline's or cancel's reason
+    code and text and an override's reason; ``executionPeriod.start`` a schedule's appointment; ``output`` entries typed
     ``visits``, ``technique``, ``response`` and ``recommendations`` a completion's outcome.
     """
     base = command_fields(envelope, view)
@@ -322,7 +331,7 @@ def transition_command(
     reason_code = next((c.get("code", "") for c in reason.get("coding", [])), "") if isinstance(reason, dict) else ""
     reason_text = _text(reason)
     kinds: dict[str, tuple[type[ReferralCommand], dict[str, Any]]] = {
-        "accept": (ReferralAccept, {}),
+        "accept": (ReferralAccept, {"note": _new_note(view, wanted)}),
         "decline": (ReferralDecline, {"reason_code": reason_code or "other", "reason_text": reason_text}),
         "no_show": (ReferralNoShow, {}),
         "close": (ReferralClose, {}),

@@ -53,9 +53,10 @@ def create_app(
         await adapters.wait_loaded(registry, views, LOAD_SECONDS)
         effects = Effects(connection)
         stores = await adapters.open_stores(connection.jetstream(), views)
-        deliverer = Dispatcher(stores.pages, registry, Channels(channels or ChannelSettings.from_env()), effects, clock)
+        settings = channels or ChannelSettings.from_env()
+        deliverer = Dispatcher(stores.pages, registry, Channels(settings), effects, clock)
         hub = handlers.Hub(stores, registry, deliverer, timing)
-        sweeper = Sweeper(hub)
+        sweeper = Sweeper(hub, settings.working_kinds())
 
         async def sweep(_connection: Client) -> None:
             while True:

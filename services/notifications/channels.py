@@ -112,6 +112,15 @@ class ChannelSettings:
     attempts: int = 3
     backoff_seconds: float = 0.2
 
+    def working_kinds(self) -> frozenset[ChannelKind]:
+        """The channel kinds this service can deliver on: webhooks always, e-mail and SMS once configured."""
+        kinds = {ChannelKind.WEBHOOK}
+        if self.smtp is not None:
+            kinds.add(ChannelKind.EMAIL)
+        if self.sms_gateway_url:
+            kinds.add(ChannelKind.SMS)
+        return frozenset(kinds)
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ChannelSettings:
         """Read ``HUB_SMTP_*``, ``HUB_WEBHOOK_SECRET*`` and ``HUB_SMS_*``; ``*_FILE`` variants hold secrets."""

@@ -37,9 +37,15 @@ SILENCES_ACTIVE: Final = LastValue(
     "hub_silences_active",
     "Silences in force, as the notifications service sees them, refreshed by each sweep.",
 )
+ONCALL_UNREACHABLE: Final = LastValue(
+    "hub_oncall_unreachable_members",
+    "Members of clinics' on-call rotations (or overrides) with no contact channel the notifications service can "
+    "deliver on (e-mail needs SMTP, SMS a gateway), refreshed by each sweep: a page to them reaches nobody. "
+    "hubctl status and hubctl roster show name them.",
+)
 FALLBACKS: Final = ("page_everyone", "page_leads", "notify_now", "digest_now")
 """The values of ``hub_roster_invalid_total``'s ``fallback`` label."""
-OWN_METRICS: Final = (ROSTER_INVALID, ROSTERS_INVALID, SWEEPS, SILENCES_ACTIVE)
+OWN_METRICS: Final = (ROSTER_INVALID, ROSTERS_INVALID, SWEEPS, SILENCES_ACTIVE, ONCALL_UNREACHABLE)
 """Families this module defines (beside ``runtime.hosting.metrics``' own); the service exposes them."""
 
 

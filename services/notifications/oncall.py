@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from referral_hub.contracts.registry import Clinic, Member, Role, roster_problems
+import msgspec
+
+from referral_hub.contracts.registry import ChannelKind, Clinic, Member, Role, roster_problems
 
 
 def _clock(text: str) -> time:
@@ -120,3 +122,24 @@ def routine_deferral(clinic: Clinic, at: datetime) -> tuple[datetime | None, tup
         except Exception as exc:  # noqa: BLE001 - the floor must hold even for a problem the checks missed
             problems = (f"working hours could not be worked out: {exc!r}",)
     return None, problems
+
+
+def unreachable_on_call(clinic: Clinic, at: datetime, working: frozenset[ChannelKind]) -> list[str]:
+    """Members who may be paged as on call from ``at`` on but have no channel of a ``working`` kind.
+
+    That is every member of the rotation, every override not yet over, and, without a
+    rotation, the member paged in its place. A page to one of them reaches nobody, so the
+    hub says so before a page does (``hubctl status``, ``hubctl roster set``, a metric).
+    """
+    candidates = {o.member for o in clinic.oncall_overrides if o.ends_at > at}
+    if clinic.oncall is not None:
+        candidates |= set(clinic.oncall.members)
+    else:
+        fallback = on_call(msgspec.structs.replace(clinic, oncall_overrides=()), at)
+        candidates |= {fallback} if fallback else set()
+    by_id = {m.id: m for m in clinic.members}
+    return sorted(
+        member_id
+        for member_id in candidates
+        if member_id in by_id and not any(channel.kind in working for channel in by_id[member_id].channels)
+    )

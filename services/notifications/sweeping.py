@@ -13,13 +13,13 @@ from typing import Final
 
 import structlog
 
-from referral_hub.contracts.registry import roster_problems
+from referral_hub.contracts.registry import ChannelKind, roster_problems
 from referral_hub.notifications import oncall, page_rules
 from referral_hub.notifications.adapters import digest_key, page_key
 from referral_hub.notifications.digests import Digest, digest_id, digest_text
 from referral_hub.notifications.dispatch import roster_invalid
 from referral_hub.notifications.handlers import Hub
-from referral_hub.notifications.metrics import ROSTERS_INVALID, SILENCES_ACTIVE, SWEEPS
+from referral_hub.notifications.metrics import ONCALL_UNREACHABLE, ROSTERS_INVALID, SILENCES_ACTIVE, SWEEPS
 from referral_hub.notifications.page_rules import Page
 from referral_hub.runtime.hosting.metrics import ESCALATIONS
 from referral_hub.runtime.jetstream.kvstore import ConcurrentUpdateError, Decided, update_with_retry
@@ -32,9 +32,10 @@ REDELIVERY_GRACE: Final = timedelta(seconds=60)
 class Sweeper:
     """Runs sweeps; remembers only which rosters it last logged as broken."""
 
-    def __init__(self, hub: Hub) -> None:
-        """Sweeps the state ``hub`` holds."""
+    def __init__(self, hub: Hub, working: frozenset[ChannelKind] = frozenset(ChannelKind)) -> None:
+        """Sweeps the state ``hub`` holds; ``working``: the channel kinds the service can deliver on."""
         self._hub = hub
+        self._working = working
         self._invalid_rosters: dict[str, tuple[str, ...]] = {}
 
     async def sweep_once(self) -> int:
@@ -46,6 +47,7 @@ class Sweeper:
         for digest in self._hub.stores.views.pending_digests.values():
             actions += await self._digest_if_due(digest, now)
         self._check_rosters()
+        self._check_reach(now)
         SILENCES_ACTIVE.set(sum(1 for silence in self._hub.stores.views.silences.values() if silence.in_force(now)))
         SWEEPS.inc()
         return actions
@@ -101,6 +103,11 @@ class Sweeper:
             return 0
         self._hub.deliverer.routine(clinic, "digest", digest_text(taken.items), digest_id(clinic, taken.items))
         return 1
+
+    def _check_reach(self, now: datetime) -> None:
+        """Count the on-call members no configured channel reaches (no clinic label: ``hubctl status`` names them)."""
+        clinics = self._hub.registry.clinics()
+        ONCALL_UNREACHABLE.set(sum(len(oncall.unreachable_on_call(c, now, self._working)) for c in clinics))
 
     def _check_rosters(self) -> None:
         """Count the clinics whose roster cannot be followed; log each as it breaks and as it is mended."""

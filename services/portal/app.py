@@ -85,9 +85,8 @@ def _not_found(_request: Request[Any, Any, Any], _exc: Exception) -> Response[An
     return Template("not_found.html", status_code=404)
 
 
-def create_app(settings: PortalSettings) -> Litestar:
-    """The portal app; its lifespan opens the portal's store and closes every clinic connection."""
-    portal = Portal(settings)
+def template_environment() -> jinja2.Environment:
+    """The portal's Jinja environment: its templates, autoescaped, with the globals every page uses."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
@@ -105,6 +104,13 @@ def create_app(settings: PortalSettings) -> Litestar:
         return f"{rule.source}: {pack.sources.get(rule.source, '')}" if rule else ""
 
     environment.globals["rule_source"] = rule_source
+    return environment
+
+
+def create_app(settings: PortalSettings) -> Litestar:
+    """The portal app; its lifespan opens the portal's store and closes every clinic connection."""
+    portal = Portal(settings)
+    environment = template_environment()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:

@@ -17,7 +17,7 @@ from referral_hub.contracts.referrals import (
 )
 from referral_hub.contracts.screening import ScreeningDisputed, ScreeningFlagged
 from referral_hub.portal.domain import LABELS, STATE_WORDS, PortalRole, kind_of, local_time
-from referral_hub.referrals import lifecycle
+from referral_hub.referrals import lifecycle, wording
 from referral_hub.referrals.lifecycle import Party
 
 # --- Referral ---------------------------------------------------------------------------------
@@ -69,7 +69,7 @@ def _step_detail(message: ReferralEvent, zone: str) -> str:
         if message.appointment_at is not None:
             parts.append(f"appointment {local_time(message.appointment_at, zone)}")
         if message.outcome is not None:
-            parts.append(f"{message.outcome.visits} visits; {message.outcome.response}")
+            parts.append(wording.outcome_words(message.outcome))
         if message.forwarded_to:
             parts.append(f"forwarded to {message.forwarded_to}")
         return "; ".join(part for part in parts if part)

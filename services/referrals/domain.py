@@ -17,6 +17,7 @@ import msgspec
 from referral_hub.contracts.patient import SealedDetails
 from referral_hub.contracts.referrals import (
     ConsultNote,
+    ReferralAccept,
     ReferralCancel,
     ReferralCloseReminder,
     ReferralCommand,
@@ -183,7 +184,7 @@ def _step(command: ReferralCommand, transition: str, state: ReferralState, at: d
     reason_code = ""
     if isinstance(command, ReferralDecline | ReferralCancel):
         reason_code, detail = command.reason_code, command.reason_text
-    elif isinstance(command, ReferralInterimNote):
+    elif isinstance(command, ReferralInterimNote | ReferralAccept):
         detail = command.note
     elif isinstance(command, ReferralForward | ReferralOverride):
         detail = command.reason

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from referral_hub.contracts.referrals import ConsultNote, ReferralState
 from referral_hub.referrals import lifecycle
-from referral_hub.referrals.domain import Referral
+from referral_hub.referrals.domain import HistoryItem, Referral
 
 BSER_STATUS_SYSTEM: Final = "http://hl7.org/fhir/us/bser/CodeSystem/TaskBusinessStatusCS"
 BSER_DISPLAY: Final = {
@@ -43,6 +43,11 @@ PATIENT_REF_SYSTEM: Final = "urn:referral-hub:patient-ref"
 MODALITY_SYSTEM: Final = "urn:referral-hub:modality"
 RESOURCE_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "urn:referral-hub:fhir")
 """The namespace of the resources' name-based UUIDs."""
+REASON_SYSTEM: Final = "urn:referral-hub:reason-code"
+"""The system of a decline's or cancel's reason code: the clinic's own words, not a shared code list."""
+STATUS_REASON_STATES: Final = frozenset(
+    {ReferralState.DECLINED, ReferralState.CANCELLED, ReferralState.CANCEL_REQUESTED}
+)
 SERVICE_REQUEST_STATUS: Final = {
     ReferralState.CLOSED: "completed",
     ReferralState.DECLINED: "revoked",
@@ -105,6 +110,55 @@ def _execution_period(referral: Referral) -> dict[str, str] | None:
     return period
 
 
+def _request_details(referral: Referral) -> dict[str, Any]:
+    """The request's optional content: techniques as ``orderDetail``, flags as ``supportingInfo``, the note.
+
+    The clinical flags are display-only references, since the hub holds no Condition or
+    MedicationStatement resources; each says what it is (``condition:`` or ``medication:``).
+    """
+    request = referral.request
+    details: dict[str, Any] = {}
+    if request.requested_techniques:
+        details["orderDetail"] = [{"text": technique} for technique in request.requested_techniques]
+    flags = [f"condition: {c}" for c in request.clinical_flags.conditions] + [
+        f"medication: {m}" for m in request.clinical_flags.medications
+    ]
+    if flags:
+        details["supportingInfo"] = [{"display": flag} for flag in flags]
+    if request.note:
+        details["note"] = [{"text": request.note, "time": referral.history[0].at.isoformat()}]
+    return details
+
+
+def step_note(item: HistoryItem) -> dict[str, Any]:
+    """A step's note or reason as a Task ``note``: the step's name, then what the clinic wrote."""
+    return {
+        "authorReference": _clinic(item.by_clinic),
+        "time": item.at.isoformat(),
+        "text": f"{item.transition.replace('_', ' ')}: {item.detail}",
+    }
+
+
+def _step_details(referral: Referral) -> dict[str, Any]:
+    """What the steps said: notes and reasons as ``note``, and the refusal's reason.
+
+    Interim notes are Communications of their own and stay out of ``note``. ``statusReason``
+    is set only while the referral stands declined or cancelled (or asked to be), so a client
+    that sends the Task back for its next step never repeats an old reason.
+    """
+    details: dict[str, Any] = {}
+    notes = [step_note(item) for item in referral.history if item.detail and item.transition != "interim_note"]
+    if notes:
+        details["note"] = notes
+    last = next((item for item in reversed(referral.history) if item.reason_code), None)
+    if last is not None and referral.state in STATUS_REASON_STATES:
+        reason: dict[str, Any] = {"coding": [{"system": REASON_SYSTEM, "code": last.reason_code}]}
+        if last.detail:
+            reason["text"] = last.detail
+        details["statusReason"] = reason
+    return details
+
+
 def bundle(referral: Referral) -> dict[str, Any]:
     """A FHIR R4 collection Bundle holding the referral's ServiceRequest and Task."""
     request = referral.request
@@ -129,6 +183,7 @@ def bundle(referral: Referral) -> dict[str, Any]:
         "requester": _clinic(referral.referring_clinic),
         "performer": [_clinic(referral.recipient_clinic)],
         "reasonCode": [reason],
+        **_request_details(referral),
     }
     if request.note:
         service_request["note"] = [{"text": request.note}]
@@ -165,8 +220,9 @@ def bundle(referral: Referral) -> dict[str, Any]:
         "requester": _clinic(referral.referring_clinic),
         "owner": _clinic(referral.recipient_clinic),
     }
+    task |= _step_details(referral)
     if request.note:
-        task["note"] = [{"text": request.note}]
+        task["note"] = [{"text": request.note}, *task.get("note", [])]
     period = _execution_period(referral)
     if period is not None:
         task["executionPeriod"] = period

@@ -31,6 +31,7 @@ class Offender:
     sender_clinic: str | None
     message_id: str
     correlation_id: uuid.UUID | None = None
+    referral_id: str = ""
 
 
 def refusal_outputs(service: str, delivery: Incoming, refusal: Refusal, offender: Offender) -> list[Outgoing | ToInbox]:
@@ -51,6 +52,7 @@ def refusal_outputs(service: str, delivery: Incoming, refusal: Refusal, offender
             offending_subject=delivery.subject[:200],
             current_state=refusal.current_state,
             current_version=refusal.current_version,
+            offending_referral_id=offender.referral_id[:200],
         )
         outputs.append(ToInbox(offender.sender_clinic, "rejection", rejection, str(rejection.message_id)))
     dead_letter = DeadLetter(
@@ -85,6 +87,8 @@ class _Identity(msgspec.Struct):
 
     message_id: str = ""
     correlation_id: str = ""
+    referral_id: object = ""
+    """Any type: a non-string here must not cost the two ids above."""
 
 
 def offender_of(delivery: Incoming, sender_clinic: str | None, message_id: uuid.UUID | None = None) -> Offender:
@@ -98,6 +102,7 @@ def offender_of(delivery: Incoming, sender_clinic: str | None, message_id: uuid.
         sender_clinic=sender_clinic,
         message_id=offending_message_id(delivery, str(message_id) if message_id else identity.message_id),
         correlation_id=_as_uuid(identity.correlation_id),
+        referral_id=identity.referral_id if isinstance(identity.referral_id, str) else "",
     )
 
 
