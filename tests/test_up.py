@@ -132,9 +132,11 @@ def test_up_shows_traffic_stops_on_ctrl_c_and_keeps_its_data_behind_authorizatio
     assert "Authorization Violation" in anonymous.stderr
     everyday = sorted(path.stat().st_mode & 0o777 for path in (data_dir / "auth").glob("*/*.nk"))
     assert everyday == [0o600] * (len(permissions.HUB_USERS) + 5)
-    glass = sorted(path.name for path in break_glass_dir_for(data_dir / "auth").glob("*.nk"))
+    glass = sorted(path.name for path in (data_dir / "break-glass").glob("*.nk"))
     assert glass == sorted(f"{user}.nk" for user in permissions.BREAK_GLASS_USERS)
-    assert not list(data_dir.rglob("*breakglass*"))
+    assert break_glass_dir_for(data_dir / "auth") == (data_dir / "break-glass").resolve()
+    assert not list((data_dir / "auth").rglob("*breakglass*"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["hub-data"]
 
 
 def test_up_refuses_a_busy_port_with_one_line(tmp_path: Path) -> None:

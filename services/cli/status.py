@@ -5,6 +5,7 @@ command failing: a status screen is most needed when something is wrong.
 
 - services: each service process's ``/health`` (the ports ``hubctl up`` uses, from
   ``--metrics-port``), and whether each durable consumer has a process fetching from it;
+- restarts: how often ``hubctl up`` started each child again, and any crash loop;
 - consumer lag: messages not yet delivered and delivered but not yet acknowledged;
 - dead letters: how many, and the command to list them;
 - open pages, oldest first;
@@ -20,6 +21,7 @@ import json
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Final
 
 import nats.errors
@@ -27,8 +29,10 @@ from nats.js.errors import NotFoundError
 
 from referral_hub.audit.adapters import read_checkpoints
 from referral_hub.cli.commands import SERVICES, connect, out
+from referral_hub.cli.datadir import SUPERVISION_FILE
 from referral_hub.cli.paging_commands import all_pages
 from referral_hub.cli.screen import page_severity
+from referral_hub.cli.supervise import read_record
 from referral_hub.runtime.broker import permissions
 from referral_hub.runtime.jetstream import streams, topology
 
@@ -59,6 +63,7 @@ async def status(args: argparse.Namespace) -> int:
     out("services (health endpoints)")
     for (name, url), answer in zip(probes, answers, strict=True):
         out(f"  {name:<15} {answer:<40} {url}")
+    _restarts(args.data_dir / SUPERVISION_FILE)
     connection = await connect(args.nats_url, "hubctl-status")
     try:
         js = connection.jetstream()
@@ -90,6 +95,17 @@ async def status(args: argparse.Namespace) -> int:
         await connection.drain()
     await _last_checkpoint(args.nats_url)
     return 0
+
+
+def _restarts(record: Path) -> None:
+    """Each child of ``hubctl up`` (when one runs on this data folder): restarts, last exit, crash loop."""
+    children = read_record(record)
+    if not children:
+        return
+    out("processes (hubctl up)      restarts  last exit")
+    for name, state in children.items():
+        loop = "  CRASH LOOP" if state.get("crash_loop") else ""
+        out(f"  {name:<24} {state.get('restarts', 0):>8}  {state.get('last_exit') or '-'}{loop}")
 
 
 async def _last_checkpoint(nats_url: str) -> None:
