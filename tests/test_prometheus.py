@@ -63,9 +63,6 @@ SHARED_FAMILIES = {
     "hub_message_handling_seconds",
     "hub_rejections",
     "hub_nats_connected",
-    "hub_consumer_pending_messages",
-    "hub_consumer_ack_pending_messages",
-    "hub_consumer_redelivered_messages",
 }
 """Every service reports these, about itself (its ``service`` label, its own consumers)."""
 
@@ -341,9 +338,9 @@ def test_each_hub_family_comes_from_the_one_job_that_owns_it(scraped_hub: Scrape
 
     assert {family for family in SHARED_FAMILIES if jobs_of[family] != services} == set()
     assert {family: jobs for family, jobs in jobs_of.items() if family not in SHARED_FAMILIES and len(jobs) > 1} == {}
-    assert {family for family in jobs_of if family.startswith(("hub_nats_", "hub_jetstream_"))} - SHARED_FAMILIES == (
-        exported["referral-hub-nats"]
-    )
+    assert {
+        family for family in jobs_of if family.startswith(("hub_nats_", "hub_jetstream_", "hub_consumer_"))
+    } - SHARED_FAMILIES == (exported["referral-hub-nats"])
     assert {family for family in jobs_of if family.startswith("hub_audit_")} <= exported["referral-hub-audit"]
 
 
