@@ -470,9 +470,56 @@ def service_pid(metrics_port: int) -> int:
     pytest.fail(f"no service process with {' '.join(wanted)}")
 
 
+STUCK_WITHIN_SECONDS = 120.0
+CLEARED_WITHIN_SECONDS = 60.0
+
+
+def active_alerts(prometheus: Prometheus) -> list[tuple[str, str]]:
+    return sorted((alert["labels"]["alertname"], alert["labels"].get("job", "")) for alert in prometheus.alerts())
+
+
+def wait_for_alerts(prometheus: Prometheus, wanted: list[tuple[str, str]], timeout: float) -> list[tuple[str, str]]:
+    deadline = time.monotonic() + timeout
+    active = active_alerts(prometheus)
+    while active != wanted and time.monotonic() < deadline:
+        time.sleep(0.5)
+        active = active_alerts(prometheus)
+    return active
+
+
+@pytest.mark.timeout(STUCK_WITHIN_SECONDS + CLEARED_WITHIN_SECONDS + 60)
+def test_a_frozen_service_makes_its_consumer_stuck_alert_pending_within_two_minutes(
+    after_bad_input: ScrapedHub,
+) -> None:
+    """The broker's figures, not the frozen service's own, show it: its /metrics is frozen with it."""
+    prometheus = after_bad_input.prometheus
+    eventually_data(prometheus, 'ALERTS{alertname="HubDeadLetters"}')
+    pid = service_pid(int(after_bad_input.targets["referral-hub-referrals"].rsplit(":", 1)[1]))
+    os.kill(pid, signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    stuck: list[dict[str, Any]] = []
+    try:
+        while not stuck and time.monotonic() < frozen_at + STUCK_WITHIN_SECONDS:
+            time.sleep(0.5)
+            stuck = [
+                alert
+                for alert in prometheus.alerts()
+                if alert["labels"]["alertname"] == "HubConsumerStuck"
+                and alert["labels"]["consumer"] == "referrals-intake"
+            ]
+        took = time.monotonic() - frozen_at
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    left = wait_for_alerts(prometheus, [("HubDeadLetters", "referral-hub-audit")], CLEARED_WITHIN_SECONDS)
+    sys.stderr.write(f"HubConsumerStuck {stuck[0]['state'] if stuck else 'absent'} {took:.1f}s after SIGSTOP\n")
+
+    assert stuck, f"no HubConsumerStuck for referrals-intake within {STUCK_WITHIN_SECONDS:.0f}s"
+    assert left == [("HubDeadLetters", "referral-hub-audit")]
+
+
 @pytest.mark.timeout(120)
 def test_a_killed_service_makes_only_its_service_down_alert_pending(after_bad_input: ScrapedHub) -> None:
-    """Runs last: the hub has one service fewer afterwards."""
+    """Runs last. ``hubctl up`` starts the service again at once, and every alert it raised clears."""
     prometheus = after_bad_input.prometheus
     job = "referral-hub-referrals"
     eventually_data(prometheus, 'ALERTS{alertname="HubDeadLetters"}')  # the bad input's dead letter, as expected
@@ -492,6 +539,9 @@ def test_a_killed_service_makes_only_its_service_down_alert_pending(after_bad_in
     active = sorted((alert["labels"]["alertname"], alert["labels"].get("job", "")) for alert in prometheus.alerts())
     sys.stderr.write(f"HubServiceDown pending {took:.1f}s after the kill\n")
 
+    left = wait_for_alerts(prometheus, [("HubDeadLetters", "referral-hub-audit")], CLEARED_WITHIN_SECONDS)
+
     assert [alert["state"] for alert in pending] == ["pending"], f"no HubServiceDown within {took:.0f}s"
     assert pending[0]["labels"]["instance"] == target
     assert active == [("HubDeadLetters", "referral-hub-audit"), ("HubServiceDown", job)]
+    assert left == [("HubDeadLetters", "referral-hub-audit")]

@@ -286,3 +286,19 @@ def find_nats(data_dir: Path) -> int:
             if any(part.decode(errors="replace").endswith(config) for part in command) and b"nats-server" in command[0]:
                 return int(entry.name)
     pytest.fail(f"no nats-server runs with {config}")
+
+
+@pytest.mark.parametrize("server", ["refusing", "absent"])
+def test_provision_without_credentials_or_server_fails_in_seconds_with_one_clear_line(
+    hub: Hub, tmp_path: Path, server: str
+) -> None:
+    reachable = server == "refusing"
+    url = hub.url if reachable else f"nats://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+
+    result = run_from(tmp_path, f"{Path(sys.executable).parent / 'hubctl'} provision --nats-url {url}")
+
+    took = time.monotonic() - started
+    assert (result.returncode, len(result.stderr.splitlines())) == (1, 1), result.stderr[-2000:]
+    assert took < 10.0
+    assert ("--data-dir" if reachable else "cannot reach NATS") in result.stderr

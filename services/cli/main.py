@@ -29,6 +29,7 @@ from referral_hub.cli import portal as portal_cli
 from referral_hub.cli import status as status_cli
 from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
+from referral_hub.runtime.broker.credentials import CREDS_DIR_ENV, DATA_DIR_ENV
 from referral_hub.runtime.hosting import logs
 from referral_hub.runtime.hosting.tasks import cancel_and_wait
 
@@ -570,6 +571,11 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, nats.errors.NoServersError):
         return "cannot reach NATS (is the hub running? pass --nats-url or set NATS_URL)"
     text = str(exc) or type(exc).__name__
+    if "Authorization Violation" in text:
+        return (
+            "NATS refused these credentials (Authorization Violation): name the hub's data folder "
+            f"(--data-dir or ${DATA_DIR_ENV}) or its credentials directory (--creds-dir or ${CREDS_DIR_ENV})"
+        )
     return text.splitlines()[0] if text else type(exc).__name__
 
 
