@@ -193,7 +193,14 @@ def test_prometheus_scrapes_each_process_hubctl_up_starts_on_its_default_port() 
     base = build_parser().parse_args(["up"]).metrics_port
     services = {f"referral-hub-{name}": [f"127.0.0.1:{base + offset}"] for offset, name in enumerate(SERVICES)}
 
-    assert scraped == {**services, "referral-hub-nats": [f"127.0.0.1:{base + len(SERVICES)}"]}
+    after = base + len(SERVICES)
+
+    assert scraped == {
+        **services,
+        "referral-hub-nats": [f"127.0.0.1:{after}"],
+        "referral-hub-portal": [f"127.0.0.1:{after + 1}"],
+        "referral-hub-gateway": [f"127.0.0.1:{after + 2}"],
+    }
     assert base + len(SERVICES) == NATS_EXPORTER_PORT
 
 

@@ -197,6 +197,8 @@ class ScrapedHub:
     up: subprocess.Popen[str]
     url: str
     auth_dir: Path
+    ui_ports: dict[str, int]
+    """The gateway's and the portal's own HTTP ports (their metrics are in ``targets``)."""
 
 
 def drain(process: subprocess.Popen[str], kept: collections.deque[str]) -> None:
@@ -226,6 +228,10 @@ def scraped_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapedHub
             str(monitor_port),
             "--metrics-port",
             str(metrics_base),
+            "--gateway-port",
+            str(gateway_port := free_port()),
+            "--portal-port",
+            str(portal_port := free_port()),
             "--demo-interval",
             "1.0",  # steady traffic through the soak at a fifth of the demo's CPU
             "--duration",
@@ -262,7 +268,13 @@ def scraped_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapedHub
             stderr=subprocess.DEVNULL,
         )
         yield ScrapedHub(
-            Prometheus(port), time.monotonic(), targets, up, f"nats://127.0.0.1:{nats_port}", data_dir / "auth"
+            Prometheus(port),
+            time.monotonic(),
+            targets,
+            up,
+            f"nats://127.0.0.1:{nats_port}",
+            data_dir / "auth",
+            {"gateway": gateway_port, "portal": portal_port},
         )
     finally:
         if prometheus is not None:
@@ -334,9 +346,14 @@ def test_each_hub_family_comes_from_the_one_job_that_owns_it(scraped_hub: Scrape
     for job, families in exported.items():
         for family in families:
             jobs_of[family].add(job)
-    services = {job for job in exported if job != "referral-hub-nats"}
+    front_ends = {"referral-hub-portal", "referral-hub-gateway"}
+    services = {job for job in exported if job != "referral-hub-nats"} - front_ends
 
-    assert {family for family in SHARED_FAMILIES if jobs_of[family] != services} == set()
+    assert {family for family in SHARED_FAMILIES if jobs_of[family] - front_ends != services} == set()
+    assert {
+        job: {family for family in exported[job] if not family.startswith(f"hub_{job.removeprefix('referral-hub-')}_")}
+        for job in front_ends
+    } == {job: {"hub_nats_connected"} for job in front_ends}
     assert {family: jobs for family, jobs in jobs_of.items() if family not in SHARED_FAMILIES and len(jobs) > 1} == {}
     assert {
         family for family in jobs_of if family.startswith(("hub_nats_", "hub_jetstream_", "hub_consumer_"))
@@ -349,9 +366,14 @@ SERIES_STEPS = 60
 
 TIMER_COUNTERS = {"hub_page_sweeps_total": 12}
 """Counters a healthy service's own timer advances, per minute (the escalation sweep runs every 5 s)."""
+MOMENTARY = {"hub_consumer_waiting_pulls"}
+"""Gauges that swing within a second (a reader between two fetches has no pull waiting): held at
+the most Prometheus saw in the last minute, as the rule on them reads them, not at one instant."""
 
 
-def steady_series(job: str, target: str, text: str, scraped_at: float) -> list[dict[str, str]]:
+def steady_series(
+    job: str, target: str, text: str, scraped_at: float, recent_max: dict[tuple[str, str], float]
+) -> list[dict[str, str]]:
     """One job's real series as promtool input, held at the scraped value for an hour.
 
     Times are moved onto promtool's clock, where "now" is 0: a process started that long
@@ -371,6 +393,8 @@ def steady_series(job: str, target: str, text: str, scraped_at: float) -> list[d
                 values = f"{sample.value - scraped_at:.3f}+60x{SERIES_STEPS}"
             elif sample.name == "process_start_time_seconds":
                 values = f"{sample.value - scraped_at:.3f}x{SERIES_STEPS}"
+            elif sample.name in MOMENTARY:
+                values = f"{recent_max[sample.name, sample.labels.get('consumer', '')]:.6f}x{SERIES_STEPS}"
             elif sample.name in TIMER_COUNTERS:
                 values = f"{sample.value:.6f}+{TIMER_COUNTERS[sample.name]}x{SERIES_STEPS}"
             else:
@@ -381,11 +405,18 @@ def steady_series(job: str, target: str, text: str, scraped_at: float) -> list[d
 
 def test_promtool_finds_no_alert_in_the_hubs_own_series(scraped_hub: ScrapedHub, tmp_path: Path) -> None:
     eventually_data(scraped_hub.prometheus, "hub_audit_last_checkpoint_timestamp_seconds")
+    recent_max = {
+        (name, series["metric"].get("consumer", "")): float(series["value"][1])
+        for name in MOMENTARY
+        for series in eventually_data(scraped_hub.prometheus, f"max by (consumer) (max_over_time({name}[1m]))")["data"][
+            "result"
+        ]
+    }
     scraped_at = time.time()
     input_series = [
         series
         for job, target in scraped_hub.targets.items()
-        for series in steady_series(job, target, exposition(target), scraped_at)
+        for series in steady_series(job, target, exposition(target), scraped_at, recent_max)
     ]
     case = {
         "rule_files": [str(RULES)],
@@ -419,8 +450,14 @@ async def _publish_bad_input(url: str, auth_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def after_bad_input(scraped_hub: ScrapedHub) -> ScrapedHub:
-    """The hub once a clinic has sent something unreadable: a rejection and a dead letter."""
+    """The hub once a clinic has sent something unreadable (a rejection and a dead letter); each front end visited."""
     asyncio.run(_publish_bad_input(scraped_hub.url, scraped_hub.auth_dir))
+    for path in (
+        f"http://127.0.0.1:{scraped_hub.ui_ports['gateway']}/fhir/metadata",
+        f"http://127.0.0.1:{scraped_hub.ui_ports['portal']}/portal/login",
+    ):
+        with urllib.request.urlopen(path, timeout=10) as reply:  # noqa: S310 - loopback
+            reply.read()
     return scraped_hub
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -205,6 +206,16 @@ def answers(url: str) -> bool:
         return False
 
 
+def status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 - a loopback URL from the banner
+            return int(reply.status)
+    except urllib.error.HTTPError as refused:
+        return int(refused.code)
+    except OSError:
+        return 0
+
+
 def probe_url(hub: Hub, name: str) -> str:
     line = next(line for line in hub.lines if line.strip().startswith(name) and "metrics http" in line)
     url = line.split("metrics ", 1)[1].split()[0]
@@ -243,9 +254,14 @@ def test_a_thirty_second_nats_stall_is_survived_and_a_referral_sent_afterwards_a
     hub: Hub, tmp_path: Path
 ) -> None:
     nats_pid = find_nats(hub.data_dir)
+    health = {name: probe_url(hub, name) for name in ("referrals", "gateway", "portal")}
     os.kill(nats_pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
     try:
-        time.sleep(STALL_SECONDS)
+        not_ready: set[str] = set()
+        while time.monotonic() < stopped_at + STALL_SECONDS - 1:
+            not_ready |= {name for name, url in health.items() if status_of(url) == 503}
+            time.sleep(1.0)
     finally:
         os.kill(nats_pid, signal.SIGCONT)
     hubctl = str(Path(sys.executable).parent / "hubctl")
@@ -269,6 +285,7 @@ def test_a_thirty_second_nats_stall_is_survived_and_a_referral_sent_afterwards_a
         time.sleep(0.5)
 
     assert hub.process.poll() is None, "\n".join(hub.lines[-20:])
+    assert not_ready == set(health)
     assert sent is not None
     assert sent.returncode == 0, sent.stderr
     assert arrived

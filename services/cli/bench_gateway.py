@@ -300,7 +300,7 @@ async def bench_gateway(seconds: float, workers: int = 4, sync: str = "always") 
                 await gateway_cli.register(server.url, clinic, jwks_file=None, generate=key_file, actor=None)
                 keys[clinic] = json.loads(Path(key_file).read_text())  # noqa: ASYNC240 - a small local file, once
             port = free_port()
-            gateway = gateway_cli.start_gateway(server.url, port, server.scratch, {})
+            gateway = gateway_cli.start_gateway(server.url, port, free_port(), server.scratch, {})
             services.append(gateway)
             await wait_ready(gateway)
             clinics = HttpClinics(f"http://127.0.0.1:{port}", keys)

@@ -50,6 +50,13 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--registry-file", type=Path, default=None, help="portal: clinic registry JSON (default: the demo registry)"
     )
+    run.add_argument(
+        "--portal-metrics-port",
+        type=int,
+        default=None,
+        help="portal: port for /metrics and /health, apart from the pages (default: not served; "
+        "hubctl up uses the port after the NATS exporter's)",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -64,6 +71,8 @@ def serve(args: argparse.Namespace) -> int:
             host=args.portal_host,
             port=args.portal_port,
             registry_file=args.registry_file,
+            metrics_port=args.portal_metrics_port,
+            metrics_host=args.metrics_host,
         )
     )
     return 0
@@ -142,8 +151,11 @@ def choose_port() -> int:
     return DEFAULT_PORT
 
 
-def start_portal(nats_url: str, port: int, log_dir: Path, env: dict[str, str]) -> ServiceProcess:
-    """``hubctl run portal`` as a child of ``hubctl up``, in its own session like every service."""
+def start_portal(nats_url: str, port: int, metrics_port: int, log_dir: Path, env: dict[str, str]) -> ServiceProcess:
+    """``hubctl run portal`` as a child of ``hubctl up``, in its own session like every service.
+
+    Its ``ServiceProcess`` port is the metrics port (``/metrics`` and ``/health``); the pages are on ``port``.
+    """
     from referral_hub.cli.up import ServiceProcess  # noqa: PLC0415 - up imports this module
 
     log_path = log_dir / "portal.log"
@@ -159,6 +171,8 @@ def start_portal(nats_url: str, port: int, log_dir: Path, env: dict[str, str]) -
                 nats_url,
                 "--portal-port",
                 str(port),
+                "--portal-metrics-port",
+                str(metrics_port),
                 "--log-json",
             ],
             stdout=log_file,
@@ -166,7 +180,7 @@ def start_portal(nats_url: str, port: int, log_dir: Path, env: dict[str, str]) -
             start_new_session=True,
             env={**os.environ, **env},
         )
-    return ServiceProcess("portal", port, log_path, process)
+    return ServiceProcess("portal", metrics_port, log_path, process)
 
 
 def announce(port: int, logins: list[DemoLogin], out: Callable[[str], None]) -> None:

@@ -230,6 +230,7 @@ async def run_hub(args: argparse.Namespace) -> int:
     """Run everything until Ctrl-C (or ``--duration``), then stop in order."""
     instances = [(name, copy) for copy in range(args.replicas) for name in SERVICES]
     ports, exporter_port, gateway_port, portal_port = _ports(args, len(instances))
+    portal_metrics, gateway_metrics = exporter_port + 1, exporter_port + 2
     registry = load_registry_file(args.registry)
     server = local_nats(args, secure_by_default(args.data_dir / "auth", [clinic.id for clinic in registry.clinics]))
     server.start()
@@ -253,8 +254,8 @@ async def run_hub(args: argparse.Namespace) -> int:
                 for (name, copy), port in zip(instances, ports, strict=True)
             ),
             functools.partial(start_nats_exporter, monitor_urls(server), exporter_port, log_dir),
-            functools.partial(portal_cli.start_portal, server.url, portal_port, log_dir, env),
-            functools.partial(gateway_cli.start_gateway, server.url, gateway_port, args.data_dir, env),
+            functools.partial(portal_cli.start_portal, server.url, portal_port, portal_metrics, log_dir, env),
+            functools.partial(gateway_cli.start_gateway, server.url, gateway_port, gateway_metrics, args.data_dir, env),
         ]
         for start in starts:
             supervisor.add(start)
@@ -294,7 +295,8 @@ def _ports(args: argparse.Namespace, instances: int) -> tuple[list[int], int, in
     """The services' metrics ports, the exporter's, the gateway's and the portal's; a busy one named at once."""
     ports = [args.metrics_port + offset for offset in range(instances + 1)]
     exporter_port = ports.pop()
-    busy = [port for port in (*ports, exporter_port) if not port_is_free(port)]
+    front_ends = (exporter_port + 1, exporter_port + 2)  # the portal's and the gateway's metrics
+    busy = [port for port in (*ports, exporter_port, *front_ends) if not port_is_free(port)]
     if busy:
         msg = f"metrics port(s) {busy} in use; choose another base with --metrics-port"
         raise HubError(msg)

@@ -40,6 +40,7 @@ from referral_hub.errors import HubError
 from referral_hub.gateway import subscriptions, task_views
 from referral_hub.gateway.adapters import ClinicConnections, ClinicLink
 from referral_hub.gateway.subscriptions import SubscriptionRecord
+from referral_hub.runtime.hosting.web_metrics import REST_HOOK_DELIVERIES
 from referral_hub.runtime.jetstream.kvstore import KvView
 
 log = structlog.get_logger(__name__)
@@ -163,7 +164,9 @@ class RestHooks:
         try:
             answer = await self.http.post(record.endpoint, content=msgspec.json.encode(bundle), headers=headers)
         except httpx.HTTPError as exc:
+            REST_HOOK_DELIVERIES.labels("unreachable").inc()
             return f"delivery failed: {type(exc).__name__}"
+        REST_HOOK_DELIVERIES.labels("delivered" if answer.is_success else "refused").inc()
         return "" if answer.is_success else f"the endpoint answered {answer.status_code}"
 
     async def _handshake(self, record: SubscriptionRecord, revision: int) -> None:

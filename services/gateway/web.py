@@ -14,6 +14,7 @@ import msgspec
 import structlog
 from joserfc.jwk import ECKey
 from litestar import Request, Response
+from nats.aio.client import Client
 
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.errors import HubError
@@ -49,6 +50,9 @@ class GatewaySettings:
     """Where the index of the clinic-own AuditEvent search lives; ``None``: AuditEvent is not served.
 
     Set, the gateway also holds the hub's read-only ``auditor`` key (see docs/gateway.md)."""
+    metrics_port: int | None = None
+    """Where ``/metrics`` and ``/health`` are served, apart from the FHIR port; ``None``: not served."""
+    metrics_host: str = "127.0.0.1"
 
     @property
     def base(self) -> str:
@@ -123,6 +127,10 @@ class Gateway:
         self._following = asyncio.create_task(
             clients.follow(store.buckets[topology.GATEWAY_CLIENTS_KV]), name="gateway-clients-watch"
         )
+
+    def nats_connection(self) -> Client | None:
+        """The ``gateway`` user's connection once started, for the readiness probe."""
+        return self._started.store.connection if self._started is not None else None
 
     async def stop(self) -> None:
         """Stop delivering and close every connection."""

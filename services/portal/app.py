@@ -42,6 +42,7 @@ from referral_hub.portal.routes import (
 from referral_hub.portal.routes import documents as document_routes
 from referral_hub.portal.routes.documents import UPLOAD_BODY_BYTES
 from referral_hub.portal.web import PREFIX, LoginRequiredError, Portal, PortalSettings, see_other
+from referral_hub.runtime.hosting import web_metrics
 from referral_hub.runtime.jetstream import topology
 from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 from referral_hub.screening.rules import load_rules
@@ -102,7 +103,13 @@ def create_app(settings: PortalSettings) -> Litestar:
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         portal.store = await PortalStore.open(settings.nats_url)
         try:
-            yield
+            async with web_metrics.metrics_port(
+                "portal",
+                settings.metrics_port,
+                settings.metrics_host,
+                lambda: portal.store.connection if portal.store is not None else None,
+            ):
+                yield
         finally:
             await portal.connections.close()
             await portal.store.close()
@@ -137,6 +144,7 @@ def create_app(settings: PortalSettings) -> Litestar:
             RequestEntityTooLarge: _too_large,
         },
         state=None,
+        middleware=web_metrics.middleware("portal"),
     )
     app.state.portal = portal
     app.state.jinja = environment
@@ -167,6 +175,7 @@ def run(settings: PortalSettings) -> None:
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        log_config=None,  # uvicorn's own lines go through the process's JSON logging (runtime.hosting.logs)
         access_log=False,
         timeout_graceful_shutdown=3,
     )

@@ -44,6 +44,9 @@ class PortalSettings:
     secure_cookies: bool | None = None
     """``None``: Secure everywhere but on a loopback address (local development)."""
     registry_file: Path | None = None
+    metrics_port: int | None = None
+    """Where ``/metrics`` and ``/health`` are served, apart from the portal's port; ``None``: not served."""
+    metrics_host: str = "127.0.0.1"
 
     @property
     def cookies_secure(self) -> bool:
