@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -319,3 +320,36 @@ def test_provision_without_credentials_or_server_fails_in_seconds_with_one_clear
     assert (result.returncode, len(result.stderr.splitlines())) == (1, 1), result.stderr[-2000:]
     assert took < 10.0
     assert ("--data-dir" if reachable else "cannot reach NATS") in result.stderr
+
+
+RUNBOOK = Path(__file__).resolve().parent.parent / "deploy" / "RUNBOOK.md"
+NAMED_NOT_RUN = {"hubctl", "hubctl up", "hubctl up --data-dir", "hubctl nats-config", "hubctl roster set"}
+"""Commands the runbook names in passing (what started the hub, what to run elsewhere), not steps to run here."""
+
+
+def runbook_steps() -> list[str]:
+    """Every ``hubctl`` command the runbook gives in backticks, placeholders filled, minus :data:`NAMED_NOT_RUN`."""
+    found = dict.fromkeys(re.findall(r"`(hubctl[^`]*)`", RUNBOOK.read_text(encoding="utf-8")))
+    roster = Path(__file__).resolve().parent.parent / "docs" / "examples" / "roster.json"
+    return [
+        command.replace("--clinic X", "--clinic harbor-pt").replace("roster.json", str(roster))
+        for command in found
+        if command not in NAMED_NOT_RUN
+    ]
+
+
+def test_every_runbook_step_runs_as_written_from_any_folder_with_the_banners_settings(hub: Hub, tmp_path: Path) -> None:
+    exported = hub.wait_for("export NATS_URL=").split("export ", 1)[1]
+    env = dict(pair.split("=", 1) for pair in shlex.split(exported))
+    hubctl = str(Path(sys.executable).parent / "hubctl")
+    steps = runbook_steps()
+
+    failed = {
+        step: result.stderr.strip()[-300:]
+        for step in steps
+        if (result := run_from(tmp_path, step.replace("hubctl", hubctl, 1), env)).returncode != 0
+    }
+
+    assert len(steps) >= 6
+    assert failed == {}
+    assert list(tmp_path.iterdir()) == []

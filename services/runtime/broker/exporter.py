@@ -105,8 +105,13 @@ class Snapshot:
 
     @property
     def up(self) -> bool:
-        """Whether both endpoints answered."""
-        return bool(self.varz) and bool(self.jsz)
+        """Whether the server's monitoring answered (``/varz``, the cheap one).
+
+        ``/jsz?consumers=true`` grows with the consumers and can miss a one-second deadline on a
+        loaded machine while the server is well: then this scrape has no JetStream or consumer
+        series (a gap, which the consumer rules read across) rather than a false "NATS down".
+        """
+        return bool(self.varz)
 
 
 def server_label(url: str) -> str:
@@ -175,18 +180,18 @@ class NatsMonitor:
             for snapshot in answered:
                 counter.add_metric([snapshot.server], float(snapshot.varz.get(key, 0)))
             yield counter
-        sources = ((GAUGES, "varz"), (JETSTREAM, "jsz"))
-        for families, endpoint in sources:
+        sources = ((GAUGES, "varz", answered), (JETSTREAM, "jsz", with_jsz := [s for s in answered if s.jsz]))
+        for families, endpoint, reporting in sources:
             for key, (name, text) in families.items():
                 gauge = GaugeMetricFamily(name, text, labels=["server"])
-                for snapshot in answered:
+                for snapshot in reporting:
                     gauge.add_metric([snapshot.server], float(getattr(snapshot, endpoint).get(key, 0)))
                 yield gauge
         limit = GaugeMetricFamily(MAX_STORAGE, "JetStream's file storage limit on this server.", labels=["server"])
-        for snapshot in answered:
+        for snapshot in with_jsz:
             limit.add_metric([snapshot.server], float(snapshot.jsz.get("config", {}).get("max_storage", 0)))
         yield limit
-        yield from self._consumers(answered)
+        yield from self._consumers(with_jsz)
 
     def _consumers(self, answered: list[Snapshot]) -> Iterator[Metric]:
         """The hub's durable consumers, per server that hosts them (a cluster's replicas each report theirs)."""
