@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -107,15 +108,32 @@ class HealthServer:
         self._server.server_close()
 
 
+_unanswered: weakref.WeakKeyDictionary[Client, tuple[asyncio.Future[bool], float]] = weakref.WeakKeyDictionary()
+PING_ABANDON_SECONDS: Final = 10.0
+"""A PING unanswered this long is left behind (a reconnect drops nats-py's queue of them) and a new one sent."""
+
+
 async def answers(connection: Client) -> bool:
-    """Whether the server answers a round trip within a second."""
+    """Whether the server answers a round trip (PING, PONG) within a second.
+
+    Not ``connection.flush(timeout=...)``: on a timeout nats-py cancels the PONG's future, and
+    the PONG that arrives once the server resumes then fails its read loop (``set_result`` on a
+    cancelled future), leaving a connection that never reads again. Here the future is never
+    cancelled, and while one PING is unanswered (for up to ``PING_ABANDON_SECONDS``) no other is sent.
+    """
     if not connection.is_connected:
         return False
-    try:
-        await connection.flush(timeout=PROBE_SECONDS)
-    except (nats.errors.Error, TimeoutError):
-        return False
-    return True
+    loop = asyncio.get_running_loop()
+    pending, sent_at = _unanswered.get(connection, (None, 0.0))
+    if pending is None or pending.done() or loop.time() - sent_at > PING_ABANDON_SECONDS:
+        pending = loop.create_future()
+        _unanswered[connection] = (pending, loop.time())
+        try:
+            await connection._send_ping(pending)  # noqa: SLF001 - the one way to PING without flush's cancellation
+        except (nats.errors.Error, OSError, AssertionError):
+            return False
+    done, _ = await asyncio.wait({pending}, timeout=PROBE_SECONDS)
+    return bool(done)
 
 
 async def refresh_readiness(
