@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from referral_hub.cli import supervise
@@ -353,3 +354,36 @@ def test_every_runbook_step_runs_as_written_from_any_folder_with_the_banners_set
     assert len(steps) >= 6
     assert failed == {}
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_portal_login_is_one_json_access_line_without_the_credentials(hub: Hub) -> None:
+    portal = next(line for line in hub.lines if "/portal/login" in line and "http://" in line).split()[1]
+    password = "wrong-horse-battery-staple"  # noqa: S105 - a wrong password, sent to be refused
+    with httpx.Client() as client:
+        form = client.get(portal)
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', form.text)
+        assert token is not None
+        refused = client.post(
+            portal,
+            data={
+                "_csrf_token": token.group(1),
+                "username": "sam.lee@kneadwell-massage",
+                "password": password,
+                "code": "000000",
+            },
+        )
+    log = hub.data_dir / "logs" / "portal.log"
+    deadline = time.monotonic() + 5
+    lines: list[dict[str, object]] = []
+    while not any(line.get("status") == refused.status_code for line in lines) and time.monotonic() < deadline:
+        lines = [json.loads(text) for text in log.read_text().splitlines() if text.startswith("{")]
+        time.sleep(0.2)
+
+    assert refused.status_code == 401
+    assert {"event": "http_request", "method": "POST", "route": "/portal/login", "status": 401}.items() <= next(
+        line
+        for line in lines
+        if line.get("status") == 401
+    ).items()
+    assert password not in log.read_text()
+    assert all(text.startswith("{") for text in log.read_text().splitlines() if text.strip())
