@@ -120,7 +120,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     base = tmp_path_factory.mktemp("supervised")
     start_in = base / "here"
     start_in.mkdir()
-    port, monitor, metrics = free_port(), free_port(), free_ports(4)
+    port, monitor, metrics = free_port(), free_port(), free_ports(6)
     env = {name: value for name, value in os.environ.items() if not name.startswith(("HUB_", "NATS_"))}
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
         [
@@ -381,9 +381,7 @@ def test_a_failed_portal_login_is_one_json_access_line_without_the_credentials(h
 
     assert refused.status_code == 401
     assert {"event": "http_request", "method": "POST", "route": "/portal/login", "status": 401}.items() <= next(
-        line
-        for line in lines
-        if line.get("status") == 401
+        line for line in lines if line.get("status") == 401
     ).items()
     assert password not in log.read_text()
     assert all(text.startswith("{") for text in log.read_text().splitlines() if text.strip())

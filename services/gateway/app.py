@@ -97,6 +97,7 @@ def create_app(settings: GatewaySettings) -> Litestar:
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=None,
         middleware=web_metrics.middleware("gateway"),
+        logging_config=None,  # Litestar's default takes over the root logger; lines stay JSON (runtime.hosting.logs)
     )
     app.state.gateway = gateway
     return app

@@ -145,6 +145,7 @@ def create_app(settings: PortalSettings) -> Litestar:
         },
         state=None,
         middleware=web_metrics.middleware("portal"),
+        logging_config=None,  # Litestar's default takes over the root logger; lines stay JSON (runtime.hosting.logs)
     )
     app.state.portal = portal
     app.state.jinja = environment
