@@ -145,8 +145,16 @@ def test_every_rule_has_a_for_a_severity_and_a_runbook_section() -> None:
         for rule in group["rules"]:
             assert rule.get("for"), rule["alert"]
             assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
-            assert rule["annotations"]["runbook_url"] == f"deploy/RUNBOOK.md#{rule['alert'].lower()}"
+            assert rule["annotations"]["runbook_url"] == f"{{{{ $externalLabels.runbook }}}}#{rule['alert'].lower()}"
             assert f"## {rule['alert']}\n" in runbook, rule["alert"]
+
+
+@pytest.mark.parametrize("config", ["prometheus/prometheus.yml", "compose/prometheus.yml"])
+def test_each_shipped_config_says_where_the_runbook_is_so_every_alert_links_to_its_section(config: str) -> None:
+    runbook = yaml.safe_load((DEPLOY / config).read_text())["global"]["external_labels"]["runbook"]
+
+    assert runbook.startswith("https://")
+    assert runbook.endswith("/deploy/RUNBOOK.md")
 
 
 def test_no_rule_or_panel_masks_missing_data() -> None:
