@@ -517,6 +517,18 @@ def service_pid(metrics_port: int, flag: str = "--metrics-port", *, missing_ok: 
 
 
 STUCK_WITHIN_SECONDS = 120.0
+SCRAPE_SECONDS = 2.0
+"""The test Prometheus's scrape interval (the scraped_hub fixture)."""
+
+
+def serves(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310 - loopback
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
 CLEARED_WITHIN_SECONDS = 60.0
 
 
@@ -579,11 +591,23 @@ def test_a_killed_gateway_is_back_and_leaves_no_alert_behind(after_bad_input: Sc
     pid = service_pid(int(target.rsplit(":", 1)[1]), "--gateway-metrics-port")
 
     os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    port = int(target.rsplit(":", 1)[1])
+    while (
+        service_pid(port, "--gateway-metrics-port", missing_ok=True) in {0, pid} and time.monotonic() < killed_at + 10
+    ):
+        time.sleep(0.2)
+    restarted = service_pid(port, "--gateway-metrics-port", missing_ok=True)
+    while not serves(f"http://{target}/health") and time.monotonic() < killed_at + 30:
+        time.sleep(0.2)
+    serving_after = time.monotonic() - killed_at
+    time.sleep(2 * SCRAPE_SECONDS)  # the next scrapes see the new process
     back = eventually_data(prometheus, f'min_over_time(up{{job="{job}"}}[5s]) == 1', 60)
     left = wait_for_alerts(prometheus, [("HubDeadLetters", "referral-hub-audit")], CLEARED_WITHIN_SECONDS)
 
+    assert restarted not in {0, pid}
+    assert serving_after < 10.0
     assert back["data"]["result"], "the gateway was not scraped again after its kill"
-    assert service_pid(int(target.rsplit(":", 1)[1]), "--gateway-metrics-port") != pid
     assert left == [("HubDeadLetters", "referral-hub-audit")]
 
 
