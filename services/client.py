@@ -51,8 +51,6 @@ hub's inbox read answers with it; without these a follower waited for the next s
 WAKE_REREAD_SECONDS: Final = 0.005
 """A follower asks again at least this often, even when no wake-up arrived."""
 CONSUME_WAIT_SECONDS: Final = 5.0
-LOCAL_CREDS_DIR: Final = Path(".hub-data/auth")
-"""Where ``hubctl up`` keeps the local hub's credentials; used when the environment names none."""
 CONNECT_TIMEOUT_SECONDS: Final = 3.0
 CONNECT_ATTEMPTS: Final = 2
 """Each server is tried this often before connecting gives up: a few seconds, never minutes."""
@@ -111,7 +109,7 @@ class SendReceipt:
 
 
 def clinic_credentials(clinic_id: str) -> NatsCredentials:
-    """A clinic's credentials: what the environment names, else the local hub's ``.hub-data/auth``.
+    """A clinic's credentials: what the environment names, else the local hub's (``$HUB_DATA_DIR/auth``).
 
     ``hubctl`` looks in the same places, so a script using this client in the folder where
     ``hubctl up`` runs connects just as ``hubctl`` does. A clinic with no seed there is
@@ -120,8 +118,8 @@ def clinic_credentials(clinic_id: str) -> NatsCredentials:
     chosen = credentials.for_clinic(clinic_id)
     named = os.environ.get(CREDS_DIR_ENV) or os.environ.get(NKEY_FILE_ENV)
     directory = Path(os.environ[CREDS_DIR_ENV]) if os.environ.get(CREDS_DIR_ENV) else None
-    if not named and LOCAL_CREDS_DIR.is_dir():
-        directory = LOCAL_CREDS_DIR.resolve()
+    if not named and credentials.local_creds_dir().is_dir():
+        directory = credentials.local_creds_dir()
         ca_file = directory / "tls" / "ca.pem"
         chosen = replace(
             chosen,

@@ -66,7 +66,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: weight.get(item.module.__name__, 0))
 
 
-_SLOW_WEIGHT = {"tests.test_fuzz_hostile": 1000, "tests.test_prometheus": 20, "tests.test_up": 100}
+_SLOW_WEIGHT = {
+    "tests.test_fuzz_hostile": 1000,
+    "tests.test_prometheus": 20,
+    "tests.test_up": 100,
+    "tests.test_up_supervision": 40,
+}
 """Modules whose few tests are each minutes long, weighted like that many ordinary slow tests."""
 
 

@@ -5,6 +5,7 @@ variable is one the code reads, and every NATS node configuration passes ``nats-
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import yaml
 
 from referral_hub.cli.commands import SERVICES
 from referral_hub.cli.main import build_parser
-from referral_hub.runtime.broker import permissions
+from referral_hub.runtime.broker import exporter, permissions
 from referral_hub.runtime.broker.embedded import nats_server_binary
 from referral_hub.runtime.broker.exporter import DEFAULT_PORT as NATS_EXPORTER_PORT
 from referral_hub.runtime.broker.server_config import generate
@@ -28,6 +29,11 @@ from referral_hub.runtime.jetstream.registry_cache import load_registry_file
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 COMPOSE = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())
+RULE_NAMES = [
+    rule["alert"]
+    for group in yaml.safe_load((DEPLOY / "prometheus" / "rules" / "hub.yml").read_text())["groups"]
+    for rule in group["rules"]
+]
 K8S = list(yaml.safe_load_all((DEPLOY / "k8s" / "hub.yaml").read_text()))
 NATS_VALUES = yaml.safe_load((DEPLOY / "k8s" / "nats-values.yaml").read_text())
 NATS_NODES = sorted(
@@ -95,7 +101,64 @@ def test_compose_prometheus_scrapes_each_service_on_its_metrics_port() -> None:
         job["dns_sd_configs"][0]["names"][0]: job["dns_sd_configs"][0]["port"] for job in config["scrape_configs"]
     }
 
-    assert scraped == {name: metrics_port(COMPOSE["services"][name]["command"]) for name in SERVICES}
+    exporter = exporter_args(COMPOSE["services"]["nats-exporter"]["command"])
+
+    assert scraped == {
+        **{name: metrics_port(COMPOSE["services"][name]["command"]) for name in SERVICES},
+        "nats-exporter": exporter.metrics_port,
+    }
+
+
+def exporter_args(args: list[str]) -> argparse.Namespace:
+    return exporter.parse_args(args)
+
+
+def test_compose_runs_a_nats_exporter_reading_every_node() -> None:
+    spec = COMPOSE["services"]["nats-exporter"]
+    args = exporter_args(spec["command"])
+
+    assert spec["entrypoint"] == ["python", "-m", "referral_hub.runtime.broker.exporter"]
+    assert args.nats_monitor_url == [f"http://{node}:8222" for node in NATS_NODES]
+    assert f":{args.metrics_port}/health" in " ".join(spec["healthcheck"]["test"])
+
+
+def test_k8s_runs_a_nats_exporter_reading_every_node_and_probes_its_port() -> None:
+    deployment = next(d for d in k8s("Deployment") if d["metadata"]["name"] == "referral-hub-nats-exporter")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    args = exporter_args(container["args"])
+    named_ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+
+    assert container["command"] == ["python", "-m", "referral_hub.runtime.broker.exporter"]
+    assert len(args.nats_monitor_url) == NATS_VALUES["config"]["cluster"]["replicas"]
+    assert named_ports[container["readinessProbe"]["httpGet"]["port"]] == args.metrics_port
+
+
+def rules_loaded(config: Path) -> int:
+    """How many alert rules Prometheus would load from ``config``, as promtool counts them."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is not installed; `make tools` installs Debian's prometheus package"
+    checked = subprocess.run(  # noqa: S603 - a fixed tool
+        [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    return sum(int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", checked.stdout))
+
+
+def test_the_shipped_prometheus_config_loads_every_rule() -> None:
+    assert rules_loaded(DEPLOY / "prometheus" / "prometheus.yml") == len(RULE_NAMES)
+
+
+def test_the_compose_prometheus_config_loads_every_rule_from_where_compose_mounts_them(tmp_path: Path) -> None:
+    shutil.copy(DEPLOY / "compose" / "prometheus.yml", tmp_path / "prometheus.yml")
+    shutil.copytree(DEPLOY / "prometheus" / "rules", tmp_path / "rules")
+
+    assert rules_loaded(tmp_path / "prometheus.yml") == len(RULE_NAMES)
+
+
+def test_a_config_copied_without_its_rules_is_caught_loading_none(tmp_path: Path) -> None:
+    shutil.copy(DEPLOY / "prometheus" / "prometheus.yml", tmp_path / "prometheus.yml")
+
+    assert rules_loaded(tmp_path / "prometheus.yml") == 0
 
 
 def test_compose_mounts_files_that_exist() -> None:
@@ -130,7 +193,14 @@ def test_prometheus_scrapes_each_process_hubctl_up_starts_on_its_default_port() 
     base = build_parser().parse_args(["up"]).metrics_port
     services = {f"referral-hub-{name}": [f"127.0.0.1:{base + offset}"] for offset, name in enumerate(SERVICES)}
 
-    assert scraped == {**services, "referral-hub-nats": [f"127.0.0.1:{base + len(SERVICES)}"]}
+    after = base + len(SERVICES)
+
+    assert scraped == {
+        **services,
+        "referral-hub-nats": [f"127.0.0.1:{after}"],
+        "referral-hub-portal": [f"127.0.0.1:{after + 1}"],
+        "referral-hub-gateway": [f"127.0.0.1:{after + 2}"],
+    }
     assert base + len(SERVICES) == NATS_EXPORTER_PORT
 
 

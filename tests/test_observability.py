@@ -90,3 +90,20 @@ async def test_a_handled_referral_logs_one_json_line_with_ids_and_no_phi(
     assert intake[0]["subject"] == "clinic.harbor-pt.out.referral.request"
     assert "pt-canary-7731" not in output.err + output.out
     assert "canary-reason-text" not in output.err + output.out
+
+
+async def test_notifications_and_audit_lines_for_a_referral_carry_its_correlation_id(
+    capsys: pytest.CaptureFixture[str], hub: RunningHub
+) -> None:
+    logs.configure("test", json=True)
+    request = referral_request()
+
+    await (await hub.clinic("harbor-pt")).send_and_confirm(request)
+    await wait_idle(hub.connection)
+
+    output = capsys.readouterr()
+    lines = [json.loads(text) for text in (output.err + output.out).splitlines() if text.startswith("{")]
+    handled = [line for line in lines if line.get("event") == "handled"]
+    for_this = {line["handler"] for line in handled if line.get("correlation_id") == str(request.correlation_id)}
+    assert {"intake", "events", "audit-clinic-out", "audit-clinic-in"} <= for_this
+    assert [line["handler"] for line in handled if "correlation_id" not in line] == []

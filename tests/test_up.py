@@ -30,8 +30,8 @@ pytestmark = pytest.mark.slow
 
 
 def free_metrics_base() -> int:
-    """A port whose next two are free too: ``hubctl up`` serves three services from it."""
-    return free_ports(3)
+    """A port whose next five are free too: three services, the NATS exporter, the two front ends' metrics."""
+    return free_ports(6)
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ def launch_up(data_dir: Path, *extra: str) -> Up:
             str(monitor),
             "--metrics-port",
             str(metrics),
+            # Fixed free ports: the defaults (8480, 8490 when free) race between hubs started at once.
+            *("--gateway-port", str(free_port()), "--portal-port", str(free_port())),
             *extra,
         ],
         stdout=subprocess.PIPE,
@@ -132,9 +134,11 @@ def test_up_shows_traffic_stops_on_ctrl_c_and_keeps_its_data_behind_authorizatio
     assert "Authorization Violation" in anonymous.stderr
     everyday = sorted(path.stat().st_mode & 0o777 for path in (data_dir / "auth").glob("*/*.nk"))
     assert everyday == [0o600] * (len(permissions.HUB_USERS) + 5)
-    glass = sorted(path.name for path in break_glass_dir_for(data_dir / "auth").glob("*.nk"))
+    glass = sorted(path.name for path in (data_dir / "break-glass").glob("*.nk"))
     assert glass == sorted(f"{user}.nk" for user in permissions.BREAK_GLASS_USERS)
-    assert not list(data_dir.rglob("*breakglass*"))
+    assert break_glass_dir_for(data_dir / "auth") == (data_dir / "break-glass").resolve()
+    assert not list((data_dir / "auth").rglob("*breakglass*"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["hub-data"]
 
 
 def test_up_refuses_a_busy_port_with_one_line(tmp_path: Path) -> None:
@@ -183,13 +187,14 @@ def _read(path: Path) -> bytes:
 
 
 def test_up_runs_a_three_node_cluster_with_r3_streams_and_two_replicas_of_each_service(tmp_path: Path) -> None:
-    port, monitor, routes, metrics = free_ports(3), free_ports(3), free_ports(3), free_ports(6)
+    port, monitor, routes, metrics = free_ports(3), free_ports(3), free_ports(3), free_ports(9)
     data_dir = tmp_path / "hub-data"
     up = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
         [
             *(sys.executable, "-m", "referral_hub.cli", "up", "--data-dir", str(data_dir), "--port", str(port)),
             *("--monitor-port", str(monitor), "--cluster-port", str(routes), "--metrics-port", str(metrics)),
             *("--cluster", "3", "--replicas", "2", "--demo-interval", "0.2"),
+            *("--gateway-port", str(free_port()), "--portal-port", str(free_port())),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

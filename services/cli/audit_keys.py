@@ -28,6 +28,7 @@ from typing import Final
 
 from referral_hub.audit.checkpoints import VERIFIER_KEY_FILE, verifier_key
 from referral_hub.audit.note import NoteError, VerifierKey
+from referral_hub.cli import datadir
 from referral_hub.errors import HubError
 
 VERIFIER_KEY_ENV: Final = "HUB_AUDIT_VERIFIER_KEY"
@@ -93,9 +94,12 @@ def add_verifier_key_option(parser: argparse.ArgumentParser) -> None:
 
 def show_verifier_key(args: argparse.Namespace) -> int:
     """``hubctl audit verifier-key [--signing-key-file FILE]``: the verifier key to pin, from the signing key."""
+    local = datadir.in_data_dir(datadir.SIGNING_KEY_FILE)
     path: Path | None = args.signing_key_file or (
         Path(os.environ[SIGNING_KEY_FILE_ENV]) if os.environ.get(SIGNING_KEY_FILE_ENV) else None
     )
+    if path is None and local.is_file():
+        path = local
     if path is None:
         msg = f"name the audit signing key: --signing-key-file FILE or ${SIGNING_KEY_FILE_ENV}"
         raise NoVerifierKeyError(msg)

@@ -16,14 +16,25 @@ import msgspec
 
 from referral_hub.audit.audit_event import to_audit_event
 from referral_hub.audit.index import AuditFilter, AuditIndex
-from referral_hub.cli import progress
+from referral_hub.cli import datadir, progress
 from referral_hub.cli.audit_proofs import warn_foreign
 from referral_hub.cli.commands import connect, out
 from referral_hub.cli.paging_commands import parse_time
 from referral_hub.contracts.audit import AuditEntry
 from referral_hub.runtime.broker import permissions
 
-DEFAULT_INDEX = Path(os.environ.get("HUB_AUDIT_INDEX", ".hub-data/audit-index.sqlite"))
+INDEX_ENV = "HUB_AUDIT_INDEX"
+
+
+def index_path(args: argparse.Namespace) -> Path:
+    """``--index``, else ``$HUB_AUDIT_INDEX``, else the index in the data folder: a cache, never written elsewhere."""
+    chosen: Path | None = args.index
+    if chosen is None:
+        chosen = (
+            Path(os.environ[INDEX_ENV]) if os.environ.get(INDEX_ENV) else datadir.in_data_dir(datadir.AUDIT_INDEX_FILE)
+        )
+    chosen.parent.mkdir(parents=True, exist_ok=True)
+    return chosen
 
 
 def add_filters(parser: argparse.ArgumentParser) -> None:
@@ -35,11 +46,17 @@ def add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", help="ISO 8601, inclusive")
     parser.add_argument("--until", help="ISO 8601, exclusive")
     parser.add_argument("--limit", type=int, default=1000, help="at most this many (default: %(default)s)")
-    parser.add_argument("--index", type=Path, default=DEFAULT_INDEX, help="index file (default: %(default)s)")
+    parser.add_argument(
+        "--index",
+        type=Path,
+        default=None,
+        help=f"index file (default: ${INDEX_ENV}, else {datadir.AUDIT_INDEX_FILE} in the data folder)",
+    )
     parser.add_argument("--rebuild", action="store_true", help="delete the index and rebuild it from the stream")
 
 
 async def _selected(args: argparse.Namespace) -> tuple[list[AuditEntry], dict[str, str], int, float]:
+    args.index = index_path(args)
     if args.rebuild:
         args.index.unlink(missing_ok=True)
     index = AuditIndex(args.index)

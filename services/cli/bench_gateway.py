@@ -302,7 +302,7 @@ async def bench_gateway(seconds: float, workers: int = 4, sync: str = "always") 
             port = free_port()
             # The benchmark measures the gateway's throughput, not its per-client limit.
             unlimited = ("--rate-limit", "1000000", "--rate-burst", "1000000")
-            gateway = gateway_cli.start_gateway(server.url, port, server.scratch, {}, unlimited)
+            gateway = gateway_cli.start_gateway(server.url, port, free_port(), server.scratch, {}, unlimited)
             services.append(gateway)
             await wait_ready(gateway)
             clinics = HttpClinics(f"http://127.0.0.1:{port}", keys)

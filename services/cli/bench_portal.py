@@ -205,7 +205,7 @@ async def bench_portal(duration: float, members: int = 8, sync_interval: str = S
         registry = load_registry_file()
         services = await start_hub(server.url, server.scratch, registry, UNLIMITED_CLINIC_RATE)
         port = free_port()
-        portal = start_portal(server.url, port, server.scratch / "logs", {})
+        portal = start_portal(server.url, port, free_port(), server.scratch / "logs", {})
         try:
             await wait_ready(portal)
             base = f"http://127.0.0.1:{port}/portal"

@@ -58,6 +58,13 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         default=os.environ.get(GATEWAY_URL_ENV, ""),
         help=f"gateway: public base URL, the token audience (default: ${GATEWAY_URL_ENV} or the listen address)",
     )
+    run.add_argument(
+        "--gateway-metrics-port",
+        type=int,
+        default=None,
+        help="gateway: port for /metrics and /health, apart from the FHIR port (default: not served; "
+        "hubctl up uses the portal's metrics port + 1)",
+    )
     run.add_argument("--tls-cert", type=Path, default=None, help="gateway: serve HTTPS with this certificate (PEM)")
     run.add_argument("--tls-key", type=Path, default=None, help="gateway: the certificate's private key (PEM)")
     run.add_argument(
@@ -99,6 +106,8 @@ def serve(args: argparse.Namespace) -> int:
             allow_private_hook_endpoints=args.allow_private_hook_endpoints,
             rate_per_second=args.rate_limit,
             rate_burst=args.rate_burst,
+            metrics_port=args.gateway_metrics_port,
+            metrics_host=args.metrics_host,
         )
     )
     return 0
@@ -216,8 +225,13 @@ def choose_port() -> int:
     return DEFAULT_PORT
 
 
-def start_gateway(
-    nats_url: str, port: int, data_dir: Path, env: dict[str, str], options: tuple[str, ...] = ()
+def start_gateway(  # noqa: PLR0913, PLR0917 - where it listens, where it keeps its files, and its extra options
+    nats_url: str,
+    port: int,
+    metrics_port: int,
+    data_dir: Path,
+    env: dict[str, str],
+    options: tuple[str, ...] = (),
 ) -> ServiceProcess:
     """``hubctl run gateway`` as a child of ``hubctl up`` (plain HTTP on loopback, for local use).
 
@@ -243,6 +257,8 @@ def start_gateway(
                 nats_url,
                 "--gateway-port",
                 str(port),
+                "--gateway-metrics-port",
+                str(metrics_port),
                 "--audit-index",
                 str(data_dir / "gateway-audit-index.sqlite"),
                 "--allow-private-hook-endpoints",  # a local demo: receivers run on this machine
@@ -254,7 +270,7 @@ def start_gateway(
             start_new_session=True,
             env={**os.environ, **env},
         )
-    return ServiceProcess("gateway", port, log_path, process)
+    return ServiceProcess("gateway", metrics_port, log_path, process)
 
 
 async def announce(nats_url: str, port: int, data_dir: Path, out: Callable[[str], None]) -> None:

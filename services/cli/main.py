@@ -27,6 +27,7 @@ from referral_hub.cli import (
     audit_proofs,
     audit_query,
     commands,
+    datadir,
     dlq,
     linkage_bench_command,
     natsconfig,
@@ -40,12 +41,11 @@ from referral_hub.cli import sealing_keys as sealing_cli
 from referral_hub.cli import status as status_cli
 from referral_hub.contracts.base import Modality
 from referral_hub.errors import HubError
-from referral_hub.runtime.broker.credentials import CREDS_DIR_ENV
+from referral_hub.runtime.broker.credentials import CREDS_DIR_ENV, DATA_DIR_ENV
 from referral_hub.runtime.hosting import logs
 from referral_hub.runtime.hosting.tasks import cancel_and_wait
 
 DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
-LOCAL_CREDS_DIR: Final = Path(".hub-data/auth")
 EXIT_USER_ERROR: Final = 1
 EXIT_INTERRUPTED: Final = 130
 
@@ -62,21 +62,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clinic", default=os.environ.get("HUB_CLINIC"), help="acting clinic id (default: $HUB_CLINIC)"
     )
-    parser.add_argument(
-        "--creds-dir",
-        type=Path,
-        default=default_creds_dir(),
-        help=f"NATS credentials directory (hubctl nats-config --out); default: ${CREDS_DIR_ENV}, "
-        f"else {LOCAL_CREDS_DIR} when it exists",
-    )
-
-
-def default_creds_dir() -> Path | None:
-    """``$HUB_NATS_CREDS_DIR``, else the local hub's (``hubctl up``), so a second terminal just works."""
-    named = os.environ.get(CREDS_DIR_ENV)
-    if named:
-        return Path(named)
-    return LOCAL_CREDS_DIR if LOCAL_CREDS_DIR.is_dir() else None
+    datadir.add_options(parser)
 
 
 def stream_budget(text: str) -> tuple[str, int]:
@@ -131,11 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_up(sub: Subparsers) -> None:
     up = sub.add_parser("up", help="start nats-server, provision, run all services and demo traffic")
     _common(up)
-    up.add_argument(
-        "--data-dir", type=Path, default=Path(".hub-data"), help="where JetStream and logs live (default: %(default)s)"
-    )
     up.add_argument("--port", type=int, default=4222, help="NATS client port (default: %(default)s)")
     up.add_argument("--monitor-port", type=int, default=8222, help="NATS monitoring port (default: %(default)s)")
+    up.add_argument(
+        "--gateway-port", type=int, help="the FHIR gateway's HTTP port (default: 8490 when free, else any free port)"
+    )
+    up.add_argument(
+        "--portal-port", type=int, help="the portal's HTTP port (default: 8480 when free, else any free port)"
+    )
     up.add_argument(
         "--metrics-port",
         type=int,
@@ -227,7 +216,7 @@ def _add_nats_config(sub: Subparsers) -> None:
     config.add_argument(
         "--break-glass-dir",
         type=Path,
-        help="where the break-glass seeds go (default: .hub-breakglass beside the parent of --out); keep it offline",
+        help="where the break-glass seeds go (default: break-glass/ beside --out); keep it offline",
     )
     config.add_argument("--server-name", default="hub", help="server_name (default: %(default)s)")
     config.add_argument("--host", default="127.0.0.1", help="client listen address (default: %(default)s)")
@@ -582,8 +571,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command != "run":
         logs.configure("hubctl", level=logging.WARNING)
-    if getattr(args, "creds_dir", None) is not None:
-        os.environ[CREDS_DIR_ENV] = str(args.creds_dir.resolve())
+    datadir.settle(args)
     try:
         if getattr(args, "sync_run", None) is not None:
             status: int = args.sync_run(args)
@@ -640,6 +628,11 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, nats.errors.NoServersError):
         return "cannot reach NATS (is the hub running? pass --nats-url or set NATS_URL)"
     text = str(exc) or type(exc).__name__
+    if "Authorization Violation" in text:
+        return (
+            "NATS refused these credentials (Authorization Violation): name the hub's data folder "
+            f"(--data-dir or ${DATA_DIR_ENV}) or its credentials directory (--creds-dir or ${CREDS_DIR_ENV})"
+        )
     return text.splitlines()[0] if text else type(exc).__name__
 
 

@@ -47,6 +47,13 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     """``hubctl run portal``'s own options."""
     run.add_argument("--portal-host", default="127.0.0.1", help="portal: listen address (default: %(default)s)")
     run.add_argument("--portal-port", type=int, default=DEFAULT_PORT, help="portal: port (default: %(default)s)")
+    run.add_argument(
+        "--portal-metrics-port",
+        type=int,
+        default=None,
+        help="portal: port for /metrics and /health, apart from the pages (default: not served; "
+        "hubctl up uses the port after the NATS exporter's)",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -60,6 +67,8 @@ def serve(args: argparse.Namespace) -> int:
             nats_url=args.nats_url,
             host=args.portal_host,
             port=args.portal_port,
+            metrics_port=args.portal_metrics_port,
+            metrics_host=args.metrics_host,
         )
     )
     return 0
@@ -138,8 +147,11 @@ def choose_port() -> int:
     return DEFAULT_PORT
 
 
-def start_portal(nats_url: str, port: int, log_dir: Path, env: dict[str, str]) -> ServiceProcess:
-    """``hubctl run portal`` as a child of ``hubctl up``, in its own session like every service."""
+def start_portal(nats_url: str, port: int, metrics_port: int, log_dir: Path, env: dict[str, str]) -> ServiceProcess:
+    """``hubctl run portal`` as a child of ``hubctl up``, in its own session like every service.
+
+    Its ``ServiceProcess`` port is the metrics port (``/metrics`` and ``/health``); the pages are on ``port``.
+    """
     from referral_hub.cli.up import ServiceProcess  # noqa: PLC0415 - up imports this module
 
     log_path = log_dir / "portal.log"
@@ -155,6 +167,8 @@ def start_portal(nats_url: str, port: int, log_dir: Path, env: dict[str, str]) -
                 nats_url,
                 "--portal-port",
                 str(port),
+                "--portal-metrics-port",
+                str(metrics_port),
                 "--log-json",
             ],
             stdout=log_file,
@@ -162,7 +176,7 @@ def start_portal(nats_url: str, port: int, log_dir: Path, env: dict[str, str]) -
             start_new_session=True,
             env={**os.environ, **env},
         )
-    return ServiceProcess("portal", port, log_path, process)
+    return ServiceProcess("portal", metrics_port, log_path, process)
 
 
 def announce(port: int, logins: list[DemoLogin], out: Callable[[str], None]) -> None:

@@ -5,6 +5,7 @@ command failing: a status screen is most needed when something is wrong.
 
 - services: each service process's ``/health`` (the ports ``hubctl up`` uses, from
   ``--metrics-port``), and whether each durable consumer has a process fetching from it;
+- restarts: how often ``hubctl up`` started each child again, and any crash loop;
 - consumer lag: messages not yet delivered and delivered but not yet acknowledged;
 - dead letters: how many, and the command to list them;
 - open pages, oldest first;
@@ -21,6 +22,7 @@ import json
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Final
 
 import nats.errors
@@ -29,8 +31,10 @@ from nats.js.errors import NotFoundError
 
 from referral_hub.audit.adapters import read_checkpoints
 from referral_hub.cli.commands import SERVICES, connect, fetch_registry, out
+from referral_hub.cli.datadir import SUPERVISION_FILE
 from referral_hub.cli.paging_commands import all_pages
 from referral_hub.cli.screen import page_severity
+from referral_hub.cli.supervise import read_record
 from referral_hub.contracts.registry import ChannelKind
 from referral_hub.errors import HubError
 from referral_hub.notifications import oncall
@@ -64,6 +68,7 @@ async def status(args: argparse.Namespace) -> int:
     out("services (health endpoints)")
     for (name, url), answer in zip(probes, answers, strict=True):
         out(f"  {name:<15} {answer:<40} {url}")
+    _restarts(args.data_dir / SUPERVISION_FILE)
     connection = await connect(args.nats_url, "hubctl-status")
     try:
         js = connection.jetstream()
@@ -119,6 +124,17 @@ async def _oncall_reach(connection: Client) -> None:
     out(f"on-call reach    WARNING: {count} on-call member(s) with no contact channel; a page to them reaches nobody")
     for clinic, members in sorted(unreachable.items()):
         out(f"  {clinic:<20} {', '.join(members)}  (hubctl roster show --clinic {clinic})")
+
+
+def _restarts(record: Path) -> None:
+    """Each child of ``hubctl up`` (when one runs on this data folder): restarts, last exit, crash loop."""
+    children = read_record(record)
+    if not children:
+        return
+    out("processes (hubctl up)      restarts  last exit")
+    for name, state in children.items():
+        loop = "  CRASH LOOP" if state.get("crash_loop") else ""
+        out(f"  {name:<24} {state.get('restarts', 0):>8}  {state.get('last_exit') or '-'}{loop}")
 
 
 async def _last_checkpoint(nats_url: str) -> None:

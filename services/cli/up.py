@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -32,7 +34,9 @@ from referral_hub.cli import gateway as gateway_cli
 from referral_hub.cli import portal as portal_cli
 from referral_hub.cli import sealing_keys as sealing_cli
 from referral_hub.cli.commands import SERVICES, connect, describe_item, fetch_registry, out
+from referral_hub.cli.datadir import SUPERVISION_FILE
 from referral_hub.cli.screen import LEGEND
+from referral_hub.cli.supervise import Supervisor, keep_running
 from referral_hub.client import InboxItem
 from referral_hub.contracts.alerts import AlertRaised
 from referral_hub.contracts.codec import SchemaViolationError, decode_hub_message
@@ -228,16 +232,12 @@ async def report_audit(nats_url: str) -> None:
 async def run_hub(args: argparse.Namespace) -> int:
     """Run everything until Ctrl-C (or ``--duration``), then stop in order."""
     instances = [(name, copy) for copy in range(args.replicas) for name in SERVICES]
-    ports = [args.metrics_port + offset for offset in range(len(instances) + 1)]
-    exporter_port = ports.pop()
-    busy = [port for port in (*ports, exporter_port) if not port_is_free(port)]
-    if busy:
-        msg = f"metrics port(s) {busy} in use; choose another base with --metrics-port"
-        raise HubError(msg)
+    ports, exporter_port, gateway_port, portal_port = _ports(args, len(instances))
+    portal_metrics, gateway_metrics = exporter_port + 1, exporter_port + 2
     registry = load_registry_file(args.registry)
     server = local_nats(args, secure_by_default(args.data_dir / "auth", [clinic.id for clinic in registry.clinics]))
     server.start()
-    services: list[ServiceProcess] = []
+    supervisor = Supervisor(tell, args.data_dir / SUPERVISION_FILE)
     jobs: list[asyncio.Task[None]] = []
     pager = DemoPager(server.url, out) if args.demo else None
     try:
@@ -251,28 +251,38 @@ async def run_hub(args: argparse.Namespace) -> int:
             pager.start()
         log_dir = args.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        services = [
-            start_service(name, server.url, port, log_dir, env, copy=copy)
-            for (name, copy), port in zip(instances, ports, strict=True)
+        starts = [
+            *(
+                functools.partial(start_service, name, server.url, port, log_dir, env, copy=copy)
+                for (name, copy), port in zip(instances, ports, strict=True)
+            ),
+            functools.partial(start_nats_exporter, monitor_urls(server), exporter_port, log_dir),
+            functools.partial(portal_cli.start_portal, server.url, portal_port, portal_metrics, log_dir, env),
+            functools.partial(gateway_cli.start_gateway, server.url, gateway_port, gateway_metrics, args.data_dir, env),
         ]
-        services.append(start_nats_exporter(monitor_urls(server), exporter_port, log_dir))
-        services.append(portal := portal_cli.start_portal(server.url, portal_cli.choose_port(), log_dir, env))
-        services.append(gateway := gateway_cli.start_gateway(server.url, gateway_cli.choose_port(), args.data_dir, env))
+        for start in starts:
+            supervisor.add(start)
+        services = [child for child in supervisor.children if isinstance(child, ServiceProcess)]
         await asyncio.gather(*(wait_ready(service) for service in services))
         portal_logins = await portal_cli.demo_logins(server.url)
         _banner(server, services, args, len(clinics))
-        portal_cli.announce(portal.port, portal_logins, out)
-        await gateway_cli.announce(server.url, gateway.port, args.data_dir, out)
-        background: list[Coroutine[Any, Any, None]] = [show_deliveries(server.url), report_audit(server.url)]
+        portal_cli.announce(portal_port, portal_logins, out)
+        await gateway_cli.announce(server.url, gateway_port, args.data_dir, out)
+        background: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            "inbox watch": functools.partial(show_deliveries, server.url),
+            "audit report": functools.partial(report_audit, server.url),
+        }
         if pager is not None:
-            background.append(_demo_traffic(args, server.url, clinics, pager))
-        jobs = [asyncio.create_task(job) for job in background]
-        await _wait_for_stop(args.duration, jobs)
+            background["demo traffic"] = functools.partial(_demo_traffic, args, server.url, clinics, pager)
+        jobs = [asyncio.create_task(keep_running(name, job, tell)) for name, job in background.items()]
+        jobs.append(asyncio.create_task(supervisor.run()))
+        await _wait_for_stop(args.duration)
     finally:
-        await cancel_and_wait(jobs)  # their failures were raised by _wait_for_stop; a closed stdout is not news
+        supervisor.stop()
+        await cancel_and_wait(jobs)
         try:
             tell("stopping services ...")
-            stop_services(services)
+            stop_services([child for child in supervisor.children if isinstance(child, ServiceProcess)])
             if pager is not None:
                 pager.stop()
         finally:
@@ -292,6 +302,27 @@ def _demo_traffic(
     """
     interval = args.demo_interval or 60 / args.demo_rate
     return send_demo_referrals(nats_url, clinics, interval, out, activity=pager.activity)
+
+
+def _ports(args: argparse.Namespace, instances: int) -> tuple[list[int], int, int, int]:
+    """The services' metrics ports, the exporter's, the gateway's and the portal's; a busy one named at once."""
+    ports = [args.metrics_port + offset for offset in range(instances + 1)]
+    exporter_port = ports.pop()
+    front_ends = (exporter_port + 1, exporter_port + 2)  # the portal's and the gateway's metrics
+    busy = [port for port in (*ports, exporter_port, *front_ends) if not port_is_free(port)]
+    if busy:
+        msg = f"metrics port(s) {busy} in use; choose another base with --metrics-port"
+        raise HubError(msg)
+    busy = [port for port in (args.gateway_port, args.portal_port) if port and not port_is_free(port)]
+    if busy:
+        msg = f"port(s) {busy} in use; choose others with --gateway-port and --portal-port"
+        raise HubError(msg)
+    return (
+        ports,
+        exporter_port,
+        args.gateway_port or gateway_cli.choose_port(),
+        args.portal_port or portal_cli.choose_port(),
+    )
 
 
 async def merge_registry(nats_url: str, registry: Registry, pager: DemoPager | None) -> list[Clinic]:
@@ -371,22 +402,20 @@ def tell(line: str) -> None:
         out(line)
 
 
-async def _wait_for_stop(duration: float | None, jobs: list[asyncio.Task[None]]) -> None:
+async def _wait_for_stop(duration: float | None) -> None:
+    """Until Ctrl-C, SIGTERM or ``--duration``: nothing else stops the hub (its jobs survive NATS's pauses)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    waiters: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait())]
-    if duration is not None:
-        waiters.append(asyncio.create_task(asyncio.sleep(duration)))
-    done, pending = await asyncio.wait([*waiters, *jobs], return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        if task not in jobs:
-            task.cancel()
-    for task in done:
-        failure = task.exception() if task in jobs else None
-        if failure is not None:
-            raise failure
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), duration)
+
+
+def hubctl_command() -> str:
+    """``hubctl`` as a command that works from any folder: this installation's absolute path."""
+    beside = Path(sys.executable).parent / "hubctl"
+    return shlex.quote(str(beside)) if beside.exists() else "hubctl"
 
 
 def _banner(
@@ -408,14 +437,16 @@ def _banner(
     for service in services:
         probes = "" if service.name == NATS_EXPORTER else f"  health {service.health_url}"
         out(f"  {service.name:<15} metrics {service.metrics_url}{probes}  log {service.log_path}")
-    out(f"  registry        {clinics} clinics (hubctl clinics --nats-url {server.url})")
+    where = f"--nats-url {server.url} --data-dir {shlex.quote(str(args.data_dir))}"
+    out(f"  registry        {clinics} clinics ({hubctl_command()} clinics {where})")
     out(f"  credentials     {args.data_dir / 'auth'}: one nkey per clinic and hub user; hubctl finds them there")
     verifier = write_verifier_key(args.data_dir / "audit-signing.key", args.data_dir / "auth" / VERIFIER_KEY_FILE)
     out(f"  audit key       HUB_AUDIT_VERIFIER_KEY={verifier}  (pin it wherever the log is verified)")
     glass = break_glass_dir_for(args.data_dir / "auth")
     out(f"  break-glass     {glass}: stream upgrades only (hubctl provision --break-glass); never used by default")
-    out(f"  try, in another terminal:  .venv/bin/hubctl inbox --clinic lotus-acu --nats-url {server.url}")
-    out(f"  status          .venv/bin/hubctl status --nats-url {server.url} --metrics-port {args.metrics_port}")
+    out(f"  try, in another terminal:  {hubctl_command()} inbox --clinic lotus-acu {where}")
+    out(f"  status          {hubctl_command()} status {where} --metrics-port {args.metrics_port}")
+    out(f"  or set once     export NATS_URL={server.url} HUB_DATA_DIR={shlex.quote(str(args.data_dir))}")
     out(f"  {LEGEND}")
     out("  Ctrl-C stops everything; data is kept for the next start.")
     out("")

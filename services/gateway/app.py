@@ -29,7 +29,7 @@ from referral_hub.gateway import negotiation, outcomes
 from referral_hub.gateway.outcomes import FhirError, GatewayCode
 from referral_hub.gateway.routes import audit, care, documents, server, subscriptions, tasks
 from referral_hub.gateway.web import MAX_BODY_BYTES, Gateway, GatewaySettings, fhir
-from referral_hub.runtime.hosting import security_headers
+from referral_hub.runtime.hosting import security_headers, web_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +99,10 @@ def create_app(settings: GatewaySettings) -> Litestar:
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         await gateway.start()
         try:
-            yield
+            async with web_metrics.metrics_port(
+                "gateway", settings.metrics_port, settings.metrics_host, gateway.nats_connection
+            ):
+                yield
         finally:
             await gateway.stop()
 
@@ -116,10 +119,11 @@ def create_app(settings: GatewaySettings) -> Litestar:
         ],
         lifespan=[lifespan],
         exception_handlers={FhirError: fhir_error, HTTPException: http_error, Exception: internal_error},
-        middleware=[negotiating],
+        middleware=[*web_metrics.middleware("gateway"), negotiating],
         request_max_body_size=MAX_BODY_BYTES,
         before_send=[security_headers.add_missing(security_headers.API_HEADERS)],
         openapi_config=None,
+        logging_config=None,  # Litestar's default takes over the root logger; lines stay JSON (runtime.hosting.logs)
     )
     app.state.gateway = gateway
     return app
@@ -133,6 +137,7 @@ def run(settings: GatewaySettings) -> None:
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        log_config=None,  # uvicorn's own lines go through the process's JSON logging (runtime.hosting.logs)
         access_log=False,
         timeout_graceful_shutdown=3,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,

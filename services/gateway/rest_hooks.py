@@ -51,6 +51,7 @@ from referral_hub.errors import HubError
 from referral_hub.gateway import care, subscriptions, task_views
 from referral_hub.gateway.adapters import ClinicConnections, ClinicLink
 from referral_hub.gateway.subscriptions import SubscriptionRecord
+from referral_hub.runtime.hosting.web_metrics import REST_HOOK_DELIVERIES
 from referral_hub.runtime.jetstream.kvstore import KvView
 
 log = structlog.get_logger(__name__)
@@ -254,9 +255,12 @@ class RestHooks:
                     extensions={"timeout": timeouts},
                 )
         except Exception as exc:  # noqa: BLE001 - whatever failed, this delivery failed and is retried
+            REST_HOOK_DELIVERIES.labels("unreachable").inc()
             log.info("gateway_delivery_refused", subscription=record.id, error=type(exc).__name__)
             return False
-        return 200 <= answer.status < 300  # noqa: PLR2004 - the 2xx class
+        delivered = 200 <= answer.status < 300  # noqa: PLR2004 - the 2xx class
+        REST_HOOK_DELIVERIES.labels("delivered" if delivered else "refused").inc()
+        return delivered
 
     async def _handshake(self, record: SubscriptionRecord, revision: int) -> None:
         bundle = subscriptions.notification(record, self.fhir_base, "handshake", datetime.now(UTC))

@@ -15,6 +15,7 @@ import msgspec
 import structlog
 from joserfc.jwk import ECKey
 from litestar import Request, Response
+from nats.aio.client import Client
 
 from referral_hub.contracts.rejections import RejectionCode
 from referral_hub.errors import HubError
@@ -58,6 +59,9 @@ class GatewaySettings:
     rate_per_second: float = 50.0
     """Requests one clinic's tokens may make per second on this replica, sustained (then 429)."""
     rate_burst: float = 200.0
+    metrics_port: int | None = None
+    """Where ``/metrics`` and ``/health`` are served, apart from the FHIR port; ``None``: not served."""
+    metrics_host: str = "127.0.0.1"
 
     @property
     def base(self) -> str:
@@ -142,6 +146,10 @@ class Gateway:
             clients.follow(store.buckets[topology.GATEWAY_CLIENTS_KV]), name="gateway-clients-watch"
         )
         self.patients.start(store.connection.jetstream())
+
+    def nats_connection(self) -> Client | None:
+        """The ``gateway`` user's connection once started, for the readiness probe."""
+        return self._started.store.connection if self._started is not None else None
 
     async def stop(self) -> None:
         """Stop delivering and close every connection."""

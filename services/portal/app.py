@@ -44,7 +44,7 @@ from referral_hub.portal.routes import (
 from referral_hub.portal.routes import documents as document_routes
 from referral_hub.portal.routes.documents import UPLOAD_BODY_BYTES
 from referral_hub.portal.web import CSRF_COOKIE, PREFIX, LoginRequiredError, Portal, PortalSettings, see_other
-from referral_hub.runtime.hosting import security_headers
+from referral_hub.runtime.hosting import security_headers, web_metrics
 from referral_hub.runtime.hosting.tasks import cancel_and_wait
 from referral_hub.runtime.jetstream import topology
 from referral_hub.screening.rules import load_rules
@@ -118,7 +118,13 @@ def create_app(settings: PortalSettings) -> Litestar:
         watch = asyncio.create_task(portal.registry.follow(portal.store.connection.jetstream()), name="portal-registry")
         try:
             await portal.registry.wait_loaded(REGISTRY_WAIT_SECONDS)
-            yield
+            async with web_metrics.metrics_port(
+                "portal",
+                settings.metrics_port,
+                settings.metrics_host,
+                lambda: portal.store.connection if portal.store is not None else None,
+            ):
+                yield
         finally:
             await cancel_and_wait([watch])
             await portal.connections.close()
@@ -153,6 +159,8 @@ def create_app(settings: PortalSettings) -> Litestar:
             RequestEntityTooLarge: _too_large,
         },
         state=None,
+        middleware=web_metrics.middleware("portal"),
+        logging_config=None,  # Litestar's default takes over the root logger; lines stay JSON (runtime.hosting.logs)
     )
     app.state.portal = portal
     app.state.jinja = environment
@@ -184,6 +192,7 @@ def run(settings: PortalSettings) -> None:
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        log_config=None,  # uvicorn's own lines go through the process's JSON logging (runtime.hosting.logs)
         access_log=False,
         timeout_graceful_shutdown=3,
     )

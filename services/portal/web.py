@@ -48,6 +48,9 @@ class PortalSettings:
     port: int = 8480
     secure_cookies: bool | None = None
     """``None``: Secure everywhere but on a loopback address (local development)."""
+    metrics_port: int | None = None
+    """Where ``/metrics`` and ``/health`` are served, apart from the portal's port; ``None``: not served."""
+    metrics_host: str = "127.0.0.1"
 
     @property
     def cookies_secure(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -26,18 +27,23 @@ def readme_script() -> str:
 async def test_the_readme_script_makes_a_referral_and_the_receiver_is_notified(
     gateway: Systems, tmp_path: Path
 ) -> None:
-    key_file = tmp_path / "harbor-pt.jwk.json"
+    key_file = tmp_path / "gateway" / "harbor-pt.jwk.json"
+    key_file.parent.mkdir()
     key_file.write_text(json.dumps(gateway.keys["harbor-pt"]))
     async with http_server(answer(200)) as receiver:
         script = (
             readme_script()
             .replace("http://127.0.0.1:8490", gateway.gateway.base)
-            .replace(".hub-data/gateway/harbor-pt.jwk.json", str(key_file))
             .replace("http://127.0.0.1:9999/hook", receiver.url)
         )
         # The hub's services run in this event loop: the script runs beside it, not blocking it.
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            sys.executable,
+            "-c",
+            script,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "HUB_DATA_DIR": str(tmp_path)},
         )
         stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 0, stderr.decode()

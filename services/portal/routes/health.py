@@ -1,10 +1,13 @@
-"""Liveness under ``/portal``, and readiness and metrics at the root, where ``hubctl up`` and Prometheus look."""
+"""Liveness under ``/portal``, and an answer at the root.
+
+Metrics and NATS-aware readiness are served on the portal's metrics port
+(``runtime.hosting.web_metrics``), apart from the pages, with the portal's own families only.
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
-import prometheus_client
 from litestar import get
 
 # --- Health and metrics -----------------------------------------------------------------------
@@ -22,13 +25,7 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/metrics", sync_to_thread=False, media_type="text/plain; version=0.0.4")
-def metrics() -> bytes:
-    """Prometheus metrics of this process."""
-    return prometheus_client.generate_latest()
-
-
 HANDLERS: Final = (healthz,)
 """Served under ``/portal``."""
-ROOT_HANDLERS: Final = (health, metrics)
+ROOT_HANDLERS: Final = (health,)
 """Served at the root."""

@@ -1,7 +1,8 @@
 """NATS credentials on disk, and the connection options every hub process derives from them.
 
 A credentials directory (``hubctl nats-config --out DIR`` writes one; ``hubctl up`` keeps
-one in ``.hub-data/auth``) looks like this::
+one in ``auth/`` of its data folder, ``--data-dir`` or ``$HUB_DATA_DIR``, default ``.hub-data``)
+looks like this::
 
     DIR/nats-server.conf          the server's configuration (public nkeys only)
     DIR/auth.conf                 the same authorization (and tls) blocks, to include elsewhere
@@ -41,6 +42,8 @@ CA_FILE_ENV: Final = "HUB_NATS_CA_FILE"
 CERT_FILE_ENV: Final = "HUB_NATS_CERT_FILE"
 KEY_FILE_ENV: Final = "HUB_NATS_KEY_FILE"
 BREAK_GLASS_DIR_ENV: Final = "HUB_BREAKGLASS_DIR"
+DATA_DIR_ENV: Final = "HUB_DATA_DIR"
+DEFAULT_DATA_DIR: Final = Path(".hub-data")
 SECRET_MODE: Final = 0o600
 SEED_BYTES: Final = 32
 
@@ -97,13 +100,30 @@ def hub_seed_path(directory: Path, user: str) -> Path:
     return directory / "hub" / f"{user}.nk"
 
 
-def break_glass_dir_for(directory: Path) -> Path:
-    """Where break-glass seeds go by default: beside the credentials directory's parent, never in it.
+def data_dir() -> Path:
+    """The local hub's data folder, absolute: ``$HUB_DATA_DIR``, else ``.hub-data`` here.
 
-    For ``hubctl up`` (credentials in ``.hub-data/auth``) that is ``.hub-breakglass`` next to
-    ``.hub-data``: wiping or copying the hub's data folder never takes the break-glass keys along.
+    Every local path (credentials, keys, caches, logs) is found under it, so one setting
+    serves every command from any working folder.
     """
-    return directory.resolve().parent.parent / ".hub-breakglass"
+    named = os.environ.get(DATA_DIR_ENV, "")
+    return (Path(named) if named else DEFAULT_DATA_DIR).resolve()
+
+
+def local_creds_dir() -> Path:
+    """Where ``hubctl up`` keeps the credentials of the hub in :func:`data_dir`."""
+    return data_dir() / "auth"
+
+
+def break_glass_dir_for(directory: Path) -> Path:
+    """Where break-glass seeds go by default: ``break-glass/`` beside the credentials directory, never in it.
+
+    For ``hubctl up`` (credentials in ``DATA/auth``) that is ``DATA/break-glass``: inside the
+    hub's data folder (nothing is written outside it), yet apart from the credentials
+    directory that services and ``hubctl`` read, so handing ``auth/`` to a machine never
+    hands over a key that can change streams.
+    """
+    return directory.resolve().parent / "break-glass"
 
 
 def users_for(

@@ -9,11 +9,12 @@ carries, so the hub ships this small equivalent, run as its own process beside t
 
 ``hubctl up`` starts it with every node's monitoring URL, on the port after the services'.
 Prometheus scrapes it as the job ``referral-hub-nats``. Every scrape reads each server's
-``/varz`` and ``/jsz`` afresh (all servers at once), so there is no cached figure to go
+``/varz`` and ``/jsz?consumers=true`` afresh (all servers at once), so there is no cached figure to go
 stale. Each series carries ``server`` (the monitoring address). ``hub_nats_up`` is 1 for
 a server that answered this scrape and 0 for one that did not, and a server that did not
 answer has no other series: no placeholder 0. Nothing else exports these families, so no
-service reports a figure about NATS that it does not know.
+service reports a figure about NATS that it does not know. The hub's durable consumers'
+lag comes from here too (``runtime.broker.consumer_lag``), so it outlives a stopped service.
 """
 
 from __future__ import annotations
@@ -32,18 +33,31 @@ from typing import Any, Final
 
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
 
+from referral_hub.runtime.broker.consumer_lag import JSZ_QUERY, consumer_states
+from referral_hub.runtime.jetstream import topology
+
 DEFAULT_PORT: Final = 9104
 """After ``hubctl up``'s three services (9101-9103)."""
 TIMEOUT_SECONDS: Final = 1.0
 """Per request. A scrape sends every request (each server's ``/varz`` and ``/jsz``) at once, so
 it takes about one of these at worst, well inside Prometheus's scrape timeout."""
-ENDPOINTS: Final = ("/varz", "/jsz")
+ENDPOINTS: Final = ("/varz", JSZ_QUERY)
 MONITOR_URL_ENV: Final = "NATS_MONITOR_URL"
 """Comma-separated monitoring URLs, when no ``--nats-monitor-url`` is given."""
 
 UP: Final = "hub_nats_up"
 INFO: Final = "hub_nats_info"
 MAX_STORAGE: Final = "hub_jetstream_max_storage_bytes"
+CONSUMER_FAMILIES: Final = {
+    "pending": ("hub_consumer_pending_messages", "Messages a durable consumer has not yet delivered (its lag)."),
+    "ack_pending": ("hub_consumer_ack_pending_messages", "Messages delivered but not yet acknowledged."),
+    "redelivered": ("hub_consumer_redelivered_messages", "Messages currently being redelivered."),
+    "waiting": ("hub_consumer_waiting_pulls", "Fetch requests waiting at the server; 0 when no process reads."),
+    "ack_floor_age_seconds": (
+        "hub_consumer_ack_floor_age_seconds",
+        "Seconds since the consumer's ack floor last moved while messages wait; 0 when none wait.",
+    ),
+}
 COUNTERS: Final = {
     "in_msgs": ("hub_nats_in_messages", "Messages the server received from clients."),
     "out_msgs": ("hub_nats_out_messages", "Messages the server sent to clients."),
@@ -63,7 +77,20 @@ JETSTREAM: Final = {
     "messages": ("hub_jetstream_messages", "Messages stored in all streams on the server."),
 }
 FAMILIES: Final = frozenset(
-    {UP, INFO, MAX_STORAGE, *(name for name, _ in (*COUNTERS.values(), *GAUGES.values(), *JETSTREAM.values()))}
+    {
+        UP,
+        INFO,
+        MAX_STORAGE,
+        *(
+            name
+            for name, _ in (
+                *COUNTERS.values(),
+                *GAUGES.values(),
+                *JETSTREAM.values(),
+                *CONSUMER_FAMILIES.values(),
+            )
+        ),
+    }
 )
 """Every family this exporter can produce (and no other process does)."""
 
@@ -78,8 +105,13 @@ class Snapshot:
 
     @property
     def up(self) -> bool:
-        """Whether both endpoints answered."""
-        return bool(self.varz) and bool(self.jsz)
+        """Whether the server's monitoring answered (``/varz``, the cheap one).
+
+        ``/jsz?consumers=true`` grows with the consumers and can miss a one-second deadline on a
+        loaded machine while the server is well: then this scrape has no JetStream or consumer
+        series (a gap, which the consumer rules read across) rather than a false "NATS down".
+        """
+        return bool(self.varz)
 
 
 def server_label(url: str) -> str:
@@ -96,6 +128,7 @@ class NatsMonitor:
             msg = "the NATS exporter needs at least one monitoring URL (--nats-monitor-url or NATS_MONITOR_URL)"
             raise ValueError(msg)
         self.urls = tuple(url.rstrip("/") for url in urls)
+        self._durables = frozenset(spec.durable for spec in topology.CONSUMERS)
         self._timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=len(self.urls) * len(ENDPOINTS), thread_name_prefix="nats-monitor")
 
@@ -118,7 +151,7 @@ class NatsMonitor:
         """Every server's answers, all requests at once."""
         requests = [(url, path) for url in self.urls for path in ENDPOINTS]
         answers = dict(zip(requests, self._pool.map(self._answer, [url + path for url, path in requests]), strict=True))
-        return [Snapshot(server_label(url), answers[url, "/varz"], answers[url, "/jsz"]) for url in self.urls]
+        return [Snapshot(server_label(url), answers[url, "/varz"], answers[url, JSZ_QUERY]) for url in self.urls]
 
     def describe(self) -> Iterable[Metric]:
         """Nothing: the registry must not scrape NATS to learn the names when this is registered."""
@@ -147,17 +180,29 @@ class NatsMonitor:
             for snapshot in answered:
                 counter.add_metric([snapshot.server], float(snapshot.varz.get(key, 0)))
             yield counter
-        sources = ((GAUGES, "varz"), (JETSTREAM, "jsz"))
-        for families, endpoint in sources:
+        sources = ((GAUGES, "varz", answered), (JETSTREAM, "jsz", with_jsz := [s for s in answered if s.jsz]))
+        for families, endpoint, reporting in sources:
             for key, (name, text) in families.items():
                 gauge = GaugeMetricFamily(name, text, labels=["server"])
-                for snapshot in answered:
+                for snapshot in reporting:
                     gauge.add_metric([snapshot.server], float(getattr(snapshot, endpoint).get(key, 0)))
                 yield gauge
         limit = GaugeMetricFamily(MAX_STORAGE, "JetStream's file storage limit on this server.", labels=["server"])
-        for snapshot in answered:
+        for snapshot in with_jsz:
             limit.add_metric([snapshot.server], float(snapshot.jsz.get("config", {}).get("max_storage", 0)))
         yield limit
+        yield from self._consumers(with_jsz)
+
+    def _consumers(self, answered: list[Snapshot]) -> Iterator[Metric]:
+        """The hub's durable consumers, per server that hosts them (a cluster's replicas each report theirs)."""
+        states = [
+            (snapshot.server, state) for snapshot in answered for state in consumer_states(snapshot.jsz, self._durables)
+        ]
+        for field, (name, text) in CONSUMER_FAMILIES.items():
+            gauge = GaugeMetricFamily(name, text, labels=["server", "account", "stream", "consumer"])
+            for server, state in states:
+                gauge.add_metric([server, state.account, state.stream, state.consumer], float(getattr(state, field)))
+            yield gauge
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,9 +25,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from referral_hub.runtime.broker import credentials
 from referral_hub.runtime.hosting.metrics import (
-    CONSUMER_ACK_PENDING,
-    CONSUMER_PENDING,
-    CONSUMER_REDELIVERED,
     EXPOSITION,
     NATS_CONNECTED,
     STREAM_BYTES,
@@ -36,6 +34,7 @@ from referral_hub.runtime.jetstream.streams import AUDIT_STREAMS
 from referral_hub.runtime.jetstream.topology import ConsumerSpec
 
 REFRESH_SECONDS: Final = 2.0
+PROBE_SECONDS: Final = 1
 INDEX: Final = (
     b"<!doctype html><html><head><title>Referral Hub service</title></head><body>"
     b"<h1>Referral Hub service</h1><ul>"
@@ -109,6 +108,34 @@ class HealthServer:
         self._server.server_close()
 
 
+_unanswered: weakref.WeakKeyDictionary[Client, tuple[asyncio.Future[bool], float]] = weakref.WeakKeyDictionary()
+PING_ABANDON_SECONDS: Final = 10.0
+"""A PING unanswered this long is left behind (a reconnect drops nats-py's queue of them) and a new one sent."""
+
+
+async def answers(connection: Client) -> bool:
+    """Whether the server answers a round trip (PING, PONG) within a second.
+
+    Not ``connection.flush(timeout=...)``: on a timeout nats-py cancels the PONG's future, and
+    the PONG that arrives once the server resumes then fails its read loop (``set_result`` on a
+    cancelled future), leaving a connection that never reads again. Here the future is never
+    cancelled, and while one PING is unanswered (for up to ``PING_ABANDON_SECONDS``) no other is sent.
+    """
+    if not connection.is_connected:
+        return False
+    loop = asyncio.get_running_loop()
+    pending, sent_at = _unanswered.get(connection, (None, 0.0))
+    if pending is None or pending.done() or loop.time() - sent_at > PING_ABANDON_SECONDS:
+        pending = loop.create_future()
+        _unanswered[connection] = (pending, loop.time())
+        try:
+            await connection._send_ping(pending)  # noqa: SLF001 - the one way to PING without flush's cancellation
+        except (nats.errors.Error, OSError, AssertionError):
+            return False
+    done, _ = await asyncio.wait({pending}, timeout=PROBE_SECONDS)
+    return bool(done)
+
+
 async def refresh_readiness(
     server: HealthServer,
     service: str,
@@ -118,31 +145,29 @@ async def refresh_readiness(
 ) -> None:
     """Forever: check the NATS connection and every consumer this service needs.
 
-    The same consumer info feeds the lag gauges (pending, ack pending, redelivered), and
-    ``streams`` get depth gauges, so ops see lag without a second poll.
+    ``nats_connected`` is a round trip to the server (a flush answered in time), not the
+    client's idea of its socket: a paused broker keeps the socket open and answers nothing.
+    ``streams`` get depth gauges. Consumer lag is the broker's to report (the NATS exporter).
     """
     specs = tuple(consumers)
     watched = tuple(streams)
     js = connection.jetstream(prefix=credentials.hub_api_prefix(service))
     own = connection.jetstream()
     while True:
-        checks = {"nats_connected": connection.is_connected}
+        checks = {"nats_connected": await answers(connection)}
         for spec in specs:
             try:
-                info = await js.consumer_info(spec.stream, spec.durable, timeout=1.0)
+                await js.consumer_info(spec.stream, spec.durable, timeout=1.0)
             except (NotFoundError, nats.errors.Error, TimeoutError):
                 checks[f"consumer:{spec.stream}/{spec.durable}"] = False
                 continue
             checks[f"consumer:{spec.stream}/{spec.durable}"] = True
-            CONSUMER_PENDING.labels(spec.stream, spec.durable).set(info.num_pending or 0)
-            CONSUMER_ACK_PENDING.labels(spec.stream, spec.durable).set(info.num_ack_pending or 0)
-            CONSUMER_REDELIVERED.labels(spec.stream, spec.durable).set(info.num_redelivered or 0)
         for stream in watched:
             with contextlib.suppress(NotFoundError, nats.errors.Error, TimeoutError):
                 reader = own if stream in AUDIT_STREAMS else js
                 state = (await reader.stream_info(stream)).state
                 STREAM_MESSAGES.labels(stream).set(state.messages)
                 STREAM_BYTES.labels(stream).set(state.bytes)
-        NATS_CONNECTED.labels(service).set(1 if connection.is_connected else 0)
+        NATS_CONNECTED.labels(service).set(1 if checks["nats_connected"] else 0)
         server.readiness = Readiness(ready=all(checks.values()), checks=checks)
         await asyncio.sleep(REFRESH_SECONDS)

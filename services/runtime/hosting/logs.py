@@ -63,19 +63,50 @@ def configure(service: str, *, json: bool | None = None, level: int = logging.IN
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if render_json else structlog.dev.ConsoleRenderer()
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        drop_phi,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            drop_phi,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    _route_stdlib(shared, renderer)
+
+
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]  # typeshed's generic parameter is the stream
+    """A handler writing to whatever ``sys.stderr`` is when a line is emitted, as structlog's own lines do."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one formatted line."""
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _route_stdlib(shared: list[structlog.typing.Processor], renderer: structlog.typing.Processor) -> None:
+    """Libraries' logging (nats-py, uvicorn, httpx) and Python's warnings become lines like the hub's own.
+
+    Same renderer, same context (service, correlation id), a traceback as one ``exception``
+    field: with JSON, every line a process writes is one JSON object.
+    """
+    handler = _CurrentStderr(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(capture=True)

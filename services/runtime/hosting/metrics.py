@@ -126,21 +126,6 @@ DELIVERY_FAILURES: Final = Counter(
     "Failed delivery attempts, by channel (email, webhook, sms, none).",
     ["channel"],
 )
-CONSUMER_PENDING: Final = Gauge(
-    "hub_consumer_pending_messages",
-    "Messages a durable consumer has not yet delivered (its lag), from JetStream consumer info.",
-    ["stream", "consumer"],
-)
-CONSUMER_ACK_PENDING: Final = Gauge(
-    "hub_consumer_ack_pending_messages",
-    "Messages delivered but not yet acknowledged, from JetStream consumer info.",
-    ["stream", "consumer"],
-)
-CONSUMER_REDELIVERED: Final = Gauge(
-    "hub_consumer_redelivered_messages",
-    "Messages currently being redelivered, from JetStream consumer info.",
-    ["stream", "consumer"],
-)
 STREAM_MESSAGES: Final = Gauge(
     "hub_stream_messages",
     "Messages stored in each hub stream (HUB_DEADLETTER is the dead-letter depth).",
@@ -184,11 +169,11 @@ SHARED: Final[tuple[Exported, ...]] = (
     HANDLING_SECONDS,
     REJECTIONS,
     NATS_CONNECTED,
-    CONSUMER_PENDING,
-    CONSUMER_ACK_PENDING,
-    CONSUMER_REDELIVERED,
 )
-"""Every service reports these, each under its own ``service`` label or its own consumers."""
+"""Every service reports these, each under its own ``service`` label.
+
+Consumer lag is not among them: the broker reports it (the NATS exporter reads
+``/jsz?consumers=true``), so a stopped service cannot take its own backlog's series along."""
 OWNED: Final[dict[str, tuple[Exported, ...]]] = {
     "referrals": (
         REFERRAL_TRANSITIONS,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import nats
 import nats.errors
 import structlog
+from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, ServiceUnavailableError
 
@@ -182,6 +183,27 @@ async def _provision_once(
     )
 
 
+async def _silent(_error: Exception) -> None:
+    """nats-py logs each failed attempt with a traceback; the caller gets the one exception instead."""
+
+
+async def _connect_once(nats_url: str, options: dict[str, Any]) -> Client:
+    """Connect for a one-off operation, failing in seconds when nobody answers or the key is refused.
+
+    nats-py's defaults retry a first connection 60 times, 2 s apart: minutes of silence before
+    an operator learns that the server is down or the credentials are missing.
+    """
+    return await nats.connect(
+        server_urls(nats_url),
+        connect_timeout=5,
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.5,
+        error_cb=_silent,
+        **options,
+    )
+
+
 async def provision_as_operator(
     nats_url: str,
     replicas: int = 1,
@@ -202,9 +224,9 @@ async def provision_as_operator(
         if break_glass
         else credentials.for_hub_user(permissions.AUDITOR)
     )
-    hub = await nats.connect(server_urls(nats_url), connect_timeout=5, **hub_user.connect_options())
+    hub = await _connect_once(nats_url, hub_user.connect_options())
     try:
-        audit = await nats.connect(server_urls(nats_url), connect_timeout=5, **audit_user.connect_options())
+        audit = await _connect_once(nats_url, audit_user.connect_options())
         try:
             await provision(
                 hub.jetstream(), replicas, budgets, audit_js=audit.jetstream(), upgrade=break_glass or bool(budgets)

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import msgspec
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -84,6 +85,31 @@ class Effects:
         )
 
 
+class _Ids(msgspec.Struct):
+    """The two ids every hub message and audit entry carries; every other field is skipped unread."""
+
+    message_id: str = ""
+    correlation_id: str = ""
+
+
+_ids: Final = msgspec.json.Decoder(_Ids)
+
+
+def message_ids(data: bytes) -> dict[str, str]:
+    """``message_id`` and ``correlation_id`` of a stored message, for its log lines; none for unreadable bytes.
+
+    Every service's lines carry them (notifications and audit as well as referrals), so one
+    referral's path is followed across the hub's logs by its correlation id.
+    """
+    try:
+        ids = _ids.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return {}
+    return {
+        name: value for name, value in (("message_id", ids.message_id), ("correlation_id", ids.correlation_id)) if value
+    }
+
+
 def nak_delay(attempt: int) -> float:
     """Capped exponential back-off for a message whose handling failed ``attempt`` times."""
     return float(min(2 ** max(attempt - 1, 0), MAX_NAK_DELAY_SECONDS))
@@ -103,6 +129,7 @@ async def handle_one(
         subject=delivery.subject,
         stream_sequence=delivery.sequence,
         attempt=delivery.attempt,
+        **message_ids(delivery.data),
     )
     try:
         handled = await process(delivery)
