@@ -34,7 +34,7 @@ MAX_COPY_BYTES: Final = 4096
 """A copy is the HPKE encapsulated key (32 bytes) and the sealed JSON details (well under 2 KiB)."""
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100), PHI]
-KeyId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}$", description="Fingerprint of a sealing key.")]
+KeyId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}\Z", description="Fingerprint of a sealing key.")]
 
 
 class DetailsError(ContractError):
@@ -86,7 +86,7 @@ class PatientDetails(msgspec.Struct, frozen=True, kw_only=True):
     phones: Annotated[tuple[Annotated[str, msgspec.Meta(max_length=40)], ...], PHI] = ()
     email: Annotated[str, msgspec.Meta(max_length=254), PHI] = ""
     address: PostalAddress | None = None
-    preferred_language: Annotated[str, msgspec.Meta(pattern=r"^$|^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$")] = ""
+    preferred_language: Annotated[str, msgspec.Meta(pattern=r"^\Z|^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*\Z")] = ""
     """A BCP 47 tag such as ``en`` or ``es-MX``."""
     preferred_contact: ContactMethod | None = None
     record_number: Annotated[str, msgspec.Meta(max_length=64), PHI] = ""

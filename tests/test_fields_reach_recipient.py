@@ -6,7 +6,9 @@ show``, ``hubctl inbox``, the portal's referral page (the real templates) and th
 resources (Task, ServiceRequest, Communication, each valid for ``fhir.resources``). The
 commands go through the referrals domain and its announcements, so the path is the hub's own.
 A field added to a command later fails :func:`test_the_property_covers_every_command_field`
-until it is given a value here and a place on every surface.
+until it is given a value here and a place on every surface. The sealed patient details are the
+one exception: the hub's own code cannot open them, so they are followed by the sealing tests
+(tests/test_sealing.py, tests/portal/test_portal_patient.py, tests/gateway/test_patient_resource.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import html
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -31,7 +33,9 @@ from referral_hub.client import InboxItem, new_id
 from referral_hub.contracts.base import ClinicalFlags, Modality
 from referral_hub.contracts.referrals import (
     REFERRAL_COMMANDS,
+    Coding,
     ConsultNote,
+    ExternalIdentifier,
     ReferralAccept,
     ReferralCancel,
     ReferralCancelConfirm,
@@ -49,7 +53,7 @@ from referral_hub.contracts.referrals import (
     Urgency,
 )
 from referral_hub.gateway import communications, task_commands, task_views
-from referral_hub.portal import referral_views
+from referral_hub.portal import forms, referral_views
 from referral_hub.portal.app import template_environment
 from referral_hub.portal.domain import local_time
 from referral_hub.portal.web import Member, page_context
@@ -61,6 +65,8 @@ SENDER, RECIPIENT, THIRD = "harbor-pt", "lotus-acu", "riverside-wellness"
 RECEIVED = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
 TEMPLATES = template_environment()
 BASE_FIELDS = frozenset(f.name for f in msgspec.structs.fields(ReferralCommand))
+SEALED_FIELDS = frozenset({"patient_details"})
+"""Fields only the parties' keys open: not text any surface of the hub's code can show."""
 
 # Text as clinics type it: any letters, digits, punctuation (HTML's specials included) and spaces.
 typed = st.text(
@@ -101,10 +107,17 @@ def typed_fields(draw: st.DrawFn) -> Typed:
                 ),
                 "requested_techniques": tuple(draw(st.lists(listed, min_size=1, max_size=3))),
                 "note": draw(typed),
+                "service_codings": (
+                    Coding(system="http://example.org/services", code=draw(typed), display=draw(typed)),
+                ),
+                "identifiers": (ExternalIdentifier(system="urn:example:orders", value=draw(typed)),),
             },
             ReferralAccept: {"note": draw(typed)},
             ReferralDecline: {"reason_code": draw(typed), "reason_text": draw(typed)},
-            ReferralSchedule: {"appointment_at": draw(appointments)},
+            ReferralSchedule: {
+                "appointment_at": (at := draw(appointments)),
+                "appointment_end": at + timedelta(minutes=draw(st.integers(15, 180))),
+            },
             ReferralNoShow: {},
             ReferralInterimNote: {"note": draw(typed)},
             ReferralComplete: {
@@ -208,6 +221,9 @@ def _page_text(markup: str) -> str:
 
 def _fhir_strings(resource: Any) -> Iterator[str]:
     if isinstance(resource, dict):
+        typed_value = [v for k, v in resource.items() if k.startswith("value") and not isinstance(v, (dict, list))]
+        if isinstance(resource.get("type"), dict) and "text" in resource["type"] and typed_value:
+            yield f"{resource['type']['text']}: {typed_value[0]}"  # a Task output, as "visits: 3"
         for value in resource.values():
             yield from _fhir_strings(value)
     elif isinstance(resource, list):
@@ -224,7 +240,18 @@ def surfaces(run: Run, clinic: str) -> dict[str, str]:
     view = referral_views.referral_view(items, run.referral.referral_id, clinic, zone)
     assert view is not None
     member = Member(clinic=CLINICS[clinic], member="front.desk", token="")
-    context = page_context(member, view=view, documents=[], refused="", errors={}, document_error="", csrf_input="")
+    context = page_context(
+        member,
+        view=view,
+        patient=None,
+        documents=[],
+        reasons=forms.REASON_CODES,
+        forward_choices=[(THIRD, THIRD)],
+        refused="",
+        errors={},
+        document_error="",
+        csrf_input="",
+    )
     page = TEMPLATES.get_template("referral.html").render(context)
     folded = task_views.ClinicReferrals(clinic)
     for item in items:
@@ -245,13 +272,17 @@ def surfaces(run: Run, clinic: str) -> dict[str, str]:
     }
 
 
-def expected(value: Any, surface: str, zone: str) -> list[str]:
+def expected(value: Any, surface: str, zone: str) -> list[str]:  # noqa: PLR0911 - one return per kind of value
     """The strings that show ``value`` on ``surface``."""
     if isinstance(value, ConsultNote):
         visits = f"visits: {value.visits}" if surface == "fhir" else f"{value.visits} visits"
         return [visits, *value.techniques, value.response, value.recommendations]
     if isinstance(value, ClinicalFlags):
         return [*value.conditions, *value.medications]
+    if isinstance(value, tuple) and value and isinstance(value[0], Coding):
+        return [text for coding in value for text in (coding.code, coding.display)]
+    if isinstance(value, tuple) and value and isinstance(value[0], ExternalIdentifier):
+        return [identifier.value for identifier in value]
     if isinstance(value, tuple):
         return [str(v) for v in value]
     if isinstance(value, datetime):
@@ -262,14 +293,18 @@ def expected(value: Any, surface: str, zone: str) -> list[str]:
 
 
 def _own_fields(command: ReferralCommand) -> dict[str, Any]:
-    return {name: getattr(command, name) for name in msgspec.structs.asdict(command) if name not in BASE_FIELDS}
+    return {
+        name: getattr(command, name)
+        for name in msgspec.structs.asdict(command)
+        if name not in BASE_FIELDS | SEALED_FIELDS
+    }
 
 
 @settings(max_examples=1, deadline=None)
 @given(values=typed_fields())
 def test_the_property_covers_every_command_field(values: Typed) -> None:
     for cls in REFERRAL_COMMANDS:
-        own = {f.name for f in msgspec.structs.fields(cls)} - BASE_FIELDS
+        own = {f.name for f in msgspec.structs.fields(cls)} - BASE_FIELDS - SEALED_FIELDS
         assert set(values.values[cls]) == own, cls.__name__
     walked = {cls for path in PATHS.values() for cls, _ in path} | {ReferralRequest}
     assert walked == set(REFERRAL_COMMANDS)
@@ -320,7 +355,7 @@ def test_a_fhir_accept_sends_the_note_it_adds(values: Typed) -> None:
     folded.apply(requested.message, requested.event_number)
     view = folded.by_referral[run.referral.referral_id]
     wanted = {**task_views.task_resource(view), "status": "accepted", "note": [{"text": "Happy to see her"}]}
-    envelope = task_commands.Envelope(RECIPIENT, "raj.patel", RECEIVED)
+    envelope = task_commands.Envelope(RECIPIENT, "raj.patel", RECEIVED, bytes(range(32)))
     command = task_commands.transition_command("accept", envelope, view, wanted)
     assert isinstance(command, ReferralAccept)
     assert command.note == "Happy to see her"

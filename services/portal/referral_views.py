@@ -67,7 +67,8 @@ def _step_detail(message: ReferralEvent, zone: str) -> str:
     if isinstance(message, ReferralTransitioned):
         parts = [message.detail, message.reason_code]
         if message.appointment_at is not None:
-            parts.append(f"appointment {local_time(message.appointment_at, zone)}")
+            until = f" until {local_time(message.appointment_end, zone)}" if message.appointment_end else ""
+            parts.append(f"appointment {local_time(message.appointment_at, zone)}{until}")
         if message.outcome is not None:
             parts.append(wording.outcome_words(message.outcome))
         if message.forwarded_to:

@@ -26,19 +26,21 @@ def outcome_words(outcome: ConsultNote) -> str:
     return "; ".join(parts)
 
 
-def step_words(
+def step_words(  # noqa: PLR0913 - one keyword per thing a step can say
     *,
     detail: str,
     reason_code: str,
     appointment_at: datetime | None,
     outcome: ConsultNote | None,
     forwarded_to: str | None,
+    appointment_end: datetime | None = None,
 ) -> str:
     """What one lifecycle step said, in one line; empty for a step that carries nothing."""
+    until = f" until {appointment_end.isoformat()}" if appointment_end else ""
     parts = [
         f"reason code {reason_code}" if reason_code else "",
         detail,
-        f"appointment {appointment_at.isoformat()}" if appointment_at else "",
+        f"appointment {appointment_at.isoformat()}{until}" if appointment_at else "",
         f"forwarded to {forwarded_to}" if forwarded_to else "",
         outcome_words(outcome) if outcome else "",
     ]
@@ -53,6 +55,7 @@ def history_words(item: HistoryItem) -> str:
         appointment_at=item.appointment_at,
         outcome=item.outcome,
         forwarded_to=item.forwarded_to,
+        appointment_end=item.appointment_end,
     )
 
 
@@ -65,6 +68,8 @@ def request_lines(request: ReferralRequest | ReferralRequested) -> list[str]:
         ("conditions", ", ".join(request.clinical_flags.conditions)),
         ("medications", ", ".join(request.clinical_flags.medications)),
         ("note", request.note),
+        ("service codes", ", ".join(f"{c.system}|{c.code} {c.display}".strip() for c in request.service_codings)),
+        ("the sender's identifiers", ", ".join(f"{i.system}|{i.value}" for i in request.identifiers)),
     )
     lines.extend(f"{name}: {value}" for name, value in facts if value)
     return lines
@@ -96,4 +101,5 @@ def transitioned_words(event: ReferralTransitioned) -> str:
         appointment_at=event.appointment_at,
         outcome=event.outcome,
         forwarded_to=event.forwarded_to,
+        appointment_end=event.appointment_end,
     )

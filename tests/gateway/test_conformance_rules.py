@@ -25,11 +25,12 @@ from .fhir_helpers import LOCAL_ID_SYSTEM, new_task, valid
 
 AT = datetime(2026, 12, 7, 10, 30, 15, tzinfo=UTC)
 BASE = "http://gw.example/fhir"
+ID_KEY = bytes(range(32))
 
 
 def view_of(task: dict[str, object], *steps: tuple[str, ReferralState, dict[str, object]]) -> task_views.TaskView:
     """A clinic's folded view of the referral ``task`` makes, after ``steps``."""
-    command = task_commands.referral_request(Envelope("harbor-pt", "maria.lopez", AT), task)
+    command = task_commands.referral_request(Envelope("harbor-pt", "maria.lopez", AT, ID_KEY), task)
     requested = ReferralRequested(
         message_id=uuid.uuid4(),
         occurred_at=AT,
@@ -206,7 +207,9 @@ def test_schedule_and_completion_read_back_as_written() -> None:
     )
     task = valid(task_views.task_resource(view))
     assert task["executionPeriod"] == {"start": start.isoformat(), "end": end.isoformat()}
-    completion = task_commands.transition_command("complete", Envelope("lotus-acu", "raj.patel", AT), view, task)
+    completion = task_commands.transition_command(
+        "complete", Envelope("lotus-acu", "raj.patel", AT, ID_KEY), view, task
+    )
     assert msgspec.structs.asdict(completion)["outcome"] == outcome
 
 
@@ -214,7 +217,7 @@ def test_a_schedule_command_keeps_the_periods_end() -> None:
     view = view_of(ordered(), ("accept", ReferralState.ACCEPTED, {}))
     period = {"start": "2026-12-10T09:00:00+01:00", "end": "2026-12-10T09:45:00+01:00"}
     command = task_commands.transition_command(
-        "schedule", Envelope("lotus-acu", "raj.patel", AT), view, {"executionPeriod": period}
+        "schedule", Envelope("lotus-acu", "raj.patel", AT, ID_KEY), view, {"executionPeriod": period}
     )
     assert msgspec.structs.asdict(command)["appointment_end"] == datetime.fromisoformat(period["end"])
 

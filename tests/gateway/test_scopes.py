@@ -59,7 +59,7 @@ def test_the_grant_is_within_the_clients_ceiling() -> None:
 
 def test_a_ceiling_naming_nothing_offered_is_refused() -> None:
     with pytest.raises(scopes.ScopeError):
-        scopes.ceiling(["system/Patient.read"])
+        scopes.ceiling(["system/Observation.read"])
 
 
 def test_a_permission_is_allowed_only_by_its_own_type_and_letter() -> None:
