@@ -221,8 +221,13 @@ async def test_a_crafted_link_puts_no_words_on_a_page(shared_portal: RunningPort
     words = "Your account is suspended; call 555-0100"
     async with shared_portal.client() as client:
         login = await client.get("/login", params={"error": words})
-        await log_in(client, shared_portal.logins["raj.patel@lotus-acu"], headers=_from("203.0.113.61"))
+        member = shared_portal.logins["raj.patel@lotus-acu"]
+        entered = await log_in(client, member, headers=_from("203.0.113.61"))
+        if entered.status_code != 303:  # another test used this member's current code: each is used once
+            await asyncio.sleep(accounts.TOTP_STEP - time.time() % accounts.TOTP_STEP + 0.5)
+            entered = await log_in(client, member, headers=_from("203.0.113.61"))
         page = await client.get("/pages", params={"refused": words})
+    assert entered.status_code == 303
     assert page.status_code == 200
     assert words not in login.text
     assert words not in page.text

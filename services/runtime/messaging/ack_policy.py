@@ -103,7 +103,9 @@ def message_ids(data: bytes) -> dict[str, str]:
     """
     try:
         ids = _ids.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        # msgspec reports JSON nested past its depth limit as RecursionError, not DecodeError;
+        # such bytes are refused by the handler like any other, and must not stop the loop here.
         return {}
     return {
         name: value for name, value in (("message_id", ids.message_id), ("correlation_id", ids.correlation_id)) if value
