@@ -106,7 +106,28 @@ def test_compose_prometheus_scrapes_each_service_on_its_metrics_port() -> None:
     assert scraped == {
         **{name: metrics_port(COMPOSE["services"][name]["command"]) for name in SERVICES},
         "nats-exporter": exporter.metrics_port,
+        **{name: front_end_metrics_port(COMPOSE["services"][name]["command"]) for name in FRONT_ENDS},
     }
+
+
+FRONT_ENDS = ("gateway", "portal")
+
+
+def front_end_metrics_port(args: list[str]) -> int:
+    """The metrics port of ``hubctl run gateway|portal``, as hubctl parses it (apart from the UI port)."""
+    parsed = build_parser().parse_args(args)
+    return int(getattr(parsed, f"{parsed.service}_metrics_port"))
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_compose_runs_each_front_end_with_a_metrics_port_apart_from_its_own(front_end: str) -> None:
+    spec = COMPOSE["services"][front_end]
+    args = build_parser().parse_args(spec["command"])
+    port = front_end_metrics_port(spec["command"])
+
+    assert (args.command, args.service, args.metrics_host) == ("run", front_end, "0.0.0.0")  # noqa: S104 - in a container
+    assert port != getattr(args, f"{front_end}_port")
+    assert f":{port}/health" in " ".join(spec["healthcheck"]["test"])
 
 
 def exporter_args(args: list[str]) -> argparse.Namespace:
