@@ -106,7 +106,28 @@ def test_compose_prometheus_scrapes_each_service_on_its_metrics_port() -> None:
     assert scraped == {
         **{name: metrics_port(COMPOSE["services"][name]["command"]) for name in SERVICES},
         "nats-exporter": exporter.metrics_port,
+        **{name: front_end_metrics_port(COMPOSE["services"][name]["command"]) for name in FRONT_ENDS},
     }
+
+
+FRONT_ENDS = ("gateway", "portal")
+
+
+def front_end_metrics_port(args: list[str]) -> int:
+    """The metrics port of ``hubctl run gateway|portal``, as hubctl parses it (apart from the UI port)."""
+    parsed = build_parser().parse_args(args)
+    return int(getattr(parsed, f"{parsed.service}_metrics_port"))
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_compose_runs_each_front_end_with_a_metrics_port_apart_from_its_own(front_end: str) -> None:
+    spec = COMPOSE["services"][front_end]
+    args = build_parser().parse_args(spec["command"])
+    port = front_end_metrics_port(spec["command"])
+
+    assert (args.command, args.service, args.metrics_host) == ("run", front_end, "0.0.0.0")  # noqa: S104 - in a container
+    assert port != getattr(args, f"{front_end}_port")
+    assert f":{port}/health" in " ".join(spec["healthcheck"]["test"])
 
 
 def exporter_args(args: list[str]) -> argparse.Namespace:
@@ -250,6 +271,33 @@ def test_k8s_every_service_has_a_disruption_budget_that_keeps_one_replica(servic
     budgets = [b for b in k8s("PodDisruptionBudget") if b["spec"]["selector"] == deployment["spec"]["selector"]]
 
     assert [b["spec"]["minAvailable"] for b in budgets] == [1]
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_k8s_runs_each_front_end_probed_on_its_metrics_port(front_end: str) -> None:
+    deployment = next(d for d in k8s("Deployment") if d["metadata"]["name"] == f"referral-hub-{front_end}")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args(container["args"])
+    named_ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+
+    assert (args.command, args.service) == ("run", front_end)
+    assert named_ports["metrics"] == front_end_metrics_port(container["args"]) != named_ports["http"]
+    assert named_ports["http"] == getattr(args, f"{front_end}_port")
+    assert named_ports[container["readinessProbe"]["httpGet"]["port"]] == named_ports["metrics"]
+
+
+def test_k8s_annotates_every_process_for_scraping_on_its_metrics_port() -> None:
+    scraped = {}
+    for deployment in k8s("Deployment"):
+        pod = deployment["spec"]["template"]
+        container = pod["spec"]["containers"][0]
+        named_ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+        annotations = pod["metadata"].get("annotations", {})
+        assert annotations.get("prometheus.io/scrape") == "true", deployment["metadata"]["name"]
+        assert int(annotations["prometheus.io/port"]) == named_ports["metrics"]
+        scraped[pod["metadata"]["labels"]["app.kubernetes.io/component"]] = annotations["prometheus.io/path"]
+
+    assert scraped == dict.fromkeys([*SERVICES, "nats-exporter", *FRONT_ENDS], "/metrics")
 
 
 def test_k8s_sets_only_variables_the_code_reads() -> None:

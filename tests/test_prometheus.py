@@ -21,6 +21,7 @@ import asyncio
 import collections
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -466,6 +467,38 @@ def after_bad_input(scraped_hub: ScrapedHub) -> ScrapedHub:
         with urllib.request.urlopen(path, timeout=10) as reply:  # noqa: S310 - loopback
             reply.read()
     return scraped_hub
+
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards" / "referral-hub.json"
+SAMPLE_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+
+
+def dashboard_metric_names() -> dict[str, set[str]]:
+    """Every ``hub_*`` series name each panel's PromQL reads, by panel title."""
+    used: dict[str, set[str]] = collections.defaultdict(set)
+    pending = list(json.loads(DASHBOARD.read_text())["panels"])
+    while pending:
+        panel = pending.pop()
+        pending.extend(panel.get("panels", []))
+        for target in panel.get("targets", []):
+            used[panel["title"]].update(re.findall(r"\bhub_[a-z0-9_]+", target.get("expr", "")))
+    return used
+
+
+def exposed_series_names(text: str) -> set[str]:
+    """The series names an exposition can carry, sampled yet or not (a labelled family with no child has none)."""
+    return {
+        family.name + suffix
+        for family in text_string_to_metric_families(text)
+        for suffix in SAMPLE_SUFFIXES.get(family.type, ("",))
+    }
+
+
+def test_every_dashboard_panel_reads_only_series_some_hub_process_exposes(after_bad_input: ScrapedHub) -> None:
+    eventually_data(after_bad_input.prometheus, "hub_audit_last_checkpoint_timestamp_seconds")
+    exposed = set().union(*(exposed_series_names(exposition(target)) for target in after_bad_input.targets.values()))
+
+    assert {title: names - exposed for title, names in dashboard_metric_names().items() if names - exposed} == {}
 
 
 @pytest.mark.parametrize("name", sorted(dashboard_expressions()))

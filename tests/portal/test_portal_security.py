@@ -7,6 +7,8 @@ the audited view, each observed from outside as an attacker or auditor would.
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 import msgspec
 import pyotp
@@ -113,6 +115,31 @@ async def test_wrong_logins_are_audited_as_failures(portal: RunningPortal) -> No
         return len(failed) >= 2
 
     await eventually(failures_audited)
+
+
+async def test_wrong_logins_are_logged_as_json_failures_without_the_name_or_password(
+    portal: RunningPortal, tmp_path: Path
+) -> None:
+    login = portal.logins["ben.okafor@harbor-pt"]
+    typed = "Wrong-Typed-Secret-731"
+    async with portal.client() as client:
+        wrong = [await log_in(client, login, password=typed) for _ in range(2)]
+    assert [r.status_code for r in wrong] == [401] * 2
+    log = tmp_path / "portal.log"
+
+    def failures() -> list[dict[str, object]]:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("event") == "portal_login_failed"]
+
+    async def both_logged() -> bool:
+        return len(failures()) == 2
+
+    await eventually(both_logged)
+    assert {line["cause"] for line in failures()} == {"bad_credentials"}
+    text = log.read_text()
+    assert login.username not in text
+    assert "ben.okafor" not in text
+    assert typed not in text
 
 
 async def test_a_session_idle_past_the_timeout_is_over(portal: RunningPortal) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import datetime
 from typing import Any, Final
@@ -36,6 +37,11 @@ def login_page() -> Template:
 
 def _address(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def _digest(text: str) -> str:
+    """A short SHA-256 digest: equal inputs match in the log, the input itself never appears."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 BAD_LOGIN: Final = "The username, password or code is wrong."
@@ -85,7 +91,17 @@ async def login_submit(request: Request[Any, Any, Any]) -> Response[Any]:
         is_member=portal.is_member,
     )
     await _audit_login(request, result, now)
-    log.info("portal_login", clinic=result.clinic, member=result.member, outcome=result.outcome.value)
+    if result.outcome is LoginOutcome.OK:
+        log.info("portal_login", clinic=result.clinic, member=result.member, outcome=result.outcome.value)
+    else:
+        # Failures come from anyone, typed names included: only digests reach the log, so an
+        # operator can count repeats from one address or at one name without the log holding either.
+        log.warning(
+            "portal_login_failed",
+            cause=result.outcome.value,  # not "reason": the log drops that key as PHI (referral reason)
+            source=_digest(_address(request)),
+            username=_digest(form.get("username", "")),
+        )
     if result.outcome is LoginOutcome.RATE_LIMITED:
         # 429 with the window to wait, so clients and proxies see a rate limit, not a wrong password.
         headers = {"Retry-After": str(int(domain.LOGIN_WINDOW.total_seconds()))}
