@@ -194,6 +194,19 @@ def test_the_banners_export_line_serves_every_later_command(hub: Hub, tmp_path: 
     assert (hub.data_dir / "audit-index.sqlite").is_file()
 
 
+def test_every_url_the_banner_prints_answers(hub: Hub) -> None:
+    urls = sorted({url.rstrip(".,;)") for line in hub.lines for url in re.findall(r"https?://[^\s'\"]+", line)})
+    answers = {}
+    for url in urls:
+        try:
+            answers[url] = httpx.get(url, timeout=5, follow_redirects=True).status_code
+        except httpx.HTTPError as exc:
+            answers[url] = type(exc).__name__
+
+    assert len(urls) >= 8, hub.lines
+    assert {url: status for url, status in answers.items() if not isinstance(status, int) or status >= 500} == {}
+
+
 def test_nothing_is_written_beside_the_data_folder(hub: Hub) -> None:
     assert sorted(path.name for path in hub.data_dir.parent.iterdir()) == ["elsewhere", "here"]
     assert list((hub.data_dir.parent / "here").iterdir()) == []
