@@ -78,15 +78,8 @@ class DocumentStore:
                 used, revision = int(entry.value or b"0"), int(entry.revision or 0)
             except nats.js.errors.KeyNotFoundError:
                 used, revision = 0, 0
-            value = str(check_quota(used, size, self.quota)).encode()
-            try:
-                if revision == 0:
-                    await self._index.create(key, value)
-                else:
-                    await self._index.update(key, value, last=revision)
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
-                continue
-            return
+            if await self._write(key, str(check_quota(used, size, self.quota)).encode(), revision):
+                return
         msg = "the clinic's document usage kept changing; try again"
         raise DocumentError(msg)
 
@@ -97,17 +90,21 @@ class DocumentStore:
             if any(known.id == meta.id for known in listed):
                 return
             _check_room(listed)
-            value = msgspec.json.encode([*listed, meta])
-            try:
-                if revision == 0:
-                    await self._index.create(key, value)
-                else:
-                    await self._index.update(key, value, last=revision)
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
-                continue
-            return
+            if await self._write(key, msgspec.json.encode([*listed, meta]), revision):
+                return
         msg = "the referral's document list kept changing; try again"
         raise DocumentError(msg)
+
+    async def _write(self, key: str, value: bytes, revision: int) -> bool:
+        """Compare-and-set ``key`` in the index (create at revision 0); False when another writer came first."""
+        try:
+            if revision == 0:
+                await self._index.create(key, value)
+            else:
+                await self._index.update(key, value, last=revision)
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
+            return False
+        return True
 
     async def _listed(self, key: str) -> tuple[list[DocumentMeta], int]:
         try:
