@@ -127,8 +127,14 @@ async def test_a_created_tasks_location_serves_that_version(care: Care) -> None:
     task = valid(answer.json())
     await move(care, valid(plain(await care.fhir(LOTUS).get("Task", task["id"]))), 1, "3.0", status="accepted")
     async with httpx.AsyncClient() as http:
+
+        async def accepted_version() -> httpx.Response | None:
+            # The accept reaches the referrer's inbox a moment after the recipient's answer.
+            got = await http.get(location.replace("/_history/1", "/_history/2"), headers=care.headers(HARBOR))
+            return got if got.status_code == 200 else None
+
+        second = await eventually(accepted_version)
         first = await http.get(location, headers=care.headers(HARBOR))
-        second = await http.get(location.replace("/_history/1", "/_history/2"), headers=care.headers(HARBOR))
         never = await http.get(location.replace("/_history/1", "/_history/3"), headers=care.headers(HARBOR))
     assert first.status_code == 200, first.text
     assert (valid(first.json())["meta"]["versionId"], first.json()["status"]) == ("1", "requested")
