@@ -118,7 +118,7 @@ def csrf_digest(cookie: str) -> str:
 
 
 def csrf_bound(session: Session, cookie: str) -> bool:
-    """Whether ``cookie`` is the CSRF cookie this session was given at login."""
+    """Whether ``cookie`` is the CSRF cookie the member's session was given at login."""
     return bool(session.csrf and cookie) and hmac.compare_digest(session.csrf, csrf_digest(cookie))
 
 

@@ -124,7 +124,7 @@ class Portal:
             raise LoginRequiredError
         method = request.scope.get("method", "GET")
         if method not in SAFE_METHODS and not domain.csrf_bound(session, request.cookies.get(CSRF_COOKIE, "")):
-            # The form's token matched the CSRF cookie, but that cookie is not the one this session was given.
+            # The form's token matched the CSRF cookie, but that cookie is not the one the member's session was given.
             raise PermissionDeniedException(detail="CSRF token verification failed")
         shows_page = method == "GET" and not request.url.path.endswith("/events")
         flash = session.flash if shows_page else ""
@@ -134,7 +134,7 @@ class Portal:
         return Member(clinic, session.member, token, flash)
 
     async def flash(self, member: Member, words: str) -> None:
-        """Leave ``words`` for this session's next page."""
+        """Leave ``words`` for the member's session's next page."""
         found = await self.storage().session(member.token)
         if found is not None:
             await self.storage().save_session(member.token, msgspec.structs.replace(found[0], flash=words[:2000]))

@@ -76,7 +76,7 @@ async def login_submit(request: Request[Any, Any, Any]) -> Response[Any]:
     """Both factors at once; every outcome is audited as the clinic the username names.
 
     A success starts a session with a fresh CSRF cookie of its own (the session keeps its
-    digest), so a token minted before login, or in another browser, is no use to this session.
+    digest), so a token minted before login, or in another browser, is no use to the member's session.
     """
     portal = portal_of(request)
     form = await form_fields(request)
