@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import msgspec
 
-from referral_hub.linkage.linkage_keys import LinkageKeys, LinkageSecret, Person, make_keys
+from referral_hub.linkage.linkage_keys import LinkageKeys, Person, make_keys
 from referral_hub.linkage.matching import LinkageIndex, MatchGrade
 
-SECRET = LinkageSecret.from_bytes(b"network linkage secret, 32 bytes!", "k1")
+from .test_linkage_keys import SECRET
+
 MAYA = Person(
     given_name="Maya",
     family_name="Okonkwo",
